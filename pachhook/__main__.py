@@ -1,0 +1,3 @@
+from pachhook.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The `pachhook` console script: a thin dispatcher over one module per subcommand.
+
+Each subcommand lives in `pachhook.commands.<module>` with its own
+`build_parser() -> argparse.ArgumentParser` and `main(argv) -> int`. Only the module of
+the command being run is imported, so a hook pays for its own imports and nothing else.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Sequence
+
+from pachhook import __version__
+
+# name -> (module under pachhook.commands, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("validate", "check pipeline spec templates against the Pachyderm spec"),
+    "render": ("render", "print a template rendered for a commit"),
+    "queue": ("queue", "post-commit: record delivery jobs for a commit"),
+    "check-push": ("check_push", "pre-push: validate templates in every pushed commit"),
+    "run": ("run", "run queued jobs (or one commit's steps) in the foreground"),
+    "worker": ("worker", "drain the queue in the background (started by `queue`)"),
+    "status": ("status", "list jobs and the state of their steps"),
+    "logs": ("logs", "print a job's log"),
+    "retry": ("retry", "queue a failed or cancelled job again"),
+    "cancel": ("cancel", "cancel a queued job"),
+    "provenance": ("provenance", "link commits, images and pipeline versions"),
+    "install": ("install", "install pachhook's git hooks in this repository"),
+    "uninstall": ("uninstall", "remove the git hooks pachhook installed"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [
+        "usage: pachhook [--version] COMMAND [ARGS ...]",
+        "",
+        "commands:",
+    ]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run `pachhook COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def load_command(name: str):  # -> module with build_parser() and main()
+    module_name, _ = COMMANDS[name]
+    return importlib.import_module(f"pachhook.commands.{module_name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"pachhook {__version__}")
+        return 0
+    name = args[0]
+    if name not in COMMANDS:
+        print(f"pachhook: unknown command {name!r}", file=sys.stderr)
+        print(_usage(), file=sys.stderr)
+        return 2
+    try:
+        return load_command(name).main(args[1:])
+    except KeyboardInterrupt:
+        print("pachhook: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,45 @@
+"""Problems found in a template, and the records that locate them in a file."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Tuple, Union
+
+JsonPath = Tuple[Union[str, int], ...]
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A finding about a parsed value, located by its JSON path inside one document."""
+
+    path: JsonPath
+    message: str
+    severity: str = ERROR
+    rule: str = ""  # short stable id, e.g. "unknown-field", for JSON output and docs
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A problem placed in a file: what every output format prints."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    severity: str = ERROR
+    json_path: str = ""  # "input.cross[1].pfs.repo"; empty for file-level problems
+    rule: str = ""
+    document: int = 0  # 1-based document index in a multi-spec file; 0 when not applicable
+
+
+def format_json_path(path: JsonPath) -> str:
+    """Render ("input", "cross", 1, "pfs") as input.cross[1].pfs."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

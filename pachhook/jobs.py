@@ -1,0 +1,50 @@
+"""Records of the delivery queue: a job per (commit, pipeline), three steps per job."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+STEP_NAMES = ("build", "push", "update")
+
+# Job states. A job is "queued" until a worker leases it, "running" while leased,
+# then "done", "failed" (retryable), "cancelled" or "superseded" (a newer commit of
+# the same branch replaced it before it started).
+QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED = (
+    "queued", "running", "done", "failed", "cancelled", "superseded",
+)
+# Step states.
+PENDING, STEP_RUNNING, STEP_DONE, STEP_FAILED, STEP_SKIPPED = (
+    "pending", "running", "done", "failed", "skipped",
+)
+
+
+@dataclass
+class StepRecord:
+    name: str
+    state: str = PENDING
+    attempts: int = 0
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    result: Dict[str, str] = field(default_factory=dict)  # image_id, digest, pipeline_version, ...
+    error: str = ""
+
+
+@dataclass
+class Job:
+    id: int
+    commit: str
+    branch: str
+    pipeline: str
+    template: str  # path relative to the repository root
+    image: str  # image repository named by the template, without tag ("" if none is built)
+    state: str = QUEUED
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    superseded_by: Optional[int] = None
+    steps: List[StepRecord] = field(default_factory=list)
+
+    def step(self, name: str) -> StepRecord:
+        for record in self.steps:
+            if record.name == name:
+                return record
+        raise KeyError(name)

@@ -1,0 +1,42 @@
+"""The delivery steps (build, push, update) behind one interface the worker calls.
+
+Each step is idempotent: finding its result already in place, it records it and moves on.
+A step signals failure by raising StepError with a one-line cause.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict
+
+from pachhook.jobs import Job
+
+
+class StepError(Exception):
+    """A step failed; str(error) is the one-line cause shown to the user."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass
+class StepContext:
+    repo_root: Path  # the work tree the job was queued from
+    git_dir: Path  # git common dir (shared by worktrees)
+    job: Job
+    log: Callable[[str], None]  # appends a line to the job's log
+    results: Dict[str, Dict[str, str]] = field(default_factory=dict)  # earlier steps' results by name
+    dry_run: bool = False
+
+
+@dataclass
+class StepResult:
+    outcome: str = "done"  # "done" | "reused" (found in place) | "skipped" (nothing to do)
+    data: Dict[str, str] = field(default_factory=dict)
+    message: str = ""
+
+
+def run_step(name: str, ctx: StepContext) -> StepResult:
+    """Run one step of ctx.job. Until the real steps exist, each records that it did nothing."""
+    return StepResult(outcome="skipped", message=f"{name}: not implemented yet")

@@ -38,5 +38,10 @@ class StepResult:
 
 
 def run_step(name: str, ctx: StepContext) -> StepResult:
-    """Run one step of ctx.job. Until the real steps exist, each records that it did nothing."""
-    return StepResult(outcome="skipped", message=f"{name}: not implemented yet")
+    """Run one step of ctx.job; each step module imports its heavy dependencies itself."""
+    import importlib
+
+    if name not in ("build", "push", "update"):
+        raise StepError(f"unknown step {name!r}", retryable=False)
+    module = importlib.import_module(f"pachhook.steps.{name}")
+    return module.run(ctx)

@@ -1,0 +1,112 @@
+"""`pachhook validate`: check pipeline spec templates (the pre-commit and pre-push hook).
+
+Exit status: 0 no errors (warnings allowed), 1 errors found, 2 bad usage,
+3 an internal error (a bug in pachhook: please report it).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachhook validate",
+        description=(
+            "Check Pachyderm pipeline spec templates (JSON or YAML) against the pachctl 2.x"
+            " pipeline spec and rules. Placeholders ({{ commit }}, {{ short_commit }},"
+            " {{ tag }}, {{ branch }}) are filled with sample values first."
+        ),
+        epilog=(
+            "With no FILE, checks the templates named by the repository configuration, or"
+            " files named pipeline.json|yaml|yml and *.pipeline.json|yaml|yml."
+            " Exit status: 0 no errors, 1 errors found, 2 bad usage."
+        ),
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "github"),
+        default="text",
+        help="output format: text lines (default), a JSON list, or GitHub annotations",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="treat an image without a tag, or tagged :latest, as an error",
+    )
+    parser.add_argument("files", nargs="*", metavar="FILE", help="template files to check")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse has printed the usage error
+        return EXIT_USAGE if stop.code else EXIT_OK
+    try:
+        return _run(args)
+    except Exception as error:  # a bug: one visible line, distinct exit status
+        print(f"pachhook: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pachhook import report
+    from pachhook.validate import has_errors, validate_paths
+
+    files: List[str] = []
+    for given in args.files or [None]:
+        if given is None or os.path.isdir(given):
+            files += _configured_templates(given)  # a folder: the templates inside it
+        else:
+            files.append(given)
+    if not files:
+        print("pachhook: no pipeline templates found", file=sys.stderr)
+        return EXIT_OK
+    diagnostics = validate_paths(files, strict=args.strict)
+    output = report.render(diagnostics, args.format)
+    if output:
+        print(output)
+    if args.format == "text":
+        print(f"pachhook: {report.summary(diagnostics, len(files))}", file=sys.stderr)
+    return EXIT_PROBLEMS if has_errors(diagnostics) else EXIT_OK
+
+
+def _configured_templates(folder: Optional[str]) -> List[str]:
+    """Templates the repository configuration names, under `folder` (default: everywhere)."""
+    from pachhook.config import load_config
+    from pachhook.validate import find_templates
+
+    cwd = Path.cwd()
+    start = Path(folder).resolve() if folder else cwd
+    root = _repository_root(start)
+    config = load_config(root)
+    templates = find_templates(root, config)
+    if folder:
+        templates = [path for path in templates if _is_within(path, start)]
+    return [os.path.relpath(path, cwd) for path in templates]
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _repository_root(start: Path) -> Path:
+    """The closest folder holding `.git` (a folder, or a file in a worktree), else start.
+
+    Found by looking, not by running git: this runs on every commit.
+    """
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists():
+            return folder
+    return start

@@ -1,0 +1,664 @@
+"""Read pipeline spec files the way pachctl 2.x does, keeping where every value came from.
+
+pachctl 2.x reads every file with Go's yaml.v3 (YAML 1.2 core schema): several specs may
+be separated by `---` lines or given as a top-level list; anchors, aliases, timestamps and
+non-decimal integers are refused. This module gives the same verdicts without building
+anything an attacker could inflate:
+
+- a file whose first non-blank character is `{` or `[` is split on `---` lines and each
+  part read with the C `json` module (fast; PyYAML is then never imported); a part that is
+  not strict JSON (comments, trailing commas) is read as YAML instead;
+- other files go through PyYAML's *event* stream, from which values are built here,
+  iteratively, with YAML 1.2 scalar rules; an anchor or alias stops the document at once,
+  so an alias bomb costs nothing;
+- files above MAX_FILE_BYTES are refused before they are read, nesting above MAX_DEPTH
+  is refused before anything recursive sees it.
+
+Bad input becomes `Diagnostic`s, never an exception. Line and column numbers of JSON
+values are worked out only when a diagnostic needs them.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from pachhook.diagnostics import ERROR, Diagnostic, JsonPath
+
+MAX_FILE_BYTES = 5 * 1024 * 1024  # a real spec is a few kB; this keeps memory and time bounded
+MAX_DEPTH = 100  # a real spec nests about 10 levels; validators below may recurse this deep
+
+Position = Tuple[int, int]  # 1-based line and column
+
+_JSON_START = re.compile(rb"\s*[\[{]")
+_DOC_MARKER = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+
+
+@dataclass
+class Document:
+    """One pipeline spec (a mapping) of a file.
+
+    `index` is its 1-based position among the specs of the file; `locate(path)` gives
+    the line and column of the value at a JSON path (of its key, for a mapping member),
+    or of the closest enclosing value that exists.
+    """
+
+    value: Dict[str, Any]
+    index: int
+    _positions: "_Positions" = field(repr=False, compare=False)
+    _prefix: JsonPath = field(default=(), repr=False, compare=False)
+
+    def locate(self, path: JsonPath) -> Position:
+        return self._positions.find(self._prefix + tuple(path))
+
+
+@dataclass
+class LoadedFile:
+    documents: List[Document] = field(default_factory=list)
+    diagnostics: List[Diagnostic] = field(default_factory=list)
+
+
+class _Positions:
+    """Positions of the values of one parsed text, keyed by (root, *json_path).
+
+    Built on first use by `build`, which returns the map; `find` falls back to the
+    closest existing parent, then to `default`.
+    """
+
+    def __init__(self, build: Callable[[], Dict[tuple, Position]], default: Position) -> None:
+        self._build: Optional[Callable[[], Dict[tuple, Position]]] = build
+        self._map: Dict[tuple, Position] = {}
+        self.default = default
+
+    def find(self, path: tuple) -> Position:
+        if self._build is not None:
+            build, self._build = self._build, None
+            self._map = build()
+        while path:
+            found = self._map.get(path)
+            if found is not None:
+                return found
+            path = path[:-1]
+        return self.default
+
+
+class _LineIndex:
+    """Offset -> (line, column) for a text that starts at line `first_line` of the file."""
+
+    def __init__(self, text: str, first_line: int = 1) -> None:
+        self._starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self._first_line = first_line
+
+    def position(self, offset: int) -> Position:
+        row = bisect.bisect_right(self._starts, offset) - 1
+        return (self._first_line + row, offset - self._starts[row] + 1)
+
+
+class _Refused(Exception):
+    """Input pachctl would refuse; carries a ready diagnostic's parts."""
+
+    def __init__(self, position: Position, message: str, rule: str) -> None:
+        super().__init__(message)
+        self.position = position
+        self.message = message
+        self.rule = rule
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_path(path: Union[str, Path]) -> LoadedFile:
+    """Load a spec file from disk; unreadable, huge or binary files become diagnostics."""
+    name = str(path)
+    try:
+        size = os.stat(path).st_size
+        if size > MAX_FILE_BYTES:
+            return _file_problem(name, _too_large(size), "file-too-large")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat
+    except IsADirectoryError:
+        return _file_problem(name, "is a directory, not a pipeline spec file", "unreadable")
+    except OSError as error:
+        return _file_problem(name, f"cannot read file: {error.strerror or error}", "unreadable")
+    return load_bytes(name, data)
+
+
+def load_bytes(name: str, data: bytes) -> LoadedFile:
+    """Parse the bytes of one spec file into its pipeline specs and the problems found."""
+    if len(data) > MAX_FILE_BYTES:
+        return _file_problem(name, _too_large(len(data)), "file-too-large")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        return _file_problem(
+            name,
+            f"file is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start});"
+            " save it as UTF-8",
+            "encoding",
+            (line, column),
+        )
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    result = LoadedFile()
+    if _JSON_START.match(data):
+        _load_json_file(name, text, result)
+    else:
+        _load_yaml_text(name, text, 1, result)
+    for index, document in enumerate(result.documents, 1):
+        document.index = index
+    if not result.documents and not result.diagnostics:
+        result.diagnostics.append(
+            Diagnostic(name, 1, 1, "file holds no pipeline spec", ERROR, "", "empty-file")
+        )
+    return result
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"file is {size / 1048576:.1f} MB, over the {MAX_FILE_BYTES // 1048576} MB limit"
+        " for a pipeline spec file; it was not read"
+    )
+
+
+def _file_problem(
+    name: str, message: str, rule: str, position: Position = (1, 1)
+) -> LoadedFile:
+    return LoadedFile([], [Diagnostic(name, position[0], position[1], message, ERROR, "", rule)])
+
+
+# --------------------------------------------------------------------------- shared steps
+
+
+def _add_root(
+    name: str,
+    value: Any,
+    positions: _Positions,
+    root: int,
+    result: LoadedFile,
+) -> None:
+    """Turn one parsed document into specs: a mapping, or a list of mappings (pachctl 2.1+)."""
+    if value is None:
+        return  # an empty document, as between two `---` lines: pachctl skips it
+    if isinstance(value, list):
+        for item, element in enumerate(value):
+            _add_spec(name, element, positions, (root, item), result)
+        return
+    _add_spec(name, value, positions, (root,), result)
+
+
+def _add_spec(
+    name: str, value: Any, positions: _Positions, prefix: tuple, result: LoadedFile
+) -> None:
+    if not isinstance(value, dict):
+        line, column = positions.find(prefix)
+        kind = _kind(value)
+        result.diagnostics.append(
+            Diagnostic(
+                name,
+                line,
+                column,
+                f"a pipeline spec must be a mapping of fields (a JSON object), found {kind}",
+                ERROR,
+                "",
+                "not-a-mapping",
+            )
+        )
+        return
+    depth_error = _too_deep(value)
+    if depth_error is not None:
+        line, column = positions.find(prefix + depth_error)
+        result.diagnostics.append(
+            Diagnostic(name, line, column, _depth_message(), ERROR, "", "too-deep")
+        )
+        return
+    result.documents.append(Document(value, 0, positions, prefix))  # numbered at the end
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "null"
+
+
+def _depth_message() -> str:
+    return f"values are nested more than {MAX_DEPTH} levels deep; a pipeline spec never is"
+
+
+def _too_deep(value: Any) -> Optional[JsonPath]:
+    """The path of a value nested deeper than MAX_DEPTH, or None (iterative on purpose)."""
+    stack: List[Tuple[Any, JsonPath]] = [(value, ())]
+    while stack:
+        current, path = stack.pop()
+        if len(path) >= MAX_DEPTH:
+            return path
+        if isinstance(current, dict):
+            stack.extend((child, path + (key,)) for key, child in current.items()
+                         if isinstance(child, (dict, list)))
+        elif isinstance(current, list):
+            stack.extend((child, path + (i,)) for i, child in enumerate(current)
+                         if isinstance(child, (dict, list)))
+    return None
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _pairs_hook(pairs: list) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        _pairs_hook.duplicates = True  # type: ignore[attr-defined]
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_refuse_constant)
+
+
+def _load_json_file(name: str, text: str, result: LoadedFile) -> None:
+    """Split on `---` lines; read each part as JSON, or as YAML when it is not strict JSON."""
+    start = 0
+    first_line = 1
+    parts: List[Tuple[str, int]] = []
+    for marker in _DOC_MARKER.finditer(text):
+        parts.append((text[start:marker.start()], first_line))
+        first_line += text.count("\n", start, marker.end())
+        start = marker.end()
+    parts.append((text[start:], first_line))
+    for part, line in parts:
+        stripped = part.lstrip()
+        if not stripped:
+            continue
+        if stripped[0] in "{[":
+            _load_json_part(name, part, line, result)
+        else:  # a YAML document after a `---` line
+            _load_yaml_text(name, part, line, result)
+
+
+def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -> None:
+    lines = _LineIndex(part, first_line)
+    positions = _Positions(lambda: _scan_json(part, lines)[0], lines.position(_skip_blank(part, 0)))
+    values: List[Any] = []
+    offset = _skip_blank(part, 0)
+    _pairs_hook.duplicates = False  # type: ignore[attr-defined]
+    try:
+        while offset < len(part):
+            value, end = _DECODER.raw_decode(part, offset)
+            values.append(value)
+            offset = _skip_blank(part, end)
+            if offset < len(part) and not values_may_follow(part, offset):
+                raise json.JSONDecodeError("Extra data", part, offset)
+    except RecursionError:
+        line, column = _deep_json_position(part, lines)
+        result.diagnostics.append(Diagnostic(name, line, column, _depth_message(), ERROR, "",
+                                             "too-deep"))
+        return
+    except ValueError as error:  # JSONDecodeError, or NaN/Infinity refused
+        as_yaml = LoadedFile()
+        if _load_yaml_text(name, part, first_line, as_yaml):  # comments, trailing commas...
+            result.documents += as_yaml.documents
+            result.diagnostics += as_yaml.diagnostics
+            return
+        if isinstance(error, json.JSONDecodeError):
+            line, column = lines.position(error.pos)
+            message = f"invalid JSON: {error.msg}"
+        else:
+            line, column = lines.position(offset)
+            message = f"invalid JSON: {error}"
+        result.diagnostics.append(Diagnostic(name, line, column, message, ERROR, "", "syntax"))
+        return
+    if len(values) > 1:
+        # Only pachctl 1.x read a stream of JSON objects; 2.x stops after the first one.
+        second = _scan_json(part, lines)[1]
+        line, column = second if second else positions.default
+        result.diagnostics.append(
+            Diagnostic(
+                name,
+                line,
+                column,
+                "a second JSON document starts here without a `---` line before it;"
+                " pachctl 2.x reads only the first: put a line holding only `---`"
+                " between the documents",
+                ERROR,
+                "",
+                "concatenated-json",
+            )
+        )
+    if _pairs_hook.duplicates:  # type: ignore[attr-defined]
+        for path, where, first in _scan_json(part, lines)[2]:
+            result.diagnostics.append(_duplicate(name, path[1:], where, first))
+    for root, value in enumerate(values):
+        _add_root(name, value, positions, root, result)
+
+
+def values_may_follow(part: str, offset: int) -> bool:
+    """After one JSON value, only another value (a 1.x-style stream) may follow."""
+    return part[offset] in "{["
+
+
+def _skip_blank(text: str, offset: int) -> int:
+    while offset < len(text) and text[offset] in " \t\r\n":
+        offset += 1
+    return offset
+
+
+def _duplicate(name: str, path: tuple, where: Position, first: Position) -> Diagnostic:
+    from pachhook.diagnostics import format_json_path
+
+    key = path[-1]
+    return Diagnostic(
+        name,
+        where[0],
+        where[1],
+        f"duplicate key {key!r} (first at {first[0]}:{first[1]}); pachctl 2.x keeps one of"
+        " them silently: remove the other",
+        ERROR,
+        format_json_path(path),
+        "duplicate-key",
+    )
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
+
+
+def _scan_json(part: str, lines: _LineIndex):
+    """Walk the tokens of a JSON text: positions of every value, the start of a second
+    top-level value, and duplicate keys (path, position, first position).
+
+    Only run when a diagnostic needs a position, so it may be slower than `json`.
+    """
+    positions: Dict[tuple, Position] = {}
+    duplicates: List[Tuple[tuple, Position, Position]] = []
+    second_root: Optional[Position] = None
+    # frame: [is_object, path, key or index, expecting_key, keys seen]
+    stack: List[list] = []
+    root = -1
+    for match in _JSON_TOKEN.finditer(part):
+        token = match.group()
+        char = token[0]
+        if stack:
+            frame = stack[-1]
+            if frame[0]:
+                if char == "}":
+                    stack.pop()
+                    continue
+                if frame[3]:
+                    if char == '"':
+                        key = _json_string(token)
+                        where = lines.position(match.start())
+                        path = frame[1] + (key,)
+                        if key in frame[4]:
+                            duplicates.append((path, where, positions.get(path, where)))
+                        else:
+                            frame[4].add(key)
+                            positions[path] = where
+                        frame[2] = key
+                        frame[3] = False
+                    continue
+                if char == ":":
+                    continue
+                if char == ",":
+                    frame[3] = True
+                    continue
+                path = frame[1] + (frame[2],)
+            else:
+                if char == "]":
+                    stack.pop()
+                    continue
+                if char == ",":
+                    frame[2] += 1
+                    continue
+                path = frame[1] + (frame[2],)
+                positions.setdefault(path, lines.position(match.start()))
+        else:
+            root += 1
+            path = (root,)
+            positions.setdefault(path, lines.position(match.start()))
+            if root == 1:
+                second_root = positions[path]
+        if char == "{":
+            stack.append([True, path, None, True, set()])
+        elif char == "[":
+            stack.append([False, path, 0, False, None])
+    return positions, second_root, duplicates
+
+
+def _json_string(token: str) -> str:
+    try:
+        return json.loads(token)
+    except ValueError:
+        return token[1:-1]
+
+
+def _deep_json_position(part: str, lines: _LineIndex) -> Position:
+    depth = 0
+    for match in re.finditer(r'"(?:[^"\\]|\\.)*"|[{}\[\]]', part):
+        char = match.group()[0]
+        if char in "{[":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return lines.position(match.start())
+        elif char in "}]":
+            depth -= 1
+    return lines.position(0)
+
+
+# --------------------------------------------------------------------------- YAML
+
+_INT_STRICT = re.compile(r"(0|-?[1-9][0-9]*)\Z")
+_GO_INT = re.compile(
+    r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)\Z"
+)
+_YAML_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
+    r"(([Tt]|[ \t]+)[0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(\.[0-9]*)?"
+    r"([ \t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)?\Z"
+)
+_NULLS = {"", "~", "null", "Null", "NULL"}
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+          "FALSE": False}
+_SPECIAL_FLOATS = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf",
+                   "-.INF", ".nan", ".NaN", ".NAN"}
+_TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {_TAG + "str", _TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"}
+_COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
+
+
+def _resolve_plain(text: str, where: Position) -> Any:
+    """A plain (unquoted, untagged) scalar as yaml.v3 reads it, then as pachctl accepts it."""
+    if text in _NULLS:
+        return None
+    if text in _BOOLS:
+        return _BOOLS[text]
+    if text in _SPECIAL_FLOATS:
+        raise _Refused(where, f"{text} has no JSON form; quote it if it is meant as text",
+                       "yaml-scalar")
+    if text[0] not in "+-.0123456789":
+        return text
+    if _TIMESTAMP.match(text):
+        raise _Refused(where, f"unquoted {text} is a YAML timestamp, which pachctl refuses;"
+                       f" quote it: \"{text}\"", "yaml-scalar")
+    plain = text.replace("_", "")
+    if _GO_INT.match(plain) and _fits_64_bits(plain):
+        if _INT_STRICT.match(text):
+            return int(text)
+        raise _Refused(where, f"YAML reads {text} as an integer in a form pachctl refuses"
+                       " (octal, hex, binary, a sign or underscores): write a plain decimal"
+                       " number, or quote it if it is text", "yaml-scalar")
+    if _YAML_FLOAT.match(plain):
+        number = float(plain)
+        if math.isinf(number):
+            return text  # out of range for a float: leave it for the schema to reject
+        return number
+    return text
+
+
+def _fits_64_bits(plain: str) -> bool:
+    # yaml.v3 falls back to a float for integers beyond int64/uint64
+    try:
+        number = int(plain, 0) if not re.match(r"[-+]?0[0-7]", plain) else int(plain, 8)
+    except ValueError:
+        return True
+    return -(2 ** 63) <= number < 2 ** 64
+
+
+def _resolve_tagged(tag: str, text: str, plain: bool, where: Position) -> Any:
+    if tag == "!" or tag == _TAG + "str":
+        return text
+    if tag not in _SCALAR_TAGS:
+        raise _Refused(where, f"YAML tag {tag!r} is not supported by pachctl; remove it",
+                       "yaml-tag")
+    value = _resolve_plain(text, where) if text else None
+    expected = {_TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool,
+                _TAG + "null": type(None)}[tag]
+    if isinstance(value, bool) and expected is not bool:
+        value = text
+    if not isinstance(value, expected):
+        raise _Refused(where, f"{text!r} is not a valid {tag[len(_TAG):]}", "yaml-tag")
+    return float(value) if tag == _TAG + "float" else value
+
+
+def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -> bool:
+    """Read YAML documents into `result`; False when the text was refused."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    builder = _YamlBuilder(first_line)
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            done = builder.feed(event)
+            if done is not None:
+                value, positions, duplicates = done
+                for path, where, first in duplicates:
+                    result.diagnostics.append(_duplicate(name, path, where, first))
+                found = _Positions(lambda p=positions: p, positions.get((0,), (first_line, 1)))
+                _add_root(name, value, found, 0, result)
+    except _Refused as refused:
+        line, column = refused.position
+        result.diagnostics.append(
+            Diagnostic(name, line, column, refused.message, ERROR, "", refused.rule))
+        return False
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = (mark.line if mark else 0) + first_line
+        column = (mark.column if mark else 0) + 1
+        what = error.problem or "syntax error"
+        if error.context:
+            what = f"{what} ({error.context})"
+        result.diagnostics.append(
+            Diagnostic(name, line, column, f"invalid YAML: {what}", ERROR, "", "syntax"))
+        return False
+    except yaml.YAMLError as error:
+        result.diagnostics.append(
+            Diagnostic(name, first_line, 1, f"invalid YAML: {error}", ERROR, "", "syntax"))
+        return False
+    return True
+
+
+class _YamlBuilder:
+    """Builds plain values from PyYAML events, iteratively, recording positions."""
+
+    def __init__(self, first_line: int) -> None:
+        self.first_line = first_line
+        self._reset()
+
+    def _reset(self) -> None:
+        self.stack: List[list] = []  # [container, path, pending key, key position, is_map]
+        self.positions: Dict[tuple, Position] = {}
+        self.duplicates: List[Tuple[tuple, Position, Position]] = []
+        self.root: Any = None
+
+    def _where(self, event: Any) -> Position:
+        mark = event.start_mark
+        return (mark.line + self.first_line, mark.column + 1)
+
+    def feed(self, event: Any):
+        kind = type(event).__name__
+        if kind == "DocumentStartEvent":
+            self._reset()
+            return None
+        if kind == "DocumentEndEvent":
+            return self.root, self.positions, self.duplicates
+        if kind in ("StreamStartEvent", "StreamEndEvent"):
+            return None
+        if kind == "AliasEvent" or getattr(event, "anchor", None):
+            raise _Refused(self._where(event), "YAML anchors and aliases (&name, *name, <<)"
+                           " are refused by pachctl; write the values out", "yaml-alias")
+        if kind in ("MappingEndEvent", "SequenceEndEvent"):
+            self.stack.pop()
+            return None
+        where = self._where(event)
+        if kind == "ScalarEvent":
+            tag = event.tag
+            if tag is None and event.style in ("", None) and event.implicit[0]:
+                value = _resolve_plain(event.value, where)
+            elif tag is None or tag == "!":
+                value = event.value
+            else:
+                value = _resolve_tagged(tag, event.value, event.style in ("", None), where)
+            self._place(value, where, event, None)
+            return None
+        # MappingStartEvent / SequenceStartEvent
+        tag = event.tag
+        if tag not in (None, "!") and tag not in _COLLECTION_TAGS:
+            raise _Refused(where, f"YAML tag {tag!r} is not supported by pachctl; remove it",
+                           "yaml-tag")
+        if len(self.stack) >= MAX_DEPTH:
+            raise _Refused(where, _depth_message(), "too-deep")
+        is_map = kind == "MappingStartEvent"
+        container: Any = {} if is_map else []
+        path = self._place(container, where, event, container)
+        self.stack.append([container, path, None, None, is_map])
+        return None
+
+    def _place(self, value: Any, where: Position, event: Any, collection: Any) -> tuple:
+        """Attach a new value to its parent; returns its path."""
+        if not self.stack:
+            self.root = value
+            self.positions[(0,)] = where
+            return (0,)
+        frame = self.stack[-1]
+        container, path, key, key_where, is_map = frame
+        if is_map:
+            if key is None and frame[3] is None:
+                if collection is not None:
+                    raise _Refused(where, "a mapping key must be a plain string, not a"
+                                   " list or mapping", "yaml-key")
+                frame[2] = _key_text(event.value, value)
+                frame[3] = where
+                return path
+            member = path + (key,)
+            if key in container:
+                # the later value wins, as in pachctl 2.8+; the duplicate is still an error
+                self.duplicates.append((member[1:], frame[3], self.positions[member]))
+            else:
+                self.positions[member] = frame[3]
+            container[key] = value
+            frame[2] = None
+            frame[3] = None
+            return member
+        member = path + (len(container),)
+        container.append(value)
+        self.positions[member] = where
+        return member
+
+
+def _key_text(raw: str, value: Any) -> str:
+    # JSON keys are strings; a YAML key like `1` or `true` keeps its written form.
+    return value if isinstance(value, str) else raw

@@ -1,0 +1,134 @@
+"""Validate pipeline spec templates: load, render with sample values, check, place in the file.
+
+The checks themselves live in `pachhook.schema` (what a JSON schema can say) and
+`pachhook.rules` (what it cannot); this module runs them on every spec of every file and
+turns their JSON-path problems into file:line:column diagnostics.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, List, Sequence, Union
+
+from pachhook.diagnostics import Diagnostic, Problem, format_json_path
+from pachhook.loader import LoadedFile, load_bytes, load_path
+from pachhook.template import render, sample_values
+
+
+def validate_bytes(name: str, data: bytes, strict: bool = False) -> List[Diagnostic]:
+    """All problems of one spec file's content; `name` is the file name shown."""
+    return _check(name, load_bytes(name, data), strict)
+
+
+def validate_paths(paths: Iterable[Union[str, Path]], strict: bool = False) -> List[Diagnostic]:
+    """All problems of the given files, file by file, each file's in line order."""
+    diagnostics: List[Diagnostic] = []
+    for path in paths:
+        diagnostics += _check(str(path), load_path(path), strict)
+    return diagnostics
+
+
+def check_document(value: Any, strict: bool = False) -> List[Problem]:
+    """Problems of one parsed spec (a template: placeholders are filled with samples first)."""
+    rendered, problems = render(value, sample_values())
+    # TEMPORARY guard until pachhook.schema / pachhook.rules land (remove then)
+    try:
+        from pachhook import schema
+    except ImportError:
+        schema = None
+    try:
+        from pachhook import rules
+    except ImportError:
+        rules = None
+    if schema is not None:
+        problems = problems + schema.check(rendered)
+    if rules is not None:
+        problems = problems + rules.check(rendered, strict=strict)
+    return problems
+
+
+def _check(name: str, loaded: LoadedFile, strict: bool) -> List[Diagnostic]:
+    diagnostics = list(loaded.diagnostics)
+    several = len(loaded.documents) > 1
+    for document in loaded.documents:
+        seen = set()
+        for problem in check_document(document.value, strict):
+            key = (problem.path, problem.message, problem.severity)
+            if key in seen:
+                continue
+            seen.add(key)
+            line, column = document.locate(problem.path)
+            diagnostics.append(
+                Diagnostic(
+                    name,
+                    line,
+                    column,
+                    problem.message,
+                    problem.severity,
+                    format_json_path(problem.path),
+                    problem.rule,
+                    document.index if several else 0,
+                )
+            )
+    diagnostics.sort(key=lambda item: (item.line, item.column))
+    return diagnostics
+
+
+def find_templates(root: Path, config: Any) -> List[Path]:
+    """Files under `root` matching the configuration's template globs, sorted.
+
+    Tracked and untracked files alike (a new template is checked before its first
+    commit); the `.git` folder is never searched.
+    """
+    patterns = [_glob_regex(pattern) for pattern in config.templates]
+    found: List[Path] = []
+    root = Path(root)
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders if name != ".git")
+        relative = os.path.relpath(folder, root)
+        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+        for name in sorted(files):
+            candidate = prefix + name
+            if any(pattern.match(candidate) for pattern in patterns):
+                found.append(Path(folder) / name)
+    return found
+
+
+def _glob_regex(pattern: str) -> "re.Pattern[str]":
+    """A repository glob (`**/` any folders, `*` and `?` within a name) as a regex."""
+    out = ""
+    index = 0
+    pattern = pattern.lstrip("/")
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            out += "(?:.*/)?"
+            index += 3
+        elif pattern.startswith("**", index):
+            out += ".*"
+            index += 2
+        elif pattern[index] == "*":
+            out += "[^/]*"
+            index += 1
+        elif pattern[index] == "?":
+            out += "[^/]"
+            index += 1
+        elif pattern[index] == "[":
+            end = pattern.find("]", index + 1)
+            if end == -1:
+                out += re.escape("[")
+                index += 1
+            else:
+                body = pattern[index + 1:end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out += "[" + body.replace("\\", "\\\\") + "]"
+                index = end + 1
+        else:
+            out += re.escape(pattern[index])
+            index += 1
+    return re.compile(out + r"\Z")
+
+
+def has_errors(diagnostics: Sequence[Diagnostic]) -> bool:
+    return any(item.severity == "error" for item in diagnostics)

@@ -1,0 +1,50 @@
+# ---- Docker services fixtures (build/push engineer; see tests/services.py) ----
+import os as _os
+from pathlib import Path as _Path
+
+import pytest as _pytest
+
+import services as _services
+
+
+@_pytest.fixture(autouse=True)
+def _docker_env_isolation(monkeypatch, tmp_path_factory):
+    """Keep pachhook code under test away from the default Docker socket and the user's login.
+
+    DOCKER_HOST is always set explicitly: to the test engine when tests/services/up wrote its
+    env file, else to a socket that does not exist. DOCKER_CONFIG points at an empty folder.
+    """
+    env_file = _services.services_dir() / "env"
+    host = _os.environ.get("PACHHOOK_TEST_DOCKER_HOST")
+    if not host and env_file.is_file():
+        host = _services.read_env_file(env_file).get("PACHHOOK_TEST_DOCKER_HOST")
+    monkeypatch.setenv("DOCKER_HOST", host or _services.DEAD_DOCKER_HOST)
+    for name in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    empty = tmp_path_factory.getbasetemp() / "docker-config-empty"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("DOCKER_CONFIG", str(empty))
+
+
+@_pytest.fixture(scope="session")
+def services() -> "_services.Services":
+    """The running Docker engine and registries (skips, or fails under CI, when absent)."""
+    return _services.require_services()
+
+
+@_pytest.fixture
+def docker_env(services, monkeypatch) -> "_services.Services":
+    """DOCKER_HOST set to the test engine, for code that builds its own client."""
+    monkeypatch.setenv("DOCKER_HOST", services.docker_host)
+    return services
+
+
+@_pytest.fixture
+def auth_docker_config(services, tmp_path, monkeypatch) -> _Path:
+    """A DOCKER_CONFIG folder in tmp holding the login for the htpasswd registry."""
+    folder = _services.write_docker_config(
+        tmp_path / "docker-config", services.auth_registry, services.auth_user, services.auth_password()
+    )
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    return folder
+# ---- end of Docker services fixtures ----

@@ -310,7 +310,9 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
         return
     except ValueError as error:  # JSONDecodeError, or NaN/Infinity refused
         as_yaml = LoadedFile()
-        if _load_yaml_text(name, part, first_line, as_yaml):  # comments, trailing commas...
+        # YAML flow is laxer than JSON (comments, trailing commas): if it reads the text,
+        # pachctl does too, and YAML's verdict (a refused anchor, say) is the one to give.
+        if _load_yaml_text(name, part, first_line, as_yaml) != _SYNTAX_ERROR:
             result.documents += as_yaml.documents
             result.diagnostics += as_yaml.diagnostics
             return
@@ -534,8 +536,11 @@ def _resolve_tagged(tag: str, text: str, plain: bool, where: Position) -> Any:
     return float(value) if tag == _TAG + "float" else value
 
 
-def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -> bool:
-    """Read YAML documents into `result`; False when the text was refused."""
+_READ, _REFUSED, _SYNTAX_ERROR = "read", "refused", "syntax error"
+
+
+def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -> str:
+    """Read YAML documents into `result`; says whether they were read, refused, or unparsable."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -553,7 +558,7 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
         line, column = refused.position
         result.diagnostics.append(
             Diagnostic(name, line, column, refused.message, ERROR, "", refused.rule))
-        return False
+        return _REFUSED
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = (mark.line if mark else 0) + first_line
@@ -561,14 +566,21 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
         what = error.problem or "syntax error"
         if error.context:
             what = f"{what} ({error.context})"
+        what = " ".join(what.split())
         result.diagnostics.append(
             Diagnostic(name, line, column, f"invalid YAML: {what}", ERROR, "", "syntax"))
-        return False
+        return _SYNTAX_ERROR
+    except yaml.reader.ReaderError as error:
+        line, column = _LineIndex(text, first_line).position(max(error.position, 0))
+        code = error.character if isinstance(error.character, int) else ord(error.character)
+        message = f"invalid YAML: character U+{code:04X} is not allowed in YAML text"
+        result.diagnostics.append(Diagnostic(name, line, column, message, ERROR, "", "syntax"))
+        return _SYNTAX_ERROR
     except yaml.YAMLError as error:
-        result.diagnostics.append(
-            Diagnostic(name, first_line, 1, f"invalid YAML: {error}", ERROR, "", "syntax"))
-        return False
-    return True
+        message = "invalid YAML: " + " ".join(str(error).split())
+        result.diagnostics.append(Diagnostic(name, first_line, 1, message, ERROR, "", "syntax"))
+        return _SYNTAX_ERROR
+    return _READ
 
 
 class _YamlBuilder:

@@ -1,0 +1,286 @@
+"""`pachhook validate` as a user runs it: files in tmp_path, real processes, real git repos."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pachhook.commands import validate as command
+from pachhook.loader import MAX_FILE_BYTES
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD_JSON = """{
+  "pipeline": {"name": "edges"},
+  "transform": {
+    "image": "registry.example.com/team/edges:{{ tag }}",
+    "cmd": ["python3", "/edges.py"]
+  },
+  "input": {"pfs": {"repo": "images", "glob": "/*"}}
+}
+"""
+
+GOOD_YAML = """pipeline:
+  name: montage
+transform:
+  image: "registry.example.com/team/montage:{{ short_commit }}"
+  cmd: [sh, -c, "echo {{ branch }}"]
+input:
+  pfs:
+    repo: edges
+    glob: /
+"""
+
+
+def run_cli(*args: str, cwd: Path | None = None, memory_mb: int | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess:
+    def limit() -> None:
+        if memory_mb:
+            size = memory_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", "validate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit if memory_mb else None,
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_good_templates_pass(tmp_path, capsys):
+    files = [write(tmp_path / "pipeline.json", GOOD_JSON),
+             write(tmp_path / "m.pipeline.yaml", GOOD_YAML)]
+    assert command.main([str(f) for f in files]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "pachhook: 0 errors, 0 warnings in 2 files\n"
+
+
+def test_the_shipped_examples_are_valid(capsys):
+    assert command.main([str(REPO / "examples")]) == 0, capsys.readouterr().out
+    assert "in 2 files" in capsys.readouterr().err
+
+
+def test_error_line_names_file_position_path(tmp_path, capsys):
+    bad = write(tmp_path / "pipeline.json", GOOD_JSON.replace("{{ tag }}", "{{ sha }}"))
+    assert command.main([str(bad)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{bad}:4:5: error: unknown placeholder {{{{ sha }}}}: the placeholders are"
+        " {{ commit }}, {{ short_commit }}, {{ tag }}, {{ branch }} (transform.image)"
+    ]
+
+
+def test_schema_problems_are_placed_in_the_template(tmp_path, capsys):
+    # the unknown key sits after a rendered placeholder: positions still point at the file
+    text = GOOD_YAML.replace("input:", "transfrom:\n  cmd: [x]\ninput:")
+    bad = write(tmp_path / "pipeline.yaml", text)
+    assert command.main([str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"{bad}:6:1: error: ")
+    assert "transfrom" in out and "transform" in out  # did you mean ...
+
+
+def test_yaml_semantics_reach_the_user(tmp_path, capsys):
+    bad = write(tmp_path / "pipeline.yaml", GOOD_YAML + "datumTries: 010\n")
+    assert command.main([str(bad)]) == 1
+    assert capsys.readouterr().out.startswith(f"{bad}:10:13: error: YAML reads 010 as an integer")
+
+
+def test_json_format(tmp_path, capsys):
+    bad = write(tmp_path / "pipeline.json", GOOD_JSON.replace("{{ tag }}", "{{ sha }}"))
+    good = write(tmp_path / "ok" / "pipeline.json", GOOD_JSON)
+    assert command.main(["--format", "json", str(bad), str(good)]) == 1
+    records = json.loads(capsys.readouterr().out)
+    assert records == [
+        {
+            "file": str(bad),
+            "line": 4,
+            "column": 5,
+            "severity": "error",
+            "message": "unknown placeholder {{ sha }}: the placeholders are {{ commit }},"
+            " {{ short_commit }}, {{ tag }}, {{ branch }}",
+            "json_path": "transform.image",
+            "rule": "unknown-placeholder",
+            "document": 0,
+        }
+    ]
+
+
+def test_json_format_with_no_problem_is_an_empty_list(tmp_path, capsys):
+    good = write(tmp_path / "pipeline.json", GOOD_JSON)
+    assert command.main(["--format=json", str(good)]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_github_format(tmp_path, capsys):
+    bad = write(tmp_path / "a,b.pipeline.json", '{"pipeline": {"name": "a"}}\n{"pipeline": {"name": "b"}}')
+    assert command.main(["--format", "github", str(bad)]) == 1
+    [line] = capsys.readouterr().out.splitlines()
+    escaped = str(bad).replace(",", "%2C")
+    assert line.startswith(f"::error file={escaped},line=2,col=1,title=pachhook concatenated-json::")
+    assert "put a line holding only `---`" in line
+
+
+def test_documents_of_a_multi_spec_file_are_numbered(tmp_path, capsys):
+    text = GOOD_JSON + "---\n" + GOOD_JSON.replace("{{ tag }}", "{{ nope }}")
+    bad = write(tmp_path / "pipeline.json", text)
+    assert command.main(["--format", "json", str(bad)]) == 1
+    [record] = json.loads(capsys.readouterr().out)
+    assert (record["line"], record["document"]) == (13, 2)
+
+
+def test_untagged_image_is_a_warning_and_strict_makes_it_an_error(tmp_path, capsys):
+    spec = write(tmp_path / "pipeline.json", GOOD_JSON.replace(":{{ tag }}", ""))
+    assert command.main([str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert f"{spec}:4:5: warning: " in out
+    assert command.main(["--strict", str(spec)]) == 1
+    assert f"{spec}:4:5: error: " in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert command.main(["--format", "xml", "x.json"]) == 2
+    assert "invalid choice: 'xml'" in capsys.readouterr().err
+    assert command.main(["--no-such-flag"]) == 2
+
+
+def test_missing_file_is_an_error_not_a_crash(tmp_path, capsys):
+    assert command.main([str(tmp_path / "nope.json")]) == 1
+    assert "cannot read file: No such file or directory" in capsys.readouterr().out
+
+
+def test_no_file_finds_conventional_templates_in_the_repository(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    write(tmp_path / "a" / "pipeline.json", GOOD_JSON)
+    write(tmp_path / "b" / "deep" / "x.pipeline.yml", GOOD_YAML.replace("{{ branch }}", "{{ who }}"))
+    write(tmp_path / "c" / "other.json", "not a template, not checked")
+    write(tmp_path / ".git" / "pipeline.json", "never checked")
+    (tmp_path / "sub").mkdir()
+    result = run_cli(cwd=tmp_path / "sub")  # from a sub-folder: the whole repository
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith(os.path.join("..", "b", "deep", "x.pipeline.yml") + ":5:")
+    assert result.stderr == "pachhook: 1 error, 0 warnings in 2 files\n"
+
+
+def test_no_file_uses_the_configured_globs(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    write(tmp_path / ".pachhook.toml", 'templates = ["specs/*.json"]\n')
+    write(tmp_path / "specs" / "edges.json", GOOD_JSON)
+    write(tmp_path / "pipeline.json", "{broken")  # not named by the configuration
+    result = run_cli(cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == "pachhook: 0 errors, 0 warnings in 1 file\n"
+
+
+def test_a_folder_argument_checks_the_templates_inside(tmp_path, capsys):
+    write(tmp_path / "p" / "pipeline.json", "{broken")
+    write(tmp_path / "q" / "pipeline.json", GOOD_JSON)
+    assert command.main([str(tmp_path / "q")]) == 0
+    assert command.main([str(tmp_path)]) == 1
+    assert "invalid JSON" in capsys.readouterr().out
+
+
+def test_no_templates_at_all(tmp_path):
+    result = run_cli(cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, "pachhook: no pipeline templates found\n")
+
+
+def test_console_script_and_module_agree(tmp_path):
+    bad = write(tmp_path / "pipeline.json", "[]")
+    script = Path(sys.executable).parent / "pachhook"
+    if not script.exists():
+        pytest.skip(f"the console script is not installed beside {sys.executable}")
+    by_script = subprocess.run([str(script), "validate", str(bad)], capture_output=True, text=True)
+    by_module = run_cli(str(bad))
+    assert by_script.returncode == by_module.returncode == 1
+    assert by_script.stdout == by_module.stdout == f"{bad}:1:1: error: file holds no pipeline spec\n"
+
+
+def test_an_internal_error_is_one_line_and_exit_3(tmp_path, capsys, monkeypatch):
+    # fault injection: a bug anywhere below the command must stay visible but tidy
+    import pachhook.validate
+
+    def broken(paths, strict=False):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(pachhook.validate, "validate_paths", broken)
+    assert command.main([str(write(tmp_path / "pipeline.json", GOOD_JSON))]) == 3
+    assert capsys.readouterr().err == "pachhook: internal error: KeyError: 'boom'\n"
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _alias_bomb() -> bytes:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 16):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return ("\n".join(lines) + "\n").encode()
+
+
+HOSTILE = {
+    "empty.json": (b"", "1:1: error: file holds no pipeline spec"),
+    "latin1.yaml": (b"pipeline:\n  name: caf\xe9\n", "2:12: error: file is not UTF-8 text"),
+    "scalar.yaml": (b"just a sentence\n", "1:1: error: a pipeline spec must be a mapping"),
+    "bomb.yaml": (_alias_bomb(), "1:5: error: YAML anchors and aliases"),
+    "deep.json": (b"[" * 100_000 + b"]" * 100_000, "error: values are nested more than"),
+    "deep.yaml": (b"- " * 100_000 + b"x\n", "error: values are nested more than"),
+    "binary.json": (bytes(range(256)) * 10, "error: file is not UTF-8 text"),
+    "nul.yaml": (b"pipeline:\n  name: a\x00\n", "error: invalid YAML"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_input_gets_one_clear_line_fast_and_small(tmp_path, name):
+    data, expected = HOSTILE[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    started = time.monotonic()
+    result = run_cli(str(path), memory_mb=400, timeout=20)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{path}:") and expected in line
+    assert elapsed < 5
+
+
+def test_fifty_megabyte_file_is_refused_unread(tmp_path):
+    big = tmp_path / "pipeline.json"
+    with open(big, "wb") as handle:
+        handle.write(b'{"pipeline": {"name": "a"}, "pad": "')
+        handle.truncate(50 * 1024 * 1024)
+    started = time.monotonic()
+    result = run_cli(str(big), memory_mb=400)
+    assert time.monotonic() - started < 5
+    assert result.returncode == 1
+    assert result.stdout == (
+        f"{big}:1:1: error: file is 50.0 MB, over the {MAX_FILE_BYTES // 1048576} MB limit"
+        " for a pipeline spec file; it was not read\n"
+    )
+
+
+def test_largest_accepted_file_is_checked_in_bounded_time(tmp_path):
+    # just under the limit, a real spec padded with a long description
+    padding = "x" * (MAX_FILE_BYTES - 400)
+    spec = GOOD_JSON.replace('"input"', f'"description": "{padding}",\n  "input"')
+    path = write(tmp_path / "pipeline.json", spec)
+    started = time.monotonic()
+    result = run_cli(str(path), memory_mb=400)
+    assert time.monotonic() - started < 5
+    assert (result.returncode, result.stdout) == (0, ""), result.stderr

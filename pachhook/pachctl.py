@@ -1,0 +1,195 @@
+"""The `pachctl` backend of the update step: apply a spec file and read the pipeline back.
+
+Every call is an argument list (no shell) with a bounded timeout, so a hanging pachctl
+(a cluster that stopped answering, a port-forward that died) fails the job instead of
+holding the worker forever. Errors carry pachctl's last stderr line, which is where it
+says what went wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+# Seconds. `update pipeline` may wait on the cluster; `version`/`inspect` answer quickly.
+DEFAULT_TIMEOUT = 300.0
+QUICK_TIMEOUT = 60.0
+TIMEOUT_ENV = "PACHHOOK_PACHCTL_TIMEOUT"
+
+
+class BackendError(Exception):
+    """A backend call failed; str(error) is one line for the user.
+
+    `retryable` is False when trying again cannot help without a change by the user
+    (pachctl missing, a spec pachctl refuses).
+    """
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass
+class PipelineState:
+    """What the cluster says a pipeline runs now."""
+
+    name: str
+    version: str  # pachd counts versions from 1; kept as text (2.x prints it as a string)
+    image: str
+    annotations: Dict[str, str] = field(default_factory=dict)
+    project: str = ""
+
+
+def parse_version(text: str) -> Tuple[int, int, int]:
+    """`2.11.6` (or `v1.8.0`, or `1.9.0-rc1`) -> (2, 11, 6); ValueError when there is none."""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise ValueError(f"no version number in {text.strip()!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def update_argv(executable: str, version: Tuple[int, int, int], spec_path: str,
+                reprocess: bool) -> List[str]:
+    """The command that applies a spec: the hyphenated form before 1.9, the verb-noun form after."""
+    if version < (1, 9, 0):
+        argv = [executable, "update-pipeline", "-f", spec_path]
+    else:
+        argv = [executable, "update", "pipeline", "-f", spec_path]
+    if reprocess:
+        argv.append("--reprocess")
+    return argv
+
+
+def state_from_inspect(data: Any, name: str) -> PipelineState:
+    """Read `inspect pipeline --raw` output of either era.
+
+    2.x prints protojson: `"version": "3"` (a string) and the spec under `details`;
+    1.x printed `version` as a number and `transform` at the top level. Both field
+    spellings are accepted because pachctl 2.0-2.6 printed proto names.
+    """
+    if not isinstance(data, dict):
+        raise BackendError(f"pachctl inspect pipeline {name}: unexpected output (not a JSON object)")
+    details = data.get("details") if isinstance(data.get("details"), dict) else {}
+    transform = details.get("transform") or data.get("transform") or {}
+    image = transform.get("image", "") if isinstance(transform, dict) else ""
+    metadata = details.get("metadata") or data.get("metadata") or {}
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    pipeline = data.get("pipeline") if isinstance(data.get("pipeline"), dict) else {}
+    project = pipeline.get("project") if isinstance(pipeline.get("project"), dict) else {}
+    return PipelineState(
+        name=str(pipeline.get("name") or name),
+        version=str(data.get("version", "")),
+        image=str(image or ""),
+        annotations=dict(annotations) if isinstance(annotations, dict) else {},
+        project=str(project.get("name") or ""),
+    )
+
+
+class PachctlBackend:
+    """Apply specs with the `pachctl` command line the user already has configured."""
+
+    name = "pachctl"
+
+    def __init__(self, executable: str = "pachctl", timeout: Optional[float] = None,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        self.executable = executable
+        self.env = env
+        self._version: Optional[Tuple[int, int, int]] = None
+        if timeout is None:
+            timeout = _timeout_from_env()
+        self.timeout = timeout
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def resolve(self) -> str:
+        """The pachctl path, or a BackendError that says how to get one."""
+        found = shutil.which(self.executable, path=(self.env or os.environ).get("PATH"))
+        if found is None:
+            raise BackendError(
+                f"pachctl not found (looked for {self.executable!r}): install pachctl, "
+                "or set `pachctl = \"/path/to/pachctl\"` in the pachhook configuration",
+                retryable=False,
+            )
+        return found
+
+    def _run(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+        argv = [self.resolve(), *args]
+        shown = " ".join([os.path.basename(self.executable), *args])
+        try:
+            completed = subprocess.run(
+                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                errors="replace", timeout=timeout, env=self.env,
+            )
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"`{shown}` did not finish within {timeout:g}s (timed out)")
+        except OSError as error:
+            raise BackendError(f"cannot run pachctl ({self.executable}): {error.strerror or error}",
+                               retryable=False)
+        return completed
+
+    @staticmethod
+    def _last_line(completed: subprocess.CompletedProcess) -> str:
+        for stream in (completed.stderr, completed.stdout):
+            lines = [line.strip() for line in (stream or "").splitlines() if line.strip()]
+            if lines:
+                return lines[-1]
+        return f"exit status {completed.returncode}"
+
+    # -- the backend interface ----------------------------------------------------------
+
+    def version(self) -> Tuple[int, int, int]:
+        """The client's version, from `pachctl version --client-only` (asked once)."""
+        if self._version is None:
+            completed = self._run(["version", "--client-only"], min(self.timeout, QUICK_TIMEOUT))
+            if completed.returncode != 0:
+                raise BackendError(f"pachctl version --client-only failed: {self._last_line(completed)}")
+            try:
+                self._version = parse_version(completed.stdout)
+            except ValueError as error:
+                raise BackendError(f"pachctl version --client-only: {error}", retryable=False)
+        return self._version
+
+    def describe(self) -> str:
+        major, minor, patch = self.version()
+        return f"pachctl {major}.{minor}.{patch}"
+
+    def update_command(self, spec_path: str, reprocess: bool) -> List[str]:
+        return update_argv(self.executable, self.version(), spec_path, reprocess)
+
+    def update(self, spec_path: str, spec_json: str, reprocess: bool) -> None:
+        """Apply the spec file (creating the pipeline when it does not exist yet)."""
+        argv = self.update_command(spec_path, reprocess)
+        completed = self._run(argv[1:], self.timeout)
+        if completed.returncode != 0:
+            verb = " ".join(argv[1:3] if argv[1] == "update" else argv[1:2])
+            raise BackendError(f"pachctl {verb} failed: {self._last_line(completed)}")
+
+    def inspect(self, name: str, project: str = "") -> Optional[PipelineState]:
+        """The pipeline as the cluster has it, or None when it does not exist."""
+        args = ["inspect", "pipeline", name, "--raw"]
+        if project:
+            args += ["--project", project]
+        completed = self._run(args, min(self.timeout, QUICK_TIMEOUT))
+        if completed.returncode != 0:
+            last = self._last_line(completed)
+            if "not found" in last.lower():
+                return None
+            raise BackendError(f"pachctl inspect pipeline {name} failed: {last}")
+        try:
+            data = json.loads(completed.stdout)
+        except ValueError:
+            raise BackendError(f"pachctl inspect pipeline {name} --raw printed no JSON")
+        return state_from_inspect(data, name)
+
+
+def _timeout_from_env() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return value if value > 0 else DEFAULT_TIMEOUT

@@ -1,0 +1,172 @@
+"""The Pachyderm API backend of the update step (`backend = "api"`), through pachyderm-sdk.
+
+Only this module imports pachyderm-sdk, and only when a job is applied: importing it costs
+about 0.3 s and it reads PACH_CONFIG at import time. It is an optional dependency
+(`pip install 'pachhook[api]'`).
+
+The connection is the one the user's pachctl configuration names: the file in PACH_CONFIG,
+else ~/.pachyderm/config.json, its active context's address, TLS roots and session token.
+The token travels in gRPC metadata only; pachhook never prints or stores it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from pachhook.pachctl import BackendError, PipelineState, _timeout_from_env
+
+INSTALL_HINT = "pip install 'pachhook[api]'"
+
+
+def config_path() -> Path:
+    """Where pachctl keeps its configuration (PACH_CONFIG, else ~/.pachyderm/config.json)."""
+    configured = os.environ.get("PACH_CONFIG")
+    if configured:
+        return Path(os.path.expanduser(configured))
+    return Path.home() / ".pachyderm" / "config.json"
+
+
+class ApiBackend:
+    """Apply specs with CreatePipelineV2 and read them back with InspectPipeline."""
+
+    name = "api"
+
+    def __init__(self, config_file: Optional[Path] = None, timeout: Optional[float] = None) -> None:
+        self.config_file = Path(config_file) if config_file else config_path()
+        self.timeout = timeout if timeout is not None else _timeout_from_env()
+        self._stub: Any = None
+        self.address = ""
+
+    def describe(self) -> str:
+        self._pps()
+        return f"the Pachyderm API at {self.address}"
+
+    def _pps(self) -> Any:
+        if self._stub is not None:
+            return self._stub
+        try:
+            import grpc
+            from pachyderm_sdk import Client
+            from pachyderm_sdk.api.pps.extension import ApiStub
+        except ImportError:
+            raise BackendError(f"backend \"api\" needs pachyderm-sdk: {INSTALL_HINT} "
+                               "(or set backend = \"pachctl\")", retryable=False)
+        if not self.config_file.is_file():
+            raise BackendError(f"no pachctl configuration at {self.config_file}: connect with "
+                               "`pachctl connect ADDRESS` or set PACH_CONFIG", retryable=False)
+        try:
+            client = Client.from_config(str(self.config_file))
+        except TypeError:
+            raise BackendError(self._unknown_keys_message(), retryable=False)
+        except Exception as error:  # the SDK raises KeyError, ValueError, ConfigError, OSError...
+            raise BackendError(f"pachctl configuration {self.config_file}: "
+                               f"{type(error).__name__}: {_one_line(error)}", retryable=False)
+        self.address = client.address
+        # The SDK's stubs take no deadline; without one a pachd that stops answering would
+        # hold the worker forever, so every call goes through a channel that adds one.
+        channel = grpc.intercept_channel(client._channel, _deadline_interceptor(self.timeout))
+        self._stub = ApiStub(channel)
+        return self._stub
+
+    def _unknown_keys_message(self) -> str:
+        """Name the context keys pachyderm-sdk refuses (never their values: one is a token)."""
+        from dataclasses import fields
+
+        from pachyderm_sdk.config import Context
+
+        known = {item.name for item in fields(Context)}
+        unknown: List[str] = []
+        try:
+            data = json.loads(self.config_file.read_text(encoding="utf-8"))
+            v2 = data["v2"]
+            context = v2["contexts"][v2["active_context"]]
+            unknown = sorted(key for key in context if key not in known)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        keys = ", ".join(unknown) if unknown else "(unreadable)"
+        return (f"pachyderm-sdk cannot read the active context of {self.config_file}: unknown keys "
+                f"{keys}; upgrade pachyderm-sdk, or set backend = \"pachctl\"")
+
+    def update_command(self, spec_path: str, reprocess: bool) -> List[str]:
+        return []
+
+    def update(self, spec_path: str, spec_json: str, reprocess: bool) -> None:
+        stub = self._pps()
+        try:
+            stub.create_pipeline_v2(create_pipeline_request_json=spec_json, update=True,
+                                    reprocess=reprocess)
+        except Exception as error:
+            raise BackendError(f"CreatePipelineV2 at {self.address} failed: {_rpc_message(error)}")
+
+    def inspect(self, name: str, project: str = "") -> Optional[PipelineState]:
+        from pachyderm_sdk.api import pfs, pps
+
+        stub = self._pps()
+        pipeline = pps.Pipeline(name=name, project=pfs.Project(name=project) if project else None)
+        try:
+            info = stub.inspect_pipeline(pipeline=pipeline, details=True)
+        except Exception as error:
+            message = _rpc_message(error)
+            if _code(error) == "NOT_FOUND" or "not found" in message.lower():
+                return None
+            raise BackendError(f"InspectPipeline {name} at {self.address} failed: {message}")
+        details = info.details
+        annotations: Dict[str, str] = {}
+        image = ""
+        if details is not None:
+            if details.transform is not None:
+                image = details.transform.image
+            if details.metadata is not None:
+                annotations = dict(details.metadata.annotations)
+        return PipelineState(name=info.pipeline.name if info.pipeline else name,
+                             version=str(info.version), image=image, annotations=annotations,
+                             project=info.pipeline.project.name if info.pipeline and info.pipeline.project else "")
+
+
+def _code(error: BaseException) -> str:
+    cause = error if hasattr(error, "code") else error.__cause__
+    try:
+        return cause.code().name  # type: ignore[union-attr]
+    except Exception:
+        return ""
+
+
+def _rpc_message(error: BaseException) -> str:
+    cause = error if hasattr(error, "details") else (error.__cause__ or error)
+    code = _code(error)
+    try:
+        details = cause.details()  # type: ignore[union-attr]
+    except Exception:
+        details = str(error)
+    if code == "DEADLINE_EXCEEDED":
+        return "no answer (timed out)"
+    if code == "UNAVAILABLE" or isinstance(error, ConnectionError):
+        return f"cannot connect ({_one_line(details)})"
+    return _one_line(f"{code.lower() + ': ' if code else ''}{details}")
+
+
+def _one_line(value: Any) -> str:
+    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
+    return lines[0] if lines else type(value).__name__
+
+
+def _deadline_interceptor(timeout: float) -> Any:
+    """A unary-unary client interceptor that gives every call a deadline of `timeout` seconds."""
+    import collections
+
+    import grpc
+
+    class _Details(collections.namedtuple(
+            "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+        pass
+
+    class _Interceptor(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation, details, request):
+            new = _Details(details.method, timeout, details.metadata, details.credentials,
+                           getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+            return continuation(new, request)
+
+    return _Interceptor()

@@ -1,0 +1,99 @@
+"""`pachhook render TEMPLATE [--commit REV]`: print a template as the update step would apply it.
+
+The template is read from the commit (default HEAD), not from the work tree, filled with
+that commit's values (`commit`, `short_commit`, `branch`, and `tag` in the configured
+form), given pachhook's annotations and validated. The image digest is only known once
+the image is pushed, so it is not part of this output.
+
+Exit status: 0 printed, 1 the template does not render into a valid spec, 2 bad usage
+(not a repository, unknown revision, bad configuration).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachhook render",
+        description=(
+            "Print the pipeline spec a template becomes for a commit: placeholders filled,"
+            " pachhook's annotations added, validated. A template holding several pipelines"
+            " prints a JSON list."
+        ),
+    )
+    parser.add_argument("template", metavar="TEMPLATE", help="template path (as in the work tree)")
+    parser.add_argument("--commit", metavar="REV", default="HEAD",
+                        help="the commit to render for (default: HEAD); the template is read from it")
+    parser.add_argument("--branch", metavar="NAME", default=None,
+                        help="value of {{ branch }} (default: the branch REV names, or the checked-out one"
+                             " for HEAD; empty for a bare commit)")
+    parser.add_argument("--no-annotations", action="store_true",
+                        help="leave out the pachhook.io/* annotations")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    from pachhook import gitrepo
+    from pachhook.config import load_config
+    from pachhook.steps.update import RenderError, render_template, render_values
+
+    try:
+        info = gitrepo.head_info()
+        commit = gitrepo.rev_parse(args.commit, info.root)
+    except gitrepo.GitError as error:
+        print(f"pachhook render: {error}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(info.root)
+    except Exception as error:  # ConfigError: one line per problem
+        for line in getattr(error, "problems", None) or [str(error)]:
+            print(f"pachhook render: {line}", file=sys.stderr)
+        return 2
+    template = repo_relative(args.template, info.root)
+    if template is None:
+        print(f"pachhook render: {args.template} is outside the repository {info.root}", file=sys.stderr)
+        return 2
+    branch = args.branch if args.branch is not None else branch_named(args.commit, info)
+    values = render_values(commit, branch, config.tag)
+    try:
+        specs = render_template(info.root, commit, template, values,
+                                annotate=not args.no_annotations)
+    except RenderError as error:
+        for line in error.problems:
+            print(line, file=sys.stderr)
+        return 1
+    output = specs[0].spec if len(specs) == 1 else [spec.spec for spec in specs]
+    print(json.dumps(output, indent=2))
+    return 0
+
+
+def branch_named(rev: str, info) -> str:
+    """The branch a revision names: HEAD's branch for HEAD, NAME for a local branch NAME, else ""."""
+    from pachhook import gitrepo
+
+    if rev == "HEAD":
+        return info.branch
+    return rev if gitrepo.rev_exists(f"refs/heads/{rev}", info.root) else ""
+
+
+def repo_relative(path: str, root: Path) -> Optional[str]:
+    """`path` (relative to the current folder, or absolute) as a path inside the repository."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        relative = absolute.relative_to(Path(os.path.realpath(root)))
+    except ValueError:
+        try:
+            relative = Path(os.path.realpath(absolute)).relative_to(Path(os.path.realpath(root)))
+        except ValueError:
+            return None
+    return relative.as_posix()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from pachhook.diagnostics import ERROR, Diagnostic, JsonPath
+from pachhook.diagnostics import ERROR, Diagnostic, JsonPath, format_json_path
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # a real spec is a few kB; this keeps memory and time bounded
 MAX_DEPTH = 100  # a real spec nests about 10 levels; validators below may recurse this deep
@@ -102,11 +102,12 @@ class _LineIndex:
 class _Refused(Exception):
     """Input pachctl would refuse; carries a ready diagnostic's parts."""
 
-    def __init__(self, position: Position, message: str, rule: str) -> None:
+    def __init__(self, position: Position, message: str, rule: str, path: JsonPath = ()) -> None:
         super().__init__(message)
         self.position = position
         self.message = message
         self.rule = rule
+        self.path = path
 
 
 # --------------------------------------------------------------------------- entry points
@@ -334,8 +335,8 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
                 line,
                 column,
                 "a second JSON document starts here without a `---` line before it;"
-                " pachctl 2.x reads only the first: put a line holding only `---`"
-                " between the documents",
+                " pachctl 2.x would apply the first and then fail: put a line holding"
+                " only `---` between the documents",
                 ERROR,
                 "",
                 "concatenated-json",
@@ -360,8 +361,6 @@ def _skip_blank(text: str, offset: int) -> int:
 
 
 def _duplicate(name: str, path: tuple, where: Position, first: Position) -> Diagnostic:
-    from pachhook.diagnostics import format_json_path
-
     key = path[-1]
     return Diagnostic(
         name,
@@ -511,6 +510,10 @@ def _resolve_plain(text: str, where: Position) -> Any:
     return text
 
 
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+
+
 def _fits_64_bits(plain: str) -> bool:
     # yaml.v3 falls back to a float for integers beyond int64/uint64
     try:
@@ -524,15 +527,15 @@ def _resolve_tagged(tag: str, text: str, plain: bool, where: Position) -> Any:
     if tag == "!" or tag == _TAG + "str":
         return text
     if tag not in _SCALAR_TAGS:
-        raise _Refused(where, f"YAML tag {tag!r} is not supported by pachctl; remove it",
-                       "yaml-tag")
+        raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl;"
+                       " remove it", "yaml-tag")
     value = _resolve_plain(text, where) if text else None
     expected = {_TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool,
                 _TAG + "null": type(None)}[tag]
     if isinstance(value, bool) and expected is not bool:
         value = text
     if not isinstance(value, expected):
-        raise _Refused(where, f"{text!r} is not a valid {tag[len(_TAG):]}", "yaml-tag")
+        raise _Refused(where, f"{text!r} is not a valid {_short_tag(tag)}", "yaml-tag")
     return float(value) if tag == _TAG + "float" else value
 
 
@@ -556,8 +559,9 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
                 _add_root(name, value, found, 0, result)
     except _Refused as refused:
         line, column = refused.position
+        path = format_json_path(builder.current_path())
         result.diagnostics.append(
-            Diagnostic(name, line, column, refused.message, ERROR, "", refused.rule))
+            Diagnostic(name, line, column, refused.message, ERROR, path, refused.rule))
         return _REFUSED
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -596,6 +600,15 @@ class _YamlBuilder:
         self.duplicates: List[Tuple[tuple, Position, Position]] = []
         self.root: Any = None
 
+    def current_path(self) -> JsonPath:
+        """The path of the value being read (for a refusal's diagnostic)."""
+        if not self.stack:
+            return ()
+        container, path, key, key_where, is_map = self.stack[-1]
+        if is_map:
+            return path[1:] + ((key,) if key_where is not None else ())
+        return path[1:] + (len(container),)
+
     def _where(self, event: Any) -> Position:
         mark = event.start_mark
         return (mark.line + self.first_line, mark.column + 1)
@@ -629,8 +642,8 @@ class _YamlBuilder:
         # MappingStartEvent / SequenceStartEvent
         tag = event.tag
         if tag not in (None, "!") and tag not in _COLLECTION_TAGS:
-            raise _Refused(where, f"YAML tag {tag!r} is not supported by pachctl; remove it",
-                           "yaml-tag")
+            raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl;"
+                           " remove it", "yaml-tag")
         if len(self.stack) >= MAX_DEPTH:
             raise _Refused(where, _depth_message(), "too-deep")
         is_map = kind == "MappingStartEvent"

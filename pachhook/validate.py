@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, List, Sequence, Union
 
+from pachhook import rules, schema
 from pachhook.diagnostics import Diagnostic, Problem, format_json_path
 from pachhook.loader import LoadedFile, load_bytes, load_path
 from pachhook.template import render, sample_values
@@ -32,20 +33,13 @@ def validate_paths(paths: Iterable[Union[str, Path]], strict: bool = False) -> L
 def check_document(value: Any, strict: bool = False) -> List[Problem]:
     """Problems of one parsed spec (a template: placeholders are filled with samples first)."""
     rendered, problems = render(value, sample_values())
-    # TEMPORARY guard until pachhook.schema / pachhook.rules land (remove then)
-    try:
-        from pachhook import schema
-    except ImportError:
-        schema = None
-    try:
-        from pachhook import rules
-    except ImportError:
-        rules = None
-    if schema is not None:
-        problems = problems + schema.check(rendered)
-    if rules is not None:
-        problems = problems + rules.check(rendered, strict=strict)
-    return problems
+    found = schema.check(rendered) + rules.check(rendered, strict=strict)
+    if problems:
+        # a value still holding an unknown placeholder fails other checks for that reason
+        # only: the placeholder problem is the one worth reading
+        unrendered = {problem.path for problem in problems}
+        found = [problem for problem in found if problem.path not in unrendered]
+    return problems + found
 
 
 def _check(name: str, loaded: LoadedFile, strict: bool) -> List[Diagnostic]:

@@ -1,0 +1,410 @@
+"""A commit's build context, exported from git (never the working tree) as a tar for the engine.
+
+Uncommitted edits therefore never leak into an image tagged with the commit's SHA. The tar
+holds the files of the context directory as that commit has them, minus what the context's
+`.dockerignore` (also as committed) excludes, following docker's own matching rules.
+Pipeline templates are left out (they are deployment settings, not build input). The context
+key names the inputs of a build: every file sent (path, mode, git blob), the Dockerfile blob
+and the build args; the same key means the same image can be reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import re
+import subprocess
+import tarfile
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+# Name of the Dockerfile inside the tar when the configured one lies outside the context;
+# docker's CLI does the same with a random name.
+OUTSIDE_DOCKERFILE = ".dockerfile.pachhook"
+
+
+class ContextError(Exception):
+    """The build context cannot be exported; str() is the one-line cause."""
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    context: str  # directory relative to the repository root, posix, "" for the root itself
+    dockerfile: str  # file relative to the repository root, posix
+    build_args: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TreeEntry:
+    mode: str  # git mode: 100644, 100755, 120000 (symlink), 160000 (submodule)
+    kind: str  # blob | commit
+    sha: str
+    path: str  # relative to the repository root
+
+
+@dataclass
+class ExportedContext:
+    tar: IO[bytes]  # positioned at 0
+    dockerfile: str  # path of the Dockerfile inside the tar
+    files: int
+    excluded: int
+    skipped_submodules: List[str]
+
+
+# ---------------------------------------------------------------- paths and inputs
+
+
+def repo_relative(path: str, what: str) -> str:
+    """Normalise a repository-relative path; refuse one that is absolute or leaves the repository."""
+    if not path or path in (".", "./"):
+        return ""
+    text = path.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise ContextError(f"{what} {path!r} is absolute; give it relative to the repository root")
+    normal = posixpath.normpath(text)
+    if normal == ".." or normal.startswith("../"):
+        raise ContextError(f"{what} {path!r} lies outside the repository")
+    return "" if normal == "." else normal
+
+
+def resolve_inputs(template: str, image_config: Optional[object]) -> BuildInputs:
+    """Context, Dockerfile and build args for a template's image.
+
+    Defaults: the template's directory as context and the Dockerfile in the context.
+    """
+    context_setting = getattr(image_config, "context", None) if image_config else None
+    dockerfile_setting = getattr(image_config, "dockerfile", None) if image_config else None
+    build_args = dict(getattr(image_config, "build_args", None) or {}) if image_config else {}
+    if context_setting is None:
+        context = repo_relative(posixpath.dirname(template.replace("\\", "/")), "template directory")
+    else:
+        context = repo_relative(context_setting, "build context")
+    if dockerfile_setting is None:
+        dockerfile = posixpath.join(context, "Dockerfile") if context else "Dockerfile"
+    else:
+        dockerfile = repo_relative(dockerfile_setting, "Dockerfile")
+        if not dockerfile:
+            raise ContextError("Dockerfile setting names the repository root, not a file")
+    return BuildInputs(context=context, dockerfile=dockerfile, build_args={str(k): str(v) for k, v in build_args.items()})
+
+
+# ---------------------------------------------------------------- git plumbing
+
+
+def _git(repo_root: Path, *args: str, input_bytes: Optional[bytes] = None) -> bytes:
+    result = subprocess.run(
+        ["git", "--literal-pathspecs", "-C", str(repo_root), *args],
+        input=input_bytes,
+        capture_output=True,
+    )
+    if result.returncode != 0:
+        detail = result.stderr.decode(errors="replace").strip().splitlines()
+        raise ContextError(f"git {args[0]} failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
+    return result.stdout
+
+
+def _object_at(repo_root: Path, commit: str, path: str) -> Tuple[str, str, str]:
+    """(mode, type, sha) of path in commit, the commit's root tree for ""; raises when absent."""
+    if not path:
+        sha = _git(repo_root, "rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}").decode().strip()
+        return "040000", "tree", sha
+    out = _git(repo_root, "ls-tree", "-z", "--full-tree", commit, "--", path)
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, name = record.partition(b"\t")
+        if name.decode("utf-8", "surrogateescape") == path:
+            mode, kind, sha = meta.decode().split()
+            return mode, kind, sha
+    return "", "", ""
+
+
+def list_tree(repo_root: Path, commit: str, context: str) -> List[TreeEntry]:
+    """Every blob, symlink and submodule under context in commit (paths from the repo root)."""
+    args = ["ls-tree", "-r", "-z", "--full-tree", commit]
+    if context:
+        args += ["--", context + "/"]
+    entries = []
+    for record in _git(repo_root, *args).split(b"\0"):
+        if not record:
+            continue
+        meta, _, name = record.partition(b"\t")
+        mode, kind, sha = meta.decode().split()
+        entries.append(TreeEntry(mode, kind, sha, name.decode("utf-8", "surrogateescape")))
+    return entries
+
+
+def _blobs(repo_root: Path, shas: Sequence[str]) -> Iterator[Tuple[str, bytes]]:
+    """Contents of the blobs, in order, from one `git cat-file --batch` process."""
+    if not shas:
+        return
+    process = subprocess.Popen(
+        ["git", "-C", str(repo_root), "cat-file", "--batch"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdin is not None and process.stdout is not None
+
+    def feed() -> None:
+        # Written from a thread so a large answer cannot fill the pipe while we still write.
+        try:
+            process.stdin.write("".join(sha + "\n" for sha in shas).encode())
+        finally:
+            process.stdin.close()
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        for sha in shas:
+            header = process.stdout.readline().decode().split()
+            if len(header) != 3:
+                raise ContextError(f"git cat-file could not read object {sha}")
+            size = int(header[2])
+            data = process.stdout.read(size)
+            process.stdout.read(1)  # the newline after each object
+            yield sha, data
+    finally:
+        writer.join()
+        process.stdout.close()
+        process.wait()
+
+
+# ---------------------------------------------------------------- .dockerignore
+
+
+def _pattern_regex(pattern: str) -> "re.Pattern[str]":
+    """Docker's translation of a .dockerignore pattern (Go filepath.Match plus `**`)."""
+    out = "^"
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            if pattern[i + 1:i + 2] == "*":
+                i += 1
+                if pattern[i + 1:i + 2] == "/":
+                    i += 1
+                out += ".*" if i + 1 >= len(pattern) else "(.*/)?"
+            else:
+                out += "[^/]*"
+        elif ch == "?":
+            out += "[^/]"
+        elif ch == "\\" and i + 1 < len(pattern):
+            i += 1
+            out += re.escape(pattern[i])
+        elif ch == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out += re.escape(ch)
+            else:
+                body = pattern[i + 1:end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out += "[" + body.replace("\\", "\\\\") + "]"
+                i = end
+        else:
+            out += re.escape(ch)
+        i += 1
+    return re.compile(out + "$", re.DOTALL)
+
+
+@dataclass
+class DockerIgnore:
+    patterns: List[Tuple[bool, "re.Pattern[str]"]]  # (is exception "!", regex)
+
+    @classmethod
+    def parse(cls, text: str) -> "DockerIgnore":
+        patterns = []
+        for raw in text.splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            exception = line.startswith("!")
+            if exception:
+                line = line[1:].strip()
+            line = posixpath.normpath(line)
+            if len(line) > 1 and line.startswith("/"):
+                line = line.lstrip("/")
+            if line == ".":
+                continue
+            patterns.append((exception, _pattern_regex(line)))
+        return cls(patterns)
+
+    def excludes(self, path: str) -> bool:
+        """Whether path (relative to the context) stays out: the last matching pattern wins,
+        and a pattern matching a parent directory matches the file too."""
+        parts = path.split("/")
+        parents = ["/".join(parts[:n]) for n in range(1, len(parts))]
+        excluded = False
+        for exception, regex in self.patterns:
+            if exception != excluded:
+                continue  # an exception can only re-include, a plain pattern only exclude
+            if regex.match(path) or any(regex.match(parent) for parent in parents):
+                excluded = not exception
+        return excluded
+
+
+# ---------------------------------------------------------------- plan, key and export
+
+
+@dataclass
+class ContextPlan:
+    """What goes to the engine for one build, decided from the commit alone."""
+
+    commit: str
+    inputs: BuildInputs
+    chosen: List[Tuple[str, TreeEntry]]  # (path inside the context, entry), sorted
+    dockerfile_name: str  # path of the Dockerfile inside the tar
+    dockerfile_sha: str
+    dockerfile_inside: bool
+    ignore_text: str
+    excluded: int  # left out by .dockerignore
+    left_out: List[str]  # left out by the caller's rule (pipeline templates)
+    skipped_submodules: List[str]
+    key: str
+
+
+def plan_context(
+    repo_root: Path, commit: str, inputs: BuildInputs, leave_out: Optional[Callable[[str], bool]] = None
+) -> ContextPlan:
+    """Decide the files of the build context of commit and its context key.
+
+    leave_out(path from the repo root) names files that are never build input (pachhook's
+    pipeline templates), so changing only those neither rebuilds nor reaches the image.
+    The key is the sha256 of what is sent: each file's path, mode and blob, the Dockerfile blob
+    and the sorted build args; equal keys mean equal images.
+    """
+    _, kind, _ = _object_at(repo_root, commit, inputs.context)
+    if kind != "tree":
+        raise ContextError(f"build context {inputs.context or '.'!r} is not a directory in commit {commit[:12]}")
+    mode, kind, dockerfile_sha = _object_at(repo_root, commit, inputs.dockerfile)
+    if kind != "blob" or mode == "120000":
+        what = "a symlink" if mode == "120000" else "missing"
+        raise ContextError(f"Dockerfile {inputs.dockerfile!r} is {what} in commit {commit[:12]}")
+
+    prefix = inputs.context + "/" if inputs.context else ""
+    by_rel: Dict[str, TreeEntry] = {
+        entry.path[len(prefix):]: entry for entry in list_tree(repo_root, commit, inputs.context)
+    }
+    ignore_entry = by_rel.get(".dockerignore")
+    ignore_text = ""
+    if ignore_entry is not None and ignore_entry.mode != "120000":
+        ignore_text = dict(_blobs(repo_root, [ignore_entry.sha]))[ignore_entry.sha].decode("utf-8", "replace")
+    ignore = DockerIgnore.parse(ignore_text)
+
+    dockerfile_inside = inputs.dockerfile.startswith(prefix) and inputs.dockerfile[len(prefix):] in by_rel
+    dockerfile_name = inputs.dockerfile[len(prefix):] if dockerfile_inside else OUTSIDE_DOCKERFILE
+
+    chosen: List[Tuple[str, TreeEntry]] = []
+    submodules: List[str] = []
+    left_out: List[str] = []
+    excluded = 0
+    for rel, entry in sorted(by_rel.items()):
+        if entry.kind == "commit":
+            submodules.append(entry.path)
+            continue
+        # The engine needs the Dockerfile and .dockerignore even when they are ignored; it
+        # drops them from COPY itself (as with docker's own CLI).
+        if rel in (dockerfile_name, ".dockerignore"):
+            chosen.append((rel, entry))
+        elif leave_out is not None and leave_out(entry.path):
+            left_out.append(entry.path)
+        elif ignore.excludes(rel):
+            excluded += 1
+        else:
+            chosen.append((rel, entry))
+
+    material = json.dumps({
+        "files": [[rel, entry.mode, entry.sha] for rel, entry in chosen],
+        "dockerfile": [dockerfile_name, dockerfile_sha],
+        "build_args": sorted(inputs.build_args.items()),
+    })
+    return ContextPlan(
+        commit=commit, inputs=inputs, chosen=chosen, dockerfile_name=dockerfile_name,
+        dockerfile_sha=dockerfile_sha, dockerfile_inside=dockerfile_inside, ignore_text=ignore_text,
+        excluded=excluded, left_out=left_out, skipped_submodules=submodules,
+        key=hashlib.sha256(material.encode()).hexdigest(),
+    )
+
+
+def _symlink_escapes(link_path: str, target: str) -> bool:
+    if target.startswith("/"):
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def _commit_time(repo_root: Path, commit: str) -> int:
+    return int(_git(repo_root, "show", "-s", "--format=%ct", commit).decode().strip() or 0)
+
+
+def export_context(repo_root: Path, plan: ContextPlan) -> ExportedContext:
+    """Write the planned context as a tar (temporary file) ready for the engine's build API.
+
+    Refuses symlinks that point outside the repository.
+    """
+    commit = plan.commit
+    wanted = [entry.sha for _, entry in plan.chosen]
+    if not plan.dockerfile_inside:
+        wanted.append(plan.dockerfile_sha)
+    contents: Dict[str, bytes] = dict(_blobs(repo_root, list(dict.fromkeys(wanted))))
+
+    for _, entry in plan.chosen:
+        if entry.mode == "120000":
+            target = contents[entry.sha].decode("utf-8", "surrogateescape")
+            if _symlink_escapes(entry.path, target):
+                raise ContextError(
+                    f"symlink {entry.path!r} in commit {commit[:12]} points outside the repository "
+                    f"(-> {target}); refusing to build"
+                )
+
+    mtime = _commit_time(repo_root, commit)
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+    with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        made_dirs = set()
+
+        def add_dirs(rel: str) -> None:
+            parts = rel.split("/")[:-1]
+            for n in range(1, len(parts) + 1):
+                directory = "/".join(parts[:n])
+                if directory not in made_dirs:
+                    made_dirs.add(directory)
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
+                    tar.addfile(info)
+
+        def add_file(rel: str, data: bytes, mode: int) -> None:
+            add_dirs(rel)
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode, info.mtime = len(data), mode, mtime
+            tar.addfile(info, io.BytesIO(data))
+
+        for rel, entry in plan.chosen:
+            data = contents[entry.sha]
+            if entry.mode == "120000":
+                add_dirs(rel)
+                info = tarfile.TarInfo(rel)
+                info.type, info.linkname, info.mode, info.mtime = (
+                    tarfile.SYMTYPE, data.decode("utf-8", "surrogateescape"), 0o777, mtime)
+                tar.addfile(info)
+            elif rel == ".dockerignore" and not plan.dockerfile_inside:
+                continue  # written below with the borrowed Dockerfile added to it
+            else:
+                add_file(rel, data, 0o755 if entry.mode == "100755" else 0o644)
+        if not plan.dockerfile_inside:
+            add_file(OUTSIDE_DOCKERFILE, contents[plan.dockerfile_sha], 0o644)
+            # Keep the borrowed Dockerfile out of `COPY .`, as docker's CLI does.
+            ignore = plan.ignore_text.rstrip("\n") + f"\n{OUTSIDE_DOCKERFILE}\n.dockerignore\n"
+            add_file(".dockerignore", ignore.encode(), 0o644)
+    spool.seek(0)
+    return ExportedContext(
+        tar=spool,
+        dockerfile=plan.dockerfile_name,
+        files=len(plan.chosen),
+        excluded=plan.excluded,
+        skipped_submodules=plan.skipped_submodules,
+    )

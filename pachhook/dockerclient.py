@@ -1,0 +1,93 @@
+"""The Docker engine and registry credentials, as the user's own docker CLI would find them.
+
+The engine is the one DOCKER_HOST names (unix://, tcp:// or ssh://), else the default socket.
+Credentials come from the user's docker config (DOCKER_CONFIG or ~/.docker/config.json) and its
+credential helpers, through docker-py's own loading: pachhook never prompts for them and never
+prints, logs or stores them.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+class EngineUnavailable(Exception):
+    """The Docker engine cannot be reached; str() is the one-line cause."""
+
+
+def engine_host() -> str:
+    """The engine address in use, for messages: DOCKER_HOST or the default socket."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def _short_cause(error: BaseException) -> str:
+    """The innermost readable reason of a connection error, on one line."""
+    text = str(error)
+    for marker in ("FileNotFoundError", "ConnectionRefusedError", "PermissionError", "TimeoutError"):
+        if marker in text:
+            return {
+                "FileNotFoundError": "no socket there",
+                "ConnectionRefusedError": "connection refused",
+                "PermissionError": "permission denied",
+                "TimeoutError": "timed out",
+            }[marker]
+    return " ".join(text.split())[:200]
+
+
+def make_client(timeout: int = 600) -> Any:
+    """A docker-py client for the engine DOCKER_HOST names, checked to answer.
+
+    Raises EngineUnavailable with one line naming the engine and DOCKER_HOST.
+    """
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as error:
+        raise EngineUnavailable(
+            f"Docker engine not reachable at DOCKER_HOST={engine_host()} ({_short_cause(error)}); "
+            "start dockerd or point DOCKER_HOST at a running engine"
+        ) from None
+    except Exception as error:  # requests' connection errors escape docker-py's wrapping
+        raise EngineUnavailable(
+            f"Docker engine not reachable at DOCKER_HOST={engine_host()} ({_short_cause(error)}); "
+            "start dockerd or point DOCKER_HOST at a running engine"
+        ) from None
+    return client
+
+
+def split_image(image: str) -> "tuple[str, str]":
+    """Split an image repository into (registry host, path): `127.0.0.1:5000/a/b` -> (127.0.0.1:5000, a/b).
+
+    Follows docker's rule: the first component is a registry when it has a `.` or `:` or is
+    `localhost`; otherwise the image lives on Docker Hub.
+    """
+    first, sep, rest = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first, rest
+    path = image if "/" in image else f"library/{image}"
+    return "docker.io", path
+
+
+def registry_auth(client: Any, registry: str) -> Optional[Dict[str, str]]:
+    """The credentials the user's docker config holds for registry, or None.
+
+    Credential helpers are asked through docker-py; the result stays in memory.
+    """
+    from docker import auth
+
+    configs = getattr(client.api, "_auth_configs", None)
+    if configs is None:
+        configs = auth.load_config()
+    lookup = "https://index.docker.io/v1/" if registry == "docker.io" else registry
+    try:
+        found = auth.resolve_authconfig(configs, lookup)
+    except Exception:
+        # A broken credential helper must not crash the step; pushing without login then
+        # fails with the registry's own "unauthorized", which names the problem.
+        return None
+    return dict(found) if found else None

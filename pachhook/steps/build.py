@@ -1,0 +1,225 @@
+"""The build step: the job's image, built from the commit's tree and tagged IMAGE:TAG.
+
+No rebuild for inputs built before: an image labelled with the same context key (locally, or
+pushed earlier and recorded in the git dir) is retagged for this commit instead.
+"""
+from __future__ import annotations
+
+import datetime
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+from pachhook import __version__
+from pachhook.steps import StepContext, StepError, StepResult
+
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_SOURCE = "org.opencontainers.image.source"
+LABEL_CREATED = "org.opencontainers.image.created"
+LABEL_TEMPLATE = "io.pachhook.template"
+LABEL_VERSION = "io.pachhook.version"
+LABEL_KEY = "io.pachhook.context-key"
+
+_NETWORK_HINTS = re.compile(r"connection refused|timeout|timed out|temporary|i/o timeout|tls handshake|eof", re.I)
+
+
+def image_tag(commit: str, tag_form: str) -> str:
+    """The tag for commit: the full SHA, or its first 7 characters (as `{{ short_commit }}`)."""
+    return commit[:7] if tag_form == "short" else commit
+
+
+def strip_credentials(url: str) -> str:
+    """A remote URL without user, password or token: fit for an image label."""
+    if "://" not in url:
+        return url  # scp-like `git@host:path` or a local path: the user there is not a secret
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host += f":{parts.port}"
+    # ssh://git@host keeps its login name (no secret); http(s) userinfo often is a token.
+    if parts.scheme == "ssh" and parts.username and parts.password is None:
+        return url
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def remote_url(repo_root: Path, branch: str) -> str:
+    """The URL of the branch's upstream remote, else origin, else the first remote ("" if none)."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(repo_root), *args], capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    names = []
+    if branch:
+        names.append(git("config", "--get", f"branch.{branch}.remote"))
+    names.append("origin")
+    names.extend(git("remote").splitlines())
+    for name in names:
+        if name and name != ".":
+            url = git("remote", "get-url", name)
+            if url:
+                return strip_credentials(url)
+    return ""
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> Optional[Any]:
+    """A local image built from the same inputs, else one pushed earlier and pulled again."""
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        current = client.images.get(image_ref)
+        if current.labels.get(LABEL_KEY) == key:
+            return current
+    except ImageNotFound:
+        pass
+    found = client.images.list(filters={"label": f"{LABEL_KEY}={key}"})
+    if found:
+        return max(found, key=lambda image: image.attrs.get("Created", ""))
+    from pachhook import imagekeys
+
+    for ref in imagekeys.recorded_refs(ctx.git_dir, key):
+        try:
+            ctx.log(f"build: pulling {ref}, pushed earlier for the same context")
+            image = client.images.pull(ref)
+        except (APIError, ImageNotFound) as error:
+            ctx.log(f"build: cannot pull {ref}: {_one_line(error)}")
+            continue
+        if image.labels.get(LABEL_KEY) == key:
+            return image
+    return None
+
+
+def plan_build(repo_root: Path, commit: str, template: str, image: str, config: Any) -> Any:
+    """The build context plan (files, Dockerfile, context key) of image for template at commit.
+
+    Raises buildcontext.ContextError with a one-line cause. Pipeline templates (the files the
+    configuration's template globs match) are left out of the context.
+    """
+    from pachhook import buildcontext
+    from pachhook.affected import template_matcher
+
+    inputs = buildcontext.resolve_inputs(template, config.images.get(image))
+    templates = template_matcher(config.templates)
+    return buildcontext.plan_context(repo_root, commit, inputs, leave_out=lambda path: bool(templates.match(path)))
+
+
+def run(ctx: StepContext) -> StepResult:
+    from pachhook import buildcontext, dockerclient
+    from pachhook.config import load_config
+
+    job = ctx.job
+    if not job.image:
+        return StepResult(outcome="skipped", message="the template names no image to build")
+    try:
+        config = load_config(ctx.repo_root)
+    except Exception as error:  # ConfigError carries one line per problem
+        raise StepError(f"configuration: {_one_line(error)}", retryable=False) from None
+    tag = image_tag(job.commit, config.tag)
+    image_ref = f"{job.image}:{tag}"
+    try:
+        plan = plan_build(ctx.repo_root, job.commit, job.template, job.image, config)
+    except buildcontext.ContextError as error:
+        raise StepError(f"build of {job.image}: {error}", retryable=False) from None
+
+    if ctx.dry_run:
+        ctx.log(f"build: would build {image_ref} from {plan.inputs.context or '.'} "
+                f"({plan.inputs.dockerfile}), context key {plan.key[:12]}")
+        return StepResult(outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key},
+                          message=f"dry run: {image_ref}")
+
+    try:
+        client = dockerclient.make_client()
+    except dockerclient.EngineUnavailable as error:
+        raise StepError(str(error), retryable=True) from None
+    try:
+        return _build_or_reuse(ctx, client, plan, image_ref, tag)
+    finally:
+        client.close()
+
+
+def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str) -> StepResult:
+    from docker.errors import APIError, DockerException
+
+    from pachhook import buildcontext
+
+    job = ctx.job
+    key, inputs = plan.key, plan.inputs
+    try:
+        reusable = _find_reusable(client, key, image_ref, ctx)
+        if reusable is not None:
+            reusable.tag(job.image, tag)
+            built_for = reusable.labels.get(LABEL_REVISION, "")[:12] or "an earlier commit"
+            message = (f"reused image {reusable.id[7:19]} built for commit {built_for} (same context key "
+                       f"{key[:12]}); tagged {image_ref} without building")
+            ctx.log(f"build: {message}")
+            return StepResult(outcome="reused", message=message, data={
+                "image_id": reusable.id, "image_ref": image_ref, "context_key": key, "reused": "true"})
+
+        try:
+            exported = buildcontext.export_context(ctx.repo_root, plan)
+        except buildcontext.ContextError as error:
+            raise StepError(f"build of {job.image}: {error}", retryable=False) from None
+        ctx.log(f"build: context {inputs.context or '.'} at {job.commit[:12]}: {exported.files} files "
+                f"({exported.excluded} left out by .dockerignore), Dockerfile {inputs.dockerfile}")
+        if plan.left_out:
+            ctx.log(f"build: pipeline templates left out of the context: {', '.join(plan.left_out)}")
+        for path in exported.skipped_submodules:
+            ctx.log(f"build: submodule {path} is not part of the build context")
+        labels = {
+            LABEL_REVISION: job.commit,
+            LABEL_CREATED: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            LABEL_TEMPLATE: job.template,
+            LABEL_VERSION: __version__,
+            LABEL_KEY: key,
+        }
+        source = remote_url(ctx.repo_root, job.branch)
+        if source:
+            labels[LABEL_SOURCE] = source
+        image_id = ""
+        try:
+            stream = client.api.build(
+                fileobj=exported.tar, custom_context=True, dockerfile=exported.dockerfile,
+                tag=image_ref, labels=labels, buildargs=dict(inputs.build_args) or None,
+                rm=True, forcerm=True, decode=True,
+            )
+            for event in stream:
+                if "stream" in event:
+                    for line in str(event["stream"]).splitlines():
+                        if line.strip():
+                            ctx.log(f"build: {line.rstrip()}")
+                elif "error" in event:
+                    cause = _one_line(event.get("error") or event.get("errorDetail", {}).get("message", ""))
+                    raise StepError(f"docker build of {image_ref} failed: {cause}",
+                                    retryable=bool(_NETWORK_HINTS.search(cause)))
+                elif isinstance(event.get("aux"), dict) and event["aux"].get("ID"):
+                    image_id = event["aux"]["ID"]
+        finally:
+            exported.tar.close()
+        if not image_id:
+            image_id = client.images.get(image_ref).id
+        ctx.log(f"build: built {image_ref} ({image_id[7:19]})")
+        return StepResult(outcome="done", message=f"built {image_ref}", data={
+            "image_id": image_id, "image_ref": image_ref, "context_key": key, "reused": "false"})
+    except StepError:
+        raise
+    except (APIError, DockerException) as error:
+        raise StepError(f"docker engine at {_host()} failed during build of {image_ref}: {_one_line(error)}",
+                        retryable=True) from None
+    except Exception as error:  # connection dropped mid-stream and the like
+        raise StepError(f"build of {image_ref} failed talking to the Docker engine at {_host()}: "
+                        f"{_one_line(error)}", retryable=True) from None
+
+
+def _host() -> str:
+    from pachhook.dockerclient import engine_host
+
+    return engine_host()

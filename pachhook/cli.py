@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms to import; the post-commit hook passes through here
+    from typing import Sequence
 
 from pachhook import __version__
 
@@ -27,6 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "provenance": ("provenance", "link commits, images and pipeline versions"),
     "install": ("install", "install pachhook's git hooks in this repository"),
     "uninstall": ("uninstall", "remove the git hooks pachhook installed"),
+    "init": ("init", "set up pachhook in this repository (pre-commit config, hooks)"),
+    "doctor": ("doctor", "check hooks, configuration, Docker, registries, pachctl, queue"),
+    "demo": ("demo", "deliver the examples in a throwaway repository, on local defaults"),
 }
 
 

@@ -1,12 +1,17 @@
 """Repository configuration: `[tool.pachhook]` in pyproject.toml, else `.pachhook.toml`.
 
-With neither file, conventions serve (see docs/configuration.md).
+With neither file, conventions serve (see docs/configuration.md). The TOML parser is
+imported only when a file actually mentions pachhook, so the post-commit hook of a
+repository that relies on conventions never pays for it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Dict, List, Optional
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
+    from pathlib import Path
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 DEFAULT_TEMPLATE_GLOBS = (
     "**/pipeline.json",
@@ -17,32 +22,408 @@ DEFAULT_TEMPLATE_GLOBS = (
     "**/*.pipeline.yml",
 )
 
+TAG_FORMS = ("full", "short")
+WORKER_MODES = ("background", "manual")
+BACKENDS = ("pachctl", "api")
 
-@dataclass
-class ImageConfig:
+
+class _Record:
+    """Equality and repr from the fields, like a dataclass.
+
+    Not a dataclass on purpose: `import dataclasses` costs ~25 ms here (it pulls in
+    inspect), a third of the post-commit hook's budget, and this module is on that path.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name.lstrip('_')}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class ImageConfig(_Record):
     """How to build one image repository (the part of transform.image before the tag)."""
 
-    name: str
-    dockerfile: Optional[str] = None  # relative to the repo root; default: <template dir>/Dockerfile
-    context: Optional[str] = None  # relative to the repo root; default: the template's directory
-    build_args: Dict[str, str] = field(default_factory=dict)
+    __slots__ = ("name", "dockerfile", "context", "build_args")
+
+    def __init__(
+        self, name: str, dockerfile: Optional[str] = None, context: Optional[str] = None,
+        build_args: Optional[Dict[str, str]] = None,
+    ) -> None:
+        self.name = name
+        self.dockerfile = dockerfile  # relative to the repo root; default: <template dir>/Dockerfile
+        self.context = context  # relative to the repo root; default: the template's directory
+        self.build_args: Dict[str, str] = dict(build_args or {})
 
 
-@dataclass
-class Config:
-    root: Path
-    source: Optional[Path] = None  # the file the configuration came from, None for conventions
-    templates: List[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATE_GLOBS))
-    images: Dict[str, ImageConfig] = field(default_factory=dict)
-    branches: Optional[List[str]] = None  # None: deploy from every branch
-    tag: str = "full"  # "full" | "short" commit SHA
-    pin_digest: bool = False
-    reprocess: bool = False
-    worker: str = "background"  # "background" | "manual"
-    pachctl: str = "pachctl"
-    backend: str = "pachctl"  # "pachctl" | "api"
+class Config(_Record):
+    """The settings of one repository; `root` and `source` are Paths (made on first use)."""
+
+    __slots__ = ("_root", "_source", "templates", "images", "branches", "tag", "pin_digest",
+                 "reprocess", "worker", "pachctl", "backend")
+
+    def __init__(
+        self, root: Any, source: Any = None, templates: Optional[List[str]] = None,
+        images: Optional[Dict[str, ImageConfig]] = None, branches: Optional[List[str]] = None,
+        tag: str = "full", pin_digest: bool = False, reprocess: bool = False,
+        worker: str = "background", pachctl: str = "pachctl", backend: str = "pachctl",
+    ) -> None:
+        self._root = root
+        self._source = source  # the file the configuration came from, None for conventions
+        self.templates: List[str] = list(templates) if templates is not None else list(DEFAULT_TEMPLATE_GLOBS)
+        self.images: Dict[str, ImageConfig] = dict(images or {})
+        self.branches = branches  # None: deploy from every branch
+        self.tag = tag  # "full" | "short" commit SHA
+        self.pin_digest = pin_digest
+        self.reprocess = reprocess
+        self.worker = worker  # "background" | "manual"
+        self.pachctl = pachctl
+        self.backend = backend  # "pachctl" | "api"
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._root)
+
+    @property
+    def source(self) -> Optional[Path]:
+        from pathlib import Path
+
+        return None if self._source is None else Path(self._source)
+
+    def deploys_branch(self, branch: str) -> bool:
+        """Whether commits of `branch` (short name, "" when detached) are delivered."""
+        if self.branches is None:
+            return True
+        import fnmatch
+
+        return any(fnmatch.fnmatchcase(branch, pattern) for pattern in self.branches)
+
+    def image_config(self, image: str) -> Optional[ImageConfig]:
+        return self.images.get(image)
 
 
-def load_config(root: Path) -> Config:
-    """Read the configuration of the repository at root (conventions when there is none)."""
+class ConfigError(Exception):
+    """The configuration file is unreadable or holds bad keys or values.
+
+    `problems` holds one line per problem, each naming the file, the line and the key.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def load_config(root: Any, cache_dir: Any = None) -> Config:
+    """Read the configuration of the repository at root (conventions when there is none).
+
+    Raises ConfigError for an unreadable file, unknown keys and bad values. With
+    `cache_dir`, parsed TOML is kept there (keyed by the file's size and mtime), because
+    importing the TOML parser costs ~30 ms, more than the rest of the post-commit hook.
+    """
+    root = os.fspath(root)
+    pyproject = os.path.join(root, "pyproject.toml")
+    text = _read(pyproject)
+    if text is not None and "pachhook" in text:
+        data = _parse_toml(pyproject, text, cache_dir)
+        section = data.get("tool", {})
+        section = section.get("pachhook") if isinstance(section, dict) else None
+        if section is not None:
+            return parse_section(root, pyproject, text, section, ("tool", "pachhook"))
+    dotfile = os.path.join(root, ".pachhook.toml")
+    text = _read(dotfile)
+    if text is not None:
+        data = _parse_toml(dotfile, text, cache_dir)
+        return parse_section(root, dotfile, text, data, ())
     return Config(root=root)
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{os.path.basename(path)}: cannot read: {error}"]) from None
+
+
+_CACHE_NAME = "config.cache"
+
+
+def _parse_toml(path: str, text: str, cache_dir: Any = None) -> Dict[str, Any]:
+    import marshal  # built in: free to import, unlike json
+
+    cache_file = os.path.join(os.fspath(cache_dir), _CACHE_NAME) if cache_dir is not None else None
+    key = (path, text)
+    if cache_file is not None:
+        try:
+            with open(cache_file, "rb") as handle:
+                cached_key, cached = marshal.load(handle)
+            if cached_key == key:
+                return cached
+        except (OSError, EOFError, ValueError, TypeError):
+            pass
+    data = _parse_toml_text(path, text)
+    if cache_file is not None:
+        try:
+            # Written aside then renamed: a concurrent reader sees the old file or the new one.
+            temporary = f"{cache_file}.{os.getpid()}"
+            with open(temporary, "wb") as handle:
+                marshal.dump((key, data), handle)
+            os.replace(temporary, cache_file)
+        except (OSError, ValueError):
+            pass  # values marshal cannot hold (dates): simply not cached
+    return data
+
+
+def _parse_toml_text(path: str, text: str) -> Dict[str, Any]:
+    import re
+
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        # The decoder's message ends with "(at line N, column M)": lift the line out.
+        message = str(error)
+        found = re.search(r"\(at line (\d+), column \d+\)", message)
+        where = f":{found.group(1)}" if found else ""
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        raise ConfigError([f"{os.path.basename(path)}{where}: invalid TOML: {message}"]) from None
+
+
+def parse_section(root: Any, source: Any, text: str, section: Any, prefix: Tuple[str, ...]) -> Config:
+    """Build a Config from the parsed `[tool.pachhook]` table (or `.pachhook.toml` body)."""
+    checker = _Checker(source, text, prefix)
+    config = Config(root=root, source=source)
+    if not isinstance(section, dict):
+        checker.problem((), "must be a table")
+        raise ConfigError(checker.problems)
+    for key, value in section.items():
+        handler = _KEYS.get(key)
+        if handler is None:
+            checker.problem((key,), f"unknown key (known keys: {', '.join(sorted(_KEYS))})")
+            continue
+        handler(checker, config, value)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    return config
+
+
+class _Checker:
+    """Collects problems, each placed on the line of the file where its key is written."""
+
+    def __init__(self, source: Any, text: str, prefix: Tuple[str, ...]) -> None:
+        self.name = os.path.basename(os.fspath(source))
+        self.lines = text.splitlines()
+        self.prefix = prefix
+        self.problems: List[str] = []
+
+    def problem(self, keys: Tuple[str, ...], message: str) -> None:
+        dotted = ".".join(_quote_key(k) for k in self.prefix + keys)
+        line = self.line_of(keys)
+        where = f"{self.name}:{line}" if line else self.name
+        self.problems.append(f"{where}: {dotted or 'configuration'}: {message}")
+
+    def line_of(self, keys: Tuple[str, ...]) -> int:
+        """Best line for a key path: tomllib keeps no positions, so scan the text.
+
+        Each key is looked for at or after the line where its parent was found; the
+        parent's own line stands in when the key itself cannot be found.
+        """
+        start = self._section_start()
+        best = start + 1 if start >= 0 else 0
+        if start < 0:
+            start = 0
+        for key in keys:
+            found = self._find_key(key, start)
+            if found < 0:
+                break
+            best = found + 1
+            start = found
+        return best
+
+    def _section_start(self) -> int:
+        import re
+
+        if not self.prefix:
+            return -1
+        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(map(_key_pattern, self.prefix)) + r"\s*\]")
+        for index, line in enumerate(self.lines):
+            if header.match(line):
+                return index
+        # Dotted-key or inline-table forms: find the deepest prefix key mentioned.
+        for index, line in enumerate(self.lines):
+            if re.search(_key_pattern(self.prefix[-1]), line):
+                return index
+        return -1
+
+    def _find_key(self, key: str, start: int) -> int:
+        import re
+
+        pattern = re.compile(
+            r"(^\s*|[{,.]\s*|\[\s*(?:[^\]]*\.)?\s*)" + _key_pattern(key) + r"\s*(=|\.|\]|$)"
+        )
+        for index in range(start, len(self.lines)):
+            if pattern.search(self.lines[index]):
+                return index
+        return -1
+
+
+def _key_pattern(key: str) -> str:
+    import re
+
+    escaped = re.escape(key)
+    return rf"(?:{escaped}|\"{escaped}\"|'{escaped}')"
+
+
+def _quote_key(key: str) -> str:
+    import re
+
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+
+
+def _relative_path(checker: _Checker, keys: Tuple[str, ...], value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value.strip():
+        checker.problem(keys, f"must be a non-empty path string, not {_show(value)}")
+        return None
+    if value.startswith("/") or ".." in value.replace("\\", "/").split("/"):
+        checker.problem(keys, f"must be a path inside the repository, not {value!r}")
+        return None
+    return value.strip().strip("/") or "."
+
+
+def _show(value: Any) -> str:
+    kind = type(value).__name__
+    names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
+             "list": "an array", "dict": "a table"}
+    return f"{names.get(kind, kind)} ({value!r})" if not isinstance(value, (list, dict)) else names[kind]
+
+
+def _string_list(checker: _Checker, key: str, value: Any) -> Optional[List[str]]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        checker.problem((key,), f"must be a non-empty array of non-empty strings, not {_show(value)}")
+        return None
+    return list(value)
+
+
+def _choice(checker: _Checker, key: str, value: Any, choices: Sequence[str]) -> Optional[str]:
+    if value not in choices:
+        wanted = " or ".join(f'"{c}"' for c in choices)
+        checker.problem((key,), f"must be {wanted}, not {_show(value)}")
+        return None
+    return value
+
+
+def _boolean(checker: _Checker, key: str, value: Any) -> Optional[bool]:
+    if not isinstance(value, bool):
+        checker.problem((key,), f"must be true or false, not {_show(value)}")
+        return None
+    return value
+
+
+def _set_templates(checker: _Checker, config: Config, value: Any) -> None:
+    globs = _string_list(checker, "templates", value)
+    if globs is not None:
+        for glob in globs:
+            if glob.startswith("/") or ".." in glob.split("/"):
+                checker.problem(("templates",), f"glob {glob!r} must be relative to the repository root")
+                return
+        config.templates = globs
+
+
+_IMAGE_KEYS = ("dockerfile", "context", "build_args")
+
+
+def _set_images(checker: _Checker, config: Config, value: Any) -> None:
+    if not isinstance(value, dict):
+        checker.problem(("images",), f"must be a table of image repositories, not {_show(value)}")
+        return
+    for name, body in value.items():
+        keys = ("images", name)
+        if ":" in name.rsplit("/", 1)[-1] or "@" in name:
+            checker.problem(keys, "name the image repository without a tag or digest")
+            continue
+        if not isinstance(body, dict):
+            checker.problem(keys, f"must be a table with {', '.join(_IMAGE_KEYS)}, not {_show(body)}")
+            continue
+        image = ImageConfig(name=name)
+        for key, item in body.items():
+            if key == "dockerfile":
+                image.dockerfile = _relative_path(checker, keys + (key,), item)
+            elif key == "context":
+                image.context = _relative_path(checker, keys + (key,), item)
+            elif key == "build_args":
+                if not isinstance(item, dict) or not all(
+                    isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in item.values()
+                ):
+                    checker.problem(keys + (key,), "must be a table of strings (build argument values)")
+                    continue
+                image.build_args = {str(k): str(v) for k, v in item.items()}
+            else:
+                checker.problem(keys + (key,), f"unknown key (known keys: {', '.join(_IMAGE_KEYS)})")
+        config.images[name] = image
+
+
+def _set_branches(checker: _Checker, config: Config, value: Any) -> None:
+    branches = _string_list(checker, "branches", value)
+    if branches is not None:
+        config.branches = [b[len("refs/heads/"):] if b.startswith("refs/heads/") else b for b in branches]
+
+
+def _set_tag(checker: _Checker, config: Config, value: Any) -> None:
+    tag = _choice(checker, "tag", value, TAG_FORMS)
+    if tag is not None:
+        config.tag = tag
+
+
+def _set_pin_digest(checker: _Checker, config: Config, value: Any) -> None:
+    flag = _boolean(checker, "pin_digest", value)
+    if flag is not None:
+        config.pin_digest = flag
+
+
+def _set_reprocess(checker: _Checker, config: Config, value: Any) -> None:
+    flag = _boolean(checker, "reprocess", value)
+    if flag is not None:
+        config.reprocess = flag
+
+
+def _set_worker(checker: _Checker, config: Config, value: Any) -> None:
+    mode = _choice(checker, "worker", value, WORKER_MODES)
+    if mode is not None:
+        config.worker = mode
+
+
+def _set_pachctl(checker: _Checker, config: Config, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        checker.problem(("pachctl",), f"must be the pachctl executable (a non-empty string), not {_show(value)}")
+        return
+    config.pachctl = value
+
+
+def _set_backend(checker: _Checker, config: Config, value: Any) -> None:
+    backend = _choice(checker, "backend", value, BACKENDS)
+    if backend is not None:
+        config.backend = backend
+
+
+_KEYS = {
+    "templates": _set_templates,
+    "images": _set_images,
+    "branches": _set_branches,
+    "tag": _set_tag,
+    "pin_digest": _set_pin_digest,
+    "reprocess": _set_reprocess,
+    "worker": _set_worker,
+    "pachctl": _set_pachctl,
+    "backend": _set_backend,
+}

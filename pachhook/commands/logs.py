@@ -1,0 +1,40 @@
+"""`pachhook logs JOB`: print the log a job's steps wrote."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pachhook logs", description="Print the log of a job, oldest line first.")
+    parser.add_argument("job", type=int, metavar="JOB", help="job id, as `pachhook status` shows it")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    from pachhook import gitrepo
+    from pachhook.queue import QueueError, open_queue
+
+    try:
+        queue = open_queue()
+    except gitrepo.GitError as error:
+        print(f"pachhook logs: {error}", file=sys.stderr)
+        return 2
+    with queue:
+        try:
+            job = queue.get(args.job)
+        except QueueError as error:
+            print(f"pachhook logs: {error}", file=sys.stderr)
+            return 1
+        entries = list(queue.read_log_entries(job.id))
+    if not entries:
+        print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}, {job.state}) has no log yet")
+    for at, line in entries:
+        print(time.strftime("%H:%M:%S ", time.localtime(at)) + line)
+    return 0

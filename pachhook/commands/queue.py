@@ -1,0 +1,109 @@
+"""`pachhook queue [--commit REV]`: the post-commit hook, recording one job per affected pipeline.
+
+It runs inside `git commit`, which it cannot undo: every outcome, bad configuration
+included, is one line and exit status 0. It must also be quick (see docs/performance.md):
+argparse is only imported when there are arguments to parse, YAML only when a template
+blob has not been parsed before, and the worker is started detached.
+"""
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
+    import argparse
+    from typing import Any, List, Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="pachhook queue",
+        description=(
+            "Record a build/push/update job for each pipeline whose template, Dockerfile or"
+            " build context differs from what was last delivered (or is being delivered),"
+            " then start a background worker unless the worker mode is manual."
+            " Always exits 0: it runs as the post-commit hook, which cannot undo a commit."
+        ),
+    )
+    parser.add_argument("--commit", metavar="REV", default="HEAD",
+                        help="the commit to queue (default: HEAD, the commit just made)")
+    parser.add_argument("--no-worker", action="store_true",
+                        help="do not start a background worker, whatever the configuration says")
+    return parser
+
+
+def _say(line: str) -> None:
+    print(f"pachhook: {line}", flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    rev, start_worker = "HEAD", True
+    if args:
+        try:
+            parsed = build_parser().parse_args(args)
+        except SystemExit as stop:
+            return 0 if not stop.code else 2
+        rev, start_worker = parsed.commit, not parsed.no_worker
+    try:
+        return queue_commit(rev, start_worker)
+    except Exception as error:  # never a traceback inside `git commit`
+        _say(f"queue failed: {type(error).__name__}: {error}")
+        return 0
+
+
+def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None) -> int:
+    from pachhook import gitrepo
+    from pachhook.config import ConfigError, load_config
+
+    try:
+        info = gitrepo.head_info(cwd, rev)
+    except gitrepo.GitError as error:
+        _say(f"nothing queued: {error}")
+        return 0
+    short = info.commit[:12]
+    from pachhook.queue import Queue
+
+    with Queue(info.common_dir_str) as queue:
+        try:
+            config = load_config(info.root_str, cache_dir=queue.folder_str)
+        except ConfigError as error:
+            for problem in error.problems:
+                _say(f"nothing queued for {short}: {problem}")
+                queue.record_problem(problem, info.commit)
+            return 0
+        if not config.deploys_branch(info.branch):
+            where = f"branch {info.branch}" if info.branch else "a detached HEAD"
+            _say(f"nothing queued for {short}: {where} is not among the branches deployed")
+            return 0
+        from pachhook.affected import find_affected
+
+        affected = find_affected(info.root_str, info.commit, info.tree, config, queue)
+        for problem in affected.problems:
+            _say(f"{short}: {problem}")
+            queue.record_problem(problem, info.commit)
+        outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs)
+        _report(short, affected.templates, outcome)
+        if outcome.created and start_worker and config.worker == "background":
+            from pachhook.worker import start_background
+
+            start_background(info.root_str, info.common_dir_str)
+    return 0
+
+
+def _report(short: str, templates: int, outcome: Any) -> None:
+    names: List[str] = [pipeline for _, pipeline in outcome.created]
+    if names:
+        line = f"queued {short} for {', '.join(names)}"
+        if outcome.superseded:
+            count = len(outcome.superseded)
+            line += f" (superseding {count} older job{'s' if count != 1 else ''})"
+        _say(line + "; `pachhook status` shows progress")
+    elif outcome.existing:
+        _say(f"{short} already queued for {', '.join(pipeline for _, pipeline in outcome.existing)}")
+    elif templates == 0:
+        _say(f"nothing queued for {short}: no pipeline templates in this commit")
+    else:
+        _say(f"nothing queued for {short}: it changes no pipeline's template, Dockerfile or build context")

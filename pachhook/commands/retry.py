@@ -1,0 +1,38 @@
+"""`pachhook retry JOB`: Queue a failed, cancelled or superseded job again; steps already done stay done."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachhook retry",
+        description="Queue a failed, cancelled or superseded job again; steps already done stay done.",
+    )
+    parser.add_argument("job", type=int, metavar="JOB", help="job id, as `pachhook status` shows it")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    from pachhook import gitrepo
+    from pachhook.queue import QueueError, open_queue
+
+    try:
+        queue = open_queue()
+    except gitrepo.GitError as error:
+        print(f"pachhook retry: {error}", file=sys.stderr)
+        return 2
+    with queue:
+        try:
+            job = queue.retry(args.job)
+        except QueueError as error:
+            print(f"pachhook retry: {error}", file=sys.stderr)
+            return 1
+    print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}) queued")
+    return 0

@@ -1,0 +1,72 @@
+"""`pachhook run`: drain the queue in the foreground, printing each step as it goes.
+
+Exit status: 0 every job run is done (or there was nothing to run), 1 a job failed,
+2 bad usage or not in a git repository.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachhook run",
+        description=(
+            "Run queued jobs in the foreground (build, push, update, resuming each job at its"
+            " first step not done) until no job is left that may run now."
+        ),
+    )
+    parser.add_argument("--once", action="store_true", help="run at most one job")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only each job's outcome, not every step")
+    parser.add_argument("--commit", metavar="REV",
+                        help="run build, push and update for every pipeline of this commit now,"
+                             " without the queue (for CI; see docs/ci.md)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --commit: print the plan (images, rendered specs, pachctl"
+                             " commands) and change nothing")
+    parser.add_argument("--lease", metavar="SECONDS", type=float, default=60.0,
+                        help="lease length; the lease is renewed while a step runs (default: 60)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    if args.lease <= 0:
+        print("pachhook run: --lease must be a positive number of seconds", file=sys.stderr)
+        return 2
+    if args.commit is not None or args.dry_run:
+        from pachhook.deliver import deliver_commit
+
+        return deliver_commit(args.commit or "HEAD", dry_run=args.dry_run,
+                              out=lambda line: print(line, flush=True))
+    return run_queue(args)
+
+
+def run_queue(args: argparse.Namespace) -> int:
+    from pachhook import gitrepo
+    from pachhook.worker import drain
+
+    try:
+        root = gitrepo.repo_root()
+    except gitrepo.GitError as error:
+        print(f"pachhook run: {error}", file=sys.stderr)
+        return 2
+
+    def progress(line: str) -> None:
+        if not args.quiet or line.endswith((": done", ": failed", ": cancelled", ": running")):
+            print(line, flush=True)
+
+    summary = drain(root, lease_seconds=args.lease, progress=progress, once=args.once)
+    total = len(summary.done) + len(summary.failed) + len(summary.other)
+    if total == 0:
+        print("pachhook run: no job to run")
+    else:
+        print(f"pachhook run: {len(summary.done)} done, {len(summary.failed)} failed"
+              + (f", {len(summary.other)} stopped" if summary.other else ""))
+    return 1 if summary.failed else 0

@@ -1,0 +1,101 @@
+"""`pachhook status [--format text|json] [--all]`: jobs, newest first, with their steps."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import List, Optional, Sequence
+
+from pachhook.jobs import Job, StepRecord
+
+DEFAULT_LIMIT = 20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachhook status",
+        description=(
+            "List queued, running, failed and done jobs, newest first, with the state and time"
+            " of each step (build, push, update)."
+        ),
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--all", action="store_true",
+                        help=f"every job, superseded and cancelled ones too (default: the {DEFAULT_LIMIT} newest others)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    from pachhook import gitrepo
+    from pachhook.queue import open_queue
+    from pachhook.worker import worker_running
+
+    try:
+        queue = open_queue()
+    except gitrepo.GitError as error:
+        print(f"pachhook status: {error}", file=sys.stderr)
+        return 2
+    with queue:
+        jobs = queue.list_jobs(all=args.all, limit=None if args.all else DEFAULT_LIMIT)
+        running = worker_running(queue.folder)
+        newest = max((job.created_at for job in jobs), default=0.0)
+        problems = queue.recent_problems(since=newest, limit=3)
+        if args.format == "json":
+            records = []
+            for job in jobs:
+                record = asdict(job)
+                record["inputs"] = queue.inputs_of(job.id)
+                records.append(record)
+            print(json.dumps({"worker_running": running, "jobs": records,
+                              "problems": [asdict(p) for p in problems]}, indent=2))
+            return 0
+    print(format_jobs(jobs))
+    print(f"worker: {'running' if running else 'not running'}")
+    for problem in problems:
+        print(f"problem at {_clock(problem.at)} ({problem.commit[:12] or 'no commit'}): {problem.message}")
+    return 0
+
+
+def format_jobs(jobs: List[Job]) -> str:
+    if not jobs:
+        return "no jobs"
+    header = ["JOB", "STATE", "COMMIT", "BRANCH", "PIPELINE", "BUILD", "PUSH", "UPDATE", "UPDATED"]
+    rows = [header]
+    notes: List[List[str]] = []
+    for job in jobs:
+        rows.append([
+            str(job.id), job.state, job.commit[:12], job.branch or "-", job.pipeline,
+            *(_step_cell(step) for step in job.steps), _clock(job.updated_at),
+        ])
+        extra = []
+        if job.superseded_by:
+            extra.append(f"    superseded by job {job.superseded_by}")
+        extra += [f"    {step.name} failed: {step.error}" for step in job.steps if step.error]
+        notes.append(extra)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(rows[0])).rstrip()]
+    for row, extra in zip(rows[1:], notes):
+        lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+        lines += extra
+    return "\n".join(lines)
+
+
+def _step_cell(step: StepRecord) -> str:
+    if step.started_at and step.finished_at:
+        return f"{step.state} {step.finished_at - step.started_at:.1f}s"
+    if step.started_at:
+        return f"{step.state} {_clock(step.started_at)}"
+    return step.state
+
+
+def _clock(at: float) -> str:
+    if not at:
+        return "-"
+    fmt = "%H:%M:%S" if time.time() - at < 20 * 3600 else "%Y-%m-%d %H:%M"
+    return time.strftime(fmt, time.localtime(at))

@@ -1,0 +1,51 @@
+"""`pachhook worker`: the background worker `pachhook queue` starts (detached).
+
+It takes the repository's worker lock (or leaves at once when another worker holds it),
+runs queued jobs, and exits when none is left. Its output goes to
+`<git common dir>/pachhook/worker.log`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachhook worker",
+        description=(
+            "Drain the queue until it is empty, holding the repository's worker lock so that"
+            " only one background worker runs. Started detached by `pachhook queue`; run"
+            " `pachhook run` instead to drain in the foreground."
+        ),
+    )
+    parser.add_argument("--repo", metavar="DIR", default=".",
+                        help="a work tree of the repository (default: the current directory)")
+    parser.add_argument("--lease", metavar="SECONDS", type=float, default=60.0,
+                        help="lease length; the lease is renewed while a step runs (default: 60)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    if args.lease <= 0:
+        print("pachhook worker: --lease must be a positive number of seconds", file=sys.stderr)
+        return 2
+    from pachhook import gitrepo
+    from pachhook.worker import run_worker
+
+    def progress(line: str) -> None:
+        print(time.strftime("%Y-%m-%dT%H:%M:%S ") + line, flush=True)
+
+    try:
+        root = gitrepo.repo_root(Path(args.repo))
+    except gitrepo.GitError as error:
+        print(f"pachhook worker: {error}", file=sys.stderr)
+        return 2
+    return run_worker(root, lease_seconds=args.lease, progress=progress)

@@ -1,0 +1,338 @@
+"""Every git call of the hook paths, as plain `git` subprocesses with argument lists.
+
+GitPython costs ~100 ms to import; one `git` process costs 1-3 ms. The hooks therefore
+ask git directly and ask few questions: `head_info` answers the post-commit hook's
+five questions with a single process.
+"""
+from __future__ import annotations
+
+import os
+
+ZERO_SHA = "0" * 40
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
+    from pathlib import Path
+    from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+    PathLike = Union[str, Path]
+
+
+class GitError(Exception):
+    """A git command failed; str(error) is git's own one-line complaint."""
+
+
+def git(args: Sequence[str], cwd: Optional[PathLike] = None, input: Optional[bytes] = None) -> bytes:
+    """Run `git ARGS` (in `cwd`) and return its stdout; GitError with git's first stderr line.
+
+    Without input, the process is started with os.posix_spawnp: the hooks then never
+    import subprocess (~12 ms, with locale, signal and selectors behind it).
+    """
+    argv = ["git", "-C", os.fspath(cwd), *args] if cwd is not None else ["git", *args]
+    if input is not None:
+        returncode, out, err = _run_subprocess(argv, input)
+    else:
+        returncode, out, err = _run_spawn(argv)
+    if returncode != 0:
+        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+        message = lines[0] if lines else f"git {args[0]} exited with status {returncode}"
+        raise GitError(message.replace("fatal: ", "", 1))
+    return out
+
+
+def _run_spawn(argv: List[str]) -> Tuple[int, bytes, bytes]:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, err_w, 2),
+        ])
+    except OSError as error:
+        for fd in (out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise GitError(f"cannot run git: {error}") from None
+    os.close(out_w)
+    os.close(err_w)
+    # git's stderr on these commands is a line or two, far below a pipe's buffer, so
+    # reading stdout to its end first cannot block git on a full stderr pipe.
+    out = _read_all(out_r)
+    err = _read_all(err_r)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out, err
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _run_subprocess(argv: List[str], input: bytes) -> Tuple[int, bytes, bytes]:
+    import subprocess
+
+    try:
+        proc = subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as error:
+        raise GitError(f"cannot run git: {error}") from None
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _text(args: Sequence[str], cwd: Optional[PathLike] = None) -> str:
+    return git(args, cwd).decode("utf-8", errors="surrogateescape").strip()
+
+
+def _path(text: str) -> Path:
+    from pathlib import Path
+
+    return Path(text)
+
+
+class HeadInfo:
+    """Work tree, git dirs, commit, tree and branch of one revision.
+
+    The folders are kept as strings and handed out as Paths: the post-commit hook never
+    needs pathlib (~9 ms to import), its callers with more time do.
+    """
+
+    __slots__ = ("root_str", "git_dir_str", "common_dir_str", "commit", "tree", "branch")
+
+    def __init__(self, root: str, git_dir: str, common_dir: str, commit: str, tree: str, branch: str) -> None:
+        self.root_str = root
+        self.git_dir_str = git_dir
+        self.common_dir_str = common_dir
+        self.commit = commit
+        self.tree = tree
+        self.branch = branch  # short branch name, "" when detached outside a rebase
+
+    @property
+    def root(self) -> Path:
+        return _path(self.root_str)
+
+    @property
+    def git_dir(self) -> Path:  # this worktree's git dir
+        return _path(self.git_dir_str)
+
+    @property
+    def common_dir(self) -> Path:  # shared by all worktrees: the queue lives here
+        return _path(self.common_dir_str)
+
+    def __repr__(self) -> str:
+        return (f"HeadInfo(root={self.root_str!r}, commit={self.commit!r}, branch={self.branch!r}, "
+                f"common_dir={self.common_dir_str!r})")
+
+
+def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
+    """Work tree, git dirs, commit, tree and branch of `rev`, in one git process."""
+    _no_option(rev)
+    out = _text(
+        ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-dir", "--git-common-dir",
+         f"{rev}^{{commit}}", f"{rev}^{{tree}}"],
+        cwd,
+    ).splitlines()
+    if len(out) != 5:
+        raise GitError(f"unknown revision {rev!r}")
+    root, git_dir, common, commit, tree = out
+    info = HeadInfo(root, git_dir, common, commit, tree, "")
+    info.branch = _branch_of(git_dir, rev)
+    return info
+
+
+def _branch_of(git_dir: str, rev: str) -> str:
+    """The branch a commit is being made on.
+
+    HEAD's symbolic ref when attached; during a rebase HEAD is detached, and the branch
+    being rebased is written in the worktree's rebase state folder.
+    """
+    if rev != "HEAD":
+        return ""
+    head = _read_text(os.path.join(git_dir, "HEAD"))
+    if head.startswith("ref: "):
+        return _short_ref(head[len("ref: "):])
+    for folder in ("rebase-merge", "rebase-apply"):
+        name = _read_text(os.path.join(git_dir, folder, "head-name"))
+        if name.startswith("refs/heads/"):
+            return _short_ref(name)
+    return ""
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _short_ref(ref: str) -> str:
+    return ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+
+
+def repo_root(cwd: Optional[PathLike] = None) -> Path:
+    return _path(_text(["rev-parse", "--path-format=absolute", "--show-toplevel"], cwd))
+
+
+def git_common_dir(cwd: Optional[PathLike] = None) -> Path:
+    return _path(_text(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd))
+
+
+def git_dir(cwd: Optional[PathLike] = None) -> Path:
+    return _path(_text(["rev-parse", "--path-format=absolute", "--git-dir"], cwd))
+
+
+def head_commit(cwd: Optional[PathLike] = None) -> str:
+    return rev_parse("HEAD", cwd)
+
+
+def rev_parse(rev: str, cwd: Optional[PathLike] = None) -> str:
+    """The full SHA of the commit `rev` names; GitError when it names none."""
+    _no_option(rev)
+    try:
+        return _text(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd) or _missing(rev)
+    except GitError:
+        _missing(rev)
+        raise
+
+
+def _missing(rev: str) -> str:
+    raise GitError(f"unknown revision {rev!r}")
+
+
+def _no_option(rev: str) -> None:
+    # A revision given by a user must never be read by git as an option.
+    if rev.startswith("-"):
+        raise GitError(f"unknown revision {rev!r}")
+
+
+def rev_exists(rev: str, cwd: Optional[PathLike] = None) -> bool:
+    try:
+        rev_parse(rev, cwd)
+    except GitError:
+        return False
+    return True
+
+
+def current_branch(cwd: Optional[PathLike] = None) -> str:
+    """Short name of the checked-out branch ("" when detached, the rebased branch in a rebase)."""
+    return _branch_of(os.fspath(git_dir(cwd)), "HEAD")
+
+
+def show_file(commit: str, path: str, cwd: Optional[PathLike] = None) -> Optional[bytes]:
+    """The bytes of `path` as it stands in `commit`, None when the commit has no such file."""
+    try:
+        return git(["cat-file", "blob", f"{commit}:{path}"], cwd)
+    except GitError:
+        return None
+
+
+def changed_paths(a: Optional[str], b: str, cwd: Optional[PathLike] = None) -> List[str]:
+    """Paths that differ between commits a and b (all of b's paths when a is None)."""
+    if a is None:
+        return [entry.path for entry in ls_tree(b, cwd).values() if entry.kind == "blob"]
+    out = git(["diff-tree", "-r", "-z", "--no-renames", "--name-only", a, b], cwd)
+    return [p.decode("utf-8", errors="surrogateescape") for p in out.split(b"\0") if p]
+
+
+def remote_url(name: str, cwd: Optional[PathLike] = None) -> Optional[str]:
+    try:
+        return _text(["remote", "get-url", name], cwd) or None
+    except GitError:
+        return None
+
+
+class TreeEntry:
+    """One entry of `git ls-tree`: kind is "blob", "tree" or "commit" (a submodule)."""
+
+    __slots__ = ("path", "kind", "sha", "mode")
+
+    def __init__(self, path: str, kind: str, sha: str, mode: str) -> None:
+        self.path, self.kind, self.sha, self.mode = path, kind, sha, mode
+
+    def __repr__(self) -> str:
+        return f"TreeEntry({self.path!r}, {self.kind!r}, {self.sha!r})"
+
+
+def ls_tree(commit: str, cwd: Optional[PathLike] = None) -> Dict[str, TreeEntry]:
+    """Every file and folder of `commit` by path; the root folder is the path ""."""
+    out = git(["ls-tree", "-r", "-t", "-z", "--full-tree", commit], cwd)
+    entries: Dict[str, TreeEntry] = {}
+    for record in out.split(b"\0"):
+        if not record:
+            continue
+        meta, _, raw_path = record.partition(b"\t")
+        mode, kind, sha = meta.decode().split(" ")
+        path = raw_path.decode("utf-8", errors="surrogateescape")
+        entries[path] = TreeEntry(path, kind, sha, mode)
+    return entries
+
+
+def tree_of(commit: str, cwd: Optional[PathLike] = None) -> str:
+    return _text(["rev-parse", "--verify", f"{commit}^{{tree}}"], cwd)
+
+
+def read_blobs(shas: Iterable[str], cwd: Optional[PathLike] = None) -> Dict[str, bytes]:
+    """Contents of several blobs from one `git cat-file --batch` process."""
+    wanted = list(dict.fromkeys(shas))
+    if not wanted:
+        return {}
+    out = git(["cat-file", "--batch"], cwd, input=("\n".join(wanted) + "\n").encode())
+    blobs: Dict[str, bytes] = {}
+    pos = 0
+    for sha in wanted:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].decode().split()
+        pos = end + 1
+        if len(header) < 3 or header[1] == "missing":
+            continue
+        size = int(header[2])
+        blobs[sha] = out[pos:pos + size]
+        pos += size + 1  # the content is followed by a newline
+    return blobs
+
+
+def rev_list(args: Sequence[str], cwd: Optional[PathLike] = None) -> List[str]:
+    return _text(["rev-list", *args], cwd).split()
+
+
+def config_get(key: str, cwd: Optional[PathLike] = None) -> Optional[str]:
+    try:
+        return _text(["config", "--get", key], cwd) or None
+    except GitError:
+        return None
+
+
+def hooks_dir(cwd: Optional[PathLike] = None) -> Path:
+    """Where git looks for hooks (core.hooksPath honoured), as an absolute path."""
+    return _path(_text(["rev-parse", "--path-format=absolute", "--git-path", "hooks"], cwd))
+
+
+def env_without_git_vars() -> Dict[str, str]:
+    """The environment minus GIT_DIR and friends that a hook inherits from git.
+
+    A detached worker outlives the hook; variables like GIT_INDEX_FILE would point its
+    own git calls at a lock file that no longer exists.
+    """
+    return {k: v for k, v in os.environ.items() if not (k.startswith("GIT_") and k not in _KEEP_GIT_VARS)}
+
+
+_KEEP_GIT_VARS = ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS")
+
+
+def short(sha: str) -> str:
+    return sha[:12]
+
+
+def split_ref_line(line: str) -> Optional[Tuple[str, str, str, str]]:
+    """One pre-push stdin line: local ref, local SHA, remote ref, remote SHA."""
+    parts = line.split()
+    if len(parts) != 4:
+        return None
+    return parts[0], parts[1], parts[2], parts[3]

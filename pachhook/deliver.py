@@ -1,0 +1,227 @@
+"""Deliver one commit without the queue: `pachhook run --commit REV [--dry-run]`, for CI.
+
+Every pipeline of every template in the commit (not only the ones it changed: a CI job
+must be able to redeploy a commit on its own) goes through build -> push -> update,
+each pipeline after the pipelines whose output repos it reads. The steps are the ones
+the worker runs, so they are just as idempotent: running a commit twice rebuilds nothing
+and updates nothing the second time. Nothing is written to the queue.
+
+With `dry_run`, each step says what it would do (the image to build or reuse, the spec
+and the command that would apply it) and nothing is built, pushed, applied or written.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from pachhook.jobs import STEP_NAMES, Job, StepRecord
+
+Output = Callable[[str], None]
+
+# Branch names CI systems give a detached checkout (GitHub Actions, GitLab CI).
+CI_BRANCH_VARIABLES = ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "CI_COMMIT_BRANCH", "CI_COMMIT_REF_NAME")
+
+
+@dataclass
+class Planned:
+    pipeline: str
+    template: str
+    image: str  # repository to build, "" for a fixed image
+    inputs: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    pipeline: str
+    timings: Dict[str, float] = field(default_factory=dict)  # step -> seconds
+    outcomes: Dict[str, str] = field(default_factory=dict)  # step -> done/reused/skipped/failed
+    error: str = ""
+
+
+class DeliverError(Exception):
+    """The commit cannot be planned (unknown revision, broken template); one line each."""
+
+    def __init__(self, problems: Sequence[str], usage: bool = False) -> None:
+        super().__init__(problems[0] if problems else "cannot deliver")
+        self.problems = list(problems)
+        self.usage = usage
+
+
+def plan(root: Path, commit: str, config) -> List[Planned]:
+    """The pipelines of every template in `commit`, in dependency order."""
+    from pachhook import gitrepo
+    from pachhook.affected import parse_template, template_matcher
+
+    entries = gitrepo.ls_tree(commit, root)
+    matcher = template_matcher(config.templates)
+    templates = sorted(path for path, entry in entries.items()
+                       if entry.kind == "blob" and matcher.match(path))
+    blobs = gitrepo.read_blobs([entries[path].sha for path in templates], root)
+    planned: List[Planned] = []
+    problems: List[str] = []
+    seen: Dict[str, str] = {}
+    for path in templates:
+        parsed = parse_template(blobs.get(entries[path].sha))
+        if parsed.get("error"):
+            problems.append(f"{path}: {parsed['error']}")
+            continue
+        for spec in parsed["specs"]:
+            if spec["pipeline"] in seen:
+                problems.append(f"{path}: pipeline {spec['pipeline']!r} is defined in {seen[spec['pipeline']]} too")
+                continue
+            seen[spec["pipeline"]] = path
+            planned.append(Planned(spec["pipeline"], path, spec["image"], list(spec["inputs"])))
+    if problems:
+        raise DeliverError(problems)
+    return dependency_order(planned)
+
+
+def dependency_order(items: Sequence[Planned]) -> List[Planned]:
+    """Each pipeline after the pipelines (of this list) whose output repo it reads.
+
+    Kahn's algorithm, stable on the given order; a cycle (which Pachyderm refuses anyway)
+    keeps the given order for its members rather than dropping them.
+    """
+    names = {item.pipeline for item in items}
+    waiting = {item.pipeline: {repo for repo in item.inputs if repo in names and repo != item.pipeline}
+               for item in items}
+    ordered: List[Planned] = []
+    left = list(items)
+    while left:
+        ready = [item for item in left if not waiting[item.pipeline]]
+        if not ready:
+            ready = left[:1]  # a cycle: go on in the given order
+        for item in ready:
+            ordered.append(item)
+            left.remove(item)
+            for others in waiting.values():
+                others.discard(item.pipeline)
+    return ordered
+
+
+def branch_of(rev: str, head_branch: str, root: Path) -> str:
+    """The branch a commit is delivered from: the one REV names, else what CI says."""
+    from pachhook import gitrepo
+
+    if rev == "HEAD" and head_branch:
+        return head_branch
+    if rev != "HEAD" and gitrepo.rev_exists(f"refs/heads/{rev}", root):
+        return rev
+    for name in CI_BRANCH_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    return head_branch if rev == "HEAD" else ""
+
+
+def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
+                   cwd: Optional[Path] = None, err: Optional[Output] = None) -> int:
+    """Run build, push and update for every pipeline of `rev`; returns an exit status.
+
+    Progress goes to `out`; problems that stop the run before any step go to `err`.
+    """
+    if err is None:
+        import sys
+
+        def err(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+    from pachhook import gitrepo
+    from pachhook.config import load_config
+
+    try:
+        info = gitrepo.head_info(cwd)
+        commit = gitrepo.rev_parse(rev, info.root)
+    except gitrepo.GitError as error:
+        err(f"pachhook run: {error}")
+        return 2
+    try:
+        config = load_config(info.root)
+    except Exception as error:  # ConfigError: one line per problem
+        for line in getattr(error, "problems", None) or [str(error)]:
+            err(f"pachhook run: {line}")
+        return 2
+    branch = branch_of(rev, info.branch, info.root)
+    if not config.deploys_branch(branch):
+        out(f"pachhook run: branch {branch or '(none)'} is not one the configuration deploys; nothing to do")
+        return 0
+    try:
+        pipelines = plan(info.root, commit, config)
+    except DeliverError as error:
+        for line in error.problems:
+            err(f"pachhook run: {line}")
+        return 1
+    if not pipelines:
+        out(f"pachhook run: commit {commit[:12]} has no pipeline templates; nothing to do")
+        return 0
+    mode = "dry run: " if dry_run else ""
+    out(f"{mode}delivering {commit[:12]}" + (f" ({branch})" if branch else "")
+        + f": {', '.join(item.pipeline for item in pipelines)}")
+    outcomes: List[Outcome] = []
+    failed: set = set()
+    for item in pipelines:
+        # A pipeline reading the output of one that failed would be updated against the old one.
+        blocked = sorted(name for name in item.inputs if name in failed)
+        outcome = _deliver_one(info.root, info.common_dir, commit, branch, item, dry_run, out, blocked)
+        if outcome.error:
+            failed.add(item.pipeline)
+        outcomes.append(outcome)
+    return _summarise(outcomes, out)
+
+
+def _deliver_one(root: Path, common_dir: Path, commit: str, branch: str, item: Planned,
+                 dry_run: bool, out: Output, blocked_by: List[str]) -> Outcome:
+    from pachhook.steps import StepContext, run_step
+    from pachhook.worker import one_line
+
+    outcome = Outcome(item.pipeline)
+    if blocked_by:
+        outcome.error = f"not run: {', '.join(blocked_by)} failed"
+        out(f"{item.pipeline}: {outcome.error}")
+        return outcome
+    job = Job(id=0, commit=commit, branch=branch, pipeline=item.pipeline, template=item.template,
+              image=item.image, steps=[StepRecord(name) for name in STEP_NAMES])
+
+    def log(line: str) -> None:
+        out(f"{item.pipeline}: {line}")
+
+    ctx = StepContext(repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run)
+    for name in STEP_NAMES:
+        started = time.monotonic()
+        try:
+            result = run_step(name, ctx)
+        except Exception as error:  # a step's failure is this pipeline's, reported in one line
+            outcome.timings[name] = time.monotonic() - started
+            outcome.outcomes[name] = "failed"
+            outcome.error = f"{name}: {one_line(error)}"
+            log(f"{name}: failed: {one_line(error)}")
+            return outcome
+        outcome.timings[name] = time.monotonic() - started
+        outcome.outcomes[name] = result.outcome
+        ctx.results[name] = {str(k): str(v) for k, v in result.data.items()}
+        log(f"{name}: {result.outcome}" + (f": {result.message}" if result.message else "")
+            + f" ({outcome.timings[name]:.1f}s)")
+    return outcome
+
+
+def _summarise(outcomes: List[Outcome], out: Output) -> int:
+    width = max([len("pipeline")] + [len(item.pipeline) for item in outcomes])
+    out("")
+    out(f"{'pipeline':<{width}}  " + "  ".join(f"{name:>8}" for name in STEP_NAMES) + f"  {'total':>8}")
+    for item in outcomes:
+        cells = []
+        for name in STEP_NAMES:
+            if name in item.timings:
+                mark = "!" if item.outcomes.get(name) == "failed" else ""
+                cells.append(f"{item.timings[name]:>7.1f}s{mark}" if mark else f"{item.timings[name]:>7.1f}s")
+            else:
+                cells.append(f"{'-':>8}")
+        out(f"{item.pipeline:<{width}}  " + "  ".join(cells) + f"  {sum(item.timings.values()):>7.1f}s")
+    failed = [item for item in outcomes if item.error]
+    if failed:
+        out(f"pachhook run: {len(failed)} of {len(outcomes)} pipelines failed: "
+            + "; ".join(f"{item.pipeline}: {item.error}" for item in failed))
+        return 1
+    return 0

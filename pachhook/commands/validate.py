@@ -58,12 +58,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from pachhook import report
-    from pachhook.config import ConfigError
     from pachhook.validate import has_errors, validate_paths
 
     files: List[str] = []
     for given in args.files or [None]:
         if given is None or os.path.isdir(given):
+            from pachhook.config import ConfigError  # only here: pre-commit names files
+
             try:
                 files += _configured_templates(given)  # a folder: the templates inside it
             except ConfigError as error:

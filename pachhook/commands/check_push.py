@@ -1,0 +1,155 @@
+"""`pachhook check-push`: the pre-push hook; refuse a push carrying an invalid template.
+
+Every commit being pushed is checked, templates as they stand *in that commit* (read
+from git, not from the work tree), for every ref of the push:
+
+- plain git hands the hook the remote's name and URL as arguments and one stdin line per
+  ref: `<local ref> <local sha> <remote ref> <remote sha>`;
+- the pre-commit framework reads those lines itself and passes only the first pushed ref
+  on, as PRE_COMMIT_FROM_REF/PRE_COMMIT_TO_REF (absent when that ref's history reaches a
+  root commit: then PRE_COMMIT_LOCAL_BRANCH names it). So that no other ref of the push
+  goes unchecked, the commits of every local branch that the remote does not have yet
+  are checked as well.
+
+Exit status: 0 push allowed, 1 refused (or the configuration is unreadable), 2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from pachhook import gitrepo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pachhook check-push",
+        description=(
+            "Validate the pipeline templates in every commit being pushed, as they stand in"
+            " that commit, and refuse the push if any is invalid. Reads plain git's pre-push"
+            " stdin lines or the pre-commit framework's PRE_COMMIT_* variables; run by hand"
+            " (no input), it checks the commits of HEAD that no remote has."
+        ),
+    )
+    parser.add_argument("remote", nargs="?", help="remote name (git passes it to the pre-push hook)")
+    parser.add_argument("url", nargs="?", help="remote URL (git passes it to the pre-push hook)")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat an image without a tag, or tagged :latest, as an error")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+    try:
+        return check_push(args, os.environ, _stdin_lines())
+    except gitrepo.GitError as error:
+        print(f"pachhook check-push: {error}", file=sys.stderr)
+        return 1
+
+
+def _stdin_lines() -> List[str]:
+    if sys.stdin is None or sys.stdin.isatty():
+        return []
+    return [line for line in sys.stdin.read().splitlines() if line.strip()]
+
+
+def pushed_commits(remote: Optional[str], lines: Sequence[str], env: Dict[str, str]) -> List[str]:
+    """The commits a push sends, oldest first, without repeats."""
+    revs: List[List[str]] = []
+    pre_commit_remote = env.get("PRE_COMMIT_REMOTE_NAME")
+    if pre_commit_remote:
+        remote = pre_commit_remote
+        from_ref, to_ref = env.get("PRE_COMMIT_FROM_REF"), env.get("PRE_COMMIT_TO_REF")
+        if from_ref and to_ref:
+            revs.append([to_ref, "--not", from_ref])
+        else:
+            revs.append([env.get("PRE_COMMIT_LOCAL_BRANCH") or "HEAD", "--not", f"--remotes={remote}"])
+        revs.append(["--branches", "--not", f"--remotes={remote}"])
+    elif lines:
+        for line in lines:
+            parts = gitrepo.split_ref_line(line)
+            if parts is None:
+                raise gitrepo.GitError(f"unexpected pre-push input line: {line!r}")
+            _, local_sha, _, remote_sha = parts
+            if local_sha == gitrepo.ZERO_SHA:
+                continue  # a deletion pushes no commit
+            if remote_sha != gitrepo.ZERO_SHA and gitrepo.rev_exists(remote_sha):
+                revs.append([local_sha, "--not", remote_sha])
+            elif remote:
+                revs.append([local_sha, "--not", f"--remotes={remote}"])
+            else:
+                revs.append([local_sha, "--not", "--remotes"])
+    else:
+        revs.append(["HEAD", "--not", f"--remotes={remote}" if remote else "--remotes"])
+    commits: List[str] = []
+    seen = set()
+    for rev in revs:
+        for commit in gitrepo.rev_list(["--topo-order", "--reverse", *rev]):
+            if commit not in seen:
+                seen.add(commit)
+                commits.append(commit)
+    return commits
+
+
+def check_push(args: argparse.Namespace, env: Dict[str, str], lines: Sequence[str]) -> int:
+    from pachhook.affected import template_matcher
+    from pachhook.config import ConfigError, load_config
+
+    root = gitrepo.repo_root()
+    try:
+        config = load_config(root)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"pachhook check-push: {problem}", file=sys.stderr)
+        return 1
+    commits = pushed_commits(args.remote, lines, env)
+    matcher = template_matcher(config.templates)
+    # (path, blob) -> commits holding that version of the template
+    versions: Dict[Tuple[str, str], List[str]] = {}
+    for commit in commits:
+        for path, entry in gitrepo.ls_tree(commit, root).items():
+            if entry.kind == "blob" and matcher.match(path):
+                versions.setdefault((path, entry.sha), []).append(commit)
+    refused = check_versions(root, versions, args.strict)
+    templates = len({path for path, _ in versions})
+    if refused:
+        bad_commits = {commit for key in refused for commit in versions[key]}
+        print(
+            f"pachhook check-push: push refused: {len(refused)} invalid template version(s) in "
+            f"{len(bad_commits)} of the {len(commits)} commit(s) pushed; fix them in new commits"
+            " or rewrite the history (e.g. git rebase -i), then push again",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"pachhook check-push: {len(commits)} commit(s), {templates} template(s): all valid")
+    return 0
+
+
+def check_versions(root: object, versions: Dict[Tuple[str, str], List[str]], strict: bool) -> List[Tuple[str, str]]:
+    """Validate each distinct template version once; print the problems; return the bad ones."""
+    from dataclasses import replace
+
+    from pachhook.report import format_text
+    from pachhook.validate import validate_bytes
+
+    blobs = gitrepo.read_blobs([blob for _, blob in versions], root)
+    refused = []
+    for (path, blob), holders in versions.items():
+        diagnostics = validate_bytes(path, blobs.get(blob, b""), strict=strict)
+        if not diagnostics:
+            continue
+        first = holders[0][:12]
+        # git's `rev:path` names the file as it stands in that commit.
+        placed = [replace(item, file=f"{first}:{path}") for item in diagnostics]
+        print(format_text(placed), file=sys.stderr)
+        if len(holders) > 1:
+            print(f"  (the same version of {path} is in {len(holders) - 1} more pushed commit(s))",
+                  file=sys.stderr)
+        if any(item.severity == "error" for item in diagnostics):
+            refused.append((path, blob))
+    return refused

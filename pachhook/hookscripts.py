@@ -1,0 +1,45 @@
+"""The plain git hook scripts pachhook installs, as text the package always carries.
+
+`hooks/` in the source tree holds the same scripts for people who copy them by hand; a
+test keeps both identical. They are POSIX sh, find the `pachhook` console script on PATH
+and `exec` it, so the hook costs one shell plus pachhook itself.
+"""
+from __future__ import annotations
+
+MARKER = "# pachhook-managed hook: `pachhook uninstall` removes it"
+
+# hook name -> (pachhook command, what happens when pachhook cannot be found)
+_HOOKS = {
+    "pre-commit": ("validate", "pipeline templates were not checked", 1),
+    "post-commit": ("queue", "nothing was queued for this commit", 0),
+    "pre-push": ("check-push", "pipeline templates were not checked", 1),
+}
+
+HOOK_NAMES = tuple(_HOOKS)
+
+
+def script(name: str) -> str:
+    """The text of the plain git hook `name` (pre-commit, post-commit or pre-push)."""
+    command, consequence, status = _HOOKS[name]
+    if status:
+        fallback = (
+            f'echo "pachhook: \'pachhook\' is not on PATH, so {consequence}; install it'
+            f' (pip install pachhook) or skip this hook once with --no-verify" >&2\n'
+            f"exit {status}\n"
+        )
+    else:
+        # post-commit cannot undo the commit: say so and let git carry on.
+        fallback = (
+            f'echo "pachhook: \'pachhook\' is not on PATH, so {consequence};'
+            f' run \\`pachhook queue\\` once it is installed" >&2\n'
+            "exit 0\n"
+        )
+    return (
+        "#!/bin/sh\n"
+        f"{MARKER}\n"
+        f"# git {name} hook: runs `pachhook {command}` (see docs/hooks.md).\n"
+        "if command -v pachhook >/dev/null 2>&1; then\n"
+        f'    exec pachhook {command} "$@"\n'
+        "fi\n"
+        + fallback
+    )

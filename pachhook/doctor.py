@@ -1,0 +1,380 @@
+"""The checks behind `pachhook doctor`: each answers ok, or says what to do.
+
+Every check is a function taking the shared `Probe` (what earlier checks learnt) and
+returning one or more `Check` records. No check raises: an unexpected failure becomes a
+`fail` line naming it. Network and subprocess waits are bounded (`TIMEOUT` seconds).
+Secrets are never part of a message: credentials are reported as present or absent.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
+HOOK_IDS = {"pre-commit": "pachhook-validate", "pre-push": "pachhook-check-push",
+            "post-commit": "pachhook-queue"}
+TIMEOUT = 5.0
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail
+    message: str
+    fix: str = ""  # what to do, when not ok
+
+    def to_dict(self) -> Dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class Probe:
+    """What the checks share: the repository and what earlier checks found."""
+
+    cwd: Path
+    root: Optional[Path] = None
+    common_dir: Optional[Path] = None
+    hooks_dir: Optional[Path] = None
+    config: Any = None
+    templates: List[Path] = field(default_factory=list)
+    images: List[str] = field(default_factory=list)  # image repositories pachhook builds
+    docker: Any = None  # a docker-py client when the engine answered
+    queued: int = 0  # jobs waiting for a worker
+
+
+def _fail_safe(function: Callable[[Probe], List[Check]], name: str) -> Callable[[Probe], List[Check]]:
+    def run(probe: Probe) -> List[Check]:
+        try:
+            return function(probe)
+        except Exception as error:  # a check must report, never crash the report
+            text = " ".join(str(error).split())[:200]
+            return [Check(name, FAIL, f"check failed unexpectedly: {type(error).__name__}: {text}",
+                          "please report this as a pachhook bug")]
+    return run
+
+
+def check_repository(probe: Probe) -> List[Check]:
+    from pachhook import gitrepo
+
+    try:
+        info = gitrepo.head_info(probe.cwd) if gitrepo.rev_exists("HEAD", probe.cwd) else None
+        probe.root = info.root if info else gitrepo.repo_root(probe.cwd)
+        probe.common_dir = gitrepo.git_common_dir(probe.cwd)
+        probe.hooks_dir = gitrepo.hooks_dir(probe.cwd)
+    except gitrepo.GitError as error:
+        return [Check("repository", FAIL, f"not a git repository ({error})",
+                      "run pachhook doctor inside your pipeline repository")]
+    return [Check("repository", OK, str(probe.root))]
+
+
+def _precommit_hook_ids(root: Path) -> Optional[Dict[str, List[str]]]:
+    """Hook ids by stage that .pre-commit-config.yaml enables for pachhook, None without that file."""
+    path = root / ".pre-commit-config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return {}
+    ids: List[str] = []
+    repos = data.get("repos") if isinstance(data, dict) else None
+    for repo in repos if isinstance(repos, list) else []:
+        if isinstance(repo, dict):
+            ids += [str(hook.get("id")) for hook in repo.get("hooks") or [] if isinstance(hook, dict)]
+    return {"ids": ids}
+
+
+def check_hooks(probe: Probe) -> List[Check]:
+    if probe.hooks_dir is None or probe.root is None:
+        return [Check("hooks", FAIL, "no repository", "run inside a git repository")]
+    configured = _precommit_hook_ids(probe.root)
+    checks = []
+    for hook_type in HOOK_TYPES:
+        name = f"{hook_type} hook"
+        path = probe.hooks_dir / hook_type
+        if not path.is_file():
+            checks.append(Check(name, FAIL, "not installed",
+                                "run `pachhook init` (pre-commit framework) or `pachhook install` (plain hooks)"))
+            continue
+        if not os.access(path, os.X_OK):
+            checks.append(Check(name, FAIL, f"{path} is not executable", f"chmod +x {path}"))
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if "pachhook" in text:
+            checks.append(Check(name, OK, f"pachhook hook installed ({path})"))
+        elif "pre-commit" in text:
+            if configured is None:
+                checks.append(Check(name, FAIL, "pre-commit hook installed but .pre-commit-config.yaml is missing",
+                                    "run `pachhook init`"))
+            elif HOOK_IDS[hook_type] in configured.get("ids", []):
+                checks.append(Check(name, OK, f"pre-commit runs {HOOK_IDS[hook_type]}"))
+            else:
+                checks.append(Check(name, FAIL, f".pre-commit-config.yaml does not enable {HOOK_IDS[hook_type]}",
+                                    "run `pachhook init` to add pachhook's hooks"))
+        else:
+            checks.append(Check(name, FAIL, f"{path} is another tool's hook and does not run pachhook",
+                                "run `pachhook install` (it explains how it treats existing hooks)"))
+    return checks
+
+
+def check_configuration(probe: Probe) -> List[Check]:
+    from pachhook.config import ConfigError, load_config
+
+    if probe.root is None:
+        return []
+    try:
+        probe.config = load_config(probe.root)
+    except ConfigError as error:
+        first = error.problems[0] if error.problems else str(error)
+        more = f" (and {len(error.problems) - 1} more)" if len(error.problems) > 1 else ""
+        return [Check("configuration", FAIL, first + more, "fix the configuration (docs/configuration.md)")]
+    source = probe.config.source
+    where = os.path.relpath(source, probe.root) if source else "no configuration file: conventions apply"
+    return [Check("configuration", OK, f"valid ({where})")]
+
+
+def check_templates(probe: Probe) -> List[Check]:
+    from pachhook.affected import parse_template
+    from pachhook.validate import find_templates, has_errors, validate_paths
+
+    if probe.config is None or probe.root is None:
+        return []
+    probe.templates = find_templates(probe.root, probe.config)
+    if not probe.templates:
+        return [Check("templates", WARN, "no pipeline templates found",
+                      "name them pipeline.json|yaml or NAME.pipeline.json|yaml, or set `templates` in the configuration")]
+    diagnostics = validate_paths(probe.templates)
+    images = []
+    for path in probe.templates:
+        try:
+            parsed = parse_template(path.read_bytes())
+        except OSError:
+            continue
+        images += [spec["image"] for spec in parsed.get("specs", []) if spec.get("image")]
+    probe.images = sorted(set(images))
+    errors = [d for d in diagnostics if d.severity == "error"]
+    if has_errors(diagnostics):
+        first = errors[0]
+        where = os.path.relpath(first.file, probe.root) if os.path.isabs(first.file) else first.file
+        return [Check("templates", FAIL,
+                      f"{len(errors)} error(s) in {len(probe.templates)} template(s); first: "
+                      f"{where}:{first.line}:{first.column}: {first.message}",
+                      "run `pachhook validate` for the full list")]
+    warnings = len(diagnostics) - len(errors)
+    note = f", {warnings} warning(s)" if warnings else ""
+    return [Check("templates", OK, f"{len(probe.templates)} template(s) valid{note}")]
+
+
+def check_docker(probe: Probe) -> List[Check]:
+    from pachhook import dockerclient
+
+    try:
+        probe.docker = dockerclient.make_client(timeout=int(TIMEOUT))
+    except dockerclient.EngineUnavailable as error:
+        return [Check("docker", FAIL, str(error).split("; ")[0],
+                      "start dockerd, or point DOCKER_HOST at a running engine")]
+    try:
+        version = probe.docker.version().get("Version", "?")
+    except Exception:
+        version = "?"
+    return [Check("docker", OK, f"engine {version} at {dockerclient.engine_host()}")]
+
+
+def _registry_answer(registry: str, secure: bool) -> str:
+    """"open", "login" (401) or why the registry did not answer; bounded by TIMEOUT."""
+    import urllib.error
+    import urllib.request
+
+    scheme = "https" if secure else "http"
+    url = f"{scheme}://{'registry-1.docker.io' if registry == 'docker.io' else registry}/v2/"
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT):
+            return "open"
+    except urllib.error.HTTPError as error:
+        return "login" if error.code == 401 else f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"not reachable ({' '.join(str(reason).split())[:120]})"
+
+
+def check_credentials(probe: Probe) -> List[Check]:
+    from pachhook import dockerclient
+
+    if not probe.images:
+        return []
+    registries: Dict[str, List[str]] = {}
+    for image in probe.images:
+        registry, _ = dockerclient.split_image(image)
+        registries.setdefault(registry, []).append(image)
+    checks = []
+    for registry, images in sorted(registries.items()):
+        name = f"registry {registry}"
+        # registry_auth accepts any object: without an engine it reads the docker config itself.
+        auth = dockerclient.registry_auth(probe.docker or object(), registry)
+        if auth:
+            # Present is all that is said: never the user name, password or token.
+            checks.append(Check(name, OK, "credentials present in the docker config"))
+            continue
+        secure = dockerclient.registry_secure(probe.docker, registry) if probe.docker else \
+            _secure_without_engine(registry)
+        answer = _registry_answer(registry, secure)
+        if answer == "open":
+            checks.append(Check(name, OK, "no credentials, none needed (the registry accepts anonymous requests)"))
+        elif answer == "login":
+            checks.append(Check(name, FAIL, "no credentials and the registry asks for a login",
+                                f"run `docker login {registry}`"))
+        else:
+            checks.append(Check(name, FAIL, f"no credentials, and the registry is {answer}",
+                                f"start the registry or fix the image name in the template ({images[0]})"))
+    return checks
+
+
+def _secure_without_engine(registry: str) -> bool:
+    import ipaddress
+
+    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def _run(argv: List[str]) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          errors="replace", timeout=TIMEOUT)
+
+
+def check_backend(probe: Probe) -> List[Check]:
+    backend = getattr(probe.config, "backend", "pachctl")
+    if backend == "api":
+        return _check_api()
+    executable = getattr(probe.config, "pachctl", "pachctl")
+    found = shutil.which(executable)
+    if found is None:
+        return [Check("pachctl", FAIL, f"{executable!r} not found on PATH",
+                      "install pachctl (docs.pachyderm.com), or set `pachctl = \"/path/to/pachctl\"`")]
+    try:
+        version = _run([found, "version", "--client-only"])
+        context = _run([found, "config", "get", "active-context"])
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return [Check("pachctl", FAIL, f"{found} did not answer ({type(error).__name__})",
+                      "check that pachctl runs: `pachctl version --client-only`")]
+    shown = (version.stdout.strip().splitlines() or ["?"])[-1]
+    active = context.stdout.strip()
+    if version.returncode != 0:
+        return [Check("pachctl", FAIL, f"`pachctl version --client-only` failed",
+                      "check the pachctl installation")]
+    if context.returncode != 0 or not active:
+        return [Check("pachctl", FAIL, f"pachctl {shown}, but no active context",
+                      "connect it to your cluster: `pachctl connect ADDRESS` or `pachctl config set active-context NAME`")]
+    return [Check("pachctl", OK, f"pachctl {shown} ({found}), active context {active}")]
+
+
+def _check_api() -> List[Check]:
+    from pachhook.pachctl import BackendError
+
+    try:
+        from pachhook.api_backend import ApiBackend
+
+        backend = ApiBackend(timeout=TIMEOUT)
+        backend.inspect("pachhook-doctor-probe")  # any answer, even "not found", proves the connection
+    except ImportError:
+        return [Check("pachyderm API", FAIL, "pachyderm-sdk is not installed",
+                      "pip install 'pachhook[api]'")]
+    except BackendError as error:
+        return [Check("pachyderm API", FAIL, str(error), "check the active context in your pachctl configuration")]
+    return [Check("pachyderm API", OK, f"connected ({backend.describe()})")]
+
+
+def check_queue(probe: Probe) -> List[Check]:
+    import sqlite3
+    import time
+
+    from pachhook.queue import DB_NAME, FOLDER, Queue
+
+    if probe.common_dir is None:
+        return []
+    if not (probe.common_dir / FOLDER / DB_NAME).is_file():
+        return [Check("queue", OK, "empty (no commit queued yet)")]
+    try:
+        with Queue(probe.common_dir, timeout=TIMEOUT) as queue:
+            integrity = queue._db.execute("PRAGMA quick_check").fetchone()[0]
+            jobs = queue.list_jobs(all=True)
+            stale = queue._db.execute(
+                "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires < ?",
+                (time.time(),)).fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        return [Check("queue", FAIL, f"the queue database cannot be read ({error})",
+                      f"move {probe.common_dir / FOLDER / DB_NAME} aside; the next commit starts a new queue")]
+    if integrity != "ok":
+        return [Check("queue", FAIL, f"database damaged: {integrity}",
+                      f"move {probe.common_dir / FOLDER / DB_NAME} aside; the next commit starts a new queue")]
+    counts: Dict[str, int] = {}
+    for job in jobs:
+        counts[job.state] = counts.get(job.state, 0) + 1
+    summary = ", ".join(f"{counts[state]} {state}" for state in sorted(counts)) or "no jobs"
+    probe.queued = counts.get("queued", 0)
+    if counts.get("failed"):
+        return [Check("queue", WARN, summary, "see `pachhook status`; then `pachhook retry JOB` once fixed")]
+    if stale:
+        return [Check("queue", WARN, f"{summary}; {stale} running job(s) hold an expired lease",
+                      "a worker died: `pachhook run` picks those jobs up again")]
+    return [Check("queue", OK, summary)]
+
+
+def check_worker(probe: Probe) -> List[Check]:
+    from pachhook.queue import FOLDER
+    from pachhook.worker import LOG_NAME, worker_running
+
+    if probe.common_dir is None:
+        return []
+    folder = probe.common_dir / FOLDER
+    mode = getattr(probe.config, "worker", "background")
+    running = folder.is_dir() and worker_running(folder)
+    waiting = probe.queued
+    if running:
+        return [Check("worker", OK, f"running (log: {folder / LOG_NAME})")]
+    if waiting and mode == "background":
+        return [Check("worker", WARN, f"not running, {waiting} job(s) queued",
+                      "run `pachhook run` (foreground) or `pachhook worker`")]
+    if waiting:
+        return [Check("worker", WARN, f"worker = \"manual\" and {waiting} job(s) queued", "run `pachhook run`")]
+    return [Check("worker", OK, f"idle ({mode} mode)")]
+
+
+CHECKS = (
+    ("repository", check_repository),
+    ("hooks", check_hooks),
+    ("configuration", check_configuration),
+    ("templates", check_templates),
+    ("docker", check_docker),
+    ("credentials", check_credentials),
+    ("pachctl", check_backend),
+    ("queue", check_queue),
+    ("worker", check_worker),
+)
+
+
+def run_checks(cwd: Optional[Path] = None, on_check: Optional[Callable[[Check], None]] = None) -> List[Check]:
+    """Every check in order; `on_check` sees each line as soon as it is known."""
+    probe = Probe(cwd=Path(cwd or os.getcwd()))
+    results: List[Check] = []
+    try:
+        for name, function in CHECKS:
+            for check in _fail_safe(function, name)(probe):
+                results.append(check)
+                if on_check:
+                    on_check(check)
+    finally:
+        if probe.docker is not None:
+            probe.docker.close()
+    return results

@@ -1,0 +1,436 @@
+"""`pachhook init`'s work: find templates and Dockerfiles, set up pre-commit, install hooks.
+
+Each action is planned first (an `Action` saying what and why) and then applied, so
+that `--dry-run` prints the same plan without touching anything, and a second run finds
+every action done and changes nothing.
+
+The user's `.pre-commit-config.yaml` is extended by appending text, so comments and
+layout stay as they were; the appended text is checked by parsing the result, and only
+when appending cannot give the intended document is the file rewritten from its parsed
+content (comments are then lost, and the action says so).
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from pachhook import __version__
+
+DEFAULT_HOOK_REPO = "https://github.com/pachhook/pachhook"
+HOOK_IDS = ("pachhook-validate", "pachhook-queue", "pachhook-check-push")
+HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
+PRECOMMIT_CONFIG = ".pre-commit-config.yaml"
+PACHHOOK_CONFIG = ".pachhook.toml"
+_MAX_SCAN_BYTES = 1 << 20  # larger JSON/YAML files are data, not pipeline specs
+_DEFAULT_NAME = re.compile(r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml)$")
+
+
+class InitError(Exception):
+    """init cannot go on (not a repository, unreadable configuration); one line each."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__(problems[0] if problems else "init failed")
+        self.problems = list(problems)
+
+
+@dataclass
+class Found:
+    template: str  # path relative to the root
+    pipelines: List[str]
+    image: str  # repository pachhook builds for it ("" for a fixed image)
+    dockerfile: str = ""  # the Dockerfile that builds it ("" when none was found)
+    conventional: bool = True  # matched by the configuration's template globs
+
+
+@dataclass
+class Action:
+    what: str  # "write", "extend", "install", "keep", "note"
+    path: str
+    message: str
+    done: bool = False  # applied (False in a dry run, or when nothing was to do)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class InitResult:
+    root: str
+    templates: List[Found] = field(default_factory=list)
+    actions: List[Action] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(action.done for action in self.actions)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"root": self.root, "changed": self.changed,
+                "templates": [asdict(item) for item in self.templates],
+                "actions": [action.to_dict() for action in self.actions]}
+
+
+# -- discovery ------------------------------------------------------------------------
+
+
+def repository_files(root: Path) -> List[str]:
+    """Tracked and untracked, not ignored, files of the work tree (paths relative to root)."""
+    from pachhook import gitrepo
+
+    out = gitrepo.git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], root)
+    return sorted({p.decode("utf-8", errors="surrogateescape") for p in out.split(b"\0") if p})
+
+
+def looks_like_spec(value: Any) -> bool:
+    """A pipeline spec has a pipeline name and a transform; other JSON/YAML files do not."""
+    return (isinstance(value, dict) and isinstance(value.get("pipeline"), dict)
+            and isinstance(value["pipeline"].get("name"), str) and isinstance(value.get("transform"), dict))
+
+
+def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]:
+    from pachhook.affected import parse_template
+    from pachhook.loader import load_bytes
+    from pachhook.validate import _glob_regex
+
+    globs = [_glob_regex(pattern) for pattern in config.templates]
+    found: List[Found] = []
+    for path in files:
+        if not path.endswith((".json", ".yaml", ".yml")):
+            continue
+        full = root / path
+        try:
+            if full.stat().st_size > _MAX_SCAN_BYTES:
+                continue
+            data = full.read_bytes()
+        except OSError:
+            continue
+        conventional = any(pattern.match(path) for pattern in globs)
+        if not conventional:
+            loaded = load_bytes(path, data)
+            if not loaded.documents or not all(looks_like_spec(doc.value) for doc in loaded.documents):
+                continue
+        parsed = parse_template(data)
+        specs = parsed.get("specs") or []
+        images = sorted({spec["image"] for spec in specs if spec.get("image")})
+        found.append(Found(path, [spec["pipeline"] for spec in specs], images[0] if images else "",
+                           conventional=conventional))
+    return found
+
+
+def _is_dockerfile(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name == "Dockerfile" or name.startswith("Dockerfile.") or name.endswith(".Dockerfile")
+
+
+def match_dockerfiles(found: List[Found], files: Sequence[str], config: Any) -> List[Tuple[Found, str]]:
+    """Set each template's Dockerfile; returns the (template, Dockerfile) pairs that need configuration.
+
+    The convention is `Dockerfile` next to the template. Otherwise the nearest `Dockerfile`
+    in a folder above the template is taken; failing that, the only Dockerfile of the
+    repository. Images already configured keep their configuration.
+    """
+    dockerfiles = [path for path in files if _is_dockerfile(path)]
+    unconventional: List[Tuple[Found, str]] = []
+    beside_of: Dict[str, str] = {}  # image -> a Dockerfile found beside another template of it
+    for item in found:
+        folder = item.template.rsplit("/", 1)[0] if "/" in item.template else ""
+        beside = f"{folder}/Dockerfile" if folder else "Dockerfile"
+        if item.image and beside in files:
+            beside_of.setdefault(item.image, beside)
+    for item in found:
+        if not item.image:
+            continue
+        configured = config.image_config(item.image)
+        folder = item.template.rsplit("/", 1)[0] if "/" in item.template else ""
+        if configured is not None and configured.dockerfile:
+            item.dockerfile = configured.dockerfile
+            continue
+        beside = f"{folder}/Dockerfile" if folder else "Dockerfile"
+        if beside in files:
+            item.dockerfile = beside
+            continue
+        choice = beside_of.get(item.image, "")
+        parts = folder.split("/") if folder and not choice else []
+        for depth in range(len(parts) - 1, -1, -1):
+            candidate = "/".join(parts[:depth] + ["Dockerfile"])
+            if candidate in files:
+                choice = candidate
+                break
+        if not choice and len(dockerfiles) == 1:
+            choice = dockerfiles[0]
+        if choice:
+            item.dockerfile = choice
+            if all(image != item.image for image, _ in ((i.image, d) for i, d in unconventional)):
+                unconventional.append((item, choice))
+    return unconventional
+
+
+# -- configuration --------------------------------------------------------------------
+
+
+def _toml_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]]) -> str:
+    """A .pachhook.toml holding only what the conventions do not already give."""
+    from pachhook.config import DEFAULT_TEMPLATE_GLOBS
+
+    lines = ["# Written by `pachhook init`: only what the conventions do not cover.",
+             "# Every key is described in docs/configuration.md."]
+    if extra_templates:
+        globs = list(DEFAULT_TEMPLATE_GLOBS) + list(extra_templates)
+        lines.append("templates = [")
+        lines += [f"    {_toml_string(glob)}," for glob in globs]
+        lines.append("]")
+    for image, dockerfile in images:
+        context = dockerfile.rsplit("/", 1)[0] if "/" in dockerfile else "."
+        lines += ["", f"[images.{_toml_string(image)}]", f"dockerfile = {_toml_string(dockerfile)}",
+                  f"context = {_toml_string(context)}"]
+    return "\n".join(lines) + "\n"
+
+
+# -- .pre-commit-config.yaml ----------------------------------------------------------
+
+
+def _files_regex(templates: Sequence[str]) -> str:
+    """The `files` pattern for pachhook-validate when some templates have unconventional names."""
+    names = "|".join(re.escape(path) for path in templates)
+    return rf"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml)$|^({names})$"
+
+
+def hook_entry(repo: str, rev: str, extra_templates: Sequence[str], indent: str = "") -> str:
+    """The repos entry for pachhook, as YAML text indented by `indent`."""
+    lines = [f"- repo: {_yaml_scalar(repo)}", f"  rev: {_yaml_scalar(rev)}", "  hooks:"]
+    for hook_id in HOOK_IDS:
+        lines.append(f"    - id: {hook_id}")
+        if hook_id == "pachhook-validate" and extra_templates:
+            lines.append(f"      files: {_yaml_scalar(_files_regex(extra_templates))}")
+    return "".join(indent + line + "\n" for line in lines)
+
+
+def _yaml_scalar(text: str) -> str:
+    # Single-quoted YAML: only the quote itself needs doubling, and nothing is interpreted.
+    return "'" + text.replace("'", "''") + "'"
+
+
+def new_precommit_config(repo: str, rev: str, extra_templates: Sequence[str]) -> str:
+    return ("# pre-commit (https://pre-commit.com) runs pachhook's hooks; `pachhook init` wrote this.\n"
+            f"default_install_hook_types: [{', '.join(HOOK_TYPES)}]\n"
+            "repos:\n" + hook_entry(repo, rev, extra_templates, indent="  "))
+
+
+def _wanted(data: Dict[str, Any], repo: str, rev: str, extra_templates: Sequence[str]) -> Dict[str, Any]:
+    import yaml
+
+    wanted = dict(data)
+    entry = yaml.safe_load(hook_entry(repo, rev, extra_templates))[0]
+    wanted["repos"] = list(data.get("repos") or []) + [entry]
+    return wanted
+
+
+def extend_precommit_config(text: str, repo: str, rev: str,
+                            extra_templates: Sequence[str]) -> Tuple[Optional[str], str]:
+    """(new text or None when pachhook is already there, how it was done).
+
+    Raises InitError when the existing file is not a pre-commit configuration.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise InitError([f"{PRECOMMIT_CONFIG}{where}: not valid YAML; fix it and run `pachhook init` again"])
+    if data is None:
+        data = {}
+    if not isinstance(data, dict) or not isinstance(data.get("repos", []), list):
+        raise InitError([f"{PRECOMMIT_CONFIG}: expected a mapping with a `repos` list; "
+                         "fix it and run `pachhook init` again"])
+    present = {str(hook.get("id")) for entry in data.get("repos") or [] if isinstance(entry, dict)
+               for hook in entry.get("hooks") or [] if isinstance(hook, dict)}
+    if present & set(HOOK_IDS):
+        return None, "already runs pachhook's hooks"
+    wanted = _wanted(data, repo, rev, extra_templates)
+    appended = _append_entry(text, data, repo, rev, extra_templates)
+    if appended is not None:
+        try:
+            if yaml.safe_load(appended) == wanted:
+                return appended, "appended pachhook's hooks (the rest of the file untouched)"
+        except yaml.YAMLError:
+            pass
+    rewritten = "# Rewritten by `pachhook init` from the parsed file: earlier comments were not kept.\n"
+    rewritten += yaml.safe_dump(wanted, sort_keys=False, default_flow_style=False)
+    return rewritten, "rewrote the file with pachhook's hooks added (its comments could not be kept)"
+
+
+def _append_entry(text: str, data: Dict[str, Any], repo: str, rev: str,
+                  extra_templates: Sequence[str]) -> Optional[str]:
+    """The file with pachhook's entry added as text, when `repos` is its last top-level key."""
+    body = text if text.endswith("\n") or not text else text + "\n"
+    lines = body.splitlines()
+    top_level = [i for i, line in enumerate(lines) if re.match(r"[^\s#-][^:]*:", line)]
+    if "repos" not in data:
+        return body + "repos:\n" + hook_entry(repo, rev, extra_templates, indent="  ")
+    if not top_level or not lines[top_level[-1]].startswith("repos:"):
+        return None
+    header = lines[top_level[-1]]
+    if header.split(":", 1)[1].strip() not in ("", "[]") and not header.split(":", 1)[1].strip().startswith("#"):
+        return None  # a flow list `repos: [...]`: appending block items would not extend it
+    if header.split(":", 1)[1].strip() == "[]":
+        lines[top_level[-1]] = "repos:"
+        body = "\n".join(lines) + "\n"
+    items = [line for line in lines[top_level[-1] + 1:] if line.lstrip().startswith("- ")]
+    indent = re.match(r"\s*", items[0]).group(0) if items else "  "
+    return body + hook_entry(repo, rev, extra_templates, indent=indent)
+
+
+# -- hook installation ----------------------------------------------------------------
+
+
+def installed_by_precommit(hooks_dir: Path, hook_type: str) -> bool:
+    path = hooks_dir / hook_type
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return "pre-commit" in text and f"--hook-type={hook_type}" in text
+
+
+def install_hooks(root: Path, hook_types: Sequence[str]) -> Tuple[bool, List[str]]:
+    """`pre-commit install` for the given hook types; (ok, pre-commit's output lines)."""
+    argv = [sys.executable, "-m", "pre_commit", "install"]
+    for hook_type in hook_types:
+        argv += ["--hook-type", hook_type]
+    try:
+        completed = subprocess.run(argv, cwd=str(root), stdin=subprocess.DEVNULL, capture_output=True,
+                                   text=True, errors="replace", timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return False, [f"cannot run pre-commit: {error}"]
+    lines = [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip()]
+    return completed.returncode == 0, lines
+
+
+# -- the whole run --------------------------------------------------------------------
+
+
+def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Optional[str] = None,
+             install: bool = True, dry_run: bool = False) -> InitResult:
+    """Plan and (unless dry_run) apply every step of `pachhook init`; InitError when it cannot."""
+    from pachhook import gitrepo
+    from pachhook.config import ConfigError, load_config
+
+    rev = rev or f"v{__version__}"
+    try:
+        root = gitrepo.repo_root(cwd)
+        hooks_dir = gitrepo.hooks_dir(cwd)
+    except gitrepo.GitError as error:
+        raise InitError([f"{error}: run `pachhook init` inside the repository to set up "
+                         "(or `git init` first)"]) from None
+    try:
+        config = load_config(root)
+    except ConfigError as error:
+        raise InitError(error.problems) from None
+
+    result = InitResult(root=str(root))
+    files = repository_files(root)
+    result.templates = find_templates(root, files, config)
+    needs_image_config = match_dockerfiles(result.templates, files, config)
+    extra_templates = [item.template for item in result.templates if not item.conventional]
+    actions = result.actions
+
+    if not result.templates:
+        actions.append(Action("note", "", "no pipeline templates found yet: name them pipeline.json|yaml or "
+                                          "NAME.pipeline.json|yaml and run `pachhook init` again"))
+    for item in result.templates:
+        if item.image and not item.dockerfile:
+            actions.append(Action("note", item.template,
+                                  f"no Dockerfile found for {item.image}: add one beside the template, or set "
+                                  f"[images.\"{item.image}\"] dockerfile in {PACHHOOK_CONFIG}"))
+
+    # Configuration: only what conventions miss, and never an edit of the user's own file.
+    if extra_templates or needs_image_config:
+        images = [(item.image, dockerfile) for item, dockerfile in needs_image_config]
+        if config.source is None:
+            text = config_text(extra_templates, images)
+            action = Action("write", PACHHOOK_CONFIG,
+                            _config_reason(extra_templates, images))
+            if not dry_run:
+                _write(root / PACHHOOK_CONFIG, text)
+                action.done = True
+            actions.append(action)
+        else:
+            where = os.path.relpath(config.source, root)
+            wanted = ", ".join([f"templates += {t!r}" for t in extra_templates]
+                               + [f"images.\"{image}\".dockerfile = {d!r}" for image, d in images])
+            actions.append(Action("note", where, f"not changing your configuration; it may need: {wanted}"))
+    else:
+        source = os.path.relpath(config.source, root) if config.source else ""
+        actions.append(Action("keep", source, "configuration: " + (
+            f"{source} covers every template and Dockerfile" if source else
+            "the conventions cover every template and Dockerfile; no configuration file needed")))
+
+    # .pre-commit-config.yaml
+    precommit = root / PRECOMMIT_CONFIG
+    if precommit.exists():
+        try:
+            old = precommit.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise InitError([f"{PRECOMMIT_CONFIG}: cannot read: {error}"]) from None
+        new, how = extend_precommit_config(old, repo, rev, extra_templates)
+        if new is None:
+            actions.append(Action("keep", PRECOMMIT_CONFIG, how))
+        else:
+            action = Action("extend", PRECOMMIT_CONFIG, f"{how}; repo {repo} at {rev}")
+            if not dry_run:
+                _write(precommit, new)
+                action.done = True
+            actions.append(action)
+    else:
+        action = Action("write", PRECOMMIT_CONFIG, f"pachhook's three hooks from {repo} at {rev}")
+        if not dry_run:
+            _write(precommit, new_precommit_config(repo, rev, extra_templates))
+            action.done = True
+        actions.append(action)
+
+    # The three hook types.
+    missing = [hook_type for hook_type in HOOK_TYPES if not installed_by_precommit(hooks_dir, hook_type)]
+    if not install:
+        actions.append(Action("note", str(hooks_dir), "hooks not installed (--no-install): run "
+                              "`pre-commit install` to install " + ", ".join(HOOK_TYPES)))
+    elif not missing:
+        actions.append(Action("keep", str(hooks_dir), "pre-commit already installed for " + ", ".join(HOOK_TYPES)))
+    else:
+        action = Action("install", str(hooks_dir), "pre-commit installed for " + ", ".join(missing))
+        if not dry_run:
+            ok, lines = install_hooks(root, missing)
+            if not ok:
+                raise InitError([f"pre-commit install failed: {line}" for line in lines[-3:]]
+                                or ["pre-commit install failed"])
+            migrated = [line for line in lines if "migration mode" in line.lower()]
+            if migrated:
+                action.message += " (existing hooks kept: pre-commit runs them first, as *.legacy)"
+            action.done = True
+        actions.append(action)
+    return result
+
+
+def _config_reason(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]]) -> str:
+    parts = []
+    if extra_templates:
+        parts.append(f"templates with unconventional names ({', '.join(extra_templates)})")
+    if images:
+        parts.append("Dockerfiles not beside their template (" +
+                     ", ".join(f"{image} <- {dockerfile}" for image, dockerfile in images) + ")")
+    return "for " + " and ".join(parts)
+
+
+def _write(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".pachhook-tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

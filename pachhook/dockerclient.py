@@ -76,18 +76,55 @@ def split_image(image: str) -> "tuple[str, str]":
 def registry_auth(client: Any, registry: str) -> Optional[Dict[str, str]]:
     """The credentials the user's docker config holds for registry, or None.
 
-    Credential helpers are asked through docker-py; the result stays in memory.
+    Credential helpers (`credsStore`, `credHelpers`) are asked through docker-py, exactly as
+    for the push itself; the result stays in memory. Keys are normalised to lower case:
+    username, password, identitytoken.
     """
     from docker import auth
 
-    configs = getattr(client.api, "_auth_configs", None)
-    if configs is None:
-        configs = auth.load_config()
-    lookup = "https://index.docker.io/v1/" if registry == "docker.io" else registry
+    api = getattr(client, "api", client)
+    configs = getattr(api, "_auth_configs", None)
+    credstore_env = getattr(api, "credstore_env", None)
+    if configs is None or getattr(configs, "is_empty", False):
+        configs = auth.load_config(credstore_env=credstore_env)
+    lookup = None if registry == "docker.io" else registry
     try:
-        found = auth.resolve_authconfig(configs, lookup)
+        found = auth.resolve_authconfig(configs, lookup, credstore_env=credstore_env)
     except Exception:
-        # A broken credential helper must not crash the step; pushing without login then
-        # fails with the registry's own "unauthorized", which names the problem.
+        # A broken credential helper must not crash the step: the registry's own answer
+        # ("unauthorized") then names the problem.
         return None
-    return dict(found) if found else None
+    if not found:
+        return None
+    return {str(k).lower(): str(v) for k, v in found.items() if v}
+
+
+def registry_secure(client: Any, registry: str) -> bool:
+    """Whether the engine talks TLS to registry (loopback and --insecure-registry ones it does not)."""
+    import ipaddress
+
+    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") else registry
+    if host == "localhost":
+        return False
+    try:
+        info = client.info().get("RegistryConfig") or {}
+    except Exception:
+        info = {}
+    index = (info.get("IndexConfigs") or {}).get(registry)
+    if isinstance(index, dict) and "Secure" in index:
+        return bool(index["Secure"])
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    if address.is_loopback:
+        return False
+    for cidr in info.get("InsecureRegistryCIDRs") or []:
+        network = cidr if isinstance(cidr, str) else "{}/{}".format(
+            cidr.get("IP", ""), cidr.get("Mask", ""))
+        try:
+            if address in ipaddress.ip_network(network, strict=False):
+                return False
+        except ValueError:
+            continue
+    return True

@@ -1,0 +1,198 @@
+"""The push step: IMAGE:TAG to its registry, with the user's docker login, digest confirmed.
+
+Transient failures (connection refused, timeouts, 5xx) are retried with backoff a bounded
+number of times; then the step fails with one line naming the registry and the job stays
+retryable. A registry that already serves the tag with the local image's digest is recorded
+as it is, without pushing.
+"""
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Dict, Optional
+
+from pachhook.steps import StepContext, StepError, StepResult
+
+ATTEMPTS = 3
+FIRST_DELAY = 1.0  # seconds before the second attempt; doubled for each further one
+MAX_DELAY = 8.0
+
+_TRANSIENT = re.compile(
+    r"connection refused|connection reset|i/o timeout|timed? ?out|deadline exceeded|tls handshake timeout"
+    r"|no such host|temporary failure|unexpected eof|\beof\b|too many requests|\b429\b"
+    r"|\b5\d\d\b|service unavailable|internal server error|bad gateway|gateway timeout",
+    re.I,
+)
+
+
+class _Transient(Exception):
+    """One attempt failed in a way that trying again may fix."""
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def split_ref(image_ref: str) -> "tuple[str, str]":
+    """`host:5000/a/b:TAG` -> (`host:5000/a/b`, `TAG`): the tag follows the last `:` after the last `/`."""
+    slash = image_ref.rfind("/")
+    colon = image_ref.rfind(":")
+    if colon > slash:
+        return image_ref[:colon], image_ref[colon + 1:]
+    return image_ref, "latest"
+
+
+def run(ctx: StepContext) -> StepResult:
+    from pachhook import dockerclient
+
+    job = ctx.job
+    if not job.image:
+        return StepResult(outcome="skipped", message="the template names no image to push")
+    built = ctx.results.get("build") or {}
+    image_ref = built.get("image_ref", "")
+    if not image_ref:
+        raise StepError(f"nothing to push for {job.image}: the build step recorded no image", retryable=True)
+    repository, tag = split_ref(image_ref)
+    registry, name = dockerclient.split_image(repository)
+    if ctx.dry_run:
+        ctx.log(f"push: would push {image_ref} to registry {registry}")
+        return StepResult(outcome="skipped", data={"image_ref": image_ref}, message=f"dry run: push {image_ref}")
+
+    try:
+        client = dockerclient.make_client()
+    except dockerclient.EngineUnavailable as error:
+        raise StepError(str(error), retryable=True) from None
+    try:
+        pusher = _Pusher(ctx, client, image_ref, repository, tag, registry, name)
+        result = pusher.run_with_retries()
+    finally:
+        client.close()
+    key = built.get("context_key")
+    if key:
+        from pachhook import imagekeys
+
+        try:
+            imagekeys.record(ctx.git_dir, key, result.data["repo_digest"])
+        except OSError as error:  # a cache: losing it only costs a rebuild later
+            ctx.log(f"push: could not record the image for its context key: {_one_line(error)}")
+    return result
+
+
+class _Pusher:
+    def __init__(self, ctx: StepContext, client: Any, image_ref: str, repository: str, tag: str,
+                 registry: str, name: str) -> None:
+        from pachhook import dockerclient
+        from pachhook.registry import RegistrySession
+
+        self.ctx, self.client = ctx, client
+        self.image_ref, self.repository, self.tag = image_ref, repository, tag
+        self.registry, self.name = registry, name
+        # Looked up once, kept in memory only: never logged, never stored.
+        self.session = RegistrySession(
+            registry, dockerclient.registry_auth(client, registry), dockerclient.registry_secure(client, registry)
+        )
+
+    def run_with_retries(self) -> StepResult:
+        delay = FIRST_DELAY
+        last = ""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self.attempt()
+            except _Transient as error:
+                last = str(error)
+                if attempt == ATTEMPTS:
+                    break
+                self.ctx.log(f"push: {last}; trying again in {delay:g}s (attempt {attempt} of {ATTEMPTS})")
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY)
+        cause = last[len(f"registry {self.registry}"):].lstrip(": ") if last.startswith(f"registry {self.registry}") else last
+        raise StepError(f"push of {self.image_ref} to registry {self.registry} failed after {ATTEMPTS} "
+                        f"attempts: {cause}", retryable=True)
+
+    def _remote_digest(self, reference: str, precheck: bool = False) -> Optional[str]:
+        from pachhook.registry import RegistryError
+
+        try:
+            return self.session.manifest_digest(self.name, reference)
+        except RegistryError as error:
+            if error.transient:
+                raise _Transient(str(error)) from None
+            if precheck:
+                # Not knowing what the registry holds only costs a push; the engine's own
+                # answer to that push then names the problem (e.g. "no basic auth credentials").
+                self.ctx.log(f"push: cannot ask {self.registry} for {self.tag} ({error}); pushing")
+                return None
+            raise StepError(f"push of {self.image_ref}: {error}", retryable=False) from None
+
+    def _local_digests(self) -> set:
+        from docker.errors import ImageNotFound
+
+        try:
+            image = self.client.images.get(self.image_ref)
+        except ImageNotFound:
+            raise StepError(f"image {self.image_ref} is not on the Docker engine any more; "
+                            "retry the job to build it again", retryable=True) from None
+        digests = set()
+        for entry in image.attrs.get("RepoDigests") or []:
+            repository, _, digest = entry.partition("@")
+            if repository == self.repository:
+                digests.add(digest)
+        return digests
+
+    def _result(self, digest: str, outcome: str, message: str) -> StepResult:
+        return StepResult(outcome=outcome, message=message, data={
+            "digest": digest, "image_ref": self.image_ref, "repo_digest": f"{self.repository}@{digest}"})
+
+    def attempt(self) -> StepResult:
+        remote = self._remote_digest(self.tag, precheck=True)
+        if remote and remote in self._local_digests():
+            message = f"registry {self.registry} already serves {self.image_ref} as {remote}; not pushing"
+            self.ctx.log(f"push: {message}")
+            return self._result(remote, "reused", message)
+        digest = self._push()
+        if self._remote_digest(digest) != digest:
+            raise _Transient(f"registry {self.registry} does not serve the pushed manifest {digest} yet")
+        self.ctx.log(f"push: registry {self.registry} serves {self.repository}@{digest}")
+        return self._result(digest, "done", f"pushed {self.image_ref} ({digest})")
+
+    def _push(self) -> str:
+        """Push once; returns the digest. Errors come as stream events or as exceptions."""
+        from docker.errors import APIError, DockerException
+
+        digest = ""
+        seen: Dict[str, str] = {}
+        try:
+            for event in self.client.api.push(self.repository, tag=self.tag, stream=True, decode=True):
+                if "error" in event or "errorDetail" in event:
+                    detail = event.get("errorDetail") or {}
+                    self._fail(_one_line(event.get("error") or detail.get("message") or "push refused"))
+                aux = event.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = aux["Digest"]
+                status, layer = event.get("status", ""), event.get("id", "")
+                if status and layer and seen.get(layer) != status:
+                    seen[layer] = status
+                    if status not in ("Pushing", "Waiting"):
+                        self.ctx.log(f"push: {layer}: {status}")
+                    elif status == "Pushing":
+                        self.ctx.log(f"push: {layer}: Pushing")
+                elif status and not layer:
+                    self.ctx.log(f"push: {_one_line(status)}")
+        except (APIError, DockerException) as error:
+            self._fail(_one_line(getattr(error, "explanation", None) or error))
+        except (StepError, _Transient):
+            raise
+        except Exception as error:  # the engine connection dropped mid-stream and the like
+            raise _Transient(f"Docker engine connection failed during push: {_one_line(error)}") from None
+        if not digest:
+            raise _Transient("the push stream ended without a digest")
+        return digest
+
+    def _fail(self, cause: str) -> None:
+        if _TRANSIENT.search(cause):
+            raise _Transient(f"registry {self.registry}: {cause}")
+        hint = ""
+        if re.search(r"unauthorized|authentication required|no basic auth|denied", cause, re.I):
+            hint = f"; log in with docker login {self.registry}, then pachhook retry"
+        raise StepError(f"push of {self.image_ref} to registry {self.registry} refused: {cause}{hint}",
+                        retryable=False)

@@ -1,0 +1,272 @@
+"""The push step against the real engine and the two test registries (open and htpasswd)."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import stat
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+
+import services as svc
+from pachhook import imagekeys
+from pachhook.jobs import Job
+from pachhook.steps import StepContext, StepError, StepResult, push, run_step
+from test_build import commit_all, edges_files, git, make_repo
+
+
+def make_job(repo: Path, image: str) -> Job:
+    return Job(id=7, commit=git(repo, "rev-parse", "HEAD"), branch="main", pipeline="edges",
+               template="edges/pipeline.json", image=image)
+
+
+def deliver(repo: Path, job: Job, steps=("build", "push")) -> Tuple[Dict[str, StepResult], List[str]]:
+    """Run steps like the worker does, passing earlier results on; returns results and log."""
+    lines: List[str] = []
+    results: Dict[str, StepResult] = {}
+    data: Dict[str, Dict[str, str]] = {}
+    for name in steps:
+        ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append, results=dict(data))
+        results[name] = run_step(name, ctx)
+        data[name] = results[name].data
+    return results, lines
+
+
+def push_again(repo: Path, job: Job, build_data: Dict[str, str]) -> Tuple[StepResult, List[str]]:
+    lines: List[str] = []
+    ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append,
+                      results={"build": build_data})
+    return run_step("push", ctx), lines
+
+
+def served_digest(registry: str, name: str, reference: str, login: Optional[Tuple[str, str]] = None) -> int:
+    request = urllib.request.Request(f"http://{registry}/v2/{name}/manifests/{reference}", method="HEAD")
+    request.add_header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+    if login:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(login).encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.headers["Docker-Content-Digest"]
+
+
+def dead_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---------------------------------------------------------------- open registry
+
+
+@pytest.mark.integration
+def test_push_records_a_digest_the_registry_serves(docker_env, tmp_path):
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    name = f"test-push/{uuid.uuid4().hex[:10]}"
+    job = make_job(repo, f"{docker_env.registry}/{name}")
+
+    results, lines = deliver(repo, job)
+
+    pushed = results["push"]
+    assert pushed.outcome == "done"
+    digest = pushed.data["digest"]
+    assert digest.startswith("sha256:") and len(digest) == 71
+    assert pushed.data["image_ref"] == f"{job.image}:{job.commit}"
+    assert pushed.data["repo_digest"] == f"{job.image}@{digest}"
+    assert served_digest(docker_env.registry, name, job.commit) == digest
+    assert served_digest(docker_env.registry, name, digest) == digest
+    assert any(line.endswith(": Pushed") for line in lines), lines
+    # Remembered for the context key, so a pruned engine can pull instead of building.
+    assert imagekeys.recorded_refs(repo / ".git", results["build"].data["context_key"]) == [pushed.data["repo_digest"]]
+
+
+@pytest.mark.integration
+def test_push_of_a_tag_already_served_is_recorded_without_pushing(docker_env, tmp_path):
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    job = make_job(repo, f"{docker_env.registry}/test-push/{uuid.uuid4().hex[:10]}")
+    results, _ = deliver(repo, job)
+
+    again, lines = push_again(repo, job, results["build"].data)
+
+    assert again.outcome == "reused"
+    assert again.data["digest"] == results["push"].data["digest"]
+    assert not any("Preparing" in line or "Pushed" in line for line in lines), lines
+    assert "already serves" in again.message
+
+
+@pytest.mark.integration
+def test_unchanged_context_for_a_new_commit_pushes_only_a_manifest(docker_env, tmp_path):
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    name = f"test-push/{uuid.uuid4().hex[:10]}"
+    first, _ = deliver(repo, make_job(repo, f"{docker_env.registry}/{name}"))
+    (repo / "edges" / "pipeline.json").write_text('{"pipeline": {"name": "edges"}, "description": "v2"}\n')
+    commit_all(repo, "template only")
+    job = make_job(repo, f"{docker_env.registry}/{name}")
+
+    second, lines = deliver(repo, job)
+
+    assert second["build"].outcome == "reused"
+    assert second["push"].outcome == "done"
+    assert second["push"].data["digest"] == first["push"].data["digest"]
+    assert served_digest(docker_env.registry, name, job.commit) == first["push"].data["digest"]
+    assert not any(line.endswith(": Pushed") for line in lines), lines
+
+
+# ---------------------------------------------------------------- htpasswd registry
+
+
+def assert_secret_absent(secret: str, lines: List[str], results: Dict[str, StepResult]) -> None:
+    assert secret not in "\n".join(lines)
+    for result in results.values():
+        assert secret not in json.dumps(result.data) + result.message
+
+
+@pytest.mark.integration
+def test_push_to_auth_registry_with_login_from_docker_config(docker_env, auth_docker_config, tmp_path):
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    name = f"test-push/{uuid.uuid4().hex[:10]}"
+    job = make_job(repo, f"{docker_env.auth_registry}/{name}")
+
+    results, lines = deliver(repo, job)
+
+    digest = results["push"].data["digest"]
+    login = (docker_env.auth_user, docker_env.auth_password())
+    assert served_digest(docker_env.auth_registry, name, job.commit, login) == digest
+    assert_secret_absent(docker_env.auth_password(), lines, results)
+    assert docker_env.auth_password() not in (repo / ".git" / "pachhook" / "image-keys.json").read_text()
+
+
+@pytest.mark.integration
+def test_push_to_auth_registry_through_a_credential_helper(docker_env, tmp_path, monkeypatch):
+    # A real credential helper program, speaking docker's helper protocol (`get`, server on
+    # stdin, JSON on stdout), as pass/osxkeychain/ecr-login helpers do.
+    helpers = tmp_path / "bin"
+    helpers.mkdir()
+    helper = helpers / "docker-credential-pachhooktest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = get ] || exit 1\n'
+        "read -r server\n"
+        f"secret=$(cat '{docker_env.auth_password_file}')\n"
+        f'printf \'{{"ServerURL":"%s","Username":"{docker_env.auth_user}","Secret":"%s"}}\' "$server" "$secret"\n'
+    )
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"credHelpers": {docker_env.auth_registry: "pachhooktest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    monkeypatch.setenv("PATH", f"{helpers}{os.pathsep}{os.environ['PATH']}")
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    name = f"test-push/{uuid.uuid4().hex[:10]}"
+    job = make_job(repo, f"{docker_env.auth_registry}/{name}")
+
+    results, lines = deliver(repo, job)
+
+    login = (docker_env.auth_user, docker_env.auth_password())
+    assert served_digest(docker_env.auth_registry, name, job.commit, login) == results["push"].data["digest"]
+    assert_secret_absent(docker_env.auth_password(), lines, results)
+
+
+@pytest.mark.integration
+def test_auth_registry_without_login_fails_with_one_line_naming_the_fix(docker_env, tmp_path):
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    job = make_job(repo, f"{docker_env.auth_registry}/test-push/{uuid.uuid4().hex[:10]}")
+    built, _ = deliver(repo, job, steps=("build",))
+
+    with pytest.raises(StepError) as failure:
+        push_again(repo, job, built["build"].data)
+
+    message = str(failure.value)
+    assert "\n" not in message
+    # The engine's own answer, which arrives as an error event in the push stream.
+    assert f"to registry {docker_env.auth_registry} refused: no basic auth credentials" in message
+    assert f"docker login {docker_env.auth_registry}" in message
+    assert failure.value.retryable is False
+
+
+@pytest.mark.integration
+def test_wrong_password_is_refused_and_never_shown(docker_env, tmp_path, monkeypatch):
+    wrong = "not-the-" + uuid.uuid4().hex
+    folder = svc.write_docker_config(tmp_path / "dc", docker_env.auth_registry, docker_env.auth_user, wrong)
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    job = make_job(repo, f"{docker_env.auth_registry}/test-push/{uuid.uuid4().hex[:10]}")
+    built, _ = deliver(repo, job, steps=("build",))
+
+    with pytest.raises(StepError) as failure:
+        push_again(repo, job, built["build"].data)
+
+    assert "refused: unauthorized: authentication required" in str(failure.value)
+    assert wrong not in str(failure.value)
+    assert failure.value.retryable is False
+
+
+# ---------------------------------------------------------------- failures
+
+
+@pytest.mark.integration
+def test_registry_down_retries_then_fails_retryable_with_one_line(docker_env, tmp_path, monkeypatch):
+    monkeypatch.setattr(push, "FIRST_DELAY", 0.05)  # keep the test short; the bound is what counts
+    registry = f"127.0.0.1:{dead_port()}"
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    job = make_job(repo, f"{registry}/test-push/down")
+    built, _ = deliver(repo, job, steps=("build",))
+
+    lines: List[str] = []
+    ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append,
+                      results={"build": built["build"].data})
+    with pytest.raises(StepError) as failure:
+        run_step("push", ctx)
+
+    message = str(failure.value)
+    assert "\n" not in message
+    assert f"to registry {registry} failed after {push.ATTEMPTS} attempts" in message
+    assert "refused" in message.lower() or "unreachable" in message
+    assert failure.value.retryable is True
+    assert sum("trying again" in line for line in lines) == push.ATTEMPTS - 1
+
+
+def test_engine_down_push_is_one_line(tmp_path, monkeypatch):
+    dead = f"unix://{tmp_path}/dead.sock"
+    monkeypatch.setenv("DOCKER_HOST", dead)
+    job = Job(id=1, commit="a" * 40, branch="main", pipeline="p", template="p/pipeline.json",
+              image="127.0.0.1:9/p")
+    ctx = StepContext(repo_root=tmp_path, git_dir=tmp_path, job=job, log=lambda line: None,
+                      results={"build": {"image_ref": f"127.0.0.1:9/p:{'a' * 40}"}})
+    with pytest.raises(StepError) as failure:
+        run_step("push", ctx)
+    assert "\n" not in str(failure.value)
+    assert f"Docker engine not reachable at DOCKER_HOST={dead}" in str(failure.value)
+
+
+def test_push_without_a_build_result_says_so(tmp_path):
+    job = Job(id=1, commit="a" * 40, branch="main", pipeline="p", template="p/pipeline.json", image="r:1/p")
+    ctx = StepContext(repo_root=tmp_path, git_dir=tmp_path, job=job, log=lambda line: None)
+    with pytest.raises(StepError, match="the build step recorded no image"):
+        run_step("push", ctx)
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("127.0.0.1:5000/team/edges:abc", ("127.0.0.1:5000/team/edges", "abc")),
+    ("127.0.0.1:5000/team/edges", ("127.0.0.1:5000/team/edges", "latest")),
+    ("edges:1", ("edges", "1")),
+])
+def test_split_ref(ref, expected):
+    assert push.split_ref(ref) == expected
+
+
+@pytest.mark.parametrize("cause, transient", [
+    ('Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused', True),
+    ("received unexpected HTTP status: 503 Service Unavailable", True),
+    ("net/http: TLS handshake timeout", True),
+    ("unauthorized: authentication required", False),
+    ("denied: requested access to the resource is denied", False),
+    ("no basic auth credentials", False),
+])
+def test_engine_push_errors_are_classified(cause, transient):
+    assert bool(push._TRANSIENT.search(cause)) is transient

@@ -102,18 +102,22 @@ def dependency_order(items: Sequence[Planned]) -> List[Planned]:
     return ordered
 
 
-def branch_of(rev: str, head_branch: str, root: Path) -> str:
-    """The branch a commit is delivered from: the one REV names, else what CI says."""
+def branch_of(rev: str, commit: str, head_commit: str, head_branch: str, root: Path) -> str:
+    """The branch a commit is delivered from.
+
+    The branch REV names; else the checked-out branch when REV is its tip (HEAD, or its
+    SHA); else what CI says of a detached checkout; else none.
+    """
     from pachhook import gitrepo
 
-    if rev == "HEAD" and head_branch:
-        return head_branch
     if rev != "HEAD" and gitrepo.rev_exists(f"refs/heads/{rev}", root):
         return rev
+    if commit == head_commit and head_branch:
+        return head_branch
     for name in CI_BRANCH_VARIABLES:
         if os.environ.get(name):
             return os.environ[name]
-    return head_branch if rev == "HEAD" else ""
+    return ""
 
 
 def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
@@ -132,8 +136,8 @@ def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
     from pachhook.config import load_config
 
     try:
+        commit = gitrepo.rev_parse(rev, cwd)
         info = gitrepo.head_info(cwd)
-        commit = gitrepo.rev_parse(rev, info.root)
     except gitrepo.GitError as error:
         err(f"pachhook run: {error}")
         return 2
@@ -143,7 +147,7 @@ def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
         for line in getattr(error, "problems", None) or [str(error)]:
             err(f"pachhook run: {line}")
         return 2
-    branch = branch_of(rev, info.branch, info.root)
+    branch = branch_of(rev, commit, info.commit, info.branch, info.root)
     if not config.deploys_branch(branch):
         out(f"pachhook run: branch {branch or '(none)'} is not one the configuration deploys; nothing to do")
         return 0

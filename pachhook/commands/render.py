@@ -48,8 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from pachhook.steps.update import RenderError, render_template, render_values
 
     try:
+        commit = gitrepo.rev_parse(args.commit)
         info = gitrepo.head_info()
-        commit = gitrepo.rev_parse(args.commit, info.root)
     except gitrepo.GitError as error:
         print(f"pachhook render: {error}", file=sys.stderr)
         return 2

@@ -1,0 +1,486 @@
+"""`pachhook demo`: the whole delivery line on local defaults, in a throwaway repository.
+
+The examples are copied into a new git repository; pachhook's plain hooks are installed
+there; one commit is made (pre-commit validates, post-commit queues) and the queue is
+delivered. What the machine lacks is skipped with its reason and shown instead:
+
+- no Docker engine: build and push become dry runs (the image that would be built);
+- no registry (neither `--registry` nor the `docker-registry` program): push is a dry run;
+- no `pachctl` on PATH: update is a dry run, printing the rendered spec and the command.
+
+With everything present, the real background worker (`pachhook worker`) delivers. Every
+wait is bounded by `--timeout`; a registry or worker the demo started is stopped before
+it returns, whatever happens.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+DEMO_BASE_IMAGE = "pachhook-demo/busybox:base"
+EXAMPLE_REGISTRY = "localhost:5000"  # the registry the examples' templates name
+IDENTITY = {"user.name": "pachhook demo", "user.email": "demo@pachhook.invalid"}
+
+
+class DemoError(Exception):
+    """The demo cannot start (bad --dir, no examples); one line."""
+
+
+@dataclass
+class Skip:
+    step: str  # build | push | update | registry
+    reason: str
+
+    def to_dict(self) -> Dict[str, str]:
+        return {"step": self.step, "reason": self.reason}
+
+
+@dataclass
+class DemoReport:
+    directory: str = ""
+    registry: str = ""
+    skipped: List[Skip] = field(default_factory=list)
+    validation: str = ""
+    commit: str = ""
+    jobs: List[Dict[str, Any]] = field(default_factory=list)
+    provenance: List[Dict[str, Any]] = field(default_factory=list)
+    rendered: Dict[str, str] = field(default_factory=dict)  # pipeline -> spec JSON
+    commands: Dict[str, str] = field(default_factory=dict)  # pipeline -> apply command
+    ok: bool = False
+    timed_out: bool = False
+
+    def skip(self, step: str, reason: str) -> None:
+        self.skipped.append(Skip(step, reason))
+
+    def skipped_steps(self) -> List[str]:
+        return [item.step for item in self.skipped]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"directory": self.directory, "registry": self.registry, "ok": self.ok,
+                "timed_out": self.timed_out, "skipped": [item.to_dict() for item in self.skipped],
+                "validation": self.validation, "commit": self.commit, "jobs": self.jobs,
+                "provenance": self.provenance, "rendered": self.rendered, "commands": self.commands}
+
+
+Say = Callable[[str, str], None]  # (kind, text): kind is heading | info | detail | skip | ok | fail
+
+
+def find_examples() -> Optional[Path]:
+    """The examples folder: beside the package in a checkout (editable install), else packaged."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "examples", here / "data" / "examples"):
+        if candidate.is_dir() and any(candidate.glob("*/Dockerfile")):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def registry_answers(registry: str, timeout: float = 2.0) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{registry}/v2/", timeout=timeout):
+            return True
+    except urllib.error.HTTPError as error:
+        return error.code == 401  # alive, wants a login
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def registry_program() -> Optional[str]:
+    return shutil.which("docker-registry") or next(
+        (path for path in ("/usr/bin/docker-registry", "/usr/sbin/docker-registry") if os.access(path, os.X_OK)),
+        None)
+
+
+class Processes:
+    """The processes the demo starts; `stop_all` ends each by its own id."""
+
+    def __init__(self) -> None:
+        self.started: List[subprocess.Popen] = []
+
+    def start(self, argv: List[str], log: Path, **kwargs: Any) -> subprocess.Popen:
+        with open(log, "ab") as handle:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                       **kwargs)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+
+
+def start_registry(directory: Path, processes: Processes, deadline: float) -> Optional[str]:
+    """A registry on a free loopback port, its storage in the demo folder; None if it did not start."""
+    program = registry_program()
+    if program is None:
+        return None
+    folder = directory / "registry"
+    folder.mkdir(exist_ok=True)
+    port = free_port()
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {folder / 'storage'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    process = processes.start([program, "serve", str(config)], folder / "registry.log")
+    address = f"127.0.0.1:{port}"
+    while time.monotonic() < min(deadline, time.monotonic() + 10):
+        if process.poll() is not None:
+            return None
+        if registry_answers(address, timeout=0.5):
+            return address
+        time.sleep(0.1)
+    return None
+
+
+def ensure_base_image(client: Any) -> Optional[str]:
+    """A local image holding busybox for the examples' Dockerfiles, made offline; the reason if not."""
+    import io
+    import tarfile
+
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client.images.get(DEMO_BASE_IMAGE)
+        return None
+    except ImageNotFound:
+        pass
+    except DockerException as error:
+        return f"the engine did not answer ({' '.join(str(error).split())[:120]})"
+    busybox = shutil.which("busybox") or ("/bin/busybox" if os.path.isfile("/bin/busybox") else None)
+    if busybox is None:
+        return "no busybox binary to make the examples' base image from (apt-get install busybox-static)"
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as archive:
+        archive.add(os.path.realpath(busybox), arcname="bin/busybox")
+    repository, tag = DEMO_BASE_IMAGE.rsplit(":", 1)
+    try:
+        client.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
+    except DockerException as error:
+        return f"could not import the base image ({' '.join(str(error).split())[:120]})"
+    return None
+
+
+def _git(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None,
+         timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, errors="replace", timeout=timeout)
+
+
+def _pachhook(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None,
+              timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pachhook", *args], cwd=str(cwd), env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                          timeout=timeout)
+
+
+def prepare_directory(requested: Optional[str]) -> Path:
+    if requested is None:
+        return Path(tempfile.mkdtemp(prefix="pachhook-demo-"))
+    path = Path(requested).resolve()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise DemoError(f"--dir {requested}: exists and is not an empty folder; name a new one")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_repository(repo: Path, examples: Path, registry: str, build_base: bool) -> None:
+    """The examples, with their images moved to `registry` and the demo's configuration."""
+    shutil.copytree(examples, repo, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    images = []
+    for template in sorted(list(repo.glob("*/pipeline.*")) + list(repo.glob("*/*.pipeline.*"))):
+        text = template.read_text(encoding="utf-8")
+        if registry != EXAMPLE_REGISTRY:
+            text = text.replace(f"{EXAMPLE_REGISTRY}/", f"{registry}/")
+            template.write_text(text, encoding="utf-8")
+        images.append(f"{registry}/pachhook-demo/{template.parent.name}")
+    lines = ["# pachhook demo: the worker is started by the demo itself, so that it can stop it.",
+             'worker = "manual"']
+    if build_base:
+        for image in images:
+            lines += ["", f'[images."{image}"]', f'build_args = {{ BUSYBOX_IMAGE = "{DEMO_BASE_IMAGE}" }}']
+    (repo / ".pachhook.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def hook_env() -> Dict[str, str]:
+    """The environment for git commands whose hooks must find this pachhook on PATH."""
+    from pachhook.gitrepo import env_without_git_vars
+
+    env = env_without_git_vars()
+    scripts = str(Path(sys.executable).parent)
+    env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _partial_drain(repo: Path, real_steps: List[str], logs: Dict[str, List[str]],
+                   say: Say, stop: threading.Event) -> None:
+    """Run the queued jobs: the steps this machine can run for real, the others as dry runs.
+
+    The queue records each dry-run step as skipped, so `pachhook status` shows exactly
+    which steps ran.
+    """
+    from pachhook import gitrepo
+    from pachhook.jobs import STEP_NAMES
+    from pachhook.queue import Queue
+    from pachhook.steps import StepContext, run_step
+    from pachhook.worker import one_line
+
+    common = gitrepo.git_common_dir(repo)
+    worker_id = f"pachhook-demo:{os.getpid()}"
+    with Queue(common) as queue:
+        while not stop.is_set():
+            job = queue.lease_next(worker_id, 600.0)
+            if job is None:
+                return
+            lines = logs.setdefault(job.pipeline, [])
+            results: Dict[str, Dict[str, str]] = {}
+            for name in STEP_NAMES:
+                dry = name not in real_steps
+                queue.start_step(job.id, name, worker_id)
+
+                def log(line: str, job_id: int = job.id, lines: List[str] = lines) -> None:
+                    queue.append_log(job_id, line)
+                    lines.append(line)
+
+                context = StepContext(repo_root=repo, git_dir=common, job=queue.get(job.id), log=log,
+                                      results=dict(results), dry_run=dry)
+                try:
+                    outcome = run_step(name, context)
+                except Exception as error:  # a failing step fails the job, as the worker would
+                    cause = one_line(error)
+                    log(f"{name}: failed: {cause}")
+                    queue.fail_step(job.id, name, cause, worker_id)
+                    say("fail", f"{job.pipeline}: {name} failed: {cause}")
+                    break
+                data = {str(k): str(v) for k, v in outcome.data.items()}
+                data["outcome"] = "dry run" if dry else outcome.outcome
+                queue.finish_step(job.id, name, data, skipped=dry or outcome.outcome == "skipped",
+                                  worker_id=worker_id)
+                results[name] = data
+                say("detail", f"{job.pipeline}: {name}: {'dry run' if dry else outcome.outcome}"
+                    + (f": {outcome.message}" if outcome.message else ""))
+
+
+def _rendered_from_log(lines: List[str]) -> Optional[str]:
+    """The spec a dry-run update logged after `would apply to pipeline NAME:`."""
+    for index, line in enumerate(lines):
+        if line.startswith("would apply to pipeline"):
+            body = []
+            for following in lines[index + 1:]:
+                if not following.startswith("  "):
+                    break
+                body.append(following[2:])
+            return "\n".join(body) + "\n"
+    return None
+
+
+def _command_from_log(lines: List[str]) -> Optional[str]:
+    for line in lines:
+        if line.startswith("with `") or line.startswith("applying with `"):
+            return line.split("`")[1]
+    return None
+
+
+def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float) -> bool:
+    """Until the worker has drained the queue (True) or the deadline passes (False)."""
+    from pachhook import gitrepo
+    from pachhook.queue import Queue
+
+    with Queue(gitrepo.git_common_dir(repo)) as queue:
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not queue.has_work():
+                return True
+            time.sleep(0.2)
+    return False
+
+
+def run_demo(directory: Optional[str] = None, registry: Optional[str] = None, timeout: float = 120.0,
+             say: Optional[Say] = None) -> DemoReport:
+    """Set up, commit and deliver the examples; DemoError when the demo cannot start at all."""
+    say = say or (lambda kind, text: None)
+    deadline = time.monotonic() + timeout
+    examples = find_examples()
+    if examples is None:
+        raise DemoError("the examples folder was not found beside the package (run the demo from an"
+                        " editable install of a pachhook checkout: pip install -e .)")
+    folder = prepare_directory(directory)
+    report = DemoReport(directory=str(folder))
+    processes = Processes()
+    try:
+        _run(report, folder, examples, registry, deadline, processes, say)
+    finally:
+        processes.stop_all()
+    return report
+
+
+def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[str], deadline: float,
+         processes: Processes, say: Say) -> None:
+    from pachhook import dockerclient
+
+    repo = folder / "repo"
+    say("heading", f"1. a throwaway repository from {examples}")
+    say("info", f"   {repo}")
+
+    say("heading", "2. what this machine offers")
+    client = None
+    try:
+        client = dockerclient.make_client(timeout=30)
+        say("ok", f"Docker engine at {dockerclient.engine_host()}")
+    except dockerclient.EngineUnavailable as error:
+        reason = str(error).split("; ")[0]
+        report.skip("build", reason)
+        report.skip("push", reason)
+        say("skip", f"build and push: {reason}")
+    base_ready = False
+    if client is not None:
+        problem = ensure_base_image(client)
+        client.close()
+        if problem:
+            report.skip("build", problem)
+            report.skip("push", "nothing built")
+            say("skip", f"build and push: {problem}")
+        else:
+            base_ready = True
+            say("ok", f"base image {DEMO_BASE_IMAGE} (busybox, made offline)")
+    if registry:
+        if registry_answers(registry):
+            report.registry = registry
+            say("ok", f"registry {registry} (given with --registry)")
+        else:
+            raise DemoError(f"--registry {registry}: no registry answers at http://{registry}/v2/")
+    elif base_ready:
+        started = start_registry(folder, processes, deadline)
+        if started:
+            report.registry = started
+            say("ok", f"registry {started} (started for the demo, storage in {folder / 'registry'})")
+        elif registry_program() is None:
+            report.skip("push", "no registry: `docker-registry` is not installed (apt-get install docker-registry)"
+                                " and no --registry HOST:PORT was given")
+            say("skip", f"push: {report.skipped[-1].reason}")
+        else:
+            report.skip("push", f"the registry did not start (log: {folder / 'registry' / 'registry.log'})")
+            say("skip", f"push: {report.skipped[-1].reason}")
+    pachctl = shutil.which("pachctl")
+    if pachctl:
+        say("ok", f"pachctl at {pachctl}")
+    else:
+        report.skip("update", "pachctl not found on PATH: the spec is rendered and the command shown, not run")
+        say("skip", f"update: {report.skipped[-1].reason}")
+
+    say("heading", "3. commit (pre-commit validates, post-commit queues)")
+    write_repository(repo, examples, report.registry or EXAMPLE_REGISTRY, base_ready)
+    env = hook_env()
+    for args in (["init", "-q", "-b", "main"],):
+        _git(args, repo, env)
+    for key, value in IDENTITY.items():
+        if not _git(["config", "--get", key], repo, env).stdout.strip():
+            _git(["config", key, value], repo, env)
+    installed = _pachhook(["install", "--plain"], repo, env)
+    if installed.returncode != 0:
+        say("fail", f"pachhook install: {(installed.stderr or installed.stdout).strip()}")
+    validated = _pachhook(["validate"], repo, env)
+    report.validation = (validated.stdout + validated.stderr).strip()
+    say("ok" if validated.returncode == 0 else "fail", f"validate: {report.validation.splitlines()[-1]}"
+        if report.validation else "validate: no problems")
+    _git(["add", "-A"], repo, env)
+    committed = _git(["commit", "-q", "-m", "pachhook demo: the examples"], repo, env,
+                     timeout=max(5.0, deadline - time.monotonic()))
+    if committed.returncode != 0:
+        say("fail", f"git commit failed: {(committed.stderr or committed.stdout).strip()}")
+        return
+    for line in committed.stderr.strip().splitlines():
+        say("detail", f"   hook: {line}")
+    report.commit = _git(["rev-parse", "HEAD"], repo, env).stdout.strip()
+    status = _status(repo, env)
+    if not status:  # the post-commit hook did not find pachhook: queue as it would have
+        _pachhook(["queue", "--no-worker"], repo, env)
+        status = _status(repo, env)
+    say("ok", f"commit {report.commit[:12]}: {len(status)} job(s) queued "
+              f"({', '.join(job['pipeline'] for job in reversed(status))})")
+
+    say("heading", "4. delivery")
+    skipped = set(report.skipped_steps())
+    logs: Dict[str, List[str]] = {}
+    if not skipped:
+        say("info", "   the background worker builds, pushes and updates (`pachhook worker`)")
+        worker = processes.start([sys.executable, "-m", "pachhook", "worker", "--repo", str(repo)],
+                                 folder / "worker.log", cwd=str(repo), env=env)
+        finished = _wait_worker(worker, repo, deadline)
+    else:
+        real = [step for step in ("build", "push", "update") if step not in skipped]
+        say("info", f"   running {', '.join(real) or 'no step'} for real, "
+                    f"{', '.join(s for s in ('build', 'push', 'update') if s in skipped)} as a dry run")
+        stop = threading.Event()
+        thread = threading.Thread(target=_partial_drain, args=(repo, real, logs, say, stop), daemon=True)
+        thread.start()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        finished = not thread.is_alive()
+        stop.set()
+    if not finished:
+        report.timed_out = True
+        say("fail", "the delivery did not finish within --timeout; see `pachhook status` in the repository")
+
+    report.jobs = _status(repo, env)
+    for job in report.jobs:
+        lines = logs.get(job["pipeline"]) or _job_log(repo, env, job["id"])
+        update = next((step for step in job["steps"] if step["name"] == "update"), {})
+        spec_path = (update.get("result") or {}).get("spec_path", "")
+        rendered = _rendered_from_log(lines)
+        if rendered is None and spec_path and os.path.isfile(spec_path):
+            rendered = Path(spec_path).read_text(encoding="utf-8")
+        if rendered:
+            report.rendered[job["pipeline"]] = rendered
+            if spec_path and not os.path.exists(spec_path):
+                # A dry run writes nothing; the demo does, so the command shown can be run later.
+                Path(spec_path).parent.mkdir(parents=True, exist_ok=True)
+                Path(spec_path).write_text(rendered, encoding="utf-8")
+        command = _command_from_log(lines)
+        if command:
+            report.commands[job["pipeline"]] = command
+    provenance = _pachhook(["provenance", report.commit, "--format", "json"], repo, env)
+    try:
+        report.provenance = json.loads(provenance.stdout).get("matches", [])
+    except ValueError:
+        report.provenance = []
+    report.ok = bool(report.jobs) and all(job["state"] == "done" for job in report.jobs) and not report.timed_out
+
+
+def _status(repo: Path, env: Dict[str, str]) -> List[Dict[str, Any]]:
+    completed = _pachhook(["status", "--format", "json"], repo, env)
+    try:
+        return json.loads(completed.stdout).get("jobs", [])
+    except ValueError:
+        return []
+
+
+def _job_log(repo: Path, env: Dict[str, str], job_id: int) -> List[str]:
+    from pachhook import gitrepo
+    from pachhook.queue import Queue
+
+    with Queue(gitrepo.git_common_dir(repo)) as queue:
+        return queue.read_log(job_id)

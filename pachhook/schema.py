@@ -74,7 +74,7 @@ class _Node:
     __slots__ = (
         "always", "types", "properties", "additional", "required", "enum", "pattern",
         "items", "minimum", "maximum", "not_", "all_of", "any_of", "ref", "description",
-        "title", "name", "raw",
+        "title", "name", "raw", "nullable_of", "only_types", "exclusive",
     )
 
     def __init__(self) -> None:
@@ -96,6 +96,12 @@ class _Node:
         self.title: Optional[str] = None
         self.name: Optional[str] = None  # the $defs name, for hints
         self.raw: Any = None
+        # Fast paths for the two shapes that make up most of the schema:
+        # {"anyOf": [{"type": "null"}, X]} and {"type": [...]} alone.
+        self.nullable_of: Optional["_Node"] = None
+        self.only_types: Optional[Tuple[str, ...]] = None
+        # allOf members {"not": {"required": [a, b]}} ("not both spellings"), checked directly
+        self.exclusive: Tuple[Tuple[str, str], ...] = ()
 
 
 class SchemaError(Exception):
@@ -150,7 +156,15 @@ def _build(raw: Any, name: Optional[str], memo: Optional[Dict[str, _Node]]) -> _
     if "not" in raw:
         node.not_ = _compile(raw["not"], None, memo)
     if "allOf" in raw:
-        node.all_of = tuple(_compile(s, None, memo) for s in raw["allOf"])
+        rest = []
+        for sub in raw["allOf"]:
+            inner = sub.get("not") if isinstance(sub, dict) and set(sub) == {"not"} else None
+            if isinstance(inner, dict) and set(inner) == {"required"} and len(inner["required"]) == 2 \
+                    and raw.get("type") == "object":
+                node.exclusive += (tuple(inner["required"]),)  # type: ignore[assignment]
+            else:
+                rest.append(sub)
+        node.all_of = tuple(_compile(s, None, memo) for s in rest) or None
     if "anyOf" in raw:
         node.any_of = tuple(_compile(s, None, memo) for s in raw["anyOf"])
     if "$ref" in raw:
@@ -160,6 +174,10 @@ def _build(raw: Any, name: Optional[str], memo: Optional[Dict[str, _Node]]) -> _
         node.ref = ref[len("#/$defs/"):]
     node.description = raw.get("description")
     node.title = raw.get("title")
+    if set(raw) == {"anyOf"} and len(raw["anyOf"]) == 2 and raw["anyOf"][0] == {"type": "null"}:
+        node.nullable_of = node.any_of[1]  # type: ignore[index]
+    if set(raw) == {"type"}:
+        node.only_types = node.types
     return node
 
 
@@ -184,8 +202,15 @@ def _load() -> _Schema:
     return _schema
 
 
+_EXACT_TYPES = {str: "string", bool: "boolean", int: "integer", dict: "object", list: "array",
+                type(None): "null"}
+
+
 def json_type(value: Any) -> str:
     """The JSON Schema type name of a Python value ("unknown" for non-JSON values)."""
+    exact = _EXACT_TYPES.get(type(value))
+    if exact is not None:
+        return exact
     if value is None:
         return "null"
     if value is True or value is False:
@@ -251,6 +276,14 @@ class _Checker:
 
     def check(self, node: _Node, value: Any, path: JsonPath, collect: bool) -> bool:
         """Whether value matches node; with collect, failures are also reported."""
+        if node.nullable_of is not None:
+            return value is None or self.check(node.nullable_of, value, path, collect)
+        if node.only_types is not None:
+            if _type_ok(value, json_type(value), node.only_types):
+                return True
+            if collect:
+                self._type_error(node, value, path)
+            return False
         if node.always is not None:
             if not node.always and collect:
                 self.report(path, f"{_subject(path)} is not allowed here", "schema")
@@ -331,6 +364,13 @@ class _Checker:
 
     def _object(self, node: _Node, value: Dict[str, Any], path: JsonPath, collect: bool) -> bool:
         ok = True
+        for first, second in node.exclusive:
+            if first in value and second in value:
+                if not collect:
+                    return False
+                self.report(path + (second,), f"both '{first}' and '{second}' are set {_where(path)}; keep one",
+                            "both-spellings")
+                ok = False
         if node.required is not None:
             for key in node.required:
                 if key not in value:

@@ -1,0 +1,242 @@
+"""`pachhook init` in real git repositories, with the real pre-commit framework.
+
+The command runs as a subprocess, as a user types it; the last test lets pre-commit
+install pachhook from a local clone of this checkout (its working tree committed there)
+and checks that the set-up init wrote refuses a bad template and queues a good commit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "pachhook test",
+    "GIT_AUTHOR_EMAIL": "test@pachhook.invalid",
+    "GIT_COMMITTER_NAME": "pachhook test",
+    "GIT_COMMITTER_EMAIL": "test@pachhook.invalid",
+}
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    environment.update(IDENTITY)
+    environment["PRE_COMMIT_HOME"] = str(tmp_path / "pre-commit-home")
+    environment["NO_COLOR"] = "1"
+    return environment
+
+
+def git(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=check)
+
+
+def pachhook(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pachhook", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def make_project(tmp_path: Path, env: dict) -> Path:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES, project)
+    git("init", "-q", "-b", "main", cwd=project, env=env)
+    return project
+
+
+def snapshot(tree: Path) -> dict:
+    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*"))
+            if p.is_file() and ".git/objects" not in str(p) and "pre-commit-home" not in str(p)}
+
+
+def test_init_sets_up_a_conventional_repository_and_a_second_run_changes_nothing(tmp_path, env):
+    project = make_project(tmp_path, env)
+    first = pachhook("init", "--repo", "https://example.invalid/pachhook.git", "--rev", "v9.9.9",
+                     cwd=project, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "found edges/pipeline.json: pipeline edges, builds localhost:5000/pachhook-demo/edges" \
+           " from edges/Dockerfile" in first.stdout
+    assert "found montage/montage.pipeline.yaml: pipeline montage" in first.stdout
+    assert "wrote     .pre-commit-config.yaml" in first.stdout
+    assert "installed" in first.stdout and "pre-commit, pre-push, post-commit" in first.stdout
+    assert "\033[" not in first.stdout  # NO_COLOR
+
+    config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    (entry,) = config["repos"]
+    assert entry["repo"] == "https://example.invalid/pachhook.git" and entry["rev"] == "v9.9.9"
+    assert [hook["id"] for hook in entry["hooks"]] == ["pachhook-validate", "pachhook-queue",
+                                                       "pachhook-check-push"]
+    assert config["default_install_hook_types"] == ["pre-commit", "pre-push", "post-commit"]
+    # Conventions cover the examples: no configuration file is written.
+    assert not (project / ".pachhook.toml").exists()
+    for hook_type in ("pre-commit", "pre-push", "post-commit"):
+        hook = project / ".git" / "hooks" / hook_type
+        assert os.access(hook, os.X_OK) and f"--hook-type={hook_type}" in hook.read_text()
+
+    before = snapshot(project)
+    second = pachhook("init", "--repo", "https://example.invalid/pachhook.git", "--rev", "v9.9.9",
+                      cwd=project, env=env)
+    assert second.returncode == 0
+    assert "already set up: nothing changed" in second.stdout
+    assert snapshot(project) == before
+
+
+def test_existing_config_keeps_its_comments_and_hooks(tmp_path, env):
+    project = make_project(tmp_path, env)
+    original = (
+        "# team hooks: keep this comment\n"
+        "repos:\n"
+        "-   repo: https://github.com/pre-commit/pre-commit-hooks\n"
+        "    rev: v4.6.0  # pinned on purpose\n"
+        "    hooks:\n"
+        "    -   id: check-json\n"
+    )
+    (project / ".pre-commit-config.yaml").write_text(original)
+    result = pachhook("init", "--no-install", "--rev", "abc123", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "extended  .pre-commit-config.yaml: appended pachhook's hooks" in result.stdout
+    text = (project / ".pre-commit-config.yaml").read_text()
+    assert text.startswith(original)  # every byte of the user's file is still there
+    repos = yaml.safe_load(text)["repos"]
+    assert [r["repo"] for r in repos] == ["https://github.com/pre-commit/pre-commit-hooks",
+                                          "https://github.com/pachhook/pachhook"]
+    assert repos[1]["rev"] == "abc123"
+    assert "hooks not installed (--no-install)" in result.stdout
+    assert not (project / ".git" / "hooks" / "post-commit").exists()
+
+
+def test_flow_style_config_is_rewritten_with_its_content_and_says_so(tmp_path, env):
+    project = make_project(tmp_path, env)
+    (project / ".pre-commit-config.yaml").write_text(
+        "# a comment that cannot survive\nrepos: [{repo: local, hooks: [{id: mine, name: mine, "
+        "entry: 'true', language: system}]}]\nfail_fast: true\n")
+    result = pachhook("init", "--no-install", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "its comments could not be kept" in result.stdout
+    data = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
+    assert data["fail_fast"] is True
+    assert data["repos"][0]["hooks"][0]["id"] == "mine"
+    assert data["repos"][1]["hooks"][0]["id"] == "pachhook-validate"
+
+
+def test_unconventional_layout_gets_only_the_configuration_it_needs(tmp_path, env):
+    project = tmp_path / "project"
+    (project / "deploy").mkdir(parents=True)
+    (project / "src").mkdir()
+    (project / "src" / "Dockerfile").write_text("FROM scratch\n")
+    spec = json.loads((EXAMPLES / "edges" / "pipeline.json").read_text())
+    spec["transform"]["image"] = "registry.example.com/team/edges:{{ tag }}"
+    (project / "deploy" / "edges-spec.json").write_text(json.dumps(spec, indent=2))
+    (project / "deploy" / "other.json").write_text('{"not": "a pipeline"}')
+    git("init", "-q", "-b", "main", cwd=project, env=env)
+    result = pachhook("init", "--no-install", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "found deploy/edges-spec.json: pipeline edges" in result.stdout
+    assert "other.json" not in result.stdout
+
+    from pachhook.config import load_config
+
+    config = load_config(project)
+    assert "deploy/edges-spec.json" in config.templates
+    assert config.image_config("registry.example.com/team/edges").dockerfile == "src/Dockerfile"
+    hooks = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"]
+    files = hooks[0]["files"]
+    assert re.search(files, "deploy/edges-spec.json") and re.search(files, "a/pipeline.yaml")
+    assert not re.search(files, "deploy/other.json")
+
+    validated = pachhook("validate", cwd=project, env=env)
+    assert "1 file" in validated.stdout + validated.stderr  # the configured glob finds it
+    second = pachhook("init", "--no-install", cwd=project, env=env)
+    assert "already set up: nothing changed" in second.stdout
+
+
+def test_dry_run_changes_nothing_and_json_reports_the_plan(tmp_path, env):
+    project = make_project(tmp_path, env)
+    before = snapshot(project)
+    result = pachhook("init", "--dry-run", "--format", "json", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["changed"] is False
+    assert {a["what"] for a in report["actions"]} >= {"write", "install"}
+    assert all(not action["done"] for action in report["actions"])
+    assert snapshot(project) == before
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path, env):
+    outside = tmp_path / "plain-folder"
+    outside.mkdir()
+    result = pachhook("init", cwd=outside, env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pachhook init: not a git repository")
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+    project = make_project(tmp_path, env)
+    (project / ".pre-commit-config.yaml").write_text("repos:\n  - repo: x\n   bad: [\n")
+    broken = pachhook("init", cwd=project, env=env)
+    assert broken.returncode == 1
+    assert re.match(r"pachhook init: \.pre-commit-config\.yaml:\d+: not valid YAML", broken.stderr)
+    assert "Traceback" not in broken.stderr
+    assert (project / ".pre-commit-config.yaml").read_text() == "repos:\n  - repo: x\n   bad: [\n"
+
+    empty = pachhook("init", "--rev", "", cwd=project, env=env)
+    assert empty.returncode == 2 and "must not be empty" in empty.stderr
+
+
+def _clone_with_working_tree(destination: Path, env: dict) -> str:
+    """A clone of this checkout whose HEAD holds the working tree under test; its SHA."""
+    git("clone", "--quiet", "--no-hardlinks", str(REPO), str(destination), cwd=REPO, env=env)
+    listed = git("ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=REPO, env=env)
+    for name in filter(None, listed.stdout.split("\0")):
+        source, target = REPO / name, destination / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        elif not source.exists() and target.exists():
+            target.unlink()
+    git("add", "-A", cwd=destination, env=env)
+    git("commit", "-q", "--allow-empty", "-m", "working tree under test", cwd=destination, env=env)
+    return git("rev-parse", "HEAD", cwd=destination, env=env).stdout.strip()
+
+
+def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
+    sha = _clone_with_working_tree(tmp_path / "pachhook-clone", env)
+    project = make_project(tmp_path, env)
+    result = pachhook("init", "--repo", str(tmp_path / "pachhook-clone"), "--rev", sha, cwd=project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (project / ".pachhook.toml").write_text('worker = "manual"\n')  # queue only: no build here
+
+    template = project / "edges" / "pipeline.json"
+    good = template.read_text()
+    template.write_text(good.replace("{{ tag }}", "{{ sha }}"))
+    git("add", "-A", cwd=project, env=env)
+    refused = subprocess.run(["git", "commit", "-m", "bad"], cwd=project, env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    assert "unknown placeholder {{ sha }}" in refused.stdout + refused.stderr
+
+    template.write_text(good)
+    git("add", "-A", cwd=project, env=env)
+    made = subprocess.run(["git", "commit", "-m", "good"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert made.returncode == 0, made.stdout + made.stderr
+    status = pachhook("status", "--format", "json", cwd=project, env=env)
+    jobs = json.loads(status.stdout)["jobs"]
+    assert sorted(job["pipeline"] for job in jobs) == ["edges", "montage"]
+    assert all(job["state"] == "queued" for job in jobs)
+
+    doctor = pachhook("doctor", "--format", "json", cwd=project, env=env)
+    checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
+    for hook_type, hook_id in (("pre-commit", "pachhook-validate"), ("pre-push", "pachhook-check-push"),
+                               ("post-commit", "pachhook-queue")):
+        assert checks[f"{hook_type} hook"]["status"] == "ok"
+        assert hook_id in checks[f"{hook_type} hook"]["message"]
+    assert checks["worker"]["status"] == "warn" and "2 job(s) queued" in checks["worker"]["message"]

@@ -112,7 +112,7 @@ def _compile(raw: Any, name: Optional[str] = None, memo: Optional[Dict[str, _Nod
     # Identical sub-schemas ({"type": ["string", "null"]} appears ~200 times) share one node.
     key = None
     if memo is not None and name is None:
-        key = json.dumps(raw, sort_keys=True)
+        key = repr(raw)
         if key in memo:
             return memo[key]
     node = _build(raw, name, memo)
@@ -181,12 +181,31 @@ def _build(raw: Any, name: Optional[str], memo: Optional[Dict[str, _Node]]) -> _
     return node
 
 
+class _Defs(dict):
+    """The $defs, each compiled the first time a check reaches it (a spec uses a few of them)."""
+
+    def __init__(self, raw: Dict[str, Any], memo: Dict[str, _Node]) -> None:
+        super().__init__()
+        self.raw = raw
+        self.memo = memo
+
+    def __missing__(self, name: str) -> _Node:
+        node = _compile(self.raw[name], name, self.memo)
+        self[name] = node
+        return node
+
+
 class _Schema:
     def __init__(self, raw: Dict[str, Any]) -> None:
-        memo: Dict[str, _Node] = {}
-        self.defs = {k: _compile(v, k, memo) for k, v in raw.get("$defs", {}).items()}
-        self.root = _compile({k: v for k, v in raw.items() if k != "$defs"}, None, memo)
-        missing = {n.ref for n in memo.values() if n.ref and n.ref not in self.defs}
+        self.memo: Dict[str, _Node] = {}
+        self.raw_defs = raw.get("$defs", {})
+        self.defs = _Defs(self.raw_defs, self.memo)
+
+    def compile_all(self) -> None:
+        """Compile every definition now and check that every $ref resolves (used by the tests)."""
+        for name in self.raw_defs:
+            self.defs[name]
+        missing = {n.ref for n in self.memo.values() if n.ref and n.ref not in self.raw_defs}
         if missing:
             raise SchemaError(f"unresolved $ref: {sorted(missing)}")
 

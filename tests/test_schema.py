@@ -105,6 +105,11 @@ def test_schema_file_is_a_valid_draft_2020_12_schema():
     assert RAW_SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
+def test_every_definition_compiles_and_every_ref_resolves():
+    # the evaluator compiles definitions lazily; this makes it compile them all now
+    schema._load().compile_all()
+
+
 def test_schema_covers_every_field_of_the_create_pipeline_request():
     props = set(RAW_SCHEMA["$defs"]["CreatePipelineRequest"]["properties"])
     sdk_fields = (

@@ -133,11 +133,16 @@ class HeadInfo:
 def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
     """Work tree, git dirs, commit, tree and branch of `rev`, in one git process."""
     _no_option(rev)
-    out = _text(
-        ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-dir", "--git-common-dir",
-         f"{rev}^{{commit}}", f"{rev}^{{tree}}"],
-        cwd,
-    ).splitlines()
+    try:
+        out = _text(
+            ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-dir", "--git-common-dir",
+             f"{rev}^{{commit}}", f"{rev}^{{tree}}"],
+            cwd,
+        ).splitlines()
+    except GitError as error:
+        if "unknown revision" in str(error) or "ambiguous argument" in str(error):
+            raise GitError(f"unknown revision {rev!r}" if rev != "HEAD" else "no commit yet") from None
+        raise
     if len(out) != 5:
         raise GitError(f"unknown revision {rev!r}")
     root, git_dir, common, commit, tree = out

@@ -1,0 +1,113 @@
+"""Real git repositories for the queue, hook and install tests (shared helpers, no mocks)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Sequence
+
+HERE = Path(__file__).resolve().parent
+CHECKOUT = HERE.parent
+VENV_BIN = Path(sys.executable).parent
+PACHCTL_DOUBLE = HERE / "doubles" / "pachctl"
+
+
+def git_env(home: Path) -> Dict[str, str]:
+    """An environment in which git ignores the user's and the system's configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT"))}
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = Test User\n\temail = test@example.invalid\n"
+        "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
+        encoding="utf-8",
+    )
+    env.update({
+        "HOME": str(home),
+        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        # The venv's console scripts (pachhook, pre-commit) come first, as for a user who
+        # installed pachhook in the environment they commit from.
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    return env
+
+
+def run(args: Sequence[str], cwd: Path, env: Dict[str, str], input: Optional[str] = None,
+        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        list(args), cwd=str(cwd), env=env, input=input, text=True, timeout=timeout,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+class Repo:
+    """A work tree of a real repository, with helpers to write files, commit and ask git."""
+
+    def __init__(self, path: Path, env: Dict[str, str]) -> None:
+        self.path = path
+        self.env = env
+
+    def git(self, *args: str, check: bool = True, input: Optional[str] = None) -> str:
+        return run(["git", *args], self.path, self.env, input=input, check=check).stdout.strip()
+
+    def pachhook(self, *args: str, input: Optional[str] = None, check: bool = False) -> subprocess.CompletedProcess:
+        return run([str(VENV_BIN / "pachhook"), *args], self.path, self.env, input=input, check=check)
+
+    def write(self, relative: str, text: str) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    def commit(self, message: str, paths: Iterable[str] = (".",), *extra: str) -> str:
+        self.git("add", *paths)
+        self.git("commit", "-q", "--allow-empty", "-m", message, *extra)
+        return self.git("rev-parse", "HEAD")
+
+    @property
+    def common_dir(self) -> Path:
+        return Path(self.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
+
+
+def template(name: str, image: str = "registry.invalid/team/{name}:{{{{ tag }}}}",
+             inputs: Sequence[str] = ("images",)) -> str:
+    """A valid pipeline spec (JSON) reading the given repos through pfs."""
+    pfs = [{"pfs": {"repo": repo, "glob": "/*"}} for repo in inputs]
+    spec = {
+        "pipeline": {"name": name},
+        "transform": {"image": image.format(name=name), "cmd": ["/bin/sh", "-c", "true"]},
+        "input": pfs[0] if len(pfs) == 1 else {"cross": pfs},
+    }
+    return json.dumps(spec, indent=2) + "\n"
+
+
+def make_repo(tmp_path: Path, name: str = "repo", config: str = 'worker = "manual"\n',
+              pipelines: Sequence[str] = ("edges", "montage")) -> Repo:
+    """A repository with one folder per pipeline (template, Dockerfile, script) and a first commit."""
+    env = git_env(tmp_path / "home")
+    path = tmp_path / name
+    path.mkdir(parents=True)
+    run(["git", "init", "-q", "-b", "main", str(path)], tmp_path, env)
+    repo = Repo(path, env)
+    if config:
+        repo.write(".pachhook.toml", config)
+    for pipeline in pipelines:
+        repo.write(f"{pipeline}/pipeline.json", template(pipeline))
+        repo.write(f"{pipeline}/Dockerfile", "FROM scratch\nCOPY run.sh /run.sh\n")
+        repo.write(f"{pipeline}/run.sh", f"echo {pipeline}\n")
+    repo.write("README.md", "demo\n")
+    repo.commit("first")
+    return repo
+
+
+def live_jobs(repo: Repo) -> list:
+    """`pachhook status --format json --all` as the user gets it."""
+    proc = repo.pachhook("status", "--format", "json", "--all", check=True)
+    return json.loads(proc.stdout)["jobs"]

@@ -1,0 +1,187 @@
+"""`pachhook doctor` as a user runs it: one line per check, what to do, exit status.
+
+Real git repositories, the real queue, the real Docker engine and registries of
+tests/services (where a test needs them); pachctl is absent, or the pachctl test double.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import services as test_services
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+DOUBLES = REPO / "tests" / "doubles"
+
+
+def run(args, cwd, env):
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    environment.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@pachhook.invalid",
+                       GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@pachhook.invalid", NO_COLOR="1")
+    # No pachctl: PATH holds only git, python and the system folders.
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    environment["DOCKER_HOST"] = test_services.DEAD_DOCKER_HOST
+    environment["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
+    environment.pop("PACHHOOK_COLOR", None)
+    return environment
+
+
+@pytest.fixture
+def project(tmp_path, env):
+    folder = tmp_path / "project"
+    shutil.copytree(EXAMPLES, folder)
+    run(["git", "init", "-q", "-b", "main"], folder, env)
+    return folder
+
+
+def doctor(cwd, env, *args):
+    return run([sys.executable, "-m", "pachhook", "doctor", *args], cwd, env)
+
+
+def lines_of(result):
+    return {line.split(":", 1)[0]: line for line in result.stdout.splitlines() if line[:5].strip() in
+            ("ok", "warn", "fail")}
+
+
+def test_outside_a_repository_says_where_to_run_it(tmp_path, env):
+    result = doctor(tmp_path, env)
+    assert result.returncode == 1
+    assert "fail  repository: not a git repository" in result.stdout
+    assert "-> run pachhook doctor inside your pipeline repository" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_fresh_repository_names_each_missing_part_and_what_to_do(project, env):
+    result = doctor(project, env)
+    assert result.returncode == 1
+    out = result.stdout
+    for hook_type in ("pre-commit", "pre-push", "post-commit"):
+        assert f"fail  {hook_type} hook: not installed" in out
+    assert "-> run `pachhook init` (pre-commit framework) or `pachhook install` (plain hooks)" in out
+    assert "ok    configuration: valid (no configuration file: conventions apply)" in out
+    assert "ok    templates: 2 template(s) valid" in out
+    assert f"fail  docker: Docker engine not reachable at DOCKER_HOST={test_services.DEAD_DOCKER_HOST}" in out
+    assert "fail  pachctl: 'pachctl' not found on PATH" in out
+    assert "ok    queue: empty (no commit queued yet)" in out
+    assert "ok    worker: idle (background mode)" in out
+    assert "checks failed" in out.splitlines()[-1]
+    assert "\033[" not in out
+
+    as_json = json.loads(doctor(project, env, "--format", "json").stdout)
+    assert as_json["ok"] is False
+    names = [check["name"] for check in as_json["checks"]]
+    assert names[:4] == ["repository", "pre-commit hook", "pre-push hook", "post-commit hook"]
+    docker = next(check for check in as_json["checks"] if check["name"] == "docker")
+    assert docker["status"] == "fail" and "DOCKER_HOST" in docker["fix"]
+
+
+def test_quiet_prints_only_problems(project, env):
+    result = doctor(project, env, "--quiet")
+    assert "ok    templates" not in result.stdout
+    assert "fail  docker" in result.stdout
+
+
+def test_bad_configuration_and_bad_template_are_located(project, env):
+    (project / ".pachhook.toml").write_text('tag = "long"\n')
+    result = doctor(project, env)
+    assert 'fail  configuration: .pachhook.toml:1: tag: must be "full" or "short"' in result.stdout
+    (project / ".pachhook.toml").unlink()
+    template = project / "edges" / "pipeline.json"
+    template.write_text(template.read_text().replace("{{ tag }}", "{{ sha }}"))
+    result = doctor(project, env)
+    assert "fail  templates: 1 error(s) in 2 template(s); first: edges/pipeline.json:" in result.stdout
+    assert "unknown placeholder {{ sha }}" in result.stdout
+    assert "-> run `pachhook validate` for the full list" in result.stdout
+
+
+def test_plain_hooks_queue_and_worker_state(project, env):
+    assert run([sys.executable, "-m", "pachhook", "install", "--plain"], project, env).returncode == 0
+    (project / ".pachhook.toml").write_text('worker = "manual"\n')
+    run(["git", "add", "-A"], project, env)
+    env = dict(env, PATH=env["PATH"])  # the hooks find pachhook beside this python
+    committed = run(["git", "commit", "-q", "-m", "examples"], project, env)
+    assert committed.returncode == 0, committed.stderr
+    out = doctor(project, env).stdout
+    for hook_type in ("pre-commit", "pre-push", "post-commit"):
+        assert f"ok    {hook_type} hook: pachhook hook installed" in out
+    assert "ok    queue: 2 queued" in out
+    assert 'warn  worker: worker = "manual" and 2 job(s) queued' in out
+    assert "-> run `pachhook run`" in out
+
+    queue_db = Path(run(["git", "rev-parse", "--git-common-dir"], project, env).stdout.strip())
+    queue_db = (project / queue_db if not queue_db.is_absolute() else queue_db) / "pachhook" / "queue.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(queue_db) + suffix).unlink(missing_ok=True)
+    queue_db.write_bytes(b"this is not a sqlite database" * 100)
+    out = doctor(project, env).stdout
+    assert "fail  queue: the queue database cannot be read" in out
+    assert "move " in out and "queue.db aside" in out
+
+
+def test_pachctl_double_is_found_with_its_version(project, env, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pachctl").symlink_to(DOUBLES / "pachctl")
+    env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"))
+    out = doctor(project, env).stdout
+    # The double knows no `config get active-context`, as a pachctl without a context would fail.
+    assert "fail  pachctl: pachctl 2.11.6, but no active context" in out
+    assert "pachctl connect" in out
+
+
+@pytest.mark.integration
+def test_docker_and_registry_credentials(project, env, services, tmp_path):
+    env = dict(env, DOCKER_HOST=services.docker_host)
+    template = project / "edges" / "pipeline.json"
+    template.write_text(template.read_text().replace("localhost:5000", services.auth_registry))
+    montage = project / "montage" / "montage.pipeline.yaml"
+    montage.write_text(montage.read_text().replace("localhost:5000", services.registry))
+
+    out = doctor(project, env).stdout
+    assert "ok    docker: engine " in out and services.docker_host in out
+    assert f"ok    registry {services.registry}: no credentials, none needed" in out
+    assert f"fail  registry {services.auth_registry}: no credentials and the registry asks for a login" in out
+    assert f"-> run `docker login {services.auth_registry}`" in out
+
+    config = test_services.write_docker_config(tmp_path / "docker-login", services.auth_registry,
+                                               services.auth_user, services.auth_password())
+    result = doctor(project, dict(env, DOCKER_CONFIG=str(config)), "--verbose")
+    assert f"ok    registry {services.auth_registry}: credentials present in the docker config" in result.stdout
+    assert services.auth_password() not in result.stdout + result.stderr
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
+    from pachhook import output
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("PACHHOOK_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    terminal, pipe = Terminal(), io.StringIO()
+    output.Printer(stream=terminal).status("ok", "docker", "fine")
+    output.Printer(stream=pipe).status("ok", "docker", "fine")
+    assert "\033[32m" in terminal.getvalue()
+    assert pipe.getvalue() == "ok    docker: fine\n"
+
+    monkeypatch.setenv("NO_COLOR", "")  # set, even empty, means no colour
+    plain = Terminal()
+    output.Printer(stream=plain).status("fail", "docker", "down")
+    assert plain.getvalue() == "fail  docker: down\n"
+    monkeypatch.setenv("PACHHOOK_COLOR", "always")
+    assert not output.color_enabled(Terminal())

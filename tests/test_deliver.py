@@ -52,7 +52,7 @@ def two_pipelines(tmp_path, docker_env):
     (repo / "zz_alone" / "pipeline.json").write_text(pipeline("alone", "busybox:1.36", "logs"))
     (repo / "edges" / "pipeline.json").write_text(pipeline("edges", image + ":{{ tag }}", "images"))
     (repo / "edges" / "Dockerfile").write_text(test_services.base_dockerfile(services, "COPY run.sh /run.sh"))
-    (repo / "edges" / "run.sh").write_text("echo edges\n")
+    (repo / "edges" / "run.sh").write_text(f"echo {repository}\n")  # a context no other test builds
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "three pipelines")
     return repo, image, repository, services

@@ -102,7 +102,9 @@ def test_commit_to_running_pipeline(tmp_path, docker_env, monkeypatch):
     }
     (repo / "edges" / "pipeline.json").write_text(json.dumps(template, indent=2))
     (repo / "edges" / "Dockerfile").write_text(test_services.base_dockerfile(services, "COPY edges.sh /edges.sh"))
-    (repo / "edges" / "edges.sh").write_text("echo edges\n")
+    # Content of its own: the engine is shared by the suite, and an identical build context
+    # built by another test would be reused (labels and all) instead of built for this commit.
+    (repo / "edges" / "edges.sh").write_text(f"echo edges {uuid.uuid4().hex}\n")
     git(repo, "add", "-A")
 
     # 1. The commit returns at once; the worker delivers in the background.

@@ -181,7 +181,8 @@ INTERESTING = [
 ]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**65), max_value=2**65)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8) | st.sampled_from(INTERESTING),
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+    | st.sampled_from(INTERESTING).map(copy.deepcopy),  # copies: mutations must not change the pool
     lambda children: st.lists(children, max_size=3)
     | st.dictionaries(st.sampled_from(KEY_POOL) | st.text(max_size=6), children, max_size=3),
     max_leaves=12,

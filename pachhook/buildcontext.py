@@ -107,34 +107,20 @@ def _git(repo_root: Path, *args: str, input_bytes: Optional[bytes] = None) -> by
     return result.stdout
 
 
-def _object_at(repo_root: Path, commit: str, path: str) -> Tuple[str, str, str]:
-    """(mode, type, sha) of path in commit, the commit's root tree for ""; raises when absent."""
-    if not path:
-        sha = _git(repo_root, "rev-parse", "--verify", "--quiet", f"{commit}^{{tree}}").decode().strip()
-        return "040000", "tree", sha
-    out = _git(repo_root, "ls-tree", "-z", "--full-tree", commit, "--", path)
-    for record in out.split(b"\0"):
-        if not record:
-            continue
-        meta, _, name = record.partition(b"\t")
-        if name.decode("utf-8", "surrogateescape") == path:
-            mode, kind, sha = meta.decode().split()
-            return mode, kind, sha
-    return "", "", ""
-
-
-def list_tree(repo_root: Path, commit: str, context: str) -> List[TreeEntry]:
-    """Every blob, symlink and submodule under context in commit (paths from the repo root)."""
-    args = ["ls-tree", "-r", "-z", "--full-tree", commit]
+def list_tree(repo_root: Path, commit: str, context: str, also: Sequence[str] = ()) -> Dict[str, TreeEntry]:
+    """Entries of commit under context, plus the paths in `also` and the folders leading to
+    them, by path from the repository root: one `git ls-tree`."""
+    args = ["ls-tree", "-r", "-t", "-z", "--full-tree", commit]
     if context:
-        args += ["--", context + "/"]
-    entries = []
+        args += ["--", context + "/", *also]
+    entries: Dict[str, TreeEntry] = {}
     for record in _git(repo_root, *args).split(b"\0"):
         if not record:
             continue
         meta, _, name = record.partition(b"\t")
         mode, kind, sha = meta.decode().split()
-        entries.append(TreeEntry(mode, kind, sha, name.decode("utf-8", "surrogateescape")))
+        path = name.decode("utf-8", "surrogateescape")
+        entries[path] = TreeEntry(mode, kind, sha, path)
     return entries
 
 
@@ -278,17 +264,19 @@ def plan_context(
     The key is the sha256 of what is sent: each file's path, mode and blob, the Dockerfile blob
     and the sorted build args; equal keys mean equal images.
     """
-    _, kind, _ = _object_at(repo_root, commit, inputs.context)
-    if kind != "tree":
-        raise ContextError(f"build context {inputs.context or '.'!r} is not a directory in commit {commit[:12]}")
-    mode, kind, dockerfile_sha = _object_at(repo_root, commit, inputs.dockerfile)
-    if kind != "blob" or mode == "120000":
-        what = "a symlink" if mode == "120000" else "missing"
+    listing = list_tree(repo_root, commit, inputs.context, also=(inputs.dockerfile,))
+    if inputs.context and getattr(listing.get(inputs.context), "kind", "") != "tree":
+        raise ContextError(f"build context {inputs.context!r} is not a directory in commit {commit[:12]}")
+    dockerfile = listing.get(inputs.dockerfile)
+    if dockerfile is None or dockerfile.kind != "blob" or dockerfile.mode == "120000":
+        what = "a symlink" if dockerfile is not None and dockerfile.mode == "120000" else "missing"
         raise ContextError(f"Dockerfile {inputs.dockerfile!r} is {what} in commit {commit[:12]}")
+    dockerfile_sha = dockerfile.sha
 
     prefix = inputs.context + "/" if inputs.context else ""
     by_rel: Dict[str, TreeEntry] = {
-        entry.path[len(prefix):]: entry for entry in list_tree(repo_root, commit, inputs.context)
+        path[len(prefix):]: entry for path, entry in listing.items()
+        if path.startswith(prefix) and entry.kind in ("blob", "commit")
     }
     ignore_entry = by_rel.get(".dockerignore")
     ignore_text = ""

@@ -36,27 +36,39 @@ def _short_cause(error: BaseException) -> str:
     return " ".join(text.split())[:200]
 
 
+# One client per engine settings, kept for the life of the process: a worker runs many steps,
+# and making a client costs two round trips to the engine.
+_CLIENTS: Dict[tuple, Any] = {}
+_ENV_KEYS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG")
+
+
+def _unreachable(error: BaseException) -> EngineUnavailable:
+    return EngineUnavailable(
+        f"Docker engine not reachable at DOCKER_HOST={engine_host()} ({_short_cause(error)}); "
+        "start dockerd or point DOCKER_HOST at a running engine"
+    )
+
+
 def make_client(timeout: int = 600) -> Any:
     """A docker-py client for the engine DOCKER_HOST names, checked to answer.
 
-    Raises EngineUnavailable with one line naming the engine and DOCKER_HOST.
+    Clients are shared within a process; callers must not close them. Raises
+    EngineUnavailable with one line naming the engine and DOCKER_HOST.
     """
     import docker
-    from docker.errors import DockerException
 
+    settings = tuple(os.environ.get(key, "") for key in _ENV_KEYS) + (timeout,)
+    client = _CLIENTS.get(settings)
     try:
+        if client is not None:
+            client.ping()
+            return client
+        # from_env asks the engine for its API version, which proves it answers.
         client = docker.from_env(timeout=timeout)
-        client.ping()
-    except DockerException as error:
-        raise EngineUnavailable(
-            f"Docker engine not reachable at DOCKER_HOST={engine_host()} ({_short_cause(error)}); "
-            "start dockerd or point DOCKER_HOST at a running engine"
-        ) from None
-    except Exception as error:  # requests' connection errors escape docker-py's wrapping
-        raise EngineUnavailable(
-            f"Docker engine not reachable at DOCKER_HOST={engine_host()} ({_short_cause(error)}); "
-            "start dockerd or point DOCKER_HOST at a running engine"
-        ) from None
+    except Exception as error:  # DockerException, or requests' errors escaping docker-py
+        _CLIENTS.pop(settings, None)
+        raise _unreachable(error) from None
+    _CLIENTS[settings] = client
     return client
 
 
@@ -83,10 +95,12 @@ def registry_auth(client: Any, registry: str) -> Optional[Dict[str, str]]:
     from docker import auth
 
     api = getattr(client, "api", client)
-    configs = getattr(api, "_auth_configs", None)
     credstore_env = getattr(api, "credstore_env", None)
-    if configs is None or getattr(configs, "is_empty", False):
-        configs = auth.load_config(credstore_env=credstore_env)
+    # Read afresh for every push, so a `docker login` made after the worker started counts;
+    # the engine's push then gets the same login through docker-py.
+    configs = auth.load_config(credstore_env=credstore_env)
+    if hasattr(api, "_auth_configs"):
+        api._auth_configs = configs
     lookup = None if registry == "docker.io" else registry
     try:
         found = auth.resolve_authconfig(configs, lookup, credstore_env=credstore_env)
@@ -106,6 +120,11 @@ def registry_secure(client: Any, registry: str) -> bool:
     host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") else registry
     if host == "localhost":
         return False
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return False  # the engine always treats 127.0.0.0/8 as insecure
+    except ValueError:
+        pass
     try:
         info = client.info().get("RegistryConfig") or {}
     except Exception:

@@ -1,6 +1,7 @@
-"""Ask a registry (Docker Registry HTTP API v2) whether it serves a manifest, with the user's login.
+"""Talk to a registry (Docker Registry HTTP API v2) with the user's login, for the push step.
 
-Only what the push step needs: HEAD /v2/<name>/manifests/<reference>, answering the digest.
+Only what that step needs: whether a manifest is served (HEAD /v2/<name>/manifests/<ref>,
+answering the digest), and giving a manifest the registry already holds another tag.
 Basic auth and the token flow (`WWW-Authenticate: Bearer realm=...`) are both followed.
 Credentials travel in request headers only; no message here ever includes them.
 """
@@ -62,39 +63,80 @@ class RegistrySession:
         self.auth = auth or {}
         self.secure = secure
         self.timeout = timeout
-        self._authorization: Optional[str] = None
-        self._opener = self._make_opener(verify=True)
+        self._authorization: Dict[str, str] = {}  # by token scope
+        self._openers: Dict[bool, urllib.request.OpenerDirector] = {}
 
-    @staticmethod
-    def _make_opener(verify: bool) -> urllib.request.OpenerDirector:
-        context = ssl.create_default_context()
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirectAuth())
+    def _opener(self, verify: bool = True) -> urllib.request.OpenerDirector:
+        # Built on first use: loading the system's CA certificates costs ~0.2 s, which a
+        # loopback or insecure registry never needs.
+        if verify not in self._openers:
+            if verify:
+                context = ssl.create_default_context()
+            else:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._openers[verify] = urllib.request.build_opener(
+                urllib.request.HTTPSHandler(context=context), _NoRedirectAuth())
+        return self._openers[verify]
 
     def _bases(self):
         if self.secure:
-            return [("https", self._opener)]
-        # As the engine does for an insecure registry: TLS without verification, else plain HTTP.
-        return [("https", self._make_opener(verify=False)), ("http", self._opener)]
+            return [("https", True)]
+        # An insecure registry (loopback, --insecure-registry) may speak plain HTTP or TLS with
+        # a certificate nobody checks; plain HTTP first, as it is the usual case and cheaper.
+        return [("http", False), ("https", False)]
 
-    def _send(self, method: str, path: str, headers: Dict[str, str]):
-        """(status, headers) of one request; tries the schemes the registry allows."""
+    def _send(self, method: str, path: str, headers: Dict[str, str], data: Optional[bytes] = None):
+        """(status, headers, body) of one request; tries the schemes the registry allows."""
         last: Optional[BaseException] = None
-        for scheme, opener in self._bases():
-            request = urllib.request.Request(f"{scheme}://{self.registry}{path}", method=method, headers=headers)
+        for scheme, verify in self._bases():
+            opener = self._opener(verify)
+            request = urllib.request.Request(f"{scheme}://{self.registry}{path}", method=method,
+                                             headers=headers, data=data)
             try:
                 with opener.open(request, timeout=self.timeout) as response:
-                    return response.status, response.headers
+                    return response.status, response.headers, response.read()
             except urllib.error.HTTPError as error:
-                return error.code, error.headers
+                if error.code == 400 and scheme == "http" and len(self._bases()) > 1:
+                    last = error  # "Client sent an HTTP request to an HTTPS server": try TLS
+                    continue
+                return error.code, error.headers, b""
             except (urllib.error.URLError, OSError) as error:
                 last = error
                 continue
         reason = getattr(last, "reason", last)
         raise RegistryError(f"registry {self.registry} unreachable: {' '.join(str(reason).split())[:200]}",
                             transient=True)
+
+    def _request(self, method: str, path: str, headers: Dict[str, str], scope: str,
+                 data: Optional[bytes] = None):
+        """A request with the login the registry asks for (Basic, or a token for scope)."""
+        for _ in range(2):
+            authorization = self._authorization.get(scope)
+            sent = dict(headers, Authorization=authorization) if authorization else headers
+            status, answer, body = self._send(method, path, sent, data)
+            if status != 401 or authorization:
+                return status, answer, body
+            challenge = _challenge(answer.get("WWW-Authenticate", "") if answer else "")
+            if challenge["scheme"] == "bearer":
+                self._authorization[scope] = self._token(challenge, scope)
+            else:
+                basic = _basic(self.auth)
+                if basic:
+                    self._authorization[scope] = basic
+            if not self._authorization.get(scope):
+                raise RegistryError(f"registry {self.registry} wants a login and the docker config has none "
+                                    f"for it (docker login {self.registry})", transient=False)
+        return status, answer, body
+
+    def _check(self, status: int, what: str) -> None:
+        if status in (401, 403):
+            raise RegistryError(f"registry {self.registry} refused the login from the docker config "
+                                f"({status}); run docker login {self.registry}", transient=False)
+        if status >= 500 or status == 429:
+            raise RegistryError(f"registry {self.registry} answered {status}", transient=True)
+        raise RegistryError(f"registry {self.registry} answered {status} for {what}", transient=False)
 
     def _token(self, challenge: Dict[str, str], scope: str) -> str:
         realm = challenge.get("realm")
@@ -108,7 +150,7 @@ class RegistrySession:
         if basic:
             request.add_header("Authorization", basic)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener(verify=self.secure).open(request, timeout=self.timeout) as response:
                 body = json.loads(response.read().decode() or "{}")
         except urllib.error.HTTPError as error:
             raise RegistryError(f"token service of {self.registry} answered {error.code}",
@@ -123,32 +165,27 @@ class RegistrySession:
 
     def manifest_digest(self, name: str, reference: str) -> Optional[str]:
         """The digest the registry serves for name:reference (tag or digest), None when absent."""
-        path = f"/v2/{name}/manifests/{reference}"
-        headers = {"Accept": MANIFEST_TYPES}
-        for _ in range(2):
-            if self._authorization:
-                headers["Authorization"] = self._authorization
-            status, answer = self._send("HEAD", path, headers)
-            if status == 401 and not self._authorization:
-                challenge = _challenge(answer.get("WWW-Authenticate", "") if answer else "")
-                if challenge["scheme"] == "bearer":
-                    self._authorization = self._token(challenge, f"repository:{name}:pull")
-                else:
-                    self._authorization = _basic(self.auth)
-                if self._authorization:
-                    continue
-                raise RegistryError(f"registry {self.registry} wants a login and the docker config has none "
-                                    f"for it (docker login {self.registry})", transient=False)
-            if status in (200,):
-                digest = answer.get("Docker-Content-Digest") if answer else None
-                return digest or None
-            if status == 404:
-                return None
-            if status in (401, 403):
-                raise RegistryError(f"registry {self.registry} refused the login from the docker config "
-                                    f"({status}); run docker login {self.registry}", transient=False)
-            if status >= 500 or status == 429:
-                raise RegistryError(f"registry {self.registry} answered {status}", transient=True)
-            raise RegistryError(f"registry {self.registry} answered {status} for {name}:{reference}",
-                                transient=False)
-        raise RegistryError(f"registry {self.registry} refused the login from the docker config", transient=False)
+        status, answer, _ = self._request("HEAD", f"/v2/{name}/manifests/{reference}",
+                                          {"Accept": MANIFEST_TYPES}, f"repository:{name}:pull")
+        if status == 200:
+            return (answer.get("Docker-Content-Digest") if answer else None) or None
+        if status == 404:
+            return None
+        self._check(status, f"{name}:{reference}")
+        return None
+
+    def tag_manifest(self, name: str, digest: str, tag: str) -> None:
+        """Give the manifest the registry holds as digest the tag too: GET it, PUT it back.
+
+        The bytes are sent back unchanged, so the digest stays the same; no blob moves.
+        """
+        scope = f"repository:{name}:pull,push"
+        status, answer, body = self._request("GET", f"/v2/{name}/manifests/{digest}",
+                                             {"Accept": MANIFEST_TYPES}, scope)
+        if status != 200:
+            self._check(status, f"{name}@{digest}")
+        media_type = (answer.get("Content-Type") if answer else "") or json.loads(body).get("mediaType", "")
+        status, _, _ = self._request("PUT", f"/v2/{name}/manifests/{tag}", {"Content-Type": media_type},
+                                     scope, data=body)
+        if status not in (200, 201):
+            self._check(status, f"{name}:{tag}")

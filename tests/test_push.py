@@ -114,7 +114,8 @@ def test_unchanged_context_for_a_new_commit_pushes_only_a_manifest(docker_env, t
     assert second["push"].outcome == "done"
     assert second["push"].data["digest"] == first["push"].data["digest"]
     assert served_digest(docker_env.registry, name, job.commit) == first["push"].data["digest"]
-    assert not any(line.endswith(": Pushed") for line in lines), lines
+    assert any(f"sent only the manifest for tag {job.commit}" in line for line in lines), lines
+    assert not any(line.endswith(": Pushed") or "Preparing" in line for line in lines), lines
 
 
 # ---------------------------------------------------------------- htpasswd registry
@@ -138,6 +139,16 @@ def test_push_to_auth_registry_with_login_from_docker_config(docker_env, auth_do
     login = (docker_env.auth_user, docker_env.auth_password())
     assert served_digest(docker_env.auth_registry, name, job.commit, login) == digest
     assert_secret_absent(docker_env.auth_password(), lines, results)
+
+    # A template-only commit: the manifest alone is tagged, with the same login.
+    (repo / "edges" / "pipeline.json").write_text('{"pipeline": {"name": "edges"}, "description": "v2"}\n')
+    commit_all(repo, "template only")
+    second_job = make_job(repo, job.image)
+    again, again_lines = deliver(repo, second_job)
+    assert again["push"].data["digest"] == digest
+    assert served_digest(docker_env.auth_registry, name, second_job.commit, login) == digest
+    assert any("sent only the manifest" in line for line in again_lines), again_lines
+    assert_secret_absent(docker_env.auth_password(), again_lines, again)
     assert docker_env.auth_password() not in (repo / ".git" / "pachhook" / "image-keys.json").read_text()
 
 
@@ -270,3 +281,25 @@ def test_split_ref(ref, expected):
 ])
 def test_engine_push_errors_are_classified(cause, transient):
     assert bool(push._TRANSIENT.search(cause)) is transient
+
+
+@pytest.mark.integration
+def test_pruned_image_is_pulled_back_from_the_registry_not_rebuilt(docker_env, tmp_path):
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    name = f"test-push/{uuid.uuid4().hex[:10]}"
+    first, _ = deliver(repo, make_job(repo, f"{docker_env.registry}/{name}"))
+    client = svc.docker_client(docker_env)
+    try:
+        client.images.remove(first["build"].data["image_id"], force=True)  # as `docker image prune -a` would
+    finally:
+        client.close()
+    (repo / "edges" / "pipeline.json").write_text('{"pipeline": {"name": "edges"}, "description": "v3"}\n')
+    commit_all(repo, "template only")
+    job = make_job(repo, f"{docker_env.registry}/{name}")
+
+    again, lines = deliver(repo, job)
+
+    assert again["build"].outcome == "reused"
+    assert any(f"pulling {first['push'].data['repo_digest']}" in line for line in lines), lines
+    assert not any("Step 1/" in line for line in lines), lines
+    assert again["push"].data["digest"] == first["push"].data["digest"]

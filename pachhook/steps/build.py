@@ -75,16 +75,23 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
     """A local image built from the same inputs, else one pushed earlier and pulled again."""
     from docker.errors import APIError, ImageNotFound
 
-    try:
-        current = client.images.get(image_ref)
-        if current.labels.get(LABEL_KEY) == key:
-            return current
-    except ImageNotFound:
-        pass
-    found = client.images.list(filters={"label": f"{LABEL_KEY}={key}"})
-    if found:
-        return max(found, key=lambda image: image.attrs.get("Created", ""))
     from pachhook import imagekeys
+
+    # Cheapest first: the image this clone recorded for the key (one inspect), then the tag
+    # itself, then a label search over every image on the engine.
+    for candidate in (imagekeys.recorded_image(ctx.git_dir, key), image_ref):
+        if not candidate:
+            continue
+        try:
+            image = client.images.get(candidate)
+        except ImageNotFound:
+            continue
+        if image.labels.get(LABEL_KEY) == key:
+            return image
+    found = client.api.images(filters={"label": f"{LABEL_KEY}={key}"})
+    if found:
+        newest = max(found, key=lambda entry: entry.get("Created", 0))
+        return client.images.get(newest["Id"])
 
     for ref in imagekeys.recorded_refs(ctx.git_dir, key):
         try:
@@ -112,7 +119,11 @@ def plan_build(repo_root: Path, commit: str, template: str, image: str, config: 
     return buildcontext.plan_context(repo_root, commit, inputs, leave_out=lambda path: bool(templates.match(path)))
 
 
-def run(ctx: StepContext) -> StepResult:
+def run(ctx: StepContext, reuse: bool = True) -> StepResult:
+    """Build (or, for inputs built before, reuse) the job's image.
+
+    reuse=False always builds (the engine's layer cache still applies); benchmarks use it.
+    """
     from pachhook import buildcontext, dockerclient
     from pachhook.config import load_config
 
@@ -140,13 +151,17 @@ def run(ctx: StepContext) -> StepResult:
         client = dockerclient.make_client()
     except dockerclient.EngineUnavailable as error:
         raise StepError(str(error), retryable=True) from None
+    result = _build_or_reuse(ctx, client, plan, image_ref, tag, reuse)
+    from pachhook import imagekeys
+
     try:
-        return _build_or_reuse(ctx, client, plan, image_ref, tag)
-    finally:
-        client.close()
+        imagekeys.record_built(ctx.git_dir, plan.key, result.data["image_id"])
+    except OSError as error:  # a cache: losing it only costs a slower lookup
+        ctx.log(f"build: could not record the image for its context key: {_one_line(error)}")
+    return result
 
 
-def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str) -> StepResult:
+def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
     from docker.errors import APIError, DockerException
 
     from pachhook import buildcontext
@@ -154,7 +169,7 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
     job = ctx.job
     key, inputs = plan.key, plan.inputs
     try:
-        reusable = _find_reusable(client, key, image_ref, ctx)
+        reusable = _find_reusable(client, key, image_ref, ctx) if reuse else None
         if reusable is not None:
             reusable.tag(job.image, tag)
             built_for = reusable.labels.get(LABEL_REVISION, "")[:12] or "an earlier commit"

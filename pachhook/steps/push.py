@@ -62,17 +62,14 @@ def run(ctx: StepContext) -> StepResult:
         client = dockerclient.make_client()
     except dockerclient.EngineUnavailable as error:
         raise StepError(str(error), retryable=True) from None
-    try:
-        pusher = _Pusher(ctx, client, image_ref, repository, tag, registry, name)
-        result = pusher.run_with_retries()
-    finally:
-        client.close()
+    pusher = _Pusher(ctx, client, image_ref, repository, tag, registry, name)
+    result = pusher.run_with_retries()
     key = built.get("context_key")
     if key:
         from pachhook import imagekeys
 
         try:
-            imagekeys.record(ctx.git_dir, key, result.data["repo_digest"])
+            imagekeys.record_pushed(ctx.git_dir, key, result.data["repo_digest"])
         except OSError as error:  # a cache: losing it only costs a rebuild later
             ctx.log(f"push: could not record the image for its context key: {_one_line(error)}")
     return result
@@ -145,15 +142,38 @@ class _Pusher:
 
     def attempt(self) -> StepResult:
         remote = self._remote_digest(self.tag, precheck=True)
-        if remote and remote in self._local_digests():
+        local = self._local_digests()
+        if remote and remote in local:
             message = f"registry {self.registry} already serves {self.image_ref} as {remote}; not pushing"
             self.ctx.log(f"push: {message}")
             return self._result(remote, "reused", message)
-        digest = self._push()
+        digest = self._tag_in_registry(local) or self._push()
         if self._remote_digest(digest) != digest:
             raise _Transient(f"registry {self.registry} does not serve the pushed manifest {digest} yet")
         self.ctx.log(f"push: registry {self.registry} serves {self.repository}@{digest}")
         return self._result(digest, "done", f"pushed {self.image_ref} ({digest})")
+
+    def _tag_in_registry(self, local: set) -> str:
+        """When the registry already holds this very image (pushed for an earlier commit with
+        the same build context), send it only the new tag's manifest; returns the digest, or
+        "" to push through the engine instead."""
+        from pachhook.registry import RegistryError
+
+        for digest in sorted(local):
+            try:
+                if self.session.manifest_digest(self.name, digest) != digest:
+                    continue
+                self.session.tag_manifest(self.name, digest, self.tag)
+            except RegistryError as error:
+                if error.transient:
+                    raise _Transient(str(error)) from None
+                self.ctx.log(f"push: cannot tag {digest} in {self.registry} directly ({error}); "
+                             "pushing through the engine")
+                return ""
+            self.ctx.log(f"push: registry {self.registry} already holds the image as {digest}; "
+                         f"sent only the manifest for tag {self.tag}")
+            return digest
+        return ""
 
     def _push(self) -> str:
         """Push once; returns the digest. Errors come as stream events or as exceptions."""

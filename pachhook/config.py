@@ -41,7 +41,7 @@ class _Record:
             getattr(self, name) == getattr(other, name) for name in self.__slots__)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name.lstrip('_')}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name.lstrip('_')}={getattr(self, name.lstrip('_'))!r}" for name in self.__slots__)
         return f"{type(self).__name__}({fields})"
 
 
@@ -72,8 +72,8 @@ class Config(_Record):
         tag: str = "full", pin_digest: bool = False, reprocess: bool = False,
         worker: str = "background", pachctl: str = "pachctl", backend: str = "pachctl",
     ) -> None:
-        self._root = root
-        self._source = source  # the file the configuration came from, None for conventions
+        self._root = os.fspath(root)
+        self._source = None if source is None else os.fspath(source)  # the file the configuration came from, None for conventions
         self.templates: List[str] = list(templates) if templates is not None else list(DEFAULT_TEMPLATE_GLOBS)
         self.images: Dict[str, ImageConfig] = dict(images or {})
         self.branches = branches  # None: deploy from every branch

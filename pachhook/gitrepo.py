@@ -338,6 +338,11 @@ def short(sha: str) -> str:
 def split_ref_line(line: str) -> Optional[Tuple[str, str, str, str]]:
     """One pre-push stdin line: local ref, local SHA, remote ref, remote SHA."""
     parts = line.split()
-    if len(parts) != 4:
+    if len(parts) != 4 or not (_is_sha(parts[1]) and _is_sha(parts[3])):
         return None
     return parts[0], parts[1], parts[2], parts[3]
+
+
+def _is_sha(text: str) -> bool:
+    # 40 hex digits for SHA-1 repositories, 64 for SHA-256 ones.
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)

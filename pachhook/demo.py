@@ -116,21 +116,39 @@ class Processes:
         self.started: List[subprocess.Popen] = []
 
     def start(self, argv: List[str], log: Path, **kwargs: Any) -> subprocess.Popen:
+        # Its own process group: stopping it also stops what it started (a worker's pachctl).
         with open(log, "ab") as handle:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                                       **kwargs)
+                                       start_new_session=True, **kwargs)
         self.started.append(process)
         return process
 
     def stop_all(self) -> None:
+        import signal
+
         for process in reversed(self.started):
-            if process.poll() is None:
-                process.terminate()
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(process.pid, sig)  # the group the demo made for this process
+                except (ProcessLookupError, PermissionError):
+                    break
                 try:
                     process.wait(timeout=5)
                 except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
+                    continue
+                # The leader is gone; members of its group may linger a moment after SIGTERM.
+                if sig == signal.SIGTERM and _group_alive(process.pid):
+                    time.sleep(0.2)
+                    continue
+                break
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def start_registry(directory: Path, processes: Processes, deadline: float) -> Optional[str]:

@@ -491,6 +491,10 @@ class _Checker:
             return
         known = [k for k in (node.properties or {}) if k != "$schema"]
         message = f"unknown field '{key}' {_where(path)}"
+        if len(self.out) >= _SUGGESTION_LIMIT:
+            # hostile input (thousands of unknown keys): suggestions cost ~1 ms each
+            self.report(path + (key,), message, "unknown-field")
+            return
         homes = [] if _folded_match(key, known) else self._field_homes(node, key)
         if len(homes) == 1:
             message += f"; it belongs under '{homes[0]}' ({homes[0]}.{key})"
@@ -511,6 +515,8 @@ class _Checker:
                     homes.setdefault(target, name)
         return list(homes.values())
 
+
+_SUGGESTION_LIMIT = 100  # problems after which unknown fields get no "did you mean"
 
 _BOOLISH = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n"})
 

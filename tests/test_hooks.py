@@ -1,0 +1,87 @@
+"""The plain git hooks (hooks/), driven by real `git commit` and `git push`."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gitutil import CHECKOUT, Repo, live_jobs, make_repo, run, template
+from pachhook.hookscripts import HOOK_NAMES, MARKER, script
+
+BROKEN = template("edges").replace('"pipeline": {', '"pipeline": {\n    "colour": "blue",', 1)
+
+
+@pytest.mark.parametrize("name", HOOK_NAMES)
+def test_hooks_folder_matches_what_install_writes(name: str):
+    shipped = CHECKOUT / "hooks" / name
+    assert shipped.read_text(encoding="utf-8") == script(name)
+    assert os.access(shipped, os.X_OK)
+    assert MARKER in script(name)
+
+
+@pytest.fixture
+def hooked(tmp_path: Path) -> Repo:
+    repo = make_repo(tmp_path)
+    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
+    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    repo.git("push", "-q", "origin", "main")
+    assert repo.pachhook("install").returncode == 0
+    return repo
+
+
+def test_commit_records_the_job(hooked: Repo):
+    hooked.write("edges/run.sh", "echo changed\n")
+    proc = run(["git", "commit", "-qam", "edges"], hooked.path, hooked.env)
+    head = hooked.git("rev-parse", "HEAD")
+    assert f"pachhook: queued {head[:12]} for edges, montage" in proc.stderr
+    assert {(j["pipeline"], j["commit"]) for j in live_jobs(hooked)} == {("edges", head), ("montage", head)}
+
+
+def test_a_commit_touching_nothing_records_nothing(hooked: Repo):
+    hooked.write("edges/run.sh", "echo changed\n")
+    run(["git", "commit", "-qam", "edges"], hooked.path, hooked.env)
+    hooked.write("README.md", "words\n")
+    proc = run(["git", "commit", "-qam", "docs"], hooked.path, hooked.env)
+    assert "changes no pipeline's template, Dockerfile or build context" in proc.stderr
+    assert len(live_jobs(hooked)) == 2
+
+
+def test_pre_commit_hook_refuses_a_broken_template(hooked: Repo):
+    hooked.write("edges/pipeline.json", BROKEN)
+    proc = run(["git", "commit", "-qam", "broken"], hooked.path, hooked.env, check=False)
+    assert proc.returncode != 0
+    assert "edges/pipeline.json:3:" in proc.stderr and "colour" in proc.stderr
+
+
+def test_push_with_a_broken_middle_commit_is_refused_and_a_valid_one_goes_through(hooked: Repo):
+    hooked.write("edges/run.sh", "echo 1\n")
+    hooked.commit("fine", ["."], "--no-verify")
+    hooked.write("edges/pipeline.json", BROKEN)
+    middle = hooked.commit("broken", ["."], "--no-verify")
+    hooked.write("edges/pipeline.json", template("edges"))
+    hooked.commit("fixed", ["."], "--no-verify")
+    remote_before = hooked.git("rev-parse", "origin/main")
+    proc = run(["git", "push", "origin", "main"], hooked.path, hooked.env, check=False)
+    assert proc.returncode != 0
+    assert f"{middle[:12]}:edges/pipeline.json:3:" in proc.stderr
+    assert "push refused" in proc.stderr
+    assert hooked.git("ls-remote", "origin", "refs/heads/main").split()[0] == remote_before
+    # Rewrite the history without the broken commit: the push goes through.
+    hooked.git("reset", "-q", "--hard", remote_before)
+    hooked.write("edges/run.sh", "echo 2\n")
+    good = hooked.commit("fine again")
+    proc = run(["git", "push", "origin", "main"], hooked.path, hooked.env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "pachhook check-push: 1 commit(s), 2 template(s): all valid" in proc.stdout
+    assert hooked.git("ls-remote", "origin", "refs/heads/main").split()[0] == good
+
+
+def test_without_pachhook_on_path_post_commit_lets_the_commit_through(hooked: Repo):
+    env = dict(hooked.env, PATH="/usr/bin:/bin")
+    hooked.write("edges/run.sh", "echo 3\n")
+    proc = run(["git", "commit", "--no-verify", "-qam", "no pachhook"], hooked.path, env)
+    assert "'pachhook' is not on PATH, so nothing was queued for this commit" in proc.stderr
+    assert hooked.git("log", "-1", "--format=%s") == "no pachhook"
+    push = run(["git", "push", "origin", "main"], hooked.path, env, check=False)
+    assert push.returncode != 0 and "pipeline templates were not checked" in push.stderr

@@ -21,6 +21,10 @@ QUICK_TIMEOUT = 60.0
 TIMEOUT_ENV = "PACHHOOK_PACHCTL_TIMEOUT"
 
 
+# (resolved path, mtime) -> version, for the life of the process.
+_VERSIONS: Dict[Tuple[str, int], Tuple[int, int, int]] = {}
+
+
 class BackendError(Exception):
     """A backend call failed; str(error) is one line for the user.
 
@@ -142,15 +146,28 @@ class PachctlBackend:
     # -- the backend interface ----------------------------------------------------------
 
     def version(self) -> Tuple[int, int, int]:
-        """The client's version, from `pachctl version --client-only` (asked once)."""
+        """The client's version, from `pachctl version --client-only`.
+
+        Asked once per executable file: a worker delivering many jobs starts pachctl one
+        time fewer per job; a pachctl replaced on disk (new mtime) is asked again.
+        """
         if self._version is None:
-            completed = self._run(["version", "--client-only"], min(self.timeout, QUICK_TIMEOUT))
-            if completed.returncode != 0:
-                raise BackendError(f"pachctl version --client-only failed: {self._last_line(completed)}")
+            path = self.resolve()
             try:
-                self._version = parse_version(completed.stdout)
-            except ValueError as error:
-                raise BackendError(f"pachctl version --client-only: {error}", retryable=False)
+                stamp = os.stat(path).st_mtime_ns
+            except OSError:
+                stamp = 0
+            cached = _VERSIONS.get((path, stamp))
+            if cached is None:
+                completed = self._run(["version", "--client-only"], min(self.timeout, QUICK_TIMEOUT))
+                if completed.returncode != 0:
+                    raise BackendError(f"pachctl version --client-only failed: {self._last_line(completed)}")
+                try:
+                    cached = parse_version(completed.stdout)
+                except ValueError as error:
+                    raise BackendError(f"pachctl version --client-only: {error}", retryable=False)
+                _VERSIONS[(path, stamp)] = cached
+            self._version = cached
         return self._version
 
     def describe(self) -> str:

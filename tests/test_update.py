@@ -16,6 +16,7 @@ import pytest
 
 from pachhook.jobs import Job, StepRecord, STEP_NAMES
 from pachhook.steps import StepContext, StepError, run_step
+from pachhook import pachctl as pachctl_module
 from pachhook.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
 
 DOUBLES = Path(__file__).parent / "doubles"
@@ -59,6 +60,9 @@ def double(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("PATH", f"{DOUBLES}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("PACHCTL_DOUBLE_VERSION", raising=False)
     monkeypatch.delenv("PACHHOOK_PACHCTL_TIMEOUT", raising=False)
+    # pachhook remembers a pachctl file's version for the process; the double's version
+    # is set per test by environment, so each test starts with nothing remembered.
+    monkeypatch.setattr(pachctl_module, "_VERSIONS", {})
     return state
 
 
@@ -289,6 +293,16 @@ def test_inspect_output_of_both_eras():
     one = {"pipeline": {"name": "edges"}, "version": 2, "transform": {"image": "b:2"}}
     state = state_from_inspect(one, "edges")
     assert (state.version, state.image, state.annotations) == ("2", "b:2", {})
+
+
+def test_version_is_asked_once_per_pachctl_file(tmp_path, double):
+    repo = make_repo(tmp_path / "repo")
+    run_step("update", context(repo))
+    (repo / "edges" / "pipeline.json").write_text(json.dumps(dict(TEMPLATE, description="v2")))
+    git(repo, "commit", "-q", "-am", "v2")
+    run_step("update", context(repo, job_id=8))
+    assert [call for call in calls(double) if call[0] == "version"] == [["version", "--client-only"]]
+    assert len(received(double)) == 2
 
 
 def test_inspect_of_an_absent_pipeline_is_none(double):

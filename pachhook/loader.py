@@ -26,12 +26,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from pachhook.diagnostics import ERROR, Diagnostic, JsonPath, format_json_path
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # a real spec is a few kB; this keeps memory and time bounded
 MAX_DEPTH = 100  # a real spec nests about 10 levels; validators below may recurse this deep
+# Real spec files hold under 100 values (87 at most in the upstream corpus); checking costs
+# up to ~1 ms per value, so a 5 MB file of a million tiny values must be refused unread.
+MAX_VALUES = 10_000
 
 Position = Tuple[int, int]  # 1-based line and column
 
@@ -61,6 +64,7 @@ class Document:
 class LoadedFile:
     documents: List[Document] = field(default_factory=list)
     diagnostics: List[Diagnostic] = field(default_factory=list)
+    values: int = field(default=0, repr=False, compare=False)  # counted against MAX_VALUES
 
 
 class _Positions:
@@ -187,6 +191,14 @@ def _add_root(
     """Turn one parsed document into specs: a mapping, or a list of mappings (pachctl 2.1+)."""
     if value is None:
         return  # an empty document, as between two `---` lines: pachctl skips it
+    if result.values > MAX_VALUES:
+        return  # the file was refused already
+    result.values += _count_values(value, MAX_VALUES + 1 - result.values)
+    if result.values > MAX_VALUES:
+        line, column = positions.find((root,))
+        result.diagnostics.append(
+            Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
+        return
     if isinstance(value, list):
         for item, element in enumerate(value):
             _add_spec(name, element, positions, (root, item), result)
@@ -234,6 +246,25 @@ def _kind(value: Any) -> str:
     return "null"
 
 
+def _too_many_message() -> str:
+    return (f"file holds more than {MAX_VALUES} values; a pipeline spec file never does"
+            " (real ones hold a few hundred at most): it was not checked further")
+
+
+def _count_values(value: Any, limit: int) -> int:
+    """How many values `value` holds, itself included; counting stops at `limit`."""
+    count = 0
+    stack = [value]
+    while stack and count < limit:
+        current = stack.pop()
+        count += 1
+        if isinstance(current, dict):
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return count
+
+
 def _depth_message() -> str:
     return f"values are nested more than {MAX_DEPTH} levels deep; a pipeline spec never is"
 
@@ -258,6 +289,7 @@ def _too_deep(value: Any) -> Optional[JsonPath]:
 
 
 def _pairs_hook(pairs: list) -> dict:
+    _pairs_hook.pairs += len(pairs)  # type: ignore[attr-defined]
     result = dict(pairs)
     if len(result) != len(pairs):
         _pairs_hook.duplicates = True  # type: ignore[attr-defined]
@@ -273,15 +305,9 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_refus
 
 def _load_json_file(name: str, text: str, result: LoadedFile) -> None:
     """Split on `---` lines; read each part as JSON, or as YAML when it is not strict JSON."""
-    start = 0
-    first_line = 1
-    parts: List[Tuple[str, int]] = []
-    for marker in _DOC_MARKER.finditer(text):
-        parts.append((text[start:marker.start()], first_line))
-        first_line += text.count("\n", start, marker.end())
-        start = marker.end()
-    parts.append((text[start:], first_line))
-    for part, line in parts:
+    for part, line in _split_documents(text):
+        if result.values > MAX_VALUES:
+            break  # the generator stops too: a huge file is not split to the end
         stripped = part.lstrip()
         if not stripped:
             continue
@@ -291,12 +317,34 @@ def _load_json_file(name: str, text: str, result: LoadedFile) -> None:
             _load_yaml_text(name, part, line, result)
 
 
+def _split_documents(text: str) -> Iterator[Tuple[str, int]]:
+    """The parts of text between `---` lines, each with its first line number."""
+    start = 0
+    first_line = 1
+    for marker in _DOC_MARKER.finditer(text):
+        yield text[start:marker.start()], first_line
+        first_line += text.count("\n", start, marker.end())
+        start = marker.end()
+    yield text[start:], first_line
+
+
 def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -> None:
     lines = _LineIndex(part, first_line)
     positions = _Positions(lambda: _scan_json(part, lines)[0], lines.position(_skip_blank(part, 0)))
     values: List[Any] = []
     offset = _skip_blank(part, 0)
+    if part.count("{") > MAX_VALUES:
+        # So many objects that the file is likely refused: count with the C parser alone
+        # before paying the Python duplicate-key hook once per object.
+        try:
+            quick = json.loads(part)
+        except (ValueError, RecursionError):
+            quick = None  # the full parse below says what is wrong
+        if quick is not None and _count_values(quick, MAX_VALUES + 1) > MAX_VALUES:
+            _add_root(name, quick, positions, 0, result)  # reports too-many-values
+            return
     _pairs_hook.duplicates = False  # type: ignore[attr-defined]
+    _pairs_hook.pairs = 0  # type: ignore[attr-defined]
     try:
         while offset < len(part):
             value, end = _DECODER.raw_decode(part, offset)
@@ -325,6 +373,23 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
             message = f"invalid JSON: {error}"
         result.diagnostics.append(Diagnostic(name, line, column, message, ERROR, "", "syntax"))
         return
+    if _pairs_hook.pairs > MAX_VALUES:  # type: ignore[attr-defined]
+        # duplicate keys collapse in the dict: count them here, before reporting each one
+        result.values = MAX_VALUES + 1
+        line, column = positions.default
+        result.diagnostics.append(
+            Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
+        return
+    if _SURROGATE_ESCAPE.search(part) and _has_lone_surrogate(values):
+        # `"\ud800"` decodes to a string no encoder can write out; pachctl refuses it too
+        as_yaml = LoadedFile()
+        _load_yaml_text(name, part, first_line, as_yaml)
+        result.documents += as_yaml.documents
+        result.diagnostics += as_yaml.diagnostics or [Diagnostic(
+            name, positions.default[0], positions.default[1],
+            "invalid JSON: a \\u escape names half of a UTF-16 surrogate pair", ERROR, "",
+            "syntax")]
+        return
     if len(values) > 1:
         # Only pachctl 1.x read a stream of JSON objects; 2.x stops after the first one.
         second = _scan_json(part, lines)[1]
@@ -347,6 +412,26 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
             result.diagnostics.append(_duplicate(name, path[1:], where, first))
     for root, value in enumerate(values):
         _add_root(name, value, positions, root, result)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(values: List[Any]) -> bool:
+    """Whether a decoded string or key holds half a surrogate pair (iterative)."""
+    stack = list(values)
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def values_may_follow(part: str, offset: int) -> bool:
@@ -374,7 +459,9 @@ def _duplicate(name: str, path: tuple, where: Position, first: Position) -> Diag
     )
 
 
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
+# Strings as `"[^"\\]*(?:\\.[^"\\]*)*"`: the simpler `"(?:[^"\\]|\\.)*"` keeps a backtracking
+# entry per character, ~600 MB and seconds for one 5 MB string.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
 
 
 def _scan_json(part: str, lines: _LineIndex):
@@ -389,7 +476,13 @@ def _scan_json(part: str, lines: _LineIndex):
     # frame: [is_object, path, key or index, expecting_key, keys seen]
     stack: List[list] = []
     root = -1
+    # A file with more values than MAX_VALUES is refused anyway; stopping there keeps a
+    # diagnostic on a huge file from costing seconds (later values fall back to parents).
+    budget = 4 * MAX_VALUES + 16
     for match in _JSON_TOKEN.finditer(part):
+        budget -= 1
+        if budget < 0:
+            break
         token = match.group()
         char = token[0]
         if stack:
@@ -448,7 +541,7 @@ def _json_string(token: str) -> str:
 
 def _deep_json_position(part: str, lines: _LineIndex) -> Position:
     depth = 0
-    for match in re.finditer(r'"(?:[^"\\]|\\.)*"|[{}\[\]]', part):
+    for match in re.finditer(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]]', part):
         char = match.group()[0]
         if char in "{[":
             depth += 1
@@ -516,6 +609,12 @@ def _short_tag(tag: str) -> str:
 
 def _fits_64_bits(plain: str) -> bool:
     # yaml.v3 falls back to a float for integers beyond int64/uint64
+    digits = plain.lstrip("+-")
+    digits = digits[2:] if digits[1:2] in ("x", "X", "o", "O", "b", "B") else digits
+    if len(digits.lstrip("0")) > 64:
+        # too many digits for 64 bits in any base; int() would refuse past 4300 digits
+        # (or, on an older Python, take quadratic time over a 5 MB number)
+        return False
     try:
         number = int(plain, 0) if not re.match(r"[-+]?0[0-7]", plain) else int(plain, 8)
     except ValueError:
@@ -596,6 +695,7 @@ class _YamlBuilder:
 
     def _reset(self) -> None:
         self.stack: List[list] = []  # [container, path, pending key, key position, is_map]
+        self.events = getattr(self, "events", 0)  # of the whole text, against MAX_VALUES
         self.positions: Dict[tuple, Position] = {}
         self.duplicates: List[Tuple[tuple, Position, Position]] = []
         self.root: Any = None
@@ -615,6 +715,12 @@ class _YamlBuilder:
 
     def feed(self, event: Any):
         kind = type(event).__name__
+        if kind in ("DocumentStartEvent", "ScalarEvent", "MappingStartEvent",
+                    "SequenceStartEvent", "AliasEvent"):
+            self.events += 1
+            if self.events > MAX_VALUES:
+                # parsing a million empty documents or tiny values costs PyYAML ~20 s
+                raise _Refused(self._where(event), _too_many_message(), "too-many-values")
         if kind == "DocumentStartEvent":
             self._reset()
             return None

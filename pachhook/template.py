@@ -37,10 +37,14 @@ def has_placeholder(text: str) -> bool:
 def render_string(text: str, values: Dict[str, str]) -> Tuple[str, List[str]]:
     """Fill the placeholders of one string; returns it and the messages of what failed."""
     problems: List[str] = []
+    unknown = set()  # each unknown name reported once: a string may repeat it a million times
 
     def fill(match: "re.Match[str]") -> str:
         name = match.group(1)
         if name not in PLACEHOLDERS:
+            if name in unknown:
+                return match.group(0)
+            unknown.add(name)
             problems.append(
                 f"unknown placeholder {match.group(0)}: the placeholders are "
                 + ", ".join("{{ %s }}" % known for known in PLACEHOLDERS)

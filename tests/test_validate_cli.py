@@ -242,7 +242,25 @@ HOSTILE = {
     "deep.yaml": (b"- " * 100_000 + b"x\n", "error: values are nested more than"),
     "binary.json": (bytes(range(256)) * 10, "error: file is not UTF-8 text"),
     "nul.yaml": (b"pipeline:\n  name: a\x00\n", "error: invalid YAML"),
+    # big but under the size limit: counts of things, not bytes, must be bounded too
+    "many-docs.json": (b'{"pipeline": {"name": "a"}}\n---\n' * 150_000, "error: file holds more than"),
+    "many-docs.yaml": (b"pipeline: {name: a}\n---\n" * 200_000, "error: file holds more than"),
+    "long-list.json": (b"[" + b'{"pipeline": {"name": "a"}},' * 150_000 + b"{}]",
+                       "error: file holds more than"),
+    "many-keys.json": (b"{" + b",".join(b'"k%d": 1' % i for i in range(250_000)) + b"}",
+                       "error: file holds more than"),
 }
+
+
+def test_thousands_of_unknown_keys_are_reported_quickly(tmp_path):
+    keys = ",".join(f'"k{i}": 1' for i in range(9_000))
+    path = write(tmp_path / "pipeline.json", '{"pipeline": {"name": "a"}, ' + keys + "}")
+    started = time.monotonic()
+    result = run_cli(str(path), memory_mb=400)
+    assert time.monotonic() - started < 5
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 9_000 and all(": error: unknown field 'k" in line for line in lines)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))

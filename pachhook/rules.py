@@ -548,10 +548,11 @@ def _check_services(spec: _View, report: _Report) -> None:
             constant = _View(parallelism).get("constant")
             number = _as_int(constant) if constant is not None else 0
             if number is not None and number != 1:
+                shown = str(number) if abs(number) < 10**30 else "a huge number"
                 where = (spec.key("parallelism_spec"),) + ((_View(parallelism).key("constant"),)
                                                            if constant is not None else ())
                 report.error(where, f"a service runs with exactly one worker: set parallelism_spec.constant to 1 "
-                                    f"or delete parallelism_spec (got {number})", "service")
+                                    f"or delete parallelism_spec (got {shown})", "service")
     if spout_service is not None:
         _check_service_type(spout_service, (spec.key("spout"), spout.key("service")), report)  # type: ignore
     if spout is not None and spout_service is None and spec.get("input") is not None:
@@ -578,7 +579,7 @@ def _as_int(value: Any) -> Optional[int]:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value):
+    if isinstance(value, str) and len(value) <= 40 and re.fullmatch(r"-?[0-9]+", value):
         return int(value)
     return None
 
@@ -627,16 +628,17 @@ def _check_resources(resources: _View, path: JsonPath, report: _Report) -> None:
                                f"milli); did you mean \"{value[:-1]}Mi\" or \"{value[:-1]}M\"?", "resource-quantity")
     cpu = resources.get("cpu")
     number: Optional[float] = None
-    if isinstance(cpu, (int, float)) and not isinstance(cpu, bool):
-        number = float(cpu)
-    elif isinstance(cpu, str):
-        try:
+    try:
+        if isinstance(cpu, (int, float)) and not isinstance(cpu, bool):
             number = float(cpu)
-        except ValueError:
-            number = None  # the schema reports a cpu string that is not a number
+        elif isinstance(cpu, str) and len(cpu) <= 64:
+            number = float(cpu)
+    except (ValueError, OverflowError):
+        number = math.inf if isinstance(cpu, int) else None  # other strings: the schema reports them
     if number is not None and (math.isnan(number) or math.isinf(number) or number < 0):
-        report.error(path + (resources.key("cpu"),), f"cpu must be a non-negative number of cores, got {cpu!r}; "
-                                                     "pachd silently drops it", "resource-quantity")
+        shown = json.dumps(cpu) if isinstance(cpu, str) else ("a huge number" if math.isinf(number) else repr(cpu))
+        report.error(path + (resources.key("cpu"),), f"cpu must be a non-negative, finite number of cores, got "
+                                                     f"{shown}; pachd silently drops it", "resource-quantity")
 
 
 # -- pod_spec / pod_patch ------------------------------------------------------------------

@@ -261,7 +261,7 @@ def describe(value: Any) -> str:
     if kind == "boolean":
         return "the boolean " + ("true" if value else "false")
     if kind in ("integer", "number"):
-        return f"the number {value!r}"
+        return f"the number {_number_text(value)}"
     if kind == "string":
         shown = value if len(value) <= 60 else value[:57] + "..."
         return "the string " + json.dumps(shown, ensure_ascii=False)
@@ -270,6 +270,14 @@ def describe(value: Any) -> str:
     if kind == "array":
         return "a list"
     return f"a {type(value).__name__}"
+
+
+def _number_text(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # ints beyond Python's str conversion limit
+        return "with more than 4000 digits"
+    return text if len(text) <= 40 else text[:20] + "..." + text[-10:]
 
 
 def _subject(path: JsonPath) -> str:
@@ -355,11 +363,11 @@ class _Checker:
         elif kind in ("integer", "number"):
             if node.minimum is not None and value < node.minimum:
                 if collect:
-                    self.report(path, f"{_subject(path)} must be at least {node.minimum}, got {value!r}", "schema")
+                    self.report(path, f"{_subject(path)} must be at least {node.minimum}, got {_number_text(value)}", "schema")
                 return False
             if node.maximum is not None and value > node.maximum:
                 if collect:
-                    self.report(path, f"{_subject(path)} must be at most {node.maximum}, got {value!r}", "schema")
+                    self.report(path, f"{_subject(path)} must be at most {node.maximum}, got {_number_text(value)}", "schema")
                 return False
         if node.enum is not None and kind != "string":
             if collect:
@@ -483,7 +491,11 @@ class _Checker:
         message = node.description or f"{_subject(path)} matches a form that is not allowed"
         self.report(path, message, "one-of")
 
-    def _unknown_field(self, node: _Node, key: str, path: JsonPath) -> None:
+    def _unknown_field(self, node: _Node, key: Any, path: JsonPath) -> None:
+        if not isinstance(key, str):  # YAML can give non-string keys; JSON never does
+            self.report(path + (key,), f"field names are strings, but {describe(key)} is used as a key {_where(path)}",
+                        "unknown-field")
+            return
         removed = _REMOVED.get(node.name or "", {}).get(key)
         if removed is not None:
             self.report(path + (key,), f"'{key}' was removed in Pachyderm 2.0; {_REMOVED_HINTS[removed]}",

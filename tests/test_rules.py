@@ -472,3 +472,15 @@ def _doc_examples():
 def test_each_documented_example_triggers_its_rule(rule, example):
     reported = {p.rule for p in schema.check(example) + rules.check(example)}
     assert rule in reported, reported
+
+
+def test_huge_numbers_and_odd_keys_do_not_crash():
+    huge = 10**5000
+    doc = spec(service={"internal_port": 80}, parallelism_spec={"constant": huge},
+               resource_limits={"cpu": huge, "memory": "1Gi"}, metadata={"labels": {5: "x"}})
+    problems = rules.check(doc)
+    assert [(p.rule, p.path) for p in problems] == [
+        ("service", ("parallelism_spec", "constant")),
+        ("resource-quantity", ("resource_limits", "cpu")),
+    ]
+    assert "got a huge number" in problems[0].message

@@ -392,3 +392,11 @@ def test_importing_schema_pulls_in_no_heavy_library():
             "print(' '.join(m for m in ('jsonschema', 'yaml', 'docker', 'git') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_values_python_cannot_print_do_not_crash_the_messages():
+    huge = 10**5000  # beyond Python's int-to-str limit; a YAML file can hold such a literal
+    problems = schema.check({"datum_tries": huge, "parallelism_spec": {"constant": -huge}, 7: "x"})
+    assert [p.path for p in problems] == [("datum_tries",), ("parallelism_spec", "constant"), (7,)]
+    assert "more than 4000 digits" in problems[0].message
+    assert problems[2].message == "field names are strings, but the number 7 is used as a key at the top level"

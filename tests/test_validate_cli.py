@@ -302,3 +302,46 @@ def test_largest_accepted_file_is_checked_in_bounded_time(tmp_path):
     result = run_cli(str(path), memory_mb=400)
     assert time.monotonic() - started < 5
     assert (result.returncode, result.stdout) == (0, ""), result.stderr
+
+
+# --------------------------------------------------------------------------- library API
+
+
+def test_validate_bytes_places_problems_of_a_rendered_template():
+    from pachhook.validate import validate_bytes
+
+    text = GOOD_YAML.replace("glob: /", "glob: /\n    branch: '{{ branch }}'\nbogus: 1")
+    diagnostics = validate_bytes("t.pipeline.yaml", text.encode())
+    assert [(d.line, d.column, d.json_path, d.rule) for d in diagnostics] == [
+        (11, 1, "bogus", "unknown-field")
+    ]
+
+
+def test_find_templates_uses_globs_and_skips_git(tmp_path):
+    from pachhook.config import Config
+    from pachhook.validate import find_templates
+
+    for name in ("pipeline.json", "a/pipeline.yml", "a/b/x.pipeline.yaml", "a/notes.json",
+                 "specs/one.json", "specs/deep/two.json", ".git/pipeline.json"):
+        write(tmp_path / name, "{}")
+    found = find_templates(tmp_path, Config(root=tmp_path))
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "pipeline.json", "a/pipeline.yml", "a/b/x.pipeline.yaml"]
+    only_specs = Config(root=tmp_path, templates=["specs/*.json"])
+    assert [p.relative_to(tmp_path).as_posix() for p in find_templates(tmp_path, only_specs)] == [
+        "specs/one.json"]
+    any_depth = Config(root=tmp_path, templates=["specs/**/*.json"])
+    assert [p.relative_to(tmp_path).as_posix() for p in find_templates(tmp_path, any_depth)] == [
+        "specs/one.json", "specs/deep/two.json"]
+
+
+def test_json_templates_need_no_heavy_imports(tmp_path):
+    # the pre-commit hook's cost is mostly imports: none of these may load on the JSON path
+    spec = write(tmp_path / "pipeline.json", GOOD_JSON)
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pachhook", "validate", str(spec)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    heavy = {"yaml", "jsonschema", "docker", "git", "tomllib", "tomli", "difflib", "sqlite3"}
+    assert imported and not heavy & imported, heavy & imported

@@ -337,3 +337,24 @@ def test_dockerignore_matching_follows_docker(patterns, path, excluded):
 ])
 def test_remote_url_loses_its_credentials(url, expected):
     assert strip_credentials(url) == expected
+
+
+@pytest.mark.integration
+def test_dry_run_says_build_then_reuse_and_changes_nothing(docker_env, tmp_path):
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    job = make_job(repo, unique_image(docker_env))
+    lines: List[str] = []
+    ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append, dry_run=True)
+
+    planned = run_step("build", ctx)
+
+    assert planned.outcome == "skipped"
+    assert planned.message.startswith(f"dry run: would build {job.image}:{job.commit} from edges")
+    client = svc.docker_client(docker_env)
+    try:
+        assert client.api.images(name=job.image) == []
+    finally:
+        client.close()
+    built, _ = run_build(repo, job)
+    again = run_step("build", ctx)
+    assert f"would reuse image {built.data['image_id'][7:19]}" in again.message

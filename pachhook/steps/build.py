@@ -142,10 +142,7 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
         raise StepError(f"build of {job.image}: {error}", retryable=False) from None
 
     if ctx.dry_run:
-        ctx.log(f"build: would build {image_ref} from {plan.inputs.context or '.'} "
-                f"({plan.inputs.dockerfile}), context key {plan.key[:12]}")
-        return StepResult(outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key},
-                          message=f"dry run: {image_ref}")
+        return _dry_run(ctx, plan, image_ref)
 
     try:
         client = dockerclient.make_client()
@@ -159,6 +156,41 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
     except OSError as error:  # a cache: losing it only costs a slower lookup
         ctx.log(f"build: could not record the image for its context key: {_one_line(error)}")
     return result
+
+
+def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
+    """Say whether the image would be reused or built; changes nothing (no tag, no pull)."""
+    from docker.errors import ImageNotFound
+
+    from pachhook import dockerclient, imagekeys
+
+    where = f"{plan.inputs.context or '.'} ({plan.inputs.dockerfile}), context key {plan.key[:12]}"
+    verdict = f"would build {image_ref} from {where}"
+    try:
+        client = dockerclient.make_client()
+    except dockerclient.EngineUnavailable as error:
+        verdict += f"; cannot tell whether an image can be reused: {error}"
+    else:
+        local = ""
+        for candidate in (imagekeys.recorded_image(ctx.git_dir, plan.key), image_ref):
+            try:
+                if candidate and client.images.get(candidate).labels.get(LABEL_KEY) == plan.key:
+                    local = candidate
+                    break
+            except ImageNotFound:
+                continue
+        if not local:
+            found = client.api.images(filters={"label": f"{LABEL_KEY}={plan.key}"})
+            local = found[0]["Id"] if found else ""
+        pushed = imagekeys.recorded_refs(ctx.git_dir, plan.key)
+        if local:
+            verdict = f"would reuse image {local[7:19] if local.startswith('sha256:') else local} " \
+                      f"(same context key {plan.key[:12]}) and tag it {image_ref}"
+        elif pushed:
+            verdict = f"would pull {pushed[0]} (same context key {plan.key[:12]}) and tag it {image_ref}"
+    ctx.log(f"build: {verdict}")
+    return StepResult(outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key},
+                      message=f"dry run: {verdict}")
 
 
 def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:

@@ -363,11 +363,13 @@ class _Checker:
         elif kind in ("integer", "number"):
             if node.minimum is not None and value < node.minimum:
                 if collect:
-                    self.report(path, f"{_subject(path)} must be at least {node.minimum}, got {_number_text(value)}", "schema")
+                    self.report(path, f"{_subject(path)} must be at least {node.minimum}, "
+                                      f"got {_number_text(value)}", "schema")
                 return False
             if node.maximum is not None and value > node.maximum:
                 if collect:
-                    self.report(path, f"{_subject(path)} must be at most {node.maximum}, got {_number_text(value)}", "schema")
+                    self.report(path, f"{_subject(path)} must be at most {node.maximum}, "
+                                      f"got {_number_text(value)}", "schema")
                 return False
         if node.enum is not None and kind != "string":
             if collect:
@@ -403,7 +405,7 @@ class _Checker:
                 if key not in value:
                     if not collect:
                         return False
-                    self.report(path, f"missing required field '{key}' {_where(path)}", "required")
+                    self.report(path, f"missing required field '{key}' {_where(path)}", "schema")
                     ok = False
         props = node.properties
         if props is None and node.additional is None:

@@ -11,6 +11,7 @@ import os
 from typing import Any, Dict, Optional
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+CONNECT_TIMEOUT = 15  # seconds for the first answer of the engine
 
 
 class EngineUnavailable(Exception):
@@ -63,8 +64,10 @@ def make_client(timeout: int = 600) -> Any:
         if client is not None:
             client.ping()
             return client
-        # from_env asks the engine for its API version, which proves it answers.
-        client = docker.from_env(timeout=timeout)
+        # from_env asks the engine for its API version, which proves it answers; a short
+        # timeout for that, so an unreachable tcp:// or ssh:// engine fails in seconds.
+        client = docker.from_env(timeout=CONNECT_TIMEOUT)
+        client.api.timeout = timeout  # builds may stay silent for minutes
     except Exception as error:  # DockerException, or requests' errors escaping docker-py
         _CLIENTS.pop(settings, None)
         raise _unreachable(error) from None

@@ -83,6 +83,10 @@ SERVICE = {
 VALID_SPECS = [EDGES, MONTAGE, SERVICE]
 
 
+SCHEMA_RULES = {"unknown-field", "removed-field", "both-spellings", "type", "enum", "duration", "timestamp",
+                "one-of", "schema", "not-a-mapping", "too-deep"}
+
+
 def jsonschema_valid(document) -> bool:
     return next(VALIDATOR.iter_errors(document), None) is None
 
@@ -236,6 +240,7 @@ def test_agrees_with_jsonschema_on_mutated_specs(doc):
     assert (problems == []) == jsonschema_valid(doc), problems
     for problem in problems:
         assert isinstance(problem.path, tuple) and problem.message and "\n" not in problem.message
+        assert problem.rule in SCHEMA_RULES  # each documented in docs/spec-rules.md
 
 
 @settings(max_examples=300, deadline=None)

@@ -72,7 +72,7 @@ class DemoReport:
                 "provenance": self.provenance, "rendered": self.rendered, "commands": self.commands}
 
 
-Say = Callable[[str, str], None]  # (kind, text): kind is heading | info | detail | skip | ok | fail
+Say = Callable[[str, str], None]  # (kind, text): heading | info | progress | detail | skip | ok | fail
 
 
 def find_examples() -> Optional[Path]:
@@ -300,8 +300,12 @@ def _partial_drain(repo: Path, real_steps: List[str], logs: Dict[str, List[str]]
                 queue.finish_step(job.id, name, data, skipped=dry or outcome.outcome == "skipped",
                                   worker_id=worker_id)
                 results[name] = data
-                say("detail", f"{job.pipeline}: {name}: {'dry run' if dry else outcome.outcome}"
-                    + (f": {outcome.message}" if outcome.message else ""))
+                message = outcome.message
+                if dry:
+                    message = message[len("dry run"):].lstrip(": ") if message.startswith("dry run") else message
+                    message = message.split("; ", 1)[0]  # what would happen, not why it cannot be checked
+                say("progress", f"{job.pipeline}: {name}: {'dry run' if dry else outcome.outcome}"
+                    + (f": {message}" if message else ""))
 
 
 def _rendered_from_log(lines: List[str]) -> Optional[str]:
@@ -324,17 +328,31 @@ def _command_from_log(lines: List[str]) -> Optional[str]:
     return None
 
 
-def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float) -> bool:
-    """Until the worker has drained the queue (True) or the deadline passes (False)."""
+def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Say) -> bool:
+    """Until the worker has drained the queue (True) or the deadline passes (False).
+
+    Each step the worker finishes is reported as it happens: long builds show progress.
+    """
     from pachhook import gitrepo
     from pachhook.queue import Queue
 
+    seen: Dict[tuple, str] = {}
     with Queue(gitrepo.git_common_dir(repo)) as queue:
-        while time.monotonic() < deadline:
+        while True:
+            for job in reversed(queue.list_jobs()):
+                for step in job.steps:
+                    key = (job.id, step.name)
+                    if step.state != seen.get(key) and step.state != "pending":
+                        seen[key] = step.state
+                        result = step.result.get("outcome", "") if step.state == "done" else ""
+                        detail = f" ({result})" if result and result != "done" else ""
+                        error = f": {step.error}" if step.error else ""
+                        say("progress", f"{job.pipeline}: {step.name}: {step.state}{detail}{error}")
             if process.poll() is not None and not queue.has_work():
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.2)
-    return False
 
 
 def run_demo(directory: Optional[str] = None, registry: Optional[str] = None, timeout: float = 120.0,
@@ -448,11 +466,12 @@ def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[st
         say("info", "   the background worker builds, pushes and updates (`pachhook worker`)")
         worker = processes.start([sys.executable, "-m", "pachhook", "worker", "--repo", str(repo)],
                                  folder / "worker.log", cwd=str(repo), env=env)
-        finished = _wait_worker(worker, repo, deadline)
+        finished = _wait_worker(worker, repo, deadline, say)
     else:
         real = [step for step in ("build", "push", "update") if step not in skipped]
-        say("info", f"   running {', '.join(real) or 'no step'} for real, "
-                    f"{', '.join(s for s in ('build', 'push', 'update') if s in skipped)} as a dry run")
+        dry = [step for step in ("build", "push", "update") if step in skipped]
+        say("info", f"   {'running ' + ', '.join(real) + ' for real, ' if real else 'every step runs as a dry run: '}"
+                    f"{', '.join(dry)}{' as a dry run' if real else ''}")
         stop = threading.Event()
         thread = threading.Thread(target=_partial_drain, args=(repo, real, logs, say, stop), daemon=True)
         thread.start()

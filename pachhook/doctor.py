@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -27,6 +28,7 @@ class Check:
     status: str  # ok | warn | fail
     message: str
     fix: str = ""  # what to do, when not ok
+    seconds: float = 0.0  # how long the check took (shown with --verbose)
 
     def to_dict(self) -> Dict[str, str]:
         return asdict(self)
@@ -370,7 +372,10 @@ def run_checks(cwd: Optional[Path] = None, on_check: Optional[Callable[[Check], 
     results: List[Check] = []
     try:
         for name, function in CHECKS:
-            for check in _fail_safe(function, name)(probe):
+            started = time.monotonic()
+            found = _fail_safe(function, name)(probe)
+            for check in found:
+                check.seconds = round((time.monotonic() - started) / max(len(found), 1), 3)
                 results.append(check)
                 if on_check:
                     on_check(check)

@@ -119,3 +119,16 @@ def add_output_options(parser, json_format: bool = True) -> None:  # parser: arg
     if json_format:
         parser.add_argument("--format", choices=("text", "json"), default="text",
                             help="output format: lines for people (default) or one JSON document")
+
+
+def quiet_broken_pipe() -> int:
+    """After stdout's reader went away (`pachhook doctor | head`): no traceback, exit 141 like a shell.
+
+    stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141

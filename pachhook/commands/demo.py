@@ -43,6 +43,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
         return 2 if stop.code else 0
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        from pachhook.output import quiet_broken_pipe
+
+        return quiet_broken_pipe()
+
+
+def _main(args: argparse.Namespace) -> int:
     from pachhook.demo import DemoError, run_demo
     from pachhook.output import Printer
 
@@ -59,6 +68,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             printer.heading(line)
         elif kind == "detail":
             printer.detail("   " + line)
+        elif kind == "progress":
+            printer.info("   .. " + line)
         elif kind == "info":
             printer.info(line)
         else:

@@ -34,6 +34,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
         return 2 if stop.code else 0
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        from pachhook.output import quiet_broken_pipe
+
+        return quiet_broken_pipe()
+
+
+def _main(args: argparse.Namespace) -> int:
     from pachhook.doctor import FAIL, OK, run_checks
     from pachhook.output import Printer
 
@@ -41,7 +50,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def show(check) -> None:
         if args.format == "text":
-            printer.status(check.status, check.name, check.message)
+            timing = f" ({check.seconds:.2f} s)" if printer.verbose else ""
+            printer.status(check.status, check.name, check.message + timing)
             if check.fix and check.status != OK:
                 printer.result(f"      -> {check.fix}")
 

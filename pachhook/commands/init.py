@@ -45,6 +45,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
         return 2 if stop.code else 0
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        from pachhook.output import quiet_broken_pipe
+
+        return quiet_broken_pipe()
+
+
+def _main(args: argparse.Namespace) -> int:
     from pachhook.init import InitError, run_init
     from pachhook.output import Printer
 

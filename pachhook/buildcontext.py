@@ -255,14 +255,20 @@ class ContextPlan:
 
 
 def plan_context(
-    repo_root: Path, commit: str, inputs: BuildInputs, leave_out: Optional[Callable[[str], bool]] = None
+    repo_root: Path,
+    commit: str,
+    inputs: BuildInputs,
+    leave_out: Optional[Callable[[str], bool]] = None,
+    scope: str = "",
 ) -> ContextPlan:
     """Decide the files of the build context of commit and its context key.
 
     leave_out(path from the repo root) names files that are never build input (pachhook's
     pipeline templates), so changing only those neither rebuilds nor reaches the image.
     The key is the sha256 of what is sent: each file's path, mode and blob, the Dockerfile blob
-    and the sorted build args; equal keys mean equal images.
+    and the sorted build args, plus scope (the image repository and the source repository), so
+    that an image is only reused for the repository and image name that built it: its labels
+    name that source.
     """
     listing = list_tree(repo_root, commit, inputs.context, also=(inputs.dockerfile,))
     if inputs.context and getattr(listing.get(inputs.context), "kind", "") != "tree":
@@ -310,6 +316,7 @@ def plan_context(
         "files": [[rel, entry.mode, entry.sha] for rel, entry in chosen],
         "dockerfile": [dockerfile_name, dockerfile_sha],
         "build_args": sorted(inputs.build_args.items()),
+        "scope": scope,
     })
     return ContextPlan(
         commit=commit, inputs=inputs, chosen=chosen, dockerfile_name=dockerfile_name,

@@ -111,12 +111,18 @@ def plan_build(repo_root: Path, commit: str, template: str, image: str, config: 
     Raises buildcontext.ContextError with a one-line cause. Pipeline templates (the files the
     configuration's template globs match) are left out of the context.
     """
-    from pachhook import buildcontext
+    from pachhook import buildcontext, gitrepo
     from pachhook.affected import template_matcher
 
     inputs = buildcontext.resolve_inputs(template, config.images.get(image))
     templates = template_matcher(config.templates)
-    return buildcontext.plan_context(repo_root, commit, inputs, leave_out=lambda path: bool(templates.match(path)))
+    # Worktrees of one repository share the git common dir, so they share reuse too.
+    source = remote_url(repo_root, "") or str(gitrepo.git_common_dir(repo_root).resolve())
+    return buildcontext.plan_context(
+        repo_root, commit, inputs,
+        leave_out=lambda path: bool(templates.match(path)),
+        scope=f"{image}\n{source}",
+    )
 
 
 def run(ctx: StepContext, reuse: bool = True) -> StepResult:

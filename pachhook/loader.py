@@ -559,10 +559,12 @@ _GO_INT = re.compile(
     r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)\Z"
 )
 _YAML_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+# The layouts yaml.v3 tries on an unquoted scalar: a date; a date, `T` and a time with a
+# zone; a date, a space and a time without one. Anything else stays a string.
 _TIMESTAMP = re.compile(
     r"[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
-    r"(([Tt]|[ \t]+)[0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(\.[0-9]*)?"
-    r"([ \t]*(Z|[-+][0-9]{1,2}(:[0-9]{2})?))?)?\Z"
+    r"([Tt][0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(\.[0-9]+)?(Z|[-+][0-9]{2}:[0-9]{2})"
+    r"| [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(\.[0-9]+)?)?\Z"
 )
 _NULLS = {"", "~", "null", "Null", "NULL"}
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
@@ -700,6 +702,9 @@ class _YamlBuilder:
         self.duplicates: List[Tuple[tuple, Position, Position]] = []
         self.root: Any = None
 
+    def _expecting_key(self) -> bool:
+        return bool(self.stack) and self.stack[-1][4] and self.stack[-1][3] is None
+
     def current_path(self) -> JsonPath:
         """The path of the value being read (for a refusal's diagnostic)."""
         if not self.stack:
@@ -737,7 +742,9 @@ class _YamlBuilder:
         where = self._where(event)
         if kind == "ScalarEvent":
             tag = event.tag
-            if tag is None and event.style in ("", None) and event.implicit[0]:
+            if self._expecting_key() and tag in (None, "!"):
+                value = event.value  # JSON keys are strings: `on:` or `1:` as written
+            elif tag is None and event.style in ("", None) and event.implicit[0]:
                 value = _resolve_plain(event.value, where)
             elif tag is None or tag == "!":
                 value = event.value

@@ -155,6 +155,9 @@ def test_yaml_documents_after_a_json_document():
         ("512Mi", "512Mi"),
         ("!!str 12", "12"),
         ("!!int 12", 12),
+        ("2021-01-01T10:00:00", "2021-01-01T10:00:00"),  # no zone: no yaml.v3 layout fits
+        ("2021-01-01 10:00:00 +1", "2021-01-01 10:00:00 +1"),
+        ("20210101", 20210101),
     ],
 )
 def test_yaml_scalars_follow_yaml_1_2_core(scalar, expected):
@@ -173,6 +176,8 @@ def test_yaml_scalars_follow_yaml_1_2_core(scalar, expected):
         ("+1", "yaml-scalar", "+1"),
         ("2021-01-01", "yaml-scalar", "timestamp"),
         ("2021-01-01T10:00:00Z", "yaml-scalar", "timestamp"),
+        ("2021-1-2t10:00:00.5+01:00", "yaml-scalar", "timestamp"),
+        ("2021-01-01 10:00:00", "yaml-scalar", "timestamp"),
         (".inf", "yaml-scalar", ".inf"),
         ("!!binary aGk=", "yaml-tag", "binary"),
         ("!custom x", "yaml-tag", "custom"),
@@ -183,6 +188,13 @@ def test_yaml_scalars_pachctl_refuses(scalar, rule, words):
     assert diagnostic.rule == rule
     assert (diagnostic.line, diagnostic.column) == (3, 8)
     assert words in diagnostic.message
+
+
+def test_yaml_keys_stay_as_written():
+    text = b"pipeline:\n  name: a\ntransform:\n  env:\n    on: x\n    0755: y\n    2021-01-01: z\n    1: w\n"
+    loaded = load_bytes("keys.yaml", text)
+    assert loaded.diagnostics == []
+    assert loaded.documents[0].value["transform"]["env"] == {"on": "x", "0755": "y", "2021-01-01": "z", "1": "w"}
 
 
 def test_yaml_anchor_is_refused_where_it_appears():

@@ -287,3 +287,20 @@ def test_huge_file_is_refused_without_reading_it(tmp_path):
 def test_missing_file_and_directory(tmp_path):
     assert "cannot read file" in only_diagnostic(load_path(tmp_path / "nope.json")).message
     assert "is a directory" in only_diagnostic(load_path(tmp_path)).message
+
+
+def test_tabs_inside_yaml_flow_collections_are_whitespace():
+    import yaml
+
+    if not hasattr(yaml, "CSafeLoader"):
+        pytest.skip("PyYAML without libyaml refuses tabs in flow collections (documented)")
+    text = b'pipeline: {\n\t"name": "a",\n\t"project":\t{"name": "p"}\n}\n'
+    loaded = load_bytes("tabs.yaml", text)
+    assert loaded.diagnostics == []
+    assert loaded.documents[0].value == {"pipeline": {"name": "a", "project": {"name": "p"}}}
+    assert loaded.documents[0].locate(("pipeline", "project")) == (3, 2)
+
+
+def test_tab_indentation_is_refused_as_in_yaml_v3():
+    diagnostic = only_diagnostic(load_bytes("tabs.yaml", b"pipeline:\n\tname: a\n"))
+    assert diagnostic.rule == "syntax" and diagnostic.line == 2

@@ -668,6 +668,10 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
         mark = error.problem_mark or error.context_mark
         line = (mark.line if mark else 0) + first_line
         column = (mark.column if mark else 0) + 1
+        if mark is not None and mark.index >= len(text):
+            # libyaml puts an error at the end of the stream on a line after the last one
+            # when the text does not end with a line break: point at the real end instead
+            line, column = _LineIndex(text, first_line).position(len(text))
         what = error.problem or "syntax error"
         if error.context:
             what = f"{what} ({error.context})"

@@ -1,0 +1,213 @@
+"""Time the post-commit path: `pachhook queue`, and `git commit` with pachhook's hooks.
+
+    python benchmarks/bench_queue.py [--runs 15] [--skip-framework] [--keep]
+
+Everything happens in a temporary folder: a virtual environment holding this checkout
+installed the way users get it (a regular, non-editable install: an editable install
+adds an import hook to every Python start), a demo repository with two pipelines, and
+for the pre-commit framework a hook repository cloned from this checkout's HEAD (so
+commit first) with its own PRE_COMMIT_HOME. Each figure is the median of --runs timed
+runs after two untimed ones; every run that commits changes a pipeline's code, so
+`pachhook queue` records a job each time (the worker mode is manual, so no worker runs).
+
+The targets (docs/performance.md): `pachhook queue` <= 60 ms, `git commit` with the plain
+post-commit hook <= 100 ms, and under the pre-commit framework pachhook's hooks add at
+most 20 % to a commit with trivial hooks in the same stages.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+TEMPLATE = """{
+  "pipeline": {"name": "%(name)s"},
+  "transform": {"image": "registry.invalid/demo/%(name)s:{{ tag }}", "cmd": ["/bin/sh", "/run.sh"]},
+  "input": {"pfs": {"repo": "images", "glob": "/*"}}
+}
+"""
+
+FRAMEWORK_PACHHOOK = """repos:
+- repo: %(clone)s
+  rev: %(rev)s
+  hooks:
+  - id: pachhook-validate
+  - id: pachhook-queue
+"""
+
+# The same stages and file filters as pachhook's hooks, doing nothing.
+FRAMEWORK_TRIVIAL = """repos:
+- repo: local
+  hooks:
+  - id: trivial-pre-commit
+    name: trivial pre-commit stage hook
+    entry: "true"
+    language: system
+    files: '(^|/)(pipeline|[^/]+\\.pipeline)\\.(json|ya?ml)$'
+    stages: [pre-commit]
+  - id: trivial-post-commit
+    name: trivial post-commit stage hook
+    entry: "true"
+    language: system
+    always_run: true
+    pass_filenames: false
+    stages: [post-commit]
+"""
+
+
+class Bench:
+    def __init__(self, base: Path, runs: int) -> None:
+        self.base = base
+        self.runs = runs
+        home = base / "home"
+        home.mkdir()
+        (home / ".gitconfig").write_text(
+            "[user]\n\tname = Bench\n\temail = bench@example.invalid\n[init]\n\tdefaultBranch = main\n")
+        self.venv = base / "venv"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT", "VIRTUAL_ENV"))}
+        self.env.update({
+            "HOME": str(home), "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"), "GIT_CONFIG_NOSYSTEM": "1",
+            "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PRE_COMMIT_HOME": str(base / "pre-commit-home"),
+        })
+
+    def run(self, args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(args), cwd=str(cwd), env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+        if check and proc.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def install(self) -> None:
+        subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
+        # --no-deps: the post-commit path needs none of them (JSON templates, no YAML).
+        self.run([str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+                  "--no-build-isolation", str(CHECKOUT)], self.base)
+
+    def repo(self, name: str) -> Path:
+        path = self.base / name
+        self.run(["git", "init", "-q", "-b", "main", str(path)], self.base)
+        (path / ".pachhook.toml").write_text('worker = "manual"\n')
+        for pipeline in ("edges", "montage"):
+            folder = path / pipeline
+            folder.mkdir()
+            (folder / "pipeline.json").write_text(TEMPLATE % {"name": pipeline})
+            (folder / "Dockerfile").write_text("FROM scratch\nCOPY run.sh /run.sh\n")
+            (folder / "run.sh").write_text(f"echo {pipeline}\n")
+        self.run(["git", "add", "."], path)
+        self.run(["git", "commit", "-q", "--no-verify", "-m", "first"], path)
+        return path
+
+    def median_ms(self, action: Callable[[int], Sequence[str]], cwd: Path,
+                  prepare: Optional[Callable[[int], None]] = None) -> float:
+        times: List[float] = []
+        for number in range(self.runs + 2):
+            if prepare:
+                prepare(number)
+            command = action(number)
+            start = time.perf_counter()
+            self.run(command, cwd)
+            elapsed = time.perf_counter() - start
+            if number >= 2:
+                times.append(elapsed * 1000)
+        return statistics.median(times)
+
+
+def touch(path: Path) -> Callable[[int], None]:
+    def change(number: int) -> None:
+        (path / "edges" / "run.sh").write_text(f"echo edges {number} {time.time()}\n")
+    return change
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=15, help="timed runs per figure (default 15)")
+    parser.add_argument("--skip-framework", action="store_true", help="leave out the pre-commit framework figures")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="pachhook-bench-"))
+    results: Dict[str, float] = {}
+    try:
+        bench = Bench(base, args.runs)
+        bench.install()
+        python = str(bench.venv / "bin" / "python")
+        pachhook = str(bench.venv / "bin" / "pachhook")
+
+        results["python -c pass (interpreter start)"] = bench.median_ms(lambda n: [python, "-c", "pass"], base)
+
+        repo = bench.repo("plain")
+        bench.run([pachhook, "queue"], repo)  # fills the template cache
+
+        def commit_then_time_queue(number: int) -> None:
+            touch(repo)(number)
+            bench.run(["git", "commit", "-q", "--no-verify", "-am", f"change {number}"], repo)
+
+        results["pachhook queue, commit queues 1 job"] = bench.median_ms(
+            lambda n: [pachhook, "queue"], repo, prepare=commit_then_time_queue)
+        results["pachhook queue, commit touches no pipeline"] = bench.median_ms(
+            lambda n: [pachhook, "queue"], repo)
+
+        results["git commit, no hooks"] = bench.median_ms(
+            lambda n: ["git", "commit", "-q", "-am", f"no hooks {n}"], repo, prepare=touch(repo))
+        bench.run([pachhook, "install"], repo)
+        os.remove(repo / ".git" / "hooks" / "pre-commit")  # post-commit alone: the queue's cost
+        results["git commit, plain post-commit hook"] = bench.median_ms(
+            lambda n: ["git", "commit", "-q", "-am", f"plain hook {n}"], repo, prepare=touch(repo))
+
+        if not args.skip_framework:
+            clone = base / "pachhook-clone"
+            bench.run(["git", "clone", "-q", str(CHECKOUT), str(clone)], base)
+            rev = bench.run(["git", "rev-parse", "HEAD"], clone).stdout.strip()
+            for kind, config in (("trivial", FRAMEWORK_TRIVIAL),
+                                 ("pachhook", FRAMEWORK_PACHHOOK % {"clone": clone, "rev": rev})):
+                path = bench.repo(f"framework-{kind}")
+                (path / ".pre-commit-config.yaml").write_text(config)
+                bench.run(["git", "add", "."], path)
+                bench.run([python, "-m", "pre_commit", "install", "--hook-type", "pre-commit",
+                           "--hook-type", "post-commit"], path)
+
+                def touch_template(number: int, path: Path = path) -> None:
+                    # Staging a template makes the pre-commit stage hook run as well.
+                    template = path / "edges" / "pipeline.json"
+                    template.write_text(TEMPLATE % {"name": "edges"} + " " * (number % 7))
+                    (path / "edges" / "run.sh").write_text(f"echo {number} {time.time()}\n")
+
+                bench.run(["git", "commit", "-q", "-am", "warm the framework's environment"], path)
+                results[f"git commit, pre-commit framework, {kind} hooks"] = bench.median_ms(
+                    lambda n, kind=kind: ["git", "commit", "-q", "-am", f"{kind} {n}"], path,
+                    prepare=touch_template)
+    finally:
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+    width = max(len(name) for name in results)
+    print(f"| {'measurement':<{width}} | median (ms) |")
+    print(f"| {'-' * width} | ----------- |")
+    for name, value in results.items():
+        print(f"| {name:<{width}} | {value:11.1f} |")
+    queue_ms = results["pachhook queue, commit queues 1 job"]
+    commit_ms = results["git commit, plain post-commit hook"]
+    print(f"\npachhook queue {queue_ms:.1f} ms (target <= 60): {'met' if queue_ms <= 60 else 'MISSED'}")
+    print(f"git commit with the plain hook {commit_ms:.1f} ms (target <= 100): {'met' if commit_ms <= 100 else 'MISSED'}")
+    trivial = results.get("git commit, pre-commit framework, trivial hooks")
+    ours = results.get("git commit, pre-commit framework, pachhook hooks")
+    if trivial and ours:
+        added = (ours / trivial - 1) * 100
+        print(f"pre-commit framework: pachhook's hooks add {added:.0f} % (target <= 20 %): "
+              f"{'met' if added <= 20 else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

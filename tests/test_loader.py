@@ -1,8 +1,10 @@
 """pachhook.loader: reading spec files as pachctl 2.x does, with positions, safely."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,7 +105,10 @@ def test_json_file_does_not_import_yaml():
         "assert r.documents and not r.diagnostics;"
         "print('yaml' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    checkout = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=checkout)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
     assert out.stdout.strip() == "False"
 
 

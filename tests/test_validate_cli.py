@@ -6,7 +6,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,9 @@ from pachhook.commands import validate as command
 from pachhook.loader import MAX_FILE_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
+# child processes import this checkout, installed or not, from whatever folder they run in
+CHECKOUT_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
 
 GOOD_JSON = """{
   "pipeline": {"name": "edges"},
@@ -48,11 +50,29 @@ def run_cli(*args: str, cwd: Path | None = None, memory_mb: int | None = None,
     return subprocess.run(
         [sys.executable, "-m", "pachhook", "validate", *args],
         cwd=cwd,
+        env=CHECKOUT_ENV,
         capture_output=True,
         text=True,
         timeout=timeout,
         preexec_fn=limit if memory_mb else None,
     )
+
+
+class CpuClock:
+    """CPU seconds used by child processes: unlike wall time, not inflated when other
+    work shares the machine, so a bound of a few seconds stays meaningful under load."""
+
+    def __enter__(self) -> "CpuClock":
+        self.start = self._children()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = self._children() - self.start
+
+    @staticmethod
+    def _children() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
 
 
 def write(path: Path, text: str) -> Path:
@@ -255,9 +275,9 @@ HOSTILE = {
 def test_thousands_of_unknown_keys_are_reported_quickly(tmp_path):
     keys = ",".join(f'"k{i}": 1' for i in range(9_000))
     path = write(tmp_path / "pipeline.json", '{"pipeline": {"name": "a"}, ' + keys + "}")
-    started = time.monotonic()
-    result = run_cli(str(path), memory_mb=400)
-    assert time.monotonic() - started < 5
+    with CpuClock() as clock:
+        result = run_cli(str(path), memory_mb=400)
+    assert clock.seconds < 5
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert len(lines) == 9_000 and all(": error: unknown field 'k" in line for line in lines)
@@ -268,14 +288,13 @@ def test_hostile_input_gets_one_clear_line_fast_and_small(tmp_path, name):
     data, expected = HOSTILE[name]
     path = tmp_path / name
     path.write_bytes(data)
-    started = time.monotonic()
-    result = run_cli(str(path), memory_mb=400, timeout=20)
-    elapsed = time.monotonic() - started
+    with CpuClock() as clock:
+        result = run_cli(str(path), memory_mb=400, timeout=30)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     [line] = result.stdout.splitlines()
     assert line.startswith(f"{path}:") and expected in line
-    assert elapsed < 5
+    assert clock.seconds < 5
 
 
 def test_fifty_megabyte_file_is_refused_unread(tmp_path):
@@ -283,9 +302,9 @@ def test_fifty_megabyte_file_is_refused_unread(tmp_path):
     with open(big, "wb") as handle:
         handle.write(b'{"pipeline": {"name": "a"}, "pad": "')
         handle.truncate(50 * 1024 * 1024)
-    started = time.monotonic()
-    result = run_cli(str(big), memory_mb=400)
-    assert time.monotonic() - started < 5
+    with CpuClock() as clock:
+        result = run_cli(str(big), memory_mb=400)
+    assert clock.seconds < 5
     assert result.returncode == 1
     assert result.stdout == (
         f"{big}:1:1: error: file is 50.0 MB, over the {MAX_FILE_BYTES // 1048576} MB limit"
@@ -298,9 +317,9 @@ def test_largest_accepted_file_is_checked_in_bounded_time(tmp_path):
     padding = "x" * (MAX_FILE_BYTES - 400)
     spec = GOOD_JSON.replace('"input"', f'"description": "{padding}",\n  "input"')
     path = write(tmp_path / "pipeline.json", spec)
-    started = time.monotonic()
-    result = run_cli(str(path), memory_mb=400)
-    assert time.monotonic() - started < 5
+    with CpuClock() as clock:
+        result = run_cli(str(path), memory_mb=400)
+    assert clock.seconds < 5
     assert (result.returncode, result.stdout) == (0, ""), result.stderr
 
 
@@ -339,7 +358,7 @@ def test_json_templates_need_no_heavy_imports(tmp_path):
     # the pre-commit hook's cost is mostly imports: none of these may load on the JSON path
     spec = write(tmp_path / "pipeline.json", GOOD_JSON)
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pachhook", "validate", str(spec)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=CHECKOUT_ENV)
     assert result.returncode == 0, result.stderr
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}

@@ -76,11 +76,11 @@ Say = Callable[[str, str], None]  # (kind, text): heading | info | progress | de
 
 
 def find_examples() -> Optional[Path]:
-    """The examples folder: beside the package in a checkout (editable install), else packaged."""
+    """The examples: packaged (in a checkout, a link to examples/), else beside the package."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "examples", here / "data" / "examples"):
+    for candidate in (here / "data" / "examples", here.parent / "examples"):
         if candidate.is_dir() and any(candidate.glob("*/Dockerfile")):
-            return candidate
+            return candidate.resolve()
     return None
 
 

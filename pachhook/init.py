@@ -408,10 +408,20 @@ def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Opt
     else:
         action = Action("install", str(hooks_dir), "pre-commit installed for " + ", ".join(missing))
         if not dry_run:
+            from pachhook.commands.install import _record, is_ours
+
+            # pachhook's own plain hooks give way: kept as *.legacy they would run everything twice.
+            replaced = [t for t in missing if (hooks_dir / t).is_file() and is_ours(hooks_dir / t)]
+            for hook_type in replaced:
+                (hooks_dir / hook_type).unlink()
+            if replaced:
+                action.message += f" (replacing pachhook's plain {', '.join(replaced)} hook)"
             ok, lines = install_hooks(root, missing)
             if not ok:
                 raise InitError([f"pre-commit install failed: {line}" for line in lines[-3:]]
                                 or ["pre-commit install failed"])
+            # Recorded as `pachhook install` records it, so that `pachhook uninstall` removes them.
+            _record(gitrepo.git_common_dir(root), "pre-commit", HOOK_TYPES)
             migrated = [line for line in lines if "migration mode" in line.lower()]
             if migrated:
                 action.message += " (existing hooks kept: pre-commit runs them first, as *.legacy)"

@@ -240,3 +240,20 @@ def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
         assert checks[f"{hook_type} hook"]["status"] == "ok"
         assert hook_id in checks[f"{hook_type} hook"]["message"]
     assert checks["worker"]["status"] == "warn" and "2 job(s) queued" in checks["worker"]["message"]
+
+
+def test_init_replaces_pachhooks_plain_hooks_keeps_foreign_ones_and_uninstall_undoes_it(tmp_path, env):
+    project = make_project(tmp_path, env)
+    hooks = project / ".git" / "hooks"
+    assert pachhook("install", "--plain", cwd=project, env=env).returncode == 0
+    (hooks / "pre-push").write_text("#!/bin/sh\necho team pre-push\n")  # someone else's hook
+    (hooks / "pre-push").chmod(0o755)
+    result = pachhook("init", cwd=project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "replacing pachhook's plain pre-commit, post-commit hook" in result.stdout
+    assert "existing hooks kept" in result.stdout
+    assert (hooks / "pre-push.legacy").read_text() == "#!/bin/sh\necho team pre-push\n"
+    assert not (hooks / "pre-commit.legacy").exists() and not (hooks / "post-commit.legacy").exists()
+    removed = pachhook("uninstall", cwd=project, env=env)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not (hooks / "post-commit").exists()

@@ -185,3 +185,28 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
     assert plain.getvalue() == "fail  docker: down\n"
     monkeypatch.setenv("PACHHOOK_COLOR", "always")
     assert not output.color_enabled(Terminal())
+
+
+def test_api_backend_connection_against_the_pps_double(project, env, tmp_path):
+    pytest.importorskip("pachyderm_sdk", reason="the API backend needs pachyderm-sdk: pip install 'pachhook[api]'")
+    pytest.importorskip("grpc", reason="the pps_v2.API test double needs grpcio")
+    from doubles import pps_server
+
+    token = "doctor-secret-session-token"
+    server, port, double = pps_server.start()
+    config = tmp_path / "pach-config.json"
+    config.write_text(json.dumps({"v2": {"active_context": "local", "contexts": {"local": {
+        "pachd_address": f"grpc://127.0.0.1:{port}", "session_token": token}}}}))
+    (project / ".pachhook.toml").write_text('backend = "api"\n')
+    env = dict(env, PACH_CONFIG=str(config))
+    try:
+        result = doctor(project, env)
+    finally:
+        double.released.set()
+        server.stop(grace=None)
+    assert "ok    pachyderm API: connected" in result.stdout, result.stdout + result.stderr
+    assert token not in result.stdout + result.stderr
+
+    down = doctor(project, env)  # the server is gone now
+    line = next(line for line in down.stdout.splitlines() if line.startswith("fail  pachyderm API:"))
+    assert "cannot connect" in line and token not in down.stdout

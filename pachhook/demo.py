@@ -217,12 +217,16 @@ def _pachhook(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None,
 
 
 def prepare_directory(requested: Optional[str]) -> Path:
-    if requested is None:
-        return Path(tempfile.mkdtemp(prefix="pachhook-demo-"))
-    path = Path(requested).resolve()
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise DemoError(f"--dir {requested}: exists and is not an empty folder; name a new one")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        if requested is None:
+            return Path(tempfile.mkdtemp(prefix="pachhook-demo-"))
+        path = Path(requested).resolve()
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise DemoError(f"--dir {requested}: exists and is not an empty folder; name a new one")
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DemoError(f"cannot make the demo folder {requested or 'in ' + tempfile.gettempdir()}: "
+                        f"{error.strerror or error}") from None
     return path
 
 

@@ -51,6 +51,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from pachhook.output import quiet_broken_pipe
 
         return quiet_broken_pipe()
+    except KeyboardInterrupt:
+        raise
+    except Exception as error:  # a bug or an unforeseen environment: one line, not a traceback
+        text = " ".join(str(error).split())
+        print(f"pachhook init: unexpected error: {type(error).__name__}: {text} (please report it)",
+              file=sys.stderr)
+        return 3
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -131,3 +131,25 @@ def test_manual_run_over_all_files_reports_every_template(hook_project):
     )
     assert result.returncode == 1
     assert "montage/montage.pipeline.yaml:5:8: error: YAML anchors and aliases" in result.stdout
+
+
+def test_pre_push_refuses_a_bad_template_committed_without_hooks(hook_project, tmp_path):
+    project, env = hook_project
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", str(remote), cwd=tmp_path, env=env)
+    git("remote", "add", "origin", str(remote), cwd=project, env=env, check=False)
+    git("remote", "set-url", "origin", str(remote), cwd=project, env=env)
+    installed = subprocess.run([sys.executable, "-m", "pre_commit", "install", "-t", "pre-push"],
+                               cwd=project, env=env, capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    git("reset", "-q", cwd=project, env=env)  # leave nothing staged by earlier tests
+    late = project / "late" / "pipeline.json"
+    late.parent.mkdir(exist_ok=True)
+    late.write_text(TEMPLATE.replace('"glob": "/*"', '"glob": "/*", "glob": "/"'))
+    git("add", str(late), cwd=project, env=env)
+    git("commit", "-q", "--no-verify", "-m", "skipped the pre-commit hook", cwd=project, env=env)
+    pushed = git("push", "origin", "HEAD:refs/heads/main", cwd=project, env=env, check=False)
+    output = pushed.stdout + pushed.stderr
+    assert pushed.returncode != 0, output
+    assert "late/pipeline.json:7:53: error: duplicate key 'glob'" in output, output
+    assert git("branch", "--list", cwd=remote, env=env).stdout == ""  # nothing arrived

@@ -45,7 +45,8 @@ def _help(action: argparse.Action) -> str:
 
 
 def command_section(name: str, summary: str, parser: argparse.ArgumentParser) -> List[str]:
-    lines = [f"## pachhook {name}", "", _cell(summary) + ".", "", "```text",
+    sentence = _cell(summary)
+    lines = [f"## pachhook {name}", "", sentence[:1].upper() + sentence[1:] + ".", "", "```text",
              " ".join(parser.format_usage().split()), "```", ""]
     if parser.description:
         lines += [_cell(parser.description), ""]

@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
             " demo says which and why. A registry is started on a free loopback port when the"
             " docker-registry program is installed."
         ),
-        epilog="Everything the demo writes stays in its folder (printed at the start); the"
-               " processes it starts are stopped before it returns. Exit status: 0 delivered,"
+        epilog="Everything the demo writes stays in its folder (printed at the start), apart from"
+               " the images it builds in the Docker engine; the processes it starts are stopped"
+               " before it returns. Exit status: 0 delivered,"
                " 1 a job failed or --timeout passed, 2 the demo could not start.",
     )
     parser.add_argument("--dir", metavar="DIR", default=None,

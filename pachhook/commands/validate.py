@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "With no FILE, checks the templates named by the repository configuration, or"
             " files named pipeline.json|yaml|yml and *.pipeline.json|yaml|yml."
-            " Exit status: 0 no errors, 1 errors found, 2 bad usage."
+            " Exit status: 0 no errors, 1 errors found, 2 bad usage, 3 internal error."
         ),
     )
     parser.add_argument(
@@ -39,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="treat an image without a tag, or tagged :latest, as an error",
     )
-    parser.add_argument("files", nargs="*", metavar="FILE", help="template files to check")
+    parser.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="template files to check; a folder means the templates inside it",
+    )
     return parser
 
 

@@ -110,6 +110,8 @@ def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]
             continue
         conventional = any(pattern.match(path) for pattern in globs)
         if not conventional:
+            if b"pipeline" not in data or b"transform" not in data:
+                continue  # cheap test first: most JSON/YAML files of a repository are no spec
             loaded = load_bytes(path, data)
             if not loaded.documents or not all(looks_like_spec(doc.value) for doc in loaded.documents):
                 continue

@@ -41,7 +41,8 @@ class Affected:
 
 def template_matcher(globs: Sequence[str]) -> "re.Pattern[str]":
     """One regex for a list of repository globs (`**/` any folders, `*`, `?`, `[...]`)."""
-    return re.compile("|".join(f"(?:{_glob_regex(g)})" for g in globs) + r"\Z")
+    # DOTALL: `**` must match a folder name that holds a newline, as `[^/]` does
+    return re.compile("|".join(f"(?:{_glob_regex(g)})" for g in globs) + r"\Z", re.DOTALL)
 
 
 def _glob_regex(glob: str) -> str:

@@ -121,7 +121,7 @@ def _glob_regex(pattern: str) -> "re.Pattern[str]":
         else:
             out += re.escape(pattern[index])
             index += 1
-    return re.compile(out + r"\Z")
+    return re.compile(out + r"\Z", re.DOTALL)  # a folder name may hold a newline
 
 
 def has_errors(diagnostics: Sequence[Diagnostic]) -> bool:

@@ -440,7 +440,11 @@ def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[st
     for key, value in IDENTITY.items():
         if not _git(["config", "--get", key], repo, env).stdout.strip():
             _git(["config", key, value], repo, env)
-    installed = _pachhook(["install", "--plain"], repo, env)
+    # The user's global git settings must not reach outside the demo folder (a shared
+    # core.hooksPath) or stop the commit (signing that asks for a passphrase).
+    _git(["config", "core.hooksPath", str(repo / ".git" / "hooks")], repo, env)
+    _git(["config", "commit.gpgsign", "false"], repo, env)
+    installed = _pachhook(["install", "--plain", "--force"], repo, env)
     if installed.returncode != 0:
         say("fail", f"pachhook install: {(installed.stderr or installed.stdout).strip()}")
     validated = _pachhook(["validate"], repo, env)

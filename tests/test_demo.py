@@ -189,3 +189,17 @@ def test_a_wheel_carries_the_examples_the_demo_copies(tmp_path):
     for example in ("edges/Dockerfile", "edges/pipeline.json", "edges/edges.sh",
                     "montage/Dockerfile", "montage/montage.pipeline.yaml", "montage/montage.sh"):
         assert f"pachhook/data/examples/{example}" in names
+
+
+def test_global_git_settings_stay_outside_the_demo(tmp_path, env):
+    """A shared core.hooksPath is not written to, and commit signing does not stop the demo."""
+    shared_hooks = tmp_path / "shared-hooks"
+    shared_hooks.mkdir()
+    global_config = tmp_path / "gitconfig"
+    global_config.write_text(f"[core]\n\thooksPath = {shared_hooks}\n[commit]\n\tgpgsign = true\n"
+                             "[user]\n\tsigningkey = NO-SUCH-KEY\n")
+    env.update(DOCKER_HOST=test_services.DEAD_DOCKER_HOST, GIT_CONFIG_GLOBAL=str(global_config))
+    result, folder = demo(tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(shared_hooks.iterdir()) == []
+    assert (folder / "repo" / ".git" / "hooks" / "post-commit").is_file()

@@ -218,6 +218,28 @@ def test_a_folder_argument_checks_the_templates_inside(tmp_path, capsys):
 def test_no_templates_at_all(tmp_path):
     result = run_cli(cwd=tmp_path)
     assert (result.returncode, result.stderr) == (0, "pachhook: no pipeline templates found\n")
+    as_json = run_cli("--format", "json", cwd=tmp_path)
+    assert (as_json.returncode, as_json.stdout) == (0, "[]\n")
+
+
+def test_a_file_named_twice_is_checked_once(tmp_path, capsys):
+    bad = write(tmp_path / "pipeline.json", "[]")
+    assert command.main([str(tmp_path), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("file holds no pipeline spec") == 1
+    assert captured.err == "pachhook: 1 error, 0 warnings in 1 file\n"
+
+
+def test_a_reader_that_leaves_early_is_not_an_internal_error(tmp_path):
+    keys = ",".join(f'"k{i}": 1' for i in range(3_000))
+    path = write(tmp_path / "pipeline.json", '{"pipeline": {"name": "a"}, ' + keys + "}")
+    process = subprocess.Popen([sys.executable, "-m", "pachhook", "validate", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CHECKOUT_ENV)
+    process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=30) == 1
+    assert "internal error" not in stderr and "Traceback" not in stderr
 
 
 def test_console_script_and_module_agree(tmp_path):

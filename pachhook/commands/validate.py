@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -78,15 +78,24 @@ def _run(args: argparse.Namespace) -> int:
                 return EXIT_PROBLEMS
         else:
             files.append(given)
-    if not files:
-        print("pachhook: no pipeline templates found", file=sys.stderr)
-        return EXIT_OK
+    # a file named twice (`dir/ dir/x.json`) is checked once, under its first name
+    unique: Dict[str, str] = {}
+    for name in files:
+        unique.setdefault(os.path.realpath(name), name)
+    files = list(unique.values())
     diagnostics = validate_paths(files, strict=args.strict)
     output = report.render(diagnostics, args.format)
-    if output:
-        print(output)
-    if args.format == "text":
-        print(f"pachhook: {report.summary(diagnostics, len(files))}", file=sys.stderr)
+    try:
+        if output or args.format == "json":  # json: always a list, `[]` when all is well
+            print(output)
+        if args.format == "text":
+            summary = report.summary(diagnostics, len(files)) if files else (
+                "no pipeline templates found")
+            print(f"pachhook: {summary}", file=sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `pachhook validate | head`: the reader left, not a bug
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     return EXIT_PROBLEMS if has_errors(diagnostics) else EXIT_OK
 
 
@@ -100,8 +109,9 @@ def _configured_templates(folder: Optional[str]) -> List[str]:
     root = _repository_root(start)
     config = load_config(root)
     templates = find_templates(root, config)
-    if folder:
-        templates = [path for path in templates if _is_within(path, start)]
+    if folder:  # shown under the folder as the user wrote it: `examples/edges/pipeline.json`
+        return [os.path.join(folder, os.path.relpath(path, start))
+                for path in templates if _is_within(path, start)]
     return [os.path.relpath(path, cwd) for path in templates]
 
 

@@ -91,7 +91,7 @@ class Bench:
         subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
         # --no-deps: the post-commit path needs none of them (JSON templates, no YAML).
         self.run([str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
-                  "--no-build-isolation", str(CHECKOUT)], self.base)
+                  str(CHECKOUT)], self.base)
 
     def repo(self, name: str) -> Path:
         path = self.base / name
@@ -172,7 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 path = bench.repo(f"framework-{kind}")
                 (path / ".pre-commit-config.yaml").write_text(config)
                 bench.run(["git", "add", "."], path)
-                bench.run([python, "-m", "pre_commit", "install", "--hook-type", "pre-commit",
+                # The framework itself comes from the environment running this script.
+                bench.run([sys.executable, "-m", "pre_commit", "install", "--hook-type", "pre-commit",
                            "--hook-type", "post-commit"], path)
 
                 def touch_template(number: int, path: Path = path) -> None:

@@ -35,4 +35,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"pachhook retry: {error}", file=sys.stderr)
             return 1
     print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}) queued")
+    _start_worker()
     return 0
+
+
+def _start_worker() -> None:
+    """Start a background worker, as after a commit, unless the worker mode is manual."""
+    from pachhook import gitrepo
+    from pachhook.config import ConfigError, load_config
+    from pachhook.worker import start_background
+
+    try:
+        root = gitrepo.repo_root()
+        config = load_config(root)
+    except (gitrepo.GitError, ConfigError) as error:
+        first = error.problems[0] if isinstance(error, ConfigError) else str(error)
+        print(f"pachhook retry: no worker started: {first}", file=sys.stderr)
+        return
+    if config.worker == "background" and start_background(root, gitrepo.git_common_dir(root)):
+        print("pachhook retry: started a background worker")

@@ -661,8 +661,9 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
     except _Refused as refused:
         line, column = refused.position
         path = format_json_path(builder.current_path())
+        message = refused.message + _placeholder_hint(text, line - first_line)
         result.diagnostics.append(
-            Diagnostic(name, line, column, refused.message, ERROR, path, refused.rule))
+            Diagnostic(name, line, column, message, ERROR, path, refused.rule))
         return _REFUSED
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -675,7 +676,7 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
         what = error.problem or "syntax error"
         if error.context:
             what = f"{what} ({error.context})"
-        what = " ".join(what.split())
+        what = " ".join(what.split()) + _placeholder_hint(text, line - first_line)
         result.diagnostics.append(
             Diagnostic(name, line, column, f"invalid YAML: {what}", ERROR, "", "syntax"))
         return _SYNTAX_ERROR
@@ -690,6 +691,15 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
         result.diagnostics.append(Diagnostic(name, first_line, 1, message, ERROR, "", "syntax"))
         return _SYNTAX_ERROR
     return _READ
+
+
+def _placeholder_hint(text: str, row: int) -> str:
+    """Advice when the offending line holds `{{`: unquoted, YAML reads it as a mapping."""
+    lines = text.split("\n", row + 1)
+    if 0 <= row < len(lines) and "{{" in lines[row]:
+        return ("; placeholders only go in string values: quote it, e.g."
+                " \"{{ tag }}\" (unquoted, `{{` starts a YAML mapping)")
+    return ""
 
 
 class _YamlBuilder:

@@ -223,6 +223,14 @@ def test_yaml_syntax_error_position():
     assert diagnostic.message.startswith("invalid YAML:")
 
 
+@pytest.mark.parametrize("data", [b"pipeline:\n  name: a\ntransform:\n  image: {{ tag }}\n",
+                                  b'{"pipeline": {"name": "a"},\n "datumTries": {{ n }}}'])
+def test_unquoted_placeholder_gets_advice(data):
+    diagnostic = only_diagnostic(load_bytes("p", data))
+    assert "placeholders only go in string values: quote it" in diagnostic.message
+    assert diagnostic.line == data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
 def test_yaml_complex_key_is_refused():
     diagnostic = only_diagnostic(load_bytes("k.yaml", b"? [a, b]\n: c\n"))
     assert diagnostic.rule == "yaml-key"

@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 record["inputs"] = queue.inputs_of(job.id)
                 records.append(record)
             print(json.dumps({"worker_running": running, "jobs": records,
-                              "problems": [asdict(p) for p in problems]}, indent=2))
+                              "problems": [p.as_dict() for p in problems]}, indent=2))
             return 0
     print(format_jobs(jobs))
     print(f"worker: {'running' if running else 'not running'}")

@@ -75,7 +75,7 @@ def find_templates(root: Path, config: Any) -> List[Path]:
     Tracked and untracked files alike (a new template is checked before its first
     commit); the `.git` folder is never searched.
     """
-    patterns = [_glob_regex(pattern) for pattern in config.templates]
+    patterns = [glob_regex(pattern) for pattern in config.templates]
     found: List[Path] = []
     root = Path(root)
     for folder, subfolders, files in os.walk(root):
@@ -89,7 +89,7 @@ def find_templates(root: Path, config: Any) -> List[Path]:
     return found
 
 
-def _glob_regex(pattern: str) -> "re.Pattern[str]":
+def glob_regex(pattern: str) -> "re.Pattern[str]":
     """A repository glob (`**/` any folders, `*` and `?` within a name) as a regex."""
     out = ""
     index = 0
@@ -122,6 +122,9 @@ def _glob_regex(pattern: str) -> "re.Pattern[str]":
             out += re.escape(pattern[index])
             index += 1
     return re.compile(out + r"\Z", re.DOTALL)  # a folder name may hold a newline
+
+
+_glob_regex = glob_regex  # the name pachhook.init imports
 
 
 def has_errors(diagnostics: Sequence[Diagnostic]) -> bool:

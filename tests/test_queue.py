@@ -463,3 +463,26 @@ def test_cancel_and_status_text(tmp_path: Path):
     assert len(text) == 3 and text[1].split()[:5] == [str(jobs[1]["id"]), "queued", jobs[1]["commit"][:12], "main", jobs[1]["pipeline"]]
     assert text[2] == "worker: not running"
     assert repo.pachhook("logs", "12345").stderr == "pachhook logs: no job 12345\n"
+
+
+# -- what the hook imports --------------------------------------------------------------
+
+HEAVY = ("yaml", "jsonschema", "docker", "git", "subprocess", "typing", "dataclasses", "argparse",
+         "tomllib", "tomli", "json", "pathlib", "hashlib")
+
+
+def imported_after_site(repo: Repo) -> set:
+    """Top-level names of the modules `pachhook queue` imports itself (after Python's start-up)."""
+    proc = run([sys.executable, "-X", "importtime", "-m", "pachhook", "queue"], repo.path, repo.env)
+    names = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return {name.split(".")[0] for name in names[names.index("site") + 1:]}
+
+
+def test_the_hook_path_stays_off_heavy_imports(tmp_path: Path):
+    repo = make_repo(tmp_path, config='worker = "manual"\ntag = "short"\n')
+    repo.pachhook("queue", check=True)  # parses the templates and the configuration once
+    repo.write("edges/run.sh", "echo new\n")
+    repo.commit("edges")  # queues a job: the enqueue path is measured too
+    modules = imported_after_site(repo)
+    assert "pachhook" in modules
+    assert sorted(modules & set(HEAVY)) == []

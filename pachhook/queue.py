@@ -156,6 +156,16 @@ class Queue:
     def __init__(self, git_common_dir: Any, timeout: float = 30.0) -> None:
         self.folder_str = os.path.join(os.fspath(git_common_dir), FOLDER)
         os.makedirs(self.folder_str, exist_ok=True)
+        self.set_aside: Optional[str] = None  # where a corrupt database was moved by this open
+        try:
+            self._open(timeout)
+        except sqlite3.DatabaseError as error:
+            if not _is_corrupt(error):
+                raise
+            self._db.close()
+            self._recover(timeout, error)
+
+    def _open(self, timeout: float) -> None:
         # isolation_level=None: transactions are begun explicitly, IMMEDIATE, so two
         # writers queue on the busy timeout instead of failing on a lock upgrade.
         self._db = sqlite3.connect(os.path.join(self.folder_str, DB_NAME), timeout=timeout,
@@ -165,6 +175,41 @@ class Queue:
         if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
             self._create()
         self._db.execute("PRAGMA synchronous = NORMAL")
+
+    def _recover(self, timeout: float, error: Exception) -> None:
+        """Move a corrupt database aside (never delete it) and start a fresh one.
+
+        Under a lock, and only if it is still corrupt: a second process that met the same
+        corruption must not move aside the fresh queue the first one just started.
+        """
+        import fcntl
+        import sys
+
+        lock = os.open(os.path.join(self.folder_str, DB_NAME + ".recover.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._open(timeout)
+                return  # another process has already started a fresh queue
+            except sqlite3.DatabaseError as again:
+                if not _is_corrupt(again):
+                    raise
+                self._db.close()
+            path = os.path.join(self.folder_str, DB_NAME)
+            aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            os.rename(path, aside)
+            for suffix in ("-wal", "-shm"):  # the journal belongs to the old file
+                if os.path.exists(path + suffix):
+                    os.rename(path + suffix, aside + suffix)
+            self._open(timeout)
+        finally:
+            os.close(lock)
+        self.set_aside = aside
+        message = (f"the queue database was unreadable ({error}): moved it to {aside} and started"
+                   " a fresh queue; jobs recorded in the old one are not in the new one")
+        self.record_problem(message)
+        # Said here, once, by whichever command met it: the hook, status, a worker's log.
+        print(f"pachhook: {message}", file=sys.stderr, flush=True)
 
     @property
     def folder(self) -> Path:
@@ -595,6 +640,13 @@ class Queue:
                 "INSERT OR REPLACE INTO template_cache (blob, data) VALUES (?, ?)",
                 [(key, marshal.dumps(data)) for key, data in entries.items()],
             )
+
+
+def _is_corrupt(error: Exception) -> bool:
+    """Whether an error opening the database means its file is damaged (not locked, not
+    unwritable: those must not move a good queue aside)."""
+    text = str(error).lower()
+    return "file is not a database" in text or "malformed" in text
 
 
 def _dependency_order(jobs: Sequence[NewJob]) -> List[NewJob]:

@@ -7,6 +7,7 @@ blob has not been parsed before, and the worker is started detached.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 TYPE_CHECKING = False
@@ -88,13 +89,39 @@ def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None, 
     except gitrepo.GitError as error:
         _say(f"nothing queued: {error}")
         return 0
-    queue = Queue(info.common_dir_str)
+    import sqlite3
+
+    queue = None
     try:
+        queue = Queue(info.common_dir_str)
         _queue_into(queue, info, start_worker)
+    except (sqlite3.Error, OSError) as error:
+        # A full disk, a read-only git dir, a lock held past the timeout: the commit stands,
+        # say why nothing was recorded, where, and how to record it later.
+        _say(f"nothing queued for {info.commit[:12]}: cannot write the queue in"
+             f" {os.path.join(info.common_dir_str, 'pachhook')}: {_cause(error, info.common_dir_str)};"
+             f" the commit stands: once fixed, run `pachhook queue --commit {info.commit[:12]}`")
     finally:
-        if not keep_open:
+        if queue is not None and not keep_open:
             queue.close()
     return 0
+
+
+def _cause(error: BaseException, common_dir: str) -> str:
+    """SQLite's words, plus what the file system says when SQLite's are vague."""
+    import tempfile
+
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, OSError):
+        return text
+    try:
+        with tempfile.TemporaryFile(dir=os.path.join(common_dir, "pachhook")) as probe:
+            probe.write(b"\0" * 65536)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as probe_error:
+        return f"{text} ({probe_error.strerror or probe_error})"
+    return text
 
 
 def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:

@@ -298,39 +298,54 @@ def _check_api() -> List[Check]:
 
 
 def check_queue(probe: Probe) -> List[Check]:
+    """Read the queue without changing it: opening it through Queue would set a damaged file aside."""
     import sqlite3
     import time
 
-    from pachhook.queue import DB_NAME, FOLDER, Queue
+    from pachhook.queue import DB_NAME, FOLDER, SCHEMA_VERSION
 
     if probe.common_dir is None:
         return []
-    if not (probe.common_dir / FOLDER / DB_NAME).is_file():
-        return [Check("queue", OK, "empty (no commit queued yet)")]
+    folder = probe.common_dir / FOLDER
+    path = folder / DB_NAME
+    checks: List[Check] = []
+    aside = sorted(p for p in folder.glob(DB_NAME + ".corrupt-*") if not p.name.endswith(("-wal", "-shm")))
+    if aside:
+        checks.append(Check("queue history", WARN, f"a damaged queue was set aside as {aside[-1]}"
+                            + (f" (and {len(aside) - 1} older)" if len(aside) > 1 else "")
+                            + "; its jobs are not in the current queue",
+                            "nothing to do unless you need those jobs' records; delete the file when done"))
+    if not path.is_file():
+        return [Check("queue", OK, "empty (no commit queued yet)")] + checks
+    fix = ("run `pachhook status`: it moves the damaged file aside (kept, never deleted) and starts an"
+           " empty queue")
     try:
-        with Queue(probe.common_dir, timeout=TIMEOUT) as queue:
-            integrity = queue._db.execute("PRAGMA quick_check").fetchone()[0]
-            jobs = queue.list_jobs(all=True)
-            stale = queue._db.execute(
-                "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires < ?",
-                (time.time(),)).fetchone()[0]
+        db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=TIMEOUT)
+        try:
+            integrity = db.execute("PRAGMA quick_check").fetchone()[0]
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                rows, stale = [], 0
+            else:
+                rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+                stale = db.execute("SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires < ?",
+                                   (time.time(),)).fetchone()[0]
+        finally:
+            db.close()
     except sqlite3.DatabaseError as error:
-        return [Check("queue", FAIL, f"the queue database cannot be read ({error})",
-                      f"move {probe.common_dir / FOLDER / DB_NAME} aside; the next commit starts a new queue")]
+        return [Check("queue", FAIL, f"the queue database cannot be read ({error})", fix)] + checks
     if integrity != "ok":
-        return [Check("queue", FAIL, f"database damaged: {integrity}",
-                      f"move {probe.common_dir / FOLDER / DB_NAME} aside; the next commit starts a new queue")]
-    counts: Dict[str, int] = {}
-    for job in jobs:
-        counts[job.state] = counts.get(job.state, 0) + 1
+        return [Check("queue", FAIL, f"the queue database is damaged: {integrity}", fix)] + checks
+    counts = {state: count for state, count in rows}
     summary = ", ".join(f"{counts[state]} {state}" for state in sorted(counts)) or "no jobs"
     probe.queued = counts.get("queued", 0)
     if counts.get("failed"):
-        return [Check("queue", WARN, summary, "see `pachhook status`; then `pachhook retry JOB` once fixed")]
-    if stale:
-        return [Check("queue", WARN, f"{summary}; {stale} running job(s) hold an expired lease",
-                      "a worker died: `pachhook run` picks those jobs up again")]
-    return [Check("queue", OK, summary)]
+        checks.insert(0, Check("queue", WARN, summary, "see `pachhook status`; then `pachhook retry JOB` once fixed"))
+    elif stale:
+        checks.insert(0, Check("queue", WARN, f"{summary}; {stale} running job(s) hold an expired lease",
+                               "a worker died: `pachhook run` picks those jobs up again"))
+    else:
+        checks.insert(0, Check("queue", OK, summary))
+    return checks
 
 
 def check_worker(probe: Probe) -> List[Check]:

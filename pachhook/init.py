@@ -94,9 +94,9 @@ def looks_like_spec(value: Any) -> bool:
 def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]:
     from pachhook.affected import parse_template
     from pachhook.loader import load_bytes
-    from pachhook.validate import _glob_regex
+    from pachhook.validate import glob_regex
 
-    globs = [_glob_regex(pattern) for pattern in config.templates]
+    globs = [glob_regex(pattern) for pattern in config.templates]
     found: List[Found] = []
     for path in files:
         if not path.endswith((".json", ".yaml", ".yml")):

@@ -128,7 +128,14 @@ def test_plain_hooks_queue_and_worker_state(project, env):
     queue_db.write_bytes(b"this is not a sqlite database" * 100)
     out = doctor(project, env).stdout
     assert "fail  queue: the queue database cannot be read" in out
-    assert "move " in out and "queue.db aside" in out
+    assert "-> run `pachhook status`: it moves the damaged file aside" in out
+    assert queue_db.read_bytes().startswith(b"this is not a sqlite database")  # doctor changed nothing
+
+    status = run([sys.executable, "-m", "pachhook", "status"], project, env)
+    assert status.returncode == 0, status.stderr
+    out = doctor(project, env).stdout
+    assert "ok    queue: no jobs" in out
+    assert "warn  queue history: a damaged queue was set aside as " in out
 
 
 def test_pachctl_double_is_found_with_its_version(project, env, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pachhook import report, template

@@ -10,7 +10,6 @@ wherever pachhook shows or records it, and text output keeps one record per line
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

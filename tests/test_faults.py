@@ -513,6 +513,33 @@ def test_queue_locked_for_a_while_waits_and_loses_nothing(tmp_path):
     assert job_of(repo, commit)["state"] == "queued"
 
 
+def test_queue_locked_too_long_is_reported_and_requeued_later(tmp_path):
+    from pachhook.commands.queue import HOOK_BUSY_TIMEOUT
+
+    repo = make_repo(tmp_path)
+    _commit_with_hook(repo, "one")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sqlite3, sys, time\n"
+        f"db = sqlite3.connect({str(db_path(repo))!r}, isolation_level=None)\n"
+        "db.execute('BEGIN EXCLUSIVE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "db.execute('COMMIT')\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        commit, said = _commit_with_hook(repo, "two")
+        waited = time.monotonic() - started
+    finally:
+        holder.communicate("go\n", timeout=30)
+    assert HOOK_BUSY_TIMEOUT <= waited < HOOK_BUSY_TIMEOUT + 10, waited
+    [line] = [line for line in said.splitlines() if line.startswith("pachhook: nothing queued")]
+    assert "database is locked" in line and str(db_path(repo).parent) in line, line
+    assert repo.git("log", "-1", "--format=%s") == "two"  # the commit stands
+    later = repo.pachhook("queue", "--commit", commit, "--no-worker")
+    assert f"queued {commit[:12]}" in later.stdout, later.stdout + later.stderr
+
+
 def test_corrupt_queue_is_set_aside_and_a_fresh_one_started(tmp_path):
     repo = make_repo(tmp_path)
     first, _ = _commit_with_hook(repo, "one")

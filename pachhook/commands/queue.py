@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from typing import Any, List, Optional, Sequence
 
 
+# How long `git commit` may wait on another process's queue transaction (they last
+# milliseconds; only a stuck process holds one longer) before the hook gives up and says so.
+HOOK_BUSY_TIMEOUT = 10.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -93,7 +98,7 @@ def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None, 
 
     queue = None
     try:
-        queue = Queue(info.common_dir_str)
+        queue = Queue(info.common_dir_str, timeout=HOOK_BUSY_TIMEOUT)
         _queue_into(queue, info, start_worker)
     except (sqlite3.Error, OSError) as error:
         # A full disk, a read-only git dir, a lock held past the timeout: the commit stands,

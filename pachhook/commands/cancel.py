@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -36,3 +36,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return 1
     print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}) cancelled")
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook cancel: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -153,3 +153,13 @@ def check_versions(root: object, versions: Dict[Tuple[str, str], List[str]], str
         if any(item.severity == "error" for item in diagnostics):
             refused.append((path, blob))
     return refused
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook check-push: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

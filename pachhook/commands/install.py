@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -122,3 +122,13 @@ def _record(common: Path, mode: str, names: Sequence[str]) -> None:
     folder = common / "pachhook"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD_NAME).write_text("".join(f"{mode} {name}\n" for name in names), encoding="utf-8")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook install: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

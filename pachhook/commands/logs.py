@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -38,3 +38,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for at, line in entries:
         print(time.strftime("%H:%M:%S ", time.localtime(at)) + line)
     return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook logs: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -54,3 +54,13 @@ def _start_worker() -> None:
         return
     if config.worker == "background" and start_background(root, gitrepo.git_common_dir(root)):
         print("pachhook retry: started a background worker")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook retry: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

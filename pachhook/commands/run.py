@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -70,3 +70,13 @@ def run_queue(args: argparse.Namespace) -> int:
         print(f"pachhook run: {len(summary.done)} done, {len(summary.failed)} failed"
               + (f", {len(summary.other)} stopped" if summary.other else ""))
     return 1 if summary.failed else 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook run: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -99,3 +99,13 @@ def _clock(at: float) -> str:
         return "-"
     fmt = "%H:%M:%S" if time.time() - at < 20 * 3600 else "%Y-%m-%d %H:%M"
     return time.strftime(fmt, time.localtime(at))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook status: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -49,3 +49,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"pachhook worker: {error}", file=sys.stderr)
         return 2
     return run_worker(root, lease_seconds=args.lease, progress=progress)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:  # a bug, or a queue database that cannot be read: one line
+        print(f"pachhook worker: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 3

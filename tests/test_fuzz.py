@@ -11,6 +11,7 @@ Two halves:
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import subprocess
@@ -33,8 +34,9 @@ from pachhook.validate import has_errors, validate_bytes
 TIME_BOUND_S = 10.0
 MEMORY_BOUND_MB = 512
 
+# 200 examples per property in CI; PACHHOOK_FUZZ_EXAMPLES=5000 (say) for a longer hunt.
 FUZZ = settings(
-    max_examples=200,
+    max_examples=int(os.environ.get("PACHHOOK_FUZZ_EXAMPLES", "200")),
     deadline=None,  # time is bounded by the subprocess cases below, not per example
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -273,6 +273,9 @@ def test_bad_configuration_is_one_line_per_problem_and_exit_0(tmp_path: Path):
     ]
     status = repo.pachhook("status")
     assert "no jobs" in status.stdout and ".pachhook.toml:2: tag" in status.stdout
+    recorded = json.loads(repo.pachhook("status", "--format", "json").stdout)["problems"]
+    assert [p["commit"] for p in recorded] == [head, head]
+    assert recorded[-1]["message"].startswith(".pachhook.toml:2: tag: must be")
 
 
 def test_outside_a_repository_queue_still_exits_0(tmp_path: Path):

@@ -458,6 +458,11 @@ class Queue:
         ).fetchone()
         return row is not None
 
+    def next_lease_expiry(self) -> Optional[float]:
+        """When the earliest lease of a running job ends (epoch seconds); None if none runs."""
+        row = self._db.execute("SELECT min(lease_expires) FROM jobs WHERE state = ?", (RUNNING,)).fetchone()
+        return row[0] if row is not None else None
+
     def renew_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend a lease; False when this worker no longer holds the job."""
         now = time.time()

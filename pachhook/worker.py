@@ -237,7 +237,8 @@ def run_worker(repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS,
 
     After letting the lock go it looks once more: a commit queued between its last look
     and the release saw the lock held and started no worker, so that job is this
-    worker's to run.
+    worker's to run. While another worker holds a job's lease it waits: if that worker
+    died, the job is this one's once the lease ends.
     """
     from pachhook import gitrepo
 
@@ -253,6 +254,12 @@ def run_worker(repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS,
         say(f"worker {worker_id} started")
         while True:
             drain(repo_root, queue=queue, worker_id=worker_id, lease_seconds=lease_seconds, progress=say)
+            expiry = queue.next_lease_expiry()
+            if not queue.has_leasable() and expiry is not None and expiry > time.time():
+                # A job still leased: its worker may have died, and then nobody takes it up
+                # before the next commit. Wait for the lease to end (or be renewed) and look again.
+                time.sleep(min(expiry - time.time() + 0.2, lease_seconds))
+                continue
             lock.release()
             if not queue.has_leasable() or not lock.acquire():
                 break

@@ -290,6 +290,37 @@ def test_worker_killed_mid_update_resumes_and_updates_once(tmp_path, when):
     assert pipeline["version"] == 1
 
 
+def test_background_worker_killed_its_job_is_taken_up_by_the_next_one(tmp_path):
+    """No `pachhook run` by hand: the worker the next commit starts waits out the dead
+    worker's lease and delivers both jobs."""
+    wrapper = write_pausing_pachctl(tmp_path)
+    repo = make_repo(tmp_path, pachctl=wrapper)
+    state = state_dir(repo)
+    (state / "pause-after-update").write_text("")
+    repo.write("edges/pipeline.json", spec("edges", FIXED_IMAGE))
+    first = repo.commit("edges")
+    first_id = job_of(repo, first)["id"]
+    # the background worker as the hook starts it (`pachhook worker`), with a lease long
+    # enough that the next commit's worker finds it still held
+    dead = subprocess.Popen([str(VENV_BIN / "pachhook"), "worker", "--repo", str(repo.path), "--lease", "10"],
+                            cwd=repo.path, env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    wait_for("the cluster to apply the spec", lambda: (state / "applied").exists())
+    os.killpg(dead.pid, signal.SIGKILL)
+    dead.wait(timeout=30)
+    (state / "pause-after-update").unlink()
+
+    repo.write(".pachhook.toml", f'pachctl = {json.dumps(str(wrapper))}\n')  # background mode
+    repo.write("montage/pipeline.json", spec("montage", FIXED_IMAGE, inputs=("edges",)))
+    second = repo.commit("montage")  # its post-commit hook starts a new background worker
+    assert lease_left(repo, first_id) > 3, "the dead worker's lease ran out too soon for this test"
+    wait_for("both jobs to be delivered by the background worker", lambda: all(
+        job_of(repo, sha)["state"] == "done" for sha in (first, second)), timeout=60,
+        detail=lambda: (repo.common_dir / "pachhook" / "worker.log").read_text())
+    assert updates_for(repo, first) == 1 and updates_for(repo, second) == 1
+    assert step(job_of(repo, first), "update")["attempts"] == 2
+
+
 def _image_template(image: str) -> str:
     return spec("edges", image + ":{{ tag }}")
 

@@ -193,10 +193,27 @@ class WorkerLock:
         self._fd = fd
         return True
 
+    def write_owner(self) -> None:
+        """Write this process's id into the held lock file: for people, not for liveness."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
+
+
+def worker_pid(folder: Any) -> Optional[int]:
+    """The process id of the running worker, None when none holds the lock."""
+    if not worker_running(folder):
+        return None
+    try:
+        with open(os.path.join(os.fspath(folder), LOCK_NAME), encoding="ascii") as handle:
+            return int(handle.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
 
 
 def worker_running(folder: Any) -> bool:
@@ -250,6 +267,7 @@ def run_worker(repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS,
         if not lock.acquire():
             say("another worker is running; leaving the queue to it")
             return 0
+        lock.write_owner()
         worker_id = new_worker_id()
         say(f"worker {worker_id} started")
         while True:
@@ -263,6 +281,7 @@ def run_worker(repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS,
             lock.release()
             if not queue.has_leasable() or not lock.acquire():
                 break
+            lock.write_owner()
         say(f"worker {worker_id} finished: queue empty")
         return 0
     finally:

@@ -489,3 +489,36 @@ def test_the_hook_path_stays_off_heavy_imports(tmp_path: Path):
     modules = imported_after_site(repo)
     assert "pachhook" in modules
     assert sorted(modules & set(HEAVY)) == []
+
+
+def test_git_commit_does_not_wait_for_the_background_worker(tmp_path: Path):
+    import signal
+
+    repo = fixed_image_repo(tmp_path, worker="background")
+    install_plain_hooks(repo)
+    repo.env["PACHCTL_DOUBLE_HANG"] = "update"  # the worker's update step sleeps for an hour
+    repo.write("fixed/pipeline.json", template("fixed", image="busybox:1.37"))
+    run(["git", "add", "."], repo.path, repo.env)
+    started = time.time()
+    proc = run(["git", "commit", "--no-verify", "-qm", "slow delivery"], repo.path, repo.env, timeout=60)
+    took = time.time() - started
+    assert "pachhook: queued" in proc.stderr
+    status = {}
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status = json.loads(repo.pachhook("status", "--format", "json").stdout)
+        if status["jobs"][0]["steps"][2]["state"] == "running":
+            break
+        time.sleep(0.2)
+    try:
+        assert status["jobs"][0]["steps"][2]["state"] == "running"  # the worker is busy...
+        assert took < 20  # ...and the commit came back long before it will be done
+        assert repo.pachhook("status").stdout.splitlines()[-1] == f"worker: running (pid {status['worker_pid']})"
+    finally:
+        # The worker leads its own session: end it and the hanging double it started.
+        if status.get("worker_pid"):
+            os.killpg(status["worker_pid"], signal.SIGKILL)
+    deadline = time.time() + 30
+    while time.time() < deadline and json.loads(repo.pachhook("status", "--format", "json").stdout)["worker_running"]:
+        time.sleep(0.2)
+    assert json.loads(repo.pachhook("status", "--format", "json").stdout)["worker_running"] is False

@@ -34,7 +34,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 2 if stop.code else 0
     from pachhook import gitrepo
     from pachhook.queue import open_queue
-    from pachhook.worker import worker_running
+    from pachhook.worker import worker_pid, worker_running
 
     try:
         queue = open_queue()
@@ -43,7 +43,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     with queue:
         jobs = queue.list_jobs(all=args.all, limit=None if args.all else DEFAULT_LIMIT)
-        running = worker_running(queue.folder)
+        pid = worker_pid(queue.folder)
+        running = pid is not None or worker_running(queue.folder)
         newest = max((job.created_at for job in jobs), default=0.0)
         problems = queue.recent_problems(since=newest, limit=3)
         if args.format == "json":
@@ -52,11 +53,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                 record = asdict(job)
                 record["inputs"] = queue.inputs_of(job.id)
                 records.append(record)
-            print(json.dumps({"worker_running": running, "jobs": records,
+            print(json.dumps({"worker_running": running, "worker_pid": pid, "jobs": records,
                               "problems": [p.as_dict() for p in problems]}, indent=2))
             return 0
     print(format_jobs(jobs))
-    print(f"worker: {'running' if running else 'not running'}")
+    print(f"worker: running (pid {pid})" if pid else f"worker: {'running' if running else 'not running'}")
     for problem in problems:
         print(f"problem at {_clock(problem.at)} ({problem.commit[:12] or 'no commit'}): {problem.message}")
     return 0

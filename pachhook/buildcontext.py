@@ -312,6 +312,9 @@ def plan_context(
         else:
             chosen.append((rel, entry))
 
+    # Checked when planning, not only when exporting: a dry run, or a build with the engine
+    # down, must give the same refusal as a build.
+    refuse_escaping_links(repo_root, commit, [entry for _, entry in chosen])
     material = json.dumps({
         "files": [[rel, entry.mode, entry.sha] for rel, entry in chosen],
         "dockerfile": [dockerfile_name, dockerfile_sha],
@@ -331,6 +334,21 @@ def _symlink_escapes(link_path: str, target: str) -> bool:
         return True
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(link_path), target))
     return resolved == ".." or resolved.startswith("../")
+
+
+def refuse_escaping_links(repo_root: Path, commit: str, entries: Sequence[TreeEntry]) -> None:
+    """Raise ContextError for the first symlink among entries that points out of the repository."""
+    links = [entry for entry in entries if entry.mode == "120000"]
+    if not links:
+        return
+    targets = dict(_blobs(repo_root, list(dict.fromkeys(entry.sha for entry in links))))
+    for entry in links:
+        target = targets[entry.sha].decode("utf-8", "surrogateescape")
+        if _symlink_escapes(entry.path, target):
+            raise ContextError(
+                f"symlink {entry.path!r} in commit {commit[:12]} points outside the repository "
+                f"(-> {target}); refusing to build"
+            )
 
 
 def _commit_time(repo_root: Path, commit: str) -> int:

@@ -148,6 +148,31 @@ def test_committed_symlink_out_of_the_repository_fails_the_build(tmp_path, docke
     assert repo.git("rev-parse", "HEAD") == commit
 
 
+@pytest.mark.parametrize("case", sorted(SYMLINKS))
+def test_committed_symlink_is_refused_without_the_engine_and_in_a_dry_run(tmp_path, case):
+    """The refusal does not wait for the engine: with it down the job still fails for the
+    link (not retryable bad luck), and a dry run's plan says so instead of "would build"."""
+    image = "registry.invalid/pachhook-escape/edges"
+    links, extra, words = SYMLINKS[case]
+    repo = make_repo(tmp_path, image, f'\n[images."{image}"]\n{extra}' if extra else "")
+    repo.env["DOCKER_HOST"] = test_services.DEAD_DOCKER_HOST
+    if "edges/Dockerfile" not in links:
+        repo.write("edges/Dockerfile", "FROM scratch\nCOPY . /app/\n")
+    for link, target in links.items():
+        _symlink(repo, link, target)
+    repo.commit("a link out")
+    planned = repo.pachhook("run", "--commit", "HEAD", "--dry-run")
+    assert "Traceback" not in planned.stderr
+    assert all(word in planned.stdout + planned.stderr for word in words), planned.stdout + planned.stderr
+    assert "would build" not in planned.stdout
+    queue_output(repo)
+    ran = repo.pachhook("run")
+    assert ran.returncode == 1
+    [job] = jobs(repo)
+    error = job["steps"][0]["error"]
+    assert all(word in error for word in words) and "Docker engine" not in error, error
+
+
 @pytest.mark.integration
 def test_symlink_inside_the_repository_is_kept_as_a_link(tmp_path, docker_env):
     """The control case: a link to a file of the context builds, as a link, not a copy."""

@@ -596,6 +596,40 @@ def test_corrupt_queue_is_set_aside_and_a_fresh_one_started(tmp_path):
     assert "no jobs" in shown.stdout
 
 
+def test_queue_damaged_inside_gives_one_line_errors_and_the_commit_stands(tmp_path):
+    """Damage past the header shows only when a query reads it: every command then says so
+    in one line (no traceback) and post-commit still leaves the commit."""
+    from pachhook.queue import NewJob, Queue
+
+    repo = make_repo(tmp_path)
+    _commit_with_hook(repo, "one")
+    with Queue(repo.common_dir) as queue:  # a queue with some history, quickly
+        for number in range(300):
+            queue.enqueue_commit(f"{number:040x}", "main", [NewJob(f"p{number % 7}", "t/pipeline.json")])
+    database = db_path(repo)
+    checkpoint = sqlite3.connect(database)
+    checkpoint.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint.close()
+    data = bytearray(database.read_bytes())
+    assert len(data) > 5 * 4096
+    for offset in range(2 * 4096, len(data), 4096):  # every page after the schema's
+        data[offset:offset + 64] = b"\xff" * 64
+    database.write_bytes(bytes(data))
+
+    commit, said = _commit_with_hook(repo, "after the damage")
+    assert repo.git("log", "-1", "--format=%H") == commit
+    reported = 0
+    for command in (["status"], ["status", "--format", "json"], ["run"], ["logs", "1"]):
+        proc = repo.pachhook(*command)
+        assert "Traceback" not in proc.stdout + proc.stderr, (command, proc.stderr)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and "malformed" in lines[0], (command, proc.stderr)
+            reported += 1
+    assert reported >= 2, "the damage was never read: the test proves nothing"
+    assert "malformed" in said or f"queued {commit[:12]}" in said, said
+
+
 def _mount_tmpfs(target: Path, size: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],

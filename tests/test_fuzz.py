@@ -401,3 +401,41 @@ def test_other_formats_survive_the_worst_strings(tmp_path, fmt):
     else:
         # the runner splits workflow commands on \n only
         assert all(line.startswith("::error ") for line in result.stdout.rstrip("\n").split("\n"))
+
+
+# --------------------------------------------------------------------------- the configuration file
+
+CONFIG_KEYS = st.sampled_from(["templates", "images", "branches", "tag", "pin_digest", "reprocess",
+                               "worker", "pachctl", "backend", "dockerfile", "context", "build_args"])
+TOML_VALUES = st.recursive(
+    st.none().map(lambda _: '""') | st.booleans().map(str).map(str.lower) | st.integers().map(str)
+    | st.text(max_size=20).map(json.dumps) | st.sampled_from(['"../x"', '"/etc"', '"full"', '"manual"', "1979-05-27"]),
+    lambda children: st.lists(children, max_size=3).map(lambda items: "[" + ", ".join(items) + "]"),
+    max_leaves=6,
+)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(st.sampled_from(["", "[images.\"r/x\"]\n", "[images]\n", "[tool.pachhook]\n"]),
+                       CONFIG_KEYS | st.text(max_size=8), TOML_VALUES), max_size=6),
+    st.binary(max_size=60),
+    st.booleans(),
+)
+def test_any_configuration_file_is_read_or_refused_in_lines(tmp_path_factory, entries, noise, as_pyproject):
+    """The post-commit hook reads this file on every commit: whatever it holds, a Config or a
+    ConfigError with one line per problem, never another exception."""
+    from pachhook.config import Config, ConfigError, load_config
+
+    root = tmp_path_factory.mktemp("config")
+    text = "".join(f"{header}{json.dumps(key)} = {value}\n" for header, key, value in entries).encode() + noise
+    if as_pyproject:
+        (root / "pyproject.toml").write_bytes(b"[tool.pachhook]\n" + text)
+    else:
+        (root / ".pachhook.toml").write_bytes(text)
+    try:
+        config = load_config(root, cache_dir=root)
+    except ConfigError as error:
+        assert error.problems and all(p.strip() and "\n" not in p for p in error.problems), error.problems
+    else:
+        assert isinstance(config, Config)

@@ -157,6 +157,7 @@ class Queue:
         self.folder_str = os.path.join(os.fspath(git_common_dir), FOLDER)
         os.makedirs(self.folder_str, exist_ok=True)
         self.set_aside: Optional[str] = None  # where a corrupt database was moved by this open
+        self._timeout = timeout
         try:
             self._open(timeout)
         except sqlite3.DatabaseError as error:
@@ -176,6 +177,15 @@ class Queue:
             self._create()
         self._db.execute("PRAGMA synchronous = NORMAL")
 
+    def recover_if_corrupt(self, error: Exception) -> bool:
+        """After `error` from a query: if it says the file is damaged, move it aside and open
+        a fresh queue (True); any other error is left to the caller (False)."""
+        if not _is_corrupt(error):
+            return False
+        self._db.close()
+        self._recover(self._timeout, error)
+        return True
+
     def _recover(self, timeout: float, error: Exception) -> None:
         """Move a corrupt database aside (never delete it) and start a fresh one.
 
@@ -190,7 +200,11 @@ class Queue:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._open(timeout)
-                return  # another process has already started a fresh queue
+                # quick_check reads every page (damage past the header shows only when read);
+                # it runs on this rare path only
+                if self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                    return  # another process has already started a fresh queue
+                raise sqlite3.DatabaseError("database disk image is malformed")
             except sqlite3.DatabaseError as again:
                 if not _is_corrupt(again):
                     raise

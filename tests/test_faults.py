@@ -596,9 +596,9 @@ def test_corrupt_queue_is_set_aside_and_a_fresh_one_started(tmp_path):
     assert "no jobs" in shown.stdout
 
 
-def test_queue_damaged_inside_gives_one_line_errors_and_the_commit_stands(tmp_path):
-    """Damage past the header shows only when a query reads it: every command then says so
-    in one line (no traceback) and post-commit still leaves the commit."""
+def test_queue_damaged_inside_gives_one_line_errors_then_the_hook_sets_it_aside(tmp_path):
+    """Damage past the header shows only when a query reads it: commands say so in one line
+    (no traceback); the next commit's hook moves the file aside and records its job afresh."""
     from pachhook.queue import NewJob, Queue
 
     repo = make_repo(tmp_path)
@@ -616,8 +616,6 @@ def test_queue_damaged_inside_gives_one_line_errors_and_the_commit_stands(tmp_pa
         data[offset:offset + 64] = b"\xff" * 64
     database.write_bytes(bytes(data))
 
-    commit, said = _commit_with_hook(repo, "after the damage")
-    assert repo.git("log", "-1", "--format=%H") == commit
     reported = 0
     for command in (["status"], ["status", "--format", "json"], ["run"], ["logs", "1"]):
         proc = repo.pachhook(*command)
@@ -627,7 +625,13 @@ def test_queue_damaged_inside_gives_one_line_errors_and_the_commit_stands(tmp_pa
             assert len(lines) == 1 and "malformed" in lines[0], (command, proc.stderr)
             reported += 1
     assert reported >= 2, "the damage was never read: the test proves nothing"
-    assert "malformed" in said or f"queued {commit[:12]}" in said, said
+
+    commit, said = _commit_with_hook(repo, "after the damage")
+    assert repo.git("log", "-1", "--format=%H") == commit  # the commit stands
+    aside = [p for p in database.parent.iterdir() if p.name.startswith("queue.db.corrupt")]
+    assert len(aside) == 1 and aside[0].read_bytes() == bytes(data), sorted(p.name for p in database.parent.iterdir())
+    assert str(aside[0]) in said and f"queued {commit[:12]}" in said, said
+    assert job_of(repo, commit)["state"] == "queued"
 
 
 def _mount_tmpfs(target: Path, size: str) -> None:

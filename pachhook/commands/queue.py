@@ -99,7 +99,13 @@ def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None, 
     queue = None
     try:
         queue = Queue(info.common_dir_str, timeout=HOOK_BUSY_TIMEOUT)
-        _queue_into(queue, info, start_worker)
+        try:
+            _queue_into(queue, info, start_worker)
+        except sqlite3.DatabaseError as error:
+            # damage past the header shows only now: set the file aside and record afresh
+            if not queue.recover_if_corrupt(error):
+                raise
+            _queue_into(queue, info, start_worker)
     except (sqlite3.Error, OSError) as error:
         # A full disk, a read-only git dir, a lock held past the timeout: the commit stands,
         # say why nothing was recorded, where, and how to record it later.

@@ -187,6 +187,14 @@ def test_validate_and_render_take_hostile_paths(hostile_repo, tmp_path):
         rendered = repo.pachhook("render", "--", relative)
         assert rendered.returncode == 0, (folder, rendered.stderr)
         assert json.loads(rendered.stdout)["metadata"]["annotations"]["pachhook.io/template"] == relative
+    # as the pre-commit framework calls the hook: its own arguments, then the staged file
+    # names, with no `--` between them
+    staged = [f"{folder}/pipeline.json" for folder in FOLDERS]
+    framework = repo.pachhook("validate", "--strict", *staged)
+    assert framework.returncode == 0, framework.stdout + framework.stderr
+    assert f"in {len(FOLDERS)} files" in framework.stderr
+    unknown = repo.pachhook("validate", "--no-such-option", *staged)
+    assert unknown.returncode == 2 and "--no-such-option" in unknown.stderr
     # a broken template in a hostile folder: the diagnostic names the path, escaped onto one line
     repo.write("new\nline/pipeline.json", '{"pipeline": {"name": "a"}, "bad key\\n": 1}')
     checked = repo.pachhook("validate", "--", "new\nline/pipeline.json")

@@ -51,9 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # pre-commit passes file names after the hook's arguments with no `--` before them:
+        # a template in a folder named `-rf` arrives as `-rf/pipeline.json`. An unknown
+        # "option" that names an existing path is that file.
+        unknown = [arg for arg in extra if not os.path.exists(arg)]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as stop:  # argparse has printed the usage error
         return EXIT_USAGE if stop.code else EXIT_OK
+    args.files = list(args.files) + extra
     try:
         return _run(args)
     except Exception as error:  # a bug: one visible line, distinct exit status

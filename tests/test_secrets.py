@@ -111,6 +111,7 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
     job = wait_done(repo, first, transcript)
     assert job["state"] == "done", (job["steps"], committed.stdout)
     for command in (["status"], ["logs", str(job["id"])], ["provenance", first], ["provenance", first, "--format", "json"],
+                    ["doctor"], ["doctor", "--verbose"], ["doctor", "--format", "json"],
                     ["render", "edges/pipeline.json"], ["run", "--commit", "HEAD", "--dry-run"], ["run", "--commit", "HEAD"]):
         transcript.add(repo.pachhook(*command))
 

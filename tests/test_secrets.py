@@ -171,3 +171,60 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
     # the search finds what is there: the user's own files still hold the secrets
     assert secrets["docker config auth token"].encode() in (docker_config / "config.json").read_bytes()
     assert TOKEN in pach_config.read_text()
+
+
+def test_no_token_in_anything_the_api_backend_path_writes(tmp_path):
+    """backend = "api" is the path that reads the pachctl config's token and sends it: a
+    delivery against the pps_v2.API TEST DOUBLE, and one against a closed port, leave it
+    nowhere but in the request that authenticates the call."""
+    pytest.importorskip("pachyderm_sdk", reason="the API backend needs pachyderm-sdk: pip install 'pachhook[api]'")
+    pytest.importorskip("grpc", reason="the pps_v2.API test double needs grpcio")
+    from doubles import pps_server
+
+    server, port, double = pps_server.start()
+    transcript = Transcript()
+    try:
+        env = git_env(tmp_path / "home")
+        pach_config = tmp_path / "pach-config.json"
+
+        def point_at(address: str) -> None:
+            pach_config.write_text(json.dumps({"user_id": "u", "v2": {"active_context": "local", "contexts": {
+                "local": {"pachd_address": address, "session_token": TOKEN, "source": 2}}}}))
+
+        point_at(f"grpc://127.0.0.1:{port}")
+        env.update({"PACH_CONFIG": str(pach_config), "PACHHOOK_PACHCTL_TIMEOUT": "5"})
+        path = tmp_path / "repo"
+        path.mkdir()
+        run(["git", "init", "-q", "-b", "main", str(path)], tmp_path, env)
+        repo = Repo(path, env)
+        repo.write(".pachhook.toml", 'worker = "manual"\nbackend = "api"\n')
+        fixed = json.loads(spec("edges", "registry.invalid/team/edges"))
+        fixed["transform"]["image"] = "registry.invalid/team/edges:1"  # no build: the update is the point
+        repo.write("edges/pipeline.json", json.dumps(fixed))
+        first = repo.commit("edges")
+        transcript.add(repo.pachhook("queue", "--no-worker"))
+        delivered = transcript.add(repo.pachhook("run"))
+        assert delivered.returncode == 0, delivered.stdout + delivered.stderr
+        assert [request.token for request in double.received] == [TOKEN]  # it was used
+
+        point_at("grpc://127.0.0.1:1")  # nothing listens there
+        repo.write("edges/pipeline.json", json.dumps(dict(fixed, description="second")))
+        repo.commit("second")
+        transcript.add(repo.pachhook("queue", "--no-worker"))
+        failed = transcript.add(repo.pachhook("run"))
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        for command in (["status", "--all"], ["status", "--format", "json", "--all"], ["logs", "1"],
+                        ["logs", "2"], ["provenance", first], ["doctor", "--verbose"], ["doctor", "--format", "json"],
+                        ["run", "--commit", "HEAD", "--dry-run"]):
+            transcript.add(repo.pachhook(*command))
+        jobs = json.loads(repo.pachhook("status", "--format", "json", "--all").stdout)["jobs"]
+        errors = [s["error"] for j in jobs for s in j["steps"] if s["error"]]
+        assert errors and all("\n" not in e for e in errors), errors
+    finally:
+        server.stop(grace=None)
+
+    places = {f"output {n}": text.encode() for n, text in enumerate(transcript.outputs)}
+    places.update({str(p): p.read_bytes() for p in (repo.common_dir / "pachhook").rglob("*") if p.is_file()})
+    leaks = [where for where, data in places.items() if TOKEN.encode() in data]
+    assert not leaks, leaks
+    assert TOKEN in pach_config.read_text()

@@ -29,6 +29,7 @@ import services as test_services
 from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, run
 
 LEASE = 3.0  # seconds; workers here renew every LEASE/3
+KILLED_LEASE = 6.0  # the lease of a worker about to be killed: time to see that nobody takes its job
 WAIT = 120.0  # upper bound on any wait for a state; failing tests end sooner with a message
 
 
@@ -123,11 +124,11 @@ def log_has(repo: Repo, job_id: int, text: str) -> bool:
 
 
 class Worker:
-    """`pachhook run --lease LEASE` in its own session, so it can be killed with its children."""
+    """`pachhook run --lease KILLED_LEASE` in its own session, to be killed with its children."""
 
     def __init__(self, repo: Repo, env: Optional[Dict[str, str]] = None) -> None:
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "pachhook"), "run", "--lease", str(LEASE)], cwd=repo.path,
+            [str(VENV_BIN / "pachhook"), "run", "--lease", str(KILLED_LEASE)], cwd=repo.path,
             env=env or repo.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )
@@ -242,11 +243,11 @@ def write_pausing_pachctl(tmp_path: Path) -> Path:
 def _resume_after_lease(repo: Repo, commit: str, job_id: int) -> None:
     """Before the dead worker's lease ends nobody takes the job; after it, the next worker
     finishes it."""
-    assert lease_left(repo, job_id) > 0.5, "the lease ran out before the test could look"
+    assert lease_left(repo, job_id) > 2, "the lease ran out before the test could look"
     early = run_once(repo)
     assert "no job to run" in early.stdout, early.stdout + early.stderr
     assert job_of(repo, commit)["state"] == "running"
-    wait_for("the dead worker's lease to run out", lambda: lease_left(repo, job_id) < 0, timeout=LEASE + 5)
+    wait_for("the dead worker's lease to run out", lambda: lease_left(repo, job_id) < 0, timeout=KILLED_LEASE + 5)
     late = run_once(repo)
     assert late.returncode == 0, late.stdout + late.stderr
     assert "1 done" in late.stdout, late.stdout
@@ -379,9 +380,11 @@ def test_worker_killed_mid_push_resumes(tmp_path, docker_env, own_registry_facto
 
     worker = Worker(repo)
     try:
-        wait_for("the push to start", lambda: log_has(repo, job_id, "push: started"),
+        # frozen as the build ends: the push that follows cannot finish before the freeze
+        wait_for("the build to end", lambda: log_has(repo, job_id, "build: done"),
                  detail=lambda: "\n".join(r[0] for r in query(repo, "SELECT line FROM logs")))
         registry.pause()  # the registry stops answering in the middle of the push
+        wait_for("the push to start", lambda: log_has(repo, job_id, "push: started"))
         time.sleep(1.0)
         assert step(job_of(repo, commit), "push")["state"] == "running"
         worker.kill9()

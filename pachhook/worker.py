@@ -275,8 +275,10 @@ def run_worker(repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS,
             expiry = queue.next_lease_expiry()
             if not queue.has_leasable() and expiry is not None and expiry > time.time():
                 # A job still leased: its worker may have died, and then nobody takes it up
-                # before the next commit. Wait for the lease to end (or be renewed) and look again.
-                time.sleep(min(expiry - time.time() + 0.2, lease_seconds))
+                # before the next commit. Wait for the lease to end (or be renewed), looking
+                # every second: a commit queued meanwhile starts no worker while this one
+                # holds the lock, so its job must not wait for the lease too.
+                time.sleep(min(expiry - time.time() + 0.2, 1.0))
                 continue
             lock.release()
             if not queue.has_leasable() or not lock.acquire():

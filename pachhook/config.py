@@ -288,7 +288,13 @@ def _key_pattern(key: str) -> str:
 def _quote_key(key: str) -> str:
     import re
 
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'
+    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return key
+    import json
+
+    # A TOML quoted key may hold newlines and control characters: escape them, so that
+    # every problem stays on one line.
+    return json.dumps(key, ensure_ascii=False)
 
 
 def _relative_path(checker: _Checker, keys: Tuple[str, ...], value: Any) -> Optional[str]:

@@ -1,3 +1,14 @@
+"""Shared pytest set-up: hypothesis profiles, and the Docker services fixtures below."""
+import os as _os
+
+from hypothesis import settings as _settings
+
+# Local runs explore new examples each time; CI runs the same examples every time, so a
+# landing is never decided by a lucky draw (a failure found locally is fixed, not skipped).
+_settings.register_profile("ci", derandomize=True, print_blob=True)
+if _os.environ.get("CI"):
+    _settings.load_profile("ci")
+
 # ---- Docker services fixtures (build/push engineer; see tests/services.py) ----
 import os as _os
 from pathlib import Path as _Path

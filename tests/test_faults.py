@@ -309,7 +309,7 @@ def test_background_worker_killed_its_job_is_taken_up_by_the_next_one(tmp_path):
     first_id = job_of(repo, first)["id"]
     # the background worker as the hook starts it (`pachhook worker`), with a lease long
     # enough that the next commit's worker finds it still held
-    dead = subprocess.Popen([str(VENV_BIN / "pachhook"), "worker", "--repo", str(repo.path), "--lease", "10"],
+    dead = subprocess.Popen([str(VENV_BIN / "pachhook"), "worker", "--repo", str(repo.path), "--lease", "20"],
                             cwd=repo.path, env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     wait_for("the cluster to apply the spec", lambda: (state / "applied").exists())
@@ -321,10 +321,19 @@ def test_background_worker_killed_its_job_is_taken_up_by_the_next_one(tmp_path):
     repo.write("montage/pipeline.json", spec("montage", FIXED_IMAGE, inputs=("edges",)))
     second = repo.commit("montage")  # its post-commit hook starts a new background worker
     assert lease_left(repo, first_id) > 3, "the dead worker's lease ran out too soon for this test"
-    wait_for("both jobs to be delivered by the background worker", lambda: all(
-        job_of(repo, sha)["state"] == "done" for sha in (first, second)), timeout=60,
-        detail=lambda: (repo.common_dir / "pachhook" / "worker.log").read_text())
-    assert updates_for(repo, first) == 1 and updates_for(repo, second) == 1
+    log = repo.common_dir / "pachhook" / "worker.log"
+    wait_for("the new commit's job", lambda: job_of(repo, second)["state"] == "done", timeout=30,
+             detail=log.read_text)
+    # the worker now waits on the dead lease, holding the worker lock: a job queued
+    # meanwhile (its hook starts no worker) is still delivered before that lease ends
+    repo.write("third/pipeline.json", spec("third", FIXED_IMAGE))
+    third = repo.commit("third")
+    wait_for("the third commit's job", lambda: job_of(repo, third)["state"] == "done", timeout=30,
+             detail=log.read_text)
+    assert job_of(repo, first)["state"] == "running", "the test needs the dead lease to outlast this"
+    wait_for("the stranded job to be delivered by the background worker",
+             lambda: job_of(repo, first)["state"] == "done", timeout=60, detail=log.read_text)
+    assert [updates_for(repo, sha) for sha in (first, second, third)] == [1, 1, 1]
     assert step(job_of(repo, first), "update")["attempts"] == 2
 
 

@@ -482,10 +482,11 @@ def test_engine_down_at_build_then_back(tmp_path, docker_env):
     assert updates_for(repo, commit) == 1
 
 
-def test_pachctl_failing_then_back(tmp_path):
+@pytest.mark.parametrize("command", ["update", "inspect", "version"])
+def test_pachctl_failing_then_back(tmp_path, command):
     repo = make_repo(tmp_path)
     fault = state_dir(repo) / "pachctl_double_fail"
-    fault.write_text("update:rpc error: code = Unavailable desc = connection error: dial tcp 10.0.0.7:30650")
+    fault.write_text(f"{command}:rpc error: code = Unavailable desc = connection error: dial tcp 10.0.0.7:30650")
     repo.write("edges/pipeline.json", spec("edges", FIXED_IMAGE))
     commit = repo.commit("edges")
 

@@ -491,7 +491,8 @@ def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[st
         say("fail", "the delivery did not finish within --timeout; see `pachhook status` in the repository")
 
     report.jobs = _status(repo, env)
-    for job in report.jobs:
+    # Status lists newest first; specs and commands read best in delivery order.
+    for job in sorted(report.jobs, key=lambda job: job["id"]):
         lines = logs.get(job["pipeline"]) or _job_log(repo, env, job["id"])
         update = next((step for step in job["steps"] if step["name"] == "update"), {})
         spec_path = (update.get("result") or {}).get("spec_path", "")

@@ -21,6 +21,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pachhook import gitrepo
+from pachhook.commands._common import guard, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         return check_push(args, os.environ, _stdin_lines())
     except gitrepo.GitError as error:
@@ -156,10 +156,4 @@ def check_versions(root: object, versions: Dict[Tuple[str, str], List[str]], str
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook check-push: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook check-push", _main, argv)

@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 
 from pachhook import gitrepo
 from pachhook.hookscripts import HOOK_NAMES, MARKER, script
+from pachhook.commands._common import guard, parse_args
 
 SAVED_SUFFIX = ".pachhook-saved"
 RECORD_NAME = "installed"
@@ -42,10 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         root = gitrepo.repo_root()
         hooks = gitrepo.hooks_dir(root)
@@ -125,10 +125,4 @@ def _record(common: Path, mode: str, names: Sequence[str]) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook install: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook install", _main, argv)

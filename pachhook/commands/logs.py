@@ -6,6 +6,8 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from pachhook.commands._common import guard, open_queue, parse_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pachhook logs", description="Print the log of a job, oldest line first.")
@@ -14,17 +16,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
-    from pachhook import gitrepo
-    from pachhook.queue import QueueError, open_queue
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    from pachhook.queue import QueueError
 
-    try:
-        queue = open_queue()
-    except gitrepo.GitError as error:
-        print(f"pachhook logs: {error}", file=sys.stderr)
+    queue = open_queue("pachhook logs")
+    if queue is None:
         return 2
     with queue:
         try:
@@ -41,10 +39,4 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook logs: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook logs", _main, argv)

@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from pachhook.commands._common import guard, open_queue, parse_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -29,18 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
+    return guard("pachhook provenance", _main, argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     from pachhook import gitrepo
     from pachhook.provenance import deliveries, find, format_text, kind_of
-    from pachhook.queue import open_queue
 
-    try:
-        queue = open_queue()
-    except gitrepo.GitError as error:
-        print(f"pachhook provenance: {error}", file=sys.stderr)
+    queue = open_queue("pachhook provenance")
+    if queue is None:
         return 2
     commit = None
     if kind_of(args.query) == "name" and not args.query.startswith("-"):

@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from pachhook.commands._common import guard, open_queue, parse_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -16,17 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
-    from pachhook import gitrepo
-    from pachhook.queue import QueueError, open_queue
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    from pachhook.queue import QueueError
 
-    try:
-        queue = open_queue()
-    except gitrepo.GitError as error:
-        print(f"pachhook retry: {error}", file=sys.stderr)
+    queue = open_queue("pachhook retry")
+    if queue is None:
         return 2
     with queue:
         try:
@@ -57,10 +55,4 @@ def _start_worker() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook retry: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook retry", _main, argv)

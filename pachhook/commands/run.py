@@ -9,6 +9,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from pachhook.commands._common import guard, parse_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -33,10 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.lease <= 0:
         print("pachhook run: --lease must be a positive number of seconds", file=sys.stderr)
         return 2
@@ -73,10 +74,4 @@ def run_queue(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook run: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook run", _main, argv)

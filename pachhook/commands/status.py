@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict
 from typing import List, Optional, Sequence
 
+from pachhook.commands._common import guard, open_queue, parse_args
 from pachhook.jobs import Job, StepRecord
 
 DEFAULT_LIMIT = 20
@@ -28,18 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
-    from pachhook import gitrepo
-    from pachhook.queue import open_queue
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     from pachhook.worker import worker_pid, worker_running
 
-    try:
-        queue = open_queue()
-    except gitrepo.GitError as error:
-        print(f"pachhook status: {error}", file=sys.stderr)
+    queue = open_queue("pachhook status")
+    if queue is None:
         return 2
     with queue:
         jobs = queue.list_jobs(all=args.all, limit=None if args.all else DEFAULT_LIMIT)
@@ -103,10 +98,4 @@ def _clock(at: float) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook status: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook status", _main, argv)

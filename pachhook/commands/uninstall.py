@@ -16,6 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from pachhook import gitrepo
 from pachhook.commands.install import RECORD_NAME, SAVED_SUFFIX, is_ours
+from pachhook.commands._common import guard, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         root = gitrepo.repo_root()
         hooks = gitrepo.hooks_dir(root)
@@ -98,10 +98,4 @@ def _read_record(path: Path) -> List[Tuple[str, str]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook uninstall: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook uninstall", _main, argv)

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pachhook.commands._common import guard, parse_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -30,10 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     if args.lease <= 0:
         print("pachhook worker: --lease must be a positive number of seconds", file=sys.stderr)
         return 2
@@ -52,10 +53,4 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        return _main(argv)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
-    except Exception as error:  # a bug, or a queue database that cannot be read: one line
-        print(f"pachhook worker: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 3
+    return guard("pachhook worker", _main, argv)

@@ -1,0 +1,45 @@
+"""What every subcommand's entry point shares: argument parsing that returns an exit status,
+a guard that turns a closed pipe or a bug into one line, and opening the repository's queue."""
+from __future__ import annotations
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds the post-commit hook does not spend
+    import argparse
+    from typing import Callable, Optional, Sequence, Union
+
+    from pachhook.queue import Queue
+
+
+def parse_args(parser: "argparse.ArgumentParser", argv: "Optional[Sequence[str]]") -> "Union[argparse.Namespace, int]":
+    """The parsed arguments, or the exit status when argparse has already answered (--help, bad usage)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as stop:
+        return 2 if stop.code else 0
+
+
+def guard(prog: str, body: "Callable[[Optional[Sequence[str]]], int]", argv: "Optional[Sequence[str]]") -> int:
+    """Run body(argv): a reader that stopped reading ends it quietly, and a bug (or a queue
+    database that cannot be read) is one line with exit status 3, never a traceback."""
+    try:
+        return body(argv)
+    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
+        return 1
+    except Exception as error:
+        text = " ".join(str(error).split())
+        print(f"{prog}: internal error: {type(error).__name__}: {text}", file=sys.stderr)
+        return 3
+
+
+def open_queue(prog: str) -> "Optional[Queue]":
+    """The queue of the repository around the working directory, or None after saying why not."""
+    from pachhook import gitrepo
+    from pachhook.queue import open_queue as open_repository_queue
+
+    try:
+        return open_repository_queue()
+    except gitrepo.GitError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return None

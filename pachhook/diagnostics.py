@@ -1,7 +1,7 @@
 """Problems found in a template, and the records that locate them in a file."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Tuple, Union
 
 JsonPath = Tuple[Union[str, int], ...]

@@ -273,7 +273,7 @@ def check_backend(probe: Probe) -> List[Check]:
     shown = (version.stdout.strip().splitlines() or ["?"])[-1]
     active = context.stdout.strip()
     if version.returncode != 0:
-        return [Check("pachctl", FAIL, f"`pachctl version --client-only` failed",
+        return [Check("pachctl", FAIL, "`pachctl version --client-only` failed",
                       "check the pachctl installation")]
     if context.returncode != 0 or not active:
         return [Check("pachctl", FAIL, f"pachctl {shown}, but no active context",

@@ -69,7 +69,7 @@ def test_without_docker_or_pachctl_it_names_the_skipped_steps_and_shows_the_rest
     assert "2 job(s) queued (edges, montage)" in out
     commit = re.search(r"ok    commit ([0-9a-f]{12}):", out).group(1)
     # The queue, as `pachhook status` prints it: every step recorded as skipped.
-    assert re.search(rf"edges\s.*skipped.*skipped.*skipped", out)
+    assert re.search(r"edges\s.*skipped.*skipped.*skipped", out)
     # The rendered spec and the command update would run; the spec is written where it says.
     assert f'"pachhook.io/commit": "{commit}' in out
     assert "8. what update would run (pachctl is not here" in out

@@ -9,7 +9,7 @@ import datetime
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from pachhook import __version__

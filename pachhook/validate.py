@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Iterable, List, Sequence, Union
 
 from pachhook import rules, schema
-from pachhook.diagnostics import Diagnostic, Problem, format_json_path
+from pachhook.diagnostics import ERROR, Diagnostic, Problem, format_json_path
 from pachhook.loader import LoadedFile, load_bytes, load_path
-from pachhook.template import render, sample_values
+from pachhook.template import image_to_build, render, sample_values
 
 
 def validate_bytes(name: str, data: bytes, strict: bool = False) -> List[Diagnostic]:
@@ -34,6 +34,13 @@ def check_document(value: Any, strict: bool = False) -> List[Problem]:
     """Problems of one parsed spec (a template: placeholders are filled with samples first)."""
     rendered, problems = render(value, sample_values())
     found = schema.check(rendered) + rules.check(rendered, strict=strict)
+    if image_to_build(value) is not None:
+        # pachhook builds and pushes this image under the rendered name, so a name the
+        # registry cannot take is an error here, not the warning it is for other images.
+        found = [
+            Problem(p.path, p.message, ERROR, p.rule) if p.rule == "image-reference" else p
+            for p in found
+        ]
     if problems:
         # a value still holding an unknown placeholder fails other checks for that reason
         # only: the placeholder problem is the one worth reading

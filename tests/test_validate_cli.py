@@ -105,6 +105,20 @@ def test_error_line_names_file_position_path(tmp_path, capsys):
     ]
 
 
+def test_an_image_pachhook_builds_must_be_a_valid_reference(tmp_path, capsys):
+    # The image with a placeholder is pushed under its rendered name: a name no registry takes
+    # is an error; a fixed image pachhook does not build only gets the warning pachctl gives none.
+    built = write(tmp_path / "pipeline.json", GOOD_JSON.replace("team/edges", "Team/edges"))
+    fixed = write(tmp_path / "fixed.pipeline.json",
+                  GOOD_JSON.replace("registry.example.com/team/edges:{{ tag }}", "<yourregistry>/edges:1.0"))
+    assert command.main([str(built), str(fixed)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[1] for line in out] == ["error", "warning"]
+    assert out[0].startswith(f"{built}:4:5: error: image ") and "lowercase" in out[0]
+    assert out[1].startswith(f"{fixed}:4:5: warning: image ")
+    assert command.main([str(fixed)]) == 0
+
+
 def test_schema_problems_are_placed_in_the_template(tmp_path, capsys):
     # the unknown key sits after a rendered placeholder: positions still point at the file
     text = GOOD_YAML.replace("input:", "transfrom:\n  cmd: [x]\ninput:")

@@ -213,7 +213,6 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
             built_for = reusable.labels.get(LABEL_REVISION, "")[:12] or "an earlier commit"
             message = (f"reused image {reusable.id[7:19]} built for commit {built_for} (same context key "
                        f"{key[:12]}); tagged {image_ref} without building")
-            ctx.log(f"build: {message}")
             return StepResult(outcome="reused", message=message, data={
                 "image_id": reusable.id, "image_ref": image_ref, "context_key": key, "reused": "true"})
 

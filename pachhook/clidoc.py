@@ -1,7 +1,7 @@
-"""Write docs/cli-reference.md from the argument parsers, so the reference cannot drift.
+"""Write docs/cli.md from the argument parsers, so the reference cannot drift.
 
     python -m pachhook.clidoc            # print the reference
-    python -m pachhook.clidoc --write    # update docs/cli-reference.md
+    python -m pachhook.clidoc --write    # update docs/cli.md
     python -m pachhook.clidoc --check    # exit 1 when the committed file is out of date
 
 The text is built from each command's `build_parser()` actions rather than from
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "cli-reference.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 _WIDTH = "100"
 
 

@@ -138,13 +138,13 @@ def test_every_command_help_exits_0(name: str):
 
 
 def test_cli_reference_is_generated_from_the_parsers():
-    committed = (DOCS / "cli-reference.md").read_text(encoding="utf-8")
-    assert committed == clidoc.generate(), "docs/cli-reference.md is stale: run `python -m pachhook.clidoc --write`"
+    committed = (DOCS / "cli.md").read_text(encoding="utf-8")
+    assert committed == clidoc.generate(), "docs/cli.md is stale: run `python -m pachhook.clidoc --write`"
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_cli_reference_names_every_option_help_shows(name: str):
-    reference = (DOCS / "cli-reference.md").read_text(encoding="utf-8")
+    reference = (DOCS / "cli.md").read_text(encoding="utf-8")
     section = reference.split(f"## pachhook {name}\n", 1)[1].split("\n## pachhook ", 1)[0]
     help_text = load_command(name).build_parser().format_help()
     options = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", help_text)) - {"--help"}

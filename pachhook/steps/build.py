@@ -194,7 +194,6 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
                       f"(same context key {plan.key[:12]}) and tag it {image_ref}"
         elif pushed:
             verdict = f"would pull {pushed[0]} (same context key {plan.key[:12]}) and tag it {image_ref}"
-    ctx.log(f"build: {verdict}")
     return StepResult(outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key},
                       message=f"dry run: {verdict}")
 

@@ -10,6 +10,7 @@ wherever pachhook shows or records it, and text output keeps one record per line
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -251,3 +252,28 @@ def test_check_push_with_hostile_branches_and_remote_path(hostile_repo, tmp_path
     assert "Traceback" not in refused.stderr
     no_marker_anywhere(tmp_path)
     del pushed
+
+
+def test_background_worker_starts_and_delivers_from_a_hostile_path(hostile_repo, tmp_path):
+    """The post-commit hook spawns `pachhook worker --repo <work tree>`: a work tree named
+    `repo with space $(touch PWNED)` on a branch named `feat/$(touch${IFS}PWNED)` is an
+    argument, not a command line."""
+    repo = hostile_repo
+    ran = repo.pachhook("run")  # deliver what the fixture queued, in the foreground
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    repo.write(".pachhook.toml", f'pachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n')  # background worker
+    switch(repo, BRANCHES[0])
+    repo.write(f"{FOLDERS[1]}/pipeline.json", spec("p1").replace("true", "echo background"))
+    commit = repo.commit(MESSAGE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = next((j for j in status(repo) if j["commit"] == commit), None)
+        if job and job["state"] in ("done", "failed"):
+            break
+        time.sleep(0.3)
+    log = (repo.common_dir / "pachhook" / "worker.log").read_text()
+    assert job and job["state"] == "done", log
+    assert job["branch"] == BRANCHES[0]
+    assert any(s["transform"]["env"]["BRANCH"] == BRANCHES[0] and "echo background" in s["transform"]["cmd"][2]
+               for s in received(repo))
+    no_marker_anywhere(tmp_path)

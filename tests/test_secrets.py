@@ -28,6 +28,7 @@ from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, run
 
 GIT_PASSWORD = "gitpw-" + uuid.uuid4().hex
 TOKEN = "pachtoken-" + uuid.uuid4().hex
+QUERY_TOKEN = "querytoken-" + uuid.uuid4().hex
 WAIT = 180.0
 
 
@@ -73,6 +74,7 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
         "docker config auth token": base64.b64encode(f"{user}:{password}".encode()).decode(),
         "pachctl session token": TOKEN,
         "git remote password": GIT_PASSWORD,
+        "git remote query token": QUERY_TOKEN,
     }
     transcript = Transcript()
 
@@ -95,7 +97,8 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
     path.mkdir()
     run(["git", "init", "-q", "-b", "main", str(path)], tmp_path, env)
     repo = Repo(path, env)
-    repo.git("remote", "add", "origin", f"https://builder:{GIT_PASSWORD}@git.example.invalid/team/repo.git")
+    repo.git("remote", "add", "origin",
+             f"https://builder:{GIT_PASSWORD}@git.example.invalid/team/repo.git?access_token={QUERY_TOKEN}")
     repository = f"secrets/{uuid.uuid4().hex[:10]}/edges"
     image = f"{services.auth_registry}/{repository}"
     repo.write(".pachhook.toml", f'pachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n')  # background worker

@@ -35,6 +35,10 @@ def strip_credentials(url: str) -> str:
     if "://" not in url:
         return url  # scp-like `git@host:path` or a local path: the user there is not a secret
     parts = urlsplit(url)
+    if parts.query:
+        # a query can carry a token as well (`?access_token=...`); naming the remote needs none
+        parts = parts._replace(query="", fragment="")
+        url = urlunsplit(parts)
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""

@@ -85,6 +85,13 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
     baselines = queue.baselines()
     seen: Dict[str, str] = {}
     for path in templates:
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # git keeps names as bytes; these are not UTF-8
+            shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            result.problems.append(f"{shown}: skipped: the path is not UTF-8 text; rename it"
+                                   " (the queue, specs and annotations hold UTF-8 only)")
+            continue
         parsed = specs_by_blob.get(entries[path].sha, {})
         if parsed.get("error"):
             result.problems.append(f"{path}: skipped: {parsed['error']}")

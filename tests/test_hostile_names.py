@@ -10,6 +10,7 @@ wherever pachhook shows or records it, and text output keeps one record per line
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -277,3 +278,23 @@ def test_background_worker_starts_and_delivers_from_a_hostile_path(hostile_repo,
     assert any(s["transform"]["env"]["BRANCH"] == BRANCHES[0] and "echo background" in s["transform"]["cmd"][2]
                for s in received(repo))
     no_marker_anywhere(tmp_path)
+
+
+def test_a_folder_name_that_is_not_utf8_is_named_and_skipped_not_a_crash(hostile_repo, tmp_path):
+    """git keeps file names as bytes: a template under `\\xff\\xfe dir/` cannot go into the
+    queue or an annotation (UTF-8 only). The hook says so in one line, escaped, and queues
+    the commit's other templates."""
+    repo = hostile_repo
+    folder = os.fsencode(repo.path) + b"/\xff\xfe dir"
+    os.mkdir(folder)
+    with open(folder + b"/pipeline.json", "w") as handle:
+        handle.write(spec("bytes"))
+    repo.write("plain/pipeline.json", spec("plain"))
+    run(["git", "add", "."], repo.path, repo.env)
+    proc = run(["git", "commit", "-q", "-m", "bytes"], repo.path, repo.env, check=False)
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    said = proc.stdout + proc.stderr
+    [line] = [line for line in said.splitlines() if "not UTF-8" in line]
+    assert "\\xff\\xfe dir/pipeline.json: skipped" in line, line
+    commit = repo.git("rev-parse", "HEAD")
+    assert [job["pipeline"] for job in status(repo) if job["commit"] == commit] == ["plain"]

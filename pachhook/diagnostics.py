@@ -34,6 +34,9 @@ class Diagnostic:
     document: int = 0  # 1-based document index in a multi-spec file; 0 when not applicable
 
 
+LONGEST_SHOWN_KEY = 64  # a longer key is shortened in paths: a diagnostic stays a readable line
+
+
 def format_json_path(path: JsonPath) -> str:
     """Render ("input", "cross", 1, "pfs") as input.cross[1].pfs."""
     out = ""
@@ -41,5 +44,8 @@ def format_json_path(path: JsonPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part)
+            if len(text) > LONGEST_SHOWN_KEY:
+                text = text[:LONGEST_SHOWN_KEY] + "..."
+            out += f".{text}" if out else text
     return out

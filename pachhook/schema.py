@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from pachhook.diagnostics import ERROR, JsonPath, Problem, format_json_path
+from pachhook.diagnostics import ERROR, LONGEST_SHOWN_KEY, JsonPath, Problem, format_json_path
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pipeline-spec.schema.json")
 
@@ -504,9 +504,10 @@ class _Checker:
                         "removed-field")
             return
         known = [k for k in (node.properties or {}) if k != "$schema"]
-        message = f"unknown field '{key}' {_where(path)}"
-        if len(self.out) >= _SUGGESTION_LIMIT:
-            # hostile input (thousands of unknown keys): suggestions cost ~1 ms each
+        message = f"unknown field '{_shown_key(key)}' {_where(path)}"
+        if len(self.out) >= _SUGGESTION_LIMIT or len(key) > _LONGEST_FIELD:
+            # hostile input (thousands of unknown keys, or huge ones): suggestions cost ~1 ms
+            # each, and no field of the spec is that long anyway
             self.report(path + (key,), message, "unknown-field")
             return
         homes = [] if _folded_match(key, known) else self._field_homes(node, key)
@@ -531,6 +532,14 @@ class _Checker:
 
 
 _SUGGESTION_LIMIT = 100  # problems after which unknown fields get no "did you mean"
+_LONGEST_FIELD = LONGEST_SHOWN_KEY  # longer keys are no typo of a spec field: no suggestion, shown shortened
+
+
+def _shown_key(key: str) -> str:
+    """The key as a message quotes it: a megabyte-long key must not make a megabyte-long line."""
+    if len(key) <= _LONGEST_FIELD:
+        return key
+    return f"{key[:_LONGEST_FIELD]}... ({len(key)} characters)"
 
 _BOOLISH = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n"})
 

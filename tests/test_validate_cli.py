@@ -308,6 +308,14 @@ HOSTILE = {
 }
 
 
+def test_a_megabytes_long_key_makes_a_short_line(tmp_path):
+    path = write(tmp_path / "pipeline.json", '{"pipeline": {"name": "a"}, "' + "k" * 3_000_000 + '": 1}')
+    result = run_cli(str(path), memory_mb=400)
+    assert result.returncode == 1
+    [line] = result.stdout.splitlines()
+    assert len(line) < 400 and "(3000000 characters)" in line, line[:400]
+
+
 def test_thousands_of_unknown_keys_are_reported_quickly(tmp_path):
     keys = ",".join(f'"k{i}": 1' for i in range(9_000))
     path = write(tmp_path / "pipeline.json", '{"pipeline": {"name": "a"}, ' + keys + "}")

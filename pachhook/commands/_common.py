@@ -20,16 +20,18 @@ def parse_args(parser: "argparse.ArgumentParser", argv: "Optional[Sequence[str]]
         return 2 if stop.code else 0
 
 
-def guard(prog: str, body: "Callable[[Optional[Sequence[str]]], int]", argv: "Optional[Sequence[str]]") -> int:
-    """Run body(argv): a reader that stopped reading ends it quietly, and a bug (or a queue
+def guard(prog: str, body: "Callable[..., int]", *args: object) -> int:
+    """Run body(*args): a reader that stopped reading ends it quietly, and a bug (or a queue
     database that cannot be read) is one line with exit status 3, never a traceback."""
     try:
-        return body(argv)
+        return body(*args)
     except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        return 1
+        from pachhook.output import quiet_broken_pipe
+
+        return quiet_broken_pipe()
     except Exception as error:
         text = " ".join(str(error).split())
-        print(f"{prog}: internal error: {type(error).__name__}: {text}", file=sys.stderr)
+        print(f"{prog}: internal error: {type(error).__name__}: {text} (please report it)", file=sys.stderr)
         return 3
 
 

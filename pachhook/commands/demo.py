@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from pachhook.commands._common import guard, parse_args
+
 
 def build_parser() -> argparse.ArgumentParser:
     from pachhook.output import add_output_options
@@ -40,23 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
-    try:
-        return _main(args)
-    except BrokenPipeError:
-        from pachhook.output import quiet_broken_pipe
-
-        return quiet_broken_pipe()
-    except KeyboardInterrupt:
-        raise
-    except Exception as error:  # a bug or an unforeseen environment: one line, not a traceback
-        text = " ".join(str(error).split())
-        print(f"pachhook demo: unexpected error: {type(error).__name__}: {text} (please report it)",
-              file=sys.stderr)
-        return 3
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    return guard("pachhook demo", _main, args)
 
 
 def _main(args: argparse.Namespace) -> int:

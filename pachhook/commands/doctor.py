@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Optional, Sequence
+
+from pachhook.commands._common import guard, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,23 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
-    try:
-        return _main(args)
-    except BrokenPipeError:
-        from pachhook.output import quiet_broken_pipe
-
-        return quiet_broken_pipe()
-    except KeyboardInterrupt:
-        raise
-    except Exception as error:  # a bug or an unforeseen environment: one line, not a traceback
-        text = " ".join(str(error).split())
-        print(f"pachhook doctor: unexpected error: {type(error).__name__}: {text} (please report it)",
-              file=sys.stderr)
-        return 3
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    return guard("pachhook doctor", _main, args)
 
 
 def _main(args: argparse.Namespace) -> int:

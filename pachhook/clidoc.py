@@ -75,6 +75,11 @@ def generate() -> str:
             "",
             "Every command also takes `-h`/`--help`. `pachhook --version` prints the version.",
             "",
+            "Besides the exit statuses each command lists below: a bug in pachhook ends a command with"
+            " one line, `pachhook COMMAND: internal error: ...`, and exit status 3 (please report it);"
+            " a command whose output reader goes away (`pachhook status | head -1`) exits 141, as"
+            " a shell pipeline would.",
+            "",
             "| command | what it does |",
             "| --- | --- |",
         ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import re
-import subprocess
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
@@ -54,18 +53,17 @@ def strip_credentials(url: str) -> str:
 
 def remote_url(repo_root: Path, branch: str) -> str:
     """The URL of the branch's upstream remote, else origin, else the first remote ("" if none)."""
-    def git(*args: str) -> str:
-        result = subprocess.run(["git", "-C", str(repo_root), *args], capture_output=True, text=True)
-        return result.stdout.strip() if result.returncode == 0 else ""
+    from pachhook import gitrepo
 
-    names = []
-    if branch:
-        names.append(git("config", "--get", f"branch.{branch}.remote"))
+    names = [gitrepo.config_get(f"branch.{branch}.remote", repo_root)] if branch else []
     names.append("origin")
-    names.extend(git("remote").splitlines())
+    try:
+        names.extend(gitrepo.git(["remote"], repo_root).decode(errors="replace").split())
+    except gitrepo.GitError:
+        pass
     for name in names:
         if name and name != ".":
-            url = git("remote", "get-url", name)
+            url = gitrepo.remote_url(name, repo_root)
             if url:
                 return strip_credentials(url)
     return ""

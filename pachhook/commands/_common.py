@@ -20,6 +20,19 @@ def parse_args(parser: "argparse.ArgumentParser", argv: "Optional[Sequence[str]]
         return 2 if stop.code else 0
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type of a lease length: a positive number of seconds."""
+    import argparse
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
 def guard(prog: str, body: "Callable[..., int]", *args: object) -> int:
     """Run body(*args): a reader that stopped reading ends it quietly, and a bug (or a queue
     database that cannot be read) is one line with exit status 3, never a traceback."""

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, parse_args
+from pachhook.commands._common import guard, parse_args, positive_seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="with --commit: print the plan (images, rendered specs, pachctl"
                              " commands) and change nothing")
-    parser.add_argument("--lease", metavar="SECONDS", type=float, default=60.0,
+    parser.add_argument("--lease", metavar="SECONDS", type=positive_seconds, default=60.0,
                         help="lease length; the lease is renewed while a step runs (default: 60)")
     return parser
 
@@ -38,9 +38,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    if args.lease <= 0:
-        print("pachhook run: --lease must be a positive number of seconds", file=sys.stderr)
-        return 2
     if args.commit is not None or args.dry_run:
         from pachhook.deliver import deliver_commit
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, parse_args
+from pachhook.commands._common import guard, parse_args, positive_seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--repo", metavar="DIR", default=".",
                         help="a work tree of the repository (default: the current directory)")
-    parser.add_argument("--lease", metavar="SECONDS", type=float, default=60.0,
+    parser.add_argument("--lease", metavar="SECONDS", type=positive_seconds, default=60.0,
                         help="lease length; the lease is renewed while a step runs (default: 60)")
     return parser
 
@@ -35,9 +35,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    if args.lease <= 0:
-        print("pachhook worker: --lease must be a positive number of seconds", file=sys.stderr)
-        return 2
     from pachhook import gitrepo
     from pachhook.worker import run_worker
 

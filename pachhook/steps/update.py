@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from pachhook.affected import input_repos
 from pachhook.steps import StepContext, StepError, StepResult
 
 COMMIT_ANNOTATION = "pachhook.io/commit"
@@ -127,7 +128,7 @@ def render_template(
             spec=rendered,
             image=image,
             built_image=built,
-            inputs=sorted(input_repos(rendered.get("input"))),
+            inputs=sorted(set(input_repos(rendered.get("input")))),
         ))
     if problems:
         raise RenderError(problems)
@@ -154,24 +155,6 @@ def _annotate(spec: Dict[str, Any], commit: str, template: str, digest: str) -> 
         annotations[DIGEST_ANNOTATION] = digest
     else:
         annotations.pop(DIGEST_ANNOTATION, None)
-
-
-def input_repos(node: Any) -> set:
-    """The pfs repos an input tree reads (cross/join/group/union nest; cron and the rest do not)."""
-    repos = set()
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, list):
-            stack.extend(current)
-        elif isinstance(current, dict):
-            pfs = current.get("pfs")
-            if isinstance(pfs, dict) and isinstance(pfs.get("repo"), str):
-                repos.add(pfs["repo"])
-            for kind in ("cross", "join", "group", "union"):
-                if isinstance(current.get(kind), list):
-                    stack.append(current[kind])
-    return repos
 
 
 def make_backend(config: Any):

@@ -61,8 +61,8 @@ def main(argv: List[str] = None) -> int:
     args = parser.parse_args(argv)
 
     import services as svc
-    from pachhook.jobs import Job
-    from pachhook.steps import StepContext, build, push
+    from pachhook.queue.jobs import Job
+    from pachhook.deliver.steps import StepContext, build, push
 
     found, reason = svc.load_services()
     if found is None:

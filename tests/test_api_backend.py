@@ -14,9 +14,9 @@ pytest.importorskip("grpc", reason="the pps_v2.API test double needs grpcio")
 
 from doubles import pps_server  # noqa: E402
 
-from pachhook.api_backend import ApiBackend  # noqa: E402
-from pachhook.pachctl import BackendError  # noqa: E402
-from pachhook.steps import StepError, run_step  # noqa: E402
+from pachhook.deliver.backends.api import ApiBackend  # noqa: E402
+from pachhook.deliver.backends.pachctl import BackendError  # noqa: E402
+from pachhook.deliver.steps import StepError, run_step  # noqa: E402
 from test_update import DIGEST, IMAGE, context, git, make_repo  # noqa: E402
 
 TOKEN = "s3cr3t-session-token-for-tests"
@@ -123,7 +123,7 @@ def test_a_pachd_that_does_not_answer_times_out(pachd):
 
 
 def test_importing_the_update_step_does_not_import_the_sdk():
-    code = ("import sys, pachhook.steps.update, pachhook.pachctl; "
+    code = ("import sys, pachhook.deliver.steps.update, pachhook.deliver.backends.pachctl; "
             "print('pachyderm_sdk' in sys.modules, 'grpc' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

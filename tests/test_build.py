@@ -11,11 +11,11 @@ from typing import Dict, List, Optional
 import pytest
 
 import services as svc
-from pachhook import buildcontext
-from pachhook.buildcontext import BuildInputs, ContextError, DockerIgnore
-from pachhook.jobs import Job
-from pachhook.steps import StepContext, StepError, run_step
-from pachhook.steps.build import strip_credentials
+from pachhook.deliver import buildcontext
+from pachhook.deliver.buildcontext import BuildInputs, ContextError, DockerIgnore
+from pachhook.queue.jobs import Job
+from pachhook.deliver.steps import StepContext, StepError, run_step
+from pachhook.deliver.steps.build import strip_credentials
 
 
 def git(repo: Path, *args: str) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pachhook.config import DEFAULT_TEMPLATE_GLOBS, Config, ConfigError, ImageConfig, load_config
+from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS, Config, ConfigError, ImageConfig, load_config
 
 
 def problems(tmp_path: Path, name: str, text: str) -> list:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pachhook.validate import validate_paths
+from pachhook.validate.checks import validate_paths
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPUS = SHARED / "corpus" / "upstream"

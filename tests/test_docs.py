@@ -107,12 +107,12 @@ MARKED = [b for b in code_blocks() if b.mark in ("template", "invalid-template",
 @pytest.mark.parametrize("block", MARKED, ids=[f"{b.file}:{b.line}:{b.mark}" for b in MARKED])
 def test_marked_block_is_judged_as_the_docs_say(block: Block, tmp_path):
     if block.mark == "config":
-        from pachhook.config import load_config
+        from pachhook.core.config import load_config
 
         (tmp_path / ".pachhook.toml").write_text(block.text)
         load_config(tmp_path)  # raises ConfigError, with the problem, when the example is wrong
         return
-    from pachhook.validate import has_errors, validate_bytes
+    from pachhook.validate.checks import has_errors, validate_bytes
 
     suffix = ".json" if block.lang == "json" else ".yaml"
     diagnostics = validate_bytes(f"pipeline{suffix}", block.text.encode())

@@ -171,7 +171,7 @@ def test_docker_and_registry_credentials(project, env, services, tmp_path):
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(monkeypatch):
-    from pachhook import output
+    from pachhook.core import output
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -618,7 +618,7 @@ def test_corrupt_queue_is_set_aside_and_a_fresh_one_started(tmp_path):
 def test_queue_damaged_inside_gives_one_line_errors_then_the_hook_sets_it_aside(tmp_path):
     """Damage past the header shows only when a query reads it: commands say so in one line
     (no traceback); the next commit's hook moves the file aside and records its job afresh."""
-    from pachhook.queue import NewJob, Queue
+    from pachhook.queue.store import NewJob, Queue
 
     repo = make_repo(tmp_path)
     _commit_with_hook(repo, "one")

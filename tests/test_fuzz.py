@@ -24,10 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pachhook import report, template
-from pachhook.diagnostics import Diagnostic
-from pachhook.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
-from pachhook.validate import has_errors, validate_bytes
+from pachhook.validate import reporters as report
+from pachhook.spec import template
+from pachhook.core.diagnostics import Diagnostic
+from pachhook.spec.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
+from pachhook.validate.checks import has_errors, validate_bytes
 
 # Time and memory allowed to one `pachhook validate` of a worst-case file. Generous: CI shares
 # two cores with everything else; the measured figures are in docs/reliability.md.
@@ -442,7 +443,7 @@ TOML_VALUES = st.recursive(
 def test_any_configuration_file_is_read_or_refused_in_lines(tmp_path_factory, entries, noise, as_pyproject):
     """The post-commit hook reads this file on every commit: whatever it holds, a Config or a
     ConfigError with one line per problem, never another exception."""
-    from pachhook.config import Config, ConfigError, load_config
+    from pachhook.core.config import Config, ConfigError, load_config
 
     root = tmp_path_factory.mktemp("config")
     text = "".join(f"{header}{json.dumps(key)} = {value}\n" for header, key, value in entries).encode() + noise

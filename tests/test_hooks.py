@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gitutil import CHECKOUT, Repo, live_jobs, make_repo, run, template
-from pachhook.hookscripts import HOOK_NAMES, MARKER, script
+from pachhook.setup.hookscripts import HOOK_NAMES, MARKER, script
 
 BROKEN = template("edges").replace('"pipeline": {', '"pipeline": {\n    "colour": "blue",', 1)
 

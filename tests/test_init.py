@@ -143,7 +143,7 @@ def test_unconventional_layout_gets_only_the_configuration_it_needs(tmp_path, en
     assert "found deploy/edges-spec.json: pipeline edges" in result.stdout
     assert "other.json" not in result.stdout
 
-    from pachhook.config import load_config
+    from pachhook.core.config import load_config
 
     config = load_config(project)
     assert "deploy/edges-spec.json" in config.templates

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gitutil import Repo, make_repo
-from pachhook.hookscripts import HOOK_NAMES, script
+from pachhook.setup.hookscripts import HOOK_NAMES, script
 
 FOREIGN = "#!/bin/sh\necho my own hook\n"
 

@@ -1,4 +1,4 @@
-"""pachhook.loader: reading spec files as pachctl 2.x does, with positions, safely."""
+"""pachhook.spec.loader: reading spec files as pachctl 2.x does, with positions, safely."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pachhook.loader import MAX_DEPTH, MAX_FILE_BYTES, load_bytes, load_path
+from pachhook.spec.loader import MAX_DEPTH, MAX_FILE_BYTES, load_bytes, load_path
 
 
 def rules_of(loaded):
@@ -100,7 +100,7 @@ def test_tabs_inside_strict_json_are_fine():
 
 def test_json_file_does_not_import_yaml():
     code = (
-        "import sys; from pachhook.loader import load_bytes;"
+        "import sys; from pachhook.spec.loader import load_bytes;"
         "r = load_bytes('a.json', b'{\"pipeline\": {\"name\": \"a\"}}');"
         "assert r.documents and not r.diagnostics;"
         "print('yaml' in sys.modules)"

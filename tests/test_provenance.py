@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pachhook.provenance import kind_of
-from pachhook.queue import Queue
+from pachhook.provenance.ledger import kind_of
+from pachhook.queue.store import Queue
 from test_update import git, make_repo
 
 IMAGE = "127.0.0.1:5000/team/edges"

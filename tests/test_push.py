@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 import services as svc
-from pachhook import imagekeys
-from pachhook.jobs import Job
-from pachhook.steps import StepContext, StepError, StepResult, push, run_step
+from pachhook.deliver import imagekeys
+from pachhook.queue.jobs import Job
+from pachhook.deliver.steps import StepContext, StepError, StepResult, push, run_step
 from test_build import commit_all, edges_files, git, make_repo
 
 

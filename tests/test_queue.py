@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, live_jobs, make_repo, run, template
-from pachhook import jobs as job_records
-from pachhook import queue as queue_module
-from pachhook.queue import NewJob, Queue, QueueError
+from pachhook.queue import jobs as job_records
+from pachhook.queue import store as queue_module
+from pachhook.queue.store import NewJob, Queue, QueueError
 
 SHA_A = "a" * 40
 SHA_B = "b" * 40
@@ -172,7 +172,7 @@ def test_logs_and_last_delivered_commit(queue: Queue):
 
 _ENQUEUE_MANY = """
 import sys
-from pachhook.queue import Queue
+from pachhook.queue.store import Queue
 q = Queue(sys.argv[1])
 for i in range(int(sys.argv[3])):
     q.enqueue(f"{sys.argv[2]}{i:04d}".ljust(40, "0"), "", "p", "t")
@@ -438,7 +438,7 @@ def test_background_worker_drains_the_queue_and_exits(tmp_path: Path):
 
 
 def test_a_running_worker_is_not_started_twice(tmp_path: Path):
-    from pachhook.worker import WorkerLock, start_background, worker_running
+    from pachhook.deliver.runner import WorkerLock, start_background, worker_running
 
     repo = make_repo(tmp_path)
     folder = repo.common_dir / "pachhook"

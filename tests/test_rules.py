@@ -1,4 +1,4 @@
-"""pachhook.rules: each rule the schema cannot say, with a template it accepts and one it refuses."""
+"""pachhook.spec.rules: each rule the schema cannot say, with a template it accepts and one it refuses."""
 from __future__ import annotations
 
 import copy
@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pachhook import rules, schema
-from pachhook.diagnostics import ERROR, WARNING
+from pachhook.spec import rules, schema
+from pachhook.core.diagnostics import ERROR, WARNING
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "spec-rules.md"
 

@@ -1,4 +1,4 @@
-"""pachhook.schema: the in-house evaluator agrees with the real jsonschema library, and says
+"""pachhook.spec.schema: the in-house evaluator agrees with the real jsonschema library, and says
 what is wrong in words a person can act on."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pachhook import schema
+from pachhook.spec import schema
 
 SCHEMA_FILE = Path(schema.SCHEMA_PATH)
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -393,7 +393,7 @@ def test_very_deep_input_nesting_is_a_problem_not_a_crash():
 
 
 def test_importing_schema_pulls_in_no_heavy_library():
-    code = ("import sys, pachhook.schema as s; s.check({'pipeline': {'name': 'x'}}); "
+    code = ("import sys, pachhook.spec.schema as s; s.check({'pipeline': {'name': 'x'}}); "
             "print(' '.join(m for m in ('jsonschema', 'yaml', 'docker', 'git') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -1,11 +1,11 @@
-"""pachhook.template: placeholders in string values, rendered on the parsed document."""
+"""pachhook.spec.template: placeholders in string values, rendered on the parsed document."""
 from __future__ import annotations
 
 import copy
 
 import pytest
 
-from pachhook.template import PLACEHOLDERS, image_to_build, render, sample_values
+from pachhook.spec.template import PLACEHOLDERS, image_to_build, render, sample_values
 
 VALUES = {"commit": "a" * 40, "short_commit": "a" * 7, "tag": "v-" + "a" * 40, "branch": "feature/x"}
 

@@ -14,10 +14,10 @@ from typing import List
 
 import pytest
 
-from pachhook.jobs import Job, StepRecord, STEP_NAMES
-from pachhook.steps import StepContext, StepError, run_step
-from pachhook import pachctl as pachctl_module
-from pachhook.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
+from pachhook.queue.jobs import Job, StepRecord, STEP_NAMES
+from pachhook.deliver.steps import StepContext, StepError, run_step
+from pachhook.deliver.backends import pachctl as pachctl_module
+from pachhook.deliver.backends.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
 
 DOUBLES = Path(__file__).parent / "doubles"
 IMAGE = "registry.example.com/team/edges"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pachhook.commands import validate as command
-from pachhook.loader import MAX_FILE_BYTES
+from pachhook.spec.loader import MAX_FILE_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 # child processes import this checkout, installed or not, from whatever folder they run in
@@ -269,12 +269,12 @@ def test_console_script_and_module_agree(tmp_path):
 
 def test_an_internal_error_is_one_line_and_exit_3(tmp_path, capsys, monkeypatch):
     # fault injection: a bug anywhere below the command must stay visible but tidy
-    import pachhook.validate
+    import pachhook.validate.checks
 
     def broken(paths, strict=False):
         raise KeyError("boom")
 
-    monkeypatch.setattr(pachhook.validate, "validate_paths", broken)
+    monkeypatch.setattr(pachhook.validate.checks, "validate_paths", broken)
     assert command.main([str(write(tmp_path / "pipeline.json", GOOD_JSON))]) == 3
     assert capsys.readouterr().err == "pachhook: internal error: KeyError: 'boom'\n"
 
@@ -371,7 +371,7 @@ def test_largest_accepted_file_is_checked_in_bounded_time(tmp_path):
 
 
 def test_validate_bytes_places_problems_of_a_rendered_template():
-    from pachhook.validate import validate_bytes
+    from pachhook.validate.checks import validate_bytes
 
     text = GOOD_YAML.replace("glob: /", "glob: /\n    branch: '{{ branch }}'\nbogus: 1")
     diagnostics = validate_bytes("t.pipeline.yaml", text.encode())
@@ -381,8 +381,8 @@ def test_validate_bytes_places_problems_of_a_rendered_template():
 
 
 def test_find_templates_uses_globs_and_skips_git(tmp_path):
-    from pachhook.config import Config
-    from pachhook.validate import find_templates
+    from pachhook.core.config import Config
+    from pachhook.validate.checks import find_templates
 
     for name in ("pipeline.json", "a/pipeline.yml", "a/b/x.pipeline.yaml", "a/notes.json",
                  "specs/one.json", "specs/deep/two.json", ".git/pipeline.json"):

@@ -9,7 +9,7 @@ if TYPE_CHECKING:  # typing costs milliseconds the post-commit hook does not spe
     import argparse
     from typing import Callable, Optional, Sequence, Union
 
-    from pachhook.queue import Queue
+    from pachhook.queue.store import Queue
 
 
 def parse_args(parser: "argparse.ArgumentParser", argv: "Optional[Sequence[str]]") -> "Union[argparse.Namespace, int]":
@@ -39,7 +39,7 @@ def guard(prog: str, body: "Callable[..., int]", *args: object) -> int:
     try:
         return body(*args)
     except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        from pachhook.output import quiet_broken_pipe
+        from pachhook.core.output import quiet_broken_pipe
 
         return quiet_broken_pipe()
     except Exception as error:
@@ -50,8 +50,8 @@ def guard(prog: str, body: "Callable[..., int]", *args: object) -> int:
 
 def open_queue(prog: str) -> "Optional[Queue]":
     """The queue of the repository around the working directory, or None after saying why not."""
-    from pachhook import gitrepo
-    from pachhook.queue import open_queue as open_repository_queue
+    from pachhook.core import gitrepo
+    from pachhook.queue.store import open_queue as open_repository_queue
 
     try:
         return open_repository_queue()

@@ -21,7 +21,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.queue import QueueError
+    from pachhook.queue.store import QueueError
 
     queue = open_queue("pachhook cancel")
     if queue is None:

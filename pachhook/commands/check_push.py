@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pachhook import gitrepo
+from pachhook.core import gitrepo
 from pachhook.commands._common import guard, parse_args
 
 
@@ -97,8 +97,8 @@ def pushed_commits(remote: Optional[str], lines: Sequence[str], env: Dict[str, s
 
 
 def check_push(args: argparse.Namespace, env: Dict[str, str], lines: Sequence[str]) -> int:
-    from pachhook.affected import template_matcher
-    from pachhook.config import ConfigError, load_config
+    from pachhook.queue.affected import template_matcher
+    from pachhook.core.config import ConfigError, load_config
 
     root = gitrepo.repo_root()
     try:
@@ -134,8 +134,8 @@ def check_versions(root: object, versions: Dict[Tuple[str, str], List[str]], str
     """Validate each distinct template version once; print the problems; return the bad ones."""
     from dataclasses import replace
 
-    from pachhook.report import format_text
-    from pachhook.validate import validate_bytes
+    from pachhook.validate.reporters import format_text
+    from pachhook.validate.checks import validate_bytes
 
     blobs = gitrepo.read_blobs([blob for _, blob in versions], root)
     refused = []

@@ -14,7 +14,7 @@ from pachhook.commands._common import guard, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pachhook.output import add_output_options
+    from pachhook.core.output import add_output_options
 
     parser = argparse.ArgumentParser(
         prog="pachhook demo",
@@ -49,8 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from pachhook.demo import DemoError, run_demo
-    from pachhook.output import Printer
+    from pachhook.setup.walkthrough import DemoError, run_demo
+    from pachhook.core.output import Printer
 
     if args.timeout <= 0:
         print("pachhook demo: --timeout must be a positive number of seconds", file=sys.stderr)
@@ -94,7 +94,7 @@ def _status_line(printer, kind: str, line: str) -> None:
 
 def _print_results(printer, report) -> None:
     from pachhook.commands.status import format_jobs
-    from pachhook.jobs import Job, StepRecord
+    from pachhook.queue.jobs import Job, StepRecord
 
     jobs = [Job(**{**{k: v for k, v in job.items() if k in Job.__dataclass_fields__ and k != "steps"},
                    "steps": [StepRecord(**step) for step in job["steps"]]}) for job in report.jobs]

@@ -12,7 +12,7 @@ from pachhook.commands._common import guard, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pachhook.output import add_output_options
+    from pachhook.core.output import add_output_options
 
     parser = argparse.ArgumentParser(
         prog="pachhook doctor",
@@ -38,8 +38,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from pachhook.doctor import FAIL, OK, run_checks
-    from pachhook.output import Printer
+    from pachhook.setup.checkup import FAIL, OK, run_checks
+    from pachhook.core.output import Printer
 
     printer = Printer(quiet=args.quiet, verbose=args.verbose)
 

@@ -13,8 +13,8 @@ from pachhook.commands._common import guard, parse_args
 
 def build_parser() -> argparse.ArgumentParser:
     from pachhook import __version__
-    from pachhook.init import DEFAULT_HOOK_REPO
-    from pachhook.output import add_output_options
+    from pachhook.setup.scaffold import DEFAULT_HOOK_REPO
+    from pachhook.core.output import add_output_options
 
     parser = argparse.ArgumentParser(
         prog="pachhook init",
@@ -49,8 +49,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from pachhook.init import InitError, run_init
-    from pachhook.output import Printer
+    from pachhook.setup.scaffold import InitError, run_init
+    from pachhook.core.output import Printer
 
     printer = Printer(quiet=args.quiet, verbose=args.verbose)
     if not args.repo.strip() or not args.rev.strip():

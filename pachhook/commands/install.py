@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from pachhook import gitrepo
-from pachhook.hookscripts import HOOK_NAMES, MARKER, script
+from pachhook.core import gitrepo
+from pachhook.setup.hookscripts import HOOK_NAMES, MARKER, script
 from pachhook.commands._common import guard, parse_args
 
 SAVED_SUFFIX = ".pachhook-saved"

@@ -19,7 +19,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.queue import QueueError
+    from pachhook.queue.store import QueueError
 
     queue = open_queue("pachhook logs")
     if queue is None:

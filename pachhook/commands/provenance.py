@@ -38,8 +38,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook import gitrepo
-    from pachhook.provenance import deliveries, find, format_text, kind_of
+    from pachhook.core import gitrepo
+    from pachhook.provenance.ledger import deliveries, find, format_text, kind_of
 
     queue = open_queue("pachhook provenance")
     if queue is None:

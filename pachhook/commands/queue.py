@@ -86,8 +86,8 @@ def _exit_now() -> None:
 
 def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None, keep_open: bool = False) -> int:
     """Record the jobs of `rev`; with keep_open the database is left for the process exit."""
-    from pachhook import gitrepo
-    from pachhook.queue import Queue
+    from pachhook.core import gitrepo
+    from pachhook.queue.store import Queue
 
     try:
         info = gitrepo.head_info(cwd, rev)
@@ -136,8 +136,8 @@ def _cause(error: BaseException, common_dir: str) -> str:
 
 
 def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
-    from pachhook.affected import find_affected
-    from pachhook.config import ConfigError, load_config
+    from pachhook.queue.affected import find_affected
+    from pachhook.core.config import ConfigError, load_config
 
     short = info.commit[:12]
     try:
@@ -158,7 +158,7 @@ def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
     outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs)
     _report(short, affected.templates, outcome)
     if outcome.created and start_worker and config.worker == "background":
-        from pachhook.worker import start_background
+        from pachhook.deliver.runner import start_background
 
         start_background(info.root_str, info.common_dir_str)
 

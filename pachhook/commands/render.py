@@ -43,9 +43,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
         return 2 if stop.code else 0
-    from pachhook import gitrepo
-    from pachhook.config import load_config
-    from pachhook.steps.update import RenderError, render_template, render_values
+    from pachhook.core import gitrepo
+    from pachhook.core.config import load_config
+    from pachhook.deliver.steps.update import RenderError, render_template, render_values
 
     try:
         commit = gitrepo.rev_parse(args.commit)
@@ -79,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def branch_named(rev: str, info) -> str:
     """The branch a revision names: HEAD's branch for HEAD, NAME for a local branch NAME, else ""."""
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     if rev == "HEAD":
         return info.branch

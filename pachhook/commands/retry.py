@@ -21,7 +21,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.queue import QueueError
+    from pachhook.queue.store import QueueError
 
     queue = open_queue("pachhook retry")
     if queue is None:
@@ -39,9 +39,9 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _start_worker() -> None:
     """Start a background worker, as after a commit, unless the worker mode is manual."""
-    from pachhook import gitrepo
-    from pachhook.config import ConfigError, load_config
-    from pachhook.worker import start_background
+    from pachhook.core import gitrepo
+    from pachhook.core.config import ConfigError, load_config
+    from pachhook.deliver.runner import start_background
 
     try:
         root = gitrepo.repo_root()

@@ -39,7 +39,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     if isinstance(args, int):
         return args
     if args.commit is not None or args.dry_run:
-        from pachhook.deliver import deliver_commit
+        from pachhook.deliver.commit import deliver_commit
 
         return deliver_commit(args.commit or "HEAD", dry_run=args.dry_run,
                               out=lambda line: print(line, flush=True))
@@ -47,8 +47,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run_queue(args: argparse.Namespace) -> int:
-    from pachhook import gitrepo
-    from pachhook.worker import drain
+    from pachhook.core import gitrepo
+    from pachhook.deliver.runner import drain
 
     try:
         root = gitrepo.repo_root()

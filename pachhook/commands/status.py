@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 from pachhook.commands._common import guard, open_queue, parse_args
-from pachhook.jobs import Job, StepRecord
+from pachhook.queue.jobs import Job, StepRecord
 
 DEFAULT_LIMIT = 20
 
@@ -31,7 +31,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.worker import worker_pid, worker_running
+    from pachhook.deliver.runner import worker_pid, worker_running
 
     queue = open_queue("pachhook status")
     if queue is None:

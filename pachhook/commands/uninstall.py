@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from pachhook import gitrepo
+from pachhook.core import gitrepo
 from pachhook.commands.install import RECORD_NAME, SAVED_SUFFIX, is_ours
 from pachhook.commands._common import guard, parse_args
 

@@ -69,13 +69,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pachhook import report
-    from pachhook.validate import has_errors, validate_paths
+    from pachhook.validate import reporters as report
+    from pachhook.validate.checks import has_errors, validate_paths
 
     files: List[str] = []
     for given in args.files or [None]:
         if given is None or os.path.isdir(given):
-            from pachhook.config import ConfigError  # only here: pre-commit names files
+            from pachhook.core.config import ConfigError  # only here: pre-commit names files
 
             try:
                 files += _configured_templates(given)  # a folder: the templates inside it
@@ -108,8 +108,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _configured_templates(folder: Optional[str]) -> List[str]:
     """Templates the repository configuration names, under `folder` (default: everywhere)."""
-    from pachhook.config import load_config
-    from pachhook.validate import find_templates
+    from pachhook.core.config import load_config
+    from pachhook.validate.checks import find_templates
 
     cwd = Path.cwd()
     start = Path(folder).resolve() if folder else cwd

@@ -35,8 +35,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook import gitrepo
-    from pachhook.worker import run_worker
+    from pachhook.core import gitrepo
+    from pachhook.deliver.runner import run_worker
 
     def progress(line: str) -> None:
         print(time.strftime("%Y-%m-%dT%H:%M:%S ") + line, flush=True)

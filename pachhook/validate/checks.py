@@ -1,7 +1,7 @@
 """Validate pipeline spec templates: load, render with sample values, check, place in the file.
 
-The checks themselves live in `pachhook.schema` (what a JSON schema can say) and
-`pachhook.rules` (what it cannot); this module runs them on every spec of every file and
+The checks themselves live in `pachhook.spec.schema` (what a JSON schema can say) and
+`pachhook.spec.rules` (what it cannot); this module runs them on every spec of every file and
 turns their JSON-path problems into file:line:column diagnostics.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, List, Sequence, Union
 
-from pachhook import rules, schema
-from pachhook.diagnostics import ERROR, Diagnostic, Problem, format_json_path
-from pachhook.loader import LoadedFile, load_bytes, load_path
-from pachhook.template import image_to_build, render, sample_values
+from pachhook.spec import rules, schema
+from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
+from pachhook.spec.loader import LoadedFile, load_bytes, load_path
+from pachhook.spec.template import image_to_build, render, sample_values
 
 
 def validate_bytes(name: str, data: bytes, strict: bool = False) -> List[Diagnostic]:
@@ -131,7 +131,7 @@ def glob_regex(pattern: str) -> "re.Pattern[str]":
     return re.compile(out + r"\Z", re.DOTALL)  # a folder name may hold a newline
 
 
-_glob_regex = glob_regex  # the name pachhook.init imports
+_glob_regex = glob_regex  # the name pachhook.setup.scaffold imports
 
 
 def has_errors(diagnostics: Sequence[Diagnostic]) -> bool:

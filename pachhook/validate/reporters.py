@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, List
 
-from pachhook.diagnostics import ERROR, Diagnostic
+from pachhook.core.diagnostics import ERROR, Diagnostic
 
 FORMATS = ("text", "json", "github")
 

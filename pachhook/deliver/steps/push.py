@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any, Dict, Optional
 
-from pachhook.steps import StepContext, StepError, StepResult
+from pachhook.deliver.steps import StepContext, StepError, StepResult
 
 ATTEMPTS = 3
 FIRST_DELAY = 1.0  # seconds before the second attempt; doubled for each further one
@@ -43,7 +43,7 @@ def split_ref(image_ref: str) -> "tuple[str, str]":
 
 
 def run(ctx: StepContext) -> StepResult:
-    from pachhook import dockerclient
+    from pachhook.deliver import dockerclient
 
     job = ctx.job
     if not job.image:
@@ -66,7 +66,7 @@ def run(ctx: StepContext) -> StepResult:
     result = pusher.run_with_retries()
     key = built.get("context_key")
     if key:
-        from pachhook import imagekeys
+        from pachhook.deliver import imagekeys
 
         try:
             imagekeys.record_pushed(ctx.git_dir, key, result.data["repo_digest"])
@@ -78,8 +78,8 @@ def run(ctx: StepContext) -> StepResult:
 class _Pusher:
     def __init__(self, ctx: StepContext, client: Any, image_ref: str, repository: str, tag: str,
                  registry: str, name: str) -> None:
-        from pachhook import dockerclient
-        from pachhook.registry import RegistrySession
+        from pachhook.deliver import dockerclient
+        from pachhook.deliver.registry import RegistrySession
 
         self.ctx, self.client = ctx, client
         self.image_ref, self.repository, self.tag = image_ref, repository, tag
@@ -107,7 +107,7 @@ class _Pusher:
                         f"attempts: {cause}", retryable=True)
 
     def _remote_digest(self, reference: str, precheck: bool = False) -> Optional[str]:
-        from pachhook.registry import RegistryError
+        from pachhook.deliver.registry import RegistryError
 
         try:
             return self.session.manifest_digest(self.name, reference)
@@ -157,7 +157,7 @@ class _Pusher:
         """When the registry already holds this very image (pushed for an earlier commit with
         the same build context), send it only the new tag's manifest; returns the digest, or
         "" to push through the engine instead."""
-        from pachhook.registry import RegistryError
+        from pachhook.deliver.registry import RegistryError
 
         for digest in sorted(local):
             try:

@@ -77,7 +77,7 @@ Say = Callable[[str, str], None]  # (kind, text): heading | info | progress | de
 
 def find_examples() -> Optional[Path]:
     """The examples: packaged (in a checkout, a link to examples/), else beside the package."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     for candidate in (here / "data" / "examples", here.parent / "examples"):
         if candidate.is_dir() and any(candidate.glob("*/Dockerfile")):
             return candidate.resolve()
@@ -251,7 +251,7 @@ def write_repository(repo: Path, examples: Path, registry: str, build_base: bool
 
 def hook_env() -> Dict[str, str]:
     """The environment for git commands whose hooks must find this pachhook on PATH."""
-    from pachhook.gitrepo import env_without_git_vars
+    from pachhook.core.gitrepo import env_without_git_vars
 
     env = env_without_git_vars()
     scripts = str(Path(sys.executable).parent)
@@ -266,11 +266,11 @@ def _partial_drain(repo: Path, real_steps: List[str], logs: Dict[str, List[str]]
     The queue records each dry-run step as skipped, so `pachhook status` shows exactly
     which steps ran.
     """
-    from pachhook import gitrepo
-    from pachhook.jobs import STEP_NAMES
-    from pachhook.queue import Queue
-    from pachhook.steps import StepContext, run_step
-    from pachhook.worker import one_line
+    from pachhook.core import gitrepo
+    from pachhook.queue.jobs import STEP_NAMES
+    from pachhook.queue.store import Queue
+    from pachhook.deliver.steps import StepContext, run_step
+    from pachhook.deliver.runner import one_line
 
     common = gitrepo.git_common_dir(repo)
     worker_id = f"pachhook-demo:{os.getpid()}"
@@ -337,8 +337,8 @@ def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Sa
 
     Each step the worker finishes is reported as it happens: long builds show progress.
     """
-    from pachhook import gitrepo
-    from pachhook.queue import Queue
+    from pachhook.core import gitrepo
+    from pachhook.queue.store import Queue
 
     seen: Dict[tuple, str] = {}
     with Queue(gitrepo.git_common_dir(repo)) as queue:
@@ -380,7 +380,7 @@ def run_demo(directory: Optional[str] = None, registry: Optional[str] = None, ti
 
 def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[str], deadline: float,
          processes: Processes, say: Say) -> None:
-    from pachhook import dockerclient
+    from pachhook.deliver import dockerclient
 
     repo = folder / "repo"
     say("heading", f"1. a throwaway repository from {examples}")
@@ -525,8 +525,8 @@ def _status(repo: Path, env: Dict[str, str]) -> List[Dict[str, Any]]:
 
 
 def _job_log(repo: Path, env: Dict[str, str], job_id: int) -> List[str]:
-    from pachhook import gitrepo
-    from pachhook.queue import Queue
+    from pachhook.core import gitrepo
+    from pachhook.queue.store import Queue
 
     with Queue(gitrepo.git_common_dir(repo)) as queue:
         return queue.read_log(job_id)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from pachhook.jobs import STEP_NAMES, Job, StepRecord
+from pachhook.queue.jobs import STEP_NAMES, Job, StepRecord
 
 Output = Callable[[str], None]
 
@@ -52,8 +52,8 @@ class DeliverError(Exception):
 
 def plan(root: Path, commit: str, config) -> List[Planned]:
     """The pipelines of every template in `commit`, in dependency order."""
-    from pachhook import gitrepo
-    from pachhook.affected import parse_template, template_matcher
+    from pachhook.core import gitrepo
+    from pachhook.queue.affected import parse_template, template_matcher
 
     entries = gitrepo.ls_tree(commit, root)
     matcher = template_matcher(config.templates)
@@ -108,7 +108,7 @@ def branch_of(rev: str, commit: str, head_commit: str, head_branch: str, root: P
     The branch REV names; else the checked-out branch when REV is its tip (HEAD, or its
     SHA); else what CI says of a detached checkout; else none.
     """
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     if rev != "HEAD" and gitrepo.rev_exists(f"refs/heads/{rev}", root):
         return rev
@@ -132,8 +132,8 @@ def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
         def err(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
 
-    from pachhook import gitrepo
-    from pachhook.config import load_config
+    from pachhook.core import gitrepo
+    from pachhook.core.config import load_config
 
     try:
         commit = gitrepo.rev_parse(rev, cwd)
@@ -177,8 +177,8 @@ def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
 
 def _deliver_one(root: Path, common_dir: Path, commit: str, branch: str, item: Planned,
                  dry_run: bool, out: Output, blocked_by: List[str]) -> Outcome:
-    from pachhook.steps import StepContext, run_step
-    from pachhook.worker import one_line
+    from pachhook.deliver.steps import StepContext, run_step
+    from pachhook.deliver.runner import one_line
 
     outcome = Outcome(item.pipeline)
     if blocked_by:

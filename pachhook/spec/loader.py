@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-from pachhook.diagnostics import ERROR, Diagnostic, JsonPath, format_json_path
+from pachhook.core.diagnostics import ERROR, Diagnostic, JsonPath, format_json_path
 
 MAX_FILE_BYTES = 5 * 1024 * 1024  # a real spec is a few kB; this keeps memory and time bounded
 MAX_DEPTH = 100  # a real spec nests about 10 levels; validators below may recurse this deep

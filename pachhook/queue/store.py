@@ -22,9 +22,9 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
     from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-    from pachhook.jobs import Job, StepRecord
+    from pachhook.queue.jobs import Job, StepRecord
 
-# The state names of pachhook.jobs, spelled out here because that module imports
+# The state names of pachhook.queue.jobs, spelled out here because that module imports
 # dataclasses (~25 ms) and this one is on the post-commit path; a test keeps them equal.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED = (
     "queued", "running", "done", "failed", "cancelled", "superseded",
@@ -353,7 +353,7 @@ class Queue:
     def _jobs_from_rows(self, rows: Sequence[sqlite3.Row]) -> List[Job]:
         import json
 
-        from pachhook.jobs import Job, StepRecord
+        from pachhook.queue.jobs import Job, StepRecord
 
         if not rows:
             return []
@@ -703,6 +703,6 @@ def _dependency_order(jobs: Sequence[NewJob]) -> List[NewJob]:
 
 def open_queue(cwd: Any = None) -> Queue:
     """The queue of the repository around `cwd`; gitrepo.GitError outside a repository."""
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     return Queue(gitrepo.git_common_dir(cwd))

@@ -11,14 +11,14 @@ import os
 import sys
 import time
 
-from pachhook.queue import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED, LeaseLost, Queue
+from pachhook.queue.store import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED, LeaseLost, Queue
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only; this module starts workers from the hook
     from pathlib import Path
     from typing import Any, Callable, Dict, List, Optional
 
-    from pachhook.jobs import Job
+    from pachhook.queue.jobs import Job
 
     Progress = Callable[[str], None]
 
@@ -28,7 +28,7 @@ DEFAULT_LEASE_SECONDS = 60.0
 
 def one_line(error: BaseException) -> str:
     """An exception as one line: steps speak through StepError, anything else is named."""
-    from pachhook.steps import StepError
+    from pachhook.deliver.steps import StepError
 
     text = " ".join(str(error).split())
     if isinstance(error, StepError):
@@ -47,7 +47,7 @@ def process_job(
     """
     from pathlib import Path
 
-    from pachhook.steps import StepContext, run_step
+    from pachhook.deliver.steps import StepContext, run_step
 
     results: Dict[str, Dict[str, str]] = {
         record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)
@@ -101,7 +101,7 @@ def drain(
     once: bool = False, dry_run: bool = False,
 ) -> DrainSummary:
     """Lease and run jobs until none may run now (or after one job with `once`)."""
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     own_queue = queue is None
     if queue is None:
@@ -232,7 +232,7 @@ def start_background(repo_root: Any, common_dir: Any) -> bool:
     git waits for a hook's stdout and stderr to close, so an inherited stream would hold
     `git commit` until the worker ends. posix_spawn keeps subprocess off the hook's path.
     """
-    from pachhook.gitrepo import env_without_git_vars
+    from pachhook.core.gitrepo import env_without_git_vars
 
     folder = os.path.join(os.fspath(common_dir), "pachhook")
     if worker_running(folder):
@@ -257,7 +257,7 @@ def run_worker(repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS,
     worker's to run. While another worker holds a job's lease it waits: if that worker
     died, the job is this one's once the lease ends.
     """
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     common = gitrepo.git_common_dir(repo_root)
     queue = Queue(common)

@@ -3,7 +3,7 @@
 Every rule is one function below, reached from `check`. They read the document through
 `_View`, which maps both spellings of a field (`datum_tries`, `datumTries`) to the proto
 name while reporting paths with the key the user wrote. Values of the wrong type are
-skipped here: `pachhook.schema` reports those. docs/spec-rules.md lists every rule id.
+skipped here: `pachhook.spec.schema` reports those. docs/spec-rules.md lists every rule id.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from pachhook.diagnostics import ERROR, WARNING, JsonPath, Problem, format_json_path
+from pachhook.core.diagnostics import ERROR, WARNING, JsonPath, Problem, format_json_path
 
 # Multi-word fields of the spec; the JSON (lowerCamel) spelling is derived from each.
 _SNAKE_FIELDS = (
@@ -93,7 +93,7 @@ def check(document: Any, strict: bool = False) -> List[Problem]:
     With strict, findings that are warnings by default (untagged images, ...) are errors.
     """
     if not isinstance(document, dict):
-        from pachhook.schema import not_a_mapping
+        from pachhook.spec.schema import not_a_mapping
 
         return [not_a_mapping(document)]
     report = _Report(strict)

@@ -14,15 +14,15 @@ from __future__ import annotations
 import posixpath
 import re
 
-from pachhook import gitrepo
-from pachhook.queue import NewJob
+from pachhook.core import gitrepo
+from pachhook.queue.store import NewJob
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from typing import Any, Dict, List, Optional, Sequence
 
-    from pachhook.config import Config
-    from pachhook.queue import Queue
+    from pachhook.core.config import Config
+    from pachhook.queue.store import Queue
 
 # Bumped whenever what a cache entry holds changes, so stale entries are not read.
 CACHE_VERSION = "1"
@@ -160,8 +160,8 @@ def parse_template(data: Optional[bytes]) -> Dict[str, Any]:
     """{"specs": [{"pipeline", "image", "inputs"}...]} or {"error": one line}."""
     if data is None:
         return {"error": "cannot read the file from git"}
-    from pachhook.loader import load_bytes
-    from pachhook.template import image_to_build
+    from pachhook.spec.loader import load_bytes
+    from pachhook.spec.template import image_to_build
 
     loaded = load_bytes("template", data)
     errors = [d for d in loaded.diagnostics if d.severity == "error"]

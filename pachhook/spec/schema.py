@@ -14,9 +14,9 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from pachhook.diagnostics import ERROR, LONGEST_SHOWN_KEY, JsonPath, Problem, format_json_path
+from pachhook.core.diagnostics import ERROR, LONGEST_SHOWN_KEY, JsonPath, Problem, format_json_path
 
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pipeline-spec.schema.json")
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pipeline-spec.schema.json")
 
 # Deeper documents are refused rather than risking Python's recursion limit; real specs
 # nest about ten levels (the loader already stops at 100).

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict
 
-from pachhook.jobs import Job
+from pachhook.queue.jobs import Job
 
 
 class StepError(Exception):
@@ -43,5 +43,5 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
 
     if name not in ("build", "push", "update"):
         raise StepError(f"unknown step {name!r}", retryable=False)
-    module = importlib.import_module(f"pachhook.steps.{name}")
+    module = importlib.import_module(f"pachhook.deliver.steps.{name}")
     return module.run(ctx)

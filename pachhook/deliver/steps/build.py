@@ -12,7 +12,7 @@ from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from pachhook import __version__
-from pachhook.steps import StepContext, StepError, StepResult
+from pachhook.deliver.steps import StepContext, StepError, StepResult
 
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_SOURCE = "org.opencontainers.image.source"
@@ -53,7 +53,7 @@ def strip_credentials(url: str) -> str:
 
 def remote_url(repo_root: Path, branch: str) -> str:
     """The URL of the branch's upstream remote, else origin, else the first remote ("" if none)."""
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     names = [gitrepo.config_get(f"branch.{branch}.remote", repo_root)] if branch else []
     names.append("origin")
@@ -77,7 +77,7 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
     """A local image built from the same inputs, else one pushed earlier and pulled again."""
     from docker.errors import APIError, ImageNotFound
 
-    from pachhook import imagekeys
+    from pachhook.deliver import imagekeys
 
     # Cheapest first: the image this clone recorded for the key (one inspect), then the tag
     # itself, then a label search over every image on the engine.
@@ -113,8 +113,9 @@ def plan_build(repo_root: Path, commit: str, template: str, image: str, config: 
     Raises buildcontext.ContextError with a one-line cause. Pipeline templates (the files the
     configuration's template globs match) are left out of the context.
     """
-    from pachhook import buildcontext, gitrepo
-    from pachhook.affected import template_matcher
+    from pachhook.deliver import buildcontext
+    from pachhook.core import gitrepo
+    from pachhook.queue.affected import template_matcher
 
     inputs = buildcontext.resolve_inputs(template, config.images.get(image))
     templates = template_matcher(config.templates)
@@ -132,8 +133,8 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
 
     reuse=False always builds (the engine's layer cache still applies); benchmarks use it.
     """
-    from pachhook import buildcontext, dockerclient
-    from pachhook.config import load_config
+    from pachhook.deliver import buildcontext, dockerclient
+    from pachhook.core.config import load_config
 
     job = ctx.job
     if not job.image:
@@ -157,7 +158,7 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
     except dockerclient.EngineUnavailable as error:
         raise StepError(str(error), retryable=True) from None
     result = _build_or_reuse(ctx, client, plan, image_ref, tag, reuse)
-    from pachhook import imagekeys
+    from pachhook.deliver import imagekeys
 
     try:
         imagekeys.record_built(ctx.git_dir, plan.key, result.data["image_id"])
@@ -170,7 +171,7 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
     """Say whether the image would be reused or built; changes nothing (no tag, no pull)."""
     from docker.errors import ImageNotFound
 
-    from pachhook import dockerclient, imagekeys
+    from pachhook.deliver import dockerclient, imagekeys
 
     where = f"{plan.inputs.context or '.'} ({plan.inputs.dockerfile}), context key {plan.key[:12]}"
     verdict = f"would build {image_ref} from {where}"
@@ -203,7 +204,7 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
 def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
     from docker.errors import APIError, DockerException
 
-    from pachhook import buildcontext
+    from pachhook.deliver import buildcontext
 
     job = ctx.job
     key, inputs = plan.key, plan.inputs
@@ -273,6 +274,6 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
 
 
 def _host() -> str:
-    from pachhook.dockerclient import engine_host
+    from pachhook.deliver.dockerclient import engine_host
 
     return engine_host()

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
-from pachhook.jobs import Job
+from pachhook.queue.jobs import Job
 
 _HEX = re.compile(r"[0-9a-f]{4,40}\Z")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{6,64}\Z")

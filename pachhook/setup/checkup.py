@@ -61,7 +61,7 @@ def _fail_safe(function: Callable[[Probe], List[Check]], name: str) -> Callable[
 
 
 def check_repository(probe: Probe) -> List[Check]:
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     try:
         info = gitrepo.head_info(probe.cwd) if gitrepo.rev_exists("HEAD", probe.cwd) else None
@@ -127,7 +127,7 @@ def check_hooks(probe: Probe) -> List[Check]:
 
 
 def check_configuration(probe: Probe) -> List[Check]:
-    from pachhook.config import ConfigError, load_config
+    from pachhook.core.config import ConfigError, load_config
 
     if probe.root is None:
         return []
@@ -143,8 +143,8 @@ def check_configuration(probe: Probe) -> List[Check]:
 
 
 def check_templates(probe: Probe) -> List[Check]:
-    from pachhook.affected import parse_template
-    from pachhook.validate import find_templates, has_errors, validate_paths
+    from pachhook.queue.affected import parse_template
+    from pachhook.validate.checks import find_templates, has_errors, validate_paths
 
     if probe.config is None or probe.root is None:
         return []
@@ -175,7 +175,7 @@ def check_templates(probe: Probe) -> List[Check]:
 
 
 def check_docker(probe: Probe) -> List[Check]:
-    from pachhook import dockerclient
+    from pachhook.deliver import dockerclient
 
     try:
         probe.docker = dockerclient.make_client(timeout=int(TIMEOUT))
@@ -207,7 +207,7 @@ def _registry_answer(registry: str, secure: bool) -> str:
 
 
 def check_credentials(probe: Probe) -> List[Check]:
-    from pachhook import dockerclient
+    from pachhook.deliver import dockerclient
 
     if not probe.images:
         return []
@@ -282,10 +282,10 @@ def check_backend(probe: Probe) -> List[Check]:
 
 
 def _check_api() -> List[Check]:
-    from pachhook.pachctl import BackendError
+    from pachhook.deliver.backends.pachctl import BackendError
 
     try:
-        from pachhook.api_backend import ApiBackend
+        from pachhook.deliver.backends.api import ApiBackend
 
         backend = ApiBackend(timeout=TIMEOUT)
         backend.inspect("pachhook-doctor-probe")  # any answer, even "not found", proves the connection
@@ -302,7 +302,7 @@ def check_queue(probe: Probe) -> List[Check]:
     import sqlite3
     import time
 
-    from pachhook.queue import DB_NAME, FOLDER, SCHEMA_VERSION
+    from pachhook.queue.store import DB_NAME, FOLDER, SCHEMA_VERSION
 
     if probe.common_dir is None:
         return []
@@ -349,8 +349,8 @@ def check_queue(probe: Probe) -> List[Check]:
 
 
 def check_worker(probe: Probe) -> List[Check]:
-    from pachhook.queue import FOLDER
-    from pachhook.worker import LOG_NAME, worker_running
+    from pachhook.queue.store import FOLDER
+    from pachhook.deliver.runner import LOG_NAME, worker_running
 
     if probe.common_dir is None:
         return []

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pachhook.pachctl import BackendError, PipelineState, _timeout_from_env
+from pachhook.deliver.backends.pachctl import BackendError, PipelineState, _timeout_from_env
 
 INSTALL_HINT = "pip install 'pachhook[api]'"
 

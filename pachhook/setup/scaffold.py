@@ -79,7 +79,7 @@ class InitResult:
 
 def repository_files(root: Path) -> List[str]:
     """Tracked and untracked, not ignored, files of the work tree (paths relative to root)."""
-    from pachhook import gitrepo
+    from pachhook.core import gitrepo
 
     out = gitrepo.git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], root)
     return sorted({p.decode("utf-8", errors="surrogateescape") for p in out.split(b"\0") if p})
@@ -92,9 +92,9 @@ def looks_like_spec(value: Any) -> bool:
 
 
 def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]:
-    from pachhook.affected import parse_template
-    from pachhook.loader import load_bytes
-    from pachhook.validate import glob_regex
+    from pachhook.queue.affected import parse_template
+    from pachhook.spec.loader import load_bytes
+    from pachhook.validate.checks import glob_regex
 
     globs = [glob_regex(pattern) for pattern in config.templates]
     found: List[Found] = []
@@ -180,7 +180,7 @@ def _toml_string(text: str) -> str:
 
 def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]]) -> str:
     """A .pachhook.toml holding only what the conventions do not already give."""
-    from pachhook.config import DEFAULT_TEMPLATE_GLOBS
+    from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
 
     lines = ["# Written by `pachhook init`: only what the conventions do not cover.",
              "# Every key is described in docs/configuration.md."]
@@ -324,8 +324,8 @@ def install_hooks(root: Path, hook_types: Sequence[str]) -> Tuple[bool, List[str
 def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Optional[str] = None,
              install: bool = True, dry_run: bool = False) -> InitResult:
     """Plan and (unless dry_run) apply every step of `pachhook init`; InitError when it cannot."""
-    from pachhook import gitrepo
-    from pachhook.config import ConfigError, load_config
+    from pachhook.core import gitrepo
+    from pachhook.core.config import ConfigError, load_config
 
     rev = rev or f"v{__version__}"
     try:

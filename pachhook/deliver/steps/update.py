@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pachhook.affected import input_repos
-from pachhook.steps import StepContext, StepError, StepResult
+from pachhook.queue.affected import input_repos
+from pachhook.deliver.steps import StepContext, StepError, StepResult
 
 COMMIT_ANNOTATION = "pachhook.io/commit"
 DIGEST_ANNOTATION = "pachhook.io/image-digest"
@@ -79,8 +79,10 @@ def render_template(
     Raises RenderError (one line per problem) when the file is missing, does not parse,
     or renders into a spec the validator refuses.
     """
-    from pachhook import gitrepo, loader, template as templating, validate
-    from pachhook.diagnostics import format_json_path
+    from pachhook.core import gitrepo
+    from pachhook.spec import loader, template as templating
+    from pachhook.validate import checks as validate
+    from pachhook.core.diagnostics import format_json_path
 
     data = source if source is not None else gitrepo.show_file(commit, template, repo_root)
     if data is None:
@@ -160,10 +162,10 @@ def _annotate(spec: Dict[str, Any], commit: str, template: str, digest: str) -> 
 def make_backend(config: Any):
     """The update backend the configuration names."""
     if getattr(config, "backend", "pachctl") == "api":
-        from pachhook.api_backend import ApiBackend
+        from pachhook.deliver.backends.api import ApiBackend
 
         return ApiBackend()
-    from pachhook.pachctl import PachctlBackend
+    from pachhook.deliver.backends.pachctl import PachctlBackend
 
     return PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl")
 
@@ -190,8 +192,8 @@ def _image_from_results(ctx: StepContext) -> Dict[str, str]:
 
 
 def run(ctx: StepContext) -> StepResult:
-    from pachhook.config import load_config
-    from pachhook.pachctl import BackendError
+    from pachhook.core.config import load_config
+    from pachhook.deliver.backends.pachctl import BackendError
 
     job = ctx.job
     try:
@@ -275,7 +277,7 @@ def _plan(ctx: StepContext, backend: Any, rendered: RenderedSpec, path: Path, sp
 
 
 def _describe_apply(backend: Any, path: str, reprocess: bool) -> str:
-    from pachhook.pachctl import BackendError
+    from pachhook.deliver.backends.pachctl import BackendError
 
     if backend.name == "pachctl":
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from pachhook.diagnostics import ERROR, JsonPath, Problem
+from pachhook.core.diagnostics import ERROR, JsonPath, Problem
 
 PLACEHOLDERS = ("commit", "short_commit", "tag", "branch")
 

@@ -14,6 +14,7 @@ registry that tests/services/up starts (DOCKER_HOST is taken from its env file):
 Every run is a fresh commit (a fresh tag); the cases alternate so both see the same load.
 Prints the medians and their ratio as a Markdown table for docs/performance.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,13 +44,16 @@ CMD ["sh", "/app/run.sh"]
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), "-c", "user.name=Bench", "-c", "user.email=bench@example.invalid", *args],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
 
 def new_commit(repo: Path, n: int) -> str:
     (repo / "edges" / "pipeline.json").write_text(
-        '{"pipeline": {"name": "edges"}, "description": "run %d", "transform": {"image": "x"}}\n' % n)
+        '{"pipeline": {"name": "edges"}, "description": "run %d", "transform": {"image": "x"}}\n' % n
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", f"template change {n}")
     return git(repo, "rev-parse", "HEAD")
@@ -61,8 +65,9 @@ def main(argv: List[str] = None) -> int:
     args = parser.parse_args(argv)
 
     import services as svc
-    from pachhook.queue.jobs import Job
+
     from pachhook.deliver.steps import StepContext, build, push
+    from pachhook.queue.jobs import Job
 
     found, reason = svc.load_services()
     if found is None:
@@ -81,8 +86,7 @@ def main(argv: List[str] = None) -> int:
         image = f"{found.registry}/bench/edges-{uuid.uuid4().hex[:8]}"
 
         def deliver(commit: str, reuse: bool) -> Dict[str, str]:
-            job = Job(id=1, commit=commit, branch="main", pipeline="edges", template="edges/pipeline.json",
-                      image=image)
+            job = Job(id=1, commit=commit, branch="main", pipeline="edges", template="edges/pipeline.json", image=image)
             log: List[str] = []
             ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=log.append)
             built = build.run(ctx, reuse=reuse)
@@ -117,8 +121,10 @@ def main(argv: List[str] = None) -> int:
     print("| --- | --- | --- | --- |")
     for name in cases:
         values = times[name]
-        print(f"| {name} | {statistics.median(values) * 1000:.0f} ms | {min(values) * 1000:.0f} ms "
-              f"| {max(values) * 1000:.0f} ms |")
+        print(
+            f"| {name} | {statistics.median(values) * 1000:.0f} ms | {min(values) * 1000:.0f} ms "
+            f"| {max(values) * 1000:.0f} ms |"
+        )
     print()
     print(f"ratio unchanged / rebuild: {fast / slow:.3f} (goal <= 0.1)")
     return 0

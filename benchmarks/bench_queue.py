@@ -14,6 +14,7 @@ The targets (docs/performance.md): `pachhook queue` <= 60 ms, `git commit` with 
 post-commit hook <= 100 ms, and under the pre-commit framework pachhook's hooks add at
 most 20 % to a commit with trivial hooks in the same stages.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,18 +91,24 @@ class Bench:
         home = base / "home"
         home.mkdir()
         (home / ".gitconfig").write_text(
-            "[user]\n\tname = Bench\n\temail = bench@example.invalid\n[init]\n\tdefaultBranch = main\n")
+            "[user]\n\tname = Bench\n\temail = bench@example.invalid\n[init]\n\tdefaultBranch = main\n"
+        )
         self.venv = base / "venv"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT", "VIRTUAL_ENV"))}
-        self.env.update({
-            "HOME": str(home), "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"), "GIT_CONFIG_NOSYSTEM": "1",
-            "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PRE_COMMIT_HOME": str(base / "pre-commit-home"),
-        })
+        self.env.update(
+            {
+                "HOME": str(home),
+                "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "PATH": f"{self.venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PRE_COMMIT_HOME": str(base / "pre-commit-home"),
+            }
+        )
 
     def run(self, args: Sequence[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(args), cwd=str(cwd), env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(
+            list(args), cwd=str(cwd), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         if check and proc.returncode != 0:
             raise SystemExit(f"{' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
         return proc
@@ -109,8 +116,9 @@ class Bench:
     def install(self) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
         # --no-deps: the post-commit path needs none of them (JSON templates, no YAML).
-        self.run([str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
-                  str(CHECKOUT)], self.base)
+        self.run(
+            [str(self.venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(CHECKOUT)], self.base
+        )
 
     def repo(self, name: str) -> Path:
         path = self.base / name
@@ -126,8 +134,9 @@ class Bench:
         self.run(["git", "commit", "-q", "--no-verify", "-m", "first"], path)
         return path
 
-    def median_ms(self, action: Callable[[int], Sequence[str]], cwd: Path,
-                  prepare: Optional[Callable[[int], None]] = None) -> Tuple[float, float]:
+    def median_ms(
+        self, action: Callable[[int], Sequence[str]], cwd: Path, prepare: Optional[Callable[[int], None]] = None
+    ) -> Tuple[float, float]:
         """Median wall-clock and CPU (user + system, the process and its children) times in ms.
 
         CPU time is reported too because the build machine is shared: under load the wall
@@ -152,8 +161,12 @@ class Bench:
         return statistics.median(times), statistics.median(cpu)
 
 
-def _median_pair_impl(bench: "Bench", actions: Dict[str, Callable[[int], Sequence[str]]],
-                      paths: Dict[str, Path], prepare: Callable[[Path, int], None]) -> Dict[str, Tuple[float, float]]:
+def _median_pair_impl(
+    bench: "Bench",
+    actions: Dict[str, Callable[[int], Sequence[str]]],
+    paths: Dict[str, Path],
+    prepare: Callable[[Path, int], None],
+) -> Dict[str, Tuple[float, float]]:
     import resource
 
     walls: Dict[str, List[float]] = {kind: [] for kind in actions}
@@ -178,6 +191,7 @@ Bench.median_pair = _median_pair_impl  # type: ignore[attr-defined]
 def touch(path: Path) -> Callable[[int], None]:
     def change(number: int) -> None:
         (path / "edges" / "run.sh").write_text(f"echo edges {number} {time.time()}\n")
+
     return change
 
 
@@ -205,16 +219,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bench.run(["git", "commit", "-q", "--no-verify", "-am", f"change {number}"], repo)
 
         results["pachhook queue, commit queues 1 job"] = bench.median_ms(
-            lambda n: [pachhook, "queue"], repo, prepare=commit_then_time_queue)
-        results["pachhook queue, commit touches no pipeline"] = bench.median_ms(
-            lambda n: [pachhook, "queue"], repo)
+            lambda n: [pachhook, "queue"], repo, prepare=commit_then_time_queue
+        )
+        results["pachhook queue, commit touches no pipeline"] = bench.median_ms(lambda n: [pachhook, "queue"], repo)
 
         results["git commit, no hooks"] = bench.median_ms(
-            lambda n: ["git", "commit", "-q", "-am", f"no hooks {n}"], repo, prepare=touch(repo))
+            lambda n: ["git", "commit", "-q", "-am", f"no hooks {n}"], repo, prepare=touch(repo)
+        )
         bench.run([pachhook, "install"], repo)
         os.remove(repo / ".git" / "hooks" / "pre-commit")  # post-commit alone: the queue's cost
         results["git commit, plain post-commit hook"] = bench.median_ms(
-            lambda n: ["git", "commit", "-q", "-am", f"plain hook {n}"], repo, prepare=touch(repo))
+            lambda n: ["git", "commit", "-q", "-am", f"plain hook {n}"], repo, prepare=touch(repo)
+        )
 
         if not args.skip_framework:
             clone = base / "pachhook-clone"
@@ -230,8 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bench.run(["git", "add", "."], trivial)
             bench.run(["git", "commit", "-q", "-m", "trivial hooks"], trivial)
             trivial_rev = bench.run(["git", "rev-parse", "HEAD"], trivial).stdout.strip()
-            configs = {"trivial": FRAMEWORK_TRIVIAL % {"clone": trivial, "rev": trivial_rev},
-                       "pachhook": FRAMEWORK_PACHHOOK % {"clone": clone, "rev": rev}}
+            configs = {
+                "trivial": FRAMEWORK_TRIVIAL % {"clone": trivial, "rev": trivial_rev},
+                "pachhook": FRAMEWORK_PACHHOOK % {"clone": clone, "rev": rev},
+            }
             # Two cases: a commit of code only (the post-commit stage is all that runs a hook),
             # and a commit staging a template (the pre-commit stage's hook runs too).
             for case, stages, stage_template in (
@@ -260,7 +278,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 # load falls on both alike.
                 pair = bench.median_pair(
                     {kind: (lambda n, kind=kind: ["git", "commit", "-q", "-am", f"{kind} {n}"]) for kind in paths},
-                    paths, change)
+                    paths,
+                    change,
+                )
                 for kind, figures in pair.items():
                     results[f"framework, {case}: {kind} hooks"] = figures
     finally:
@@ -277,14 +297,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     queue_ms = results["pachhook queue, commit queues 1 job"][0]
     commit_ms = results["git commit, plain post-commit hook"][0]
     print(f"\npachhook queue {queue_ms:.1f} ms (target <= 60): {'met' if queue_ms <= 60 else 'MISSED'}")
-    print(f"git commit with the plain hook {commit_ms:.1f} ms (target <= 100): {'met' if commit_ms <= 100 else 'MISSED'}")
+    print(
+        f"git commit with the plain hook {commit_ms:.1f} ms (target <= 100): {'met' if commit_ms <= 100 else 'MISSED'}"
+    )
     for case in ("post-commit stage", "pre-commit + post-commit stages, template staged"):
         trivial = results.get(f"framework, {case}: trivial hooks", (0.0,))[0]
         ours = results.get(f"framework, {case}: pachhook hooks", (0.0,))[0]
         if trivial and ours:
             added = (ours / trivial - 1) * 100
-            print(f"pre-commit framework, {case}: pachhook's hooks add {added:.0f} % (target <= 20 %): "
-                  f"{'met' if added <= 20 else 'MISSED'}")
+            print(
+                f"pre-commit framework, {case}: pachhook's hooks add {added:.0f} % (target <= 20 %): "
+                f"{'met' if added <= 20 else 'MISSED'}"
+            )
     return 0
 
 

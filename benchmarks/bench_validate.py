@@ -9,6 +9,7 @@ as a Markdown table for docs/performance.md. check-jsonschema checks the upstrea
 Pachyderm schema only (`../shared/corpus/upstream-schema/`); pachhook checks its own
 schema plus the semantic rules, YAML 1.2 parsing, duplicate keys and placeholders.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,8 +98,7 @@ ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRIT
 
 def time_once(command: Sequence[str]) -> float:
     started = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=ENV)
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"bench_validate: {command[0]} failed:\n{result.stdout[-2000:]}")
@@ -126,20 +126,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=500, help="templates in the many-files case")
     args = parser.parse_args(argv)
     if not UPSTREAM_SCHEMA.exists():
-        print(f"bench_validate: {UPSTREAM_SCHEMA} is missing (the shared corpus is not beside"
-              " this checkout)", file=sys.stderr)
+        print(
+            f"bench_validate: {UPSTREAM_SCHEMA} is missing (the shared corpus is not beside this checkout)",
+            file=sys.stderr,
+        )
         return 2
     rows = [compare("1 template", [ONE_TEMPLATE], args.runs)]
     with tempfile.TemporaryDirectory() as folder:
-        rows.append(compare(f"{args.count} templates, one call", generate(Path(folder), args.count),
-                            args.runs))
-    print(f"medians of {args.runs} alternating runs; Python {sys.version.split()[0]};"
-          f" {os.cpu_count()} CPUs\n")
+        rows.append(compare(f"{args.count} templates, one call", generate(Path(folder), args.count), args.runs))
+    print(f"medians of {args.runs} alternating runs; Python {sys.version.split()[0]}; {os.cpu_count()} CPUs\n")
     print("| case | pachhook validate | check-jsonschema | ratio |")
     print("| --- | ---: | ---: | ---: |")
     for row in rows:
-        print(f"| {row['case']} | {row['pachhook'] * 1000:.0f} ms | {row['check-jsonschema'] * 1000:.0f} ms"
-              f" | {row['ratio']:.2f}x |")
+        print(
+            f"| {row['case']} | {row['pachhook'] * 1000:.0f} ms | {row['check-jsonschema'] * 1000:.0f} ms"
+            f" | {row['ratio']:.2f}x |"
+        )
     return 0
 
 

@@ -2,4 +2,5 @@
 
 Kept import-free on purpose: every hook process imports this package first.
 """
+
 __version__ = "0.1.0"

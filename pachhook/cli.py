@@ -4,16 +4,17 @@ Each subcommand lives in `pachhook.commands.<module>` with its own
 `build_parser() -> argparse.ArgumentParser` and `main(argv) -> int`. Only the module of
 the command being run is imported, so a hook pays for its own imports and nothing else.
 """
+
 from __future__ import annotations
 
 import importlib
 import sys
 
+from pachhook import __version__
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import; the post-commit hook passes through here
     from typing import Sequence
-
-from pachhook import __version__
 
 # name -> (module under pachhook.commands, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {

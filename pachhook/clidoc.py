@@ -7,6 +7,7 @@
 The text is built from each command's `build_parser()` actions rather than from
 `format_help()`, whose layout changes between Python versions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,16 @@ def _help(action: argparse.Action) -> str:
 
 def command_section(name: str, summary: str, parser: argparse.ArgumentParser) -> List[str]:
     sentence = _cell(summary)
-    lines = [f"## pachhook {name}", "", sentence[:1].upper() + sentence[1:] + ".", "", "```text",
-             " ".join(parser.format_usage().split()), "```", ""]
+    lines = [
+        f"## pachhook {name}",
+        "",
+        sentence[:1].upper() + sentence[1:] + ".",
+        "",
+        "```text",
+        " ".join(parser.format_usage().split()),
+        "```",
+        "",
+    ]
     if parser.description:
         lines += [_cell(parser.description), ""]
     rows = [action for action in parser._actions if not isinstance(action, argparse._HelpAction)]

@@ -1,4 +1,5 @@
 """Shared pytest set-up: hypothesis profiles, and the Docker services fixtures below."""
+
 import os as _os
 
 from hypothesis import settings as _settings
@@ -14,7 +15,6 @@ import os as _os
 from pathlib import Path as _Path
 
 import pytest as _pytest
-
 import services as _services
 
 
@@ -58,4 +58,6 @@ def auth_docker_config(services, tmp_path, monkeypatch) -> _Path:
     )
     monkeypatch.setenv("DOCKER_CONFIG", str(folder))
     return folder
+
+
 # ---- end of Docker services fixtures ----

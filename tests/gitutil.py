@@ -1,4 +1,5 @@
 """Real git repositories for the queue, hook and install tests (shared helpers, no mocks)."""
+
 from __future__ import annotations
 
 import json
@@ -23,22 +24,36 @@ def git_env(home: Path) -> Dict[str, str]:
         "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n",
         encoding="utf-8",
     )
-    env.update({
-        "HOME": str(home),
-        "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        # The venv's console scripts (pachhook, pre-commit) come first, as for a user who
-        # installed pachhook in the environment they commit from.
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "HOME": str(home),
+            "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            # The venv's console scripts (pachhook, pre-commit) come first, as for a user who
+            # installed pachhook in the environment they commit from.
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 
-def run(args: Sequence[str], cwd: Path, env: Dict[str, str], input: Optional[str] = None,
-        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def run(
+    args: Sequence[str],
+    cwd: Path,
+    env: Dict[str, str],
+    input: Optional[str] = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        list(args), cwd=str(cwd), env=env, input=input, text=True, timeout=timeout,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        list(args),
+        cwd=str(cwd),
+        env=env,
+        input=input,
+        text=True,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -76,8 +91,9 @@ class Repo:
         return Path(self.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
 
 
-def template(name: str, image: str = "registry.invalid/team/{name}:{{{{ tag }}}}",
-             inputs: Sequence[str] = ("images",)) -> str:
+def template(
+    name: str, image: str = "registry.invalid/team/{name}:{{{{ tag }}}}", inputs: Sequence[str] = ("images",)
+) -> str:
     """A valid pipeline spec (JSON) reading the given repos through pfs."""
     pfs = [{"pfs": {"repo": repo, "glob": "/*"}} for repo in inputs]
     spec = {
@@ -88,8 +104,12 @@ def template(name: str, image: str = "registry.invalid/team/{name}:{{{{ tag }}}}
     return json.dumps(spec, indent=2) + "\n"
 
 
-def make_repo(tmp_path: Path, name: str = "repo", config: str = 'worker = "manual"\n',
-              pipelines: Sequence[str] = ("edges", "montage")) -> Repo:
+def make_repo(
+    tmp_path: Path,
+    name: str = "repo",
+    config: str = 'worker = "manual"\n',
+    pipelines: Sequence[str] = ("edges", "montage"),
+) -> Repo:
     """A repository with one folder per pipeline (template, Dockerfile, script) and a first commit."""
     env = git_env(tmp_path / "home")
     path = tmp_path / name

@@ -5,6 +5,7 @@ variables already set in the environment win over that file. When the services a
 `require_services()` skips with the reason, except under CI (env CI set), where integration
 tests must run and it fails instead.
 """
+
 from __future__ import annotations
 
 import base64
@@ -64,7 +65,7 @@ def _probe(services: Services) -> Optional[str]:
     """Why the services cannot be reached, or None when the engine and both registries answer."""
     if not services.docker_host.startswith("unix://"):
         return None  # a remote engine: let docker-py report on it
-    sock_path = services.docker_host[len("unix://"):]
+    sock_path = services.docker_host[len("unix://") :]
     targets: Tuple[Tuple[str, object], ...] = (("Docker engine at " + services.docker_host, sock_path),)
     for name in ("registry", "auth_registry"):
         host, _, port = getattr(services, name).rpartition(":")

@@ -1,4 +1,5 @@
 """The API backend over real gRPC against the pps_v2.API TEST DOUBLE (tests/doubles/pps_server.py)."""
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,11 @@ pytest.importorskip("pachyderm_sdk", reason="the API backend needs pachyderm-sdk
 pytest.importorskip("grpc", reason="the pps_v2.API test double needs grpcio")
 
 from doubles import pps_server  # noqa: E402
+from test_update import DIGEST, IMAGE, context, git, make_repo  # noqa: E402
 
 from pachhook.deliver.backends.api import ApiBackend  # noqa: E402
 from pachhook.deliver.backends.pachctl import BackendError  # noqa: E402
 from pachhook.deliver.steps import StepError, run_step  # noqa: E402
-from test_update import DIGEST, IMAGE, context, git, make_repo  # noqa: E402
 
 TOKEN = "s3cr3t-session-token-for-tests"
 
@@ -25,8 +26,9 @@ TOKEN = "s3cr3t-session-token-for-tests"
 def write_config(path: Path, address: str, **extra) -> Path:
     context_body = {"pachd_address": address, "session_token": TOKEN, "source": 2}
     context_body.update(extra)
-    path.write_text(json.dumps({"user_id": "u", "v2": {"active_context": "local",
-                                                       "contexts": {"local": context_body}}}))
+    path.write_text(
+        json.dumps({"user_id": "u", "v2": {"active_context": "local", "contexts": {"local": context_body}}})
+    )
     return path
 
 
@@ -42,8 +44,13 @@ def pachd(tmp_path, monkeypatch):
 
 
 def spec(image: str = "a/b:1") -> str:
-    return json.dumps({"pipeline": {"name": "edges"}, "transform": {"image": image},
-                       "metadata": {"annotations": {"pachhook.io/commit": "c1"}}})
+    return json.dumps(
+        {
+            "pipeline": {"name": "edges"},
+            "transform": {"image": image},
+            "metadata": {"annotations": {"pachhook.io/commit": "c1"}},
+        }
+    )
 
 
 def test_update_then_inspect_round_trip(pachd):
@@ -123,7 +130,9 @@ def test_a_pachd_that_does_not_answer_times_out(pachd):
 
 
 def test_importing_the_update_step_does_not_import_the_sdk():
-    code = ("import sys, pachhook.deliver.steps.update, pachhook.deliver.backends.pachctl; "
-            "print('pachyderm_sdk' in sys.modules, 'grpc' in sys.modules)")
+    code = (
+        "import sys, pachhook.deliver.steps.update, pachhook.deliver.backends.pachctl; "
+        "print('pachyderm_sdk' in sys.modules, 'grpc' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -1,4 +1,5 @@
 """The build step against the real test engine, and its git-side context export."""
+
 from __future__ import annotations
 
 import datetime
@@ -9,19 +10,21 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
-
 import services as svc
+
 from pachhook.deliver import buildcontext
 from pachhook.deliver.buildcontext import BuildInputs, ContextError, DockerIgnore
-from pachhook.queue.jobs import Job
 from pachhook.deliver.steps import StepContext, StepError, run_step
 from pachhook.deliver.steps.build import strip_credentials
+from pachhook.queue.jobs import Job
 
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), "-c", "user.name=Test", "-c", "user.email=test@example.invalid", *args],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
 
 
@@ -49,8 +52,14 @@ def commit_all(repo: Path, message: str) -> str:
 
 
 def make_job(repo: Path, image: str, template: str = "edges/pipeline.json", commit: str = "") -> Job:
-    return Job(id=1, commit=commit or git(repo, "rev-parse", "HEAD"), branch="main", pipeline="edges",
-               template=template, image=image)
+    return Job(
+        id=1,
+        commit=commit or git(repo, "rev-parse", "HEAD"),
+        branch="main",
+        pipeline="edges",
+        template=template,
+        image=image,
+    )
 
 
 def run_build(repo: Path, job: Job, lines: Optional[List[str]] = None):
@@ -98,20 +107,23 @@ def test_image_holds_the_commit_not_the_working_tree(docker_env, tmp_path):
     assert result.data["image_ref"] == f"{job.image}:{job.commit}"
     assert result.data["reused"] == "false"
     assert in_image(docker_env, result.data["image_ref"], "cat /app/app.txt") == "committed\n"
-    assert in_image(docker_env, result.data["image_ref"], "ls /app") .split() == ["Dockerfile", "app.txt", "nonce.txt"]
+    assert in_image(docker_env, result.data["image_ref"], "ls /app").split() == ["Dockerfile", "app.txt", "nonce.txt"]
     assert any("Step 2/" in line and "COPY . /app" in line for line in lines), lines
 
 
 @pytest.mark.integration
 def test_dockerignore_as_committed_is_honoured(docker_env, tmp_path):
-    files = edges_files(docker_env, **{
-        "edges/.dockerignore": "*.log\nsecrets/\n!secrets/public.txt\n**/cache\n",
-        "edges/run.log": "log\n",
-        "edges/keep.txt": "keep\n",
-        "edges/secrets/key.pem": "private\n",
-        "edges/secrets/public.txt": "public\n",
-        "edges/deep/er/cache/blob": "cached\n",
-    })
+    files = edges_files(
+        docker_env,
+        **{
+            "edges/.dockerignore": "*.log\nsecrets/\n!secrets/public.txt\n**/cache\n",
+            "edges/run.log": "log\n",
+            "edges/keep.txt": "keep\n",
+            "edges/secrets/key.pem": "private\n",
+            "edges/secrets/public.txt": "public\n",
+            "edges/deep/er/cache/blob": "cached\n",
+        },
+    )
     repo = make_repo(tmp_path, files)
     job = make_job(repo, unique_image(docker_env))
 
@@ -189,10 +201,13 @@ def test_changed_context_builds_anew(docker_env, tmp_path):
 @pytest.mark.integration
 def test_short_tag_and_build_args_from_configuration(docker_env, tmp_path):
     image = unique_image(docker_env)
-    files = edges_files(docker_env, **{
-        "edges/Dockerfile": svc.base_dockerfile(docker_env, "ARG GREETING=unset", "RUN echo $GREETING > /greeting"),
-        ".pachhook.toml": f'tag = "short"\n[images."{image}"]\nbuild_args = {{ GREETING = "hello" }}\n',
-    })
+    files = edges_files(
+        docker_env,
+        **{
+            "edges/Dockerfile": svc.base_dockerfile(docker_env, "ARG GREETING=unset", "RUN echo $GREETING > /greeting"),
+            ".pachhook.toml": f'tag = "short"\n[images."{image}"]\nbuild_args = {{ GREETING = "hello" }}\n',
+        },
+    )
     repo = make_repo(tmp_path, files)
     job = make_job(repo, image)
 
@@ -252,8 +267,7 @@ def test_symlink_out_of_the_repository_is_refused(tmp_path):
 
 
 def test_absolute_symlink_is_refused_and_inside_one_kept(tmp_path):
-    repo = make_repo(tmp_path, {"ctx/Dockerfile": "FROM scratch\n", "ctx/a.txt": "a"},
-                     symlinks={"ctx/b.txt": "a.txt"})
+    repo = make_repo(tmp_path, {"ctx/Dockerfile": "FROM scratch\n", "ctx/a.txt": "a"}, symlinks={"ctx/b.txt": "a.txt"})
     assert tar_names(repo, BuildInputs("ctx", "ctx/Dockerfile")) == ["Dockerfile", "a.txt", "b.txt"]
     (repo / "ctx" / "abs").symlink_to("/etc/hostname")
     commit_all(repo, "absolute link")
@@ -310,30 +324,36 @@ def test_context_key_follows_sent_files_dockerfile_and_args(tmp_path):
     assert key(BuildInputs("c", "c/Dockerfile")) != changed
 
 
-@pytest.mark.parametrize("patterns, path, excluded", [
-    ("*.log", "a.log", True),
-    ("*.log", "sub/a.log", False),  # `*` does not cross folders
-    ("**/*.log", "sub/deeper/a.log", True),
-    ("build", "build/out/x", True),  # a matching parent folder excludes its files
-    ("build\n!build/keep", "build/keep", False),
-    ("!keep\n*", "keep", True),  # the last matching pattern wins
-    ("/docs", "docs/a", True),
-    ("a?c", "abc", True),
-    ("[!x]y", "zy", True),
-    ("# comment\n\n", "anything", False),
-])
+@pytest.mark.parametrize(
+    "patterns, path, excluded",
+    [
+        ("*.log", "a.log", True),
+        ("*.log", "sub/a.log", False),  # `*` does not cross folders
+        ("**/*.log", "sub/deeper/a.log", True),
+        ("build", "build/out/x", True),  # a matching parent folder excludes its files
+        ("build\n!build/keep", "build/keep", False),
+        ("!keep\n*", "keep", True),  # the last matching pattern wins
+        ("/docs", "docs/a", True),
+        ("a?c", "abc", True),
+        ("[!x]y", "zy", True),
+        ("# comment\n\n", "anything", False),
+    ],
+)
 def test_dockerignore_matching_follows_docker(patterns, path, excluded):
     assert DockerIgnore.parse(patterns).excludes(path) is excluded
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("https://user:tok@github.com/o/r.git", "https://github.com/o/r.git"),
-    ("https://ghp_TOKEN@github.com/o/r.git", "https://github.com/o/r.git"),
-    ("https://github.com:8443/o/r.git", "https://github.com:8443/o/r.git"),
-    ("ssh://git@host/o/r.git", "ssh://git@host/o/r.git"),
-    ("ssh://git:pw@host/o/r.git", "ssh://host/o/r.git"),
-    ("git@github.com:o/r.git", "git@github.com:o/r.git"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://user:tok@github.com/o/r.git", "https://github.com/o/r.git"),
+        ("https://ghp_TOKEN@github.com/o/r.git", "https://github.com/o/r.git"),
+        ("https://github.com:8443/o/r.git", "https://github.com:8443/o/r.git"),
+        ("ssh://git@host/o/r.git", "ssh://git@host/o/r.git"),
+        ("ssh://git:pw@host/o/r.git", "ssh://host/o/r.git"),
+        ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+    ],
+)
 def test_remote_url_loses_its_credentials(url, expected):
     assert strip_credentials(url) == expected
 

@@ -1,10 +1,10 @@
 """`pachhook check-push`: every pushed commit of every ref, from git's stdin or pre-commit's variables."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from gitutil import Repo, make_repo, run, template
 
 ZERO = "0" * 40
@@ -35,8 +35,13 @@ def broken_middle(repo: Repo) -> list:
 def check(repo: Repo, lines: list, remote: str = "origin", env: dict = None):
     full_env = dict(repo.env, **(env or {}))
     args = ["check-push", remote, "url"] if remote else ["check-push"]
-    return run([str(Path(repo.env["PATH"].split(":")[0]) / "pachhook"), *args], repo.path, full_env,
-               input="".join(line + "\n" for line in lines), check=False)
+    return run(
+        [str(Path(repo.env["PATH"].split(":")[0]) / "pachhook"), *args],
+        repo.path,
+        full_env,
+        input="".join(line + "\n" for line in lines),
+        check=False,
+    )
 
 
 def test_valid_push_is_allowed(pushed: Repo):
@@ -56,7 +61,9 @@ def test_a_broken_middle_commit_refuses_the_push(pushed: Repo):
     lines = proc.stderr.splitlines()
     assert lines[0].startswith(f"{middle[:12]}:edges/pipeline.json:3:")
     assert "colour" in lines[0] and "error" in lines[0]
-    assert lines[-1].startswith("pachhook check-push: push refused: 1 invalid template version(s) in 1 of the 3 commit(s)")
+    assert lines[-1].startswith(
+        "pachhook check-push: push refused: 1 invalid template version(s) in 1 of the 3 commit(s)"
+    )
 
 
 def test_a_new_branch_is_checked_from_where_it_leaves_the_remote(pushed: Repo):
@@ -75,10 +82,13 @@ def test_every_ref_of_the_push_is_checked_not_only_the_first(pushed: Repo):
     pushed.git("checkout", "-q", "-b", "topic", main_old)
     pushed.write("edges/pipeline.json", BROKEN)
     topic = pushed.commit("broken on topic")
-    proc = check(pushed, [
-        f"refs/heads/main {main_new} refs/heads/main {main_old}",
-        f"refs/heads/topic {topic} refs/heads/topic {ZERO}",
-    ])
+    proc = check(
+        pushed,
+        [
+            f"refs/heads/main {main_new} refs/heads/main {main_old}",
+            f"refs/heads/topic {topic} refs/heads/topic {ZERO}",
+        ],
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"{topic[:12]}:edges/pipeline.json:")
 
@@ -104,8 +114,13 @@ def test_a_deletion_pushes_nothing_to_check(pushed: Repo):
 def test_pre_commit_variables_give_the_range(pushed: Repo):
     old = pushed.git("rev-parse", "HEAD")
     _, middle, last = broken_middle(pushed)
-    env = {"PRE_COMMIT_REMOTE_NAME": "origin", "PRE_COMMIT_FROM_REF": old, "PRE_COMMIT_TO_REF": last,
-           "PRE_COMMIT_LOCAL_BRANCH": "refs/heads/main", "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main"}
+    env = {
+        "PRE_COMMIT_REMOTE_NAME": "origin",
+        "PRE_COMMIT_FROM_REF": old,
+        "PRE_COMMIT_TO_REF": last,
+        "PRE_COMMIT_LOCAL_BRANCH": "refs/heads/main",
+        "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main",
+    }
     proc = check(pushed, [], remote=None, env=env)
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"{middle[:12]}:edges/pipeline.json:")
@@ -119,8 +134,11 @@ def test_pre_commit_root_push_without_from_and_to(tmp_path: Path):
     repo.commit("fixed")
     run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
     repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
-    env = {"PRE_COMMIT_REMOTE_NAME": "origin", "PRE_COMMIT_LOCAL_BRANCH": "refs/heads/main",
-           "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main"}
+    env = {
+        "PRE_COMMIT_REMOTE_NAME": "origin",
+        "PRE_COMMIT_LOCAL_BRANCH": "refs/heads/main",
+        "PRE_COMMIT_REMOTE_BRANCH": "refs/heads/main",
+    }
     proc = check(repo, [], remote=None, env=env)
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"{bad[:12]}:edges/pipeline.json:")
@@ -136,8 +154,10 @@ def test_bad_configuration_refuses_in_one_line(pushed: Repo):
     pushed.write(".pachhook.toml", "templates = 3\n")
     proc = check(pushed, [], remote=None)
     assert proc.returncode == 1
-    assert proc.stderr == ("pachhook check-push: .pachhook.toml:1: templates: must be a non-empty array"
-                           " of non-empty strings, not an integer (3)\n")
+    assert proc.stderr == (
+        "pachhook check-push: .pachhook.toml:1: templates: must be a non-empty array"
+        " of non-empty strings, not an integer (3)\n"
+    )
 
 
 def test_unexpected_input_is_one_line(pushed: Repo):

@@ -1,4 +1,5 @@
 """Repository configuration: `[tool.pachhook]` in pyproject.toml, else `.pachhook.toml`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,13 @@ def test_conventions_without_a_file(tmp_path: Path):
     assert config == Config(root=tmp_path)
     assert config.root == tmp_path and config.source is None
     assert config.templates == list(DEFAULT_TEMPLATE_GLOBS)
-    assert (config.images, config.branches, config.tag, config.pin_digest, config.reprocess) == ({}, None, "full", False, False)
+    assert (config.images, config.branches, config.tag, config.pin_digest, config.reprocess) == (
+        {},
+        None,
+        "full",
+        False,
+        False,
+    )
     assert (config.worker, config.pachctl, config.backend) == ("background", "pachctl", "pachctl")
     assert config.deploys_branch("anything")
 
@@ -43,9 +50,18 @@ def test_every_key_from_pyproject(tmp_path: Path):
     assert config.branches == ["main", "release/*"]
     assert config.deploys_branch("release/2.1") and not config.deploys_branch("dev")
     assert (config.tag, config.pin_digest, config.reprocess, config.worker, config.pachctl, config.backend) == (
-        "short", True, True, "manual", "/opt/pachctl", "api")
-    assert config.images == {"registry.local:5000/team/edges": ImageConfig(
-        "registry.local:5000/team/edges", "docker/edges.Dockerfile", ".", {"BASE": "x", "N": "3"})}
+        "short",
+        True,
+        True,
+        "manual",
+        "/opt/pachctl",
+        "api",
+    )
+    assert config.images == {
+        "registry.local:5000/team/edges": ImageConfig(
+            "registry.local:5000/team/edges", "docker/edges.Dockerfile", ".", {"BASE": "x", "N": "3"}
+        )
+    }
 
 
 def test_pyproject_without_the_section_falls_back_to_the_dotfile(tmp_path: Path):
@@ -75,25 +91,24 @@ def test_unknown_keys_and_bad_values_name_file_line_and_key(tmp_path: Path):
         'dockerfile = "D"\n'
     )
     assert problems(tmp_path, "pyproject.toml", text) == [
-        "pyproject.toml:5: tool.pachhook.tag: must be \"full\" or \"short\", not a string ('long')",
+        'pyproject.toml:5: tool.pachhook.tag: must be "full" or "short", not a string (\'long\')',
         "pyproject.toml:6: tool.pachhook.pin_digest: must be true or false, not an integer (1)",
         "pyproject.toml:7: tool.pachhook.colour: unknown key (known keys: backend, branches, images,"
         " pachctl, pin_digest, reprocess, tag, templates, worker)",
         "pyproject.toml:8: tool.pachhook.branches: must be a non-empty array of non-empty strings,"
         " not a string ('main')",
-        "pyproject.toml:10: tool.pachhook.images.\"reg/edges\".context: must be a path inside the"
+        'pyproject.toml:10: tool.pachhook.images."reg/edges".context: must be a path inside the'
         " repository, not '../outside'",
-        "pyproject.toml:11: tool.pachhook.images.\"reg/edges\".bogus: unknown key (known keys:"
+        'pyproject.toml:11: tool.pachhook.images."reg/edges".bogus: unknown key (known keys:'
         " dockerfile, context, build_args)",
-        "pyproject.toml:12: tool.pachhook.images.\"reg/montage:1.0\": name the image repository"
-        " without a tag or digest",
+        'pyproject.toml:12: tool.pachhook.images."reg/montage:1.0": name the image repository without a tag or digest',
     ]
 
 
 def test_dotfile_problems(tmp_path: Path):
     assert problems(tmp_path, ".pachhook.toml", '\nworker = "sometimes"\nbackend = 2\n') == [
-        ".pachhook.toml:2: worker: must be \"background\" or \"manual\", not a string ('sometimes')",
-        ".pachhook.toml:3: backend: must be \"pachctl\" or \"api\", not an integer (2)",
+        '.pachhook.toml:2: worker: must be "background" or "manual", not a string (\'sometimes\')',
+        '.pachhook.toml:3: backend: must be "pachctl" or "api", not an integer (2)',
     ]
 
 

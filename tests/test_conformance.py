@@ -6,6 +6,7 @@ checkout (files from Pachyderm's public repositories; not copied into this proje
 The one allowed difference: pachhook also rejects Kubernetes resource quantities that
 pachd would silently drop (`"256MB"`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,9 +21,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 CORPUS = SHARED / "corpus" / "upstream"
 EXPECTED = CORPUS / "EXPECTED-2x.tsv"
 
-_QUANTITY_PATH = re.compile(
-    r"(sidecar_?)?(resource_?requests|resource_?limits)\.(memory|disk|cpu)$", re.IGNORECASE
-)
+_QUANTITY_PATH = re.compile(r"(sidecar_?)?(resource_?requests|resource_?limits)\.(memory|disk|cpu)$", re.IGNORECASE)
 
 
 def _expected() -> dict:
@@ -58,8 +57,7 @@ def test_verdict_matches_pachctl_2x(name):
     errors = [item for item in diagnostics if item.severity == "error"]
     shown = "\n".join(f"{d.line}:{d.column}: {d.message} ({d.json_path})" for d in errors)
     if verdict == "ok":
-        assert not errors or _is_quantity_only(errors), (
-            f"pachctl 2.x accepts {name}, pachhook rejects it:\n{shown}")
+        assert not errors or _is_quantity_only(errors), f"pachctl 2.x accepts {name}, pachhook rejects it:\n{shown}"
     else:
         assert verdict.startswith("REJECT"), verdict
         assert errors, f"pachctl 2.x rejects {name} ({verdict}); pachhook accepts it"
@@ -68,7 +66,10 @@ def test_verdict_matches_pachctl_2x(name):
 @needs_corpus
 def test_the_known_bad_quantity_is_rejected():
     # pachd drops "256MB" silently; pachhook says so before anything is deployed
-    errors = [d for d in validate_paths([CORPUS / "pachyderm-master__examples__churn__churn.pipeline.json"])
-              if d.severity == "error"]
+    errors = [
+        d
+        for d in validate_paths([CORPUS / "pachyderm-master__examples__churn__churn.pipeline.json"])
+        if d.severity == "error"
+    ]
     assert _is_quantity_only(errors)
     assert any("256MB" in item.message for item in errors)

@@ -1,5 +1,6 @@
 """`pachhook run --commit` (CI mode): a real repository, the real Docker engine and registry,
 and the pachctl TEST DOUBLE (tests/doubles/pachctl) in place of a Pachyderm cluster."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 import services as test_services
 from test_update import calls, double, git, received  # noqa: F401 (double is a fixture)
 
@@ -27,11 +27,14 @@ def registry_tags(registry: str, repository: str) -> list:
 
 
 def pipeline(name: str, image: str, repo: str) -> str:
-    return json.dumps({
-        "pipeline": {"name": name},
-        "input": {"pfs": {"repo": repo, "glob": "/*"}},
-        "transform": {"image": image, "cmd": ["sh", "-c", "true"]},
-    }, indent=2)
+    return json.dumps(
+        {
+            "pipeline": {"name": name},
+            "input": {"pfs": {"repo": repo, "glob": "/*"}},
+            "transform": {"image": image, "cmd": ["sh", "-c", "true"]},
+        },
+        indent=2,
+    )
 
 
 @pytest.fixture
@@ -59,8 +62,9 @@ def two_pipelines(tmp_path, docker_env):
 
 
 def run(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pachhook", "run", *args], cwd=repo,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", "run", *args], cwd=repo, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.integration

@@ -4,6 +4,7 @@ Three machines are played: no Docker engine and no pachctl; the test Docker engi
 docker-registry installed) but no pachctl; and the test engine plus the pachctl test
 double, where the real background worker delivers everything.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 import services as test_services
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,8 +27,9 @@ LIMIT = 240  # seconds: the test fails rather than hang if the demo ever does
 @pytest.fixture
 def env(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin",
-                                           "/bin", "/usr/sbin", "/sbin"])
+    environment["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+    )
     environment["NO_COLOR"] = "1"
     environment["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
     environment["HOME"] = str(tmp_path / "home")  # no global git identity: the demo sets its own
@@ -38,8 +39,14 @@ def env(tmp_path):
 
 def demo(tmp_path, env, *args):
     folder = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "pachhook", "demo", "--dir", str(folder), *args],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=LIMIT)
+    result = subprocess.run(
+        [sys.executable, "-m", "pachhook", "demo", "--dir", str(folder), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+    )
     return result, folder
 
 
@@ -121,8 +128,11 @@ def test_with_docker_it_builds_and_pushes_to_a_registry_it_starts_and_stops(tmp_
     registry = re.search(r"ok    registry (127\.0\.0\.1:\d+) \(started for the demo", out).group(1)
     assert "skip  update: pachctl not found on PATH" in out
     assert re.search(r"edges\s.*done \d+\.\ds\s+done \d+\.\ds\s+skipped", out)
-    assert re.search(rf"edges <- commit [0-9a-f]{{12}} image {re.escape(registry)}/pachhook-demo/edges:[0-9a-f]{{40}}"
-                     r" digest sha256:[0-9a-f]{64}", out)
+    assert re.search(
+        rf"edges <- commit [0-9a-f]{{12}} image {re.escape(registry)}/pachhook-demo/edges:[0-9a-f]{{40}}"
+        r" digest sha256:[0-9a-f]{64}",
+        out,
+    )
     assert not _port_open(registry)  # the registry the demo started is stopped again
     assert processes_mentioning(str(folder)) == []
 
@@ -132,8 +142,11 @@ def test_with_docker_and_pachctl_the_worker_delivers(tmp_path, env, services):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "pachctl").symlink_to(DOUBLES / "pachctl")
-    env.update(DOCKER_HOST=services.docker_host, PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"),
-               PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    env.update(
+        DOCKER_HOST=services.docker_host,
+        PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"),
+        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
+    )
     result, folder = demo(tmp_path, env, "--registry", services.registry)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
@@ -152,8 +165,12 @@ def test_a_hanging_step_is_cut_off_at_the_timeout_and_its_processes_stopped(tmp_
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "pachctl").symlink_to(DOUBLES / "pachctl")
-    env.update(DOCKER_HOST=services.docker_host, PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"),
-               PACHCTL_DOUBLE_HANG="update", PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    env.update(
+        DOCKER_HOST=services.docker_host,
+        PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"),
+        PACHCTL_DOUBLE_HANG="update",
+        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
+    )
     started = time.monotonic()
     result, folder = demo(tmp_path, env, "--registry", services.registry, "--timeout", "25")
     assert time.monotonic() - started < 60
@@ -179,15 +196,25 @@ def test_a_wheel_carries_the_examples_the_demo_copies(tmp_path):
             target.symlink_to(os.readlink(origin))
         else:
             target.write_bytes(origin.read_bytes())
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
-                            str(source)], capture_output=True, text=True, timeout=600)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if built.returncode != 0 and "No matching distribution found for setuptools" in built.stderr:
         pytest.skip("pip cannot fetch setuptools to build a wheel (no package index reachable)")
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("pachhook-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for example in ("edges/Dockerfile", "edges/pipeline.json", "edges/edges.sh",
-                    "montage/Dockerfile", "montage/montage.pipeline.yaml", "montage/montage.sh"):
+    for example in (
+        "edges/Dockerfile",
+        "edges/pipeline.json",
+        "edges/edges.sh",
+        "montage/Dockerfile",
+        "montage/montage.pipeline.yaml",
+        "montage/montage.sh",
+    ):
         assert f"pachhook/data/examples/{example}" in names
 
 
@@ -196,8 +223,9 @@ def test_global_git_settings_stay_outside_the_demo(tmp_path, env):
     shared_hooks = tmp_path / "shared-hooks"
     shared_hooks.mkdir()
     global_config = tmp_path / "gitconfig"
-    global_config.write_text(f"[core]\n\thooksPath = {shared_hooks}\n[commit]\n\tgpgsign = true\n"
-                             "[user]\n\tsigningkey = NO-SUCH-KEY\n")
+    global_config.write_text(
+        f"[core]\n\thooksPath = {shared_hooks}\n[commit]\n\tgpgsign = true\n[user]\n\tsigningkey = NO-SUCH-KEY\n"
+    )
     env.update(DOCKER_HOST=test_services.DEAD_DOCKER_HOST, GIT_CONFIG_GLOBAL=str(global_config))
     result, folder = demo(tmp_path, env)
     assert result.returncode == 0, result.stdout + result.stderr

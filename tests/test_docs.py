@@ -9,6 +9,7 @@ line before a fence says more:
     <!-- pachhook-docs: config -->            a .pachhook.toml body pachhook accepts
     <!-- pachhook-docs: not-parsed -->        a fragment or a deliberately broken file
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,15 @@ def code_blocks() -> List[Block]:
             index += 1
             before = lines[start - 1] if start else ""
             found = MARK.search(before)
-            blocks.append(Block(path.name, start + 1, opened.group("lang").lower(), "\n".join(body) + "\n",
-                                found.group("mark") if found else ""))
+            blocks.append(
+                Block(
+                    path.name,
+                    start + 1,
+                    opened.group("lang").lower(),
+                    "\n".join(body) + "\n",
+                    found.group("mark") if found else "",
+                )
+            )
     return blocks
 
 
@@ -76,7 +84,7 @@ def _without_line_comments(text: str) -> str:
                 escaped = True
             elif char == '"':
                 in_string = not in_string
-            elif char == "/" and not in_string and line[index:index + 2] == "//":
+            elif char == "/" and not in_string and line[index : index + 2] == "//":
                 line = line[:index]
                 break
         out.append(line)
@@ -130,8 +138,9 @@ def test_there_are_checked_examples():
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_every_command_help_exits_0(name: str):
-    result = subprocess.run([sys.executable, "-m", "pachhook", name, "--help"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "pachhook", name, "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: pachhook {name}")
     assert "Traceback" not in result.stderr

@@ -3,6 +3,7 @@
 Real git repositories, the real queue, the real Docker engine and registries of
 tests/services (where a test needs them); pachctl is absent, or the pachctl test double.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import services as test_services
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +29,13 @@ def run(args, cwd, env):
 @pytest.fixture
 def env(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    environment.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@pachhook.invalid",
-                       GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@pachhook.invalid", NO_COLOR="1")
+    environment.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@pachhook.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@pachhook.invalid",
+        NO_COLOR="1",
+    )
     # No pachctl: PATH holds only git, python and the system folders.
     environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
     environment["DOCKER_HOST"] = test_services.DEAD_DOCKER_HOST
@@ -52,8 +57,9 @@ def doctor(cwd, env, *args):
 
 
 def lines_of(result):
-    return {line.split(":", 1)[0]: line for line in result.stdout.splitlines() if line[:5].strip() in
-            ("ok", "warn", "fail")}
+    return {
+        line.split(":", 1)[0]: line for line in result.stdout.splitlines() if line[:5].strip() in ("ok", "warn", "fail")
+    }
 
 
 def test_outside_a_repository_says_where_to_run_it(tmp_path, env):
@@ -163,8 +169,9 @@ def test_docker_and_registry_credentials(project, env, services, tmp_path):
     assert f"fail  registry {services.auth_registry}: no credentials and the registry asks for a login" in out
     assert f"-> run `docker login {services.auth_registry}`" in out
 
-    config = test_services.write_docker_config(tmp_path / "docker-login", services.auth_registry,
-                                               services.auth_user, services.auth_password())
+    config = test_services.write_docker_config(
+        tmp_path / "docker-login", services.auth_registry, services.auth_user, services.auth_password()
+    )
     result = doctor(project, dict(env, DOCKER_CONFIG=str(config)), "--verbose")
     assert f"ok    registry {services.auth_registry}: credentials present in the docker config" in result.stdout
     assert services.auth_password() not in result.stdout + result.stderr
@@ -202,8 +209,16 @@ def test_api_backend_connection_against_the_pps_double(project, env, tmp_path):
     token = "doctor-secret-session-token"
     server, port, double = pps_server.start()
     config = tmp_path / "pach-config.json"
-    config.write_text(json.dumps({"v2": {"active_context": "local", "contexts": {"local": {
-        "pachd_address": f"grpc://127.0.0.1:{port}", "session_token": token}}}}))
+    config.write_text(
+        json.dumps(
+            {
+                "v2": {
+                    "active_context": "local",
+                    "contexts": {"local": {"pachd_address": f"grpc://127.0.0.1:{port}", "session_token": token}},
+                }
+            }
+        )
+    )
     (project / ".pachhook.toml").write_text('backend = "api"\n')
     env = dict(env, PACH_CONFIG=str(config))
     try:

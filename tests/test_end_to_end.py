@@ -4,6 +4,7 @@ Real git with pachhook's plain hooks installed by `pachhook install`, the real D
 engine and registry of tests/services, the detached worker the post-commit hook starts,
 and the pachctl TEST DOUBLE (tests/doubles/pachctl) on PATH in place of a cluster.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 import services as test_services
 from test_update import calls, git, received
 
@@ -25,8 +25,9 @@ WAIT_SECONDS = 240
 
 
 def pachhook(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pachhook", *args], cwd=repo, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", *args], cwd=repo, capture_output=True, text=True, timeout=120
+    )
 
 
 def status(repo: Path) -> dict:
@@ -68,8 +69,9 @@ def registry_get(registry: str, path: str, accept: str = "") -> tuple:
 
 def image_in_registry(registry: str, repository: str, tag: str) -> tuple:
     """(digest, labels) of IMAGE:TAG as the registry serves it."""
-    headers, manifest = registry_get(registry, f"/v2/{repository}/manifests/{tag}",
-                                     "application/vnd.docker.distribution.manifest.v2+json")
+    headers, manifest = registry_get(
+        registry, f"/v2/{repository}/manifests/{tag}", "application/vnd.docker.distribution.manifest.v2+json"
+    )
     _, config = registry_get(registry, f"/v2/{repository}/blobs/{manifest['config']['digest']}")
     return headers["Docker-Content-Digest"], config["config"].get("Labels") or {}
 
@@ -83,8 +85,7 @@ def test_commit_to_running_pipeline(tmp_path, docker_env, monkeypatch):
     state.mkdir()
     monkeypatch.setenv("PACHCTL_DOUBLE_DIR", str(state))
     # The hooks call `pachhook` by name: this interpreter's scripts first, then the double.
-    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), str(DOUBLES),
-                                                os.environ["PATH"]]))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), str(DOUBLES), os.environ["PATH"]]))
 
     repo = tmp_path / "repo"
     repo.mkdir()

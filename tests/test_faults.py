@@ -7,6 +7,7 @@ pachctl TEST DOUBLE (tests/doubles/pachctl) for the cluster. Services that must 
 are this file's own: a registry started here on a free loopback port, a dead Docker
 socket, the double's fault files. The shared services are never stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
-
 import services as test_services
 from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, run
 
@@ -38,12 +38,18 @@ WAIT = 120.0  # upper bound on any wait for a state; failing tests end sooner wi
 
 def spec(name: str, image: str, inputs: tuple = ("images",), note: str = "") -> str:
     pfs = [{"pfs": {"repo": repo, "glob": "/*"}} for repo in inputs]
-    return json.dumps({
-        "pipeline": {"name": name},
-        "description": note or f"{name} pipeline",
-        "transform": {"image": image, "cmd": ["/bin/sh", "-c", "true"]},
-        "input": pfs[0] if len(pfs) == 1 else {"cross": pfs},
-    }, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "pipeline": {"name": name},
+                "description": note or f"{name} pipeline",
+                "transform": {"image": image, "cmd": ["/bin/sh", "-c", "true"]},
+                "input": pfs[0] if len(pfs) == 1 else {"cross": pfs},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 FIXED_IMAGE = "registry.invalid/team/fixed:1"  # no placeholder: build and push are skipped
@@ -128,8 +134,12 @@ class Worker:
 
     def __init__(self, repo: Repo, env: Optional[Dict[str, str]] = None) -> None:
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "pachhook"), "run", "--lease", str(KILLED_LEASE)], cwd=repo.path,
-            env=env or repo.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [str(VENV_BIN / "pachhook"), "run", "--lease", str(KILLED_LEASE)],
+            cwd=repo.path,
+            env=env or repo.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
 
@@ -143,8 +153,13 @@ class Worker:
 
 
 def run_once(repo: Repo, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    return run([str(VENV_BIN / "pachhook"), "run", "--lease", str(LEASE)], repo.path, env or repo.env,
-               check=False, timeout=WAIT)
+    return run(
+        [str(VENV_BIN / "pachhook"), "run", "--lease", str(LEASE)],
+        repo.path,
+        env or repo.env,
+        check=False,
+        timeout=WAIT,
+    )
 
 
 def lease_left(repo: Repo, job_id: int) -> float:
@@ -167,11 +182,17 @@ class OwnRegistry:
         config.write_text(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {folder / 'storage'}\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n  secret: {uuid.uuid4().hex}\n")
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: {uuid.uuid4().hex}\n"
+        )
         self.address = f"127.0.0.1:{port}"
         self.log = open(folder / "registry.log", "ab")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["docker-registry", "serve", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with socket.socket() as probe:
@@ -232,7 +253,8 @@ def write_pausing_pachctl(tmp_path: Path) -> Path:
         "if sys.argv[1:3] == ['update', 'pipeline'] and os.path.exists(os.path.join(state, 'pause-after-update')):\n"
         "    open(os.path.join(state, 'applied'), 'w').close()\n"
         "    time.sleep(3600)\n"
-        "sys.exit(code)\n")
+        "sys.exit(code)\n"
+    )
     wrapper.chmod(0o755)
     return wrapper
 
@@ -273,8 +295,10 @@ def test_worker_killed_mid_update_resumes_and_updates_once(tmp_path, when):
     wait_for("the update step to start", lambda: log_has(repo, job_id, "update: started"))
     if when.startswith("before"):
         calls = state / "calls.jsonl"
-        wait_for("pachctl update to be called", lambda: calls.exists() and any(
-            line.startswith('["update"') for line in calls.read_text().splitlines()))
+        wait_for(
+            "pachctl update to be called",
+            lambda: calls.exists() and any(line.startswith('["update"') for line in calls.read_text().splitlines()),
+        )
         time.sleep(0.3)
         assert received(repo) == []
     else:
@@ -309,30 +333,37 @@ def test_background_worker_killed_its_job_is_taken_up_by_the_next_one(tmp_path):
     first_id = job_of(repo, first)["id"]
     # the background worker as the hook starts it (`pachhook worker`), with a lease long
     # enough that the next commit's worker finds it still held
-    dead = subprocess.Popen([str(VENV_BIN / "pachhook"), "worker", "--repo", str(repo.path), "--lease", "20"],
-                            cwd=repo.path, env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    dead = subprocess.Popen(
+        [str(VENV_BIN / "pachhook"), "worker", "--repo", str(repo.path), "--lease", "20"],
+        cwd=repo.path,
+        env=repo.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_for("the cluster to apply the spec", lambda: (state / "applied").exists())
     os.killpg(dead.pid, signal.SIGKILL)
     dead.wait(timeout=30)
     (state / "pause-after-update").unlink()
 
-    repo.write(".pachhook.toml", f'pachctl = {json.dumps(str(wrapper))}\n')  # background mode
+    repo.write(".pachhook.toml", f"pachctl = {json.dumps(str(wrapper))}\n")  # background mode
     repo.write("montage/pipeline.json", spec("montage", FIXED_IMAGE, inputs=("edges",)))
     second = repo.commit("montage")  # its post-commit hook starts a new background worker
     assert lease_left(repo, first_id) > 3, "the dead worker's lease ran out too soon for this test"
     log = repo.common_dir / "pachhook" / "worker.log"
-    wait_for("the new commit's job", lambda: job_of(repo, second)["state"] == "done", timeout=30,
-             detail=log.read_text)
+    wait_for("the new commit's job", lambda: job_of(repo, second)["state"] == "done", timeout=30, detail=log.read_text)
     # the worker now waits on the dead lease, holding the worker lock: a job queued
     # meanwhile (its hook starts no worker) is still delivered before that lease ends
     repo.write("third/pipeline.json", spec("third", FIXED_IMAGE))
     third = repo.commit("third")
-    wait_for("the third commit's job", lambda: job_of(repo, third)["state"] == "done", timeout=30,
-             detail=log.read_text)
+    wait_for("the third commit's job", lambda: job_of(repo, third)["state"] == "done", timeout=30, detail=log.read_text)
     assert job_of(repo, first)["state"] == "running", "the test needs the dead lease to outlast this"
-    wait_for("the stranded job to be delivered by the background worker",
-             lambda: job_of(repo, first)["state"] == "done", timeout=60, detail=log.read_text)
+    wait_for(
+        "the stranded job to be delivered by the background worker",
+        lambda: job_of(repo, first)["state"] == "done",
+        timeout=60,
+        detail=log.read_text,
+    )
     assert [updates_for(repo, sha) for sha in (first, second, third)] == [1, 1, 1]
     assert step(job_of(repo, first), "update")["attempts"] == 2
 
@@ -348,8 +379,12 @@ def test_worker_killed_mid_build_resumes(tmp_path, docker_env):
     image = f"{services.registry}/{repository}"
     repo = make_repo(tmp_path)
     repo.write("edges/pipeline.json", _image_template(image))
-    repo.write("edges/Dockerfile", test_services.base_dockerfile(
-        services, f"RUN sleep 3 && echo {uuid.uuid4().hex} > /stamp", "COPY run.sh /run.sh"))
+    repo.write(
+        "edges/Dockerfile",
+        test_services.base_dockerfile(
+            services, f"RUN sleep 3 && echo {uuid.uuid4().hex} > /stamp", "COPY run.sh /run.sh"
+        ),
+    )
     repo.write("edges/run.sh", "echo edges\n")
     commit = repo.commit("edges")
     job_id = job_of(repo, commit)["id"]
@@ -375,8 +410,9 @@ def _registry_image(registry: str, repository: str, tag: str) -> tuple:
     request.add_header("Accept", accept)
     with urllib.request.urlopen(request, timeout=10) as answer:
         digest, manifest = answer.headers["Docker-Content-Digest"], json.load(answer)
-    with urllib.request.urlopen(f"http://{registry}/v2/{repository}/blobs/{manifest['config']['digest']}",
-                                timeout=10) as answer:
+    with urllib.request.urlopen(
+        f"http://{registry}/v2/{repository}/blobs/{manifest['config']['digest']}", timeout=10
+    ) as answer:
         config = json.load(answer)
     return digest, config["config"].get("Labels") or {}
 
@@ -396,8 +432,11 @@ def test_worker_killed_mid_push_resumes(tmp_path, docker_env, own_registry_facto
     worker = Worker(repo)
     try:
         # frozen as the build ends: the push that follows cannot finish before the freeze
-        wait_for("the build to end", lambda: log_has(repo, job_id, "build: done"),
-                 detail=lambda: "\n".join(r[0] for r in query(repo, "SELECT line FROM logs")))
+        wait_for(
+            "the build to end",
+            lambda: log_has(repo, job_id, "build: done"),
+            detail=lambda: "\n".join(r[0] for r in query(repo, "SELECT line FROM logs")),
+        )
         registry.pause()  # the registry stops answering in the middle of the push
         wait_for("the push to start", lambda: log_has(repo, job_id, "push: started"))
         time.sleep(1.0)
@@ -544,13 +583,22 @@ def _commit_with_hook(repo: Repo, message: str, folder: str = "edges") -> tuple:
 def test_queue_locked_for_a_while_waits_and_loses_nothing(tmp_path):
     repo = make_repo(tmp_path)
     _commit_with_hook(repo, "one")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
-        f"db = sqlite3.connect({str(db_path(repo))!r}, isolation_level=None)\n"
-        "db.execute('BEGIN EXCLUSIVE')\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(3)\n"
-        "db.execute('COMMIT')\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                f"db = sqlite3.connect({str(db_path(repo))!r}, isolation_level=None)\n"
+                "db.execute('BEGIN EXCLUSIVE')\n"
+                "print('locked', flush=True)\n"
+                "time.sleep(3)\n"
+                "db.execute('COMMIT')\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
@@ -568,13 +616,23 @@ def test_queue_locked_too_long_is_reported_and_requeued_later(tmp_path):
 
     repo = make_repo(tmp_path)
     _commit_with_hook(repo, "one")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sqlite3, sys, time\n"
-        f"db = sqlite3.connect({str(db_path(repo))!r}, isolation_level=None)\n"
-        "db.execute('BEGIN EXCLUSIVE')\n"
-        "print('locked', flush=True)\n"
-        "sys.stdin.readline()\n"
-        "db.execute('COMMIT')\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sqlite3, sys, time\n"
+                f"db = sqlite3.connect({str(db_path(repo))!r}, isolation_level=None)\n"
+                "db.execute('BEGIN EXCLUSIVE')\n"
+                "print('locked', flush=True)\n"
+                "sys.stdin.readline()\n"
+                "db.execute('COMMIT')\n"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
@@ -632,7 +690,7 @@ def test_queue_damaged_inside_gives_one_line_errors_then_the_hook_sets_it_aside(
     data = bytearray(database.read_bytes())
     assert len(data) > 5 * 4096
     for offset in range(2 * 4096, len(data), 4096):  # every page after the schema's
-        data[offset:offset + 64] = b"\xff" * 64
+        data[offset : offset + 64] = b"\xff" * 64
     database.write_bytes(bytes(data))
 
     reported = 0
@@ -655,8 +713,9 @@ def test_queue_damaged_inside_gives_one_line_errors_then_the_hook_sets_it_aside(
 
 def _mount_tmpfs(target: Path, size: str) -> None:
     target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"needs root to mount a small tmpfs as the git dir's pachhook folder: {done.stderr.strip()}")
 
@@ -684,8 +743,11 @@ def test_enqueue_on_a_read_only_or_full_git_dir_is_reported_and_the_commit_stand
         before = repo.git("rev-parse", "HEAD")
         commit, said = _commit_with_hook(repo, "under a fault")
         assert commit != before and repo.git("log", "-1", "--format=%s") == "under a fault"
-        lines = [line for line in said.splitlines()  # the pre-commit hook's summary aside
-                 if line.startswith("pachhook:") and " warning" not in line]
+        lines = [
+            line
+            for line in said.splitlines()  # the pre-commit hook's summary aside
+            if line.startswith("pachhook:") and " warning" not in line
+        ]
         assert len(lines) == 1, said
         words = ("read-only", "readonly") if fault == "read-only" else ("full", "no space")
         assert any(word in lines[0].lower() for word in words), lines[0]
@@ -725,8 +787,12 @@ def test_200_commits_from_4_worktrees_with_workers_running(tmp_path):
                 for folder in folders:
                     tree.write(f"{folder}/pipeline.json", spec(folder, FIXED_IMAGE, note=f"t{index} c{number}"))
                 tree.git("add", ".")
-                proc = run(["git", "commit", "-q", "--no-verify", "-m", f"tree {index} commit {number}"], tree.path,
-                           tree.env, check=False)
+                proc = run(
+                    ["git", "commit", "-q", "--no-verify", "-m", f"tree {index} commit {number}"],
+                    tree.path,
+                    tree.env,
+                    check=False,
+                )
                 if proc.returncode != 0 or "Traceback" in proc.stdout + proc.stderr:
                     errors.append(proc.stdout + proc.stderr)
                 commits[index].append(tree.git("rev-parse", "HEAD"))
@@ -757,7 +823,8 @@ def test_200_commits_from_4_worktrees_with_workers_running(tmp_path):
     assert not errors, errors[:3]
     assert sum(len(shas) for shas in commits.values()) == 200
     assert all(run.returncode == 0 for run in worker_runs + [final]), [
-        r.stdout + r.stderr for r in worker_runs if r.returncode != 0][:2]
+        r.stdout + r.stderr for r in worker_runs if r.returncode != 0
+    ][:2]
 
     jobs = status(repo)["jobs"]
     by_commit: Dict[str, List[dict]] = {}
@@ -767,8 +834,9 @@ def test_200_commits_from_4_worktrees_with_workers_running(tmp_path):
     missing = [sha for sha in every if sha not in by_commit]
     assert not missing, f"{len(missing)} commits have no job"  # nothing lost
     states = {job["state"] for job in jobs}
-    assert states <= {"done", "superseded"}, [(j["id"], j["state"], j["steps"]) for j in jobs
-                                              if j["state"] not in ("done", "superseded")][:3]
+    assert states <= {"done", "superseded"}, [
+        (j["id"], j["state"], j["steps"]) for j in jobs if j["state"] not in ("done", "superseded")
+    ][:3]
     done = [job for job in jobs if job["state"] == "done"]
     for job in done:  # no job ran twice
         assert [step(job, name)["attempts"] for name in ("build", "push", "update")] == [1, 1, 1], job
@@ -783,5 +851,7 @@ def test_200_commits_from_4_worktrees_with_workers_running(tmp_path):
     assert all(ids == sorted(ids) for ids in order.values()), order
     superseded = [job for job in jobs if job["state"] == "superseded"]
     assert all(job["superseded_by"] for job in superseded)
-    print(f"\n200 commits, 4 worktrees, 2 workers: {len(jobs)} jobs, {len(done)} done, "
-          f"{len(superseded)} superseded, {len(worker_runs) + 1} worker runs, {elapsed:.1f}s")
+    print(
+        f"\n200 commits, 4 worktrees, 2 workers: {len(jobs)} jobs, {len(done)} done, "
+        f"{len(superseded)} superseded, {len(worker_runs) + 1} worker runs, {elapsed:.1f}s"
+    )

@@ -8,6 +8,7 @@ Two halves:
   an address-space limit and a timeout: each must end with exit status 1 and a diagnostic
   naming the file, no traceback, within the time and memory bounds.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,10 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pachhook.validate import reporters as report
-from pachhook.spec import template
 from pachhook.core.diagnostics import Diagnostic
+from pachhook.spec import template
 from pachhook.spec.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_VALUES
+from pachhook.validate import reporters as report
 from pachhook.validate.checks import has_errors, validate_bytes
 
 # Time and memory allowed to one `pachhook validate` of a worst-case file. Generous: CI shares
@@ -102,8 +103,18 @@ def test_arbitrary_bytes_never_raise(prefix, data):
     assert_well_formed(validate_bytes("fuzz.json", data), data)
 
 
-ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "latin-1",
-             "cp1252", "shift_jis", "koi8-r"]
+ENCODINGS = [
+    "utf-8",
+    "utf-8-sig",
+    "utf-16",
+    "utf-16-le",
+    "utf-16-be",
+    "utf-32",
+    "latin-1",
+    "cp1252",
+    "shift_jis",
+    "koi8-r",
+]
 
 
 @FUZZ
@@ -122,9 +133,9 @@ def test_text_in_odd_encodings(text, encoding, as_template):
 @given(
     st.sampled_from([GOOD_JSON, GOOD_YAML]),
     st.lists(
-        st.tuples(st.floats(0, 1), st.sampled_from(["insert", "delete", "replace"]),
-                  st.binary(min_size=1, max_size=8)),
-        min_size=1, max_size=6,
+        st.tuples(st.floats(0, 1), st.sampled_from(["insert", "delete", "replace"]), st.binary(min_size=1, max_size=8)),
+        min_size=1,
+        max_size=6,
     ),
 )
 def test_mutated_templates(original, mutations):
@@ -134,19 +145,68 @@ def test_mutated_templates(original, mutations):
         if operation == "insert":
             data[at:at] = chunk
         elif operation == "delete":
-            del data[at:at + len(chunk)]
+            del data[at : at + len(chunk)]
         else:
-            data[at:at + len(chunk)] = chunk
+            data[at : at + len(chunk)] = chunk
     data = bytes(data)
     assert_well_formed(validate_bytes("fuzz.json", data), data)
 
 
-YAML_TOKENS = st.sampled_from([
-    "a", "pipeline", "name", ":", ": ", "- ", "-", "? ", "&x ", "*x", "!!str ", "!!int ", "!!map ", "!!seq ",
-    "!!binary ", "!custom ", "!!python/object ", "{", "}", "[", "]", ",", "|", "|-", ">", ">+", "%YAML 1.1",
-    "%TAG ! tag:x,2000:", "---", "...", "'", '"', "#", "\t", "  ", "\n", "0o17", "0x1F", "1_000", "1e3",
-    ".inf", ".NaN", "~", "null", "yes", "2001-12-14t21:59:43.10-05:00", "<<", "=", "\\", "\u2028", "\x85",
-])
+YAML_TOKENS = st.sampled_from(
+    [
+        "a",
+        "pipeline",
+        "name",
+        ":",
+        ": ",
+        "- ",
+        "-",
+        "? ",
+        "&x ",
+        "*x",
+        "!!str ",
+        "!!int ",
+        "!!map ",
+        "!!seq ",
+        "!!binary ",
+        "!custom ",
+        "!!python/object ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        "|",
+        "|-",
+        ">",
+        ">+",
+        "%YAML 1.1",
+        "%TAG ! tag:x,2000:",
+        "---",
+        "...",
+        "'",
+        '"',
+        "#",
+        "\t",
+        "  ",
+        "\n",
+        "0o17",
+        "0x1F",
+        "1_000",
+        "1e3",
+        ".inf",
+        ".NaN",
+        "~",
+        "null",
+        "yes",
+        "2001-12-14t21:59:43.10-05:00",
+        "<<",
+        "=",
+        "\\",
+        "\u2028",
+        "\x85",
+    ]
+)
 
 
 @FUZZ
@@ -188,11 +248,16 @@ def test_nesting_at_any_depth(depth, form):
 # Values as JSON can hold them; floats finite (YAML has no NaN form pachctl takes) and
 # integers within 64 bits (beyond, pachctl's YAML reader turns them into floats).
 JSON_SCALARS = (
-    st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
 )
-KEYS = st.sampled_from(sorted(GOOD_SPEC) + ["transform", "cmd", "stdin", "glob", "repo", "name",
-                                            "cross", "union", "pfs", "constant", "env"]) | st.text(max_size=10)
+KEYS = st.sampled_from(
+    sorted(GOOD_SPEC)
+    + ["transform", "cmd", "stdin", "glob", "repo", "name", "cross", "union", "pfs", "constant", "env"]
+) | st.text(max_size=10)
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
@@ -205,8 +270,12 @@ def _problems(diagnostics: List[Diagnostic]) -> List[tuple]:
 
 
 @FUZZ
-@given(st.lists(st.sampled_from(["transform", "input", "pfs", "cmd", "x", 0, 1]), max_size=3),
-       KEYS, JSON_VALUES, st.booleans())
+@given(
+    st.lists(st.sampled_from(["transform", "input", "pfs", "cmd", "x", 0, 1]), max_size=3),
+    KEYS,
+    JSON_VALUES,
+    st.booleans(),
+)
 def test_json_and_yaml_forms_of_one_value_get_the_same_verdict(where, key, value, flow):
     """pachctl reads JSON and YAML alike, so must the validator: same problems, same paths."""
     import yaml
@@ -226,8 +295,7 @@ def test_json_and_yaml_forms_of_one_value_get_the_same_verdict(where, key, value
     as_json = json.dumps(spec).encode()
     # every scalar double-quoted with an explicit tag where it is not a string: the
     # YAML 1.1 dumper's plain scalars would otherwise read differently under YAML 1.2
-    as_yaml = yaml.safe_dump(spec, default_style='"', default_flow_style=flow,
-                             allow_unicode=True, width=10 ** 6).encode()
+    as_yaml = yaml.safe_dump(spec, default_style='"', default_flow_style=flow, allow_unicode=True, width=10**6).encode()
     from_json = validate_bytes("fuzz.json", as_json)
     from_yaml = validate_bytes("fuzz.json", as_yaml)
     assert_well_formed(from_json, as_json)
@@ -236,12 +304,27 @@ def test_json_and_yaml_forms_of_one_value_get_the_same_verdict(where, key, value
 
 
 TEMPLATE_TEXT = st.lists(
-    st.sampled_from(["{{ commit }}", "{{short_commit}}", "{{ tag }}", "{{  branch  }}", "{{ nope }}",
-                     "{{", "}}", "{{.Names}}", "$(touch x)", '"', "\n"]) | st.text(max_size=8),
+    st.sampled_from(
+        [
+            "{{ commit }}",
+            "{{short_commit}}",
+            "{{ tag }}",
+            "{{  branch  }}",
+            "{{ nope }}",
+            "{{",
+            "}}",
+            "{{.Names}}",
+            "$(touch x)",
+            '"',
+            "\n",
+        ]
+    )
+    | st.text(max_size=8),
     max_size=8,
 ).map("".join)
 HOSTILE_VALUE = st.text(max_size=20) | st.sampled_from(
-    ['"}, "evil": {"', "{{ commit }}", "$(rm -rf /)", "main\nx: 1", "-rf", "\u202egnp.exe"])
+    ['"}, "evil": {"', "{{ commit }}", "$(rm -rf /)", "main\nx: 1", "-rf", "\u202egnp.exe"]
+)
 
 
 def _shape(value: Any) -> Any:
@@ -254,9 +337,11 @@ def _shape(value: Any) -> Any:
 
 @FUZZ
 @given(
-    st.recursive(JSON_SCALARS | TEMPLATE_TEXT,
-                 lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
-                 max_leaves=15),
+    st.recursive(
+        JSON_SCALARS | TEMPLATE_TEXT,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=4),
+        max_leaves=15,
+    ),
     st.fixed_dictionaries({name: HOSTILE_VALUE for name in template.PLACEHOLDERS}),
 )
 def test_rendering_fills_leaves_once_and_never_changes_the_structure(value, values):
@@ -265,8 +350,7 @@ def test_rendering_fills_leaves_once_and_never_changes_the_structure(value, valu
 
     def expected(text: str) -> str:
         # one pass: a value that itself looks like a placeholder stays as it is
-        return template.PLACEHOLDER.sub(
-            lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), text)
+        return template.PLACEHOLDER.sub(lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), text)
 
     def leaves(a: Any, b: Any) -> None:
         if isinstance(a, dict):
@@ -310,32 +394,46 @@ def _alias_bomb() -> bytes:
 # name -> (file content, what the first line of the diagnostics must say)
 WORST = {
     # integers past Python's 4300-digit conversion limit (crashed before the fix)
-    "bigint.yaml": (_repeat(b"9", b"pipeline: {name: a}\nparallelism_spec: {constant: ", b"}\n"),
-                    "'constant' must be a non-negative integer"),
-    "bigint.json": (_repeat(b"9", b'{"pipeline": {"name": "a"}, "parallelism_spec": {"constant": ', b"}}"),
-                    "'constant' must be a non-negative integer"),
-    "hexint.yaml": (_repeat(b"f", b"pipeline: {name: a}\nparallelism_spec: {constant: 0x", b"}\n"),
-                    "'constant' must be a non-negative integer"),
+    "bigint.yaml": (
+        _repeat(b"9", b"pipeline: {name: a}\nparallelism_spec: {constant: ", b"}\n"),
+        "'constant' must be a non-negative integer",
+    ),
+    "bigint.json": (
+        _repeat(b"9", b'{"pipeline": {"name": "a"}, "parallelism_spec": {"constant": ', b"}}"),
+        "'constant' must be a non-negative integer",
+    ),
+    "hexint.yaml": (
+        _repeat(b"f", b"pipeline: {name: a}\nparallelism_spec: {constant: 0x", b"}\n"),
+        "'constant' must be a non-negative integer",
+    ),
     # half a UTF-16 surrogate pair, which no encoder can print (crashed before the fix)
     "surrogate.json": (b'{"pipeline": {"name": "a"}, "\\ud800": 1}', "invalid Unicode character escape"),
     # a million tiny values, each cheap to read and ~1 ms to check (minutes before the fix)
-    "wide.json": (b"{" + b",".join(b'"k%d": %d' % (i, i) for i in range(300_000)) + b"}",
-                  f"file holds more than {MAX_VALUES} values"),
+    "wide.json": (
+        b"{" + b",".join(b'"k%d": %d' % (i, i) for i in range(300_000)) + b"}",
+        f"file holds more than {MAX_VALUES} values",
+    ),
     "duplicates.json": (_repeat(b'"a": 1, ', b"{", b'"a": 1}'), f"more than {MAX_VALUES} values"),
     "duplicates.yaml": (_repeat(b"a: 1\n"), f"more than {MAX_VALUES} values"),
     "documents.yaml": (_repeat(b"---\n"), f"more than {MAX_VALUES} values"),
     "documents.json": (_repeat(b"{}\n---\n"), f"more than {MAX_VALUES} values"),
-    "list.json": (_repeat(b'"x",', b'{"pipeline": {"name": "a"}, "transform": {"cmd": [', b'"x"]}}'),
-                  f"more than {MAX_VALUES} values"),
+    "list.json": (
+        _repeat(b'"x",', b'{"pipeline": {"name": "a"}, "transform": {"cmd": [', b'"x"]}}'),
+        f"more than {MAX_VALUES} values",
+    ),
     "specs.json": (_repeat(b'{"pipeline": {"name": "a b"}},', b"[", b"{}]"), f"more than {MAX_VALUES} values"),
     # one 5 MB string full of unknown placeholders (1.5 GB of problems before the fix)
-    "placeholders.json": (_repeat(b"{{ x }}", b'{"pipeline": {"name": "a"}, "description": "', b'"}'),
-                          "unknown placeholder {{ x }}"),
+    "placeholders.json": (
+        _repeat(b"{{ x }}", b'{"pipeline": {"name": "a"}, "description": "', b'"}'),
+        "unknown placeholder {{ x }}",
+    ),
     # long strings and keys
     "escapes.yaml": (_repeat(b"\\x41", b'pipeline: {name: a}\ndescription: "', b'"\nx: 1\n'), "unknown field"),
     "longkey.json": (_repeat(b"k", b'{"pipeline": {"name": "a"}, "', b'": 1}'), "unknown field"),
-    "nestedstring.json": (_repeat(b"[", b'{"pipeline": {"name": "a"}, "description": "', b'", "x": 1}'),
-                          "unknown field"),
+    "nestedstring.json": (
+        _repeat(b"[", b'{"pipeline": {"name": "a"}, "description": "', b'", "x": 1}'),
+        "unknown field",
+    ),
     # nesting without end, and deep flow YAML
     "unclosed.json": (_repeat(b'{"a": '), "nested more than"),
     "deepflow.yaml": (_repeat(b"{a: ", b"a: "), "nested more than"),
@@ -363,7 +461,11 @@ def run_validate(path: Path, *args: str) -> tuple:
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "pachhook", "validate", *args, str(path)],
-        capture_output=True, text=True, errors="replace", timeout=TIME_BOUND_S * 3, preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=TIME_BOUND_S * 3,
+        preexec_fn=limit,
     )
     return result, time.monotonic() - started
 
@@ -385,20 +487,25 @@ def test_worst_case_gets_a_diagnostic_within_bounds(tmp_path, name):
 
 def test_memory_bound_is_real(tmp_path):
     """The limit the worst cases run under does bite: a process needing more is stopped."""
+
     def limit() -> None:
         size = MEMORY_BOUND_MB * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
-    result = subprocess.run([sys.executable, "-c", f"x = bytearray({MEMORY_BOUND_MB} * 1024 * 1024)"],
-                            capture_output=True, text=True, preexec_fn=limit, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", f"x = bytearray({MEMORY_BOUND_MB} * 1024 * 1024)"],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        timeout=30,
+    )
     assert result.returncode != 0 and "MemoryError" in result.stderr
 
 
 def test_forged_lines_stay_inside_their_problem(tmp_path):
     """A key holding a newline and a fake diagnostic cannot add a line to the output."""
     path = tmp_path / "pipeline.json"
-    path.write_text(json.dumps({"pipeline": {"name": "a"},
-                                "x\npipeline.json:1:1: error: forged": 1}))
+    path.write_text(json.dumps({"pipeline": {"name": "a"}, "x\npipeline.json:1:1: error: forged": 1}))
     result, _ = run_validate(path)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
@@ -423,11 +530,28 @@ def test_other_formats_survive_the_worst_strings(tmp_path, fmt):
 
 # --------------------------------------------------------------------------- the configuration file
 
-CONFIG_KEYS = st.sampled_from(["templates", "images", "branches", "tag", "pin_digest", "reprocess",
-                               "worker", "pachctl", "backend", "dockerfile", "context", "build_args"])
+CONFIG_KEYS = st.sampled_from(
+    [
+        "templates",
+        "images",
+        "branches",
+        "tag",
+        "pin_digest",
+        "reprocess",
+        "worker",
+        "pachctl",
+        "backend",
+        "dockerfile",
+        "context",
+        "build_args",
+    ]
+)
 TOML_VALUES = st.recursive(
-    st.none().map(lambda _: '""') | st.booleans().map(str).map(str.lower) | st.integers().map(str)
-    | st.text(max_size=20).map(json.dumps) | st.sampled_from(['"../x"', '"/etc"', '"full"', '"manual"', "1979-05-27"]),
+    st.none().map(lambda _: '""')
+    | st.booleans().map(str).map(str.lower)
+    | st.integers().map(str)
+    | st.text(max_size=20).map(json.dumps)
+    | st.sampled_from(['"../x"', '"/etc"', '"full"', '"manual"', "1979-05-27"]),
     lambda children: st.lists(children, max_size=3).map(lambda items: "[" + ", ".join(items) + "]"),
     max_leaves=6,
 )
@@ -435,8 +559,14 @@ TOML_VALUES = st.recursive(
 
 @FUZZ
 @given(
-    st.lists(st.tuples(st.sampled_from(["", "[images.\"r/x\"]\n", "[images]\n", "[tool.pachhook]\n"]),
-                       CONFIG_KEYS | st.text(max_size=8), TOML_VALUES), max_size=6),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["", '[images."r/x"]\n', "[images]\n", "[tool.pachhook]\n"]),
+            CONFIG_KEYS | st.text(max_size=8),
+            TOML_VALUES,
+        ),
+        max_size=6,
+    ),
     st.binary(max_size=60),
     st.booleans(),
 )

@@ -1,12 +1,13 @@
 """The plain git hooks (hooks/), driven by real `git commit` and `git push`."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-
 from gitutil import CHECKOUT, Repo, live_jobs, make_repo, run, template
+
 from pachhook.setup.hookscripts import HOOK_NAMES, MARKER, script
 
 BROKEN = template("edges").replace('"pipeline": {', '"pipeline": {\n    "colour": "blue",', 1)

@@ -7,6 +7,7 @@ Branch names, template folders, commit messages and remote paths carrying spaces
 that a shell would run leaves a marker file: none may appear. Each must come back intact
 wherever pachhook shows or records it, and text output keeps one record per line.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from gitutil import PACHCTL_DOUBLE, Repo, git_env, run
 
 # Each `$(...)`/backtick/`;` payload would create MARKER in the working directory of a shell.
@@ -24,7 +24,7 @@ MARKER = "PWNED"
 # git refuses spaces in branch names; ${IFS} is what a shell would turn into one
 BRANCHES = [
     f"feat/$(touch${{IFS}}{MARKER})",
-    f"it's-\"quoted\"-`touch${{IFS}}{MARKER}`",
+    f'it\'s-"quoted"-`touch${{IFS}}{MARKER}`',
     f"a;touch${{IFS}}{MARKER}|b&c",
     "ünï/ブランチ",
     "{{commit}}",  # rendered into {{ branch }}: must not be rendered again
@@ -49,13 +49,22 @@ MESSAGE = f"$(touch {MARKER})\n\n'\"`touch {MARKER}`; rm -rf ./x ü\n-m --amend\
 def spec(name: str) -> str:
     # A fixed image: build and push have nothing to do, so the update step (and the
     # pachctl double) gets the names quickly.
-    return json.dumps({
-        "pipeline": {"name": name},
-        "description": "from {{ branch }} at {{ short_commit }}",
-        "transform": {"image": "registry.invalid/team/hostile:1", "cmd": ["/bin/sh", "-c", "true"],
-                      "env": {"BRANCH": "{{ branch }}"}},
-        "input": {"pfs": {"repo": "images", "glob": "/*"}},
-    }, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "pipeline": {"name": name},
+                "description": "from {{ branch }} at {{ short_commit }}",
+                "transform": {
+                    "image": "registry.invalid/team/hostile:1",
+                    "cmd": ["/bin/sh", "-c", "true"],
+                    "env": {"BRANCH": "{{ branch }}"},
+                },
+                "input": {"pfs": {"repo": "images", "glob": "/*"}},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def no_marker_anywhere(*roots: Path) -> None:
@@ -143,13 +152,11 @@ def test_names_travel_as_data_through_every_command(hostile_repo, tmp_path):
     no_marker_anywhere(tmp_path)
     jobs = status(repo)
     assert len(jobs) == len(FOLDERS) + len(BRANCHES)  # one per folder on main, one per branch
-    assert {job["state"] for job in jobs} == {"done"}, [
-        (job["id"], job["state"], job["steps"]) for job in jobs]
+    assert {job["state"] for job in jobs} == {"done"}, [(job["id"], job["state"], job["steps"]) for job in jobs]
     applied = received(repo)
     branches_applied = {spec["transform"]["env"]["BRANCH"] for spec in applied}
     assert branches_applied == set(BRANCHES) | {"main"}
-    assert all(spec["description"].startswith(f"from {spec['transform']['env']['BRANCH']} at ")
-               for spec in applied)
+    assert all(spec["description"].startswith(f"from {spec['transform']['env']['BRANCH']} at ") for spec in applied)
     templates = {spec["metadata"]["annotations"]["pachhook.io/template"] for spec in applied}
     assert templates == {f"{f}/pipeline.json" for f in FOLDERS}
     for call in calls(repo):  # argument lists only; a spec path under the git dir, never a name
@@ -262,7 +269,7 @@ def test_background_worker_starts_and_delivers_from_a_hostile_path(hostile_repo,
     repo = hostile_repo
     ran = repo.pachhook("run")  # deliver what the fixture queued, in the foreground
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    repo.write(".pachhook.toml", f'pachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n')  # background worker
+    repo.write(".pachhook.toml", f"pachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n")  # background worker
     switch(repo, BRANCHES[0])
     repo.write(f"{FOLDERS[1]}/pipeline.json", spec("p1").replace("true", "echo background"))
     commit = repo.commit(MESSAGE)
@@ -275,8 +282,10 @@ def test_background_worker_starts_and_delivers_from_a_hostile_path(hostile_repo,
     log = (repo.common_dir / "pachhook" / "worker.log").read_text()
     assert job and job["state"] == "done", log
     assert job["branch"] == BRANCHES[0]
-    assert any(s["transform"]["env"]["BRANCH"] == BRANCHES[0] and "echo background" in s["transform"]["cmd"][2]
-               for s in received(repo))
+    assert any(
+        s["transform"]["env"]["BRANCH"] == BRANCHES[0] and "echo background" in s["transform"]["cmd"][2]
+        for s in received(repo)
+    )
     no_marker_anywhere(tmp_path)
 
 

@@ -4,6 +4,7 @@ The command runs as a subprocess, as a user types it; the last test lets pre-com
 install pachhook from a local clone of this checkout (its working tree committed there)
 and checks that the set-up init wrote refuses a bad template and queues a good commit.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def git(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.Comp
 
 
 def pachhook(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pachhook", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def make_project(tmp_path: Path, env: dict) -> Path:
@@ -54,17 +56,21 @@ def make_project(tmp_path: Path, env: dict) -> Path:
 
 
 def snapshot(tree: Path) -> dict:
-    return {str(p.relative_to(tree)): p.read_bytes() for p in sorted(tree.rglob("*"))
-            if p.is_file() and ".git/objects" not in str(p) and "pre-commit-home" not in str(p)}
+    return {
+        str(p.relative_to(tree)): p.read_bytes()
+        for p in sorted(tree.rglob("*"))
+        if p.is_file() and ".git/objects" not in str(p) and "pre-commit-home" not in str(p)
+    }
 
 
 def test_init_sets_up_a_conventional_repository_and_a_second_run_changes_nothing(tmp_path, env):
     project = make_project(tmp_path, env)
-    first = pachhook("init", "--repo", "https://example.invalid/pachhook.git", "--rev", "v9.9.9",
-                     cwd=project, env=env)
+    first = pachhook("init", "--repo", "https://example.invalid/pachhook.git", "--rev", "v9.9.9", cwd=project, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "found edges/pipeline.json: pipeline edges, builds localhost:5000/pachhook-demo/edges" \
-           " from edges/Dockerfile" in first.stdout
+    assert (
+        "found edges/pipeline.json: pipeline edges, builds localhost:5000/pachhook-demo/edges"
+        " from edges/Dockerfile" in first.stdout
+    )
     assert "found montage/montage.pipeline.yaml: pipeline montage" in first.stdout
     assert "wrote     .pre-commit-config.yaml" in first.stdout
     assert "installed" in first.stdout and "pre-commit, pre-push, post-commit" in first.stdout
@@ -73,8 +79,7 @@ def test_init_sets_up_a_conventional_repository_and_a_second_run_changes_nothing
     config = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())
     (entry,) = config["repos"]
     assert entry["repo"] == "https://example.invalid/pachhook.git" and entry["rev"] == "v9.9.9"
-    assert [hook["id"] for hook in entry["hooks"]] == ["pachhook-validate", "pachhook-queue",
-                                                       "pachhook-check-push"]
+    assert [hook["id"] for hook in entry["hooks"]] == ["pachhook-validate", "pachhook-queue", "pachhook-check-push"]
     assert config["default_install_hook_types"] == ["pre-commit", "pre-push", "post-commit"]
     # Conventions cover the examples: no configuration file is written.
     assert not (project / ".pachhook.toml").exists()
@@ -83,8 +88,7 @@ def test_init_sets_up_a_conventional_repository_and_a_second_run_changes_nothing
         assert os.access(hook, os.X_OK) and f"--hook-type={hook_type}" in hook.read_text()
 
     before = snapshot(project)
-    second = pachhook("init", "--repo", "https://example.invalid/pachhook.git", "--rev", "v9.9.9",
-                      cwd=project, env=env)
+    second = pachhook("init", "--repo", "https://example.invalid/pachhook.git", "--rev", "v9.9.9", cwd=project, env=env)
     assert second.returncode == 0
     assert "already set up: nothing changed" in second.stdout
     assert snapshot(project) == before
@@ -107,8 +111,10 @@ def test_existing_config_keeps_its_comments_and_hooks(tmp_path, env):
     text = (project / ".pre-commit-config.yaml").read_text()
     assert text.startswith(original)  # every byte of the user's file is still there
     repos = yaml.safe_load(text)["repos"]
-    assert [r["repo"] for r in repos] == ["https://github.com/pre-commit/pre-commit-hooks",
-                                          "https://github.com/pachhook/pachhook"]
+    assert [r["repo"] for r in repos] == [
+        "https://github.com/pre-commit/pre-commit-hooks",
+        "https://github.com/pachhook/pachhook",
+    ]
     assert repos[1]["rev"] == "abc123"
     assert "hooks not installed (--no-install)" in result.stdout
     assert not (project / ".git" / "hooks" / "post-commit").exists()
@@ -118,7 +124,8 @@ def test_flow_style_config_is_rewritten_with_its_content_and_says_so(tmp_path, e
     project = make_project(tmp_path, env)
     (project / ".pre-commit-config.yaml").write_text(
         "# a comment that cannot survive\nrepos: [{repo: local, hooks: [{id: mine, name: mine, "
-        "entry: 'true', language: system}]}]\nfail_fast: true\n")
+        "entry: 'true', language: system}]}]\nfail_fast: true\n"
+    )
     result = pachhook("init", "--no-install", cwd=project, env=env)
     assert result.returncode == 0, result.stderr
     assert "its comments could not be kept" in result.stdout
@@ -218,15 +225,17 @@ def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
     good = template.read_text()
     template.write_text(good.replace("{{ tag }}", "{{ sha }}"))
     git("add", "-A", cwd=project, env=env)
-    refused = subprocess.run(["git", "commit", "-m", "bad"], cwd=project, env=env, capture_output=True,
-                             text=True, timeout=900)
+    refused = subprocess.run(
+        ["git", "commit", "-m", "bad"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
     assert refused.returncode != 0, refused.stdout + refused.stderr
     assert "unknown placeholder {{ sha }}" in refused.stdout + refused.stderr
 
     template.write_text(good)
     git("add", "-A", cwd=project, env=env)
-    made = subprocess.run(["git", "commit", "-m", "good"], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=900)
+    made = subprocess.run(
+        ["git", "commit", "-m", "good"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
     assert made.returncode == 0, made.stdout + made.stderr
     status = pachhook("status", "--format", "json", cwd=project, env=env)
     jobs = json.loads(status.stdout)["jobs"]
@@ -235,8 +244,11 @@ def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
 
     doctor = pachhook("doctor", "--format", "json", cwd=project, env=env)
     checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
-    for hook_type, hook_id in (("pre-commit", "pachhook-validate"), ("pre-push", "pachhook-check-push"),
-                               ("post-commit", "pachhook-queue")):
+    for hook_type, hook_id in (
+        ("pre-commit", "pachhook-validate"),
+        ("pre-push", "pachhook-check-push"),
+        ("post-commit", "pachhook-queue"),
+    ):
         assert checks[f"{hook_type} hook"]["status"] == "ok"
         assert hook_id in checks[f"{hook_type} hook"]["message"]
     assert checks["worker"]["status"] == "warn" and "2 job(s) queued" in checks["worker"]["message"]

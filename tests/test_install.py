@@ -1,9 +1,11 @@
 """`pachhook install` / `uninstall`: plain hooks or the pre-commit framework; foreign hooks are safe."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from gitutil import Repo, make_repo
+
 from pachhook.setup.hookscripts import HOOK_NAMES, script
 
 FOREIGN = "#!/bin/sh\necho my own hook\n"
@@ -30,7 +32,9 @@ def test_install_writes_executable_plain_hooks_and_uninstall_removes_them(tmp_pa
     proc = repo.pachhook("uninstall")
     assert proc.returncode == 0
     assert installed(repo) == []
-    assert repo.pachhook("uninstall").stdout == "pachhook uninstall: pachhook installed no hooks here; nothing to remove\n"
+    assert (
+        repo.pachhook("uninstall").stdout == "pachhook uninstall: pachhook installed no hooks here; nothing to remove\n"
+    )
 
 
 def test_a_foreign_hook_is_never_overwritten_without_force(tmp_path: Path):
@@ -39,7 +43,9 @@ def test_a_foreign_hook_is_never_overwritten_without_force(tmp_path: Path):
     (hooks(repo) / "pre-push").write_text(FOREIGN)
     proc = repo.pachhook("install")
     assert proc.returncode == 1
-    assert proc.stderr.startswith(f"pachhook install: {hooks(repo) / 'pre-push'} exists and was not installed by pachhook;")
+    assert proc.stderr.startswith(
+        f"pachhook install: {hooks(repo) / 'pre-push'} exists and was not installed by pachhook;"
+    )
     assert installed(repo) == ["pre-push"]  # nothing was installed
     assert (hooks(repo) / "pre-push").read_text() == FOREIGN
 

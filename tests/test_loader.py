@@ -1,4 +1,5 @@
 """pachhook.spec.loader: reading spec files as pachctl 2.x does, with positions, safely."""
+
 from __future__ import annotations
 
 import os
@@ -101,14 +102,13 @@ def test_tabs_inside_strict_json_are_fine():
 def test_json_file_does_not_import_yaml():
     code = (
         "import sys; from pachhook.spec.loader import load_bytes;"
-        "r = load_bytes('a.json', b'{\"pipeline\": {\"name\": \"a\"}}');"
+        'r = load_bytes(\'a.json\', b\'{"pipeline": {"name": "a"}}\');'
         "assert r.documents and not r.diagnostics;"
         "print('yaml' in sys.modules)"
     )
     checkout = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=checkout)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "False"
 
 
@@ -223,8 +223,13 @@ def test_yaml_syntax_error_position():
     assert diagnostic.message.startswith("invalid YAML:")
 
 
-@pytest.mark.parametrize("data", [b"pipeline:\n  name: a\ntransform:\n  image: {{ tag }}\n",
-                                  b'{"pipeline": {"name": "a"},\n "datumTries": {{ n }}}'])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"pipeline:\n  name: a\ntransform:\n  image: {{ tag }}\n",
+        b'{"pipeline": {"name": "a"},\n "datumTries": {{ n }}}',
+    ],
+)
 def test_unquoted_placeholder_gets_advice(data):
     diagnostic = only_diagnostic(load_bytes("p", data))
     assert "placeholders only go in string values: quote it" in diagnostic.message
@@ -253,8 +258,9 @@ def test_non_utf8_bytes_are_located():
     assert "UTF-8" in diagnostic.message
 
 
-@pytest.mark.parametrize("data, kind", [(b'"just text"', "a string"), (b"42", "a number"),
-                                        (b"[1, 2]", "a number"), (b"- x\n", "a string")])
+@pytest.mark.parametrize(
+    "data, kind", [(b'"just text"', "a string"), (b"42", "a number"), (b"[1, 2]", "a number"), (b"- x\n", "a string")]
+)
 def test_top_level_scalars_are_not_specs(data, kind):
     loaded = load_bytes("s.yaml", data)
     assert loaded.documents == []
@@ -270,10 +276,15 @@ def test_alias_bomb_is_refused_at_the_first_anchor():
     assert (diagnostic.line, diagnostic.column) == (1, 5)
 
 
-@pytest.mark.parametrize("data", [b"[" * 100_000 + b"]" * 100_000,
-                                  b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
-                                  b"- " * 100_000 + b"x\n",
-                                  b"{a: " * 100_000 + b"1" + b"}" * 100_000])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b"- " * 100_000 + b"x\n",
+        b"{a: " * 100_000 + b"1" + b"}" * 100_000,
+    ],
+)
 def test_deep_nesting_is_refused(data):
     diagnostic = only_diagnostic(load_bytes("deep", data))
     assert diagnostic.rule == "too-deep"
@@ -283,7 +294,10 @@ def test_deep_nesting_is_refused(data):
 def test_nesting_just_above_the_limit_is_refused_and_below_is_read():
     # the spec's own mapping is level 1, so MAX_DEPTH - 1 nested lists reach the limit
     inside = b'{"pipeline": {"name": "a"}, "x": ' + b"[" * (MAX_DEPTH - 1) + b"]" * (MAX_DEPTH - 1) + b"}"
-    assert only_diagnostic(load_bytes("deep.json", inside.replace(b"[", b"[[", 1).replace(b"]", b"]]", 1))).rule == "too-deep"
+    assert (
+        only_diagnostic(load_bytes("deep.json", inside.replace(b"[", b"[[", 1).replace(b"]", b"]]", 1))).rule
+        == "too-deep"
+    )
     assert load_bytes("ok.json", inside).diagnostics == []
 
 

@@ -11,6 +11,7 @@ Dockerfile that COPYs `../` is refused by the engine itself, and the job says so
 
 Real git, the real Docker engine and registry of tests/services for the build cases.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 import services as test_services
 from gitutil import PACHCTL_DOUBLE, Repo, git_env, run
 
@@ -38,11 +38,18 @@ def make_repo(tmp_path: Path, image: str, config: str = "") -> Repo:
     env["PACHCTL_DOUBLE_DIR"] = str(tmp_path / "pachctl-state")
     repo = Repo(path, env)
     repo.write(".pachhook.toml", f'worker = "manual"\npachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n' + config)
-    repo.write("edges/pipeline.json", json.dumps({
-        "pipeline": {"name": "edges"},
-        "transform": {"image": image + ":{{ tag }}", "cmd": ["/bin/sh", "-c", "true"]},
-        "input": {"pfs": {"repo": "images", "glob": "/*"}},
-    }, indent=2) + "\n")
+    repo.write(
+        "edges/pipeline.json",
+        json.dumps(
+            {
+                "pipeline": {"name": "edges"},
+                "transform": {"image": image + ":{{ tag }}", "cmd": ["/bin/sh", "-c", "true"]},
+                "input": {"pfs": {"repo": "images", "glob": "/*"}},
+            },
+            indent=2,
+        )
+        + "\n",
+    )
     repo.write("edges/run.sh", "echo edges\n")
     return repo
 
@@ -98,13 +105,18 @@ def _symlink(repo: Repo, link: str, target: str) -> None:
 # case -> (links to commit, extra configuration, words the failure must hold)
 SYMLINKS = {
     "absolute folder": ({"edges/etc": "/etc"}, "", ["edges/etc", "outside the repository"]),
-    "relative file": ({"edges/secret.txt": "../../outside/secret.txt"}, "",
-                      ["edges/secret.txt", "outside the repository"]),
+    "relative file": (
+        {"edges/secret.txt": "../../outside/secret.txt"},
+        "",
+        ["edges/secret.txt", "outside the repository"],
+    ),
     "absolute file": ({"edges/passwd": "/etc/passwd"}, "", ["edges/passwd", "outside the repository"]),
-    "dockerignore": ({"edges/.dockerignore": "/etc/hostname"}, "",
-                     ["edges/.dockerignore", "outside the repository"]),
-    "chain": ({"edges/a.txt": "b.txt", "edges/b.txt": "../../outside/secret.txt"}, "",
-              ["edges/b.txt", "outside the repository"]),
+    "dockerignore": ({"edges/.dockerignore": "/etc/hostname"}, "", ["edges/.dockerignore", "outside the repository"]),
+    "chain": (
+        {"edges/a.txt": "b.txt", "edges/b.txt": "../../outside/secret.txt"},
+        "",
+        ["edges/b.txt", "outside the repository"],
+    ),
     "dockerfile": ({"edges/Dockerfile": "../../outside/Dockerfile"}, "", ["Dockerfile", "symlink"]),
     "context": ({"ctx": "../outside"}, 'context = "ctx"\n', ["ctx", "not a directory"]),
 }
@@ -195,8 +207,7 @@ def test_dockerfile_copying_from_outside_the_context_is_refused_by_the_engine(tm
     services = docker_env
     image = f"{services.registry}/pachhook-escape/{uuid.uuid4().hex[:10]}"
     repo = make_repo(tmp_path, image)
-    repo.write("edges/Dockerfile", test_services.base_dockerfile(
-        services, "COPY ../outside/secret.txt /secret.txt"))
+    repo.write("edges/Dockerfile", test_services.base_dockerfile(services, "COPY ../outside/secret.txt /secret.txt"))
     repo.commit("copy from outside")
     queue_output(repo)
     ran = repo.pachhook("run")

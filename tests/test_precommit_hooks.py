@@ -6,13 +6,13 @@ temporary folder, so the framework builds pachhook's environment once (with pip,
 needs the package index) and every test reuses it. Uncommitted changes of the checkout
 are not part of the clone: commit before running these.
 """
+
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
 import pytest
-
 from gitutil import CHECKOUT, Repo, git_env, live_jobs, make_repo, run, template
 
 BROKEN = template("edges").replace('"pipeline": {', '"pipeline": {\n    "colour": "blue",', 1)
@@ -31,15 +31,18 @@ def hook_repo(tmp_path_factory) -> dict:
 def framework_repo(tmp_path: Path, hook_repo: dict, name: str = "repo") -> Repo:
     repo = make_repo(tmp_path, name=name)
     repo.env["PRE_COMMIT_HOME"] = str(hook_repo["home"])
-    repo.write(".pre-commit-config.yaml", (
-        "repos:\n"
-        f"- repo: {hook_repo['path']}\n"
-        f"  rev: {hook_repo['rev']}\n"
-        "  hooks:\n"
-        "  - id: pachhook-validate\n"
-        "  - id: pachhook-queue\n"
-        "  - id: pachhook-check-push\n"
-    ))
+    repo.write(
+        ".pre-commit-config.yaml",
+        (
+            "repos:\n"
+            f"- repo: {hook_repo['path']}\n"
+            f"  rev: {hook_repo['rev']}\n"
+            "  hooks:\n"
+            "  - id: pachhook-validate\n"
+            "  - id: pachhook-queue\n"
+            "  - id: pachhook-check-push\n"
+        ),
+    )
     proc = repo.pachhook("install")
     assert proc.returncode == 0, proc.stderr
     assert "pre-commit installed at .git/hooks/post-commit" in proc.stdout
@@ -62,7 +65,8 @@ def test_commit_queues_and_a_commit_touching_nothing_does_not(tmp_path: Path, ho
     repo.write("edges/run.sh", "echo changed\n")
     second = commit(repo, "edges")
     assert [(j["pipeline"], j["commit"], j["state"]) for j in live_jobs(repo) if j["commit"] == second] == [
-        ("edges", second, "queued")]
+        ("edges", second, "queued")
+    ]
     repo.write("README.md", "more words\n")
     commit(repo, "docs")
     assert len(live_jobs(repo)) == 3
@@ -154,8 +158,10 @@ def test_two_worktrees_committing_at_once_lose_nothing(tmp_path: Path, hook_repo
         except BaseException as error:  # reported by the main thread
             errors.append(error)
 
-    threads = [threading.Thread(target=commit_many, args=("left", "edges")),
-               threading.Thread(target=commit_many, args=("right", "montage"))]
+    threads = [
+        threading.Thread(target=commit_many, args=("left", "edges")),
+        threading.Thread(target=commit_many, args=("right", "montage")),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

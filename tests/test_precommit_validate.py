@@ -4,6 +4,7 @@ pre-commit installs pachhook from a local clone of this checkout (a commit made 
 clone from the working tree, so uncommitted work is what gets tested) into its own venv,
 with pip and the configured package index, exactly as a user's machine would.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,7 @@ TEMPLATE = """{
 
 
 def git(*args: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          check=check)
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=check)
 
 
 def snapshot_of_checkout(destination: Path, env: dict) -> str:
@@ -68,18 +68,21 @@ def hook_project(tmp_path_factory):
     project.mkdir()
     git("init", "-q", "-b", "main", cwd=project, env=env)
     (project / ".pre-commit-config.yaml").write_text(
-        "repos:\n"
-        f"  - repo: {base / 'pachhook'}\n"
-        f"    rev: {sha}\n"
-        "    hooks:\n"
-        "      - id: pachhook-validate\n"
+        f"repos:\n  - repo: {base / 'pachhook'}\n    rev: {sha}\n    hooks:\n      - id: pachhook-validate\n"
     )
-    installed = subprocess.run([sys.executable, "-m", "pre_commit", "install"], cwd=project,
-                               env=env, capture_output=True, text=True)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pre_commit", "install"], cwd=project, env=env, capture_output=True, text=True
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     # build the hook's environment once (pip install of the clone, offline via the mirror)
-    ready = subprocess.run([sys.executable, "-m", "pre_commit", "install-hooks"], cwd=project,
-                           env=env, capture_output=True, text=True, timeout=600)
+    ready = subprocess.run(
+        [sys.executable, "-m", "pre_commit", "install-hooks"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ready.returncode == 0, ready.stdout + ready.stderr
     return project, env
 
@@ -127,7 +130,10 @@ def test_manual_run_over_all_files_reports_every_template(hook_project):
     git("add", ".", cwd=project, env=env)  # --all-files means every file git knows
     result = subprocess.run(
         [sys.executable, "-m", "pre_commit", "run", "--all-files", "--hook-stage", "manual"],
-        cwd=project, env=env, capture_output=True, text=True,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     assert "montage/montage.pipeline.yaml:5:8: error: YAML anchors and aliases" in result.stdout
@@ -139,8 +145,13 @@ def test_pre_push_refuses_a_bad_template_committed_without_hooks(hook_project, t
     git("init", "-q", "--bare", str(remote), cwd=tmp_path, env=env)
     git("remote", "add", "origin", str(remote), cwd=project, env=env, check=False)
     git("remote", "set-url", "origin", str(remote), cwd=project, env=env)
-    installed = subprocess.run([sys.executable, "-m", "pre_commit", "install", "-t", "pre-push"],
-                               cwd=project, env=env, capture_output=True, text=True)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pre_commit", "install", "-t", "pre-push"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert installed.returncode == 0, installed.stdout + installed.stderr
     git("reset", "-q", cwd=project, env=env)  # leave nothing staged by earlier tests
     late = project / "late" / "pipeline.json"

@@ -3,6 +3,7 @@
 The jobs' step results are recorded through the queue's own API, the way the worker
 records them; tests/test_end_to_end.py gets them from a real build, push and update.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,25 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_update import git, make_repo
 
 from pachhook.provenance.ledger import kind_of
 from pachhook.queue.store import Queue
-from test_update import git, make_repo
 
 IMAGE = "127.0.0.1:5000/team/edges"
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
 
 
-def deliver(queue: Queue, commit: str, version: str, digest: str, pipeline: str = "edges",
-            image: str = IMAGE, finish: bool = True) -> int:
+def deliver(
+    queue: Queue,
+    commit: str,
+    version: str,
+    digest: str,
+    pipeline: str = "edges",
+    image: str = IMAGE,
+    finish: bool = True,
+) -> int:
     job = queue.enqueue(commit, "main", pipeline, "edges/pipeline.json", image)
     queue.lease_next("w", 60)
     ref = f"{image}:{commit}"
@@ -52,8 +60,9 @@ def recorded(tmp_path):
 
 
 def provenance(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pachhook", "provenance", *args], cwd=repo,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", "provenance", *args], cwd=repo, capture_output=True, text=True, timeout=60
+    )
 
 
 def as_json(repo: Path, query: str) -> list:

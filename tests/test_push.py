@@ -1,4 +1,5 @@
 """The push step against the real engine and the two test registries (open and htpasswd)."""
+
 from __future__ import annotations
 
 import base64
@@ -13,17 +14,23 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-
 import services as svc
-from pachhook.deliver import imagekeys
-from pachhook.queue.jobs import Job
-from pachhook.deliver.steps import StepContext, StepError, StepResult, push, run_step
 from test_build import commit_all, edges_files, git, make_repo
+
+from pachhook.deliver import imagekeys
+from pachhook.deliver.steps import StepContext, StepError, StepResult, push, run_step
+from pachhook.queue.jobs import Job
 
 
 def make_job(repo: Path, image: str) -> Job:
-    return Job(id=7, commit=git(repo, "rev-parse", "HEAD"), branch="main", pipeline="edges",
-               template="edges/pipeline.json", image=image)
+    return Job(
+        id=7,
+        commit=git(repo, "rev-parse", "HEAD"),
+        branch="main",
+        pipeline="edges",
+        template="edges/pipeline.json",
+        image=image,
+    )
 
 
 def deliver(repo: Path, job: Job, steps=("build", "push")) -> Tuple[Dict[str, StepResult], List[str]]:
@@ -40,8 +47,7 @@ def deliver(repo: Path, job: Job, steps=("build", "push")) -> Tuple[Dict[str, St
 
 def push_again(repo: Path, job: Job, build_data: Dict[str, str]) -> Tuple[StepResult, List[str]]:
     lines: List[str] = []
-    ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append,
-                      results={"build": build_data})
+    ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append, results={"build": build_data})
     return run_step("push", ctx), lines
 
 
@@ -228,8 +234,9 @@ def test_registry_down_retries_then_fails_retryable_with_one_line(docker_env, tm
     built, _ = deliver(repo, job, steps=("build",))
 
     lines: List[str] = []
-    ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append,
-                      results={"build": built["build"].data})
+    ctx = StepContext(
+        repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append, results={"build": built["build"].data}
+    )
     with pytest.raises(StepError) as failure:
         run_step("push", ctx)
 
@@ -244,10 +251,14 @@ def test_registry_down_retries_then_fails_retryable_with_one_line(docker_env, tm
 def test_engine_down_push_is_one_line(tmp_path, monkeypatch):
     dead = f"unix://{tmp_path}/dead.sock"
     monkeypatch.setenv("DOCKER_HOST", dead)
-    job = Job(id=1, commit="a" * 40, branch="main", pipeline="p", template="p/pipeline.json",
-              image="127.0.0.1:9/p")
-    ctx = StepContext(repo_root=tmp_path, git_dir=tmp_path, job=job, log=lambda line: None,
-                      results={"build": {"image_ref": f"127.0.0.1:9/p:{'a' * 40}"}})
+    job = Job(id=1, commit="a" * 40, branch="main", pipeline="p", template="p/pipeline.json", image="127.0.0.1:9/p")
+    ctx = StepContext(
+        repo_root=tmp_path,
+        git_dir=tmp_path,
+        job=job,
+        log=lambda line: None,
+        results={"build": {"image_ref": f"127.0.0.1:9/p:{'a' * 40}"}},
+    )
     with pytest.raises(StepError) as failure:
         run_step("push", ctx)
     assert "\n" not in str(failure.value)
@@ -261,23 +272,29 @@ def test_push_without_a_build_result_says_so(tmp_path):
         run_step("push", ctx)
 
 
-@pytest.mark.parametrize("ref, expected", [
-    ("127.0.0.1:5000/team/edges:abc", ("127.0.0.1:5000/team/edges", "abc")),
-    ("127.0.0.1:5000/team/edges", ("127.0.0.1:5000/team/edges", "latest")),
-    ("edges:1", ("edges", "1")),
-])
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        ("127.0.0.1:5000/team/edges:abc", ("127.0.0.1:5000/team/edges", "abc")),
+        ("127.0.0.1:5000/team/edges", ("127.0.0.1:5000/team/edges", "latest")),
+        ("edges:1", ("edges", "1")),
+    ],
+)
 def test_split_ref(ref, expected):
     assert push.split_ref(ref) == expected
 
 
-@pytest.mark.parametrize("cause, transient", [
-    ('Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused', True),
-    ("received unexpected HTTP status: 503 Service Unavailable", True),
-    ("net/http: TLS handshake timeout", True),
-    ("unauthorized: authentication required", False),
-    ("denied: requested access to the resource is denied", False),
-    ("no basic auth credentials", False),
-])
+@pytest.mark.parametrize(
+    "cause, transient",
+    [
+        ('Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused', True),
+        ("received unexpected HTTP status: 503 Service Unavailable", True),
+        ("net/http: TLS handshake timeout", True),
+        ("unauthorized: authentication required", False),
+        ("denied: requested access to the resource is denied", False),
+        ("no basic auth credentials", False),
+    ],
+)
 def test_engine_push_errors_are_classified(cause, transient):
     assert bool(push._TRANSIENT.search(cause)) is transient
 

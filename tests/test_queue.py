@@ -1,4 +1,5 @@
 """The delivery queue: the SQLite store, `pachhook queue` in real repositories, the worker."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, live_jobs, make_repo, run, template
+
 from pachhook.queue import jobs as job_records
 from pachhook.queue import store as queue_module
 from pachhook.queue.store import NewJob, Queue, QueueError
@@ -31,8 +32,20 @@ def queue(tmp_path: Path) -> Queue:
 
 
 def test_state_names_are_those_of_the_job_records():
-    for name in ("QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", "SUPERSEDED", "PENDING",
-                 "STEP_RUNNING", "STEP_DONE", "STEP_FAILED", "STEP_SKIPPED", "STEP_NAMES"):
+    for name in (
+        "QUEUED",
+        "RUNNING",
+        "DONE",
+        "FAILED",
+        "CANCELLED",
+        "SUPERSEDED",
+        "PENDING",
+        "STEP_RUNNING",
+        "STEP_DONE",
+        "STEP_FAILED",
+        "STEP_SKIPPED",
+        "STEP_NAMES",
+    ):
         assert getattr(queue_module, name) == getattr(job_records, name), name
 
 
@@ -47,9 +60,18 @@ def test_database_lives_in_the_common_dir_in_wal_mode(tmp_path: Path, queue: Que
 def test_enqueued_job_has_three_pending_steps(queue: Queue):
     job = queue.enqueue(SHA_A, "main", "edges", "edges/pipeline.json", "reg/edges", inputs=["images"])
     assert (job.commit, job.branch, job.pipeline, job.template, job.image, job.state) == (
-        SHA_A, "main", "edges", "edges/pipeline.json", "reg/edges", "queued")
+        SHA_A,
+        "main",
+        "edges",
+        "edges/pipeline.json",
+        "reg/edges",
+        "queued",
+    )
     assert [(s.name, s.state, s.attempts) for s in job.steps] == [
-        ("build", "pending", 0), ("push", "pending", 0), ("update", "pending", 0)]
+        ("build", "pending", 0),
+        ("push", "pending", 0),
+        ("update", "pending", 0),
+    ]
     assert queue.inputs_of(job.id) == ["images"]
     assert queue.get(job.id) == job
     assert queue.jobs_for_commit(SHA_A[:8]) == [job]
@@ -67,7 +89,7 @@ def test_newer_commit_supersedes_queued_jobs_of_its_branch_and_pipeline_only(que
     old_montage = queue.enqueue(SHA_A, "main", "montage", "t")
     other_branch = queue.enqueue(SHA_C, "dev", "edges", "t")
     outcome = queue.enqueue_commit(SHA_B, "main", [NewJob("edges", "t")])
-    (new_id, _), = outcome.created
+    ((new_id, _),) = outcome.created
     assert outcome.superseded == [old_edges.id]
     kept = queue.get(old_edges.id)
     assert kept.state == "superseded" and kept.superseded_by == new_id
@@ -92,10 +114,14 @@ def test_list_is_newest_first(queue: Queue):
 def test_jobs_of_a_commit_run_after_the_pipelines_they_read(queue: Queue):
     # montage reads edges' output repo, edges reads images: edges must run first,
     # whatever order the caller lists them in.
-    outcome = queue.enqueue_commit(SHA_A, "main", [
-        NewJob("montage", "m", inputs=("edges", "images")),
-        NewJob("edges", "e", inputs=("images",)),
-    ])
+    outcome = queue.enqueue_commit(
+        SHA_A,
+        "main",
+        [
+            NewJob("montage", "m", inputs=("edges", "images")),
+            NewJob("edges", "e", inputs=("images",)),
+        ],
+    )
     ids = dict((name, job_id) for job_id, name in outcome.created)
     first = queue.lease_next("w1", 60)
     assert first.pipeline == "edges"
@@ -208,8 +234,9 @@ def test_commit_is_queued_for_every_pipeline_at_first(tmp_path: Path):
         ("edges", head, "main", "edges/pipeline.json", "registry.invalid/team/edges", "queued"),
         ("montage", head, "main", "montage/pipeline.json", "registry.invalid/team/montage", "queued"),
     ]
-    assert all(json.loads(repo.pachhook("status", "--format", "json").stdout)["worker_running"] is False
-               for _ in range(1))
+    assert all(
+        json.loads(repo.pachhook("status", "--format", "json").stdout)["worker_running"] is False for _ in range(1)
+    )
 
 
 def test_a_commit_touching_no_pipeline_records_nothing(tmp_path: Path):
@@ -218,8 +245,9 @@ def test_a_commit_touching_no_pipeline_records_nothing(tmp_path: Path):
     repo.write("README.md", "more\n")
     head = repo.commit("docs only")
     proc = repo.pachhook("queue")
-    assert proc.stdout == (f"pachhook: nothing queued for {head[:12]}: it changes no pipeline's"
-                           " template, Dockerfile or build context\n")
+    assert proc.stdout == (
+        f"pachhook: nothing queued for {head[:12]}: it changes no pipeline's template, Dockerfile or build context\n"
+    )
     assert len(live_jobs(repo)) == 2
 
 
@@ -236,8 +264,10 @@ def test_only_the_pipeline_whose_context_changed_is_queued(tmp_path: Path):
 
 
 def test_a_configured_dockerfile_outside_the_template_folder_counts(tmp_path: Path):
-    config = ('worker = "manual"\n[images."registry.invalid/team/edges"]\n'
-              'dockerfile = "docker/edges.Dockerfile"\ncontext = "."\n')
+    config = (
+        'worker = "manual"\n[images."registry.invalid/team/edges"]\n'
+        'dockerfile = "docker/edges.Dockerfile"\ncontext = "."\n'
+    )
     repo = make_repo(tmp_path, config=config, pipelines=("edges",))
     repo.write("docker/edges.Dockerfile", "FROM scratch\n")
     repo.commit("dockerfile")
@@ -249,8 +279,10 @@ def test_a_configured_dockerfile_outside_the_template_folder_counts(tmp_path: Pa
 
 def test_a_yaml_template_is_parsed_once_per_version(tmp_path: Path):
     repo = make_repo(tmp_path, pipelines=())
-    repo.write("x/pipeline.yaml", "pipeline:\n  name: x\ntransform:\n  image: busybox:1.36\n"
-                                  "input:\n  pfs: {repo: images, glob: /*}\n")
+    repo.write(
+        "x/pipeline.yaml",
+        "pipeline:\n  name: x\ntransform:\n  image: busybox:1.36\ninput:\n  pfs: {repo: images, glob: /*}\n",
+    )
     repo.commit("yaml")
     first = run([sys.executable, "-X", "importtime", "-m", "pachhook", "queue"], repo.path, repo.env)
     assert "queued" in first.stdout and "| yaml" in first.stderr
@@ -267,7 +299,7 @@ def test_bad_configuration_is_one_line_per_problem_and_exit_0(tmp_path: Path):
     proc = repo.pachhook("queue")
     assert proc.returncode == 0
     assert proc.stdout.splitlines() == [
-        f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: tag: must be \"full\" or \"short\", not a string ('long')",
+        f'pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: tag: must be "full" or "short", not a string (\'long\')',
         f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:3: colour: unknown key (known keys:"
         " backend, branches, images, pachctl, pin_digest, reprocess, tag, templates, worker)",
     ]
@@ -305,7 +337,8 @@ def test_queue_a_named_commit(tmp_path: Path):
     proc = repo.pachhook("queue", "--commit", "HEAD~1")
     assert f"queued {first[:12]}" in proc.stdout
     assert repo.pachhook("queue", "--commit", "no-such-rev").stdout == (
-        "pachhook: nothing queued: unknown revision 'no-such-rev'\n")
+        "pachhook: nothing queued: unknown revision 'no-such-rev'\n"
+    )
 
 
 def install_plain_hooks(repo: Repo) -> None:
@@ -355,8 +388,10 @@ def test_two_worktrees_committing_at_once_lose_nothing(tmp_path: Path):
         except BaseException as error:  # reported by the main thread
             errors.append(error)
 
-    threads = [threading.Thread(target=commit_many, args=("left", "edges")),
-               threading.Thread(target=commit_many, args=("right", "montage"))]
+    threads = [
+        threading.Thread(target=commit_many, args=("left", "edges")),
+        threading.Thread(target=commit_many, args=("right", "montage")),
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -406,7 +441,10 @@ def test_run_drains_in_the_foreground_and_retry_resumes_at_the_failed_step(tmp_p
     (job,) = live_jobs(repo)
     assert job["state"] == "failed"
     assert [(s["name"], s["state"]) for s in job["steps"]] == [
-        ("build", "skipped"), ("push", "skipped"), ("update", "failed")]
+        ("build", "skipped"),
+        ("push", "skipped"),
+        ("update", "failed"),
+    ]
     assert "\n" not in job["steps"][2]["error"] and "cluster unreachable" in job["steps"][2]["error"]
     del repo.env["PACHCTL_DOUBLE_FAIL"]
     assert repo.pachhook("retry", str(job["id"])).stdout == f"job {job['id']} (fixed@{job['commit'][:12]}) queued\n"
@@ -460,25 +498,47 @@ def test_cancel_and_status_text(tmp_path: Path):
     proc = repo.pachhook("cancel", str(jobs[0]["id"]))
     assert proc.stdout.endswith("cancelled\n")
     again = repo.pachhook("cancel", str(jobs[0]["id"]))
-    assert again.returncode == 1 and again.stderr == f"pachhook cancel: job {jobs[0]['id']} is cancelled: nothing to cancel\n"
+    assert (
+        again.returncode == 1
+        and again.stderr == f"pachhook cancel: job {jobs[0]['id']} is cancelled: nothing to cancel\n"
+    )
     text = repo.pachhook("status").stdout.splitlines()
     assert text[0].split() == ["JOB", "STATE", "COMMIT", "BRANCH", "PIPELINE", "BUILD", "PUSH", "UPDATE", "UPDATED"]
-    assert len(text) == 3 and text[1].split()[:5] == [str(jobs[1]["id"]), "queued", jobs[1]["commit"][:12], "main", jobs[1]["pipeline"]]
+    assert len(text) == 3 and text[1].split()[:5] == [
+        str(jobs[1]["id"]),
+        "queued",
+        jobs[1]["commit"][:12],
+        "main",
+        jobs[1]["pipeline"],
+    ]
     assert text[2] == "worker: not running"
     assert repo.pachhook("logs", "12345").stderr == "pachhook logs: no job 12345\n"
 
 
 # -- what the hook imports --------------------------------------------------------------
 
-HEAVY = ("yaml", "jsonschema", "docker", "git", "subprocess", "typing", "dataclasses", "argparse",
-         "tomllib", "tomli", "json", "pathlib", "hashlib")
+HEAVY = (
+    "yaml",
+    "jsonschema",
+    "docker",
+    "git",
+    "subprocess",
+    "typing",
+    "dataclasses",
+    "argparse",
+    "tomllib",
+    "tomli",
+    "json",
+    "pathlib",
+    "hashlib",
+)
 
 
 def imported_after_site(repo: Repo) -> set:
     """Top-level names of the modules `pachhook queue` imports itself (after Python's start-up)."""
     proc = run([sys.executable, "-X", "importtime", "-m", "pachhook", "queue"], repo.path, repo.env)
     names = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
-    return {name.split(".")[0] for name in names[names.index("site") + 1:]}
+    return {name.split(".")[0] for name in names[names.index("site") + 1 :]}
 
 
 def test_the_hook_path_stays_off_heavy_imports(tmp_path: Path):

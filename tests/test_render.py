@@ -1,4 +1,5 @@
 """`pachhook render` as a user runs it: a real repository, the real command, its output."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ from test_update import IMAGE, TEMPLATE, git, make_repo
 
 
 def render(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pachhook", "render", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", "render", *args], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_renders_head_with_the_commit_values_and_annotations(tmp_path):
@@ -23,7 +25,10 @@ def test_renders_head_with_the_commit_values_and_annotations(tmp_path):
     assert spec["transform"]["image"] == f"{IMAGE}:{sha}"
     assert spec["description"] == f"built from main at {sha[:7]}"
     assert spec["metadata"]["annotations"] == {
-        "team": "vision", "pachhook.io/commit": sha, "pachhook.io/template": "edges/pipeline.json"}
+        "team": "vision",
+        "pachhook.io/commit": sha,
+        "pachhook.io/template": "edges/pipeline.json",
+    }
     assert out.stderr == ""
 
 

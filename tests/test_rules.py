@@ -1,4 +1,5 @@
 """pachhook.spec.rules: each rule the schema cannot say, with a template it accepts and one it refuses."""
+
 from __future__ import annotations
 
 import copy
@@ -11,8 +12,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pachhook.spec import rules, schema
 from pachhook.core.diagnostics import ERROR, WARNING
+from pachhook.spec import rules, schema
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "spec-rules.md"
 
@@ -68,23 +69,29 @@ def test_the_base_template_is_clean():
 # -- pipeline, project, repo and branch names ------------------------------------------------
 
 
-@pytest.mark.parametrize("doc, path", [
-    (spec(pipeline=None), ()),
-    (spec(pipeline={}), ("pipeline",)),
-    (spec(pipeline={"name": ""}), ("pipeline", "name")),
-])
+@pytest.mark.parametrize(
+    "doc, path",
+    [
+        (spec(pipeline=None), ()),
+        (spec(pipeline={}), ("pipeline",)),
+        (spec(pipeline={"name": ""}), ("pipeline", "name")),
+    ],
+)
 def test_pipeline_name_is_required(doc, path):
     problem = one(doc, "pipeline-name")
     assert problem.path == path
     assert problem.message == "no pipeline name specified: set pipeline.name"
 
 
-@pytest.mark.parametrize("name, words", [
-    ("my pipe", "may only use letters, digits, '_' and '-' (found ' ')"),
-    ("$PIPELINE_NAME", "(found '$')"),
-    ("-edges", "must start with a letter or digit"),
-    ("e" * 52, "is 52 characters long; Pachyderm allows at most 51"),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("my pipe", "may only use letters, digits, '_' and '-' (found ' ')"),
+        ("$PIPELINE_NAME", "(found '$')"),
+        ("-edges", "must start with a letter or digit"),
+        ("e" * 52, "is 52 characters long; Pachyderm allows at most 51"),
+    ],
+)
 def test_pipeline_name_syntax_and_length(name, words):
     problem = one(spec(pipeline={"name": name}), "pipeline-name")
     assert problem.path == ("pipeline", "name")
@@ -143,8 +150,10 @@ def test_nested_input_nodes_are_checked_with_their_path():
 
 
 def test_pfs_input_needs_repo_and_glob():
-    assert one(spec(input={"pfs": {"glob": "/"}}), "pfs-input").message == \
-        "pfs input needs a 'repo': the repository to read"
+    assert (
+        one(spec(input={"pfs": {"glob": "/"}}), "pfs-input").message
+        == "pfs input needs a 'repo': the repository to read"
+    )
     problem = one(spec(input={"pfs": {"repo": "data"}}), "pfs-input")
     assert problem.message.startswith("pfs input from repo 'data' needs a 'glob'")
 
@@ -157,12 +166,24 @@ def test_pfs_input_cannot_pin_a_commit():
 def test_s3_inputs():
     assert found(spec(input={"pfs": {"repo": "a", "s3": True}})) == []
     assert found(spec(input={"pfs": {"repo": "a", "s3": True, "glob": "/"}})) == []
-    assert one(spec(input={"pfs": {"repo": "a", "s3": True, "glob": "/*"}}), "s3-input").path == \
-        ("input", "pfs", "glob")
-    assert one(spec(input={"pfs": {"repo": "a", "s3": True, "lazy": True}}), "s3-input").path == \
-        ("input", "pfs", "lazy")
-    joined = spec(input={"join": [{"pfs": {"repo": "a", "glob": "/(*)", "join_on": "$1"}},
-                                  {"cross": [{"pfs": {"repo": "b", "s3": True}}]}]})
+    assert one(spec(input={"pfs": {"repo": "a", "s3": True, "glob": "/*"}}), "s3-input").path == (
+        "input",
+        "pfs",
+        "glob",
+    )
+    assert one(spec(input={"pfs": {"repo": "a", "s3": True, "lazy": True}}), "s3-input").path == (
+        "input",
+        "pfs",
+        "lazy",
+    )
+    joined = spec(
+        input={
+            "join": [
+                {"pfs": {"repo": "a", "glob": "/(*)", "join_on": "$1"}},
+                {"cross": [{"pfs": {"repo": "b", "s3": True}}]},
+            ]
+        }
+    )
     problem = one(joined, "s3-input")
     assert problem.path == ("input", "join", 1, "cross", 0, "pfs", "s3")
     assert "not supported inside a 'join'" in problem.message
@@ -174,8 +195,9 @@ def test_input_names_are_unique_except_across_union_alternatives():
     crossed = spec(input={"cross": [{"pfs": {"repo": "a", "glob": "/"}}, {"pfs": {"repo": "a", "glob": "/*"}}]})
     problem = one(crossed, "input-name")
     assert problem.path == ("input", "cross", 1, "pfs", "repo")
-    assert problem.message == ("input name 'a' is already used by input.cross[0].pfs; "
-                               "give one of them a distinct 'name'")
+    assert problem.message == (
+        "input name 'a' is already used by input.cross[0].pfs; give one of them a distinct 'name'"
+    )
     renamed = copy.deepcopy(crossed)
     renamed["input"]["cross"][1]["pfs"]["name"] = "a_again"
     assert found(renamed) == []
@@ -200,28 +222,47 @@ def test_cron_input_needs_a_name_and_a_spec():
     assert "needs a 'spec'" in one(spec(input={"cron": {"name": "t"}}), "cron-spec").message
 
 
-@pytest.mark.parametrize("cron", [
-    "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly", "@never",
-    "@every 1h30m", "@every 90s", "@every 1.5h", "0 0 * * *", "*/15 9-17 * * mon-fri", "0 12 1,15 jan,JUL *",
-    "5/10 * ? * SUN", "0 0 31 12 6",
-])
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+        "@never",
+        "@every 1h30m",
+        "@every 90s",
+        "@every 1.5h",
+        "0 0 * * *",
+        "*/15 9-17 * * mon-fri",
+        "0 12 1,15 jan,JUL *",
+        "5/10 * ? * SUN",
+        "0 0 31 12 6",
+    ],
+)
 def test_cron_specs_that_parse(cron):
     assert rules.cron_spec_problem(cron) is None
 
 
-@pytest.mark.parametrize("cron, words", [
-    ("* * * * * *", "has 6 fields; it needs exactly 5"),
-    ("@every 1d", "'1d' is not a Go duration"),
-    ("@every", "is not a known descriptor"),
-    ("@reboot", "is not a known descriptor"),
-    ("60 * * * *", "minute field '60': 60 is above the maximum 59"),
-    ("0 0 0 * *", "day of month field '0': 0 is below the minimum 1"),
-    ("0 0 * * 7", "day of week field '7': 7 is above the maximum 6"),
-    ("0 0 * foo *", "'foo' is not a number or a name"),
-    ("0 5-2 * * *", "the range starts (5) after it ends (2)"),
-    ("*/0 * * * *", "the step must be a positive number"),
-    ("1/2/3 * * * *", "too many slashes"),
-])
+@pytest.mark.parametrize(
+    "cron, words",
+    [
+        ("* * * * * *", "has 6 fields; it needs exactly 5"),
+        ("@every 1d", "'1d' is not a Go duration"),
+        ("@every", "is not a known descriptor"),
+        ("@reboot", "is not a known descriptor"),
+        ("60 * * * *", "minute field '60': 60 is above the maximum 59"),
+        ("0 0 0 * *", "day of month field '0': 0 is below the minimum 1"),
+        ("0 0 * * 7", "day of week field '7': 7 is above the maximum 6"),
+        ("0 0 * foo *", "'foo' is not a number or a name"),
+        ("0 5-2 * * *", "the range starts (5) after it ends (2)"),
+        ("*/0 * * * *", "the step must be a positive number"),
+        ("1/2/3 * * * *", "too many slashes"),
+    ],
+)
 def test_cron_specs_that_do_not(cron, words):
     problem = one(spec(input={"cron": {"name": "t", "spec": cron}}), "cron-spec")
     assert problem.path == ("input", "cron", "spec")
@@ -240,11 +281,15 @@ def test_invalid_quantity_explains_that_pachd_drops_it():
     problem = one(spec(resource_requests={"memory": "256MB"}), "resource-quantity")
     assert problem.path == ("resource_requests", "memory")
     assert problem.severity == ERROR
-    assert problem.message == ('memory "256MB" is not a Kubernetes quantity, and pachd silently drops it; '
-                               'write "256M" (powers of 1000) or "256Mi" (powers of 1024)')
+    assert problem.message == (
+        'memory "256MB" is not a Kubernetes quantity, and pachd silently drops it; '
+        'write "256M" (powers of 1000) or "256Mi" (powers of 1024)'
+    )
     assert '"2Gi"' in one(spec(resource_limits={"disk": "2GiB"}), "resource-quantity").message
-    assert one(spec(sidecarResourceLimits={"memory": "lots"}), "resource-quantity").path == \
-        ("sidecarResourceLimits", "memory")
+    assert one(spec(sidecarResourceLimits={"memory": "lots"}), "resource-quantity").path == (
+        "sidecarResourceLimits",
+        "memory",
+    )
 
 
 def test_milli_memory_is_a_warning_and_negative_an_error():
@@ -264,25 +309,37 @@ def test_cpu_must_be_a_non_negative_number():
 # -- images ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("image", [
-    "registry.example.com/team/edges:0c1d2e3", "localhost:5000/edges:1", "ubuntu:22.04", "a/b/c:v1.2_3",
-    "127.0.0.1:5000/x:y", "[::1]:5000/img:t",
-    "docker.io/library/ubuntu@sha256:" + "a" * 64, "edges:1@sha256:" + "0" * 64, "my__name/x-y.z:t",
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "registry.example.com/team/edges:0c1d2e3",
+        "localhost:5000/edges:1",
+        "ubuntu:22.04",
+        "a/b/c:v1.2_3",
+        "127.0.0.1:5000/x:y",
+        "[::1]:5000/img:t",
+        "docker.io/library/ubuntu@sha256:" + "a" * 64,
+        "edges:1@sha256:" + "0" * 64,
+        "my__name/x-y.z:t",
+    ],
+)
 def test_valid_tagged_image_references(image):
     assert found(spec(transform={"image": image})) == []
 
 
-@pytest.mark.parametrize("image, words", [
-    ("Registry/Team/Edges:1", "repository name must be lowercase ('Team')"),
-    ("edges:-bad", "tag '-bad'"),
-    ("edges:" + "t" * 129, "at most 128 characters"),
-    ("<yourregistry>/edges:1", "path component '<yourregistry>'"),
-    ("my image:1", "contains whitespace"),
-    ("edges@sha256:abc", "digest 'sha256:abc'"),
-    ("bad_host.com:port/x:1", "registry host 'bad_host.com:port'"),
-    ("team//edges:1", "path component ''"),
-])
+@pytest.mark.parametrize(
+    "image, words",
+    [
+        ("Registry/Team/Edges:1", "repository name must be lowercase ('Team')"),
+        ("edges:-bad", "tag '-bad'"),
+        ("edges:" + "t" * 129, "at most 128 characters"),
+        ("<yourregistry>/edges:1", "path component '<yourregistry>'"),
+        ("my image:1", "contains whitespace"),
+        ("edges@sha256:abc", "digest 'sha256:abc'"),
+        ("bad_host.com:port/x:1", "registry host 'bad_host.com:port'"),
+        ("team//edges:1", "path component ''"),
+    ],
+)
 def test_invalid_image_references(image, words):
     problem = one(spec(transform={"image": image}), "image-reference")
     assert problem.path == ("transform", "image")
@@ -354,8 +411,10 @@ def test_s3_out_and_autoscaling_conflicts():
 
 
 def test_secret_env_var_needs_a_key():
-    ok = {"image": "a:1", "secrets": [{"name": "creds", "key": "token", "env_var": "TOKEN"},
-                                      {"name": "files", "mount_path": "/secrets"}]}
+    ok = {
+        "image": "a:1",
+        "secrets": [{"name": "creds", "key": "token", "env_var": "TOKEN"}, {"name": "files", "mount_path": "/secrets"}],
+    }
     assert found(spec(transform=ok)) == []
     problem = one(spec(transform={"image": "a:1", "secrets": [{"name": "creds", "envVar": "TOKEN"}]}), "secret")
     assert problem.path == ("transform", "secrets", 0)
@@ -364,8 +423,9 @@ def test_secret_env_var_needs_a_key():
 
 
 def test_pod_spec_and_patch_hold_json():
-    good = spec(pod_spec='{"serviceAccountName": "worker"}',
-                pod_patch='[{"op": "add", "path": "/hostNetwork", "value": true}]')
+    good = spec(
+        pod_spec='{"serviceAccountName": "worker"}', pod_patch='[{"op": "add", "path": "/hostNetwork", "value": true}]'
+    )
     assert found(good) == []
     broken = one(spec(pod_spec="{serviceAccountName: worker}"), "pod-json")
     assert broken.message.startswith("pod_spec must hold valid JSON:")
@@ -373,22 +433,28 @@ def test_pod_spec_and_patch_hold_json():
 
 
 def test_metadata_keys_and_label_values():
-    ok = {"labels": {"app.kubernetes.io/name": "edges", "tier": ""},
-          "annotations": {"example.com/note": "any text at all, even spaces"}}
+    ok = {
+        "labels": {"app.kubernetes.io/name": "edges", "tier": ""},
+        "annotations": {"example.com/note": "any text at all, even spaces"},
+    }
     assert found(spec(metadata=ok)) == []
-    assert one(spec(metadata={"labels": {"team": "data science"}}), "metadata").path == \
-        ("metadata", "labels", "team")
+    assert one(spec(metadata={"labels": {"team": "data science"}}), "metadata").path == ("metadata", "labels", "team")
     assert "prefix 'Example.com'" in one(spec(metadata={"annotations": {"Example.com/x": "1"}}), "metadata").message
     assert "longer than 63" in one(spec(metadata={"labels": {"k" * 64: "v"}}), "metadata").message
 
 
 def test_tolerations_need_a_usable_operator():
-    assert found(spec(tolerations=[{"key": "gpu", "operator": "EXISTS"},
-                                   {"key": "zone", "operator": 2, "value": "a"}])) == []
+    assert (
+        found(spec(tolerations=[{"key": "gpu", "operator": "EXISTS"}, {"key": "zone", "operator": 2, "value": "a"}]))
+        == []
+    )
     assert one(spec(tolerations=[{"key": "gpu"}]), "toleration").path == ("tolerations", 0)
     assert one(spec(tolerations=[{"key": "gpu", "operator": "EMPTY"}]), "toleration")
-    assert one(spec(tolerations=[{"key": "g", "operator": "EXISTS", "value": "x"}]), "toleration").path == \
-        ("tolerations", 0, "value")
+    assert one(spec(tolerations=[{"key": "g", "operator": "EXISTS", "value": "x"}]), "toleration").path == (
+        "tolerations",
+        0,
+        "value",
+    )
     assert one(spec(tolerations=[{"operator": "EQUAL", "value": "x"}]), "toleration")
 
 
@@ -402,15 +468,71 @@ def test_reprocess_spec_values():
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
-    | st.sampled_from(["pfs", "cron", "cross", "union", "join", "group", "s3", "@every 1h", "* * * * *",
-                       "256MB", "a:latest", "out", "", "1"]),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["pipeline", "name", "input", "pfs", "cron", "cross", "union", "join", "group", "repo",
-                         "glob", "s3", "spec", "transform", "image", "service", "spout", "parallelism_spec",
-                         "resource_limits", "memory", "cpu", "metadata", "labels", "tolerations", "operator",
-                         "secrets", "env_var", "pod_spec", "dry_run", "project"]) | st.text(max_size=5),
-        children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=10)
+    | st.sampled_from(
+        [
+            "pfs",
+            "cron",
+            "cross",
+            "union",
+            "join",
+            "group",
+            "s3",
+            "@every 1h",
+            "* * * * *",
+            "256MB",
+            "a:latest",
+            "out",
+            "",
+            "1",
+        ]
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "pipeline",
+                    "name",
+                    "input",
+                    "pfs",
+                    "cron",
+                    "cross",
+                    "union",
+                    "join",
+                    "group",
+                    "repo",
+                    "glob",
+                    "s3",
+                    "spec",
+                    "transform",
+                    "image",
+                    "service",
+                    "spout",
+                    "parallelism_spec",
+                    "resource_limits",
+                    "memory",
+                    "cpu",
+                    "metadata",
+                    "labels",
+                    "tolerations",
+                    "operator",
+                    "secrets",
+                    "env_var",
+                    "pod_spec",
+                    "dry_run",
+                    "project",
+                ]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=20,
 )
 
@@ -445,8 +567,17 @@ def test_non_mapping_document_matches_the_schema_problem():
 def test_every_rule_id_is_documented():
     text = DOCS.read_text(encoding="utf-8")
     documented = set(re.findall(r"^### `([a-z0-9-]+)`", text, re.MULTILINE))
-    schema_rules = {"unknown-field", "removed-field", "both-spellings", "type", "enum", "duration",
-                    "timestamp", "one-of", "schema"}
+    schema_rules = {
+        "unknown-field",
+        "removed-field",
+        "both-spellings",
+        "type",
+        "enum",
+        "duration",
+        "timestamp",
+        "one-of",
+        "schema",
+    }
     assert set(rules.rule_ids()) | schema_rules <= documented
 
 
@@ -476,8 +607,12 @@ def test_each_documented_example_triggers_its_rule(rule, example):
 
 def test_huge_numbers_and_odd_keys_do_not_crash():
     huge = 10**5000
-    doc = spec(service={"internal_port": 80}, parallelism_spec={"constant": huge},
-               resource_limits={"cpu": huge, "memory": "1Gi"}, metadata={"labels": {5: "x"}})
+    doc = spec(
+        service={"internal_port": 80},
+        parallelism_spec={"constant": huge},
+        resource_limits={"cpu": huge, "memory": "1Gi"},
+        metadata={"labels": {5: "x"}},
+    )
     problems = rules.check(doc)
     assert [(p.rule, p.path) for p in problems] == [
         ("service", ("parallelism_spec", "constant")),

@@ -1,5 +1,6 @@
 """pachhook.spec.schema: the in-house evaluator agrees with the real jsonschema library, and says
 what is wrong in words a person can act on."""
+
 from __future__ import annotations
 
 import copy
@@ -44,19 +45,31 @@ EDGES = {
     "job_timeout": "1.5s",
     "datum_tries": 3,
     "metadata": {"labels": {"team": "vision"}, "annotations": {"example.com/owner": "ops"}},
-    "tolerations": [{"key": "gpu", "operator": "EQUAL", "value": "yes", "effect": "NO_SCHEDULE",
-                     "toleration_seconds": "30"}],
+    "tolerations": [
+        {"key": "gpu", "operator": "EQUAL", "value": "yes", "effect": "NO_SCHEDULE", "toleration_seconds": "30"}
+    ],
 }
 MONTAGE = {
     "$schema": "https://example.com/whatever.json",
     "pipeline": {"name": "montage"},
-    "transform": {"image": "dpokidov/imagemagick:7.1.0-62", "cmd": ["sh"], "stdin": ["montage ..."],
-                  "datumBatching": False, "$schema": None},
-    "input": {"cross": [
-        {"pfs": {"repo": "images", "glob": "/", "name": "img"}},
-        {"union": [{"pfs": {"repo": "edges", "glob": "/*", "joinOn": "$1"}},
-                   {"cron": {"name": "tick", "spec": "@every 1h", "start": "2024-01-31T12:00:00Z"}}]},
-    ]},
+    "transform": {
+        "image": "dpokidov/imagemagick:7.1.0-62",
+        "cmd": ["sh"],
+        "stdin": ["montage ..."],
+        "datumBatching": False,
+        "$schema": None,
+    },
+    "input": {
+        "cross": [
+            {"pfs": {"repo": "images", "glob": "/", "name": "img"}},
+            {
+                "union": [
+                    {"pfs": {"repo": "edges", "glob": "/*", "joinOn": "$1"}},
+                    {"cron": {"name": "tick", "spec": "@every 1h", "start": "2024-01-31T12:00:00Z"}},
+                ]
+            },
+        ]
+    },
     "parallelismSpec": None,
     "datumSetSpec": {"number": 10, "sizeBytes": "1000000"},
     "schedulingSpec": {"nodeSelector": {"disk": "ssd"}, "priorityClassName": "high"},
@@ -73,18 +86,36 @@ SERVICE = {
     "transform": {"image": "jupyter/base-notebook:2024-01-01"},
     "service": {"internal_port": 8888, "external_port": "30888", "type": "NodePort"},
     "input": {"pfs": {"repo": "notebooks", "glob": "/", "s3": True}},
-    "spec_commit": {"id": "abc", "branch": {"repo": {"name": "jupyter", "type": "spec",
-                                                     "project": {"name": "default"}}, "name": "master"}},
+    "spec_commit": {
+        "id": "abc",
+        "branch": {"repo": {"name": "jupyter", "type": "spec", "project": {"name": "default"}}, "name": "master"},
+    },
     "pod_patch": "[]",
     "s3_out": False,
-    "egress": {"sql_database": {"url": "snowflake://x", "file_format": {"type": "CSV", "columns": ["a"]},
-                                "secret": {"name": "db", "key": "pw"}}},
+    "egress": {
+        "sql_database": {
+            "url": "snowflake://x",
+            "file_format": {"type": "CSV", "columns": ["a"]},
+            "secret": {"name": "db", "key": "pw"},
+        }
+    },
 }
 VALID_SPECS = [EDGES, MONTAGE, SERVICE]
 
 
-SCHEMA_RULES = {"unknown-field", "removed-field", "both-spellings", "type", "enum", "duration", "timestamp",
-                "one-of", "schema", "not-a-mapping", "too-deep"}
+SCHEMA_RULES = {
+    "unknown-field",
+    "removed-field",
+    "both-spellings",
+    "type",
+    "enum",
+    "duration",
+    "timestamp",
+    "one-of",
+    "schema",
+    "not-a-mapping",
+    "too-deep",
+}
 
 
 def jsonschema_valid(document) -> bool:
@@ -154,7 +185,7 @@ def _corpus_documents():
             except ValueError:
                 continue  # unparseable: the loader's business, not the schema's
         for doc in docs:
-            for item in (doc if isinstance(doc, list) else [doc]):
+            for item in doc if isinstance(doc, list) else [doc]:
                 out.append((path.name, item))
     return out
 
@@ -176,19 +207,62 @@ def test_agrees_with_jsonschema_on_every_corpus_document():
     assert sum(1 for _, doc in CORPUS_DOCS if schema.check(doc)) >= 7
 
 
-KEY_POOL = sorted({k for d in RAW_SCHEMA["$defs"].values() for k in d.get("properties", {})}
-                  | {"standby", "imagee", "Image", "url", "coefficient", "git", "build", "hashtree_spec"})
+KEY_POOL = sorted(
+    {k for d in RAW_SCHEMA["$defs"].values() for k in d.get("properties", {})}
+    | {"standby", "imagee", "Image", "url", "coefficient", "git", "build", "hashtree_spec"}
+)
 INTERESTING = [
-    None, True, False, 0, 1, -1, 2**31, 2**63, 2**64, 1.5, 5.0, -0.0, "", "1", "-1", "01", "1.5", "3600s",
-    "1h", "-5s", "1.1234567891s", ".s", "0.5", "500m", "NaN", "EXISTS", "Exists", "CSV", "yes", "2024-01-31T12:00:00Z",
-    "2024-01-31", [], [1], ["a"], [{}], {}, {"name": "x"}, {"repo": "r", "glob": "/*"}, {"$schema": 1},
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**31,
+    2**63,
+    2**64,
+    1.5,
+    5.0,
+    -0.0,
+    "",
+    "1",
+    "-1",
+    "01",
+    "1.5",
+    "3600s",
+    "1h",
+    "-5s",
+    "1.1234567891s",
+    ".s",
+    "0.5",
+    "500m",
+    "NaN",
+    "EXISTS",
+    "Exists",
+    "CSV",
+    "yes",
+    "2024-01-31T12:00:00Z",
+    "2024-01-31",
+    [],
+    [1],
+    ["a"],
+    [{}],
+    {},
+    {"name": "x"},
+    {"repo": "r", "glob": "/*"},
+    {"$schema": 1},
 ]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**65), max_value=2**65)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**65), max_value=2**65)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
     | st.sampled_from(INTERESTING).map(copy.deepcopy),  # copies: mutations must not change the pool
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(KEY_POOL) | st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(KEY_POOL) | st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
@@ -269,19 +343,21 @@ def test_unknown_field_suggests_the_other_spelling_family():
 
 def test_field_written_one_level_too_high_is_pointed_to_its_home():
     problem = only({"pipeline": {"name": "x"}, "image": "a:1"})
-    assert problem.message == ("unknown field 'image' at the top level; it belongs under 'transform' "
-                               "(transform.image)")
+    assert problem.message == ("unknown field 'image' at the top level; it belongs under 'transform' (transform.image)")
 
 
-@pytest.mark.parametrize("doc, path, word", [
-    ({"standby": True}, ("standby",), "standby"),
-    ({"enableStats": True}, ("enableStats",), "enableStats"),
-    ({"chunk_spec": {"number": 1}}, ("chunk_spec",), "chunk_spec"),
-    ({"transform": {"build": {"language": "go"}}}, ("transform", "build"), "build"),
-    ({"spout": {"overwrite": True}}, ("spout", "overwrite"), "overwrite"),
-    ({"parallelism_spec": {"coefficient": 0.5}}, ("parallelism_spec", "coefficient"), "coefficient"),
-    ({"input": {"git": {"url": "https://x"}}}, ("input", "git"), "git"),
-])
+@pytest.mark.parametrize(
+    "doc, path, word",
+    [
+        ({"standby": True}, ("standby",), "standby"),
+        ({"enableStats": True}, ("enableStats",), "enableStats"),
+        ({"chunk_spec": {"number": 1}}, ("chunk_spec",), "chunk_spec"),
+        ({"transform": {"build": {"language": "go"}}}, ("transform", "build"), "build"),
+        ({"spout": {"overwrite": True}}, ("spout", "overwrite"), "overwrite"),
+        ({"parallelism_spec": {"coefficient": 0.5}}, ("parallelism_spec", "coefficient"), "coefficient"),
+        ({"input": {"git": {"url": "https://x"}}}, ("input", "git"), "git"),
+    ],
+)
 def test_fields_removed_in_2_0_say_so(doc, path, word):
     problem = only(doc)
     assert problem.path == path
@@ -296,9 +372,17 @@ def test_both_spellings_of_one_field_are_refused():
     assert nested.path == ("input", "pfs", "joinOn")
 
 
-@pytest.mark.parametrize("value, suggestion", [
-    ("1h", "3600s"), ("1h30m", "5400s"), ("300ms", "0.3s"), ("90", "90s"), (60, "60s"), ("-2m", "-120s"),
-])
+@pytest.mark.parametrize(
+    "value, suggestion",
+    [
+        ("1h", "3600s"),
+        ("1h30m", "5400s"),
+        ("300ms", "0.3s"),
+        ("90", "90s"),
+        (60, "60s"),
+        ("-2m", "-120s"),
+    ],
+)
 def test_durations_in_go_form_get_the_seconds_form_suggested(value, suggestion):
     problem = only({"datum_timeout": value})
     assert problem.rule == "duration"
@@ -318,16 +402,19 @@ def test_malformed_second_durations_fail(value):
 def test_integers_accept_decimal_strings_but_not_other_strings():
     assert schema.check({"datum_tries": "3", "parallelism_spec": {"constant": 2.0}}) == []
     problem = only({"datum_tries": "three"})
-    assert problem.message == "'datum_tries' must be an integer (or a decimal string such as \"3\"), " \
-                              "got the string \"three\""
+    assert (
+        problem.message == "'datum_tries' must be an integer (or a decimal string such as \"3\"), "
+        'got the string "three"'
+    )
     assert "non-negative" in only({"parallelism_spec": {"constant": -1}}).message
 
 
 def test_booleans_must_be_json_booleans():
     problem = only({"input": {"pfs": {"repo": "a", "glob": "/", "s3": "yes"}}})
     assert problem.path == ("input", "pfs", "s3")
-    assert problem.message == ("'s3' must be a boolean (true or false), got the string \"yes\"; "
-                               "write true or false without quotes")
+    assert problem.message == (
+        "'s3' must be a boolean (true or false), got the string \"yes\"; write true or false without quotes"
+    )
 
 
 def test_cpu_in_kubernetes_millicores_suggests_cores():
@@ -342,8 +429,11 @@ def test_string_maps_need_string_values_and_are_located_per_key():
 
 
 def test_schema_key_is_allowed_at_every_level():
-    doc = {"$schema": "x", "pipeline": {"name": "a", "$schema": "x", "project": {"$schema": 1, "name": "p"}},
-           "input": {"$schema": "x", "pfs": {"$schema": "x", "repo": "r", "glob": "/"}}}
+    doc = {
+        "$schema": "x",
+        "pipeline": {"name": "a", "$schema": "x", "project": {"$schema": 1, "name": "p"}},
+        "input": {"$schema": "x", "pfs": {"$schema": "x", "repo": "r", "glob": "/"}},
+    }
     assert schema.check(doc) == []
 
 
@@ -369,10 +459,8 @@ def test_egress_takes_one_target():
 
 def test_wrong_container_type_names_what_is_expected():
     problem = only({"pipeline": "edges"})
-    assert problem.message == ("'pipeline' must be a mapping (with fields such as 'name'), "
-                               "got the string \"edges\"")
-    assert only({"transform": {"cmd": "python x.py"}}).message == \
-        "'cmd' must be a list, got the string \"python x.py\""
+    assert problem.message == ("'pipeline' must be a mapping (with fields such as 'name'), got the string \"edges\"")
+    assert only({"transform": {"cmd": "python x.py"}}).message == "'cmd' must be a list, got the string \"python x.py\""
 
 
 def test_non_mapping_document_is_one_problem():
@@ -393,8 +481,10 @@ def test_very_deep_input_nesting_is_a_problem_not_a_crash():
 
 
 def test_importing_schema_pulls_in_no_heavy_library():
-    code = ("import sys, pachhook.spec.schema as s; s.check({'pipeline': {'name': 'x'}}); "
-            "print(' '.join(m for m in ('jsonschema', 'yaml', 'docker', 'git') if m in sys.modules))")
+    code = (
+        "import sys, pachhook.spec.schema as s; s.check({'pipeline': {'name': 'x'}}); "
+        "print(' '.join(m for m in ('jsonschema', 'yaml', 'docker', 'git') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 

@@ -11,6 +11,7 @@ specs the pachctl TEST DOUBLE received, and the labels of the images built. Neit
 password (plain, base64 in `user:password` form, or URL-encoded), nor the token, nor the
 git password may appear. Remote URLs are recorded without their credentials.
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,7 +23,6 @@ import uuid
 from typing import Dict, List
 
 import pytest
-
 import services as test_services
 from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, run
 
@@ -44,12 +44,18 @@ class Transcript:
 
 
 def spec(name: str, image: str) -> str:
-    return json.dumps({
-        "pipeline": {"name": name},
-        "description": "built from {{ branch }}",
-        "transform": {"image": image + ":{{ tag }}", "cmd": ["/bin/sh", "-c", "true"]},
-        "input": {"pfs": {"repo": "images", "glob": "/*"}},
-    }, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "pipeline": {"name": name},
+                "description": "built from {{ branch }}",
+                "transform": {"image": image + ":{{ tag }}", "cmd": ["/bin/sh", "-c", "true"]},
+                "input": {"pfs": {"repo": "images", "glob": "/*"}},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def wait_done(repo: Repo, commit: str, transcript: Transcript) -> dict:
@@ -79,29 +85,47 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
     transcript = Transcript()
 
     env = git_env(tmp_path / "home")
-    docker_config = test_services.write_docker_config(tmp_path / "docker-config", services.auth_registry,
-                                                      user, password)
-    wrong_config = test_services.write_docker_config(tmp_path / "docker-config-wrong", services.auth_registry,
-                                                     user, password[::-1] + "x")
+    docker_config = test_services.write_docker_config(
+        tmp_path / "docker-config", services.auth_registry, user, password
+    )
+    wrong_config = test_services.write_docker_config(
+        tmp_path / "docker-config-wrong", services.auth_registry, user, password[::-1] + "x"
+    )
     pach_config = tmp_path / "pachctl" / "config.json"
     pach_config.parent.mkdir()
-    pach_config.write_text(json.dumps({
-        "user_id": "u", "v2": {"active_context": "default", "contexts": {"default": {
-            "pachd_address": "grpc://127.0.0.1:1", "session_token": TOKEN}}}}))
+    pach_config.write_text(
+        json.dumps(
+            {
+                "user_id": "u",
+                "v2": {
+                    "active_context": "default",
+                    "contexts": {"default": {"pachd_address": "grpc://127.0.0.1:1", "session_token": TOKEN}},
+                },
+            }
+        )
+    )
     state = tmp_path / "pachctl-state"
-    env.update({
-        "DOCKER_CONFIG": str(docker_config), "DOCKER_HOST": services.docker_host,
-        "PACH_CONFIG": str(pach_config), "PACHCTL_DOUBLE_DIR": str(state),
-    })
+    env.update(
+        {
+            "DOCKER_CONFIG": str(docker_config),
+            "DOCKER_HOST": services.docker_host,
+            "PACH_CONFIG": str(pach_config),
+            "PACHCTL_DOUBLE_DIR": str(state),
+        }
+    )
     path = tmp_path / "repo"
     path.mkdir()
     run(["git", "init", "-q", "-b", "main", str(path)], tmp_path, env)
     repo = Repo(path, env)
-    repo.git("remote", "add", "origin",
-             f"https://builder:{GIT_PASSWORD}@git.example.invalid/team/repo.git?access_token={QUERY_TOKEN}")
+    repo.git(
+        "remote",
+        "add",
+        "origin",
+        f"https://builder:{GIT_PASSWORD}@git.example.invalid/team/repo.git?access_token={QUERY_TOKEN}",
+    )
     repository = f"secrets/{uuid.uuid4().hex[:10]}/edges"
     image = f"{services.auth_registry}/{repository}"
-    repo.write(".pachhook.toml", f'pachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n')  # background worker
+    repo.write(".pachhook.toml", f"pachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n")  # background worker
     repo.write("edges/pipeline.json", spec("edges", image))
     repo.write("edges/Dockerfile", test_services.base_dockerfile(services, "COPY run.sh /run.sh"))
     repo.write("edges/run.sh", f"echo {uuid.uuid4().hex}\n")
@@ -113,9 +137,18 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
     first = repo.git("rev-parse", "HEAD")
     job = wait_done(repo, first, transcript)
     assert job["state"] == "done", (job["steps"], committed.stdout)
-    for command in (["status"], ["logs", str(job["id"])], ["provenance", first], ["provenance", first, "--format", "json"],
-                    ["doctor"], ["doctor", "--verbose"], ["doctor", "--format", "json"],
-                    ["render", "edges/pipeline.json"], ["run", "--commit", "HEAD", "--dry-run"], ["run", "--commit", "HEAD"]):
+    for command in (
+        ["status"],
+        ["logs", str(job["id"])],
+        ["provenance", first],
+        ["provenance", first, "--format", "json"],
+        ["doctor"],
+        ["doctor", "--verbose"],
+        ["doctor", "--format", "json"],
+        ["render", "edges/pipeline.json"],
+        ["run", "--commit", "HEAD", "--dry-run"],
+        ["run", "--commit", "HEAD"],
+    ):
         transcript.add(repo.pachhook(*command))
 
     # 2. failures: the registry refuses a wrong password; the cluster refuses the update;
@@ -128,9 +161,11 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
     assert refused.returncode == 1, refused.stdout + refused.stderr
     state.mkdir(exist_ok=True)
     (state / "pachctl_double_fail").write_text(
-        "update:rpc error: code = Unauthenticated desc = the session token is invalid")
-    job_id = next(j["id"] for j in json.loads(repo.pachhook("status", "--format", "json").stdout)["jobs"]
-                  if j["commit"] == second)
+        "update:rpc error: code = Unauthenticated desc = the session token is invalid"
+    )
+    job_id = next(
+        j["id"] for j in json.loads(repo.pachhook("status", "--format", "json").stdout)["jobs"] if j["commit"] == second
+    )
     transcript.add(repo.pachhook("retry", str(job_id)))
     failed_update = transcript.add(repo.pachhook("run"))
     assert failed_update.returncode == 1
@@ -139,8 +174,13 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
     third = repo.commit("registry gone")
     gone = transcript.add(repo.pachhook("run"))
     assert gone.returncode == 1
-    for command in (["status", "--all"], ["status", "--format", "json", "--all"], ["logs", str(job_id)],
-                    ["provenance", second], ["provenance", third, "--format", "json"]):
+    for command in (
+        ["status", "--all"],
+        ["status", "--format", "json", "--all"],
+        ["logs", str(job_id)],
+        ["provenance", second],
+        ["provenance", third, "--format", "json"],
+    ):
         transcript.add(repo.pachhook(*command))
     jobs = json.loads(repo.pachhook("status", "--format", "json", "--all").stdout)["jobs"]
     errors = " | ".join(s["error"] for j in jobs for s in j["steps"] if s["error"])
@@ -161,15 +201,21 @@ def test_no_secret_in_anything_pachhook_writes(tmp_path, docker_env):
             places[f"labels of {found.tags}"] = json.dumps(found.labels).encode()
     finally:
         client.close()
-    leaks = [(what, where) for what, secret in secrets.items() for where, data in places.items()
-             if secret.encode() in data]
+    leaks = [
+        (what, where) for what, secret in secrets.items() for where, data in places.items() if secret.encode() in data
+    ]
     assert not leaks, leaks
-    print(f"\nsearched {len(places)} outputs and files ({sum(map(len, places.values()))} bytes)"
-          f" for {len(secrets)} secrets: no occurrence")
+    print(
+        f"\nsearched {len(places)} outputs and files ({sum(map(len, places.values()))} bytes)"
+        f" for {len(secrets)} secrets: no occurrence"
+    )
 
     # remote URLs are recorded without their credentials
-    sources = {json.loads(data).get("org.opencontainers.image.source") for where, data in places.items()
-               if where.startswith("labels of")}
+    sources = {
+        json.loads(data).get("org.opencontainers.image.source")
+        for where, data in places.items()
+        if where.startswith("labels of")
+    }
     assert sources == {"https://git.example.invalid/team/repo.git"}, sources
     # the search finds what is there: the user's own files still hold the secrets
     assert secrets["docker config auth token"].encode() in (docker_config / "config.json").read_bytes()
@@ -191,8 +237,17 @@ def test_no_token_in_anything_the_api_backend_path_writes(tmp_path):
         pach_config = tmp_path / "pach-config.json"
 
         def point_at(address: str) -> None:
-            pach_config.write_text(json.dumps({"user_id": "u", "v2": {"active_context": "local", "contexts": {
-                "local": {"pachd_address": address, "session_token": TOKEN, "source": 2}}}}))
+            pach_config.write_text(
+                json.dumps(
+                    {
+                        "user_id": "u",
+                        "v2": {
+                            "active_context": "local",
+                            "contexts": {"local": {"pachd_address": address, "session_token": TOKEN, "source": 2}},
+                        },
+                    }
+                )
+            )
 
         point_at(f"grpc://127.0.0.1:{port}")
         env.update({"PACH_CONFIG": str(pach_config), "PACHHOOK_PACHCTL_TIMEOUT": "5"})
@@ -216,9 +271,16 @@ def test_no_token_in_anything_the_api_backend_path_writes(tmp_path):
         transcript.add(repo.pachhook("queue", "--no-worker"))
         failed = transcript.add(repo.pachhook("run"))
         assert failed.returncode == 1, failed.stdout + failed.stderr
-        for command in (["status", "--all"], ["status", "--format", "json", "--all"], ["logs", "1"],
-                        ["logs", "2"], ["provenance", first], ["doctor", "--verbose"], ["doctor", "--format", "json"],
-                        ["run", "--commit", "HEAD", "--dry-run"]):
+        for command in (
+            ["status", "--all"],
+            ["status", "--format", "json", "--all"],
+            ["logs", "1"],
+            ["logs", "2"],
+            ["provenance", first],
+            ["doctor", "--verbose"],
+            ["doctor", "--format", "json"],
+            ["run", "--commit", "HEAD", "--dry-run"],
+        ):
             transcript.add(repo.pachhook(*command))
         jobs = json.loads(repo.pachhook("status", "--format", "json", "--all").stdout)["jobs"]
         errors = [s["error"] for j in jobs for s in j["steps"] if s["error"]]

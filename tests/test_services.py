@@ -1,4 +1,5 @@
 """The test services themselves: what tests/services/up promises the rest of the suite."""
+
 from __future__ import annotations
 
 import base64
@@ -8,7 +9,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 import services as svc
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
 """pachhook.spec.template: placeholders in string values, rendered on the parsed document."""
+
 from __future__ import annotations
 
 import copy

@@ -3,6 +3,7 @@
 The build and push steps' results are given as the dicts those steps record (an image
 reference and a digest): the update step's contract is what it does with them.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,10 @@ from typing import List
 
 import pytest
 
-from pachhook.queue.jobs import Job, StepRecord, STEP_NAMES
-from pachhook.deliver.steps import StepContext, StepError, run_step
 from pachhook.deliver.backends import pachctl as pachctl_module
 from pachhook.deliver.backends.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
+from pachhook.deliver.steps import StepContext, StepError, run_step
+from pachhook.queue.jobs import STEP_NAMES, Job, StepRecord
 
 DOUBLES = Path(__file__).parent / "doubles"
 IMAGE = "registry.example.com/team/edges"
@@ -33,8 +34,7 @@ TEMPLATE = {
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def make_repo(path: Path, template: dict = TEMPLATE, extra: dict = None) -> Path:
@@ -75,23 +75,32 @@ def received(state: Path) -> List[dict]:
     return [json.loads(p.read_text()) for p in sorted((state / "received").glob("*.json"))]
 
 
-def context(repo: Path, commit: str = None, with_image: bool = True, dry_run: bool = False,
-            job_id: int = 7, logs: list = None) -> StepContext:
+def context(
+    repo: Path, commit: str = None, with_image: bool = True, dry_run: bool = False, job_id: int = 7, logs: list = None
+) -> StepContext:
     commit = commit or git(repo, "rev-parse", "HEAD")
-    job = Job(id=job_id, commit=commit, branch="main", pipeline="edges",
-              template="edges/pipeline.json", image=IMAGE if with_image else "",
-              steps=[StepRecord(name) for name in STEP_NAMES])
+    job = Job(
+        id=job_id,
+        commit=commit,
+        branch="main",
+        pipeline="edges",
+        template="edges/pipeline.json",
+        image=IMAGE if with_image else "",
+        steps=[StepRecord(name) for name in STEP_NAMES],
+    )
     results = {}
     if with_image:
         results = {
-            "build": {"image_id": "sha256:" + "cd" * 32, "image_ref": f"{IMAGE}:{commit}",
-                      "context_key": "k", "reused": "false"},
-            "push": {"digest": DIGEST, "image_ref": f"{IMAGE}:{commit}",
-                     "repo_digest": f"{IMAGE}@{DIGEST}"},
+            "build": {
+                "image_id": "sha256:" + "cd" * 32,
+                "image_ref": f"{IMAGE}:{commit}",
+                "context_key": "k",
+                "reused": "false",
+            },
+            "push": {"digest": DIGEST, "image_ref": f"{IMAGE}:{commit}", "repo_digest": f"{IMAGE}@{DIGEST}"},
         }
     log = logs if logs is not None else []
-    return StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=log.append,
-                       results=results, dry_run=dry_run)
+    return StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=log.append, results=results, dry_run=dry_run)
 
 
 def test_update_applies_the_rendered_spec_and_records_the_version(tmp_path, double):
@@ -199,13 +208,13 @@ def test_configured_pachctl_path_is_used(tmp_path, double, monkeypatch):
 
 
 def test_failing_pachctl_gives_its_last_stderr_line(tmp_path, double, monkeypatch):
-    monkeypatch.setenv("PACHCTL_DOUBLE_FAIL",
-                       "update:rpc error: code = Unavailable desc = connection refused")
+    monkeypatch.setenv("PACHCTL_DOUBLE_FAIL", "update:rpc error: code = Unavailable desc = connection refused")
     repo = make_repo(tmp_path / "repo")
     with pytest.raises(StepError) as caught:
         run_step("update", context(repo))
-    assert str(caught.value) == ("pachctl update pipeline failed: "
-                                 "rpc error: code = Unavailable desc = connection refused")
+    assert str(caught.value) == (
+        "pachctl update pipeline failed: rpc error: code = Unavailable desc = connection refused"
+    )
     assert caught.value.retryable is True
     assert "\n" not in str(caught.value)
 
@@ -274,22 +283,36 @@ def test_pipeline_missing_from_the_template_is_reported(tmp_path, double):
 
 # -- the pachctl backend's parsing, on the shapes the real client prints -----------------
 
+
 def test_version_numbers_and_command_forms():
     assert parse_version("2.11.6\n") == (2, 11, 6)
     assert parse_version("v1.8.0") == (1, 8, 0)
     assert update_argv("pachctl", (1, 8, 9), "s.json", False) == ["pachctl", "update-pipeline", "-f", "s.json"]
     assert update_argv("pachctl", (1, 9, 0), "s.json", True) == [
-        "pachctl", "update", "pipeline", "-f", "s.json", "--reprocess"]
+        "pachctl",
+        "update",
+        "pipeline",
+        "-f",
+        "s.json",
+        "--reprocess",
+    ]
     with pytest.raises(ValueError):
         parse_version("pachctl: command not found")
 
 
 def test_inspect_output_of_both_eras():
-    two = {"pipeline": {"name": "edges", "project": {"name": "default"}}, "version": "3",
-           "details": {"transform": {"image": "a:1"},
-                       "metadata": {"annotations": {"pachhook.io/commit": "c"}}}}
+    two = {
+        "pipeline": {"name": "edges", "project": {"name": "default"}},
+        "version": "3",
+        "details": {"transform": {"image": "a:1"}, "metadata": {"annotations": {"pachhook.io/commit": "c"}}},
+    }
     state = state_from_inspect(two, "edges")
-    assert (state.version, state.image, state.annotations, state.project) == ("3", "a:1", {"pachhook.io/commit": "c"}, "default")
+    assert (state.version, state.image, state.annotations, state.project) == (
+        "3",
+        "a:1",
+        {"pachhook.io/commit": "c"},
+        "default",
+    )
     one = {"pipeline": {"name": "edges"}, "version": 2, "transform": {"image": "b:2"}}
     state = state_from_inspect(one, "edges")
     assert (state.version, state.image, state.annotations) == ("2", "b:2", {})

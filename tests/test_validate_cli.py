@@ -1,4 +1,5 @@
 """`pachhook validate` as a user runs it: files in tmp_path, real processes, real git repos."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,7 @@ from pachhook.spec.loader import MAX_FILE_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 # child processes import this checkout, installed or not, from whatever folder they run in
-CHECKOUT_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
-    filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
+CHECKOUT_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
 
 GOOD_JSON = """{
   "pipeline": {"name": "edges"},
@@ -40,8 +40,9 @@ input:
 """
 
 
-def run_cli(*args: str, cwd: Path | None = None, memory_mb: int | None = None,
-            timeout: float = 30) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, memory_mb: int | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess:
     def limit() -> None:
         if memory_mb:
             size = memory_mb * 1024 * 1024
@@ -82,8 +83,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_good_templates_pass(tmp_path, capsys):
-    files = [write(tmp_path / "pipeline.json", GOOD_JSON),
-             write(tmp_path / "m.pipeline.yaml", GOOD_YAML)]
+    files = [write(tmp_path / "pipeline.json", GOOD_JSON), write(tmp_path / "m.pipeline.yaml", GOOD_YAML)]
     assert command.main([str(f) for f in files]) == 0
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -109,8 +109,10 @@ def test_an_image_pachhook_builds_must_be_a_valid_reference(tmp_path, capsys):
     # The image with a placeholder is pushed under its rendered name: a name no registry takes
     # is an error; a fixed image pachhook does not build only gets the warning pachctl gives none.
     built = write(tmp_path / "pipeline.json", GOOD_JSON.replace("team/edges", "Team/edges"))
-    fixed = write(tmp_path / "fixed.pipeline.json",
-                  GOOD_JSON.replace("registry.example.com/team/edges:{{ tag }}", "<yourregistry>/edges:1.0"))
+    fixed = write(
+        tmp_path / "fixed.pipeline.json",
+        GOOD_JSON.replace("registry.example.com/team/edges:{{ tag }}", "<yourregistry>/edges:1.0"),
+    )
     assert command.main([str(built), str(fixed)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert [line.split(": ")[1] for line in out] == ["error", "warning"]
@@ -247,8 +249,12 @@ def test_a_file_named_twice_is_checked_once(tmp_path, capsys):
 def test_a_reader_that_leaves_early_is_not_an_internal_error(tmp_path):
     keys = ",".join(f'"k{i}": 1' for i in range(3_000))
     path = write(tmp_path / "pipeline.json", '{"pipeline": {"name": "a"}, ' + keys + "}")
-    process = subprocess.Popen([sys.executable, "-m", "pachhook", "validate", str(path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CHECKOUT_ENV)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pachhook", "validate", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=CHECKOUT_ENV,
+    )
     process.stdout.readline()
     process.stdout.close()  # like `| head -1`
     stderr = process.stderr.read().decode()
@@ -301,10 +307,8 @@ HOSTILE = {
     # big but under the size limit: counts of things, not bytes, must be bounded too
     "many-docs.json": (b'{"pipeline": {"name": "a"}}\n---\n' * 150_000, "error: file holds more than"),
     "many-docs.yaml": (b"pipeline: {name: a}\n---\n" * 200_000, "error: file holds more than"),
-    "long-list.json": (b"[" + b'{"pipeline": {"name": "a"}},' * 150_000 + b"{}]",
-                       "error: file holds more than"),
-    "many-keys.json": (b"{" + b",".join(b'"k%d": 1' % i for i in range(250_000)) + b"}",
-                       "error: file holds more than"),
+    "long-list.json": (b"[" + b'{"pipeline": {"name": "a"}},' * 150_000 + b"{}]", "error: file holds more than"),
+    "many-keys.json": (b"{" + b",".join(b'"k%d": 1' % i for i in range(250_000)) + b"}", "error: file holds more than"),
 }
 
 
@@ -375,36 +379,48 @@ def test_validate_bytes_places_problems_of_a_rendered_template():
 
     text = GOOD_YAML.replace("glob: /", "glob: /\n    branch: '{{ branch }}'\nbogus: 1")
     diagnostics = validate_bytes("t.pipeline.yaml", text.encode())
-    assert [(d.line, d.column, d.json_path, d.rule) for d in diagnostics] == [
-        (11, 1, "bogus", "unknown-field")
-    ]
+    assert [(d.line, d.column, d.json_path, d.rule) for d in diagnostics] == [(11, 1, "bogus", "unknown-field")]
 
 
 def test_find_templates_uses_globs_and_skips_git(tmp_path):
     from pachhook.core.config import Config
     from pachhook.validate.checks import find_templates
 
-    for name in ("pipeline.json", "a/pipeline.yml", "a/b/x.pipeline.yaml", "a/notes.json",
-                 "specs/one.json", "specs/deep/two.json", ".git/pipeline.json"):
+    for name in (
+        "pipeline.json",
+        "a/pipeline.yml",
+        "a/b/x.pipeline.yaml",
+        "a/notes.json",
+        "specs/one.json",
+        "specs/deep/two.json",
+        ".git/pipeline.json",
+    ):
         write(tmp_path / name, "{}")
     found = find_templates(tmp_path, Config(root=tmp_path))
     assert [p.relative_to(tmp_path).as_posix() for p in found] == [
-        "pipeline.json", "a/pipeline.yml", "a/b/x.pipeline.yaml"]
+        "pipeline.json",
+        "a/pipeline.yml",
+        "a/b/x.pipeline.yaml",
+    ]
     only_specs = Config(root=tmp_path, templates=["specs/*.json"])
-    assert [p.relative_to(tmp_path).as_posix() for p in find_templates(tmp_path, only_specs)] == [
-        "specs/one.json"]
+    assert [p.relative_to(tmp_path).as_posix() for p in find_templates(tmp_path, only_specs)] == ["specs/one.json"]
     any_depth = Config(root=tmp_path, templates=["specs/**/*.json"])
     assert [p.relative_to(tmp_path).as_posix() for p in find_templates(tmp_path, any_depth)] == [
-        "specs/one.json", "specs/deep/two.json"]
+        "specs/one.json",
+        "specs/deep/two.json",
+    ]
 
 
 def test_json_templates_need_no_heavy_imports(tmp_path):
     # the pre-commit hook's cost is mostly imports: none of these may load on the JSON path
     spec = write(tmp_path / "pipeline.json", GOOD_JSON)
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "pachhook", "validate", str(spec)],
-                            capture_output=True, text=True, env=CHECKOUT_ENV)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pachhook", "validate", str(spec)],
+        capture_output=True,
+        text=True,
+        env=CHECKOUT_ENV,
+    )
     assert result.returncode == 0, result.stderr
-    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     heavy = {"yaml", "jsonschema", "docker", "git", "tomllib", "tomli", "difflib", "sqlite3"}
     assert imported and not heavy & imported, heavy & imported

@@ -1,5 +1,6 @@
 """What every subcommand's entry point shares: argument parsing that returns an exit status,
 a guard that turns a closed pipe or a bug into one line, and opening the repository's queue."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """`pachhook cancel JOB`: Cancel a queued job, or a running one (its worker stops before its next step)."""
+
 from __future__ import annotations
 
 import argparse

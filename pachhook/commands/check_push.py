@@ -13,6 +13,7 @@ from git, not from the work tree), for every ref of the push:
 
 Exit status: 0 push allowed, 1 refused (or the configuration is unreadable), 2 usage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from pachhook.core import gitrepo
 from pachhook.commands._common import guard, parse_args
+from pachhook.core import gitrepo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("remote", nargs="?", help="remote name (git passes it to the pre-push hook)")
     parser.add_argument("url", nargs="?", help="remote URL (git passes it to the pre-push hook)")
-    parser.add_argument("--strict", action="store_true",
-                        help="treat an image without a tag, or tagged :latest, as an error")
+    parser.add_argument(
+        "--strict", action="store_true", help="treat an image without a tag, or tagged :latest, as an error"
+    )
     return parser
 
 
@@ -97,8 +99,8 @@ def pushed_commits(remote: Optional[str], lines: Sequence[str], env: Dict[str, s
 
 
 def check_push(args: argparse.Namespace, env: Dict[str, str], lines: Sequence[str]) -> int:
-    from pachhook.queue.affected import template_matcher
     from pachhook.core.config import ConfigError, load_config
+    from pachhook.queue.affected import template_matcher
 
     root = gitrepo.repo_root()
     try:
@@ -134,8 +136,8 @@ def check_versions(root: object, versions: Dict[Tuple[str, str], List[str]], str
     """Validate each distinct template version once; print the problems; return the bad ones."""
     from dataclasses import replace
 
-    from pachhook.validate.reporters import format_text
     from pachhook.validate.checks import validate_bytes
+    from pachhook.validate.reporters import format_text
 
     blobs = gitrepo.read_blobs([blob for _, blob in versions], root)
     refused = []
@@ -148,8 +150,7 @@ def check_versions(root: object, versions: Dict[Tuple[str, str], List[str]], str
         placed = [replace(item, file=f"{first}:{path}") for item in diagnostics]
         print(format_text(placed), file=sys.stderr)
         if len(holders) > 1:
-            print(f"  (the same version of {path} is in {len(holders) - 1} more pushed commit(s))",
-                  file=sys.stderr)
+            print(f"  (the same version of {path} is in {len(holders) - 1} more pushed commit(s))", file=sys.stderr)
         if any(item.severity == "error" for item in diagnostics):
             refused.append((path, blob))
     return refused

@@ -3,6 +3,7 @@
 Exit status: 0 every job delivered (with the steps this machine cannot run shown as dry
 runs), 1 a job failed or the timeout passed, 2 bad usage or the demo could not start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,16 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
             " docker-registry program is installed."
         ),
         epilog="Everything the demo writes stays in its folder (printed at the start), apart from"
-               " the images it builds in the Docker engine; the processes it starts are stopped"
-               " before it returns. Exit status: 0 delivered,"
-               " 1 a job failed or --timeout passed, 2 the demo could not start.",
+        " the images it builds in the Docker engine; the processes it starts are stopped"
+        " before it returns. Exit status: 0 delivered,"
+        " 1 a job failed or --timeout passed, 2 the demo could not start.",
     )
-    parser.add_argument("--dir", metavar="DIR", default=None,
-                        help="folder for the demo (new or empty; default: a new temporary folder)")
-    parser.add_argument("--registry", metavar="HOST:PORT", default=None,
-                        help="push to this running registry instead of starting one")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=180.0,
-                        help="give up on the delivery after this long (default: 180)")
+    parser.add_argument(
+        "--dir", metavar="DIR", default=None, help="folder for the demo (new or empty; default: a new temporary folder)"
+    )
+    parser.add_argument(
+        "--registry", metavar="HOST:PORT", default=None, help="push to this running registry instead of starting one"
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=180.0,
+        help="give up on the delivery after this long (default: 180)",
+    )
     add_output_options(parser)
     return parser
 
@@ -49,8 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from pachhook.setup.walkthrough import DemoError, run_demo
     from pachhook.core.output import Printer
+    from pachhook.setup.walkthrough import DemoError, run_demo
 
     if args.timeout <= 0:
         print("pachhook demo: --timeout must be a positive number of seconds", file=sys.stderr)
@@ -88,21 +96,31 @@ def _status_line(printer, kind: str, line: str) -> None:
     word = {"ok": "ok", "skip": "skip", "fail": "fail"}.get(kind, "info")
     if word == "ok" and printer.quiet:
         return
-    printer.result(f"   {printer.paint(f'{word:<5}', {'ok': 'green', 'skip': 'yellow', 'fail': 'red'}.get(word, 'cyan'))}"
-                   f" {line}")
+    printer.result(
+        f"   {printer.paint(f'{word:<5}', {'ok': 'green', 'skip': 'yellow', 'fail': 'red'}.get(word, 'cyan'))} {line}"
+    )
 
 
 def _print_results(printer, report) -> None:
     from pachhook.commands.status import format_jobs
     from pachhook.queue.jobs import Job, StepRecord
 
-    jobs = [Job(**{**{k: v for k, v in job.items() if k in Job.__dataclass_fields__ and k != "steps"},
-                   "steps": [StepRecord(**step) for step in job["steps"]]}) for job in report.jobs]
+    jobs = [
+        Job(
+            **{
+                **{k: v for k, v in job.items() if k in Job.__dataclass_fields__ and k != "steps"},
+                "steps": [StepRecord(**step) for step in job["steps"]],
+            }
+        )
+        for job in report.jobs
+    ]
     printer.heading("5. status (`pachhook status`)")
     printer.result(_indent(format_jobs(jobs)))
     if report.provenance:
-        printer.heading("6. provenance (`pachhook provenance HEAD`)"
-                        + (": images named, not built (dry run)" if "build" in report.skipped_steps() else ""))
+        printer.heading(
+            "6. provenance (`pachhook provenance HEAD`)"
+            + (": images named, not built (dry run)" if "build" in report.skipped_steps() else "")
+        )
         for item in report.provenance:
             parts = [f"{item.get('pipeline')}"]
             if item.get("pipeline_version"):
@@ -119,16 +137,22 @@ def _print_results(printer, report) -> None:
             printer.info(f"   {pipeline}:")
             printer.info(_indent(spec.rstrip("\n"), "     "))
     if report.commands:
-        printer.heading("8. pachctl commands run" if "update" not in report.skipped_steps()
-                        else "8. what update would run (pachctl is not here; the specs are written there)")
+        printer.heading(
+            "8. pachctl commands run"
+            if "update" not in report.skipped_steps()
+            else "8. what update would run (pachctl is not here; the specs are written there)"
+        )
         for pipeline, command in report.commands.items():
             printer.result(f"   {pipeline}: {command}")
     if report.skipped:
         printer.heading("skipped")
         for item in report.skipped:
             printer.result(f"   {item.step}: {item.reason}")
-    verdict = ("delivered" if not report.skipped else "done, with the skipped steps run as dry runs") \
-        if report.ok else ("timed out" if report.timed_out else "a job failed: see `pachhook status` and `pachhook logs JOB`")
+    verdict = (
+        ("delivered" if not report.skipped else "done, with the skipped steps run as dry runs")
+        if report.ok
+        else ("timed out" if report.timed_out else "a job failed: see `pachhook status` and `pachhook logs JOB`")
+    )
     printer.result(printer.paint(f"demo {verdict}", "green" if report.ok else "red"))
     printer.result(f"the demo repository stays in {report.directory}/repo (remove {report.directory} when done)")
 

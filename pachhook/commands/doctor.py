@@ -2,6 +2,7 @@
 
 Exit status: 0 every check passed (warnings allowed), 1 a check failed, 2 bad usage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
             " says what to do."
         ),
         epilog="Exit status: 0 all checks ok (warnings allowed), 1 a check failed, 2 bad usage."
-               " Credentials are reported as present or absent, never shown.",
+        " Credentials are reported as present or absent, never shown.",
     )
     add_output_options(parser)
     return parser
@@ -38,8 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from pachhook.setup.checkup import FAIL, OK, run_checks
     from pachhook.core.output import Printer
+    from pachhook.setup.checkup import FAIL, OK, run_checks
 
     printer = Printer(quiet=args.quiet, verbose=args.verbose)
 

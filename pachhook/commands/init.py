@@ -2,6 +2,7 @@
 
 Exit status: 0 set up (or already set up), 1 init could not finish, 2 bad usage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,8 @@ from pachhook.commands._common import guard, parse_args
 
 def build_parser() -> argparse.ArgumentParser:
     from pachhook import __version__
-    from pachhook.setup.scaffold import DEFAULT_HOOK_REPO
     from pachhook.core.output import add_output_options
+    from pachhook.setup.scaffold import DEFAULT_HOOK_REPO
 
     parser = argparse.ArgumentParser(
         prog="pachhook init",
@@ -26,16 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
             " Running it again changes nothing."
         ),
         epilog="An existing .pre-commit-config.yaml is extended by appending pachhook's entry;"
-               " an existing pachhook configuration is never edited (init says what it may need)."
-               " Exit status: 0 set up, 1 could not finish, 2 bad usage.",
+        " an existing pachhook configuration is never edited (init says what it may need)."
+        " Exit status: 0 set up, 1 could not finish, 2 bad usage.",
     )
-    parser.add_argument("--repo", metavar="URL", default=DEFAULT_HOOK_REPO,
-                        help=f"the hook repository pre-commit installs pachhook from (default: {DEFAULT_HOOK_REPO})")
-    parser.add_argument("--rev", metavar="REV", default=f"v{__version__}",
-                        help="the tag or commit of that repository to pin (default: this version's tag,"
-                             f" v{__version__})")
-    parser.add_argument("--no-install", action="store_true",
-                        help="write the files but do not run `pre-commit install`")
+    parser.add_argument(
+        "--repo",
+        metavar="URL",
+        default=DEFAULT_HOOK_REPO,
+        help=f"the hook repository pre-commit installs pachhook from (default: {DEFAULT_HOOK_REPO})",
+    )
+    parser.add_argument(
+        "--rev",
+        metavar="REV",
+        default=f"v{__version__}",
+        help=f"the tag or commit of that repository to pin (default: this version's tag, v{__version__})",
+    )
+    parser.add_argument("--no-install", action="store_true", help="write the files but do not run `pre-commit install`")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     add_output_options(parser)
     return parser
@@ -49,8 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from pachhook.setup.scaffold import InitError, run_init
     from pachhook.core.output import Printer
+    from pachhook.setup.scaffold import InitError, run_init
 
     printer = Printer(quiet=args.quiet, verbose=args.verbose)
     if not args.repo.strip() or not args.rev.strip():
@@ -69,8 +76,7 @@ def _main(args: argparse.Namespace) -> int:
     for item in result.templates:
         image = f", builds {item.image} from {item.dockerfile or '(no Dockerfile found)'}" if item.image else ""
         printer.info(f"  found {item.template}: pipeline {', '.join(item.pipelines) or '?'}{image}")
-    labels = {"write": "wrote", "extend": "extended", "install": "installed", "keep": "unchanged",
-              "note": "note"}
+    labels = {"write": "wrote", "extend": "extended", "install": "installed", "keep": "unchanged", "note": "note"}
     for action in result.actions:
         label = labels[action.what] if action.done or action.what in ("keep", "note") else f"would {action.what}"
         where = f"{action.path}: " if action.path else ""
@@ -81,8 +87,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.dry_run:
         printer.result("dry run: nothing was changed")
     elif result.changed:
-        printer.result("done: commit .pre-commit-config.yaml (and .pachhook.toml if written) so that"
-                       " teammates get the same hooks; `pachhook doctor` checks the rest")
+        printer.result(
+            "done: commit .pre-commit-config.yaml (and .pachhook.toml if written) so that"
+            " teammates get the same hooks; `pachhook doctor` checks the rest"
+        )
     else:
         printer.result("already set up: nothing changed")
     return 0

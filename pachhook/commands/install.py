@@ -7,6 +7,7 @@ never replaced without `--force` (and then it is kept aside and put back by
 `pachhook uninstall`). What was installed is recorded in
 `<git common dir>/pachhook/installed`, so that `uninstall` removes exactly that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from pachhook.commands._common import guard, parse_args
 from pachhook.core import gitrepo
 from pachhook.setup.hookscripts import HOOK_NAMES, MARKER, script
-from pachhook.commands._common import guard, parse_args
 
 SAVED_SUFFIX = ".pachhook-saved"
 RECORD_NAME = "installed"
@@ -35,10 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
             " hook scripts. A hook pachhook did not write is left alone unless --force."
         ),
     )
-    parser.add_argument("--force", action="store_true",
-                        help="replace hooks pachhook did not write (they are kept aside and restored by uninstall)")
-    parser.add_argument("--plain", action="store_true",
-                        help="install the plain hook scripts even where .pre-commit-config.yaml exists")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace hooks pachhook did not write (they are kept aside and restored by uninstall)",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="install the plain hook scripts even where .pre-commit-config.yaml exists"
+    )
     return parser
 
 
@@ -73,9 +78,12 @@ def install_plain(hooks: Path, common: Path, force: bool) -> int:
             refused.append(name)
     if refused:
         for name in refused:
-            print(f"pachhook install: {hooks / name} exists and was not installed by pachhook;"
-                  " leaving it (use --force to replace it; it is kept as"
-                  f" {name}{SAVED_SUFFIX} and restored by uninstall)", file=sys.stderr)
+            print(
+                f"pachhook install: {hooks / name} exists and was not installed by pachhook;"
+                " leaving it (use --force to replace it; it is kept as"
+                f" {name}{SAVED_SUFFIX} and restored by uninstall)",
+                file=sys.stderr,
+            )
         return 1
     hooks.mkdir(parents=True, exist_ok=True)
     for name in HOOK_NAMES:
@@ -94,13 +102,24 @@ def install_plain(hooks: Path, common: Path, force: bool) -> int:
 def install_with_pre_commit(root: Path, common: Path, force: bool) -> int:
     text = (root / PRE_COMMIT_CONFIG).read_text(encoding="utf-8", errors="replace")
     missing = [hook_id for hook_id in PRE_COMMIT_HOOK_IDS if hook_id not in text]
-    command = [sys.executable, "-m", "pre_commit", "install",
-               "--hook-type", "pre-commit", "--hook-type", "post-commit", "--hook-type", "pre-push"]
+    command = [
+        sys.executable,
+        "-m",
+        "pre_commit",
+        "install",
+        "--hook-type",
+        "pre-commit",
+        "--hook-type",
+        "post-commit",
+        "--hook-type",
+        "pre-push",
+    ]
     if force:
         command.append("--overwrite")
     try:
-        proc = subprocess.run(command, cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            command, cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     except OSError as error:
         print(f"pachhook install: cannot run pre-commit: {error}", file=sys.stderr)
         return 1
@@ -113,8 +132,10 @@ def install_with_pre_commit(root: Path, common: Path, force: bool) -> int:
         print(f"pachhook install: {line}")
     _record(common, "pre-commit", ("pre-commit", "post-commit", "pre-push"))
     if missing:
-        print(f"pachhook install: note: {PRE_COMMIT_CONFIG} does not list {', '.join(missing)};"
-              " see docs/hooks.md for the entries to add")
+        print(
+            f"pachhook install: note: {PRE_COMMIT_CONFIG} does not list {', '.join(missing)};"
+            " see docs/hooks.md for the entries to add"
+        )
     return 0
 
 

@@ -1,4 +1,5 @@
 """`pachhook logs JOB`: print the log a job's steps wrote."""
+
 from __future__ import annotations
 
 import argparse

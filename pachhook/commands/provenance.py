@@ -3,6 +3,7 @@
 Exit status: 0 something matched, 1 nothing recorded matches, 2 bad usage or not in a
 git repository.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "query", metavar="QUERY",
+        "query",
+        metavar="QUERY",
         help="a commit (SHA, prefix or ref), IMAGE, IMAGE:TAG, IMAGE@sha256:..., sha256:...,"
-             " PIPELINE, PIPELINE@VERSION, or a template path",
+        " PIPELINE, PIPELINE@VERSION, or a template path",
     )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     return parser
@@ -54,8 +56,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     with queue:
         matches = find(deliveries(queue.list_jobs()), args.query, commit)
     if args.format == "json":
-        print(json.dumps({"query": args.query, "matches": [item.to_dict() for item in matches]},
-                         indent=2))
+        print(json.dumps({"query": args.query, "matches": [item.to_dict() for item in matches]}, indent=2))
     elif matches:
         print(format_text(matches))
     if not matches:

@@ -5,6 +5,7 @@ included, is one line and exit status 0. It must also be quick (see docs/perform
 argparse is only imported when there are arguments to parse, YAML only when a template
 blob has not been parsed before, and the worker is started detached.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
             " Always exits 0: it runs as the post-commit hook, which cannot undo a commit."
         ),
     )
-    parser.add_argument("--commit", metavar="REV", default="HEAD",
-                        help="the commit to queue (default: HEAD, the commit just made)")
-    parser.add_argument("--no-worker", action="store_true",
-                        help="do not start a background worker, whatever the configuration says")
+    parser.add_argument(
+        "--commit", metavar="REV", default="HEAD", help="the commit to queue (default: HEAD, the commit just made)"
+    )
+    parser.add_argument(
+        "--no-worker", action="store_true", help="do not start a background worker, whatever the configuration says"
+    )
     return parser
 
 
@@ -109,9 +112,11 @@ def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None, 
     except (sqlite3.Error, OSError) as error:
         # A full disk, a read-only git dir, a lock held past the timeout: the commit stands,
         # say why nothing was recorded, where, and how to record it later.
-        _say(f"nothing queued for {info.commit[:12]}: cannot write the queue in"
-             f" {os.path.join(info.common_dir_str, 'pachhook')}: {_cause(error, info.common_dir_str)};"
-             f" the commit stands: once fixed, run `pachhook queue --commit {info.commit[:12]}`")
+        _say(
+            f"nothing queued for {info.commit[:12]}: cannot write the queue in"
+            f" {os.path.join(info.common_dir_str, 'pachhook')}: {_cause(error, info.common_dir_str)};"
+            f" the commit stands: once fixed, run `pachhook queue --commit {info.commit[:12]}`"
+        )
     finally:
         if queue is not None and not keep_open:
             queue.close()
@@ -136,8 +141,8 @@ def _cause(error: BaseException, common_dir: str) -> str:
 
 
 def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
-    from pachhook.queue.affected import find_affected
     from pachhook.core.config import ConfigError, load_config
+    from pachhook.queue.affected import find_affected
 
     short = info.commit[:12]
     try:

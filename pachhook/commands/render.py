@@ -8,6 +8,7 @@ the image is pushed, so it is not part of this output.
 Exit status: 0 printed, 1 the template does not render into a valid spec, 2 bad usage
 (not a repository, unknown revision, bad configuration).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("template", metavar="TEMPLATE", help="template path (as in the work tree)")
-    parser.add_argument("--commit", metavar="REV", default="HEAD",
-                        help="the commit to render for (default: HEAD); the template is read from it")
-    parser.add_argument("--branch", metavar="NAME", default=None,
-                        help="value of {{ branch }} (default: the branch REV names, or the checked-out one"
-                             " for HEAD; empty for a bare commit)")
-    parser.add_argument("--no-annotations", action="store_true",
-                        help="leave out the pachhook.io/* annotations")
+    parser.add_argument(
+        "--commit",
+        metavar="REV",
+        default="HEAD",
+        help="the commit to render for (default: HEAD); the template is read from it",
+    )
+    parser.add_argument(
+        "--branch",
+        metavar="NAME",
+        default=None,
+        help="value of {{ branch }} (default: the branch REV names, or the checked-out one"
+        " for HEAD; empty for a bare commit)",
+    )
+    parser.add_argument("--no-annotations", action="store_true", help="leave out the pachhook.io/* annotations")
     return parser
 
 
@@ -66,8 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     branch = args.branch if args.branch is not None else branch_named(args.commit, info)
     values = render_values(commit, branch, config.tag)
     try:
-        specs = render_template(info.root, commit, template, values,
-                                annotate=not args.no_annotations)
+        specs = render_template(info.root, commit, template, values, annotate=not args.no_annotations)
     except RenderError as error:
         for line in error.problems:
             print(line, file=sys.stderr)

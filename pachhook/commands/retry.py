@@ -1,4 +1,5 @@
 """`pachhook retry JOB`: Queue a failed, cancelled or superseded job again; steps already done stay done."""
+
 from __future__ import annotations
 
 import argparse

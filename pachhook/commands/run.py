@@ -3,6 +3,7 @@
 Exit status: 0 every job run is done (or there was nothing to run), 1 a job failed,
 2 bad usage or not in a git repository.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,16 +22,25 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--once", action="store_true", help="run at most one job")
-    parser.add_argument("--quiet", action="store_true",
-                        help="print only each job's outcome, not every step")
-    parser.add_argument("--commit", metavar="REV",
-                        help="run build, push and update for every pipeline of this commit now,"
-                             " without the queue (for CI; see docs/ci.md)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="with --commit: print the plan (images, rendered specs, pachctl"
-                             " commands) and change nothing")
-    parser.add_argument("--lease", metavar="SECONDS", type=positive_seconds, default=60.0,
-                        help="lease length; the lease is renewed while a step runs (default: 60)")
+    parser.add_argument("--quiet", action="store_true", help="print only each job's outcome, not every step")
+    parser.add_argument(
+        "--commit",
+        metavar="REV",
+        help="run build, push and update for every pipeline of this commit now,"
+        " without the queue (for CI; see docs/ci.md)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --commit: print the plan (images, rendered specs, pachctl commands) and change nothing",
+    )
+    parser.add_argument(
+        "--lease",
+        metavar="SECONDS",
+        type=positive_seconds,
+        default=60.0,
+        help="lease length; the lease is renewed while a step runs (default: 60)",
+    )
     return parser
 
 
@@ -41,8 +51,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     if args.commit is not None or args.dry_run:
         from pachhook.deliver.commit import deliver_commit
 
-        return deliver_commit(args.commit or "HEAD", dry_run=args.dry_run,
-                              out=lambda line: print(line, flush=True))
+        return deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=lambda line: print(line, flush=True))
     return run_queue(args)
 
 
@@ -65,8 +74,10 @@ def run_queue(args: argparse.Namespace) -> int:
     if total == 0:
         print("pachhook run: no job to run")
     else:
-        print(f"pachhook run: {len(summary.done)} done, {len(summary.failed)} failed"
-              + (f", {len(summary.other)} stopped" if summary.other else ""))
+        print(
+            f"pachhook run: {len(summary.done)} done, {len(summary.failed)} failed"
+            + (f", {len(summary.other)} stopped" if summary.other else "")
+        )
     return 1 if summary.failed else 0
 
 

@@ -1,4 +1,5 @@
 """`pachhook status [--format text|json] [--all]`: jobs, newest first, with their steps."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    parser.add_argument("--all", action="store_true",
-                        help=f"every job, superseded and cancelled ones too (default: the {DEFAULT_LIMIT} newest others)")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help=f"every job, superseded and cancelled ones too (default: the {DEFAULT_LIMIT} newest others)",
+    )
     return parser
 
 
@@ -48,8 +52,17 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
                 record = asdict(job)
                 record["inputs"] = queue.inputs_of(job.id)
                 records.append(record)
-            print(json.dumps({"worker_running": running, "worker_pid": pid, "jobs": records,
-                              "problems": [p.as_dict() for p in problems]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "worker_running": running,
+                        "worker_pid": pid,
+                        "jobs": records,
+                        "problems": [p.as_dict() for p in problems],
+                    },
+                    indent=2,
+                )
+            )
             return 0
     print(format_jobs(jobs))
     print(f"worker: running (pid {pid})" if pid else f"worker: {'running' if running else 'not running'}")
@@ -65,10 +78,17 @@ def format_jobs(jobs: List[Job]) -> str:
     rows = [header]
     notes: List[List[str]] = []
     for job in jobs:
-        rows.append([
-            str(job.id), job.state, job.commit[:12], job.branch or "-", job.pipeline,
-            *(_step_cell(step) for step in job.steps), _clock(job.updated_at),
-        ])
+        rows.append(
+            [
+                str(job.id),
+                job.state,
+                job.commit[:12],
+                job.branch or "-",
+                job.pipeline,
+                *(_step_cell(step) for step in job.steps),
+                _clock(job.updated_at),
+            ]
+        )
         extra = []
         if job.superseded_by:
             extra.append(f"    superseded by job {job.superseded_by}")

@@ -5,6 +5,7 @@ into something else is left, unless --force); a hook that `install --force` had 
 aside comes back. Hooks installed through the pre-commit framework are removed with
 `pre-commit uninstall` for the hook types pachhook had it install.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from pachhook.core import gitrepo
-from pachhook.commands.install import RECORD_NAME, SAVED_SUFFIX, is_ours
 from pachhook.commands._common import guard, parse_args
+from pachhook.commands.install import RECORD_NAME, SAVED_SUFFIX, is_ours
+from pachhook.core import gitrepo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pachhook uninstall",
         description="Remove the git hooks that `pachhook install` installed; other hooks are left alone.",
     )
-    parser.add_argument("--force", action="store_true",
-                        help="also remove a recorded plain hook that no longer carries pachhook's marker line")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="also remove a recorded plain hook that no longer carries pachhook's marker line",
+    )
     return parser
 
 
@@ -54,8 +58,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         if not (target.exists() or target.is_symlink()):
             continue
         if not is_ours(target) and not args.force:
-            print(f"pachhook uninstall: {target} no longer carries pachhook's marker; leaving it"
-                  " (use --force to remove it anyway)", file=sys.stderr)
+            print(
+                f"pachhook uninstall: {target} no longer carries pachhook's marker; leaving it"
+                " (use --force to remove it anyway)",
+                file=sys.stderr,
+            )
             kept.append(("plain", name))
             status = 1
             continue
@@ -70,8 +77,9 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         command = [sys.executable, "-m", "pre_commit", "uninstall"]
         for name in framework:
             command += ["--hook-type", name]
-        proc = subprocess.run(command, cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            command, cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         for line in proc.stdout.decode(errors="replace").strip().splitlines():
             print(f"pachhook uninstall: {line}")
         if proc.returncode != 0:

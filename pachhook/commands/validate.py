@@ -3,6 +3,7 @@
 Exit status: 0 no errors (warnings allowed), 1 errors found, 2 bad usage,
 3 an internal error (a bug in pachhook: please report it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,8 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         if output or args.format == "json":  # json: always a list, `[]` when all is well
             print(output)
         if args.format == "text":
-            summary = report.summary(diagnostics, len(files)) if files else (
-                "no pipeline templates found")
+            summary = report.summary(diagnostics, len(files)) if files else ("no pipeline templates found")
             print(f"pachhook: {summary}", file=sys.stderr)
         sys.stdout.flush()
     except BrokenPipeError:  # `pachhook validate | head`: the reader left, not a bug
@@ -117,8 +117,7 @@ def _configured_templates(folder: Optional[str]) -> List[str]:
     config = load_config(root)
     templates = find_templates(root, config)
     if folder:  # shown under the folder as the user wrote it: `examples/edges/pipeline.json`
-        return [os.path.join(folder, os.path.relpath(path, start))
-                for path in templates if _is_within(path, start)]
+        return [os.path.join(folder, os.path.relpath(path, start)) for path in templates if _is_within(path, start)]
     return [os.path.relpath(path, cwd) for path in templates]
 
 

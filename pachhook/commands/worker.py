@@ -4,6 +4,7 @@ It takes the repository's worker lock (or leaves at once when another worker hol
 runs queued jobs, and exits when none is left. Its output goes to
 `<git common dir>/pachhook/worker.log`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
             " `pachhook run` instead to drain in the foreground."
         ),
     )
-    parser.add_argument("--repo", metavar="DIR", default=".",
-                        help="a work tree of the repository (default: the current directory)")
-    parser.add_argument("--lease", metavar="SECONDS", type=positive_seconds, default=60.0,
-                        help="lease length; the lease is renewed while a step runs (default: 60)")
+    parser.add_argument(
+        "--repo", metavar="DIR", default=".", help="a work tree of the repository (default: the current directory)"
+    )
+    parser.add_argument(
+        "--lease",
+        metavar="SECONDS",
+        type=positive_seconds,
+        default=60.0,
+        help="lease length; the lease is renewed while a step runs (default: 60)",
+    )
     return parser
 
 

@@ -4,6 +4,7 @@ With neither file, conventions serve (see docs/configuration.md). The TOML parse
 imported only when a file actually mentions pachhook, so the post-commit hook of a
 repository that relies on conventions never pays for it.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,7 @@ class _Record:
     __slots__ = ()
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+        return type(other) is type(self) and all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name.lstrip('_')}={getattr(self, name.lstrip('_'))!r}" for name in self.__slots__)
@@ -51,7 +51,10 @@ class ImageConfig(_Record):
     __slots__ = ("name", "dockerfile", "context", "build_args")
 
     def __init__(
-        self, name: str, dockerfile: Optional[str] = None, context: Optional[str] = None,
+        self,
+        name: str,
+        dockerfile: Optional[str] = None,
+        context: Optional[str] = None,
         build_args: Optional[Dict[str, str]] = None,
     ) -> None:
         self.name = name
@@ -63,17 +66,38 @@ class ImageConfig(_Record):
 class Config(_Record):
     """The settings of one repository; `root` and `source` are Paths (made on first use)."""
 
-    __slots__ = ("_root", "_source", "templates", "images", "branches", "tag", "pin_digest",
-                 "reprocess", "worker", "pachctl", "backend")
+    __slots__ = (
+        "_root",
+        "_source",
+        "templates",
+        "images",
+        "branches",
+        "tag",
+        "pin_digest",
+        "reprocess",
+        "worker",
+        "pachctl",
+        "backend",
+    )
 
     def __init__(
-        self, root: Any, source: Any = None, templates: Optional[List[str]] = None,
-        images: Optional[Dict[str, ImageConfig]] = None, branches: Optional[List[str]] = None,
-        tag: str = "full", pin_digest: bool = False, reprocess: bool = False,
-        worker: str = "background", pachctl: str = "pachctl", backend: str = "pachctl",
+        self,
+        root: Any,
+        source: Any = None,
+        templates: Optional[List[str]] = None,
+        images: Optional[Dict[str, ImageConfig]] = None,
+        branches: Optional[List[str]] = None,
+        tag: str = "full",
+        pin_digest: bool = False,
+        reprocess: bool = False,
+        worker: str = "background",
+        pachctl: str = "pachctl",
+        backend: str = "pachctl",
     ) -> None:
         self._root = os.fspath(root)
-        self._source = None if source is None else os.fspath(source)  # the file the configuration came from, None for conventions
+        self._source = (
+            None if source is None else os.fspath(source)
+        )  # the file the configuration came from, None for conventions
         self.templates: List[str] = list(templates) if templates is not None else list(DEFAULT_TEMPLATE_GLOBS)
         self.images: Dict[str, ImageConfig] = dict(images or {})
         self.branches = branches  # None: deploy from every branch
@@ -269,9 +293,7 @@ class _Checker:
     def _find_key(self, key: str, start: int) -> int:
         import re
 
-        pattern = re.compile(
-            r"(^\s*|[{,.]\s*|\[\s*(?:[^\]]*\.)?\s*)" + _key_pattern(key) + r"\s*(=|\.|\]|$)"
-        )
+        pattern = re.compile(r"(^\s*|[{,.]\s*|\[\s*(?:[^\]]*\.)?\s*)" + _key_pattern(key) + r"\s*(=|\.|\]|$)")
         for index in range(start, len(self.lines)):
             if pattern.search(self.lines[index]):
                 return index
@@ -309,8 +331,14 @@ def _relative_path(checker: _Checker, keys: Tuple[str, ...], value: Any) -> Opti
 
 def _show(value: Any) -> str:
     kind = type(value).__name__
-    names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean",
-             "list": "an array", "dict": "a table"}
+    names = {
+        "str": "a string",
+        "int": "an integer",
+        "float": "a number",
+        "bool": "a boolean",
+        "list": "an array",
+        "dict": "a table",
+    }
     return f"{names.get(kind, kind)} ({value!r})" if not isinstance(value, (list, dict)) else names[kind]
 
 
@@ -382,7 +410,7 @@ def _set_images(checker: _Checker, config: Config, value: Any) -> None:
 def _set_branches(checker: _Checker, config: Config, value: Any) -> None:
     branches = _string_list(checker, "branches", value)
     if branches is not None:
-        config.branches = [b[len("refs/heads/"):] if b.startswith("refs/heads/") else b for b in branches]
+        config.branches = [b[len("refs/heads/") :] if b.startswith("refs/heads/") else b for b in branches]
 
 
 def _set_tag(checker: _Checker, config: Config, value: Any) -> None:

@@ -1,4 +1,5 @@
 """Problems found in a template, and the records that locate them in a file."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

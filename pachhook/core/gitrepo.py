@@ -4,6 +4,7 @@ GitPython costs ~100 ms to import; one `git` process costs 1-3 ms. The hooks the
 ask git directly and ask few questions: `head_info` answers the post-commit hook's
 five questions with a single process.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,11 +45,16 @@ def _run_spawn(argv: List[str]) -> Tuple[int, bytes, bytes]:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, out_w, 1),
-            (os.POSIX_SPAWN_DUP2, err_w, 2),
-        ])
+        pid = os.posix_spawnp(
+            argv[0],
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ],
+        )
     except OSError as error:
         for fd in (out_r, out_w, err_r, err_w):
             os.close(fd)
@@ -126,8 +132,10 @@ class HeadInfo:
         return _path(self.common_dir_str)
 
     def __repr__(self) -> str:
-        return (f"HeadInfo(root={self.root_str!r}, commit={self.commit!r}, branch={self.branch!r}, "
-                f"common_dir={self.common_dir_str!r})")
+        return (
+            f"HeadInfo(root={self.root_str!r}, commit={self.commit!r}, branch={self.branch!r}, "
+            f"common_dir={self.common_dir_str!r})"
+        )
 
 
 def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
@@ -135,8 +143,15 @@ def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
     _no_option(rev)
     try:
         out = _text(
-            ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-dir", "--git-common-dir",
-             f"{rev}^{{commit}}", f"{rev}^{{tree}}"],
+            [
+                "rev-parse",
+                "--path-format=absolute",
+                "--show-toplevel",
+                "--git-dir",
+                "--git-common-dir",
+                f"{rev}^{{commit}}",
+                f"{rev}^{{tree}}",
+            ],
             cwd,
         ).splitlines()
     except GitError as error:
@@ -161,7 +176,7 @@ def _branch_of(git_dir: str, rev: str) -> str:
         return ""
     head = _read_text(os.path.join(git_dir, "HEAD"))
     if head.startswith("ref: "):
-        return _short_ref(head[len("ref: "):])
+        return _short_ref(head[len("ref: ") :])
     for folder in ("rebase-merge", "rebase-apply"):
         name = _read_text(os.path.join(git_dir, folder, "head-name"))
         if name.startswith("refs/heads/"):
@@ -178,7 +193,7 @@ def _read_text(path: str) -> str:
 
 
 def _short_ref(ref: str) -> str:
-    return ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+    return ref[len("refs/heads/") :] if ref.startswith("refs/heads/") else ref
 
 
 def repo_root(cwd: Optional[PathLike] = None) -> Path:
@@ -298,7 +313,7 @@ def read_blobs(shas: Iterable[str], cwd: Optional[PathLike] = None) -> Dict[str,
         if len(header) < 3 or header[1] == "missing":
             continue
         size = int(header[2])
-        blobs[sha] = out[pos:pos + size]
+        blobs[sha] = out[pos : pos + size]
         pos += size + 1  # the content is followed by a newline
     return blobs
 

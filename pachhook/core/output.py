@@ -4,6 +4,7 @@ Colour is used only when the stream is a terminal, never when `NO_COLOR` is set 
 value, see no-color.org) and never when `TERM=dumb`; `PACHHOOK_COLOR=always` forces it
 for people who pipe into `less -R`. Kept free of heavy imports: any command may use it.
 """
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,9 @@ class Printer:
     `error` (always, to stderr).
     """
 
-    def __init__(self, quiet: bool = False, verbose: bool = False,
-                 stream: Optional[TextIO] = None, err: Optional[TextIO] = None) -> None:
+    def __init__(
+        self, quiet: bool = False, verbose: bool = False, stream: Optional[TextIO] = None, err: Optional[TextIO] = None
+    ) -> None:
         self.quiet = quiet
         self.verbose = verbose and not quiet
         self._stream = stream
@@ -117,8 +119,12 @@ def add_output_options(parser, json_format: bool = True) -> None:  # parser: arg
     group.add_argument("-q", "--quiet", action="store_true", help="print only results and problems")
     group.add_argument("-v", "--verbose", action="store_true", help="print more detail about each step")
     if json_format:
-        parser.add_argument("--format", choices=("text", "json"), default="text",
-                            help="output format: lines for people (default) or one JSON document")
+        parser.add_argument(
+            "--format",
+            choices=("text", "json"),
+            default="text",
+            help="output format: lines for people (default) or one JSON document",
+        )
 
 
 def quiet_broken_pipe() -> int:

@@ -7,6 +7,7 @@ Pipeline templates are left out (they are deployment settings, not build input).
 key names the inputs of a build: every file sent (path, mode, git blob), the Dockerfile blob
 and the build args; the same key means the same image can be reused.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,7 +90,9 @@ def resolve_inputs(template: str, image_config: Optional[object]) -> BuildInputs
         dockerfile = repo_relative(dockerfile_setting, "Dockerfile")
         if not dockerfile:
             raise ContextError("Dockerfile setting names the repository root, not a file")
-    return BuildInputs(context=context, dockerfile=dockerfile, build_args={str(k): str(v) for k, v in build_args.items()})
+    return BuildInputs(
+        context=context, dockerfile=dockerfile, build_args={str(k): str(v) for k, v in build_args.items()}
+    )
 
 
 # ---------------------------------------------------------------- git plumbing
@@ -170,9 +173,9 @@ def _pattern_regex(pattern: str) -> "re.Pattern[str]":
     while i < len(pattern):
         ch = pattern[i]
         if ch == "*":
-            if pattern[i + 1:i + 2] == "*":
+            if pattern[i + 1 : i + 2] == "*":
                 i += 1
-                if pattern[i + 1:i + 2] == "/":
+                if pattern[i + 1 : i + 2] == "/":
                     i += 1
                 out += ".*" if i + 1 >= len(pattern) else "(.*/)?"
             else:
@@ -187,7 +190,7 @@ def _pattern_regex(pattern: str) -> "re.Pattern[str]":
             if end == -1:
                 out += re.escape(ch)
             else:
-                body = pattern[i + 1:end]
+                body = pattern[i + 1 : end]
                 if body.startswith("!"):
                     body = "^" + body[1:]
                 out += "[" + body.replace("\\", "\\\\") + "]"
@@ -281,7 +284,8 @@ def plan_context(
 
     prefix = inputs.context + "/" if inputs.context else ""
     by_rel: Dict[str, TreeEntry] = {
-        path[len(prefix):]: entry for path, entry in listing.items()
+        path[len(prefix) :]: entry
+        for path, entry in listing.items()
         if path.startswith(prefix) and entry.kind in ("blob", "commit")
     }
     ignore_entry = by_rel.get(".dockerignore")
@@ -290,8 +294,8 @@ def plan_context(
         ignore_text = dict(_blobs(repo_root, [ignore_entry.sha]))[ignore_entry.sha].decode("utf-8", "replace")
     ignore = DockerIgnore.parse(ignore_text)
 
-    dockerfile_inside = inputs.dockerfile.startswith(prefix) and inputs.dockerfile[len(prefix):] in by_rel
-    dockerfile_name = inputs.dockerfile[len(prefix):] if dockerfile_inside else OUTSIDE_DOCKERFILE
+    dockerfile_inside = inputs.dockerfile.startswith(prefix) and inputs.dockerfile[len(prefix) :] in by_rel
+    dockerfile_name = inputs.dockerfile[len(prefix) :] if dockerfile_inside else OUTSIDE_DOCKERFILE
 
     chosen: List[Tuple[str, TreeEntry]] = []
     submodules: List[str] = []
@@ -315,16 +319,25 @@ def plan_context(
     # Checked when planning, not only when exporting: a dry run, or a build with the engine
     # down, must give the same refusal as a build.
     refuse_escaping_links(repo_root, commit, [entry for _, entry in chosen])
-    material = json.dumps({
-        "files": [[rel, entry.mode, entry.sha] for rel, entry in chosen],
-        "dockerfile": [dockerfile_name, dockerfile_sha],
-        "build_args": sorted(inputs.build_args.items()),
-        "scope": scope,
-    })
+    material = json.dumps(
+        {
+            "files": [[rel, entry.mode, entry.sha] for rel, entry in chosen],
+            "dockerfile": [dockerfile_name, dockerfile_sha],
+            "build_args": sorted(inputs.build_args.items()),
+            "scope": scope,
+        }
+    )
     return ContextPlan(
-        commit=commit, inputs=inputs, chosen=chosen, dockerfile_name=dockerfile_name,
-        dockerfile_sha=dockerfile_sha, dockerfile_inside=dockerfile_inside, ignore_text=ignore_text,
-        excluded=excluded, left_out=left_out, skipped_submodules=submodules,
+        commit=commit,
+        inputs=inputs,
+        chosen=chosen,
+        dockerfile_name=dockerfile_name,
+        dockerfile_sha=dockerfile_sha,
+        dockerfile_inside=dockerfile_inside,
+        ignore_text=ignore_text,
+        excluded=excluded,
+        left_out=left_out,
+        skipped_submodules=submodules,
         key=hashlib.sha256(material.encode()).hexdigest(),
     )
 
@@ -402,7 +415,11 @@ def export_context(repo_root: Path, plan: ContextPlan) -> ExportedContext:
                 add_dirs(rel)
                 info = tarfile.TarInfo(rel)
                 info.type, info.linkname, info.mode, info.mtime = (
-                    tarfile.SYMTYPE, data.decode("utf-8", "surrogateescape"), 0o777, mtime)
+                    tarfile.SYMTYPE,
+                    data.decode("utf-8", "surrogateescape"),
+                    0o777,
+                    mtime,
+                )
                 tar.addfile(info)
             elif rel == ".dockerignore" and not plan.dockerfile_inside:
                 continue  # written below with the borrowed Dockerfile added to it

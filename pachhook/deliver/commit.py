@@ -9,6 +9,7 @@ and updates nothing the second time. Nothing is written to the queue.
 With `dry_run`, each step says what it would do (the image to build or reuse, the spec
 and the command that would apply it) and nothing is built, pushed, applied or written.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,8 +58,7 @@ def plan(root: Path, commit: str, config) -> List[Planned]:
 
     entries = gitrepo.ls_tree(commit, root)
     matcher = template_matcher(config.templates)
-    templates = sorted(path for path, entry in entries.items()
-                       if entry.kind == "blob" and matcher.match(path))
+    templates = sorted(path for path, entry in entries.items() if entry.kind == "blob" and matcher.match(path))
     blobs = gitrepo.read_blobs([entries[path].sha for path in templates], root)
     planned: List[Planned] = []
     problems: List[str] = []
@@ -86,8 +86,9 @@ def dependency_order(items: Sequence[Planned]) -> List[Planned]:
     keeps the given order for its members rather than dropping them.
     """
     names = {item.pipeline for item in items}
-    waiting = {item.pipeline: {repo for repo in item.inputs if repo in names and repo != item.pipeline}
-               for item in items}
+    waiting = {
+        item.pipeline: {repo for repo in item.inputs if repo in names and repo != item.pipeline} for item in items
+    }
     ordered: List[Planned] = []
     left = list(items)
     while left:
@@ -120,8 +121,9 @@ def branch_of(rev: str, commit: str, head_commit: str, head_branch: str, root: P
     return ""
 
 
-def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
-                   cwd: Optional[Path] = None, err: Optional[Output] = None) -> int:
+def deliver_commit(
+    rev: str, dry_run: bool = False, out: Output = print, cwd: Optional[Path] = None, err: Optional[Output] = None
+) -> int:
     """Run build, push and update for every pipeline of `rev`; returns an exit status.
 
     Progress goes to `out`; problems that stop the run before any step go to `err`.
@@ -161,8 +163,11 @@ def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
         out(f"pachhook run: commit {commit[:12]} has no pipeline templates; nothing to do")
         return 0
     mode = "dry run: " if dry_run else ""
-    out(f"{mode}delivering {commit[:12]}" + (f" ({branch})" if branch else "")
-        + f": {', '.join(item.pipeline for item in pipelines)}")
+    out(
+        f"{mode}delivering {commit[:12]}"
+        + (f" ({branch})" if branch else "")
+        + f": {', '.join(item.pipeline for item in pipelines)}"
+    )
     outcomes: List[Outcome] = []
     failed: set = set()
     for item in pipelines:
@@ -175,18 +180,33 @@ def deliver_commit(rev: str, dry_run: bool = False, out: Output = print,
     return _summarise(outcomes, out)
 
 
-def _deliver_one(root: Path, common_dir: Path, commit: str, branch: str, item: Planned,
-                 dry_run: bool, out: Output, blocked_by: List[str]) -> Outcome:
-    from pachhook.deliver.steps import StepContext, run_step
+def _deliver_one(
+    root: Path,
+    common_dir: Path,
+    commit: str,
+    branch: str,
+    item: Planned,
+    dry_run: bool,
+    out: Output,
+    blocked_by: List[str],
+) -> Outcome:
     from pachhook.deliver.runner import one_line
+    from pachhook.deliver.steps import StepContext, run_step
 
     outcome = Outcome(item.pipeline)
     if blocked_by:
         outcome.error = f"not run: {', '.join(blocked_by)} failed"
         out(f"{item.pipeline}: {outcome.error}")
         return outcome
-    job = Job(id=0, commit=commit, branch=branch, pipeline=item.pipeline, template=item.template,
-              image=item.image, steps=[StepRecord(name) for name in STEP_NAMES])
+    job = Job(
+        id=0,
+        commit=commit,
+        branch=branch,
+        pipeline=item.pipeline,
+        template=item.template,
+        image=item.image,
+        steps=[StepRecord(name) for name in STEP_NAMES],
+    )
 
     def log(line: str) -> None:
         out(f"{item.pipeline}: {line}")
@@ -205,8 +225,11 @@ def _deliver_one(root: Path, common_dir: Path, commit: str, branch: str, item: P
         outcome.timings[name] = time.monotonic() - started
         outcome.outcomes[name] = result.outcome
         ctx.results[name] = {str(k): str(v) for k, v in result.data.items()}
-        log(f"{name}: {result.outcome}" + (f": {result.message}" if result.message else "")
-            + f" ({outcome.timings[name]:.1f}s)")
+        log(
+            f"{name}: {result.outcome}"
+            + (f": {result.message}" if result.message else "")
+            + f" ({outcome.timings[name]:.1f}s)"
+        )
     return outcome
 
 
@@ -225,7 +248,9 @@ def _summarise(outcomes: List[Outcome], out: Output) -> int:
         out(f"{item.pipeline:<{width}}  " + "  ".join(cells) + f"  {sum(item.timings.values()):>7.1f}s")
     failed = [item for item in outcomes if item.error]
     if failed:
-        out(f"pachhook run: {len(failed)} of {len(outcomes)} pipelines failed: "
-            + "; ".join(f"{item.pipeline}: {item.error}" for item in failed))
+        out(
+            f"pachhook run: {len(failed)} of {len(outcomes)} pipelines failed: "
+            + "; ".join(f"{item.pipeline}: {item.error}" for item in failed)
+        )
         return 1
     return 0

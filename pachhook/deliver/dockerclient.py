@@ -5,6 +5,7 @@ Credentials come from the user's docker config (DOCKER_CONFIG or ~/.docker/confi
 credential helpers, through docker-py's own loading: pachhook never prompts for them and never
 prints, logs or stores them.
 """
+
 from __future__ import annotations
 
 import os
@@ -142,8 +143,7 @@ def registry_secure(client: Any, registry: str) -> bool:
     if address.is_loopback:
         return False
     for cidr in info.get("InsecureRegistryCIDRs") or []:
-        network = cidr if isinstance(cidr, str) else "{}/{}".format(
-            cidr.get("IP", ""), cidr.get("Mask", ""))
+        network = cidr if isinstance(cidr, str) else "{}/{}".format(cidr.get("IP", ""), cidr.get("Mask", ""))
         try:
             if address in ipaddress.ip_network(network, strict=False):
                 return False

@@ -6,6 +6,7 @@ The push step records `IMAGE@sha256:...`, so that when the engine no longer hold
 image (pruned, or another engine) the build step pulls it back and retags it instead of
 building. It is a cache: a lost or broken file only costs time.
 """
+
 from __future__ import annotations
 
 import json

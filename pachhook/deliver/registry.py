@@ -5,6 +5,7 @@ answering the digest), and giving a manifest the registry already holds another 
 Basic auth and the token flow (`WWW-Authenticate: Bearer realm=...`) are both followed.
 Credentials travel in request headers only; no message here ever includes them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,12 +17,14 @@ import urllib.parse
 import urllib.request
 from typing import Dict, Optional
 
-MANIFEST_TYPES = ", ".join((
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-))
+MANIFEST_TYPES = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    )
+)
 
 
 class RegistryError(Exception):
@@ -77,7 +80,8 @@ class RegistrySession:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             self._openers[verify] = urllib.request.build_opener(
-                urllib.request.HTTPSHandler(context=context), _NoRedirectAuth())
+                urllib.request.HTTPSHandler(context=context), _NoRedirectAuth()
+            )
         return self._openers[verify]
 
     def _bases(self):
@@ -92,8 +96,9 @@ class RegistrySession:
         last: Optional[BaseException] = None
         for scheme, verify in self._bases():
             opener = self._opener(verify)
-            request = urllib.request.Request(f"{scheme}://{self.registry}{path}", method=method,
-                                             headers=headers, data=data)
+            request = urllib.request.Request(
+                f"{scheme}://{self.registry}{path}", method=method, headers=headers, data=data
+            )
             try:
                 with opener.open(request, timeout=self.timeout) as response:
                     return response.status, response.headers, response.read()
@@ -106,11 +111,11 @@ class RegistrySession:
                 last = error
                 continue
         reason = getattr(last, "reason", last)
-        raise RegistryError(f"registry {self.registry} unreachable: {' '.join(str(reason).split())[:200]}",
-                            transient=True)
+        raise RegistryError(
+            f"registry {self.registry} unreachable: {' '.join(str(reason).split())[:200]}", transient=True
+        )
 
-    def _request(self, method: str, path: str, headers: Dict[str, str], scope: str,
-                 data: Optional[bytes] = None):
+    def _request(self, method: str, path: str, headers: Dict[str, str], scope: str, data: Optional[bytes] = None):
         """A request with the login the registry asks for (Basic, or a token for scope)."""
         for _ in range(2):
             authorization = self._authorization.get(scope)
@@ -126,14 +131,20 @@ class RegistrySession:
                 if basic:
                     self._authorization[scope] = basic
             if not self._authorization.get(scope):
-                raise RegistryError(f"registry {self.registry} wants a login and the docker config has none "
-                                    f"for it (docker login {self.registry})", transient=False)
+                raise RegistryError(
+                    f"registry {self.registry} wants a login and the docker config has none "
+                    f"for it (docker login {self.registry})",
+                    transient=False,
+                )
         return status, answer, body
 
     def _check(self, status: int, what: str) -> None:
         if status in (401, 403):
-            raise RegistryError(f"registry {self.registry} refused the login from the docker config "
-                                f"({status}); run docker login {self.registry}", transient=False)
+            raise RegistryError(
+                f"registry {self.registry} refused the login from the docker config "
+                f"({status}); run docker login {self.registry}",
+                transient=False,
+            )
         if status >= 500 or status == 429:
             raise RegistryError(f"registry {self.registry} answered {status}", transient=True)
         raise RegistryError(f"registry {self.registry} answered {status} for {what}", transient=False)
@@ -153,11 +164,13 @@ class RegistrySession:
             with self._opener(verify=self.secure).open(request, timeout=self.timeout) as response:
                 body = json.loads(response.read().decode() or "{}")
         except urllib.error.HTTPError as error:
-            raise RegistryError(f"token service of {self.registry} answered {error.code}",
-                                transient=error.code >= 500) from None
+            raise RegistryError(
+                f"token service of {self.registry} answered {error.code}", transient=error.code >= 500
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as error:
-            raise RegistryError(f"token service of {self.registry} unreachable: {getattr(error, 'reason', error)}",
-                                transient=True) from None
+            raise RegistryError(
+                f"token service of {self.registry} unreachable: {getattr(error, 'reason', error)}", transient=True
+            ) from None
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryError(f"token service of {self.registry} gave no token", transient=False)
@@ -165,8 +178,9 @@ class RegistrySession:
 
     def manifest_digest(self, name: str, reference: str) -> Optional[str]:
         """The digest the registry serves for name:reference (tag or digest), None when absent."""
-        status, answer, _ = self._request("HEAD", f"/v2/{name}/manifests/{reference}",
-                                          {"Accept": MANIFEST_TYPES}, f"repository:{name}:pull")
+        status, answer, _ = self._request(
+            "HEAD", f"/v2/{name}/manifests/{reference}", {"Accept": MANIFEST_TYPES}, f"repository:{name}:pull"
+        )
         if status == 200:
             return (answer.get("Docker-Content-Digest") if answer else None) or None
         if status == 404:
@@ -180,12 +194,12 @@ class RegistrySession:
         The bytes are sent back unchanged, so the digest stays the same; no blob moves.
         """
         scope = f"repository:{name}:pull,push"
-        status, answer, body = self._request("GET", f"/v2/{name}/manifests/{digest}",
-                                             {"Accept": MANIFEST_TYPES}, scope)
+        status, answer, body = self._request("GET", f"/v2/{name}/manifests/{digest}", {"Accept": MANIFEST_TYPES}, scope)
         if status != 200:
             self._check(status, f"{name}@{digest}")
         media_type = (answer.get("Content-Type") if answer else "") or json.loads(body).get("mediaType", "")
-        status, _, _ = self._request("PUT", f"/v2/{name}/manifests/{tag}", {"Content-Type": media_type},
-                                     scope, data=body)
+        status, _, _ = self._request(
+            "PUT", f"/v2/{name}/manifests/{tag}", {"Content-Type": media_type}, scope, data=body
+        )
         if status not in (200, 201):
             self._check(status, f"{name}:{tag}")

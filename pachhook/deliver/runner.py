@@ -5,6 +5,7 @@ lock on `<git common dir>/pachhook/worker.lock` while it works; the OS drops the
 when the process ends, however it ends, so "is a worker running?" is answered by trying
 the lock, never by guessing from a pid file.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ from pachhook.queue.store import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES,
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only; this module starts workers from the hook
-    from pathlib import Path
     from typing import Any, Callable, Dict, List, Optional
 
     from pachhook.queue.jobs import Job
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only; this modul
 LOCK_NAME = "worker.lock"
 LOG_NAME = "worker.log"
 DEFAULT_LEASE_SECONDS = 60.0
+
 
 def one_line(error: BaseException) -> str:
     """An exception as one line: steps speak through StepError, anything else is named."""
@@ -37,8 +38,12 @@ def one_line(error: BaseException) -> str:
 
 
 def process_job(
-    queue: Queue, job: Job, repo_root: Any, log: Callable[[str], None],
-    worker_id: Optional[str] = None, dry_run: bool = False,
+    queue: Queue,
+    job: Job,
+    repo_root: Any,
+    log: Callable[[str], None],
+    worker_id: Optional[str] = None,
+    dry_run: bool = False,
 ) -> Job:
     """Run the steps of a leased job that are not done yet, recording each result.
 
@@ -61,8 +66,12 @@ def process_job(
         record = queue.start_step(job.id, name, worker_id)
         log(f"{name}: started (attempt {record.attempts})")
         context = StepContext(
-            repo_root=Path(repo_root), git_dir=queue.folder.parent, job=queue.get(job.id), log=log,
-            results=dict(results), dry_run=dry_run,
+            repo_root=Path(repo_root),
+            git_dir=queue.folder.parent,
+            job=queue.get(job.id),
+            log=log,
+            results=dict(results),
+            dry_run=dry_run,
         )
         try:
             outcome = run_step(name, context)
@@ -96,9 +105,13 @@ def new_worker_id() -> str:
 
 
 def drain(
-    repo_root: Any, queue: Optional[Queue] = None, worker_id: Optional[str] = None,
-    lease_seconds: float = DEFAULT_LEASE_SECONDS, progress: Optional[Progress] = None,
-    once: bool = False, dry_run: bool = False,
+    repo_root: Any,
+    queue: Optional[Queue] = None,
+    worker_id: Optional[str] = None,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    progress: Optional[Progress] = None,
+    once: bool = False,
+    dry_run: bool = False,
 ) -> DrainSummary:
     """Lease and run jobs until none may run now (or after one job with `once`)."""
     from pachhook.core import gitrepo
@@ -135,8 +148,9 @@ def drain(
             finally:
                 heartbeat.stop()
             say(f"{label}: {final.state}")
-            (summary.done if final.state == DONE else summary.failed if final.state == FAILED
-             else summary.other).append(job.id)
+            (
+                summary.done if final.state == DONE else summary.failed if final.state == FAILED else summary.other
+            ).append(job.id)
             if once:
                 break
     finally:
@@ -239,17 +253,24 @@ def start_background(repo_root: Any, common_dir: Any) -> bool:
         return False
     log = os.path.join(folder, LOG_NAME)
     argv = [sys.executable, "-m", "pachhook", "worker", "--repo", os.fspath(repo_root)]
-    os.posix_spawn(sys.executable, argv, env_without_git_vars(), setsid=True, file_actions=[
-        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-        (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-        (os.POSIX_SPAWN_DUP2, 1, 2),
-    ])
+    os.posix_spawn(
+        sys.executable,
+        argv,
+        env_without_git_vars(),
+        setsid=True,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+    )
     # Not waited for: the worker outlives this process and is re-parented to init.
     return True
 
 
-def run_worker(repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-               progress: Optional[Progress] = None) -> int:
+def run_worker(
+    repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS, progress: Optional[Progress] = None
+) -> int:
     """The background worker's life: take the lock, drain, exit when the queue is empty.
 
     After letting the lock go it looks once more: a commit queued between its last look

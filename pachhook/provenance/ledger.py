@@ -6,6 +6,7 @@ any of them: a commit (full SHA or a prefix), an image (`IMAGE`, `IMAGE:TAG`,
 `IMAGE@sha256:...` or a bare `sha256:...` digest), a pipeline (`NAME` or `NAME@VERSION`)
 or a template path.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,16 +57,25 @@ def deliveries(jobs: Iterable[Job]) -> List[Delivery]:
             results[step.name] = dict(step.result or {})
             finished[step.name] = step.finished_at
         build, push, update = (results.get(name, {}) for name in ("build", "push", "update"))
-        found.append(Delivery(
-            job=job.id, state=job.state, commit=job.commit, branch=job.branch,
-            pipeline=job.pipeline, template=job.template, image=job.image,
-            image_ref=push.get("image_ref") or build.get("image_ref", ""),
-            digest=push.get("digest", ""), repo_digest=push.get("repo_digest", ""),
-            pipeline_version=update.get("pipeline_version", ""),
-            applied_image=update.get("image", ""), spec_path=update.get("spec_path", ""),
-            queued_at=job.created_at,
-            delivered_at=finished.get("update") if update.get("pipeline_version") else None,
-        ))
+        found.append(
+            Delivery(
+                job=job.id,
+                state=job.state,
+                commit=job.commit,
+                branch=job.branch,
+                pipeline=job.pipeline,
+                template=job.template,
+                image=job.image,
+                image_ref=push.get("image_ref") or build.get("image_ref", ""),
+                digest=push.get("digest", ""),
+                repo_digest=push.get("repo_digest", ""),
+                pipeline_version=update.get("pipeline_version", ""),
+                applied_image=update.get("image", ""),
+                spec_path=update.get("spec_path", ""),
+                queued_at=job.created_at,
+                delivered_at=finished.get("update") if update.get("pipeline_version") else None,
+            )
+        )
     found.sort(key=lambda item: (item.queued_at, item.job), reverse=True)
     return found
 
@@ -145,7 +155,6 @@ def format_text(items: List[Delivery]) -> str:
         if item.applied_image and item.applied_image != item.image_ref:
             lines.append(f"runs      {item.applied_image}")
         when = item.delivered_at or item.queued_at
-        lines.append(f"{'delivered' if item.delivered_at else 'queued   '} {_iso(when)} "
-                     f"(job {item.job}, {item.state})")
+        lines.append(f"{'delivered' if item.delivered_at else 'queued   '} {_iso(when)} (job {item.job}, {item.state})")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -9,6 +9,7 @@ no second commit needs reading, and a commit touching nothing yields the same di
 Parsing a template costs a YAML import (~40 ms); results are cached in the queue's
 database keyed by the template's blob SHA, so an unchanged template is parsed once.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -62,9 +63,9 @@ def _glob_regex(glob: str) -> str:
         elif glob[i] == "?":
             out.append("[^/]")
             i += 1
-        elif glob[i] == "[" and "]" in glob[i + 2:]:
+        elif glob[i] == "[" and "]" in glob[i + 2 :]:
             end = glob.index("]", i + 2)
-            body = glob[i + 1:end]
+            body = glob[i + 1 : end]
             out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
             i = end + 1
         else:
@@ -89,8 +90,10 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
             path.encode("utf-8")
         except UnicodeEncodeError:  # git keeps names as bytes; these are not UTF-8
             shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            result.problems.append(f"{shown}: skipped: the path is not UTF-8 text; rename it"
-                                   " (the queue, specs and annotations hold UTF-8 only)")
+            result.problems.append(
+                f"{shown}: skipped: the path is not UTF-8 text; rename it"
+                " (the queue, specs and annotations hold UTF-8 only)"
+            )
             continue
         parsed = specs_by_blob.get(entries[path].sha, {})
         if parsed.get("error"):
@@ -134,8 +137,10 @@ def _fingerprint(path: str, image: str, entries: Dict[str, Any], tree: str, conf
         context_sha = tree if not where["context"] else getattr(entries.get(where["context"]), "sha", "")
         settings = config.image_config(image)
         parts += [
-            where["dockerfile"], dockerfile.sha if dockerfile else "-",
-            where["context"] or ".", context_sha,
+            where["dockerfile"],
+            dockerfile.sha if dockerfile else "-",
+            where["context"] or ".",
+            context_sha,
         ]
         if settings:
             parts += [f"{key}={value}" for key, value in sorted(settings.build_args.items())]
@@ -175,11 +180,13 @@ def parse_template(data: Optional[bytes]) -> Dict[str, Any]:
         name = pipeline.get("name") if isinstance(pipeline, dict) else None
         if not isinstance(name, str) or not name:
             return {"error": f"spec {document.index} has no pipeline.name"}
-        specs.append({
-            "pipeline": name,
-            "image": image_to_build(value) or "",
-            "inputs": sorted(set(input_repos(value.get("input")))),
-        })
+        specs.append(
+            {
+                "pipeline": name,
+                "image": image_to_build(value) or "",
+                "inputs": sorted(set(input_repos(value.get("input")))),
+            }
+        )
     if not specs:
         return {"error": "holds no pipeline spec"}
     return {"specs": specs}

@@ -1,4 +1,5 @@
 """Records of the delivery queue: a job per (commit, pipeline), three steps per job."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,11 +11,20 @@ STEP_NAMES = ("build", "push", "update")
 # then "done", "failed" (retryable), "cancelled" or "superseded" (a newer commit of
 # the same branch replaced it before it started).
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED = (
-    "queued", "running", "done", "failed", "cancelled", "superseded",
+    "queued",
+    "running",
+    "done",
+    "failed",
+    "cancelled",
+    "superseded",
 )
 # Step states.
 PENDING, STEP_RUNNING, STEP_DONE, STEP_FAILED, STEP_SKIPPED = (
-    "pending", "running", "done", "failed", "skipped",
+    "pending",
+    "running",
+    "done",
+    "failed",
+    "skipped",
 )
 
 

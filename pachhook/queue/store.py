@@ -11,6 +11,7 @@ and while a pipeline of the same commit that it reads as a pfs input is queued o
 running. Jobs of one commit are inserted in dependency order, so a job only ever waits
 for older ones and the oldest live job can always run.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,10 +28,19 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
 # The state names of pachhook.queue.jobs, spelled out here because that module imports
 # dataclasses (~25 ms) and this one is on the post-commit path; a test keeps them equal.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED = (
-    "queued", "running", "done", "failed", "cancelled", "superseded",
+    "queued",
+    "running",
+    "done",
+    "failed",
+    "cancelled",
+    "superseded",
 )
 PENDING, STEP_RUNNING, STEP_DONE, STEP_FAILED, STEP_SKIPPED = (
-    "pending", "running", "done", "failed", "skipped",
+    "pending",
+    "running",
+    "done",
+    "failed",
+    "skipped",
 )
 STEP_NAMES = ("build", "push", "update")
 
@@ -111,8 +121,9 @@ class NewJob:
 
     __slots__ = ("pipeline", "template", "image", "inputs", "fingerprint")
 
-    def __init__(self, pipeline: str, template: str, image: str = "", inputs: Sequence[str] = (),
-                 fingerprint: str = "") -> None:
+    def __init__(
+        self, pipeline: str, template: str, image: str = "", inputs: Sequence[str] = (), fingerprint: str = ""
+    ) -> None:
         self.pipeline = pipeline
         self.template = template
         self.image = image
@@ -169,8 +180,7 @@ class Queue:
     def _open(self, timeout: float) -> None:
         # isolation_level=None: transactions are begun explicitly, IMMEDIATE, so two
         # writers queue on the busy timeout instead of failing on a lock upgrade.
-        self._db = sqlite3.connect(os.path.join(self.folder_str, DB_NAME), timeout=timeout,
-                                   isolation_level=None)
+        self._db = sqlite3.connect(os.path.join(self.folder_str, DB_NAME), timeout=timeout, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
@@ -219,8 +229,10 @@ class Queue:
         finally:
             os.close(lock)
         self.set_aside = aside
-        message = (f"the queue database was unreadable ({error}): moved it to {aside} and started"
-                   " a fresh queue; jobs recorded in the old one are not in the new one")
+        message = (
+            f"the queue database was unreadable ({error}): moved it to {aside} and started"
+            " a fresh queue; jobs recorded in the old one are not in the new one"
+        )
         self.record_problem(message)
         # Said here, once, by whichever command met it: the hook, status, a worker's log.
         print(f"pachhook: {message}", file=sys.stderr, flush=True)
@@ -297,8 +309,7 @@ class Queue:
                 cursor = db.execute(
                     "INSERT INTO jobs (commit_sha, branch, pipeline, template, image, fingerprint,"
                     " state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (commit, branch, new.pipeline, new.template, new.image, new.fingerprint,
-                     QUEUED, now, now),
+                    (commit, branch, new.pipeline, new.template, new.image, new.fingerprint, QUEUED, now, now),
                 )
                 job_id = int(cursor.lastrowid)
                 inserted[new.pipeline] = job_id
@@ -312,11 +323,14 @@ class Queue:
                     [(job_id, repo) for repo in needs],
                 )
                 if branch:
-                    older = [int(r[0]) for r in db.execute(
-                        "SELECT id FROM jobs WHERE branch = ? AND pipeline = ? AND state = ?"
-                        " AND started_at IS NULL AND id < ? AND commit_sha != ?",
-                        (branch, new.pipeline, QUEUED, job_id, commit),
-                    )]
+                    older = [
+                        int(r[0])
+                        for r in db.execute(
+                            "SELECT id FROM jobs WHERE branch = ? AND pipeline = ? AND state = ?"
+                            " AND started_at IS NULL AND id < ? AND commit_sha != ?",
+                            (branch, new.pipeline, QUEUED, job_id, commit),
+                        )
+                    ]
                     db.executemany(
                         "UPDATE jobs SET state = ?, superseded_by = ?, updated_at = ? WHERE id = ?",
                         [(SUPERSEDED, job_id, now, old) for old in older],
@@ -326,13 +340,17 @@ class Queue:
         return outcome
 
     def enqueue(
-        self, commit: str, branch: str, pipeline: str, template: str, image: str = "",
-        inputs: Sequence[str] = (), fingerprint: str = "",
+        self,
+        commit: str,
+        branch: str,
+        pipeline: str,
+        template: str,
+        image: str = "",
+        inputs: Sequence[str] = (),
+        fingerprint: str = "",
     ) -> Job:
         """Record one job (or return the one already recorded for this commit and pipeline)."""
-        outcome = self.enqueue_commit(
-            commit, branch, [NewJob(pipeline, template, image, tuple(inputs), fingerprint)]
-        )
+        outcome = self.enqueue_commit(commit, branch, [NewJob(pipeline, template, image, tuple(inputs), fingerprint)])
         return self.get((outcome.created or outcome.existing)[0][0])
 
     # -- reading ------------------------------------------------------------------
@@ -360,20 +378,31 @@ class Queue:
         ids = [row["id"] for row in rows]
         steps: Dict[int, List[StepRecord]] = {job_id: [] for job_id in ids}
         marks = ",".join("?" * len(ids))
-        for srow in self._db.execute(
-            f"SELECT * FROM steps WHERE job_id IN ({marks}) ORDER BY job_id, position", ids
-        ):
-            steps[srow["job_id"]].append(StepRecord(
-                name=srow["name"], state=srow["state"], attempts=srow["attempts"],
-                started_at=srow["started_at"], finished_at=srow["finished_at"],
-                result=json.loads(srow["result"]), error=srow["error"],
-            ))
+        for srow in self._db.execute(f"SELECT * FROM steps WHERE job_id IN ({marks}) ORDER BY job_id, position", ids):
+            steps[srow["job_id"]].append(
+                StepRecord(
+                    name=srow["name"],
+                    state=srow["state"],
+                    attempts=srow["attempts"],
+                    started_at=srow["started_at"],
+                    finished_at=srow["finished_at"],
+                    result=json.loads(srow["result"]),
+                    error=srow["error"],
+                )
+            )
         return [
             Job(
-                id=row["id"], commit=row["commit_sha"], branch=row["branch"], pipeline=row["pipeline"],
-                template=row["template"], image=row["image"], state=row["state"],
-                created_at=row["created_at"], updated_at=row["updated_at"],
-                superseded_by=row["superseded_by"], steps=steps[row["id"]],
+                id=row["id"],
+                commit=row["commit_sha"],
+                branch=row["branch"],
+                pipeline=row["pipeline"],
+                template=row["template"],
+                image=row["image"],
+                state=row["state"],
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                superseded_by=row["superseded_by"],
+                steps=steps[row["id"]],
             )
             for row in rows
         ]
@@ -394,16 +423,17 @@ class Queue:
     def jobs_for_commit(self, commit: str) -> List[Job]:
         """Jobs of a commit (full SHA, or an unambiguous prefix of one), newest first."""
         rows = self._db.execute(
-            "SELECT * FROM jobs WHERE commit_sha = ? OR (length(?) >= 4 AND commit_sha LIKE ? || '%')"
-            " ORDER BY id DESC",
+            "SELECT * FROM jobs WHERE commit_sha = ? OR (length(?) >= 4 AND commit_sha LIKE ? || '%') ORDER BY id DESC",
             (commit, commit, commit.lower()),
         ).fetchall()
         return self._jobs_from_rows(rows)
 
     def inputs_of(self, job_id: int) -> List[str]:
         """The pipelines of the same commit this job waits for (its pfs input repos)."""
-        return [r[0] for r in self._db.execute(
-            "SELECT pipeline FROM job_needs WHERE job_id = ? ORDER BY pipeline", (job_id,))]
+        return [
+            r[0]
+            for r in self._db.execute("SELECT pipeline FROM job_needs WHERE job_id = ? ORDER BY pipeline", (job_id,))
+        ]
 
     def fingerprint_of(self, job_id: int) -> str:
         row = self._db.execute("SELECT fingerprint FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -448,8 +478,7 @@ class Queue:
         """Lease the oldest job that may run now (queued, or running with an expired lease)."""
         now = time.time()
         with self._transaction() as db:
-            row = db.execute("SELECT j.id " + self._LEASABLE + " ORDER BY j.id LIMIT 1",
-                             {"now": now}).fetchone()
+            row = db.execute("SELECT j.id " + self._LEASABLE + " ORDER BY j.id LIMIT 1", {"now": now}).fetchone()
             if row is None:
                 return None
             db.execute(
@@ -467,8 +496,8 @@ class Queue:
     def has_work(self) -> bool:
         """Whether a job is queued or held by an expired lease (may still wait for others)."""
         row = self._db.execute(
-            "SELECT 1 FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires < ?)"
-            " LIMIT 1", (time.time(),),
+            "SELECT 1 FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires < ?) LIMIT 1",
+            (time.time(),),
         ).fetchone()
         return row is not None
 
@@ -508,8 +537,12 @@ class Queue:
         return self.get(job_id).step(step)
 
     def finish_step(
-        self, job_id: int, step: str, result: Optional[Dict[str, str]] = None,
-        skipped: bool = False, worker_id: Optional[str] = None,
+        self,
+        job_id: int,
+        step: str,
+        result: Optional[Dict[str, str]] = None,
+        skipped: bool = False,
+        worker_id: Optional[str] = None,
     ) -> Job:
         """Record a step's result; the job is done once every step is done or skipped."""
         import json
@@ -519,8 +552,7 @@ class Queue:
             row = self._check_owner(db, job_id, worker_id)
             db.execute(
                 "UPDATE steps SET state = ?, finished_at = ?, result = ?, error = '' WHERE job_id = ? AND name = ?",
-                (STEP_SKIPPED if skipped else STEP_DONE, now, json.dumps(result or {}, sort_keys=True),
-                 job_id, step),
+                (STEP_SKIPPED if skipped else STEP_DONE, now, json.dumps(result or {}, sort_keys=True), job_id, step),
             )
             left = db.execute(
                 "SELECT count(*) FROM steps WHERE job_id = ? AND state NOT IN (?, ?)",
@@ -528,8 +560,8 @@ class Queue:
             ).fetchone()[0]
             if left == 0 and row["state"] == RUNNING:
                 db.execute(
-                    "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?"
-                    " WHERE id = ?", (DONE, now, job_id),
+                    "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
+                    (DONE, now, job_id),
                 )
             else:
                 db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (now, job_id))
@@ -547,16 +579,15 @@ class Queue:
             )
             new_state = FAILED if row["state"] == RUNNING else row["state"]
             db.execute(
-                "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?"
-                " WHERE id = ?", (new_state, now, job_id),
+                "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
+                (new_state, now, job_id),
             )
         return self.get(job_id)
 
     def release(self, job_id: int, worker_id: str) -> None:
         """Give a leased job back (queued again) without failing it, e.g. on shutdown."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE steps SET state = ? WHERE job_id = ? AND state = ?", (PENDING, job_id, STEP_RUNNING))
+            db.execute("UPDATE steps SET state = ? WHERE job_id = ? AND state = ?", (PENDING, job_id, STEP_RUNNING))
             db.execute(
                 "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?"
                 " WHERE id = ? AND lease_owner = ? AND state = ?",
@@ -573,14 +604,17 @@ class Queue:
             if row is None:
                 raise QueueError(f"no job {job_id}")
             if row["state"] not in (FAILED, CANCELLED, SUPERSEDED):
-                raise QueueError(f"job {job_id} is {row['state']}: only failed, cancelled or superseded jobs can be retried")
+                raise QueueError(
+                    f"job {job_id} is {row['state']}: only failed, cancelled or superseded jobs can be retried"
+                )
             db.execute(
                 "UPDATE steps SET state = ? WHERE job_id = ? AND state IN (?, ?)",
                 (PENDING, job_id, STEP_FAILED, STEP_RUNNING),
             )
             db.execute(
                 "UPDATE jobs SET state = ?, superseded_by = NULL, lease_owner = NULL, lease_expires = NULL,"
-                " updated_at = ? WHERE id = ?", (QUEUED, now, job_id),
+                " updated_at = ? WHERE id = ?",
+                (QUEUED, now, job_id),
             )
         return self.get(job_id)
 
@@ -593,8 +627,8 @@ class Queue:
             if row["state"] not in (QUEUED, RUNNING, FAILED):
                 raise QueueError(f"job {job_id} is {row['state']}: nothing to cancel")
             db.execute(
-                "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?"
-                " WHERE id = ?", (CANCELLED, time.time(), job_id),
+                "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
+                (CANCELLED, time.time(), job_id),
             )
         return self.get(job_id)
 
@@ -608,20 +642,19 @@ class Queue:
 
     def append_log(self, job_id: int, line: str) -> None:
         with self._transaction() as db:
-            db.execute("INSERT INTO logs (job_id, at, line) VALUES (?, ?, ?)",
-                       (job_id, time.time(), line.rstrip("\n")))
+            db.execute("INSERT INTO logs (job_id, at, line) VALUES (?, ?, ?)", (job_id, time.time(), line.rstrip("\n")))
 
     def read_log(self, job_id: int) -> List[str]:
-        return [r[0] for r in self._db.execute(
-            "SELECT line FROM logs WHERE job_id = ? ORDER BY id", (job_id,))]
+        return [r[0] for r in self._db.execute("SELECT line FROM logs WHERE job_id = ? ORDER BY id", (job_id,))]
 
     def read_log_entries(self, job_id: int) -> Iterator[sqlite3.Row]:
         return iter(self._db.execute("SELECT at, line FROM logs WHERE job_id = ? ORDER BY id", (job_id,)).fetchall())
 
     def record_problem(self, message: str, commit: str = "") -> None:
         with self._transaction() as db:
-            db.execute("INSERT INTO problems (at, commit_sha, message) VALUES (?, ?, ?)",
-                       (time.time(), commit, message))
+            db.execute(
+                "INSERT INTO problems (at, commit_sha, message) VALUES (?, ?, ?)", (time.time(), commit, message)
+            )
 
     def recent_problems(self, since: float = 0.0, limit: int = 5) -> List[Problem]:
         rows = self._db.execute(

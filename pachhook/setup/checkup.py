@@ -5,6 +5,7 @@ returning one or more `Check` records. No check raises: an unexpected failure be
 `fail` line naming it. Network and subprocess waits are bounded (`TIMEOUT` seconds).
 Secrets are never part of a message: credentials are reported as present or absent.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
-HOOK_IDS = {"pre-commit": "pachhook-validate", "pre-push": "pachhook-check-push",
-            "post-commit": "pachhook-queue"}
+HOOK_IDS = {"pre-commit": "pachhook-validate", "pre-push": "pachhook-check-push", "post-commit": "pachhook-queue"}
 TIMEOUT = 5.0
 
 
@@ -55,8 +55,15 @@ def _fail_safe(function: Callable[[Probe], List[Check]], name: str) -> Callable[
             return function(probe)
         except Exception as error:  # a check must report, never crash the report
             text = " ".join(str(error).split())[:200]
-            return [Check(name, FAIL, f"check failed unexpectedly: {type(error).__name__}: {text}",
-                          "please report this as a pachhook bug")]
+            return [
+                Check(
+                    name,
+                    FAIL,
+                    f"check failed unexpectedly: {type(error).__name__}: {text}",
+                    "please report this as a pachhook bug",
+                )
+            ]
+
     return run
 
 
@@ -69,8 +76,14 @@ def check_repository(probe: Probe) -> List[Check]:
         probe.common_dir = gitrepo.git_common_dir(probe.cwd)
         probe.hooks_dir = gitrepo.hooks_dir(probe.cwd)
     except gitrepo.GitError as error:
-        return [Check("repository", FAIL, f"not a git repository ({error})",
-                      "run pachhook doctor inside your pipeline repository")]
+        return [
+            Check(
+                "repository",
+                FAIL,
+                f"not a git repository ({error})",
+                "run pachhook doctor inside your pipeline repository",
+            )
+        ]
     return [Check("repository", OK, str(probe.root))]
 
 
@@ -102,8 +115,14 @@ def check_hooks(probe: Probe) -> List[Check]:
         name = f"{hook_type} hook"
         path = probe.hooks_dir / hook_type
         if not path.is_file():
-            checks.append(Check(name, FAIL, "not installed",
-                                "run `pachhook init` (pre-commit framework) or `pachhook install` (plain hooks)"))
+            checks.append(
+                Check(
+                    name,
+                    FAIL,
+                    "not installed",
+                    "run `pachhook init` (pre-commit framework) or `pachhook install` (plain hooks)",
+                )
+            )
             continue
         if not os.access(path, os.X_OK):
             checks.append(Check(name, FAIL, f"{path} is not executable", f"chmod +x {path}"))
@@ -113,16 +132,34 @@ def check_hooks(probe: Probe) -> List[Check]:
             checks.append(Check(name, OK, f"pachhook hook installed ({path})"))
         elif "pre-commit" in text:
             if configured is None:
-                checks.append(Check(name, FAIL, "pre-commit hook installed but .pre-commit-config.yaml is missing",
-                                    "run `pachhook init`"))
+                checks.append(
+                    Check(
+                        name,
+                        FAIL,
+                        "pre-commit hook installed but .pre-commit-config.yaml is missing",
+                        "run `pachhook init`",
+                    )
+                )
             elif HOOK_IDS[hook_type] in configured.get("ids", []):
                 checks.append(Check(name, OK, f"pre-commit runs {HOOK_IDS[hook_type]}"))
             else:
-                checks.append(Check(name, FAIL, f".pre-commit-config.yaml does not enable {HOOK_IDS[hook_type]}",
-                                    "run `pachhook init` to add pachhook's hooks"))
+                checks.append(
+                    Check(
+                        name,
+                        FAIL,
+                        f".pre-commit-config.yaml does not enable {HOOK_IDS[hook_type]}",
+                        "run `pachhook init` to add pachhook's hooks",
+                    )
+                )
         else:
-            checks.append(Check(name, FAIL, f"{path} is another tool's hook and does not run pachhook",
-                                "run `pachhook install` (it explains how it treats existing hooks)"))
+            checks.append(
+                Check(
+                    name,
+                    FAIL,
+                    f"{path} is another tool's hook and does not run pachhook",
+                    "run `pachhook install` (it explains how it treats existing hooks)",
+                )
+            )
     return checks
 
 
@@ -150,8 +187,14 @@ def check_templates(probe: Probe) -> List[Check]:
         return []
     probe.templates = find_templates(probe.root, probe.config)
     if not probe.templates:
-        return [Check("templates", WARN, "no pipeline templates found",
-                      "name them pipeline.json|yaml or NAME.pipeline.json|yaml, or set `templates` in the configuration")]
+        return [
+            Check(
+                "templates",
+                WARN,
+                "no pipeline templates found",
+                "name them pipeline.json|yaml or NAME.pipeline.json|yaml, or set `templates` in the configuration",
+            )
+        ]
     diagnostics = validate_paths(probe.templates)
     images = []
     for path in probe.templates:
@@ -165,10 +208,15 @@ def check_templates(probe: Probe) -> List[Check]:
     if has_errors(diagnostics):
         first = errors[0]
         where = os.path.relpath(first.file, probe.root) if os.path.isabs(first.file) else first.file
-        return [Check("templates", FAIL,
-                      f"{len(errors)} error(s) in {len(probe.templates)} template(s); first: "
-                      f"{where}:{first.line}:{first.column}: {first.message}",
-                      "run `pachhook validate` for the full list")]
+        return [
+            Check(
+                "templates",
+                FAIL,
+                f"{len(errors)} error(s) in {len(probe.templates)} template(s); first: "
+                f"{where}:{first.line}:{first.column}: {first.message}",
+                "run `pachhook validate` for the full list",
+            )
+        ]
     warnings = len(diagnostics) - len(errors)
     note = f", {warnings} warning(s)" if warnings else ""
     return [Check("templates", OK, f"{len(probe.templates)} template(s) valid{note}")]
@@ -180,8 +228,9 @@ def check_docker(probe: Probe) -> List[Check]:
     try:
         probe.docker = dockerclient.make_client(timeout=int(TIMEOUT))
     except dockerclient.EngineUnavailable as error:
-        return [Check("docker", FAIL, str(error).split("; ")[0],
-                      "start dockerd, or point DOCKER_HOST at a running engine")]
+        return [
+            Check("docker", FAIL, str(error).split("; ")[0], "start dockerd, or point DOCKER_HOST at a running engine")
+        ]
     try:
         version = probe.docker.version().get("Version", "?")
     except Exception:
@@ -190,7 +239,7 @@ def check_docker(probe: Probe) -> List[Check]:
 
 
 def _registry_answer(registry: str, secure: bool) -> str:
-    """"open", "login" (401) or why the registry did not answer; bounded by TIMEOUT."""
+    """ "open", "login" (401) or why the registry did not answer; bounded by TIMEOUT."""
     import urllib.error
     import urllib.request
 
@@ -224,17 +273,25 @@ def check_credentials(probe: Probe) -> List[Check]:
             # Present is all that is said: never the user name, password or token.
             checks.append(Check(name, OK, "credentials present in the docker config"))
             continue
-        secure = dockerclient.registry_secure(probe.docker, registry) if probe.docker else \
-            _secure_without_engine(registry)
+        secure = (
+            dockerclient.registry_secure(probe.docker, registry) if probe.docker else _secure_without_engine(registry)
+        )
         answer = _registry_answer(registry, secure)
         if answer == "open":
             checks.append(Check(name, OK, "no credentials, none needed (the registry accepts anonymous requests)"))
         elif answer == "login":
-            checks.append(Check(name, FAIL, "no credentials and the registry asks for a login",
-                                f"run `docker login {registry}`"))
+            checks.append(
+                Check(name, FAIL, "no credentials and the registry asks for a login", f"run `docker login {registry}`")
+            )
         else:
-            checks.append(Check(name, FAIL, f"no credentials, and the registry is {answer}",
-                                f"start the registry or fix the image name in the template ({images[0]})"))
+            checks.append(
+                Check(
+                    name,
+                    FAIL,
+                    f"no credentials, and the registry is {answer}",
+                    f"start the registry or fix the image name in the template ({images[0]})",
+                )
+            )
     return checks
 
 
@@ -251,8 +308,9 @@ def _secure_without_engine(registry: str) -> bool:
 
 
 def _run(argv: List[str]) -> "subprocess.CompletedProcess[str]":
-    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          errors="replace", timeout=TIMEOUT)
+    return subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=TIMEOUT
+    )
 
 
 def check_backend(probe: Probe) -> List[Check]:
@@ -262,22 +320,39 @@ def check_backend(probe: Probe) -> List[Check]:
     executable = getattr(probe.config, "pachctl", "pachctl")
     found = shutil.which(executable)
     if found is None:
-        return [Check("pachctl", FAIL, f"{executable!r} not found on PATH",
-                      "install pachctl (docs.pachyderm.com), or set `pachctl = \"/path/to/pachctl\"`")]
+        return [
+            Check(
+                "pachctl",
+                FAIL,
+                f"{executable!r} not found on PATH",
+                'install pachctl (docs.pachyderm.com), or set `pachctl = "/path/to/pachctl"`',
+            )
+        ]
     try:
         version = _run([found, "version", "--client-only"])
         context = _run([found, "config", "get", "active-context"])
     except (OSError, subprocess.TimeoutExpired) as error:
-        return [Check("pachctl", FAIL, f"{found} did not answer ({type(error).__name__})",
-                      "check that pachctl runs: `pachctl version --client-only`")]
+        return [
+            Check(
+                "pachctl",
+                FAIL,
+                f"{found} did not answer ({type(error).__name__})",
+                "check that pachctl runs: `pachctl version --client-only`",
+            )
+        ]
     shown = (version.stdout.strip().splitlines() or ["?"])[-1]
     active = context.stdout.strip()
     if version.returncode != 0:
-        return [Check("pachctl", FAIL, "`pachctl version --client-only` failed",
-                      "check the pachctl installation")]
+        return [Check("pachctl", FAIL, "`pachctl version --client-only` failed", "check the pachctl installation")]
     if context.returncode != 0 or not active:
-        return [Check("pachctl", FAIL, f"pachctl {shown}, but no active context",
-                      "connect it to your cluster: `pachctl connect ADDRESS` or `pachctl config set active-context NAME`")]
+        return [
+            Check(
+                "pachctl",
+                FAIL,
+                f"pachctl {shown}, but no active context",
+                "connect it to your cluster: `pachctl connect ADDRESS` or `pachctl config set active-context NAME`",
+            )
+        ]
     return [Check("pachctl", OK, f"pachctl {shown} ({found}), active context {active}")]
 
 
@@ -290,8 +365,7 @@ def _check_api() -> List[Check]:
         backend = ApiBackend(timeout=TIMEOUT)
         backend.inspect("pachhook-doctor-probe")  # any answer, even "not found", proves the connection
     except ImportError:
-        return [Check("pachyderm API", FAIL, "pachyderm-sdk is not installed",
-                      "pip install 'pachhook[api]'")]
+        return [Check("pachyderm API", FAIL, "pachyderm-sdk is not installed", "pip install 'pachhook[api]'")]
     except BackendError as error:
         return [Check("pachyderm API", FAIL, str(error), "check the active context in your pachctl configuration")]
     return [Check("pachyderm API", OK, f"connected ({backend.describe()})")]
@@ -311,14 +385,19 @@ def check_queue(probe: Probe) -> List[Check]:
     checks: List[Check] = []
     aside = sorted(p for p in folder.glob(DB_NAME + ".corrupt-*") if not p.name.endswith(("-wal", "-shm")))
     if aside:
-        checks.append(Check("queue history", WARN, f"a damaged queue was set aside as {aside[-1]}"
-                            + (f" (and {len(aside) - 1} older)" if len(aside) > 1 else "")
-                            + "; its jobs are not in the current queue",
-                            "nothing to do unless you need those jobs' records; delete the file when done"))
+        checks.append(
+            Check(
+                "queue history",
+                WARN,
+                f"a damaged queue was set aside as {aside[-1]}"
+                + (f" (and {len(aside) - 1} older)" if len(aside) > 1 else "")
+                + "; its jobs are not in the current queue",
+                "nothing to do unless you need those jobs' records; delete the file when done",
+            )
+        )
     if not path.is_file():
         return [Check("queue", OK, "empty (no commit queued yet)")] + checks
-    fix = ("run `pachhook status`: it moves the damaged file aside (kept, never deleted) and starts an"
-           " empty queue")
+    fix = "run `pachhook status`: it moves the damaged file aside (kept, never deleted) and starts an empty queue"
     try:
         db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=TIMEOUT)
         try:
@@ -327,8 +406,9 @@ def check_queue(probe: Probe) -> List[Check]:
                 rows, stale = [], 0
             else:
                 rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-                stale = db.execute("SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires < ?",
-                                   (time.time(),)).fetchone()[0]
+                stale = db.execute(
+                    "SELECT count(*) FROM jobs WHERE state = 'running' AND lease_expires < ?", (time.time(),)
+                ).fetchone()[0]
         finally:
             db.close()
     except sqlite3.DatabaseError as error:
@@ -341,16 +421,23 @@ def check_queue(probe: Probe) -> List[Check]:
     if counts.get("failed"):
         checks.insert(0, Check("queue", WARN, summary, "see `pachhook status`; then `pachhook retry JOB` once fixed"))
     elif stale:
-        checks.insert(0, Check("queue", WARN, f"{summary}; {stale} running job(s) hold an expired lease",
-                               "a worker died: `pachhook run` picks those jobs up again"))
+        checks.insert(
+            0,
+            Check(
+                "queue",
+                WARN,
+                f"{summary}; {stale} running job(s) hold an expired lease",
+                "a worker died: `pachhook run` picks those jobs up again",
+            ),
+        )
     else:
         checks.insert(0, Check("queue", OK, summary))
     return checks
 
 
 def check_worker(probe: Probe) -> List[Check]:
-    from pachhook.queue.store import FOLDER
     from pachhook.deliver.runner import LOG_NAME, worker_running
+    from pachhook.queue.store import FOLDER
 
     if probe.common_dir is None:
         return []
@@ -361,10 +448,16 @@ def check_worker(probe: Probe) -> List[Check]:
     if running:
         return [Check("worker", OK, f"running (log: {folder / LOG_NAME})")]
     if waiting and mode == "background":
-        return [Check("worker", WARN, f"not running, {waiting} job(s) queued",
-                      "run `pachhook run` (foreground) or `pachhook worker`")]
+        return [
+            Check(
+                "worker",
+                WARN,
+                f"not running, {waiting} job(s) queued",
+                "run `pachhook run` (foreground) or `pachhook worker`",
+            )
+        ]
     if waiting:
-        return [Check("worker", WARN, f"worker = \"manual\" and {waiting} job(s) queued", "run `pachhook run`")]
+        return [Check("worker", WARN, f'worker = "manual" and {waiting} job(s) queued', "run `pachhook run`")]
     return [Check("worker", OK, f"idle ({mode} mode)")]
 
 

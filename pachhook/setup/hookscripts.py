@@ -4,6 +4,7 @@
 test keeps both identical. They are POSIX sh, find the `pachhook` console script on PATH
 and `exec` it, so the hook costs one shell plus pachhook itself.
 """
+
 from __future__ import annotations
 
 MARKER = "# pachhook-managed hook: `pachhook uninstall` removes it"
@@ -23,14 +24,14 @@ def script(name: str) -> str:
     command, consequence, status = _HOOKS[name]
     if status:
         fallback = (
-            f'echo "pachhook: \'pachhook\' is not on PATH, so {consequence}; install it'
+            f"echo \"pachhook: 'pachhook' is not on PATH, so {consequence}; install it"
             f' (pip install pachhook) or skip this hook once with --no-verify" >&2\n'
             f"exit {status}\n"
         )
     else:
         # post-commit cannot undo the commit: say so and let git carry on.
         fallback = (
-            f'echo "pachhook: \'pachhook\' is not on PATH, so {consequence};'
+            f"echo \"pachhook: 'pachhook' is not on PATH, so {consequence};"
             f' run \\`pachhook queue\\` once it is installed" >&2\n'
             "exit 0\n"
         )
@@ -40,6 +41,5 @@ def script(name: str) -> str:
         f"# git {name} hook: runs `pachhook {command}` (see docs/hooks.md).\n"
         "if command -v pachhook >/dev/null 2>&1; then\n"
         f'    exec pachhook {command} "$@"\n'
-        "fi\n"
-        + fallback
+        "fi\n" + fallback
     )

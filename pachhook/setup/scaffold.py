@@ -9,6 +9,7 @@ layout stay as they were; the appended text is checked by parsing the result, an
 when appending cannot give the intended document is the file rewritten from its parsed
 content (comments are then lost, and the action says so).
 """
+
 from __future__ import annotations
 
 import os
@@ -69,9 +70,12 @@ class InitResult:
         return any(action.done for action in self.actions)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"root": self.root, "changed": self.changed,
-                "templates": [asdict(item) for item in self.templates],
-                "actions": [action.to_dict() for action in self.actions]}
+        return {
+            "root": self.root,
+            "changed": self.changed,
+            "templates": [asdict(item) for item in self.templates],
+            "actions": [action.to_dict() for action in self.actions],
+        }
 
 
 # -- discovery ------------------------------------------------------------------------
@@ -87,8 +91,12 @@ def repository_files(root: Path) -> List[str]:
 
 def looks_like_spec(value: Any) -> bool:
     """A pipeline spec has a pipeline name and a transform; other JSON/YAML files do not."""
-    return (isinstance(value, dict) and isinstance(value.get("pipeline"), dict)
-            and isinstance(value["pipeline"].get("name"), str) and isinstance(value.get("transform"), dict))
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("pipeline"), dict)
+        and isinstance(value["pipeline"].get("name"), str)
+        and isinstance(value.get("transform"), dict)
+    )
 
 
 def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]:
@@ -118,8 +126,9 @@ def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]
         parsed = parse_template(data)
         specs = parsed.get("specs") or []
         images = sorted({spec["image"] for spec in specs if spec.get("image")})
-        found.append(Found(path, [spec["pipeline"] for spec in specs], images[0] if images else "",
-                           conventional=conventional))
+        found.append(
+            Found(path, [spec["pipeline"] for spec in specs], images[0] if images else "", conventional=conventional)
+        )
     return found
 
 
@@ -182,8 +191,10 @@ def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]
     """A .pachhook.toml holding only what the conventions do not already give."""
     from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
 
-    lines = ["# Written by `pachhook init`: only what the conventions do not cover.",
-             "# Every key is described in docs/configuration.md."]
+    lines = [
+        "# Written by `pachhook init`: only what the conventions do not cover.",
+        "# Every key is described in docs/configuration.md.",
+    ]
     if extra_templates:
         globs = list(DEFAULT_TEMPLATE_GLOBS) + list(extra_templates)
         lines.append("templates = [")
@@ -191,8 +202,12 @@ def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]
         lines.append("]")
     for image, dockerfile in images:
         context = dockerfile.rsplit("/", 1)[0] if "/" in dockerfile else "."
-        lines += ["", f"[images.{_toml_string(image)}]", f"dockerfile = {_toml_string(dockerfile)}",
-                  f"context = {_toml_string(context)}"]
+        lines += [
+            "",
+            f"[images.{_toml_string(image)}]",
+            f"dockerfile = {_toml_string(dockerfile)}",
+            f"context = {_toml_string(context)}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -221,9 +236,11 @@ def _yaml_scalar(text: str) -> str:
 
 
 def new_precommit_config(repo: str, rev: str, extra_templates: Sequence[str]) -> str:
-    return ("# pre-commit (https://pre-commit.com) runs pachhook's hooks; `pachhook init` wrote this.\n"
-            f"default_install_hook_types: [{', '.join(HOOK_TYPES)}]\n"
-            "repos:\n" + hook_entry(repo, rev, extra_templates, indent="  "))
+    return (
+        "# pre-commit (https://pre-commit.com) runs pachhook's hooks; `pachhook init` wrote this.\n"
+        f"default_install_hook_types: [{', '.join(HOOK_TYPES)}]\n"
+        "repos:\n" + hook_entry(repo, rev, extra_templates, indent="  ")
+    )
 
 
 def _wanted(data: Dict[str, Any], repo: str, rev: str, extra_templates: Sequence[str]) -> Dict[str, Any]:
@@ -235,8 +252,9 @@ def _wanted(data: Dict[str, Any], repo: str, rev: str, extra_templates: Sequence
     return wanted
 
 
-def extend_precommit_config(text: str, repo: str, rev: str,
-                            extra_templates: Sequence[str]) -> Tuple[Optional[str], str]:
+def extend_precommit_config(
+    text: str, repo: str, rev: str, extra_templates: Sequence[str]
+) -> Tuple[Optional[str], str]:
     """(new text or None when pachhook is already there, how it was done).
 
     Raises InitError when the existing file is not a pre-commit configuration.
@@ -248,14 +266,20 @@ def extend_precommit_config(text: str, repo: str, rev: str,
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise InitError([f"{PRECOMMIT_CONFIG}{where}: not valid YAML; fix it and run `pachhook init` again"])
+        raise InitError([f"{PRECOMMIT_CONFIG}{where}: not valid YAML; fix it and run `pachhook init` again"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict) or not isinstance(data.get("repos", []), list):
-        raise InitError([f"{PRECOMMIT_CONFIG}: expected a mapping with a `repos` list; "
-                         "fix it and run `pachhook init` again"])
-    present = {str(hook.get("id")) for entry in data.get("repos") or [] if isinstance(entry, dict)
-               for hook in entry.get("hooks") or [] if isinstance(hook, dict)}
+        raise InitError(
+            [f"{PRECOMMIT_CONFIG}: expected a mapping with a `repos` list; fix it and run `pachhook init` again"]
+        )
+    present = {
+        str(hook.get("id"))
+        for entry in data.get("repos") or []
+        if isinstance(entry, dict)
+        for hook in entry.get("hooks") or []
+        if isinstance(hook, dict)
+    }
     if present & set(HOOK_IDS):
         return None, "already runs pachhook's hooks"
     wanted = _wanted(data, repo, rev, extra_templates)
@@ -271,8 +295,9 @@ def extend_precommit_config(text: str, repo: str, rev: str,
     return rewritten, "rewrote the file with pachhook's hooks added (its comments could not be kept)"
 
 
-def _append_entry(text: str, data: Dict[str, Any], repo: str, rev: str,
-                  extra_templates: Sequence[str]) -> Optional[str]:
+def _append_entry(
+    text: str, data: Dict[str, Any], repo: str, rev: str, extra_templates: Sequence[str]
+) -> Optional[str]:
     """The file with pachhook's entry added as text, when `repos` is its last top-level key."""
     body = text if text.endswith("\n") or not text else text + "\n"
     lines = body.splitlines()
@@ -287,7 +312,7 @@ def _append_entry(text: str, data: Dict[str, Any], repo: str, rev: str,
     if header.split(":", 1)[1].strip() == "[]":
         lines[top_level[-1]] = "repos:"
         body = "\n".join(lines) + "\n"
-    items = [line for line in lines[top_level[-1] + 1:] if line.lstrip().startswith("- ")]
+    items = [line for line in lines[top_level[-1] + 1 :] if line.lstrip().startswith("- ")]
     indent = re.match(r"\s*", items[0]).group(0) if items else "  "
     return body + hook_entry(repo, rev, extra_templates, indent=indent)
 
@@ -310,8 +335,9 @@ def install_hooks(root: Path, hook_types: Sequence[str]) -> Tuple[bool, List[str
     for hook_type in hook_types:
         argv += ["--hook-type", hook_type]
     try:
-        completed = subprocess.run(argv, cwd=str(root), stdin=subprocess.DEVNULL, capture_output=True,
-                                   text=True, errors="replace", timeout=120)
+        completed = subprocess.run(
+            argv, cwd=str(root), stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=120
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return False, [f"cannot run pre-commit: {error}"]
     lines = [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip()]
@@ -321,8 +347,13 @@ def install_hooks(root: Path, hook_types: Sequence[str]) -> Tuple[bool, List[str
 # -- the whole run --------------------------------------------------------------------
 
 
-def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Optional[str] = None,
-             install: bool = True, dry_run: bool = False) -> InitResult:
+def run_init(
+    cwd: Optional[Path] = None,
+    repo: str = DEFAULT_HOOK_REPO,
+    rev: Optional[str] = None,
+    install: bool = True,
+    dry_run: bool = False,
+) -> InitResult:
     """Plan and (unless dry_run) apply every step of `pachhook init`; InitError when it cannot."""
     from pachhook.core import gitrepo
     from pachhook.core.config import ConfigError, load_config
@@ -332,8 +363,9 @@ def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Opt
         root = gitrepo.repo_root(cwd)
         hooks_dir = gitrepo.hooks_dir(cwd)
     except gitrepo.GitError as error:
-        raise InitError([f"{error}: run `pachhook init` inside the repository to set up "
-                         "(or `git init` first)"]) from None
+        raise InitError(
+            [f"{error}: run `pachhook init` inside the repository to set up (or `git init` first)"]
+        ) from None
     try:
         config = load_config(root)
     except ConfigError as error:
@@ -347,35 +379,56 @@ def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Opt
     actions = result.actions
 
     if not result.templates:
-        actions.append(Action("note", "", "no pipeline templates found yet: name them pipeline.json|yaml or "
-                                          "NAME.pipeline.json|yaml and run `pachhook init` again"))
+        actions.append(
+            Action(
+                "note",
+                "",
+                "no pipeline templates found yet: name them pipeline.json|yaml or "
+                "NAME.pipeline.json|yaml and run `pachhook init` again",
+            )
+        )
     for item in result.templates:
         if item.image and not item.dockerfile:
-            actions.append(Action("note", item.template,
-                                  f"no Dockerfile found for {item.image}: add one beside the template, or set "
-                                  f"[images.\"{item.image}\"] dockerfile in {PACHHOOK_CONFIG}"))
+            actions.append(
+                Action(
+                    "note",
+                    item.template,
+                    f"no Dockerfile found for {item.image}: add one beside the template, or set "
+                    f'[images."{item.image}"] dockerfile in {PACHHOOK_CONFIG}',
+                )
+            )
 
     # Configuration: only what conventions miss, and never an edit of the user's own file.
     if extra_templates or needs_image_config:
         images = [(item.image, dockerfile) for item, dockerfile in needs_image_config]
         if config.source is None:
             text = config_text(extra_templates, images)
-            action = Action("write", PACHHOOK_CONFIG,
-                            _config_reason(extra_templates, images))
+            action = Action("write", PACHHOOK_CONFIG, _config_reason(extra_templates, images))
             if not dry_run:
                 _write(root / PACHHOOK_CONFIG, text)
                 action.done = True
             actions.append(action)
         else:
             where = os.path.relpath(config.source, root)
-            wanted = ", ".join([f"templates += {t!r}" for t in extra_templates]
-                               + [f"images.\"{image}\".dockerfile = {d!r}" for image, d in images])
+            wanted = ", ".join(
+                [f"templates += {t!r}" for t in extra_templates]
+                + [f'images."{image}".dockerfile = {d!r}' for image, d in images]
+            )
             actions.append(Action("note", where, f"not changing your configuration; it may need: {wanted}"))
     else:
         source = os.path.relpath(config.source, root) if config.source else ""
-        actions.append(Action("keep", source, "configuration: " + (
-            f"{source} covers every template and Dockerfile" if source else
-            "the conventions cover every template and Dockerfile; no configuration file needed")))
+        actions.append(
+            Action(
+                "keep",
+                source,
+                "configuration: "
+                + (
+                    f"{source} covers every template and Dockerfile"
+                    if source
+                    else "the conventions cover every template and Dockerfile; no configuration file needed"
+                ),
+            )
+        )
 
     # .pre-commit-config.yaml
     precommit = root / PRECOMMIT_CONFIG
@@ -403,8 +456,13 @@ def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Opt
     # The three hook types.
     missing = [hook_type for hook_type in HOOK_TYPES if not installed_by_precommit(hooks_dir, hook_type)]
     if not install:
-        actions.append(Action("note", str(hooks_dir), "hooks not installed (--no-install): run "
-                              "`pre-commit install` to install " + ", ".join(HOOK_TYPES)))
+        actions.append(
+            Action(
+                "note",
+                str(hooks_dir),
+                "hooks not installed (--no-install): run `pre-commit install` to install " + ", ".join(HOOK_TYPES),
+            )
+        )
     elif not missing:
         actions.append(Action("keep", str(hooks_dir), "pre-commit already installed for " + ", ".join(HOOK_TYPES)))
     else:
@@ -420,8 +478,9 @@ def run_init(cwd: Optional[Path] = None, repo: str = DEFAULT_HOOK_REPO, rev: Opt
                 action.message += f" (replacing pachhook's plain {', '.join(replaced)} hook)"
             ok, lines = install_hooks(root, missing)
             if not ok:
-                raise InitError([f"pre-commit install failed: {line}" for line in lines[-3:]]
-                                or ["pre-commit install failed"])
+                raise InitError(
+                    [f"pre-commit install failed: {line}" for line in lines[-3:]] or ["pre-commit install failed"]
+                )
             # Recorded as `pachhook install` records it, so that `pachhook uninstall` removes them.
             _record(gitrepo.git_common_dir(root), "pre-commit", HOOK_TYPES)
             migrated = [line for line in lines if "migration mode" in line.lower()]
@@ -437,8 +496,11 @@ def _config_reason(extra_templates: Sequence[str], images: Sequence[Tuple[str, s
     if extra_templates:
         parts.append(f"templates with unconventional names ({', '.join(extra_templates)})")
     if images:
-        parts.append("Dockerfiles not beside their template (" +
-                     ", ".join(f"{image} <- {dockerfile}" for image, dockerfile in images) + ")")
+        parts.append(
+            "Dockerfiles not beside their template ("
+            + ", ".join(f"{image} <- {dockerfile}" for image, dockerfile in images)
+            + ")"
+        )
     return "for " + " and ".join(parts)
 
 

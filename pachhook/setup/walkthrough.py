@@ -12,6 +12,7 @@ With everything present, the real background worker (`pachhook worker`) delivers
 wait is bounded by `--timeout`; a registry or worker the demo started is stopped before
 it returns, whatever happens.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,10 +67,19 @@ class DemoReport:
         return [item.step for item in self.skipped]
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"directory": self.directory, "registry": self.registry, "ok": self.ok,
-                "timed_out": self.timed_out, "skipped": [item.to_dict() for item in self.skipped],
-                "validation": self.validation, "commit": self.commit, "jobs": self.jobs,
-                "provenance": self.provenance, "rendered": self.rendered, "commands": self.commands}
+        return {
+            "directory": self.directory,
+            "registry": self.registry,
+            "ok": self.ok,
+            "timed_out": self.timed_out,
+            "skipped": [item.to_dict() for item in self.skipped],
+            "validation": self.validation,
+            "commit": self.commit,
+            "jobs": self.jobs,
+            "provenance": self.provenance,
+            "rendered": self.rendered,
+            "commands": self.commands,
+        }
 
 
 Say = Callable[[str, str], None]  # (kind, text): heading | info | progress | detail | skip | ok | fail
@@ -105,8 +115,8 @@ def registry_answers(registry: str, timeout: float = 2.0) -> bool:
 
 def registry_program() -> Optional[str]:
     return shutil.which("docker-registry") or next(
-        (path for path in ("/usr/bin/docker-registry", "/usr/sbin/docker-registry") if os.access(path, os.X_OK)),
-        None)
+        (path for path in ("/usr/bin/docker-registry", "/usr/sbin/docker-registry") if os.access(path, os.X_OK)), None
+    )
 
 
 class Processes:
@@ -118,8 +128,14 @@ class Processes:
     def start(self, argv: List[str], log: Path, **kwargs: Any) -> subprocess.Popen:
         # Its own process group: stopping it also stops what it started (a worker's pachctl).
         with open(log, "ab") as handle:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
-                                       start_new_session=True, **kwargs)
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **kwargs,
+            )
         self.started.append(process)
         return process
 
@@ -163,7 +179,8 @@ def start_registry(directory: Path, processes: Processes, deadline: float) -> Op
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {folder / 'storage'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n")
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
     process = processes.start([program, "serve", str(config)], folder / "registry.log")
     address = f"127.0.0.1:{port}"
     while time.monotonic() < min(deadline, time.monotonic() + 10):
@@ -203,17 +220,34 @@ def ensure_base_image(client: Any) -> Optional[str]:
     return None
 
 
-def _git(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None,
-         timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=str(cwd), env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, errors="replace", timeout=timeout)
+def _git(
+    args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["git", *args],
+        cwd=str(cwd),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+    )
 
 
-def _pachhook(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None,
-              timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pachhook", *args], cwd=str(cwd), env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                          timeout=timeout)
+def _pachhook(
+    args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", *args],
+        cwd=str(cwd),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+    )
 
 
 def prepare_directory(requested: Optional[str]) -> Path:
@@ -225,15 +259,15 @@ def prepare_directory(requested: Optional[str]) -> Path:
             raise DemoError(f"--dir {requested}: exists and is not an empty folder; name a new one")
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DemoError(f"cannot make the demo folder {requested or 'in ' + tempfile.gettempdir()}: "
-                        f"{error.strerror or error}") from None
+        raise DemoError(
+            f"cannot make the demo folder {requested or 'in ' + tempfile.gettempdir()}: {error.strerror or error}"
+        ) from None
     return path
 
 
 def write_repository(repo: Path, examples: Path, registry: str, build_base: bool) -> None:
     """The examples, with their images moved to `registry` and the demo's configuration."""
-    shutil.copytree(examples, repo, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(examples, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     images = []
     for template in sorted(list(repo.glob("*/pipeline.*")) + list(repo.glob("*/*.pipeline.*"))):
         text = template.read_text(encoding="utf-8")
@@ -241,8 +275,7 @@ def write_repository(repo: Path, examples: Path, registry: str, build_base: bool
             text = text.replace(f"{EXAMPLE_REGISTRY}/", f"{registry}/")
             template.write_text(text, encoding="utf-8")
         images.append(f"{registry}/pachhook-demo/{template.parent.name}")
-    lines = ["# pachhook demo: the worker is started by the demo itself, so that it can stop it.",
-             'worker = "manual"']
+    lines = ["# pachhook demo: the worker is started by the demo itself, so that it can stop it.", 'worker = "manual"']
     if build_base:
         for image in images:
             lines += ["", f'[images."{image}"]', f'build_args = {{ BUSYBOX_IMAGE = "{DEMO_BASE_IMAGE}" }}']
@@ -259,18 +292,19 @@ def hook_env() -> Dict[str, str]:
     return env
 
 
-def _partial_drain(repo: Path, real_steps: List[str], logs: Dict[str, List[str]],
-                   say: Say, stop: threading.Event) -> None:
+def _partial_drain(
+    repo: Path, real_steps: List[str], logs: Dict[str, List[str]], say: Say, stop: threading.Event
+) -> None:
     """Run the queued jobs: the steps this machine can run for real, the others as dry runs.
 
     The queue records each dry-run step as skipped, so `pachhook status` shows exactly
     which steps ran.
     """
     from pachhook.core import gitrepo
+    from pachhook.deliver.runner import one_line
+    from pachhook.deliver.steps import StepContext, run_step
     from pachhook.queue.jobs import STEP_NAMES
     from pachhook.queue.store import Queue
-    from pachhook.deliver.steps import StepContext, run_step
-    from pachhook.deliver.runner import one_line
 
     common = gitrepo.git_common_dir(repo)
     worker_id = f"pachhook-demo:{os.getpid()}"
@@ -289,8 +323,9 @@ def _partial_drain(repo: Path, real_steps: List[str], logs: Dict[str, List[str]]
                     queue.append_log(job_id, line)
                     lines.append(line)
 
-                context = StepContext(repo_root=repo, git_dir=common, job=queue.get(job.id), log=log,
-                                      results=dict(results), dry_run=dry)
+                context = StepContext(
+                    repo_root=repo, git_dir=common, job=queue.get(job.id), log=log, results=dict(results), dry_run=dry
+                )
                 try:
                     outcome = run_step(name, context)
                 except Exception as error:  # a failing step fails the job, as the worker would
@@ -301,15 +336,17 @@ def _partial_drain(repo: Path, real_steps: List[str], logs: Dict[str, List[str]]
                     break
                 data = {str(k): str(v) for k, v in outcome.data.items()}
                 data["outcome"] = "dry run" if dry else outcome.outcome
-                queue.finish_step(job.id, name, data, skipped=dry or outcome.outcome == "skipped",
-                                  worker_id=worker_id)
+                queue.finish_step(job.id, name, data, skipped=dry or outcome.outcome == "skipped", worker_id=worker_id)
                 results[name] = data
                 message = outcome.message
                 if dry:
-                    message = message[len("dry run"):].lstrip(": ") if message.startswith("dry run") else message
+                    message = message[len("dry run") :].lstrip(": ") if message.startswith("dry run") else message
                     message = message.split("; ", 1)[0]  # what would happen, not why it cannot be checked
-                say("progress", f"{job.pipeline}: {name}: {'dry run' if dry else outcome.outcome}"
-                    + (f": {message}" if message else ""))
+                say(
+                    "progress",
+                    f"{job.pipeline}: {name}: {'dry run' if dry else outcome.outcome}"
+                    + (f": {message}" if message else ""),
+                )
 
 
 def _rendered_from_log(lines: List[str]) -> Optional[str]:
@@ -317,7 +354,7 @@ def _rendered_from_log(lines: List[str]) -> Optional[str]:
     for index, line in enumerate(lines):
         if line.startswith("would apply to pipeline"):
             body = []
-            for following in lines[index + 1:]:
+            for following in lines[index + 1 :]:
                 if not following.startswith("  "):
                     break
                 body.append(following[2:])
@@ -359,15 +396,18 @@ def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Sa
             time.sleep(0.2)
 
 
-def run_demo(directory: Optional[str] = None, registry: Optional[str] = None, timeout: float = 120.0,
-             say: Optional[Say] = None) -> DemoReport:
+def run_demo(
+    directory: Optional[str] = None, registry: Optional[str] = None, timeout: float = 120.0, say: Optional[Say] = None
+) -> DemoReport:
     """Set up, commit and deliver the examples; DemoError when the demo cannot start at all."""
     say = say or (lambda kind, text: None)
     deadline = time.monotonic() + timeout
     examples = find_examples()
     if examples is None:
-        raise DemoError("the examples folder was not found beside the package (run the demo from an"
-                        " editable install of a pachhook checkout: pip install -e .)")
+        raise DemoError(
+            "the examples folder was not found beside the package (run the demo from an"
+            " editable install of a pachhook checkout: pip install -e .)"
+        )
     folder = prepare_directory(directory)
     report = DemoReport(directory=str(folder))
     processes = Processes()
@@ -378,8 +418,15 @@ def run_demo(directory: Optional[str] = None, registry: Optional[str] = None, ti
     return report
 
 
-def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[str], deadline: float,
-         processes: Processes, say: Say) -> None:
+def _run(
+    report: DemoReport,
+    folder: Path,
+    examples: Path,
+    registry: Optional[str],
+    deadline: float,
+    processes: Processes,
+    say: Say,
+) -> None:
     from pachhook.deliver import dockerclient
 
     repo = folder / "repo"
@@ -419,8 +466,11 @@ def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[st
             report.registry = started
             say("ok", f"registry {started} (started for the demo, storage in {folder / 'registry'})")
         elif registry_program() is None:
-            report.skip("push", "no registry: `docker-registry` is not installed (apt-get install docker-registry)"
-                                " and no --registry HOST:PORT was given")
+            report.skip(
+                "push",
+                "no registry: `docker-registry` is not installed (apt-get install docker-registry)"
+                " and no --registry HOST:PORT was given",
+            )
             say("skip", f"push: {report.skipped[-1].reason}")
         else:
             report.skip("push", f"the registry did not start (log: {folder / 'registry' / 'registry.log'})")
@@ -449,11 +499,14 @@ def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[st
         say("fail", f"pachhook install: {(installed.stderr or installed.stdout).strip()}")
     validated = _pachhook(["validate"], repo, env)
     report.validation = (validated.stdout + validated.stderr).strip()
-    say("ok" if validated.returncode == 0 else "fail", f"validate: {report.validation.splitlines()[-1]}"
-        if report.validation else "validate: no problems")
+    say(
+        "ok" if validated.returncode == 0 else "fail",
+        f"validate: {report.validation.splitlines()[-1]}" if report.validation else "validate: no problems",
+    )
     _git(["add", "-A"], repo, env)
-    committed = _git(["commit", "-q", "-m", "pachhook demo: the examples"], repo, env,
-                     timeout=max(5.0, deadline - time.monotonic()))
+    committed = _git(
+        ["commit", "-q", "-m", "pachhook demo: the examples"], repo, env, timeout=max(5.0, deadline - time.monotonic())
+    )
     if committed.returncode != 0:
         say("fail", f"git commit failed: {(committed.stderr or committed.stdout).strip()}")
         return
@@ -464,22 +517,32 @@ def _run(report: DemoReport, folder: Path, examples: Path, registry: Optional[st
     if not status:  # the post-commit hook did not find pachhook: queue as it would have
         _pachhook(["queue", "--no-worker"], repo, env)
         status = _status(repo, env)
-    say("ok", f"commit {report.commit[:12]}: {len(status)} job(s) queued "
-              f"({', '.join(job['pipeline'] for job in reversed(status))})")
+    say(
+        "ok",
+        f"commit {report.commit[:12]}: {len(status)} job(s) queued "
+        f"({', '.join(job['pipeline'] for job in reversed(status))})",
+    )
 
     say("heading", "4. delivery")
     skipped = set(report.skipped_steps())
     logs: Dict[str, List[str]] = {}
     if not skipped:
         say("info", "   the background worker builds, pushes and updates (`pachhook worker`)")
-        worker = processes.start([sys.executable, "-m", "pachhook", "worker", "--repo", str(repo)],
-                                 folder / "worker.log", cwd=str(repo), env=env)
+        worker = processes.start(
+            [sys.executable, "-m", "pachhook", "worker", "--repo", str(repo)],
+            folder / "worker.log",
+            cwd=str(repo),
+            env=env,
+        )
         finished = _wait_worker(worker, repo, deadline, say)
     else:
         real = [step for step in ("build", "push", "update") if step not in skipped]
         dry = [step for step in ("build", "push", "update") if step in skipped]
-        say("info", f"   {'running ' + ', '.join(real) + ' for real, ' if real else 'every step runs as a dry run: '}"
-                    f"{', '.join(dry)}{' as a dry run' if real else ''}")
+        say(
+            "info",
+            f"   {'running ' + ', '.join(real) + ' for real, ' if real else 'every step runs as a dry run: '}"
+            f"{', '.join(dry)}{' as a dry run' if real else ''}",
+        )
         stop = threading.Event()
         thread = threading.Thread(target=_partial_drain, args=(repo, real, logs, say, stop), daemon=True)
         thread.start()

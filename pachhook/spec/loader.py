@@ -17,6 +17,7 @@ anything an attacker could inflate:
 Bad input becomes `Diagnostic`s, never an exception. Line and column numbers of JSON
 values are worked out only when a diagnostic needs them.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -144,8 +145,7 @@ def load_bytes(name: str, data: bytes) -> LoadedFile:
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
         return _file_problem(
             name,
-            f"file is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start});"
-            " save it as UTF-8",
+            f"file is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); save it as UTF-8",
             "encoding",
             (line, column),
         )
@@ -159,9 +159,7 @@ def load_bytes(name: str, data: bytes) -> LoadedFile:
     for index, document in enumerate(result.documents, 1):
         document.index = index
     if not result.documents and not result.diagnostics:
-        result.diagnostics.append(
-            Diagnostic(name, 1, 1, "file holds no pipeline spec", ERROR, "", "empty-file")
-        )
+        result.diagnostics.append(Diagnostic(name, 1, 1, "file holds no pipeline spec", ERROR, "", "empty-file"))
     return result
 
 
@@ -172,9 +170,7 @@ def _too_large(size: int) -> str:
     )
 
 
-def _file_problem(
-    name: str, message: str, rule: str, position: Position = (1, 1)
-) -> LoadedFile:
+def _file_problem(name: str, message: str, rule: str, position: Position = (1, 1)) -> LoadedFile:
     return LoadedFile([], [Diagnostic(name, position[0], position[1], message, ERROR, "", rule)])
 
 
@@ -196,8 +192,7 @@ def _add_root(
     result.values += _count_values(value, MAX_VALUES + 1 - result.values)
     if result.values > MAX_VALUES:
         line, column = positions.find((root,))
-        result.diagnostics.append(
-            Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
+        result.diagnostics.append(Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
         return
     if isinstance(value, list):
         for item, element in enumerate(value):
@@ -206,9 +201,7 @@ def _add_root(
     _add_spec(name, value, positions, (root,), result)
 
 
-def _add_spec(
-    name: str, value: Any, positions: _Positions, prefix: tuple, result: LoadedFile
-) -> None:
+def _add_spec(name: str, value: Any, positions: _Positions, prefix: tuple, result: LoadedFile) -> None:
     if not isinstance(value, dict):
         line, column = positions.find(prefix)
         kind = _kind(value)
@@ -227,9 +220,7 @@ def _add_spec(
     depth_error = _too_deep(value)
     if depth_error is not None:
         line, column = positions.find(prefix + depth_error)
-        result.diagnostics.append(
-            Diagnostic(name, line, column, _depth_message(), ERROR, "", "too-deep")
-        )
+        result.diagnostics.append(Diagnostic(name, line, column, _depth_message(), ERROR, "", "too-deep"))
         return
     result.documents.append(Document(value, 0, positions, prefix))  # numbered at the end
 
@@ -247,8 +238,10 @@ def _kind(value: Any) -> str:
 
 
 def _too_many_message() -> str:
-    return (f"file holds more than {MAX_VALUES} values; a pipeline spec file never does"
-            " (real ones hold a few hundred at most): it was not checked further")
+    return (
+        f"file holds more than {MAX_VALUES} values; a pipeline spec file never does"
+        " (real ones hold a few hundred at most): it was not checked further"
+    )
 
 
 def _count_values(value: Any, limit: int) -> int:
@@ -277,11 +270,9 @@ def _too_deep(value: Any) -> Optional[JsonPath]:
         if len(path) >= MAX_DEPTH:
             return path
         if isinstance(current, dict):
-            stack.extend((child, path + (key,)) for key, child in current.items()
-                         if isinstance(child, (dict, list)))
+            stack.extend((child, path + (key,)) for key, child in current.items() if isinstance(child, (dict, list)))
         elif isinstance(current, list):
-            stack.extend((child, path + (i,)) for i, child in enumerate(current)
-                         if isinstance(child, (dict, list)))
+            stack.extend((child, path + (i,)) for i, child in enumerate(current) if isinstance(child, (dict, list)))
     return None
 
 
@@ -322,7 +313,7 @@ def _split_documents(text: str) -> Iterator[Tuple[str, int]]:
     start = 0
     first_line = 1
     for marker in _DOC_MARKER.finditer(text):
-        yield text[start:marker.start()], first_line
+        yield text[start : marker.start()], first_line
         first_line += text.count("\n", start, marker.end())
         start = marker.end()
     yield text[start:], first_line
@@ -354,8 +345,7 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
                 raise json.JSONDecodeError("Extra data", part, offset)
     except RecursionError:
         line, column = _deep_json_position(part, lines)
-        result.diagnostics.append(Diagnostic(name, line, column, _depth_message(), ERROR, "",
-                                             "too-deep"))
+        result.diagnostics.append(Diagnostic(name, line, column, _depth_message(), ERROR, "", "too-deep"))
         return
     except ValueError as error:  # JSONDecodeError, or NaN/Infinity refused
         as_yaml = LoadedFile()
@@ -377,18 +367,24 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
         # duplicate keys collapse in the dict: count them here, before reporting each one
         result.values = MAX_VALUES + 1
         line, column = positions.default
-        result.diagnostics.append(
-            Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
+        result.diagnostics.append(Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
         return
     if _SURROGATE_ESCAPE.search(part) and _has_lone_surrogate(values):
         # `"\ud800"` decodes to a string no encoder can write out; pachctl refuses it too
         as_yaml = LoadedFile()
         _load_yaml_text(name, part, first_line, as_yaml)
         result.documents += as_yaml.documents
-        result.diagnostics += as_yaml.diagnostics or [Diagnostic(
-            name, positions.default[0], positions.default[1],
-            "invalid JSON: a \\u escape names half of a UTF-16 surrogate pair", ERROR, "",
-            "syntax")]
+        result.diagnostics += as_yaml.diagnostics or [
+            Diagnostic(
+                name,
+                positions.default[0],
+                positions.default[1],
+                "invalid JSON: a \\u escape names half of a UTF-16 surrogate pair",
+                ERROR,
+                "",
+                "syntax",
+            )
+        ]
         return
     if len(values) > 1:
         # Only pachctl 1.x read a stream of JSON objects; 2.x stops after the first one.
@@ -555,9 +551,7 @@ def _deep_json_position(part: str, lines: _LineIndex) -> Position:
 # --------------------------------------------------------------------------- YAML
 
 _INT_STRICT = re.compile(r"(0|-?[1-9][0-9]*)\Z")
-_GO_INT = re.compile(
-    r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)\Z"
-)
+_GO_INT = re.compile(r"[-+]?(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0[0-7]*|[1-9][0-9]*)\Z")
 _YAML_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
 # The layouts yaml.v3 tries on an unquoted scalar: a date; a date, `T` and a time with a
 # zone; a date, a space and a time without one. Anything else stays a string.
@@ -567,10 +561,8 @@ _TIMESTAMP = re.compile(
     r"| [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(\.[0-9]+)?)?\Z"
 )
 _NULLS = {"", "~", "null", "Null", "NULL"}
-_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
-          "FALSE": False}
-_SPECIAL_FLOATS = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf",
-                   "-.INF", ".nan", ".NaN", ".NAN"}
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_SPECIAL_FLOATS = {".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF", "-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN"}
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = {_TAG + "str", _TAG + "int", _TAG + "float", _TAG + "bool", _TAG + "null"}
 _COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
@@ -583,20 +575,24 @@ def _resolve_plain(text: str, where: Position) -> Any:
     if text in _BOOLS:
         return _BOOLS[text]
     if text in _SPECIAL_FLOATS:
-        raise _Refused(where, f"{text} has no JSON form; quote it if it is meant as text",
-                       "yaml-scalar")
+        raise _Refused(where, f"{text} has no JSON form; quote it if it is meant as text", "yaml-scalar")
     if text[0] not in "+-.0123456789":
         return text
     if _TIMESTAMP.match(text):
-        raise _Refused(where, f"unquoted {text} is a YAML timestamp, which pachctl refuses;"
-                       f" quote it: \"{text}\"", "yaml-scalar")
+        raise _Refused(
+            where, f'unquoted {text} is a YAML timestamp, which pachctl refuses; quote it: "{text}"', "yaml-scalar"
+        )
     plain = text.replace("_", "")
     if _GO_INT.match(plain) and _fits_64_bits(plain):
         if _INT_STRICT.match(text):
             return int(text)
-        raise _Refused(where, f"YAML reads {text} as an integer in a form pachctl refuses"
-                       " (octal, hex, binary, a sign or underscores): write a plain decimal"
-                       " number, or quote it if it is text", "yaml-scalar")
+        raise _Refused(
+            where,
+            f"YAML reads {text} as an integer in a form pachctl refuses"
+            " (octal, hex, binary, a sign or underscores): write a plain decimal"
+            " number, or quote it if it is text",
+            "yaml-scalar",
+        )
     if _YAML_FLOAT.match(plain):
         number = float(plain)
         if math.isinf(number):
@@ -606,7 +602,7 @@ def _resolve_plain(text: str, where: Position) -> Any:
 
 
 def _short_tag(tag: str) -> str:
-    return "!!" + tag[len(_TAG):] if tag.startswith(_TAG) else tag
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
 def _fits_64_bits(plain: str) -> bool:
@@ -621,18 +617,16 @@ def _fits_64_bits(plain: str) -> bool:
         number = int(plain, 0) if not re.match(r"[-+]?0[0-7]", plain) else int(plain, 8)
     except ValueError:
         return True
-    return -(2 ** 63) <= number < 2 ** 64
+    return -(2**63) <= number < 2**64
 
 
 def _resolve_tagged(tag: str, text: str, plain: bool, where: Position) -> Any:
     if tag == "!" or tag == _TAG + "str":
         return text
     if tag not in _SCALAR_TAGS:
-        raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl;"
-                       " remove it", "yaml-tag")
+        raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl; remove it", "yaml-tag")
     value = _resolve_plain(text, where) if text else None
-    expected = {_TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool,
-                _TAG + "null": type(None)}[tag]
+    expected = {_TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool, _TAG + "null": type(None)}[tag]
     if isinstance(value, bool) and expected is not bool:
         value = text
     if not isinstance(value, expected):
@@ -662,8 +656,7 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
         line, column = refused.position
         path = format_json_path(builder.current_path())
         message = refused.message + _placeholder_hint(text, line - first_line)
-        result.diagnostics.append(
-            Diagnostic(name, line, column, message, ERROR, path, refused.rule))
+        result.diagnostics.append(Diagnostic(name, line, column, message, ERROR, path, refused.rule))
         return _REFUSED
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -677,8 +670,7 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
         if error.context:
             what = f"{what} ({error.context})"
         what = " ".join(what.split()) + _placeholder_hint(text, line - first_line)
-        result.diagnostics.append(
-            Diagnostic(name, line, column, f"invalid YAML: {what}", ERROR, "", "syntax"))
+        result.diagnostics.append(Diagnostic(name, line, column, f"invalid YAML: {what}", ERROR, "", "syntax"))
         return _SYNTAX_ERROR
     except yaml.reader.ReaderError as error:
         line, column = _LineIndex(text, first_line).position(max(error.position, 0))
@@ -697,8 +689,9 @@ def _placeholder_hint(text: str, row: int) -> str:
     """Advice when the offending line holds `{{`: unquoted, YAML reads it as a mapping."""
     lines = text.split("\n", row + 1)
     if 0 <= row < len(lines) and "{{" in lines[row]:
-        return ("; placeholders only go in string values: quote it, e.g."
-                " \"{{ tag }}\" (unquoted, `{{` starts a YAML mapping)")
+        return (
+            '; placeholders only go in string values: quote it, e.g. "{{ tag }}" (unquoted, `{{` starts a YAML mapping)'
+        )
     return ""
 
 
@@ -734,8 +727,7 @@ class _YamlBuilder:
 
     def feed(self, event: Any):
         kind = type(event).__name__
-        if kind in ("DocumentStartEvent", "ScalarEvent", "MappingStartEvent",
-                    "SequenceStartEvent", "AliasEvent"):
+        if kind in ("DocumentStartEvent", "ScalarEvent", "MappingStartEvent", "SequenceStartEvent", "AliasEvent"):
             self.events += 1
             if self.events > MAX_VALUES:
                 # parsing a million empty documents or tiny values costs PyYAML ~20 s
@@ -748,8 +740,11 @@ class _YamlBuilder:
         if kind in ("StreamStartEvent", "StreamEndEvent"):
             return None
         if kind == "AliasEvent" or getattr(event, "anchor", None):
-            raise _Refused(self._where(event), "YAML anchors and aliases (&name, *name, <<)"
-                           " are refused by pachctl; write the values out", "yaml-alias")
+            raise _Refused(
+                self._where(event),
+                "YAML anchors and aliases (&name, *name, <<) are refused by pachctl; write the values out",
+                "yaml-alias",
+            )
         if kind in ("MappingEndEvent", "SequenceEndEvent"):
             self.stack.pop()
             return None
@@ -769,8 +764,7 @@ class _YamlBuilder:
         # MappingStartEvent / SequenceStartEvent
         tag = event.tag
         if tag not in (None, "!") and tag not in _COLLECTION_TAGS:
-            raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl;"
-                           " remove it", "yaml-tag")
+            raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl; remove it", "yaml-tag")
         if len(self.stack) >= MAX_DEPTH:
             raise _Refused(where, _depth_message(), "too-deep")
         is_map = kind == "MappingStartEvent"
@@ -790,8 +784,7 @@ class _YamlBuilder:
         if is_map:
             if key is None and frame[3] is None:
                 if collection is not None:
-                    raise _Refused(where, "a mapping key must be a plain string, not a"
-                                   " list or mapping", "yaml-key")
+                    raise _Refused(where, "a mapping key must be a plain string, not a list or mapping", "yaml-key")
                 frame[2] = _key_text(event.value, value)
                 frame[3] = where
                 return path

@@ -5,6 +5,7 @@ Every rule is one function below, reached from `check`. They read the document t
 name while reporting paths with the key the user wrote. Values of the wrong type are
 skipped here: `pachhook.spec.schema` reports those. docs/spec-rules.md lists every rule id.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,11 @@ def check(document: Any, strict: bool = False) -> List[Problem]:
     except RecursionError:
         report.error((), "the spec nests too deeply to check", "too-deep")
     except Exception as exc:  # pragma: no cover - a bug here must not become a traceback in a hook
-        report.error((), f"pachhook could not finish checking this spec ({type(exc).__name__}: {exc}); "
-                         "please report this", "internal-error")
+        report.error(
+            (),
+            f"pachhook could not finish checking this spec ({type(exc).__name__}: {exc}); please report this",
+            "internal-error",
+        )
     return report.problems
 
 
@@ -135,9 +139,11 @@ def _check_spec(spec: _View, report: _Report) -> None:
                 _check_toleration(_View(item), (spec.key("tolerations"), index), report)
     reprocess = spec.get("reprocess_spec")
     if isinstance(reprocess, str) and reprocess not in ("", "until_success", "every_job"):
-        report.error((spec.key("reprocess_spec"),),
-                     f"reprocess_spec must be \"until_success\" or \"every_job\", got {json.dumps(reprocess)}",
-                     "reprocess-spec")
+        report.error(
+            (spec.key("reprocess_spec"),),
+            f'reprocess_spec must be "until_success" or "every_job", got {json.dumps(reprocess)}',
+            "reprocess-spec",
+        )
     branch = spec.str("output_branch")
     if branch:
         _check_plain_name("output branch", branch, (spec.key("output_branch"),), report, "branch-name")
@@ -155,8 +161,11 @@ def _check_pipeline(spec: _View, report: _Report) -> None:
     if name_value is not None and not isinstance(name_value, str):
         return
     if not name_value:
-        where = ("pipeline", pipeline.key("name")) if pipeline and pipeline.has("name") else \
-            (("pipeline",) if spec.has("pipeline") else ())
+        where = (
+            ("pipeline", pipeline.key("name"))
+            if pipeline and pipeline.has("name")
+            else (("pipeline",) if spec.has("pipeline") else ())
+        )
         report.error(where, "no pipeline name specified: set pipeline.name", "pipeline-name")
         return
     name_path = (spec.key("pipeline"), pipeline.key("name"))  # type: ignore[union-attr]
@@ -172,9 +181,13 @@ def _check_pipeline(spec: _View, report: _Report) -> None:
             report.error(project_path, problem, "project-name")
     together = len(project_name or "default") + len(name_value)
     if together > MAX_PROJECT_AND_PIPELINE and len(name_value) <= MAX_PIPELINE_NAME:
-        report.error(name_path, f"project '{project_name or 'default'}' and pipeline '{name_value}' are {together} "
-                                f"characters together; Pachyderm allows at most {MAX_PROJECT_AND_PIPELINE} "
-                                "(the worker name <project>-<pipeline>-v99 must fit in 63)", "pipeline-name")
+        report.error(
+            name_path,
+            f"project '{project_name or 'default'}' and pipeline '{name_value}' are {together} "
+            f"characters together; Pachyderm allows at most {MAX_PROJECT_AND_PIPELINE} "
+            "(the worker name <project>-<pipeline>-v99 must fit in 63)",
+            "pipeline-name",
+        )
 
 
 def name_problem(kind: str, name: str, limit: Optional[int] = None, first_alnum: bool = True) -> Optional[str]:
@@ -182,8 +195,7 @@ def name_problem(kind: str, name: str, limit: Optional[int] = None, first_alnum:
     if NAME_RE.fullmatch(name) is None:
         bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "_-"))})
         shown = ", ".join(repr(c) for c in bad[:5])
-        return (f"{kind} name {json.dumps(name)} may only use letters, digits, '_' and '-' "
-                f"(found {shown})")
+        return f"{kind} name {json.dumps(name)} may only use letters, digits, '_' and '-' (found {shown})"
     if first_alnum and not name[0].isalnum():
         return f"{kind} name {json.dumps(name)} must start with a letter or digit"
     if limit is not None and len(name) > limit:
@@ -200,12 +212,17 @@ def _check_plain_name(kind: str, name: str, path: JsonPath, report: _Report, rul
 def _check_request_flags(spec: _View, report: _Report) -> None:
     if spec.has("dry_run"):
         key = spec.key("dry_run")
-        report.error((key,), f"'{key}' in a spec is read by pachctl as 'reprocess', not as a dry run; delete it "
-                             "(use pachctl's --dry-run flag instead)", "dry-run")
+        report.error(
+            (key,),
+            f"'{key}' in a spec is read by pachctl as 'reprocess', not as a dry run; delete it "
+            "(use pachctl's --dry-run flag instead)",
+            "dry-run",
+        )
     if spec.get("tf_job") is not None:
         key = spec.key("tf_job")
-        report.error((key,), f"'{key}' is refused by pachd (embedding TFJobs in pipelines is not supported); "
-                             "delete it", "tf-job")
+        report.error(
+            (key,), f"'{key}' is refused by pachd (embedding TFJobs in pipelines is not supported); delete it", "tf-job"
+        )
 
 
 # -- transform and image -------------------------------------------------------------------
@@ -226,15 +243,21 @@ def _check_transform(transform: _View, path: JsonPath, report: _Report) -> None:
                 report.error(where, "secret needs a 'name': the Kubernetes secret to read", "secret")
             env_var = secret.str("env_var")
             if env_var and not secret.str("key"):
-                report.error(where, f"secret sets env_var '{env_var}' but no 'key'; add the key of the "
-                                    "Kubernetes secret whose value goes into it", "secret")
+                report.error(
+                    where,
+                    f"secret sets env_var '{env_var}' but no 'key'; add the key of the "
+                    "Kubernetes secret whose value goes into it",
+                    "secret",
+                )
 
 
 _ALNUM = r"[a-z0-9]+"
 _PATH_COMPONENT = re.compile(_ALNUM + r"(?:(?:[._]|__|-+)" + _ALNUM + r")*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN = re.compile(r"(?:" + _DOMAIN_COMPONENT + r"(?:\." + _DOMAIN_COMPONENT + r")*|\[[0-9a-fA-F:]+\])"
-                     r"(?::[0-9]+)?")
+_DOMAIN = re.compile(
+    r"(?:" + _DOMAIN_COMPONENT + r"(?:\." + _DOMAIN_COMPONENT + r")*|\[[0-9a-fA-F:]+\])"
+    r"(?::[0-9]+)?"
+)
 _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
 
@@ -253,10 +276,12 @@ def image_reference_problem(image: str) -> Optional[str]:
     colon = name.rfind(":")
     tag = ""
     if colon > slash:
-        name, tag = name[:colon], name[colon + 1:]
+        name, tag = name[:colon], name[colon + 1 :]
         if not _TAG.fullmatch(tag):
-            return (f"tag '{tag}' may only use letters, digits, '_', '.' and '-', must not start with '.' or '-', "
-                    "and has at most 128 characters")
+            return (
+                f"tag '{tag}' may only use letters, digits, '_', '.' and '-', must not start with '.' or '-', "
+                "and has at most 128 characters"
+            )
     if not name:
         return "the repository name is empty"
     if len(name) > 255:
@@ -272,8 +297,7 @@ def image_reference_problem(image: str) -> Optional[str]:
             continue
         if component.lower() != component and _PATH_COMPONENT.fullmatch(component.lower()):
             return f"repository name must be lowercase ('{component}')"
-        return (f"path component '{component}' must be lowercase letters and digits, separated by "
-                "'.', '_', '__' or '-'")
+        return f"path component '{component}' must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
     return None
 
 
@@ -287,13 +311,21 @@ def _check_image(image: str, path: JsonPath, report: _Report) -> None:
     if "@" in image:
         return  # pinned by digest
     slash, colon = name.rfind("/"), name.rfind(":")
-    tag = name[colon + 1:] if colon > slash else ""
+    tag = name[colon + 1 :] if colon > slash else ""
     if not tag:
-        report.warn(path, f"image {json.dumps(image)} has no tag, so it means ':latest' and each worker may pull "
-                          "different code; pin a tag (pachhook templates use ':{{ tag }}')", "image-tag")
+        report.warn(
+            path,
+            f"image {json.dumps(image)} has no tag, so it means ':latest' and each worker may pull "
+            "different code; pin a tag (pachhook templates use ':{{ tag }}')",
+            "image-tag",
+        )
     elif tag == "latest":
-        report.warn(path, f"image {json.dumps(image)} uses ':latest', so each worker may pull different code; "
-                          "pin a tag (pachhook templates use ':{{ tag }}')", "image-tag")
+        report.warn(
+            path,
+            f"image {json.dumps(image)} uses ':latest', so each worker may pull different code; "
+            "pin a tag (pachhook templates use ':{{ tag }}')",
+            "image-tag",
+        )
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -321,12 +353,20 @@ def _check_input_node(value: Any, path: JsonPath, ancestors: Tuple[str, ...], re
     if not kinds:
         empty = [node.key(k) for k in _LIST_KINDS if isinstance(node.get(k), list) and not node.get(k)]
         extra = f" ('{empty[0]}' is an empty list, which counts as unset)" if empty else ""
-        report.error(path, f"'{format_json_path(path)}' sets no input{extra}; give exactly one of "
-                           "pfs, cron, cross, union, join or group", "input-kind")
+        report.error(
+            path,
+            f"'{format_json_path(path)}' sets no input{extra}; give exactly one of "
+            "pfs, cron, cross, union, join or group",
+            "input-kind",
+        )
     elif len(kinds) > 1:
         shown = " and ".join(f"'{node.key(k)}'" for k in kinds)
-        report.error(path, f"'{format_json_path(path)}' sets {shown}; an input node holds exactly one kind: "
-                           "wrap them in a 'cross' or 'union' list", "input-kind")
+        report.error(
+            path,
+            f"'{format_json_path(path)}' sets {shown}; an input node holds exactly one kind: "
+            "wrap them in a 'cross' or 'union' list",
+            "input-kind",
+        )
     for kind in kinds:
         child_path = path + (node.key(kind),)
         if kind == "pfs":
@@ -348,24 +388,38 @@ def _check_pfs(pfs: _View, path: JsonPath, ancestors: Tuple[str, ...], report: _
     glob = pfs.get("glob")
     if not s3 and not (isinstance(glob, str) and glob) and not (glob is not None and not isinstance(glob, str)):
         label = f" from repo '{repo}'" if repo else ""
-        report.error(path, f"pfs input{label} needs a 'glob', such as \"/\" (one datum) or \"/*\" "
-                           "(one datum per top-level file)", "pfs-input")
+        report.error(
+            path,
+            f'pfs input{label} needs a \'glob\', such as "/" (one datum) or "/*" (one datum per top-level file)',
+            "pfs-input",
+        )
     if s3:
         if isinstance(glob, str) and glob not in ("", "/"):
-            report.error(path + (pfs.key("glob"),), f"an s3 input presents the whole repo, so its glob must be "
-                                                    f"\"/\", got {json.dumps(glob)}", "s3-input")
+            report.error(
+                path + (pfs.key("glob"),),
+                f'an s3 input presents the whole repo, so its glob must be "/", got {json.dumps(glob)}',
+                "s3-input",
+            )
         for field in ("lazy", "empty_files"):
             if pfs.get(field) is True:
-                report.error(path + (pfs.key(field),), f"an s3 input cannot set '{pfs.key(field)}'; delete it",
-                             "s3-input")
+                report.error(
+                    path + (pfs.key(field),), f"an s3 input cannot set '{pfs.key(field)}'; delete it", "s3-input"
+                )
         inside = [kind for kind in ancestors if kind in ("join", "group", "union")]
         if inside:
-            report.error(path + (pfs.key("s3"),), f"s3 inputs are not supported inside a '{inside[-1]}'; "
-                                                  "cross it with the other inputs instead, or drop 's3'", "s3-input")
+            report.error(
+                path + (pfs.key("s3"),),
+                f"s3 inputs are not supported inside a '{inside[-1]}'; "
+                "cross it with the other inputs instead, or drop 's3'",
+                "s3-input",
+            )
     commit = pfs.str("commit")
     if commit:
-        report.error(path + (pfs.key("commit"),), "a pipeline input cannot come from a fixed commit in "
-                                                  "Pachyderm 2.x; use 'branch'", "pfs-input")
+        report.error(
+            path + (pfs.key("commit"),),
+            "a pipeline input cannot come from a fixed commit in Pachyderm 2.x; use 'branch'",
+            "pfs-input",
+        )
     branch = pfs.str("branch")
     if branch:
         _check_plain_name("branch", branch, path + (pfs.key("branch"),), report, "branch-name")
@@ -417,14 +471,22 @@ def _check_input_names(value: Dict[str, Any], path: JsonPath, seen: Dict[str, Js
         if name is None or leaf is None:
             return
         leaf_path = path + (node.key(kind),)
-        where = leaf_path + ((leaf.key("name"),) if leaf.str("name") else
-                             ((leaf.key("repo"),) if kind == "pfs" else ()))
+        where = leaf_path + (
+            (leaf.key("name"),) if leaf.str("name") else ((leaf.key("repo"),) if kind == "pfs" else ())
+        )
         if name in ("out", ".env"):
-            report.error(where, f"input name '{name}' is reserved (/pfs/{name} belongs to Pachyderm); set "
-                                "another 'name' on this input", "input-name")
+            report.error(
+                where,
+                f"input name '{name}' is reserved (/pfs/{name} belongs to Pachyderm); set another 'name' on this input",
+                "input-name",
+            )
         elif name in seen:
-            report.error(where, f"input name '{name}' is already used by {format_json_path(seen[name])}; "
-                                "give one of them a distinct 'name'", "input-name")
+            report.error(
+                where,
+                f"input name '{name}' is already used by {format_json_path(seen[name])}; "
+                "give one of them a distinct 'name'",
+                "input-name",
+            )
         else:
             seen[name] = leaf_path
         return
@@ -451,8 +513,7 @@ _CRON_FIELDS = (
     ("minute", 0, 59, None),
     ("hour", 0, 23, None),
     ("day of month", 1, 31, None),
-    ("month", 1, 12, {m: i + 1 for i, m in enumerate(
-        "jan feb mar apr may jun jul aug sep oct nov dec".split())}),
+    ("month", 1, 12, {m: i + 1 for i, m in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split())}),
     ("day of week", 0, 6, {d: i for i, d in enumerate("sun mon tue wed thu fri sat".split())}),
 )
 _DESCRIPTORS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly", "@never"})
@@ -462,22 +523,28 @@ _GO_DURATION = re.compile(r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs
 def cron_spec_problem(spec: str) -> Optional[str]:
     """Why pachd would refuse this cron spec, or None."""
     if not spec:
-        return "cron input needs a 'spec', such as \"@every 1h\" or \"*/10 * * * *\""
+        return 'cron input needs a \'spec\', such as "@every 1h" or "*/10 * * * *"'
     if spec.startswith("@"):
         if spec in _DESCRIPTORS:
             return None
         if spec.startswith("@every "):
-            duration = spec[len("@every "):]
+            duration = spec[len("@every ") :]
             if _GO_DURATION.fullmatch(duration):
                 return None
-            return (f"cron spec {json.dumps(spec)}: '{duration}' is not a Go duration; write e.g. "
-                    "\"@every 90s\" or \"@every 1h30m\"")
-        return (f"cron spec {json.dumps(spec)} is not a known descriptor; use @every <duration>, @yearly, "
-                "@annually, @monthly, @weekly, @daily, @midnight, @hourly or @never")
+            return (
+                f"cron spec {json.dumps(spec)}: '{duration}' is not a Go duration; write e.g. "
+                '"@every 90s" or "@every 1h30m"'
+            )
+        return (
+            f"cron spec {json.dumps(spec)} is not a known descriptor; use @every <duration>, @yearly, "
+            "@annually, @monthly, @weekly, @daily, @midnight, @hourly or @never"
+        )
     fields = spec.split()
     if len(fields) != 5:
-        return (f"cron spec {json.dumps(spec)} has {len(fields)} fields; it needs exactly 5 "
-                "(minute hour day-of-month month day-of-week) or a descriptor such as @hourly")
+        return (
+            f"cron spec {json.dumps(spec)} has {len(fields)} fields; it needs exactly 5 "
+            "(minute hour day-of-month month day-of-week) or a descriptor such as @hourly"
+        )
     for text, (label, low, high, names) in zip(fields, _CRON_FIELDS):
         for part in text.split(","):
             problem = _cron_range_problem(part, low, high, names)
@@ -549,15 +616,23 @@ def _check_services(spec: _View, report: _Report) -> None:
             number = _as_int(constant) if constant is not None else 0
             if number is not None and number != 1:
                 shown = str(number) if abs(number) < 10**30 else "a huge number"
-                where = (spec.key("parallelism_spec"),) + ((_View(parallelism).key("constant"),)
-                                                           if constant is not None else ())
-                report.error(where, f"a service runs with exactly one worker: set parallelism_spec.constant to 1 "
-                                    f"or delete parallelism_spec (got {shown})", "service")
+                where = (spec.key("parallelism_spec"),) + (
+                    (_View(parallelism).key("constant"),) if constant is not None else ()
+                )
+                report.error(
+                    where,
+                    f"a service runs with exactly one worker: set parallelism_spec.constant to 1 "
+                    f"or delete parallelism_spec (got {shown})",
+                    "service",
+                )
     if spout_service is not None:
         _check_service_type(spout_service, (spec.key("spout"), spout.key("service")), report)  # type: ignore
     if spout is not None and spout_service is None and spec.get("input") is not None:
-        report.error((spec.key("input"),), "a spout without a service takes no input; delete 'input' (or add "
-                                           "spout.service)", "spout")
+        report.error(
+            (spec.key("input"),),
+            "a spout without a service takes no input; delete 'input' (or add spout.service)",
+            "spout",
+        )
     if spec.get("s3_out") is True and (service is not None or spout is not None):
         which = "service" if service is not None else "spout"
         report.error((spec.key("s3_out"),), f"s3_out cannot be used with a {which}; delete one of them", "s3-out")
@@ -568,8 +643,11 @@ def _check_services(spec: _View, report: _Report) -> None:
 def _check_service_type(service: _View, path: JsonPath, report: _Report) -> None:
     kind = service.get("type")
     if isinstance(kind, str) and kind and kind not in _SERVICE_TYPES:
-        report.error(path + (service.key("type"),), f"service type must be one of {', '.join(_SERVICE_TYPES)}, "
-                                                    f"got {json.dumps(kind)}", "service")
+        report.error(
+            path + (service.key("type"),),
+            f"service type must be one of {', '.join(_SERVICE_TYPES)}, got {json.dumps(kind)}",
+            "service",
+        )
 
 
 def _as_int(value: Any) -> Optional[int]:
@@ -587,9 +665,23 @@ def _as_int(value: Any) -> Optional[int]:
 # -- resources -----------------------------------------------------------------------------
 
 _QUANTITY = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
-_BYTE_UNITS = {"k": ("k", "Ki"), "kb": ("k", "Ki"), "kib": ("Ki", None), "m": ("M", "Mi"), "mb": ("M", "Mi"),
-               "mib": ("Mi", None), "g": ("G", "Gi"), "gb": ("G", "Gi"), "gib": ("Gi", None), "t": ("T", "Ti"),
-               "tb": ("T", "Ti"), "tib": ("Ti", None), "p": ("P", "Pi"), "pb": ("P", "Pi"), "pib": ("Pi", None)}
+_BYTE_UNITS = {
+    "k": ("k", "Ki"),
+    "kb": ("k", "Ki"),
+    "kib": ("Ki", None),
+    "m": ("M", "Mi"),
+    "mb": ("M", "Mi"),
+    "mib": ("Mi", None),
+    "g": ("G", "Gi"),
+    "gb": ("G", "Gi"),
+    "gib": ("Gi", None),
+    "t": ("T", "Ti"),
+    "tb": ("T", "Ti"),
+    "tib": ("Ti", None),
+    "p": ("P", "Pi"),
+    "pb": ("P", "Pi"),
+    "pib": ("Pi", None),
+}
 
 
 def quantity_problem(value: str) -> Optional[str]:
@@ -606,9 +698,9 @@ def _quantity_suggestion(value: str) -> str:
         if units:
             first, second = units
             if second:
-                return f"; write \"{m.group(1)}{first}\" (powers of 1000) or \"{m.group(1)}{second}\" (powers of 1024)"
-            return f"; write \"{m.group(1)}{first}\""
-    return "; write a number with an optional suffix such as \"512Mi\", \"2Gi\" or \"500M\""
+                return f'; write "{m.group(1)}{first}" (powers of 1000) or "{m.group(1)}{second}" (powers of 1024)'
+            return f'; write "{m.group(1)}{first}"'
+    return '; write a number with an optional suffix such as "512Mi", "2Gi" or "500M"'
 
 
 def _check_resources(resources: _View, path: JsonPath, report: _Report) -> None:
@@ -618,14 +710,25 @@ def _check_resources(resources: _View, path: JsonPath, report: _Report) -> None:
             continue
         where = path + (resources.key(field),)
         if _QUANTITY.fullmatch(value) is None:
-            report.error(where, f"{field} {json.dumps(value)} is not a Kubernetes quantity, and pachd silently "
-                                f"drops it{_quantity_suggestion(value)}", "resource-quantity")
+            report.error(
+                where,
+                f"{field} {json.dumps(value)} is not a Kubernetes quantity, and pachd silently "
+                f"drops it{_quantity_suggestion(value)}",
+                "resource-quantity",
+            )
         elif value.startswith("-"):
-            report.error(where, f"{field} {json.dumps(value)} is negative; Kubernetes refuses negative resources",
-                         "resource-quantity")
+            report.error(
+                where,
+                f"{field} {json.dumps(value)} is negative; Kubernetes refuses negative resources",
+                "resource-quantity",
+            )
         elif value.endswith("m"):
-            report.warn(where, f"{field} {json.dumps(value)} means {value[:-1]} thousandths of a byte ('m' is "
-                               f"milli); did you mean \"{value[:-1]}Mi\" or \"{value[:-1]}M\"?", "resource-quantity")
+            report.warn(
+                where,
+                f"{field} {json.dumps(value)} means {value[:-1]} thousandths of a byte ('m' is "
+                f'milli); did you mean "{value[:-1]}Mi" or "{value[:-1]}M"?',
+                "resource-quantity",
+            )
     cpu = resources.get("cpu")
     number: Optional[float] = None
     try:
@@ -637,16 +740,21 @@ def _check_resources(resources: _View, path: JsonPath, report: _Report) -> None:
         number = math.inf if isinstance(cpu, int) else None  # other strings: the schema reports them
     if number is not None and (math.isnan(number) or math.isinf(number) or number < 0):
         shown = json.dumps(cpu) if isinstance(cpu, str) else ("a huge number" if math.isinf(number) else repr(cpu))
-        report.error(path + (resources.key("cpu"),), f"cpu must be a non-negative, finite number of cores, got "
-                                                     f"{shown}; pachd silently drops it", "resource-quantity")
+        report.error(
+            path + (resources.key("cpu"),),
+            f"cpu must be a non-negative, finite number of cores, got {shown}; pachd silently drops it",
+            "resource-quantity",
+        )
 
 
 # -- pod_spec / pod_patch ------------------------------------------------------------------
 
 
 def _check_pod_json(spec: _View, report: _Report) -> None:
-    for field, expected, word in (("pod_spec", dict, "a JSON object (a partial Kubernetes PodSpec)"),
-                                  ("pod_patch", list, "a JSON array (a JSON Patch of the PodSpec)")):
+    for field, expected, word in (
+        ("pod_spec", dict, "a JSON object (a partial Kubernetes PodSpec)"),
+        ("pod_patch", list, "a JSON array (a JSON Patch of the PodSpec)"),
+    ):
         text = spec.get(field)
         if not isinstance(text, str) or not text.strip():
             continue
@@ -677,8 +785,7 @@ def label_key_problem(key: str) -> Optional[str]:
     if len(name) > 63:
         return "the name part is longer than 63 characters"
     if not _LABEL_NAME.fullmatch(name):
-        return ("the name part must be letters, digits, '-', '_' or '.', starting and ending with a letter "
-                "or digit")
+        return "the name part must be letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
     return None
 
 
@@ -693,13 +800,24 @@ def _check_metadata(metadata: _View, path: JsonPath, report: _Report) -> None:
                 continue
             problem = label_key_problem(key)
             if problem:
-                report.error(base + (key,), f"{field[:-1]} key {json.dumps(key)} is not valid in Kubernetes: "
-                                            f"{problem}", "metadata")
-            if field == "labels" and isinstance(value, str) and value and (
-                    len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
-                report.error(base + (key,), f"label value {json.dumps(value)} is not valid in Kubernetes: at most "
-                                            "63 letters, digits, '-', '_' or '.', starting and ending with a letter "
-                                            "or digit", "metadata")
+                report.error(
+                    base + (key,),
+                    f"{field[:-1]} key {json.dumps(key)} is not valid in Kubernetes: {problem}",
+                    "metadata",
+                )
+            if (
+                field == "labels"
+                and isinstance(value, str)
+                and value
+                and (len(value) > 63 or not _LABEL_NAME.fullmatch(value))
+            ):
+                report.error(
+                    base + (key,),
+                    f"label value {json.dumps(value)} is not valid in Kubernetes: at most "
+                    "63 letters, digits, '-', '_' or '.', starting and ending with a letter "
+                    "or digit",
+                    "metadata",
+                )
 
 
 _OPERATORS = {"EXISTS": "EXISTS", 1: "EXISTS", "EQUAL": "EQUAL", 2: "EQUAL"}
@@ -714,11 +832,14 @@ def _check_toleration(toleration: _View, path: JsonPath, report: _Report) -> Non
     kind = _OPERATORS.get(operator) if operator is not None else None
     if kind is None:
         if operator is None or operator in ("EMPTY", 0):
-            report.error(path, "toleration needs an operator: \"EXISTS\" or \"EQUAL\"", "toleration")
+            report.error(path, 'toleration needs an operator: "EXISTS" or "EQUAL"', "toleration")
         return  # other values: the schema reports them
     if kind == "EXISTS" and toleration.str("value"):
-        report.error(path + (toleration.key("value"),), "a toleration with operator EXISTS matches any value; "
-                                                        "delete 'value' or use EQUAL", "toleration")
+        report.error(
+            path + (toleration.key("value"),),
+            "a toleration with operator EXISTS matches any value; delete 'value' or use EQUAL",
+            "toleration",
+        )
     if kind == "EQUAL" and not toleration.str("key"):
         report.error(path, "a toleration with operator EQUAL needs a 'key'", "toleration")
 
@@ -726,8 +847,31 @@ def _check_toleration(toleration: _View, path: JsonPath, report: _Report) -> Non
 def rule_ids() -> Iterator[str]:
     """Every rule id this module can report (docs/spec-rules.md documents each)."""
     yield from (
-        "not-a-mapping", "too-deep", "internal-error", "pipeline-name", "project-name", "repo-name",
-        "branch-name", "dry-run", "tf-job", "image-reference", "image-tag", "secret", "input-kind", "pfs-input",
-        "s3-input", "cron-input", "cron-spec", "input-name", "service", "spout", "s3-out", "autoscaling",
-        "resource-quantity", "pod-json", "metadata", "toleration", "reprocess-spec",
+        "not-a-mapping",
+        "too-deep",
+        "internal-error",
+        "pipeline-name",
+        "project-name",
+        "repo-name",
+        "branch-name",
+        "dry-run",
+        "tf-job",
+        "image-reference",
+        "image-tag",
+        "secret",
+        "input-kind",
+        "pfs-input",
+        "s3-input",
+        "cron-input",
+        "cron-spec",
+        "input-name",
+        "service",
+        "spout",
+        "s3-out",
+        "autoscaling",
+        "resource-quantity",
+        "pod-json",
+        "metadata",
+        "toleration",
+        "reprocess-spec",
     )

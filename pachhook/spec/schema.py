@@ -7,6 +7,7 @@ real jsonschema library that both agree on which documents are valid. Failures b
 messages a person can act on (unknown fields with a suggestion, fields removed in 2.0,
 durations rewritten into the seconds form pachctl 2.7+ wants).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,17 +17,35 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from pachhook.core.diagnostics import ERROR, LONGEST_SHOWN_KEY, JsonPath, Problem, format_json_path
 
-SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pipeline-spec.schema.json")
+SCHEMA_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pipeline-spec.schema.json"
+)
 
 # Deeper documents are refused rather than risking Python's recursion limit; real specs
 # nest about ten levels (the loader already stops at 100).
 MAX_DEPTH = 120
 
 _ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "$defs"})
-_SUPPORTED = frozenset({
-    "type", "properties", "additionalProperties", "required", "enum", "pattern", "items",
-    "minimum", "maximum", "not", "allOf", "anyOf", "$ref",
-}) | _ANNOTATIONS
+_SUPPORTED = (
+    frozenset(
+        {
+            "type",
+            "properties",
+            "additionalProperties",
+            "required",
+            "enum",
+            "pattern",
+            "items",
+            "minimum",
+            "maximum",
+            "not",
+            "allOf",
+            "anyOf",
+            "$ref",
+        }
+    )
+    | _ANNOTATIONS
+)
 
 _TYPE_WORDS = {
     "string": "a string",
@@ -54,12 +73,17 @@ _REMOVED_HINTS = {
 }
 _REMOVED = {
     "CreatePipelineRequest": {
-        "hashtree_spec": "hashtree_spec", "hashtreeSpec": "hashtree_spec",
+        "hashtree_spec": "hashtree_spec",
+        "hashtreeSpec": "hashtree_spec",
         "standby": "standby",
-        "cache_size": "cache_size", "cacheSize": "cache_size",
-        "enable_stats": "enable_stats", "enableStats": "enable_stats",
-        "max_queue_size": "max_queue_size", "maxQueueSize": "max_queue_size",
-        "chunk_spec": "chunk_spec", "chunkSpec": "chunk_spec",
+        "cache_size": "cache_size",
+        "cacheSize": "cache_size",
+        "enable_stats": "enable_stats",
+        "enableStats": "enable_stats",
+        "max_queue_size": "max_queue_size",
+        "maxQueueSize": "max_queue_size",
+        "chunk_spec": "chunk_spec",
+        "chunkSpec": "chunk_spec",
     },
     "Transform": {"build": "build"},
     "Spout": {"overwrite": "overwrite", "marker": "marker"},
@@ -72,9 +96,27 @@ class _Node:
     """One compiled schema object; attributes are None when the keyword is absent."""
 
     __slots__ = (
-        "always", "types", "properties", "additional", "required", "enum", "pattern",
-        "items", "minimum", "maximum", "not_", "all_of", "any_of", "ref", "description",
-        "title", "name", "raw", "nullable_of", "only_types", "exclusive",
+        "always",
+        "types",
+        "properties",
+        "additional",
+        "required",
+        "enum",
+        "pattern",
+        "items",
+        "minimum",
+        "maximum",
+        "not_",
+        "all_of",
+        "any_of",
+        "ref",
+        "description",
+        "title",
+        "name",
+        "raw",
+        "nullable_of",
+        "only_types",
+        "exclusive",
     )
 
     def __init__(self) -> None:
@@ -159,8 +201,12 @@ def _build(raw: Any, name: Optional[str], memo: Optional[Dict[str, _Node]]) -> _
         rest = []
         for sub in raw["allOf"]:
             inner = sub.get("not") if isinstance(sub, dict) and set(sub) == {"not"} else None
-            if isinstance(inner, dict) and set(inner) == {"required"} and len(inner["required"]) == 2 \
-                    and raw.get("type") == "object":
+            if (
+                isinstance(inner, dict)
+                and set(inner) == {"required"}
+                and len(inner["required"]) == 2
+                and raw.get("type") == "object"
+            ):
                 node.exclusive += (tuple(inner["required"]),)  # type: ignore[assignment]
             else:
                 rest.append(sub)
@@ -171,7 +217,7 @@ def _build(raw: Any, name: Optional[str], memo: Optional[Dict[str, _Node]]) -> _
         ref = raw["$ref"]
         if not ref.startswith("#/$defs/"):
             raise SchemaError(f"only local $defs references are supported, got {ref}")
-        node.ref = ref[len("#/$defs/"):]
+        node.ref = ref[len("#/$defs/") :]
     node.description = raw.get("description")
     node.title = raw.get("title")
     if set(raw) == {"anyOf"} and len(raw["anyOf"]) == 2 and raw["anyOf"][0] == {"type": "null"}:
@@ -221,8 +267,7 @@ def _load() -> _Schema:
     return _schema
 
 
-_EXACT_TYPES = {str: "string", bool: "boolean", int: "integer", dict: "object", list: "array",
-                type(None): "null"}
+_EXACT_TYPES = {str: "string", bool: "boolean", int: "integer", dict: "object", list: "array", type(None): "null"}
 
 
 def json_type(value: Any) -> str:
@@ -317,8 +362,9 @@ class _Checker:
             return node.always
         if len(path) > MAX_DEPTH:
             if collect:
-                self.report(path, f"the spec nests more than {MAX_DEPTH} levels deep; it cannot be a pipeline spec",
-                            "too-deep")
+                self.report(
+                    path, f"the spec nests more than {MAX_DEPTH} levels deep; it cannot be a pipeline spec", "too-deep"
+                )
             return False
         ok = True
         kind = json_type(value)
@@ -357,19 +403,22 @@ class _Checker:
                 return False
             if node.pattern is not None and node.pattern.search(value) is None:
                 if collect:
-                    self.report(path, f"{_subject(path)} must match {node.pattern.pattern}, got {describe(value)}",
-                                "schema")
+                    self.report(
+                        path, f"{_subject(path)} must match {node.pattern.pattern}, got {describe(value)}", "schema"
+                    )
                 return False
         elif kind in ("integer", "number"):
             if node.minimum is not None and value < node.minimum:
                 if collect:
-                    self.report(path, f"{_subject(path)} must be at least {node.minimum}, "
-                                      f"got {_number_text(value)}", "schema")
+                    self.report(
+                        path, f"{_subject(path)} must be at least {node.minimum}, got {_number_text(value)}", "schema"
+                    )
                 return False
             if node.maximum is not None and value > node.maximum:
                 if collect:
-                    self.report(path, f"{_subject(path)} must be at most {node.maximum}, "
-                                      f"got {_number_text(value)}", "schema")
+                    self.report(
+                        path, f"{_subject(path)} must be at most {node.maximum}, got {_number_text(value)}", "schema"
+                    )
                 return False
         if node.enum is not None and kind != "string":
             if collect:
@@ -397,8 +446,11 @@ class _Checker:
             if first in value and second in value:
                 if not collect:
                     return False
-                self.report(path + (second,), f"both '{first}' and '{second}' are set {_where(path)}; keep one",
-                            "both-spellings")
+                self.report(
+                    path + (second,),
+                    f"both '{first}' and '{second}' are set {_where(path)}; keep one",
+                    "both-spellings",
+                )
                 ok = False
         if node.required is not None:
             for key in node.required:
@@ -444,8 +496,9 @@ class _Checker:
             self.check(fitting[0], value, path, True)
         else:
             wanted = [b.description or _expected_types(b) for b in branches]
-            self.report(path, f"{_subject(path)} must be {' or '.join(w for w in wanted if w)}, got {describe(value)}",
-                        "type")
+            self.report(
+                path, f"{_subject(path)} must be {' or '.join(w for w in wanted if w)}, got {describe(value)}", "type"
+            )
         return False
 
     # -- messages -------------------------------------------------------------------------
@@ -467,8 +520,11 @@ class _Checker:
         if target.name == "duration":
             rule = "duration"
             hint = duration_hint(value)
-            message += f"; pachctl 2.7+ reads only seconds: write {json.dumps(hint)}" if hint else \
-                "; pachctl 2.7+ reads only seconds"
+            message += (
+                f"; pachctl 2.7+ reads only seconds: write {json.dumps(hint)}"
+                if hint
+                else "; pachctl 2.7+ reads only seconds"
+            )
         elif target.name == "double" and isinstance(value, str):
             cores = _cpu_hint(value)
             if cores is not None:
@@ -487,21 +543,26 @@ class _Checker:
         inner = node.not_
         if inner is not None and inner.required is not None and len(inner.required) == 2 and inner.properties is None:
             first, second = inner.required
-            self.report(path + (second,), f"both '{first}' and '{second}' are set {_where(path)}; keep one",
-                        "both-spellings")
+            self.report(
+                path + (second,), f"both '{first}' and '{second}' are set {_where(path)}; keep one", "both-spellings"
+            )
             return
         message = node.description or f"{_subject(path)} matches a form that is not allowed"
         self.report(path, message, "one-of")
 
     def _unknown_field(self, node: _Node, key: Any, path: JsonPath) -> None:
         if not isinstance(key, str):  # YAML can give non-string keys; JSON never does
-            self.report(path + (key,), f"field names are strings, but {describe(key)} is used as a key {_where(path)}",
-                        "unknown-field")
+            self.report(
+                path + (key,),
+                f"field names are strings, but {describe(key)} is used as a key {_where(path)}",
+                "unknown-field",
+            )
             return
         removed = _REMOVED.get(node.name or "", {}).get(key)
         if removed is not None:
-            self.report(path + (key,), f"'{key}' was removed in Pachyderm 2.0; {_REMOVED_HINTS[removed]}",
-                        "removed-field")
+            self.report(
+                path + (key,), f"'{key}' was removed in Pachyderm 2.0; {_REMOVED_HINTS[removed]}", "removed-field"
+            )
             return
         known = [k for k in (node.properties or {}) if k != "$schema"]
         message = f"unknown field '{_shown_key(key)}' {_where(path)}"
@@ -541,6 +602,7 @@ def _shown_key(key: str) -> str:
         return key
     return f"{key[:_LONGEST_FIELD]}... ({len(key)} characters)"
 
+
 _BOOLISH = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n"})
 
 
@@ -578,8 +640,7 @@ def _suggest(key: str, known: List[str]) -> Optional[str]:
 
 
 _GO_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9,
-            "h": 3600 * 10**9}
+_UNIT_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 
 
 def duration_hint(value: Any) -> Optional[str]:
@@ -647,8 +708,12 @@ def check(document: Any) -> List[Problem]:
 
 def not_a_mapping(document: Any) -> Problem:
     """The one problem reported for a document that is not a mapping (shared with rules.check)."""
-    return Problem((), f"a pipeline spec must be a mapping of fields (a JSON object), got {describe(document)}",
-                   ERROR, "not-a-mapping")
+    return Problem(
+        (),
+        f"a pipeline spec must be a mapping of fields (a JSON object), got {describe(document)}",
+        ERROR,
+        "not-a-mapping",
+    )
 
 
 def _dedupe(problems: List[Problem]) -> List[Problem]:

@@ -4,6 +4,7 @@ Rendering works on the parsed document, string leaf by string leaf, never on the
 text: a value (a branch name, say) can therefore never add a key or end a string early.
 Mapping keys are not rendered.
 """
+
 from __future__ import annotations
 
 import re
@@ -88,8 +89,7 @@ def render(value: Any, values: Dict[str, str]) -> Tuple[Any, List[Problem]]:
     return root, problems
 
 
-def _render_leaf(text: str, path: JsonPath, values: Dict[str, str],
-                 problems: List[Problem]) -> str:
+def _render_leaf(text: str, path: JsonPath, values: Dict[str, str], problems: List[Problem]) -> str:
     if "{{" not in text:
         return text
     rendered, messages = render_string(text, values)

@@ -4,6 +4,7 @@ The checks themselves live in `pachhook.spec.schema` (what a JSON schema can say
 `pachhook.spec.rules` (what it cannot); this module runs them on every spec of every file and
 turns their JSON-path problems into file:line:column diagnostics.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, List, Sequence, Union
 
-from pachhook.spec import rules, schema
 from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
+from pachhook.spec import rules, schema
 from pachhook.spec.loader import LoadedFile, load_bytes, load_path
 from pachhook.spec.template import image_to_build, render, sample_values
 
@@ -37,10 +38,7 @@ def check_document(value: Any, strict: bool = False) -> List[Problem]:
     if image_to_build(value) is not None:
         # pachhook builds and pushes this image under the rendered name, so a name the
         # registry cannot take is an error here, not the warning it is for other images.
-        found = [
-            Problem(p.path, p.message, ERROR, p.rule) if p.rule == "image-reference" else p
-            for p in found
-        ]
+        found = [Problem(p.path, p.message, ERROR, p.rule) if p.rule == "image-reference" else p for p in found]
     if problems:
         # a value still holding an unknown placeholder fails other checks for that reason
         # only: the placeholder problem is the one worth reading
@@ -120,7 +118,7 @@ def glob_regex(pattern: str) -> "re.Pattern[str]":
                 out += re.escape("[")
                 index += 1
             else:
-                body = pattern[index + 1:end]
+                body = pattern[index + 1 : end]
                 if body.startswith("!"):
                     body = "^" + body[1:]
                 out += "[" + body.replace("\\", "\\\\") + "]"

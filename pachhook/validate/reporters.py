@@ -1,4 +1,5 @@
 """Output formats for diagnostics: text for people, JSON for tools, GitHub annotations."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ def format_text(diagnostics: Iterable[Diagnostic]) -> str:
     lines = []
     for item in diagnostics:
         where = f" ({item.json_path})" if item.json_path else ""
-        lines.append(one_line(
-            f"{item.file}:{item.line}:{item.column}: {item.severity}: {item.message}{where}"))
+        lines.append(one_line(f"{item.file}:{item.line}:{item.column}: {item.severity}: {item.message}{where}"))
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ exercised through a real gRPC channel, real serialisation and real metadata. It 
 pipelines in memory, bumping the version on every update the way pachd does, and records
 each request (the spec JSON and the flags) and the auth token it carried.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ class PpsDouble:
         if self.fail == method:
             context.abort(grpc.StatusCode.UNAVAILABLE, "pachd is restarting")
 
-    def create_pipeline_v2(self, request: pps.CreatePipelineV2Request,
-                           context: grpc.ServicerContext) -> pps.CreatePipelineV2Response:
+    def create_pipeline_v2(
+        self, request: pps.CreatePipelineV2Request, context: grpc.ServicerContext
+    ) -> pps.CreatePipelineV2Response:
         self._fault("CreatePipelineV2", context)
         token = dict(context.invocation_metadata()).get("authn-token")
         try:
@@ -54,8 +56,9 @@ class PpsDouble:
         except (ValueError, KeyError, TypeError):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no pipeline `name` specified")
         with self.lock:
-            self.received.append(Received(request.create_pipeline_request_json, request.update,
-                                          request.reprocess, token))
+            self.received.append(
+                Received(request.create_pipeline_request_json, request.update, request.reprocess, token)
+            )
             if name in self.pipelines and not request.update:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"pipeline {name} already exists")
             if self.image_override:
@@ -64,8 +67,7 @@ class PpsDouble:
             self.pipelines[name] = (version, spec)
         return pps.CreatePipelineV2Response(effective_create_pipeline_request_json=json.dumps(spec))
 
-    def inspect_pipeline(self, request: pps.InspectPipelineRequest,
-                         context: grpc.ServicerContext) -> pps.PipelineInfo:
+    def inspect_pipeline(self, request: pps.InspectPipelineRequest, context: grpc.ServicerContext) -> pps.PipelineInfo:
         self._fault("InspectPipeline", context)
         name = request.pipeline.name
         project = request.pipeline.project.name if request.pipeline.project else ""

@@ -8,6 +8,7 @@ The connection is the one the user's pachctl configuration names: the file in PA
 else ~/.pachyderm/config.json, its active context's address, TLS roots and session token.
 The token travels in gRPC metadata only; pachhook never prints or stores it.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,18 +52,23 @@ class ApiBackend:
             from pachyderm_sdk import Client
             from pachyderm_sdk.api.pps.extension import ApiStub
         except ImportError:
-            raise BackendError(f"backend \"api\" needs pachyderm-sdk: {INSTALL_HINT} "
-                               "(or set backend = \"pachctl\")", retryable=False)
+            raise BackendError(
+                f'backend "api" needs pachyderm-sdk: {INSTALL_HINT} (or set backend = "pachctl")', retryable=False
+            ) from None
         if not self.config_file.is_file():
-            raise BackendError(f"no pachctl configuration at {self.config_file}: connect with "
-                               "`pachctl connect ADDRESS` or set PACH_CONFIG", retryable=False)
+            raise BackendError(
+                f"no pachctl configuration at {self.config_file}: connect with "
+                "`pachctl connect ADDRESS` or set PACH_CONFIG",
+                retryable=False,
+            )
         try:
             client = Client.from_config(str(self.config_file))
         except TypeError:
-            raise BackendError(self._unknown_keys_message(), retryable=False)
+            raise BackendError(self._unknown_keys_message(), retryable=False) from None
         except Exception as error:  # the SDK raises KeyError, ValueError, ConfigError, OSError...
-            raise BackendError(f"pachctl configuration {self.config_file}: "
-                               f"{type(error).__name__}: {_one_line(error)}", retryable=False)
+            raise BackendError(
+                f"pachctl configuration {self.config_file}: {type(error).__name__}: {_one_line(error)}", retryable=False
+            ) from None
         self.address = client.address
         # The SDK's stubs take no deadline; without one a pachd that stops answering would
         # hold the worker forever, so every call goes through a channel that adds one.
@@ -86,8 +92,10 @@ class ApiBackend:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         keys = ", ".join(unknown) if unknown else "(unreadable)"
-        return (f"pachyderm-sdk cannot read the active context of {self.config_file}: unknown keys "
-                f"{keys}; upgrade pachyderm-sdk, or set backend = \"pachctl\"")
+        return (
+            f"pachyderm-sdk cannot read the active context of {self.config_file}: unknown keys "
+            f'{keys}; upgrade pachyderm-sdk, or set backend = "pachctl"'
+        )
 
     def update_command(self, spec_path: str, reprocess: bool) -> List[str]:
         return []
@@ -95,10 +103,9 @@ class ApiBackend:
     def update(self, spec_path: str, spec_json: str, reprocess: bool) -> None:
         stub = self._pps()
         try:
-            stub.create_pipeline_v2(create_pipeline_request_json=spec_json, update=True,
-                                    reprocess=reprocess)
+            stub.create_pipeline_v2(create_pipeline_request_json=spec_json, update=True, reprocess=reprocess)
         except Exception as error:
-            raise BackendError(f"CreatePipelineV2 at {self.address} failed: {_rpc_message(error)}")
+            raise BackendError(f"CreatePipelineV2 at {self.address} failed: {_rpc_message(error)}") from None
 
     def inspect(self, name: str, project: str = "") -> Optional[PipelineState]:
         from pachyderm_sdk.api import pfs, pps
@@ -111,7 +118,7 @@ class ApiBackend:
             message = _rpc_message(error)
             if _code(error) == "NOT_FOUND" or "not found" in message.lower():
                 return None
-            raise BackendError(f"InspectPipeline {name} at {self.address} failed: {message}")
+            raise BackendError(f"InspectPipeline {name} at {self.address} failed: {message}") from None
         details = info.details
         annotations: Dict[str, str] = {}
         image = ""
@@ -120,9 +127,13 @@ class ApiBackend:
                 image = details.transform.image
             if details.metadata is not None:
                 annotations = dict(details.metadata.annotations)
-        return PipelineState(name=info.pipeline.name if info.pipeline else name,
-                             version=str(info.version), image=image, annotations=annotations,
-                             project=info.pipeline.project.name if info.pipeline and info.pipeline.project else "")
+        return PipelineState(
+            name=info.pipeline.name if info.pipeline else name,
+            version=str(info.version),
+            image=image,
+            annotations=annotations,
+            project=info.pipeline.project.name if info.pipeline and info.pipeline.project else "",
+        )
 
 
 def _code(error: BaseException) -> str:
@@ -158,15 +169,24 @@ def _deadline_interceptor(timeout: float) -> Any:
 
     import grpc
 
-    class _Details(collections.namedtuple(
-            "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                         "compression")), grpc.ClientCallDetails):
+    class _Details(
+        collections.namedtuple(
+            "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+        ),
+        grpc.ClientCallDetails,
+    ):
         pass
 
     class _Interceptor(grpc.UnaryUnaryClientInterceptor):
         def intercept_unary_unary(self, continuation, details, request):
-            new = _Details(details.method, timeout, details.metadata, details.credentials,
-                           getattr(details, "wait_for_ready", None), getattr(details, "compression", None))
+            new = _Details(
+                details.method,
+                timeout,
+                details.metadata,
+                details.credentials,
+                getattr(details, "wait_for_ready", None),
+                getattr(details, "compression", None),
+            )
             return continuation(new, request)
 
     return _Interceptor()

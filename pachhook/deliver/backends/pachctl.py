@@ -5,6 +5,7 @@ Every call is an argument list (no shell) with a bounded timeout, so a hanging p
 holding the worker forever. Errors carry pachctl's last stderr line, which is where it
 says what went wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,7 @@ def parse_version(text: str) -> Tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
-def update_argv(executable: str, version: Tuple[int, int, int], spec_path: str,
-                reprocess: bool) -> List[str]:
+def update_argv(executable: str, version: Tuple[int, int, int], spec_path: str, reprocess: bool) -> List[str]:
     """The command that applies a spec: the hyphenated form before 1.9, the verb-noun form after."""
     if version < (1, 9, 0):
         argv = [executable, "update-pipeline", "-f", spec_path]
@@ -98,8 +98,9 @@ class PachctlBackend:
 
     name = "pachctl"
 
-    def __init__(self, executable: str = "pachctl", timeout: Optional[float] = None,
-                 env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self, executable: str = "pachctl", timeout: Optional[float] = None, env: Optional[Dict[str, str]] = None
+    ) -> None:
         self.executable = executable
         self.env = env
         self._version: Optional[Tuple[int, int, int]] = None
@@ -115,7 +116,7 @@ class PachctlBackend:
         if found is None:
             raise BackendError(
                 f"pachctl not found (looked for {self.executable!r}): install pachctl, "
-                "or set `pachctl = \"/path/to/pachctl\"` in the pachhook configuration",
+                'or set `pachctl = "/path/to/pachctl"` in the pachhook configuration',
                 retryable=False,
             )
         return found
@@ -125,14 +126,20 @@ class PachctlBackend:
         shown = " ".join([os.path.basename(self.executable), *args])
         try:
             completed = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                errors="replace", timeout=timeout, env=self.env,
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                env=self.env,
             )
         except subprocess.TimeoutExpired:
-            raise BackendError(f"`{shown}` did not finish within {timeout:g}s (timed out)")
+            raise BackendError(f"`{shown}` did not finish within {timeout:g}s (timed out)") from None
         except OSError as error:
-            raise BackendError(f"cannot run pachctl ({self.executable}): {error.strerror or error}",
-                               retryable=False)
+            raise BackendError(
+                f"cannot run pachctl ({self.executable}): {error.strerror or error}", retryable=False
+            ) from None
         return completed
 
     @staticmethod
@@ -165,7 +172,7 @@ class PachctlBackend:
                 try:
                     cached = parse_version(completed.stdout)
                 except ValueError as error:
-                    raise BackendError(f"pachctl version --client-only: {error}", retryable=False)
+                    raise BackendError(f"pachctl version --client-only: {error}", retryable=False) from None
                 _VERSIONS[(path, stamp)] = cached
             self._version = cached
         return self._version
@@ -199,7 +206,7 @@ class PachctlBackend:
         try:
             data = json.loads(completed.stdout)
         except ValueError:
-            raise BackendError(f"pachctl inspect pipeline {name} --raw printed no JSON")
+            raise BackendError(f"pachctl inspect pipeline {name} --raw printed no JSON") from None
         return state_from_inspect(data, name)
 
 

@@ -3,6 +3,7 @@
 Each step is idempotent: finding its result already in place, it records it and moves on.
 A step signals failure by raising StepError with a one-line cause.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -3,6 +3,7 @@
 No rebuild for inputs built before: an image labelled with the same context key (locally, or
 pushed earlier and recorded in the git dir) is retagged for this commit instead.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -113,8 +114,8 @@ def plan_build(repo_root: Path, commit: str, template: str, image: str, config: 
     Raises buildcontext.ContextError with a one-line cause. Pipeline templates (the files the
     configuration's template globs match) are left out of the context.
     """
-    from pachhook.deliver import buildcontext
     from pachhook.core import gitrepo
+    from pachhook.deliver import buildcontext
     from pachhook.queue.affected import template_matcher
 
     inputs = buildcontext.resolve_inputs(template, config.images.get(image))
@@ -122,7 +123,9 @@ def plan_build(repo_root: Path, commit: str, template: str, image: str, config: 
     # Worktrees of one repository share the git common dir, so they share reuse too.
     source = remote_url(repo_root, "") or str(gitrepo.git_common_dir(repo_root).resolve())
     return buildcontext.plan_context(
-        repo_root, commit, inputs,
+        repo_root,
+        commit,
+        inputs,
         leave_out=lambda path: bool(templates.match(path)),
         scope=f"{image}\n{source}",
     )
@@ -133,8 +136,8 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
 
     reuse=False always builds (the engine's layer cache still applies); benchmarks use it.
     """
-    from pachhook.deliver import buildcontext, dockerclient
     from pachhook.core.config import load_config
+    from pachhook.deliver import buildcontext, dockerclient
 
     job = ctx.job
     if not job.image:
@@ -193,12 +196,15 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
             local = found[0]["Id"] if found else ""
         pushed = imagekeys.recorded_refs(ctx.git_dir, plan.key)
         if local:
-            verdict = f"would reuse image {local[7:19] if local.startswith('sha256:') else local} " \
-                      f"(same context key {plan.key[:12]}) and tag it {image_ref}"
+            verdict = (
+                f"would reuse image {local[7:19] if local.startswith('sha256:') else local} "
+                f"(same context key {plan.key[:12]}) and tag it {image_ref}"
+            )
         elif pushed:
             verdict = f"would pull {pushed[0]} (same context key {plan.key[:12]}) and tag it {image_ref}"
-    return StepResult(outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key},
-                      message=f"dry run: {verdict}")
+    return StepResult(
+        outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key}, message=f"dry run: {verdict}"
+    )
 
 
 def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
@@ -213,17 +219,24 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
         if reusable is not None:
             reusable.tag(job.image, tag)
             built_for = reusable.labels.get(LABEL_REVISION, "")[:12] or "an earlier commit"
-            message = (f"reused image {reusable.id[7:19]} built for commit {built_for} (same context key "
-                       f"{key[:12]}); tagged {image_ref} without building")
-            return StepResult(outcome="reused", message=message, data={
-                "image_id": reusable.id, "image_ref": image_ref, "context_key": key, "reused": "true"})
+            message = (
+                f"reused image {reusable.id[7:19]} built for commit {built_for} (same context key "
+                f"{key[:12]}); tagged {image_ref} without building"
+            )
+            return StepResult(
+                outcome="reused",
+                message=message,
+                data={"image_id": reusable.id, "image_ref": image_ref, "context_key": key, "reused": "true"},
+            )
 
         try:
             exported = buildcontext.export_context(ctx.repo_root, plan)
         except buildcontext.ContextError as error:
             raise StepError(f"build of {job.image}: {error}", retryable=False) from None
-        ctx.log(f"build: context {inputs.context or '.'} at {job.commit[:12]}: {exported.files} files "
-                f"({exported.excluded} left out by .dockerignore), Dockerfile {inputs.dockerfile}")
+        ctx.log(
+            f"build: context {inputs.context or '.'} at {job.commit[:12]}: {exported.files} files "
+            f"({exported.excluded} left out by .dockerignore), Dockerfile {inputs.dockerfile}"
+        )
         if plan.left_out:
             ctx.log(f"build: pipeline templates left out of the context: {', '.join(plan.left_out)}")
         for path in exported.skipped_submodules:
@@ -241,9 +254,15 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
         image_id = ""
         try:
             stream = client.api.build(
-                fileobj=exported.tar, custom_context=True, dockerfile=exported.dockerfile,
-                tag=image_ref, labels=labels, buildargs=dict(inputs.build_args) or None,
-                rm=True, forcerm=True, decode=True,
+                fileobj=exported.tar,
+                custom_context=True,
+                dockerfile=exported.dockerfile,
+                tag=image_ref,
+                labels=labels,
+                buildargs=dict(inputs.build_args) or None,
+                rm=True,
+                forcerm=True,
+                decode=True,
             )
             for event in stream:
                 if "stream" in event:
@@ -252,8 +271,9 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
                             ctx.log(f"build: {line.rstrip()}")
                 elif "error" in event:
                     cause = _one_line(event.get("error") or event.get("errorDetail", {}).get("message", ""))
-                    raise StepError(f"docker build of {image_ref} failed: {cause}",
-                                    retryable=bool(_NETWORK_HINTS.search(cause)))
+                    raise StepError(
+                        f"docker build of {image_ref} failed: {cause}", retryable=bool(_NETWORK_HINTS.search(cause))
+                    )
                 elif isinstance(event.get("aux"), dict) and event["aux"].get("ID"):
                     image_id = event["aux"]["ID"]
         finally:
@@ -261,16 +281,21 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
         if not image_id:
             image_id = client.images.get(image_ref).id
         ctx.log(f"build: built {image_ref} ({image_id[7:19]})")
-        return StepResult(outcome="done", message=f"built {image_ref}", data={
-            "image_id": image_id, "image_ref": image_ref, "context_key": key, "reused": "false"})
+        return StepResult(
+            outcome="done",
+            message=f"built {image_ref}",
+            data={"image_id": image_id, "image_ref": image_ref, "context_key": key, "reused": "false"},
+        )
     except StepError:
         raise
     except (APIError, DockerException) as error:
-        raise StepError(f"docker engine at {_host()} failed during build of {image_ref}: {_one_line(error)}",
-                        retryable=True) from None
+        raise StepError(
+            f"docker engine at {_host()} failed during build of {image_ref}: {_one_line(error)}", retryable=True
+        ) from None
     except Exception as error:  # connection dropped mid-stream and the like
-        raise StepError(f"build of {image_ref} failed talking to the Docker engine at {_host()}: "
-                        f"{_one_line(error)}", retryable=True) from None
+        raise StepError(
+            f"build of {image_ref} failed talking to the Docker engine at {_host()}: {_one_line(error)}", retryable=True
+        ) from None
 
 
 def _host() -> str:

@@ -5,6 +5,7 @@ number of times; then the step fails with one line naming the registry and the j
 retryable. A registry that already serves the tag with the local image's digest is recorded
 as it is, without pushing.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,7 +39,7 @@ def split_ref(image_ref: str) -> "tuple[str, str]":
     slash = image_ref.rfind("/")
     colon = image_ref.rfind(":")
     if colon > slash:
-        return image_ref[:colon], image_ref[colon + 1:]
+        return image_ref[:colon], image_ref[colon + 1 :]
     return image_ref, "latest"
 
 
@@ -76,8 +77,9 @@ def run(ctx: StepContext) -> StepResult:
 
 
 class _Pusher:
-    def __init__(self, ctx: StepContext, client: Any, image_ref: str, repository: str, tag: str,
-                 registry: str, name: str) -> None:
+    def __init__(
+        self, ctx: StepContext, client: Any, image_ref: str, repository: str, tag: str, registry: str, name: str
+    ) -> None:
         from pachhook.deliver import dockerclient
         from pachhook.deliver.registry import RegistrySession
 
@@ -102,9 +104,15 @@ class _Pusher:
                 self.ctx.log(f"push: {last}; trying again in {delay:g}s (attempt {attempt} of {ATTEMPTS})")
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_DELAY)
-        cause = last[len(f"registry {self.registry}"):].lstrip(": ") if last.startswith(f"registry {self.registry}") else last
-        raise StepError(f"push of {self.image_ref} to registry {self.registry} failed after {ATTEMPTS} "
-                        f"attempts: {cause}", retryable=True)
+        cause = (
+            last[len(f"registry {self.registry}") :].lstrip(": ")
+            if last.startswith(f"registry {self.registry}")
+            else last
+        )
+        raise StepError(
+            f"push of {self.image_ref} to registry {self.registry} failed after {ATTEMPTS} attempts: {cause}",
+            retryable=True,
+        )
 
     def _remote_digest(self, reference: str, precheck: bool = False) -> Optional[str]:
         from pachhook.deliver.registry import RegistryError
@@ -127,8 +135,10 @@ class _Pusher:
         try:
             image = self.client.images.get(self.image_ref)
         except ImageNotFound:
-            raise StepError(f"image {self.image_ref} is not on the Docker engine any more; "
-                            "retry the job to build it again", retryable=True) from None
+            raise StepError(
+                f"image {self.image_ref} is not on the Docker engine any more; retry the job to build it again",
+                retryable=True,
+            ) from None
         digests = set()
         for entry in image.attrs.get("RepoDigests") or []:
             repository, _, digest = entry.partition("@")
@@ -137,8 +147,11 @@ class _Pusher:
         return digests
 
     def _result(self, digest: str, outcome: str, message: str) -> StepResult:
-        return StepResult(outcome=outcome, message=message, data={
-            "digest": digest, "image_ref": self.image_ref, "repo_digest": f"{self.repository}@{digest}"})
+        return StepResult(
+            outcome=outcome,
+            message=message,
+            data={"digest": digest, "image_ref": self.image_ref, "repo_digest": f"{self.repository}@{digest}"},
+        )
 
     def attempt(self) -> StepResult:
         remote = self._remote_digest(self.tag, precheck=True)
@@ -167,11 +180,14 @@ class _Pusher:
             except RegistryError as error:
                 if error.transient:
                     raise _Transient(str(error)) from None
-                self.ctx.log(f"push: cannot tag {digest} in {self.registry} directly ({error}); "
-                             "pushing through the engine")
+                self.ctx.log(
+                    f"push: cannot tag {digest} in {self.registry} directly ({error}); pushing through the engine"
+                )
                 return ""
-            self.ctx.log(f"push: registry {self.registry} already holds the image as {digest}; "
-                         f"sent only the manifest for tag {self.tag}")
+            self.ctx.log(
+                f"push: registry {self.registry} already holds the image as {digest}; "
+                f"sent only the manifest for tag {self.tag}"
+            )
             return digest
         return ""
 
@@ -214,5 +230,4 @@ class _Pusher:
         hint = ""
         if re.search(r"unauthorized|authentication required|no basic auth|denied", cause, re.I):
             hint = f"; log in with docker login {self.registry}, then pachhook retry"
-        raise StepError(f"push of {self.image_ref} to registry {self.registry} refused: {cause}{hint}",
-                        retryable=False)
+        raise StepError(f"push of {self.image_ref} to registry {self.registry} refused: {cause}{hint}", retryable=False)

@@ -11,6 +11,7 @@ Idempotent: when the cluster already runs this image with this commit's annotati
 step records what is there and applies nothing (a worker that died after applying, or a
 retried job, never updates a pipeline twice).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pachhook.queue.affected import input_repos
 from pachhook.deliver.steps import StepContext, StepError, StepResult
+from pachhook.queue.affected import input_repos
 
 COMMIT_ANNOTATION = "pachhook.io/commit"
 DIGEST_ANNOTATION = "pachhook.io/image-digest"
@@ -80,16 +81,16 @@ def render_template(
     or renders into a spec the validator refuses.
     """
     from pachhook.core import gitrepo
-    from pachhook.spec import loader, template as templating
-    from pachhook.validate import checks as validate
     from pachhook.core.diagnostics import format_json_path
+    from pachhook.spec import loader
+    from pachhook.spec import template as templating
+    from pachhook.validate import checks as validate
 
     data = source if source is not None else gitrepo.show_file(commit, template, repo_root)
     if data is None:
         raise RenderError([f"{template}: not in commit {commit[:12]}"])
     loaded = loader.load_bytes(template, data)
-    problems = [f"{d.file}:{d.line}:{d.column}: {d.message}" for d in loaded.diagnostics
-                if d.severity == "error"]
+    problems = [f"{d.file}:{d.line}:{d.column}: {d.message}" for d in loaded.diagnostics if d.severity == "error"]
     if problems:
         raise RenderError(problems)
 
@@ -118,20 +119,23 @@ def render_template(
                 continue
             line, column = document.locate(problem.path)
             where = format_json_path(problem.path)
-            problems.append(f"{template}:{line}:{column}: rendered spec: {problem.message}"
-                            + (f" ({where})" if where else ""))
+            problems.append(
+                f"{template}:{line}:{column}: rendered spec: {problem.message}" + (f" ({where})" if where else "")
+            )
         pipeline = rendered.get("pipeline") if isinstance(rendered.get("pipeline"), dict) else {}
         project = pipeline.get("project") if isinstance(pipeline.get("project"), dict) else {}
-        specs.append(RenderedSpec(
-            pipeline=str(pipeline.get("name", "")),
-            project=str(project.get("name", "") or ""),
-            template=template,
-            commit=commit,
-            spec=rendered,
-            image=image,
-            built_image=built,
-            inputs=sorted(set(input_repos(rendered.get("input")))),
-        ))
+        specs.append(
+            RenderedSpec(
+                pipeline=str(pipeline.get("name", "")),
+                project=str(project.get("name", "") or ""),
+                template=template,
+                commit=commit,
+                spec=rendered,
+                image=image,
+                built_image=built,
+                inputs=sorted(set(input_repos(rendered.get("input")))),
+            )
+        )
     if problems:
         raise RenderError(problems)
     return specs
@@ -202,7 +206,7 @@ def run(ctx: StepContext) -> StepResult:
         problems = getattr(error, "problems", None) or [str(error)]
         for line in problems:
             ctx.log(line)
-        raise StepError(f"configuration: {problems[0]}", retryable=False)
+        raise StepError(f"configuration: {problems[0]}", retryable=False) from None
 
     produced = _image_from_results(ctx)
     values = render_values(job.commit, job.branch, getattr(config, "tag", "full"))
@@ -210,24 +214,32 @@ def run(ctx: StepContext) -> StepResult:
         # The tag the image was pushed under is the one the spec must name.
         values["tag"] = _tag_of(produced["image_ref"]) or values["tag"]
     try:
-        specs = render_template(ctx.repo_root, job.commit, job.template, values,
-                                digest=produced["digest"], pin_digest=getattr(config, "pin_digest", False))
+        specs = render_template(
+            ctx.repo_root,
+            job.commit,
+            job.template,
+            values,
+            digest=produced["digest"],
+            pin_digest=getattr(config, "pin_digest", False),
+        )
     except RenderError as error:
         for line in error.problems:
             ctx.log(line)
-        raise StepError(f"{job.template}: {error.problems[0]}"
-                        + (f" (and {len(error.problems) - 1} more)" if len(error.problems) > 1 else ""),
-                        retryable=False)
+        raise StepError(
+            f"{job.template}: {error.problems[0]}"
+            + (f" (and {len(error.problems) - 1} more)" if len(error.problems) > 1 else ""),
+            retryable=False,
+        ) from None
     matching = [spec for spec in specs if spec.pipeline == job.pipeline]
     if not matching:
-        raise StepError(f"{job.template} at {job.commit[:12]} has no pipeline named {job.pipeline!r}",
-                        retryable=False)
+        raise StepError(f"{job.template} at {job.commit[:12]} has no pipeline named {job.pipeline!r}", retryable=False)
     rendered = matching[0]
     if rendered.built_image and produced["image_ref"]:
         expected = produced["image_ref"].split("@", 1)[0]
         if rendered.image.split("@", 1)[0] != expected:
-            raise StepError(f"{job.template} renders image {rendered.image} but the build produced "
-                            f"{expected}", retryable=False)
+            raise StepError(
+                f"{job.template} renders image {rendered.image} but the build produced {expected}", retryable=False
+            )
     if rendered.built_image and not produced["image_ref"] and not ctx.dry_run:
         raise StepError("no image to deploy: the build and push steps recorded none", retryable=True)
 
@@ -240,40 +252,52 @@ def run(ctx: StepContext) -> StepResult:
         if ctx.dry_run:
             return _plan(ctx, backend, rendered, path, spec_json, reprocess)
         current = backend.inspect(rendered.pipeline, rendered.project)
-        if (current is not None and current.image == rendered.image
-                and current.annotations.get(COMMIT_ANNOTATION) == job.commit):
-            ctx.log(f"pipeline {rendered.pipeline} already runs {current.image} for this commit "
-                    f"(version {current.version}); not updating again")
+        if (
+            current is not None
+            and current.image == rendered.image
+            and current.annotations.get(COMMIT_ANNOTATION) == job.commit
+        ):
+            ctx.log(
+                f"pipeline {rendered.pipeline} already runs {current.image} for this commit "
+                f"(version {current.version}); not updating again"
+            )
             if not path.exists():
                 _write_atomically(path, spec_json)
-            return StepResult("reused", _result(current.version, current.image, path, backend),
-                              f"{rendered.pipeline} v{current.version} already up to date")
+            return StepResult(
+                "reused",
+                _result(current.version, current.image, path, backend),
+                f"{rendered.pipeline} v{current.version} already up to date",
+            )
         _write_atomically(path, spec_json)
         ctx.log(f"rendered {job.template} at {job.commit[:12]} -> {path}")
         ctx.log(f"applying with {_describe_apply(backend, str(path), reprocess)}")
         backend.update(str(path), spec_json, reprocess)
         after = backend.inspect(rendered.pipeline, rendered.project)
     except BackendError as error:
-        raise StepError(str(error), retryable=error.retryable)
+        raise StepError(str(error), retryable=error.retryable) from None
     if after is None:
         raise StepError(f"pipeline {rendered.pipeline} not found after the update")
     if after.image != rendered.image:
-        raise StepError(f"pipeline {rendered.pipeline} v{after.version} runs {after.image or '(no image)'}, "
-                        f"not {rendered.image} as applied", retryable=False)
+        raise StepError(
+            f"pipeline {rendered.pipeline} v{after.version} runs {after.image or '(no image)'}, "
+            f"not {rendered.image} as applied",
+            retryable=False,
+        )
     ctx.log(f"pipeline {rendered.pipeline} is at version {after.version}, running {after.image}")
-    return StepResult("done", _result(after.version, after.image, path, backend),
-                      f"{rendered.pipeline} v{after.version}")
+    return StepResult(
+        "done", _result(after.version, after.image, path, backend), f"{rendered.pipeline} v{after.version}"
+    )
 
 
-def _plan(ctx: StepContext, backend: Any, rendered: RenderedSpec, path: Path, spec_json: str,
-          reprocess: bool) -> StepResult:
+def _plan(
+    ctx: StepContext, backend: Any, rendered: RenderedSpec, path: Path, spec_json: str, reprocess: bool
+) -> StepResult:
     """--dry-run: say what would be applied, apply nothing, write nothing."""
     ctx.log(f"would apply to pipeline {rendered.pipeline}:")
     for line in spec_json.rstrip("\n").splitlines():
         ctx.log("  " + line)
     ctx.log(f"with {_describe_apply(backend, str(path), reprocess)}")
-    return StepResult("skipped", {"image": rendered.image, "spec_path": str(path),
-                                  "backend": backend.name}, "dry run")
+    return StepResult("skipped", {"image": rendered.image, "spec_path": str(path), "backend": backend.name}, "dry run")
 
 
 def _describe_apply(backend: Any, path: str, reprocess: bool) -> str:
@@ -284,18 +308,16 @@ def _describe_apply(backend: Any, path: str, reprocess: bool) -> str:
             return "`" + " ".join(backend.update_command(path, reprocess)) + "`"
         except BackendError as error:
             # In a dry run the plan is still worth showing without a working pachctl.
-            return (f"`{backend.executable} update pipeline -f {path}"
-                    f"{' --reprocess' if reprocess else ''}` ({error})")
+            return f"`{backend.executable} update pipeline -f {path}{' --reprocess' if reprocess else ''}` ({error})"
     return f"the Pachyderm API (CreatePipelineV2, update=true, reprocess={str(reprocess).lower()})"
 
 
 def _result(version: str, image: str, path: Path, backend: Any) -> Dict[str, str]:
-    return {"pipeline_version": str(version), "image": image, "spec_path": str(path),
-            "backend": backend.name}
+    return {"pipeline_version": str(version), "image": image, "spec_path": str(path), "backend": backend.name}
 
 
 def _tag_of(image_ref: str) -> str:
     reference = image_ref.split("@", 1)[0]
     slash = reference.rfind("/")
     colon = reference.find(":", slash + 1)
-    return reference[colon + 1:] if colon != -1 else ""
+    return reference[colon + 1 :] if colon != -1 else ""

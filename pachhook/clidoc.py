@@ -30,7 +30,7 @@ def _flags(action: argparse.Action) -> str:
         if action.choices is not None:
             metavar = "{" + ",".join(str(c) for c in action.choices) + "}"
         else:
-            metavar = action.metavar or action.dest.upper()
+            metavar = str(action.metavar or action.dest.upper())
     return ", ".join(f"`{flag} {metavar}`" if metavar else f"`{flag}`" for flag in action.option_strings)
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from pachhook.commands._common import guard, parse_args
 from pachhook.core import gitrepo
@@ -60,7 +61,7 @@ def _stdin_lines() -> List[str]:
     return [line for line in sys.stdin.read().splitlines() if line.strip()]
 
 
-def pushed_commits(remote: Optional[str], lines: Sequence[str], env: Dict[str, str]) -> List[str]:
+def pushed_commits(remote: Optional[str], lines: Sequence[str], env: Mapping[str, str]) -> List[str]:
     """The commits a push sends, oldest first, without repeats."""
     revs: List[List[str]] = []
     pre_commit_remote = env.get("PRE_COMMIT_REMOTE_NAME")
@@ -98,7 +99,7 @@ def pushed_commits(remote: Optional[str], lines: Sequence[str], env: Dict[str, s
     return commits
 
 
-def check_push(args: argparse.Namespace, env: Dict[str, str], lines: Sequence[str]) -> int:
+def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence[str]) -> int:
     from pachhook.core.config import ConfigError, load_config
     from pachhook.queue.affected import template_matcher
 
@@ -132,7 +133,7 @@ def check_push(args: argparse.Namespace, env: Dict[str, str], lines: Sequence[st
     return 0
 
 
-def check_versions(root: object, versions: Dict[Tuple[str, str], List[str]], strict: bool) -> List[Tuple[str, str]]:
+def check_versions(root: Path, versions: Dict[Tuple[str, str], List[str]], strict: bool) -> List[Tuple[str, str]]:
     """Validate each distinct template version once; print the problems; return the bad ones."""
     from dataclasses import replace
 

@@ -311,7 +311,7 @@ class Queue:
                     " state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (commit, branch, new.pipeline, new.template, new.image, new.fingerprint, QUEUED, now, now),
                 )
-                job_id = int(cursor.lastrowid)
+                job_id = int(cursor.lastrowid or 0)  # an INSERT always sets it
                 inserted[new.pipeline] = job_id
                 db.executemany(
                     "INSERT INTO steps (job_id, name, position, state) VALUES (?, ?, ?, ?)",

@@ -313,7 +313,7 @@ def _append_entry(
         lines[top_level[-1]] = "repos:"
         body = "\n".join(lines) + "\n"
     items = [line for line in lines[top_level[-1] + 1 :] if line.lstrip().startswith("- ")]
-    indent = re.match(r"\s*", items[0]).group(0) if items else "  "
+    indent = items[0][: len(items[0]) - len(items[0].lstrip())] if items else "  "
     return body + hook_entry(repo, rev, extra_templates, indent=indent)
 
 

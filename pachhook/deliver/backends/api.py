@@ -148,7 +148,7 @@ def _rpc_message(error: BaseException) -> str:
     cause = error if hasattr(error, "details") else (error.__cause__ or error)
     code = _code(error)
     try:
-        details = cause.details()  # type: ignore[union-attr]
+        details = cause.details()  # type: ignore[attr-defined]
     except Exception:
         details = str(error)
     if code == "DEADLINE_EXCEEDED":

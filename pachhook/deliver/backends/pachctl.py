@@ -68,6 +68,11 @@ def update_argv(executable: str, version: Tuple[int, int, int], spec_path: str, 
     return argv
 
 
+def _mapping(value: Any) -> Dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one (pachctl output of another era)."""
+    return value if isinstance(value, dict) else {}
+
+
 def state_from_inspect(data: Any, name: str) -> PipelineState:
     """Read `inspect pipeline --raw` output of either era.
 
@@ -77,13 +82,13 @@ def state_from_inspect(data: Any, name: str) -> PipelineState:
     """
     if not isinstance(data, dict):
         raise BackendError(f"pachctl inspect pipeline {name}: unexpected output (not a JSON object)")
-    details = data.get("details") if isinstance(data.get("details"), dict) else {}
+    details = _mapping(data.get("details"))
     transform = details.get("transform") or data.get("transform") or {}
     image = transform.get("image", "") if isinstance(transform, dict) else ""
     metadata = details.get("metadata") or data.get("metadata") or {}
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
-    pipeline = data.get("pipeline") if isinstance(data.get("pipeline"), dict) else {}
-    project = pipeline.get("project") if isinstance(pipeline.get("project"), dict) else {}
+    pipeline = _mapping(data.get("pipeline"))
+    project = _mapping(pipeline.get("project"))
     return PipelineState(
         name=str(pipeline.get("name") or name),
         version=str(data.get("version", "")),

@@ -122,8 +122,10 @@ def render_template(
             problems.append(
                 f"{template}:{line}:{column}: rendered spec: {problem.message}" + (f" ({where})" if where else "")
             )
-        pipeline = rendered.get("pipeline") if isinstance(rendered.get("pipeline"), dict) else {}
-        project = pipeline.get("project") if isinstance(pipeline.get("project"), dict) else {}
+        pipeline_value = rendered.get("pipeline")
+        pipeline = pipeline_value if isinstance(pipeline_value, dict) else {}
+        project_value = pipeline.get("project")
+        project = project_value if isinstance(project_value, dict) else {}
         specs.append(
             RenderedSpec(
                 pipeline=str(pipeline.get("name", "")),

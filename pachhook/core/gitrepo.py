@@ -23,32 +23,84 @@ class GitError(Exception):
     """A git command failed; str(error) is git's own one-line complaint."""
 
 
-def git(args: Sequence[str], cwd: Optional[PathLike] = None, input: Optional[bytes] = None) -> bytes:
+class GitResult:
+    """What one git process did: its exit status and its two output streams."""
+
+    __slots__ = ("returncode", "stdout", "stderr")
+
+    def __init__(self, returncode: int, stdout: bytes, stderr: bytes) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run(
+    args: Sequence[str],
+    cwd: Optional[PathLike] = None,
+    input: Optional[bytes] = None,
+    *,
+    env: Optional[Dict[str, str]] = None,
+    timeout: Optional[float] = None,
+    literal_pathspecs: bool = False,
+) -> GitResult:
+    """Run `git ARGS` (in `cwd`) and return what it did, whatever its exit status.
+
+    literal_pathspecs makes git read every path argument as a plain name (a file called
+    `*.py` or `:x` is itself and nothing else). Without input and timeout the process is
+    started with os.posix_spawnp: the hooks then never import subprocess (~12 ms, with
+    locale, signal and selectors behind it). A timeout raises GitError.
+    """
+    argv = ["git"]
+    if literal_pathspecs:
+        argv.append("--literal-pathspecs")
+    if cwd is not None:
+        argv += ["-C", os.fspath(cwd)]
+    argv += args
+    if input is None and timeout is None:
+        return _run_spawn(argv, env)
+    return _run_subprocess(argv, input, env, timeout, _command_name(args))
+
+
+def git(
+    args: Sequence[str],
+    cwd: Optional[PathLike] = None,
+    input: Optional[bytes] = None,
+    *,
+    env: Optional[Dict[str, str]] = None,
+    timeout: Optional[float] = None,
+    literal_pathspecs: bool = False,
+) -> bytes:
     """Run `git ARGS` (in `cwd`) and return its stdout; GitError with git's first stderr line.
 
-    Without input, the process is started with os.posix_spawnp: the hooks then never
-    import subprocess (~12 ms, with locale, signal and selectors behind it).
+    Callers with errors of their own catch GitError and raise theirs `from None`.
     """
-    argv = ["git", "-C", os.fspath(cwd), *args] if cwd is not None else ["git", *args]
-    if input is not None:
-        returncode, out, err = _run_subprocess(argv, input)
-    else:
-        returncode, out, err = _run_spawn(argv)
-    if returncode != 0:
-        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-        message = lines[0] if lines else f"git {args[0]} exited with status {returncode}"
-        raise GitError(message.replace("fatal: ", "", 1))
-    return out
+    result = run(args, cwd, input, env=env, timeout=timeout, literal_pathspecs=literal_pathspecs)
+    if result.returncode != 0:
+        raise GitError(complaint(result, _command_name(args)))
+    return result.stdout
 
 
-def _run_spawn(argv: List[str]) -> Tuple[int, bytes, bytes]:
+def complaint(result: GitResult, command: str) -> str:
+    """git's first non-empty stderr line without its "fatal: " prefix (or the exit status)."""
+    lines = [line for line in result.stderr.decode(errors="replace").splitlines() if line.strip()]
+    message = lines[0] if lines else f"git {command} exited with status {result.returncode}"
+    return message.replace("fatal: ", "", 1)
+
+
+def _command_name(args: Sequence[str]) -> str:
+    """The git command among args, past git's own options (`-c key=value`, `-C dir`)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in ("-c", "-C") else 1
+    return args[i] if i < len(args) else "git"
+
+
+def _run_spawn(argv: List[str], env: Optional[Dict[str, str]]) -> GitResult:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
         pid = os.posix_spawnp(
             argv[0],
             argv,
-            os.environ,
+            os.environ if env is None else env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -66,7 +118,7 @@ def _run_spawn(argv: List[str]) -> Tuple[int, bytes, bytes]:
     out = _read_all(out_r)
     err = _read_all(err_r)
     _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out, err
+    return GitResult(os.waitstatus_to_exitcode(status), out, err)
 
 
 def _read_all(fd: int) -> bytes:
@@ -82,14 +134,26 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _run_subprocess(argv: List[str], input: bytes) -> Tuple[int, bytes, bytes]:
+def _run_subprocess(
+    argv: List[str], input: Optional[bytes], env: Optional[Dict[str, str]], timeout: Optional[float], command: str
+) -> GitResult:
     import subprocess
 
     try:
-        proc = subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.run(
+            argv,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=timeout,
+        )
     except OSError as error:
         raise GitError(f"cannot run git: {error}") from None
-    return proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {command} did not finish within {timeout:g} s") from None
+    return GitResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 def _text(args: Sequence[str], cwd: Optional[PathLike] = None) -> str:
@@ -280,9 +344,17 @@ class TreeEntry:
         return f"TreeEntry({self.path!r}, {self.kind!r}, {self.sha!r})"
 
 
-def ls_tree(commit: str, cwd: Optional[PathLike] = None) -> Dict[str, TreeEntry]:
-    """Every file and folder of `commit` by path; the root folder is the path ""."""
-    out = git(["ls-tree", "-r", "-t", "-z", "--full-tree", commit], cwd)
+def ls_tree(
+    commit: str, cwd: Optional[PathLike] = None, paths: Sequence[str] = (), literal_pathspecs: bool = False
+) -> Dict[str, TreeEntry]:
+    """Every file and folder of `commit` by path from the repository root.
+
+    With paths, only the entries under those paths and the folders leading to them.
+    """
+    args = ["ls-tree", "-r", "-t", "-z", "--full-tree", commit]
+    if paths:
+        args += ["--", *paths]
+    out = git(args, cwd, literal_pathspecs=literal_pathspecs)
     entries: Dict[str, TreeEntry] = {}
     for record in out.split(b"\0"):
         if not record:

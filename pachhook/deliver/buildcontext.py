@@ -15,13 +15,14 @@ import io
 import json
 import posixpath
 import re
-import subprocess
 import tarfile
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+
+from pachhook.core import gitrepo
+from pachhook.core.gitrepo import GitError, TreeEntry
 
 # Name of the Dockerfile inside the tar when the configured one lies outside the context;
 # docker's CLI does the same with a random name.
@@ -37,14 +38,6 @@ class BuildInputs:
     context: str  # directory relative to the repository root, posix, "" for the root itself
     dockerfile: str  # file relative to the repository root, posix
     build_args: Dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class TreeEntry:
-    mode: str  # git mode: 100644, 100755, 120000 (symlink), 160000 (submodule)
-    kind: str  # blob | commit
-    sha: str
-    path: str  # relative to the repository root
 
 
 @dataclass
@@ -98,69 +91,26 @@ def resolve_inputs(template: str, image_config: Optional[object]) -> BuildInputs
 # ---------------------------------------------------------------- git plumbing
 
 
-def _git(repo_root: Path, *args: str, input_bytes: Optional[bytes] = None) -> bytes:
-    result = subprocess.run(
-        ["git", "--literal-pathspecs", "-C", str(repo_root), *args],
-        input=input_bytes,
-        capture_output=True,
-    )
-    if result.returncode != 0:
-        detail = result.stderr.decode(errors="replace").strip().splitlines()
-        raise ContextError(f"git {args[0]} failed: {detail[-1] if detail else 'exit ' + str(result.returncode)}")
-    return result.stdout
-
-
 def list_tree(repo_root: Path, commit: str, context: str, also: Sequence[str] = ()) -> Dict[str, TreeEntry]:
     """Entries of commit under context, plus the paths in `also` and the folders leading to
     them, by path from the repository root: one `git ls-tree`."""
-    args = ["ls-tree", "-r", "-t", "-z", "--full-tree", commit]
-    if context:
-        args += ["--", context + "/", *also]
-    entries: Dict[str, TreeEntry] = {}
-    for record in _git(repo_root, *args).split(b"\0"):
-        if not record:
-            continue
-        meta, _, name = record.partition(b"\t")
-        mode, kind, sha = meta.decode().split()
-        path = name.decode("utf-8", "surrogateescape")
-        entries[path] = TreeEntry(mode, kind, sha, path)
-    return entries
-
-
-def _blobs(repo_root: Path, shas: Sequence[str]) -> Iterator[Tuple[str, bytes]]:
-    """Contents of the blobs, in order, from one `git cat-file --batch` process."""
-    if not shas:
-        return
-    process = subprocess.Popen(
-        ["git", "-C", str(repo_root), "cat-file", "--batch"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdin is not None and process.stdout is not None
-
-    def feed() -> None:
-        # Written from a thread so a large answer cannot fill the pipe while we still write.
-        try:
-            process.stdin.write("".join(sha + "\n" for sha in shas).encode())
-        finally:
-            process.stdin.close()
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
+    paths = [context + "/", *also] if context else []
     try:
-        for sha in shas:
-            header = process.stdout.readline().decode().split()
-            if len(header) != 3:
-                raise ContextError(f"git cat-file could not read object {sha}")
-            size = int(header[2])
-            data = process.stdout.read(size)
-            process.stdout.read(1)  # the newline after each object
-            yield sha, data
-    finally:
-        writer.join()
-        process.stdout.close()
-        process.wait()
+        return gitrepo.ls_tree(commit, repo_root, paths=paths, literal_pathspecs=True)
+    except GitError as error:
+        raise ContextError(f"git ls-tree failed: {error}") from None
+
+
+def _blobs(repo_root: Path, shas: Sequence[str]) -> Dict[str, bytes]:
+    """Contents of the blobs by SHA, from one `git cat-file --batch` process."""
+    try:
+        contents = gitrepo.read_blobs(shas, repo_root)
+    except GitError as error:
+        raise ContextError(f"git cat-file failed: {error}") from None
+    for sha in shas:
+        if sha not in contents:
+            raise ContextError(f"git cat-file could not read object {sha}")
+    return contents
 
 
 # ---------------------------------------------------------------- .dockerignore
@@ -291,7 +241,7 @@ def plan_context(
     ignore_entry = by_rel.get(".dockerignore")
     ignore_text = ""
     if ignore_entry is not None and ignore_entry.mode != "120000":
-        ignore_text = dict(_blobs(repo_root, [ignore_entry.sha]))[ignore_entry.sha].decode("utf-8", "replace")
+        ignore_text = _blobs(repo_root, [ignore_entry.sha])[ignore_entry.sha].decode("utf-8", "replace")
     ignore = DockerIgnore.parse(ignore_text)
 
     dockerfile_inside = inputs.dockerfile.startswith(prefix) and inputs.dockerfile[len(prefix) :] in by_rel
@@ -354,7 +304,7 @@ def refuse_escaping_links(repo_root: Path, commit: str, entries: Sequence[TreeEn
     links = [entry for entry in entries if entry.mode == "120000"]
     if not links:
         return
-    targets = dict(_blobs(repo_root, list(dict.fromkeys(entry.sha for entry in links))))
+    targets = _blobs(repo_root, list(dict.fromkeys(entry.sha for entry in links)))
     for entry in links:
         target = targets[entry.sha].decode("utf-8", "surrogateescape")
         if _symlink_escapes(entry.path, target):
@@ -365,7 +315,10 @@ def refuse_escaping_links(repo_root: Path, commit: str, entries: Sequence[TreeEn
 
 
 def _commit_time(repo_root: Path, commit: str) -> int:
-    return int(_git(repo_root, "show", "-s", "--format=%ct", commit).decode().strip() or 0)
+    try:
+        return int(gitrepo.git(["show", "-s", "--format=%ct", commit], repo_root).decode().strip() or 0)
+    except GitError as error:
+        raise ContextError(f"git show failed: {error}") from None
 
 
 def export_context(repo_root: Path, plan: ContextPlan) -> ExportedContext:
@@ -377,7 +330,7 @@ def export_context(repo_root: Path, plan: ContextPlan) -> ExportedContext:
     wanted = [entry.sha for _, entry in plan.chosen]
     if not plan.dockerfile_inside:
         wanted.append(plan.dockerfile_sha)
-    contents: Dict[str, bytes] = dict(_blobs(repo_root, list(dict.fromkeys(wanted))))
+    contents = _blobs(repo_root, list(dict.fromkeys(wanted)))
 
     for _, entry in plan.chosen:
         if entry.mode == "120000":

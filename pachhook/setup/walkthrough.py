@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from pachhook.core import gitrepo
+
 DEMO_BASE_IMAGE = "pachhook-demo/busybox:base"
 EXAMPLE_REGISTRY = "localhost:5000"  # the registry the examples' templates name
 IDENTITY = {"user.name": "pachhook demo", "user.email": "demo@pachhook.invalid"}
@@ -220,21 +222,6 @@ def ensure_base_image(client: Any) -> Optional[str]:
     return None
 
 
-def _git(
-    args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 60
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["git", *args],
-        cwd=str(cwd),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-    )
-
-
 def _pachhook(
     args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
@@ -284,9 +271,7 @@ def write_repository(repo: Path, examples: Path, registry: str, build_base: bool
 
 def hook_env() -> Dict[str, str]:
     """The environment for git commands whose hooks must find this pachhook on PATH."""
-    from pachhook.core.gitrepo import env_without_git_vars
-
-    env = env_without_git_vars()
+    env = gitrepo.env_without_git_vars()
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
     return env
@@ -300,7 +285,6 @@ def _partial_drain(
     The queue records each dry-run step as skipped, so `pachhook status` shows exactly
     which steps ran.
     """
-    from pachhook.core import gitrepo
     from pachhook.deliver.runner import one_line
     from pachhook.deliver.steps import StepContext, run_step
     from pachhook.queue.jobs import STEP_NAMES
@@ -374,7 +358,6 @@ def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Sa
 
     Each step the worker finishes is reported as it happens: long builds show progress.
     """
-    from pachhook.core import gitrepo
     from pachhook.queue.store import Queue
 
     seen: Dict[tuple, str] = {}
@@ -485,15 +468,14 @@ def _run(
     say("heading", "3. commit (pre-commit validates, post-commit queues)")
     write_repository(repo, examples, report.registry or EXAMPLE_REGISTRY, base_ready)
     env = hook_env()
-    for args in (["init", "-q", "-b", "main"],):
-        _git(args, repo, env)
+    gitrepo.run(["init", "-q", "-b", "main"], repo, env=env, timeout=60)
     for key, value in IDENTITY.items():
-        if not _git(["config", "--get", key], repo, env).stdout.strip():
-            _git(["config", key, value], repo, env)
+        if not gitrepo.run(["config", "--get", key], repo, env=env, timeout=60).stdout.strip():
+            gitrepo.run(["config", key, value], repo, env=env, timeout=60)
     # The user's global git settings must not reach outside the demo folder (a shared
     # core.hooksPath) or stop the commit (signing that asks for a passphrase).
-    _git(["config", "core.hooksPath", str(repo / ".git" / "hooks")], repo, env)
-    _git(["config", "commit.gpgsign", "false"], repo, env)
+    gitrepo.run(["config", "core.hooksPath", str(repo / ".git" / "hooks")], repo, env=env, timeout=60)
+    gitrepo.run(["config", "commit.gpgsign", "false"], repo, env=env, timeout=60)
     installed = _pachhook(["install", "--plain", "--force"], repo, env)
     if installed.returncode != 0:
         say("fail", f"pachhook install: {(installed.stderr or installed.stdout).strip()}")
@@ -503,16 +485,24 @@ def _run(
         "ok" if validated.returncode == 0 else "fail",
         f"validate: {report.validation.splitlines()[-1]}" if report.validation else "validate: no problems",
     )
-    _git(["add", "-A"], repo, env)
-    committed = _git(
-        ["commit", "-q", "-m", "pachhook demo: the examples"], repo, env, timeout=max(5.0, deadline - time.monotonic())
-    )
-    if committed.returncode != 0:
-        say("fail", f"git commit failed: {(committed.stderr or committed.stdout).strip()}")
+    gitrepo.run(["add", "-A"], repo, env=env, timeout=60)
+    try:
+        committed = gitrepo.run(
+            ["commit", "-q", "-m", "pachhook demo: the examples"],
+            repo,
+            env=env,
+            timeout=max(5.0, deadline - time.monotonic()),
+        )
+    except gitrepo.GitError as error:
+        say("fail", f"git commit failed: {error}")
         return
-    for line in committed.stderr.strip().splitlines():
+    hook_lines = committed.stderr.decode(errors="replace").strip()
+    if committed.returncode != 0:
+        say("fail", f"git commit failed: {hook_lines or committed.stdout.decode(errors='replace').strip()}")
+        return
+    for line in hook_lines.splitlines():
         say("detail", f"   hook: {line}")
-    report.commit = _git(["rev-parse", "HEAD"], repo, env).stdout.strip()
+    report.commit = gitrepo.run(["rev-parse", "HEAD"], repo, env=env, timeout=60).stdout.decode().strip()
     status = _status(repo, env)
     if not status:  # the post-commit hook did not find pachhook: queue as it would have
         _pachhook(["queue", "--no-worker"], repo, env)
@@ -588,7 +578,6 @@ def _status(repo: Path, env: Dict[str, str]) -> List[Dict[str, Any]]:
 
 
 def _job_log(repo: Path, env: Dict[str, str], job_id: int) -> List[str]:
-    from pachhook.core import gitrepo
     from pachhook.queue.store import Queue
 
     with Queue(gitrepo.git_common_dir(repo)) as queue:

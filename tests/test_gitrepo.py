@@ -1,0 +1,62 @@
+"""The one git layer (core/gitrepo.py), exercised on real repositories."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+from gitutil import Repo, git_env
+
+from pachhook.core import gitrepo
+from pachhook.deliver import buildcontext
+from pachhook.deliver.buildcontext import BuildInputs, ContextError
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    env = git_env(tmp_path / "home")
+    work = Repo(tmp_path / "repo", env)
+    work.path.mkdir()
+    work.git("init", "-q")
+    return work
+
+
+def commit_files(repo: Repo, files: dict) -> str:
+    for name, text in files.items():
+        repo.write(name, text)
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "files")
+    return repo.git("rev-parse", "HEAD")
+
+
+def test_ls_tree_lists_only_the_paths_asked_for(repo):
+    commit = commit_files(repo, {"c[1]/a.txt": "a", "c1/b.txt": "b"})
+    literal = gitrepo.ls_tree(commit, repo.path, paths=["c[1]/"], literal_pathspecs=True)
+    assert sorted(literal) == ["c[1]", "c[1]/a.txt"]
+
+
+def test_build_context_with_glob_characters_sends_only_its_own_files(repo):
+    commit = commit_files(repo, {"c[1]/Dockerfile": "FROM scratch\n", "c[1]/a.txt": "a", "c1/b.txt": "b"})
+    plan = buildcontext.plan_context(repo.path, commit, BuildInputs("c[1]", "c[1]/Dockerfile"))
+    exported = buildcontext.export_context(repo.path, plan)
+    with tarfile.open(fileobj=exported.tar) as tar:
+        assert sorted(m.name for m in tar.getmembers() if m.isfile()) == ["Dockerfile", "a.txt"]
+
+
+def test_unknown_commit_is_the_build_contexts_one_line_error(repo):
+    commit_files(repo, {"c/Dockerfile": "FROM scratch\n"})
+    with pytest.raises(ContextError, match=r"^git ls-tree failed: .*\S$"):
+        buildcontext.plan_context(repo.path, "f" * 40, BuildInputs("c", "c/Dockerfile"))
+
+
+def test_run_reports_status_and_streams_and_git_raises_the_first_line(repo):
+    result = gitrepo.run(["rev-parse", "--verify", "--quiet", "nothing^{commit}"], repo.path, env=repo.env)
+    assert result.returncode != 0 and result.stdout == b""
+    with pytest.raises(gitrepo.GitError, match=r"^ambiguous argument 'nothing'"):
+        gitrepo.git(["rev-parse", "nothing"], repo.path, env=repo.env)
+
+
+def test_a_timeout_is_a_git_error_not_a_traceback(repo):
+    with pytest.raises(gitrepo.GitError, match=r"^git slow did not finish within 0.5 s$"):
+        gitrepo.run(["-c", "alias.slow=!sleep 1", "slow"], repo.path, env=repo.env, timeout=0.5)

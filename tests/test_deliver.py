@@ -80,12 +80,12 @@ def test_delivers_every_pipeline_in_dependency_order(two_pipelines, double):
     assert sha in registry_tags(services.registry, repository)
     edges = [spec for spec in received(double) if spec["pipeline"]["name"] == "edges"][0]
     assert edges["transform"]["image"] == f"{image}:{sha}"
-    assert f"delivering {sha[:12]} (main): edges, alone, counts" in out.stdout
+    assert f"delivering {sha[:12]} (main): edges, counts, alone" in out.stdout
     assert "edges: update: done: edges v1" in out.stdout
     # The timing table: a header and one row per pipeline.
     table = out.stdout.split("\n\n")[-1].splitlines()
     assert table[0].split() == ["pipeline", "build", "push", "update", "total"]
-    assert [row.split()[0] for row in table[1:]] == ["edges", "alone", "counts"]
+    assert [row.split()[0] for row in table[1:]] == ["edges", "counts", "alone"]
     assert (repo / ".git" / "pachhook" / "specs" / f"{sha[:12]}-edges.json").is_file()
     assert not (repo / ".git" / "pachhook" / "queue.db").exists()
 

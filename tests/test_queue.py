@@ -133,11 +133,6 @@ def test_jobs_of_a_commit_run_after_the_pipelines_they_read(queue: Queue):
     assert queue.lease_next("w2", 60).id == ids["montage"]
 
 
-def test_a_dependency_cycle_does_not_block_the_queue(queue: Queue):
-    queue.enqueue_commit(SHA_A, "", [NewJob("a", "t", inputs=("b",)), NewJob("b", "t", inputs=("a",))])
-    assert queue.lease_next("w", 60) is not None
-
-
 def test_an_expired_lease_is_taken_over_then_and_not_before(queue: Queue):
     job = queue.enqueue(SHA_A, "main", "edges", "t")
     leased = queue.lease_next("dead-worker", 1.0)

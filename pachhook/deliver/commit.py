@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from pachhook.queue.jobs import STEP_NAMES, Job, StepRecord
+from pachhook.spec.ordering import CycleError, dependency_order
 
 Output = Callable[[str], None]
 
@@ -76,31 +77,10 @@ def plan(root: Path, commit: str, config) -> List[Planned]:
             planned.append(Planned(spec["pipeline"], path, spec["image"], list(spec["inputs"])))
     if problems:
         raise DeliverError(problems)
-    return dependency_order(planned)
-
-
-def dependency_order(items: Sequence[Planned]) -> List[Planned]:
-    """Each pipeline after the pipelines (of this list) whose output repo it reads.
-
-    Kahn's algorithm, stable on the given order; a cycle (which Pachyderm refuses anyway)
-    keeps the given order for its members rather than dropping them.
-    """
-    names = {item.pipeline for item in items}
-    waiting = {
-        item.pipeline: {repo for repo in item.inputs if repo in names and repo != item.pipeline} for item in items
-    }
-    ordered: List[Planned] = []
-    left = list(items)
-    while left:
-        ready = [item for item in left if not waiting[item.pipeline]]
-        if not ready:
-            ready = left[:1]  # a cycle: go on in the given order
-        for item in ready:
-            ordered.append(item)
-            left.remove(item)
-            for others in waiting.values():
-                others.discard(item.pipeline)
-    return ordered
+    try:
+        return dependency_order(planned, lambda item: item.pipeline, lambda item: item.inputs)
+    except CycleError as error:
+        raise DeliverError([str(error)]) from None
 
 
 def branch_of(rev: str, commit: str, head_commit: str, head_branch: str, root: Path) -> str:

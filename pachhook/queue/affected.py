@@ -17,6 +17,7 @@ import re
 
 from pachhook.core import gitrepo
 from pachhook.queue.store import NewJob
+from pachhook.spec.ordering import CycleError, dependency_order
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
@@ -85,6 +86,7 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
     specs_by_blob = _specs(root, [entries[path].sha for path in templates], queue)
     baselines = queue.baselines()
     seen: Dict[str, str] = {}
+    every: List[Dict[str, Any]] = []  # every pipeline of the commit, changed or not, as listed
     for path in templates:
         try:
             path.encode("utf-8")
@@ -105,10 +107,21 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
                 result.problems.append(f"{path}: skipped pipeline {name!r}: {seen[name]} defines it too")
                 continue
             seen[name] = path
+            every.append(spec)
             fingerprint = _fingerprint(path, spec["image"], entries, tree, config)
             if baselines.get(name) == fingerprint:
                 continue
             result.jobs.append(NewJob(name, path, spec["image"], tuple(spec["inputs"]), fingerprint))
+    # The order comes from all of the commit's pipelines, not only the changed ones: the
+    # changed ones then go in the order `pachhook run --commit` delivers the whole commit.
+    try:
+        order = dependency_order(every, lambda spec: spec["pipeline"], lambda spec: spec["inputs"])
+    except CycleError as error:
+        result.problems.append(f"nothing queued: {error}")
+        result.jobs = []
+        return result
+    rank = {spec["pipeline"]: position for position, spec in enumerate(order)}
+    result.jobs.sort(key=lambda job: rank[job.pipeline])
     return result
 
 

@@ -18,6 +18,8 @@ import os
 import sqlite3
 import time
 
+from pachhook.spec.ordering import CycleError, dependency_order
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
@@ -288,13 +290,16 @@ class Queue:
     def enqueue_commit(self, commit: str, branch: str, jobs: Sequence[NewJob]) -> EnqueueOutcome:
         """Record the jobs of one commit in one transaction.
 
-        Jobs are inserted so that each comes after the pipelines of this commit it reads;
-        a job already recorded for (commit, pipeline) is not recorded twice. On a branch,
+        Jobs are inserted in spec.ordering's delivery order (QueueError for a dependency
+        cycle, recording nothing); a job already recorded for (commit, pipeline) is not recorded twice. On a branch,
         each new job supersedes the branch's queued, never-started jobs of its pipeline.
         """
         outcome = EnqueueOutcome()
         now = time.time()
-        ordered = _dependency_order(jobs)
+        try:
+            ordered = dependency_order(jobs, lambda job: job.pipeline, lambda job: job.inputs)
+        except CycleError as error:
+            raise QueueError(str(error)) from None
         with self._transaction() as db:
             inserted: Dict[str, int] = {}
             for new in ordered:
@@ -699,39 +704,6 @@ def _is_corrupt(error: Exception) -> bool:
     unwritable: those must not move a good queue aside)."""
     text = str(error).lower()
     return "file is not a database" in text or "malformed" in text
-
-
-def _dependency_order(jobs: Sequence[NewJob]) -> List[NewJob]:
-    """The jobs with every pipeline after the pipelines (of this batch) it reads.
-
-    A cycle cannot be deployed in Pachyderm anyway; its back edges are simply ignored
-    (the order given stands for them) so the queue never waits forever.
-    """
-    by_name = {job.pipeline: job for job in jobs}
-    placed: Dict[str, bool] = {}  # False while being visited
-    ordered: List[NewJob] = []
-
-    def visit(job: NewJob) -> None:
-        # Iterative depth-first search: the batch could be long and Python's stack is not.
-        stack = [(job, iter(sorted(job.inputs)))]
-        placed[job.pipeline] = False
-        while stack:
-            current, pending = stack[-1]
-            for name in pending:
-                upstream = by_name.get(name)
-                if upstream is not None and name not in placed:
-                    placed[name] = False
-                    stack.append((upstream, iter(sorted(upstream.inputs))))
-                    break
-            else:
-                stack.pop()
-                placed[current.pipeline] = True
-                ordered.append(current)
-
-    for job in jobs:
-        if job.pipeline not in placed:
-            visit(job)
-    return ordered
 
 
 def open_queue(cwd: Any = None) -> Queue:

@@ -35,6 +35,8 @@ def env(tmp_path):
     environment.update(IDENTITY)
     environment["PRE_COMMIT_HOME"] = str(tmp_path / "pre-commit-home")
     environment["NO_COLOR"] = "1"
+    # pachhook installed where git runs: its console script beside this python, first on PATH
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "/usr/bin:/bin")])
     return environment
 
 
@@ -105,17 +107,14 @@ def test_existing_config_keeps_its_comments_and_hooks(tmp_path, env):
         "    -   id: check-json\n"
     )
     (project / ".pre-commit-config.yaml").write_text(original)
-    result = pachhook("init", "--no-install", "--rev", "abc123", cwd=project, env=env)
+    result = pachhook("init", "--no-install", cwd=project, env=env)
     assert result.returncode == 0, result.stderr
     assert "extended  .pre-commit-config.yaml: appended pachhook's hooks" in result.stdout
     text = (project / ".pre-commit-config.yaml").read_text()
     assert text.startswith(original)  # every byte of the user's file is still there
     repos = yaml.safe_load(text)["repos"]
-    assert [r["repo"] for r in repos] == [
-        "https://github.com/pre-commit/pre-commit-hooks",
-        "https://github.com/pachhook/pachhook",
-    ]
-    assert repos[1]["rev"] == "abc123"
+    assert [r["repo"] for r in repos] == ["https://github.com/pre-commit/pre-commit-hooks", "local"]
+    assert all(hook["language"] == "system" for hook in repos[1]["hooks"])
     assert "hooks not installed (--no-install)" in result.stdout
     assert not (project / ".git" / "hooks" / "post-commit").exists()
 
@@ -157,6 +156,7 @@ def test_unconventional_layout_gets_only_the_configuration_it_needs(tmp_path, en
     assert config.image_config("registry.example.com/team/edges").dockerfile == "src/Dockerfile"
     hooks = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"]
     files = hooks[0]["files"]
+    assert hooks[0]["entry"] == "pachhook validate"
     assert re.search(files, "deploy/edges-spec.json") and re.search(files, "a/pipeline.yaml")
     assert not re.search(files, "deploy/other.json")
 
@@ -198,27 +198,15 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, env):
     assert empty.returncode == 2 and "must not be empty" in empty.stderr
 
 
-def _clone_with_working_tree(destination: Path, env: dict) -> str:
-    """A clone of this checkout whose HEAD holds the working tree under test; its SHA."""
-    git("clone", "--quiet", "--no-hardlinks", str(REPO), str(destination), cwd=REPO, env=env)
-    listed = git("ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=REPO, env=env)
-    for name in filter(None, listed.stdout.split("\0")):
-        source, target = REPO / name, destination / name
-        if source.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-        elif not source.exists() and target.exists():
-            target.unlink()
-    git("add", "-A", cwd=destination, env=env)
-    git("commit", "-q", "--allow-empty", "-m", "working tree under test", cwd=destination, env=env)
-    return git("rev-parse", "HEAD", cwd=destination, env=env).stdout.strip()
-
-
-def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
-    sha = _clone_with_working_tree(tmp_path / "pachhook-clone", env)
+def test_default_set_up_works_offline_with_the_real_pre_commit(tmp_path, env):
+    """No hook repository: `repo: local` hooks run the installed pachhook (PRE_COMMIT_HOME is empty, no network)."""
     project = make_project(tmp_path, env)
-    result = pachhook("init", "--repo", str(tmp_path / "pachhook-clone"), "--rev", sha, cwd=project, env=env)
+    env = dict(env, PIP_NO_INDEX="1", HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    result = pachhook("init", cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "wrote     .pre-commit-config.yaml: pachhook's three hooks: local hooks running the installed" in (
+        result.stdout
+    )
     (project / ".pachhook.toml").write_text('worker = "manual"\n')  # queue only: no build here
 
     template = project / "edges" / "pipeline.json"
@@ -226,7 +214,7 @@ def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
     template.write_text(good.replace("{{ tag }}", "{{ sha }}"))
     git("add", "-A", cwd=project, env=env)
     refused = subprocess.run(
-        ["git", "commit", "-m", "bad"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+        ["git", "commit", "-m", "bad"], cwd=project, env=env, capture_output=True, text=True, timeout=300
     )
     assert refused.returncode != 0, refused.stdout + refused.stderr
     assert "unknown placeholder {{ sha }}" in refused.stdout + refused.stderr
@@ -234,7 +222,7 @@ def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
     template.write_text(good)
     git("add", "-A", cwd=project, env=env)
     made = subprocess.run(
-        ["git", "commit", "-m", "good"], cwd=project, env=env, capture_output=True, text=True, timeout=900
+        ["git", "commit", "-m", "good"], cwd=project, env=env, capture_output=True, text=True, timeout=300
     )
     assert made.returncode == 0, made.stdout + made.stderr
     status = pachhook("status", "--format", "json", cwd=project, env=env)
@@ -251,7 +239,115 @@ def test_real_pre_commit_runs_the_hooks_init_set_up(tmp_path, env):
     ):
         assert checks[f"{hook_type} hook"]["status"] == "ok"
         assert hook_id in checks[f"{hook_type} hook"]["message"]
+    assert checks["hooks run"]["status"] == "ok", checks["hooks run"]
+    assert "pachhook-validate` passed on 2 template(s)" in checks["hooks run"]["message"]
     assert checks["worker"]["status"] == "warn" and "2 job(s) queued" in checks["worker"]["message"]
+
+    # A teammate without pachhook where git runs: doctor says the hooks cannot run.
+    no_pachhook = dict(env, PATH=os.pathsep.join(["/usr/bin", "/bin"]))
+    broken = subprocess.run(
+        [sys.executable, "-m", "pachhook", "doctor"], cwd=project, env=no_pachhook, capture_output=True, text=True
+    )
+    assert broken.returncode == 1
+    assert (
+        "fail  hooks run: `pre-commit run --hook-stage manual pachhook-validate` failed, so commits are not checked:"
+        " Executable `pachhook` not found" in broken.stdout
+    )
+    assert "-> install pachhook where `git commit` runs" in broken.stdout
+
+
+def test_local_hooks_are_the_published_hooks(tmp_path, env):
+    """The hooks init writes as `repo: local` say what .pre-commit-hooks.yaml says, so the two forms agree."""
+    from pachhook.setup.scaffold import HookSource, hook_entry
+
+    published = {hook["id"]: hook for hook in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
+    from pachhook.setup.scaffold import DEFAULT_FILES
+
+    (local,) = yaml.safe_load(hook_entry(HookSource(), DEFAULT_FILES))
+    assert local["repo"] == "local"
+    assert [hook["id"] for hook in local["hooks"]] == list(published)
+    for hook in local["hooks"]:
+        expected = dict(published[hook["id"]])
+        expected.pop("description")
+        expected.pop("minimum_pre_commit_version")
+        assert expected.pop("language") == "python" and hook.pop("language") == "system"
+        assert hook == expected
+
+
+def test_init_repo_and_rev_rewrite_what_init_wrote(tmp_path, env):
+    project = make_project(tmp_path, env)
+    (project / ".pre-commit-config.yaml").write_text(
+        "# team comment\nrepos:\n  - repo: https://github.com/pre-commit/pre-commit-hooks\n    rev: v4.6.0\n"
+        "    hooks:\n      - id: check-json\n"
+    )
+    assert pachhook("init", "--no-install", cwd=project, env=env).returncode == 0
+    pinned = pachhook(
+        "init",
+        "--no-install",
+        "--repo",
+        "https://example.invalid/pachhook.git",
+        "--rev",
+        "v1.2.3",
+        cwd=project,
+        env=env,
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert (
+        "rewrote   .pre-commit-config.yaml: rewrote pachhook's entry (was local hooks running the installed"
+        " `pachhook`): now repo https://example.invalid/pachhook.git at v1.2.3" in pinned.stdout
+    )
+    text = (project / ".pre-commit-config.yaml").read_text()
+    assert text.startswith("# team comment\nrepos:\n  - repo: https://github.com/pre-commit/pre-commit-hooks\n")
+    repos = yaml.safe_load(text)["repos"]
+    assert repos[1] == {
+        "repo": "https://example.invalid/pachhook.git",
+        "rev": "v1.2.3",
+        "hooks": [{"id": "pachhook-validate"}, {"id": "pachhook-queue"}, {"id": "pachhook-check-push"}],
+    }
+    again = pachhook("init", "--no-install", cwd=project, env=env)  # no --repo: the pinned source stays
+    assert "already set up: nothing changed" in again.stdout
+    back = pachhook("init", "--no-install", "--repo", "local", cwd=project, env=env)
+    assert "now local hooks running the installed `pachhook`" in back.stdout
+    assert yaml.safe_load((project / ".pre-commit-config.yaml").read_text())["repos"][1]["repo"] == "local"
+
+    usage = pachhook("init", "--repo", "https://example.invalid/x.git", cwd=project, env=env)
+    assert usage.returncode == 2 and "give --repo URL and --rev REV together" in usage.stderr
+
+
+def test_the_unpublished_default_of_earlier_versions_becomes_local_hooks(tmp_path, env):
+    project = make_project(tmp_path, env)
+    (project / ".pre-commit-config.yaml").write_text(
+        "repos:\n- repo: 'https://github.com/pachhook/pachhook'\n  rev: 'v0.1.0'\n  hooks:\n"
+        "    - id: pachhook-validate\n    - id: pachhook-queue\n    - id: pachhook-check-push\n"
+        "# trailing comment kept\n"
+    )
+    result = pachhook("init", "--no-install", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "https://github.com/pachhook/pachhook has no release to install from" in result.stdout
+    text = (project / ".pre-commit-config.yaml").read_text()
+    assert text.endswith("# trailing comment kept\n")
+    assert yaml.safe_load(text)["repos"][0]["repo"] == "local"
+
+
+def test_a_template_listed_by_hand_is_in_the_hooks_files_pattern(tmp_path, env):
+    project = make_project(tmp_path, env)
+    spec = (EXAMPLES / "edges" / "pipeline.json").read_text()
+    (project / "deploy").mkdir()
+    (project / "deploy" / "edges-prod.json").write_text(spec.replace('"edges"', '"edges-prod"'))
+    (project / ".pachhook.toml").write_text('templates = ["**/pipeline.json", "**/*.pipeline.yaml", "deploy/*.json"]\n')
+    (project / ".pre-commit-config.yaml").write_text(
+        "repos:\n- repo: local\n  hooks:\n  - id: pachhook-validate\n    name: v\n    entry: pachhook validate\n"
+        "    language: system\n    files: '(^|/)pipeline\\.json$'\n"
+    )
+    result = pachhook("init", "--no-install", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "its `files` pattern left out deploy/edges-prod.json" in result.stdout
+    hooks = yaml.safe_load((project / ".pre-commit-config.yaml").read_text())["repos"][0]["hooks"]
+    files = hooks[0]["files"]
+    for path in ("deploy/edges-prod.json", "edges/pipeline.json", "montage/montage.pipeline.yaml"):
+        assert re.search(files, path), path
+    assert not re.search(files, "deploy/sub/other.json")
+    assert "already set up" in pachhook("init", "--no-install", cwd=project, env=env).stdout
 
 
 def test_init_replaces_pachhooks_plain_hooks_keeps_foreign_ones_and_uninstall_undoes_it(tmp_path, env):

@@ -13,9 +13,7 @@ from pachhook.commands._common import guard, parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pachhook import __version__
     from pachhook.core.output import add_output_options
-    from pachhook.setup.scaffold import DEFAULT_HOOK_REPO
 
     parser = argparse.ArgumentParser(
         prog="pachhook init",
@@ -23,24 +21,27 @@ def build_parser() -> argparse.ArgumentParser:
             "Set up pachhook in the current git repository: find the pipeline templates and"
             " their Dockerfiles, write configuration only for what the conventions do not"
             " cover, write or extend .pre-commit-config.yaml with pachhook's three hooks"
-            " (pinned to --rev) and install the pre-commit, pre-push and post-commit hooks."
+            " and install the pre-commit, pre-push and post-commit hooks. The hooks are"
+            " `repo: local` hooks running the installed `pachhook` (offline, no hook"
+            " repository needed); --repo and --rev pin a hook repository instead."
             " Running it again changes nothing."
         ),
         epilog="An existing .pre-commit-config.yaml is extended by appending pachhook's entry;"
-        " an existing pachhook configuration is never edited (init says what it may need)."
+        " an entry init wrote before is rewritten when --repo/--rev ask for another source or"
+        " its `files` pattern misses a template. An existing pachhook configuration is never"
+        " edited (init says what it may need)."
         " Exit status: 0 set up, 1 could not finish, 2 bad usage.",
     )
     parser.add_argument(
         "--repo",
         metavar="URL",
-        default=DEFAULT_HOOK_REPO,
-        help=f"the hook repository pre-commit installs pachhook from (default: {DEFAULT_HOOK_REPO})",
+        help="the hook repository pre-commit installs pachhook from, with --rev"
+        " (default: `local`, the pachhook installed where git runs)",
     )
     parser.add_argument(
         "--rev",
         metavar="REV",
-        default=f"v{__version__}",
-        help=f"the tag or commit of that repository to pin (default: this version's tag, v{__version__})",
+        help="the tag or commit of --repo to pin (a released tag such as v1.0.0, or a commit SHA)",
     )
     parser.add_argument("--no-install", action="store_true", help="write the files but do not run `pre-commit install`")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -57,14 +58,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from pachhook.core.output import Printer
-    from pachhook.setup.scaffold import InitError, run_init
+    from pachhook.setup.scaffold import LOCAL_REPO, HookSource, InitError, run_init
 
     printer = Printer(quiet=args.quiet, verbose=args.verbose)
-    if not args.repo.strip() or not args.rev.strip():
-        printer.error("pachhook init: --repo and --rev must not be empty")
-        return 2
+    source = None
+    if args.repo is not None or args.rev is not None:
+        repo = (args.repo or "").strip()
+        rev = (args.rev or "").strip()
+        if args.repo is not None and not repo or args.rev is not None and not rev:
+            printer.error("pachhook init: --repo and --rev must not be empty")
+            return 2
+        if repo == LOCAL_REPO and rev:
+            printer.error("pachhook init: local hooks have no revision: give --rev only with a hook repository URL")
+            return 2
+        if repo != LOCAL_REPO and not (repo and rev):
+            printer.error(
+                "pachhook init: give --repo URL and --rev REV together (the hook repository and the tag"
+                " or commit to pin), or neither for local hooks"
+            )
+            return 2
+        source = HookSource(repo, rev)
     try:
-        result = run_init(repo=args.repo, rev=args.rev, install=not args.no_install, dry_run=args.dry_run)
+        result = run_init(source=source, install=not args.no_install, dry_run=args.dry_run)
     except InitError as error:
         for problem in error.problems:
             printer.error(f"pachhook init: {problem}")
@@ -76,7 +91,14 @@ def _main(args: argparse.Namespace) -> int:
     for item in result.templates:
         image = f", builds {item.image} from {item.dockerfile or '(no Dockerfile found)'}" if item.image else ""
         printer.info(f"  found {item.template}: pipeline {', '.join(item.pipelines) or '?'}{image}")
-    labels = {"write": "wrote", "extend": "extended", "install": "installed", "keep": "unchanged", "note": "note"}
+    labels = {
+        "write": "wrote",
+        "extend": "extended",
+        "rewrite": "rewrote",
+        "install": "installed",
+        "keep": "unchanged",
+        "note": "note",
+    }
     for action in result.actions:
         label = labels[action.what] if action.done or action.what in ("keep", "note") else f"would {action.what}"
         where = f"{action.path}: " if action.path else ""

@@ -47,6 +47,7 @@ class Probe:
     images: List[str] = field(default_factory=list)  # image repositories pachhook builds
     docker: Any = None  # a docker-py client when the engine answered
     queued: int = 0  # jobs waiting for a worker
+    failed: List[str] = field(default_factory=list)  # names of the checks that failed so far
 
 
 def _fail_safe(function: Callable[[Probe], List[Check]], name: str) -> Callable[[Probe], List[Check]]:
@@ -220,6 +221,87 @@ def check_templates(probe: Probe) -> List[Check]:
     warnings = len(diagnostics) - len(errors)
     note = f", {warnings} warning(s)" if warnings else ""
     return [Check("templates", OK, f"{len(probe.templates)} template(s) valid{note}")]
+
+
+# Lines of pre-commit's output that mean the hook could not start (not that it refused a template).
+_SETUP_BROKEN = (
+    "not found",  # language: system and the executable is not on PATH
+    "An unexpected error has occurred",  # a hook repository that cannot be cloned or installed
+    "InvalidConfigError",
+    "InvalidManifestError",
+    "No hook with id",
+    "is not on PATH",  # pachhook's plain hook scripts
+)
+HOOK_RUN_TIMEOUT = 300.0  # the first run of a pinned hook repository clones and installs it
+
+
+def check_hooks_run(probe: Probe) -> List[Check]:
+    """Run the validate hook as git would, on the templates: proves the set-up works, not only that it is written."""
+    import sys
+
+    from pachhook.setup.hookscripts import MARKER
+
+    if probe.root is None or probe.hooks_dir is None:
+        return []
+    hook = probe.hooks_dir / "pre-commit"
+    try:
+        text = hook.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []  # "not installed" is already said
+    relative = [os.path.relpath(path, probe.root) for path in probe.templates]
+    if MARKER in text:
+        # a plain hook: run the script itself, as git runs it
+        argv = [str(hook), *relative]
+        how = "the pre-commit hook script"
+    elif "--hook-type" in text:
+        if not relative:
+            return [
+                Check(
+                    "hooks run",
+                    WARN,
+                    "no template to run pachhook-validate on",
+                    "add a template, then run `pachhook doctor` again",
+                )
+            ]
+        argv = [sys.executable, "-m", "pre_commit", "run", "--hook-stage", "manual", "pachhook-validate"]
+        argv += ["--files", *relative]
+        how = "`pre-commit run --hook-stage manual pachhook-validate`"
+    else:
+        return []
+    try:
+        completed = subprocess.run(
+            argv,
+            cwd=str(probe.root),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            timeout=HOOK_RUN_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return [
+            Check("hooks run", FAIL, f"{how} did not finish in {HOOK_RUN_TIMEOUT:.0f} s", "run it by hand to see why")
+        ]
+    except OSError as error:
+        return [Check("hooks run", FAIL, f"cannot run {how}: {error.strerror or error}", "run `pachhook init`")]
+    output = [" ".join(line.split()) for line in completed.stdout.splitlines() if line.strip()]
+    if completed.returncode == 0:
+        return [Check("hooks run", OK, f"{how} passed on {len(relative)} template(s)")]
+    broken = [line for line in output if any(marker in line for marker in _SETUP_BROKEN)]
+    templates_failed = any(check_name == "templates" for check_name in probe.failed)
+    if not broken and templates_failed:
+        return [Check("hooks run", OK, f"{how} runs and refuses the template errors reported above")]
+    reason = (broken or output[-1:] or [f"exit status {completed.returncode}"])[0][:200]
+    return [
+        Check(
+            "hooks run",
+            FAIL,
+            f"{how} failed, so commits are not checked: {reason}",
+            "install pachhook where `git commit` runs (activate its virtual environment, or `pipx install pachhook`)"
+            " and check .pre-commit-config.yaml; `pachhook init` rewrites pachhook's entry",
+        )
+    ]
 
 
 def check_docker(probe: Probe) -> List[Check]:
@@ -466,6 +548,7 @@ CHECKS = (
     ("hooks", check_hooks),
     ("configuration", check_configuration),
     ("templates", check_templates),
+    ("hooks run", check_hooks_run),
     ("docker", check_docker),
     ("credentials", check_credentials),
     ("pachctl", check_backend),
@@ -485,6 +568,8 @@ def run_checks(cwd: Optional[Path] = None, on_check: Optional[Callable[[Check], 
             for check in found:
                 check.seconds = round((time.monotonic() - started) / max(len(found), 1), 3)
                 results.append(check)
+                if check.status == FAIL:
+                    probe.failed.append(check.name)
                 if on_check:
                     on_check(check)
     finally:

@@ -20,10 +20,42 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from pachhook import __version__
-
-DEFAULT_HOOK_REPO = "https://github.com/pachhook/pachhook"
+LOCAL_REPO = "local"
+# Where pachhook will be published; until a release exists there, a set-up pointing at it
+# cannot install (init 0.1 wrote it by default), so init replaces such an entry.
+PUBLISHED_REPO = "https://github.com/pachhook/pachhook"
 HOOK_IDS = ("pachhook-validate", "pachhook-queue", "pachhook-check-push")
+DEFAULT_FILES = r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml)$"
+# The three hooks as .pre-commit-hooks.yaml publishes them (a test keeps both the same).
+# `repo: local` needs every key spelled out; `language: system` runs the installed
+# `pachhook`, so the set-up works offline and needs no hook repository at all.
+HOOKS: Tuple[Dict[str, Any], ...] = (
+    {
+        "id": "pachhook-validate",
+        "name": "validate Pachyderm pipeline templates",
+        "entry": "pachhook validate",
+        "types_or": ["json", "yaml"],
+        "files": DEFAULT_FILES,
+        "stages": ["pre-commit", "pre-push", "manual"],
+    },
+    {
+        "id": "pachhook-queue",
+        "name": "queue pachhook delivery for the new commit",
+        "entry": "pachhook queue",
+        "stages": ["post-commit"],
+        "always_run": True,
+        "pass_filenames": False,
+        "verbose": True,
+    },
+    {
+        "id": "pachhook-check-push",
+        "name": "validate pipeline templates in every pushed commit",
+        "entry": "pachhook check-push",
+        "stages": ["pre-push"],
+        "always_run": True,
+        "pass_filenames": False,
+    },
+)
 HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
 PRECOMMIT_CONFIG = ".pre-commit-config.yaml"
 PACHHOOK_CONFIG = ".pachhook.toml"
@@ -50,7 +82,7 @@ class Found:
 
 @dataclass
 class Action:
-    what: str  # "write", "extend", "install", "keep", "note"
+    what: str  # "write", "extend", "rewrite", "install", "keep", "note"
     path: str
     message: str
     done: bool = False  # applied (False in a dry run, or when nothing was to do)
@@ -214,19 +246,67 @@ def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]
 # -- .pre-commit-config.yaml ----------------------------------------------------------
 
 
-def _files_regex(templates: Sequence[str]) -> str:
-    """The `files` pattern for pachhook-validate when some templates have unconventional names."""
-    names = "|".join(re.escape(path) for path in templates)
-    return rf"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml)$|^({names})$"
+@dataclass
+class HookSource:
+    """Where pre-commit takes pachhook's hooks from: `local` (the installed pachhook) or a repository."""
+
+    repo: str = LOCAL_REPO
+    rev: str = ""  # the tag or commit pinned; empty for local hooks
+
+    @property
+    def local(self) -> bool:
+        return self.repo == LOCAL_REPO
+
+    def describe(self) -> str:
+        if self.local:
+            return "local hooks running the installed `pachhook`"
+        return f"repo {self.repo} at {self.rev}"
 
 
-def hook_entry(repo: str, rev: str, extra_templates: Sequence[str], indent: str = "") -> str:
+def files_pattern(template_globs: Sequence[str], extra_templates: Sequence[str]) -> str:
+    """pachhook-validate's `files` regex: the naming conventions plus every configured glob and template.
+
+    A template the configuration lists by hand must be in the pattern, or pre-commit never
+    hands it to the hook and a typo in it reaches a commit.
+    """
+    from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
+    from pachhook.validate.checks import glob_regex
+
+    parts = [glob_regex(glob).pattern[: -len(r"\Z")] for glob in template_globs if glob not in DEFAULT_TEMPLATE_GLOBS]
+    parts += [re.escape(path) for path in extra_templates]
+    parts = list(dict.fromkeys(parts))
+    if not parts:
+        return DEFAULT_FILES
+    return DEFAULT_FILES + "|^(" + "|".join(parts) + ")$"
+
+
+def _flow_list(items: Sequence[str]) -> str:
+    return "[" + ", ".join(items) + "]"
+
+
+def hook_entry(source: HookSource, files: str, indent: str = "") -> str:
     """The repos entry for pachhook, as YAML text indented by `indent`."""
-    lines = [f"- repo: {_yaml_scalar(repo)}", f"  rev: {_yaml_scalar(rev)}", "  hooks:"]
-    for hook_id in HOOK_IDS:
-        lines.append(f"    - id: {hook_id}")
-        if hook_id == "pachhook-validate" and extra_templates:
-            lines.append(f"      files: {_yaml_scalar(_files_regex(extra_templates))}")
+    if source.local:
+        lines = [f"- repo: {LOCAL_REPO}", "  hooks:"]
+        for hook in HOOKS:
+            lines.append(f"    - id: {hook['id']}")
+            lines.append(f"      name: {_yaml_scalar(hook['name'])}")
+            lines.append(f"      entry: {hook['entry']}")
+            lines.append("      language: system")
+            if "types_or" in hook:
+                lines.append(f"      types_or: {_flow_list(hook['types_or'])}")
+            if "files" in hook:
+                lines.append(f"      files: {_yaml_scalar(files)}")
+            lines.append(f"      stages: {_flow_list(hook['stages'])}")
+            for key in ("always_run", "pass_filenames", "verbose"):
+                if key in hook:
+                    lines.append(f"      {key}: {'true' if hook[key] else 'false'}")
+    else:
+        lines = [f"- repo: {_yaml_scalar(source.repo)}", f"  rev: {_yaml_scalar(source.rev)}", "  hooks:"]
+        for hook_id in HOOK_IDS:
+            lines.append(f"    - id: {hook_id}")
+            if hook_id == "pachhook-validate" and files != DEFAULT_FILES:
+                lines.append(f"      files: {_yaml_scalar(files)}")
     return "".join(indent + line + "\n" for line in lines)
 
 
@@ -235,28 +315,46 @@ def _yaml_scalar(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def new_precommit_config(repo: str, rev: str, extra_templates: Sequence[str]) -> str:
+def new_precommit_config(source: HookSource, files: str) -> str:
     return (
         "# pre-commit (https://pre-commit.com) runs pachhook's hooks; `pachhook init` wrote this.\n"
+        "# `repo: local` runs the pachhook installed where `git commit` runs (docs/hooks.md).\n"
+        "minimum_pre_commit_version: '3.2.0'\n"
         f"default_install_hook_types: [{', '.join(HOOK_TYPES)}]\n"
-        "repos:\n" + hook_entry(repo, rev, extra_templates, indent="  ")
+        "repos:\n" + hook_entry(source, files, indent="  ")
     )
 
 
-def _wanted(data: Dict[str, Any], repo: str, rev: str, extra_templates: Sequence[str]) -> Dict[str, Any]:
-    import yaml
-
-    wanted = dict(data)
-    entry = yaml.safe_load(hook_entry(repo, rev, extra_templates))[0]
-    wanted["repos"] = list(data.get("repos") or []) + [entry]
-    return wanted
+def _entry_ids(entry: Any) -> List[str]:
+    if not isinstance(entry, dict):
+        return []
+    return [str(hook.get("id")) for hook in entry.get("hooks") or [] if isinstance(hook, dict)]
 
 
-def extend_precommit_config(
-    text: str, repo: str, rev: str, extra_templates: Sequence[str]
+def _validate_files(entry: Dict[str, Any]) -> str:
+    """The `files` pattern the entry gives pachhook-validate (the published default when unset)."""
+    for hook in entry.get("hooks") or []:
+        if isinstance(hook, dict) and hook.get("id") == "pachhook-validate":
+            return str(hook.get("files") or DEFAULT_FILES)
+    return DEFAULT_FILES
+
+
+def _misses(pattern: str, templates: Sequence[str]) -> List[str]:
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return list(templates)
+    return [path for path in templates if not compiled.search(path)]
+
+
+def plan_precommit_config(
+    text: str, source: Optional[HookSource], files: str, templates: Sequence[str]
 ) -> Tuple[Optional[str], str]:
-    """(new text or None when pachhook is already there, how it was done).
+    """(new text or None when nothing is to change, how it was done).
 
+    `source` None keeps the hook source an existing entry names, except the unpublished
+    repository init 0.1 wrote, which cannot install and becomes local hooks. An existing
+    entry is rewritten when the source differs or its `files` misses one of `templates`.
     Raises InitError when the existing file is not a pre-commit configuration.
     """
     import yaml
@@ -273,37 +371,100 @@ def extend_precommit_config(
         raise InitError(
             [f"{PRECOMMIT_CONFIG}: expected a mapping with a `repos` list; fix it and run `pachhook init` again"]
         )
-    present = {
-        str(hook.get("id"))
-        for entry in data.get("repos") or []
-        if isinstance(entry, dict)
-        for hook in entry.get("hooks") or []
-        if isinstance(hook, dict)
-    }
-    if present & set(HOOK_IDS):
-        return None, "already runs pachhook's hooks"
-    wanted = _wanted(data, repo, rev, extra_templates)
-    appended = _append_entry(text, data, repo, rev, extra_templates)
-    if appended is not None:
+    repos = list(data.get("repos") or [])
+    index = next((i for i, entry in enumerate(repos) if set(_entry_ids(entry)) & set(HOOK_IDS)), None)
+    if index is None:
+        wanted_source = source or HookSource()
+        entry = yaml.safe_load(hook_entry(wanted_source, files))[0]
+        wanted = dict(data)
+        wanted["repos"] = repos + [entry]
+        appended = _append_entry(text, data, wanted_source, files)
+        how = f"appended pachhook's hooks (the rest of the file untouched); {wanted_source.describe()}"
+        return _checked(appended, wanted, how)
+
+    current = repos[index]
+    current_source = HookSource(str(current.get("repo", "")), str(current.get("rev", "") or ""))
+    reasons = []
+    if source is None:
+        wanted_source = current_source
+        if (current_source.repo, current_source.rev) == (PUBLISHED_REPO, "v0.1.0"):
+            wanted_source = HookSource()
+            reasons.append(f"{PUBLISHED_REPO} has no release to install from")
+    else:
+        wanted_source = source
+        if (source.repo, source.rev) != (current_source.repo, current_source.rev):
+            reasons.append(f"was {current_source.describe()}")
+    current_files = _validate_files(current)
+    missed = _misses(current_files, templates)
+    if missed:
+        reasons.append(f"its `files` pattern left out {', '.join(missed)}")
+    elif not reasons:
+        return None, f"already runs pachhook's hooks ({current_source.describe()})"
+    if not missed and wanted_source.local == current_source.local:
+        files = current_files  # a pattern the user widened by hand stays
+    entry = yaml.safe_load(hook_entry(wanted_source, files))[0]
+    wanted = dict(data)
+    wanted["repos"] = repos[:index] + [entry] + repos[index + 1 :]
+    replaced = _replace_entry(text, index, wanted_source, files)
+    how = f"rewrote pachhook's entry ({'; '.join(reasons)}): now {wanted_source.describe()}"
+    return _checked(replaced, wanted, how)
+
+
+def _checked(candidate: Optional[str], wanted: Dict[str, Any], how: str) -> Tuple[str, str]:
+    """`candidate` when it parses to `wanted`; else the whole file rewritten from `wanted`."""
+    import yaml
+
+    if candidate is not None:
         try:
-            if yaml.safe_load(appended) == wanted:
-                return appended, "appended pachhook's hooks (the rest of the file untouched)"
+            if yaml.safe_load(candidate) == wanted:
+                return candidate, how
         except yaml.YAMLError:
             pass
     rewritten = "# Rewritten by `pachhook init` from the parsed file: earlier comments were not kept.\n"
     rewritten += yaml.safe_dump(wanted, sort_keys=False, default_flow_style=False)
-    return rewritten, "rewrote the file with pachhook's hooks added (its comments could not be kept)"
+    return rewritten, how + " (the file was rewritten: its comments could not be kept)"
 
 
-def _append_entry(
-    text: str, data: Dict[str, Any], repo: str, rev: str, extra_templates: Sequence[str]
-) -> Optional[str]:
+def _replace_entry(text: str, index: int, source: HookSource, files: str) -> Optional[str]:
+    """The file with the `index`th repos item replaced as text (other lines untouched), when it can tell where."""
+    import yaml
+
+    try:
+        document = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(document, yaml.MappingNode):
+        return None
+    sequence = next((value for key, value in document.value if getattr(key, "value", None) == "repos"), None)
+    if not isinstance(sequence, yaml.SequenceNode) or sequence.flow_style or index >= len(sequence.value):
+        return None
+    lines = text.splitlines(keepends=True)
+    item = sequence.value[index]
+    start = item.start_mark.line
+    prefix = lines[start][: item.start_mark.column]
+    dash = prefix.rfind("-")
+    if dash < 0 or prefix[:dash].strip() or prefix[dash + 1 :].strip():
+        return None
+    if index + 1 < len(sequence.value):
+        end = sequence.value[index + 1].start_mark.line
+    else:
+        mark = sequence.end_mark
+        end = mark.line if mark.column == 0 else mark.line + 1
+    end = min(end, len(lines))
+    # blank and comment lines before what follows belong to it, not to the entry replaced
+    while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")):
+        end -= 1
+    replacement = hook_entry(source, files, indent=prefix[:dash])
+    return "".join(lines[:start]) + replacement + "".join(lines[end:])
+
+
+def _append_entry(text: str, data: Dict[str, Any], source: HookSource, files: str) -> Optional[str]:
     """The file with pachhook's entry added as text, when `repos` is its last top-level key."""
     body = text if text.endswith("\n") or not text else text + "\n"
     lines = body.splitlines()
     top_level = [i for i, line in enumerate(lines) if re.match(r"[^\s#-][^:]*:", line)]
     if "repos" not in data:
-        return body + "repos:\n" + hook_entry(repo, rev, extra_templates, indent="  ")
+        return body + "repos:\n" + hook_entry(source, files, indent="  ")
     if not top_level or not lines[top_level[-1]].startswith("repos:"):
         return None
     header = lines[top_level[-1]]
@@ -314,7 +475,7 @@ def _append_entry(
         body = "\n".join(lines) + "\n"
     items = [line for line in lines[top_level[-1] + 1 :] if line.lstrip().startswith("- ")]
     indent = items[0][: len(items[0]) - len(items[0].lstrip())] if items else "  "
-    return body + hook_entry(repo, rev, extra_templates, indent=indent)
+    return body + hook_entry(source, files, indent=indent)
 
 
 # -- hook installation ----------------------------------------------------------------
@@ -349,16 +510,17 @@ def install_hooks(root: Path, hook_types: Sequence[str]) -> Tuple[bool, List[str
 
 def run_init(
     cwd: Optional[Path] = None,
-    repo: str = DEFAULT_HOOK_REPO,
-    rev: Optional[str] = None,
+    source: Optional[HookSource] = None,
     install: bool = True,
     dry_run: bool = False,
 ) -> InitResult:
-    """Plan and (unless dry_run) apply every step of `pachhook init`; InitError when it cannot."""
+    """Plan and (unless dry_run) apply every step of `pachhook init`; InitError when it cannot.
+
+    `source` None: local hooks for a new entry, an existing entry's source kept.
+    """
     from pachhook.core import gitrepo
     from pachhook.core.config import ConfigError, load_config
 
-    rev = rev or f"v{__version__}"
     try:
         root = gitrepo.repo_root(cwd)
         hooks_dir = gitrepo.hooks_dir(cwd)
@@ -416,40 +578,42 @@ def run_init(
             )
             actions.append(Action("note", where, f"not changing your configuration; it may need: {wanted}"))
     else:
-        source = os.path.relpath(config.source, root) if config.source else ""
+        config_path = os.path.relpath(config.source, root) if config.source else ""
         actions.append(
             Action(
                 "keep",
-                source,
+                config_path,
                 "configuration: "
                 + (
-                    f"{source} covers every template and Dockerfile"
-                    if source
+                    f"{config_path} covers every template and Dockerfile"
+                    if config_path
                     else "the conventions cover every template and Dockerfile; no configuration file needed"
                 ),
             )
         )
 
-    # .pre-commit-config.yaml
+    # .pre-commit-config.yaml: the hook's `files` covers every template found or configured.
+    hook_files = files_pattern(config.templates, extra_templates)
     precommit = root / PRECOMMIT_CONFIG
     if precommit.exists():
         try:
             old = precommit.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise InitError([f"{PRECOMMIT_CONFIG}: cannot read: {error}"]) from None
-        new, how = extend_precommit_config(old, repo, rev, extra_templates)
+        new, how = plan_precommit_config(old, source, hook_files, [item.template for item in result.templates])
         if new is None:
             actions.append(Action("keep", PRECOMMIT_CONFIG, how))
         else:
-            action = Action("extend", PRECOMMIT_CONFIG, f"{how}; repo {repo} at {rev}")
+            action = Action("rewrite" if how.startswith("rewrote") else "extend", PRECOMMIT_CONFIG, how)
             if not dry_run:
                 _write(precommit, new)
                 action.done = True
             actions.append(action)
     else:
-        action = Action("write", PRECOMMIT_CONFIG, f"pachhook's three hooks from {repo} at {rev}")
+        wanted_source = source or HookSource()
+        action = Action("write", PRECOMMIT_CONFIG, f"pachhook's three hooks: {wanted_source.describe()}")
         if not dry_run:
-            _write(precommit, new_precommit_config(repo, rev, extra_templates))
+            _write(precommit, new_precommit_config(wanted_source, hook_files))
             action.done = True
         actions.append(action)
 

@@ -48,7 +48,17 @@ class _Record:
 class ImageConfig(_Record):
     """How to build one image repository (the part of transform.image before the tag)."""
 
-    __slots__ = ("name", "dockerfile", "context", "build_args")
+    __slots__ = (
+        "name",
+        "dockerfile",
+        "context",
+        "build_args",
+        "platform",
+        "target",
+        "network",
+        "secrets",
+        "submodules",
+    )
 
     def __init__(
         self,
@@ -61,6 +71,12 @@ class ImageConfig(_Record):
         self.dockerfile = dockerfile  # relative to the repo root; default: <template dir>/Dockerfile
         self.context = context  # relative to the repo root; default: the template's directory
         self.build_args: Dict[str, str] = dict(build_args or {})
+        self.platform: Optional[str] = None  # e.g. linux/amd64; default: DOCKER_DEFAULT_PLATFORM, else linux/amd64
+        self.target: Optional[str] = None  # the Dockerfile stage to build
+        self.network: Optional[str] = None  # as `docker build --network`
+        # BuildKit secrets by id: ("env", VARIABLE) or ("src", FILE); never their values.
+        self.secrets: Dict[str, Tuple[str, str]] = {}
+        self.submodules = False  # check submodules out into the context
 
 
 class Config(_Record):
@@ -374,10 +390,45 @@ def _set_templates(checker: _Checker, config: Config, value: Any) -> None:
         config.templates = globs
 
 
-_IMAGE_KEYS = ("dockerfile", "context", "build_args")
+_IMAGE_KEYS = ("dockerfile", "context", "build_args", "platform", "target", "network", "secrets", "submodules")
+# Build arguments are kept in the image's history and in pachhook's queue: a name like these
+# says the value is a credential, which belongs in `secrets` instead.
+_SECRET_ARG = r"(?i)token|passw|secret|credential|(?:^|_)(?:key|pass|auth|pat|apikey)(?:_|$)"
+
+
+def _image_string(checker: _Checker, keys: Tuple[str, ...], value: Any) -> Optional[str]:
+    if not isinstance(value, str) or not value.strip() or any(ch.isspace() for ch in value):
+        checker.problem(keys, f"must be a non-empty string without spaces, not {_show(value)}")
+        return None
+    return value
+
+
+def _image_secrets(checker: _Checker, keys: Tuple[str, ...], value: Any) -> Dict[str, Tuple[str, str]]:
+    import re
+
+    secrets: Dict[str, Tuple[str, str]] = {}
+    if not isinstance(value, dict):
+        checker.problem(
+            keys, f'must be a table of secret ids, e.g. {{ pip = {{ env = "PIP_TOKEN" }} }}, not {_show(value)}'
+        )
+        return secrets
+    for secret_id, source in value.items():
+        where = keys + (secret_id,)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", secret_id):
+            checker.problem(where, "a secret id holds only letters, digits, '_', '.' and '-'")
+        elif not isinstance(source, dict) or len(source) != 1 or next(iter(source)) not in ("env", "src"):
+            checker.problem(where, 'must be { env = "VARIABLE" } or { src = "FILE" }')
+        elif not isinstance(next(iter(source.values())), str) or not next(iter(source.values())).strip():
+            checker.problem(where, "must name an environment variable or a file")
+        else:
+            kind, name = next(iter(source.items()))
+            secrets[secret_id] = (kind, name)
+    return secrets
 
 
 def _set_images(checker: _Checker, config: Config, value: Any) -> None:
+    import re
+
     if not isinstance(value, dict):
         checker.problem(("images",), f"must be a table of image repositories, not {_show(value)}")
         return
@@ -402,6 +453,22 @@ def _set_images(checker: _Checker, config: Config, value: Any) -> None:
                     checker.problem(keys + (key,), "must be a table of strings (build argument values)")
                     continue
                 image.build_args = {str(k): str(v) for k, v in item.items()}
+                for arg in image.build_args:
+                    if re.search(_SECRET_ARG, arg):
+                        checker.problem(
+                            keys + (key, arg),
+                            "looks like a secret: build arguments stay in the image's history; "
+                            f'pass it as secrets = {{ {arg.lower()} = {{ env = "{arg}" }} }} (RUN --mount=type=secret)',
+                        )
+            elif key in ("platform", "target", "network"):
+                setattr(image, key, _image_string(checker, keys + (key,), item))
+            elif key == "secrets":
+                image.secrets = _image_secrets(checker, keys + (key,), item)
+            elif key == "submodules":
+                if isinstance(item, bool):
+                    image.submodules = item
+                else:
+                    checker.problem(keys + (key,), f"must be true or false, not {_show(item)}")
             else:
                 checker.problem(keys + (key,), f"unknown key (known keys: {', '.join(_IMAGE_KEYS)})")
         config.images[name] = image

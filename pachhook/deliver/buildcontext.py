@@ -1,36 +1,40 @@
-"""A commit's build context, exported from git (never the working tree) as a tar for the engine.
+"""A commit's build context: a clean checkout of the commit (never the working tree) in a folder.
 
-Uncommitted edits therefore never leak into an image tagged with the commit's SHA. The tar
-holds the files of the context directory as that commit has them, minus what the context's
-`.dockerignore` (also as committed) excludes, following docker's own matching rules.
-Pipeline templates are left out (they are deployment settings, not build input). The context
-key names the inputs of a build: every file sent (path, mode, git blob), the Dockerfile blob
-and the build args; the same key means the same image can be reused.
+Uncommitted edits therefore never leak into an image tagged with the commit's SHA. The folder
+is written by git itself, into a temporary index, so checkout semantics apply as in a fresh
+clone: smudge filters (Git LFS content when git-lfs is installed), `eol`/`text` conversion and
+`ident`. Submodules are checked out when the image asks for them. Docker then reads the
+folder, applies its `.dockerignore` and builds; pachhook decides nothing about which file is
+sent, so the image holds what `docker build` of a clean checkout holds.
+
+The reuse key names the inputs of a build from git alone, before anything is written: the
+context's tree (path, mode and object of every entry, pipeline templates left out), the
+Dockerfile, the build args, the platform and the target.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import os
 import posixpath
 import re
-import tarfile
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core import gitrepo
-from pachhook.core.gitrepo import GitError, TreeEntry
+from pachhook.core.sanitize import one_line
 
-# Name of the Dockerfile inside the tar when the configured one lies outside the context;
-# docker's CLI does the same with a random name.
-OUTSIDE_DOCKERFILE = ".dockerfile.pachhook"
+GIT_TIMEOUT = 3600  # seconds for one checkout: LFS content may come over the network
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
+DEFAULT_PLATFORM = "linux/amd64"
 
 
 class ContextError(Exception):
-    """The build context cannot be exported; str() is the one-line cause."""
+    """The build context cannot be made; str() is the one-line cause."""
 
 
 @dataclass(frozen=True)
@@ -38,15 +42,38 @@ class BuildInputs:
     context: str  # directory relative to the repository root, posix, "" for the root itself
     dockerfile: str  # file relative to the repository root, posix
     build_args: Dict[str, str] = field(default_factory=dict)
+    platform: str = DEFAULT_PLATFORM
+    target: str = ""
+    network: str = ""
+    # BuildKit secrets by id: ("env", VARIABLE) or ("src", FILE); the values are never kept.
+    secrets: Dict[str, Tuple[str, str]] = field(default_factory=dict)
+    submodules: bool = False
 
 
 @dataclass
-class ExportedContext:
-    tar: IO[bytes]  # positioned at 0
-    dockerfile: str  # path of the Dockerfile inside the tar
+class ContextPlan:
+    """What a build of one image at one commit takes, decided from git alone."""
+
+    commit: str
+    inputs: BuildInputs
+    files: int  # files and links of the context (submodules count as one)
+    left_out_of_key: List[str]  # pipeline templates: in the context, not in the key
+    submodules: List[str]  # gitlinks in the context, from the repository root
+    key: str
+
+
+@dataclass
+class Materialized:
+    """The checked-out context on disk; `cleanup()` removes it."""
+
+    root: Path  # temporary folder holding the checkout (and nothing the user owns)
+    context_dir: Path
+    dockerfile: Path
+    size: int  # bytes of the files in the context folder
     files: int
-    excluded: int
-    skipped_submodules: List[str]
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- paths and inputs
@@ -65,146 +92,56 @@ def repo_relative(path: str, what: str) -> str:
     return "" if normal == "." else normal
 
 
-def resolve_inputs(template: str, image_config: Optional[object]) -> BuildInputs:
-    """Context, Dockerfile and build args for a template's image.
+def default_platform() -> str:
+    """DOCKER_DEFAULT_PLATFORM when set (as docker's CLI reads it), else linux/amd64."""
+    return os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip() or DEFAULT_PLATFORM
 
-    Defaults: the template's directory as context and the Dockerfile in the context.
+
+def resolve_inputs(template: str, image_config: Optional[object]) -> BuildInputs:
+    """Context, Dockerfile, build args and settings for a template's image.
+
+    Defaults: the template's directory as context, the Dockerfile in the context, the platform
+    of default_platform().
     """
-    context_setting = getattr(image_config, "context", None) if image_config else None
-    dockerfile_setting = getattr(image_config, "dockerfile", None) if image_config else None
-    build_args = dict(getattr(image_config, "build_args", None) or {}) if image_config else {}
+
+    def setting(name: str, default: object = None) -> object:
+        value = getattr(image_config, name, None) if image_config is not None else None
+        return default if value is None else value
+
+    context_setting = setting("context")
+    dockerfile_setting = setting("dockerfile")
     if context_setting is None:
         context = repo_relative(posixpath.dirname(template.replace("\\", "/")), "template directory")
     else:
-        context = repo_relative(context_setting, "build context")
+        context = repo_relative(str(context_setting), "build context")
     if dockerfile_setting is None:
         dockerfile = posixpath.join(context, "Dockerfile") if context else "Dockerfile"
     else:
-        dockerfile = repo_relative(dockerfile_setting, "Dockerfile")
+        dockerfile = repo_relative(str(dockerfile_setting), "Dockerfile")
         if not dockerfile:
             raise ContextError("Dockerfile setting names the repository root, not a file")
+    build_args = setting("build_args", {})
+    secrets = setting("secrets", {})
     return BuildInputs(
-        context=context, dockerfile=dockerfile, build_args={str(k): str(v) for k, v in build_args.items()}
+        context=context,
+        dockerfile=dockerfile,
+        build_args={str(k): str(v) for k, v in dict(build_args).items()},  # type: ignore[call-overload]
+        platform=str(setting("platform") or default_platform()),
+        target=str(setting("target", "")),
+        network=str(setting("network", "")),
+        secrets=dict(secrets),  # type: ignore[call-overload]
+        submodules=bool(setting("submodules", False)),
     )
 
 
-# ---------------------------------------------------------------- git plumbing
+# ---------------------------------------------------------------- plan and key
 
 
-def list_tree(repo_root: Path, commit: str, context: str, also: Sequence[str] = ()) -> Dict[str, TreeEntry]:
-    """Entries of commit under context, plus the paths in `also` and the folders leading to
-    them, by path from the repository root: one `git ls-tree`."""
-    paths = [context + "/", *also] if context else []
+def _list_tree(repo_root: Path, commit: str) -> Dict[str, gitrepo.TreeEntry]:
     try:
-        return gitrepo.ls_tree(commit, repo_root, paths=paths, literal_pathspecs=True)
-    except GitError as error:
+        return gitrepo.ls_tree(commit, repo_root)
+    except gitrepo.GitError as error:
         raise ContextError(f"git ls-tree failed: {error}") from None
-
-
-def _blobs(repo_root: Path, shas: Sequence[str]) -> Dict[str, bytes]:
-    """Contents of the blobs by SHA, from one `git cat-file --batch` process."""
-    try:
-        contents = gitrepo.read_blobs(shas, repo_root)
-    except GitError as error:
-        raise ContextError(f"git cat-file failed: {error}") from None
-    for sha in shas:
-        if sha not in contents:
-            raise ContextError(f"git cat-file could not read object {sha}")
-    return contents
-
-
-# ---------------------------------------------------------------- .dockerignore
-
-
-def _pattern_regex(pattern: str) -> "re.Pattern[str]":
-    """Docker's translation of a .dockerignore pattern (Go filepath.Match plus `**`)."""
-    out = "^"
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "*":
-            if pattern[i + 1 : i + 2] == "*":
-                i += 1
-                if pattern[i + 1 : i + 2] == "/":
-                    i += 1
-                out += ".*" if i + 1 >= len(pattern) else "(.*/)?"
-            else:
-                out += "[^/]*"
-        elif ch == "?":
-            out += "[^/]"
-        elif ch == "\\" and i + 1 < len(pattern):
-            i += 1
-            out += re.escape(pattern[i])
-        elif ch == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out += re.escape(ch)
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out += "[" + body.replace("\\", "\\\\") + "]"
-                i = end
-        else:
-            out += re.escape(ch)
-        i += 1
-    return re.compile(out + "$", re.DOTALL)
-
-
-@dataclass
-class DockerIgnore:
-    patterns: List[Tuple[bool, "re.Pattern[str]"]]  # (is exception "!", regex)
-
-    @classmethod
-    def parse(cls, text: str) -> "DockerIgnore":
-        patterns = []
-        for raw in text.splitlines():
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            exception = line.startswith("!")
-            if exception:
-                line = line[1:].strip()
-            line = posixpath.normpath(line)
-            if len(line) > 1 and line.startswith("/"):
-                line = line.lstrip("/")
-            if line == ".":
-                continue
-            patterns.append((exception, _pattern_regex(line)))
-        return cls(patterns)
-
-    def excludes(self, path: str) -> bool:
-        """Whether path (relative to the context) stays out: the last matching pattern wins,
-        and a pattern matching a parent directory matches the file too."""
-        parts = path.split("/")
-        parents = ["/".join(parts[:n]) for n in range(1, len(parts))]
-        excluded = False
-        for exception, regex in self.patterns:
-            if exception != excluded:
-                continue  # an exception can only re-include, a plain pattern only exclude
-            if regex.match(path) or any(regex.match(parent) for parent in parents):
-                excluded = not exception
-        return excluded
-
-
-# ---------------------------------------------------------------- plan, key and export
-
-
-@dataclass
-class ContextPlan:
-    """What goes to the engine for one build, decided from the commit alone."""
-
-    commit: str
-    inputs: BuildInputs
-    chosen: List[Tuple[str, TreeEntry]]  # (path inside the context, entry), sorted
-    dockerfile_name: str  # path of the Dockerfile inside the tar
-    dockerfile_sha: str
-    dockerfile_inside: bool
-    ignore_text: str
-    excluded: int  # left out by .dockerignore
-    left_out: List[str]  # left out by the caller's rule (pipeline templates)
-    skipped_submodules: List[str]
-    key: str
 
 
 def plan_context(
@@ -214,80 +151,55 @@ def plan_context(
     leave_out: Optional[Callable[[str], bool]] = None,
     scope: str = "",
 ) -> ContextPlan:
-    """Decide the files of the build context of commit and its context key.
+    """Check the context and Dockerfile of commit, and compute the reuse key.
 
-    leave_out(path from the repo root) names files that are never build input (pachhook's
-    pipeline templates), so changing only those neither rebuilds nor reaches the image.
-    The key is the sha256 of what is sent: each file's path, mode and blob, the Dockerfile blob
-    and the sorted build args, plus scope (the image repository and the source repository), so
-    that an image is only reused for the repository and image name that built it: its labels
-    name that source.
+    leave_out(path from the repo root) names files kept out of the key (pachhook's pipeline
+    templates): a commit changing only those reuses the image, whose copy of the template is
+    then the older one. The key is the sha256 of the context's tree entries, the Dockerfile,
+    the sorted build args, platform, target, whether submodules are checked out, and scope
+    (the image repository and the source repository), so that an image is only reused for the
+    repository and image name that built it: its labels name that source.
     """
-    listing = list_tree(repo_root, commit, inputs.context, also=(inputs.dockerfile,))
+    listing = _list_tree(repo_root, commit)
     if inputs.context and getattr(listing.get(inputs.context), "kind", "") != "tree":
         raise ContextError(f"build context {inputs.context!r} is not a directory in commit {commit[:12]}")
     dockerfile = listing.get(inputs.dockerfile)
     if dockerfile is None or dockerfile.kind != "blob" or dockerfile.mode == "120000":
         what = "a symlink" if dockerfile is not None and dockerfile.mode == "120000" else "missing"
         raise ContextError(f"Dockerfile {inputs.dockerfile!r} is {what} in commit {commit[:12]}")
-    dockerfile_sha = dockerfile.sha
 
     prefix = inputs.context + "/" if inputs.context else ""
-    by_rel: Dict[str, TreeEntry] = {
-        path[len(prefix) :]: entry
-        for path, entry in listing.items()
-        if path.startswith(prefix) and entry.kind in ("blob", "commit")
-    }
-    ignore_entry = by_rel.get(".dockerignore")
-    ignore_text = ""
-    if ignore_entry is not None and ignore_entry.mode != "120000":
-        ignore_text = _blobs(repo_root, [ignore_entry.sha])[ignore_entry.sha].decode("utf-8", "replace")
-    ignore = DockerIgnore.parse(ignore_text)
-
-    dockerfile_inside = inputs.dockerfile.startswith(prefix) and inputs.dockerfile[len(prefix) :] in by_rel
-    dockerfile_name = inputs.dockerfile[len(prefix) :] if dockerfile_inside else OUTSIDE_DOCKERFILE
-
-    chosen: List[Tuple[str, TreeEntry]] = []
-    submodules: List[str] = []
+    entries = sorted(
+        (path, entry) for path, entry in listing.items() if path.startswith(prefix) and entry.kind in ("blob", "commit")
+    )
+    refuse_escaping_links(repo_root, commit, [entry for _, entry in entries])
+    keyed: List[List[str]] = []
     left_out: List[str] = []
-    excluded = 0
-    for rel, entry in sorted(by_rel.items()):
+    submodules: List[str] = []
+    for path, entry in entries:
         if entry.kind == "commit":
-            submodules.append(entry.path)
+            submodules.append(path)
+        if leave_out is not None and entry.kind == "blob" and leave_out(path):
+            left_out.append(path)
             continue
-        # The engine needs the Dockerfile and .dockerignore even when they are ignored; it
-        # drops them from COPY itself (as with docker's own CLI).
-        if rel in (dockerfile_name, ".dockerignore"):
-            chosen.append((rel, entry))
-        elif leave_out is not None and leave_out(entry.path):
-            left_out.append(entry.path)
-        elif ignore.excludes(rel):
-            excluded += 1
-        else:
-            chosen.append((rel, entry))
-
-    # Checked when planning, not only when exporting: a dry run, or a build with the engine
-    # down, must give the same refusal as a build.
-    refuse_escaping_links(repo_root, commit, [entry for _, entry in chosen])
+        keyed.append([path[len(prefix) :], entry.mode, entry.sha])
     material = json.dumps(
         {
-            "files": [[rel, entry.mode, entry.sha] for rel, entry in chosen],
-            "dockerfile": [dockerfile_name, dockerfile_sha],
+            "tree": keyed,
+            "dockerfile": [inputs.dockerfile, dockerfile.sha],
             "build_args": sorted(inputs.build_args.items()),
+            "platform": inputs.platform,
+            "target": inputs.target,
+            "submodules": inputs.submodules,
             "scope": scope,
         }
     )
     return ContextPlan(
         commit=commit,
         inputs=inputs,
-        chosen=chosen,
-        dockerfile_name=dockerfile_name,
-        dockerfile_sha=dockerfile_sha,
-        dockerfile_inside=dockerfile_inside,
-        ignore_text=ignore_text,
-        excluded=excluded,
-        left_out=left_out,
-        skipped_submodules=submodules,
+        files=len(entries),
+        left_out_of_key=left_out,
+        submodules=submodules,
         key=hashlib.sha256(material.encode()).hexdigest(),
     )
 
@@ -299,14 +211,17 @@ def _symlink_escapes(link_path: str, target: str) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
-def refuse_escaping_links(repo_root: Path, commit: str, entries: Sequence[TreeEntry]) -> None:
+def refuse_escaping_links(repo_root: Path, commit: str, entries: Sequence[gitrepo.TreeEntry]) -> None:
     """Raise ContextError for the first symlink among entries that points out of the repository."""
     links = [entry for entry in entries if entry.mode == "120000"]
     if not links:
         return
-    targets = _blobs(repo_root, list(dict.fromkeys(entry.sha for entry in links)))
+    try:
+        targets = gitrepo.read_blobs([entry.sha for entry in links], repo_root)
+    except gitrepo.GitError as error:
+        raise ContextError(f"git cat-file failed: {error}") from None
     for entry in links:
-        target = targets[entry.sha].decode("utf-8", "surrogateescape")
+        target = targets.get(entry.sha, b"").decode("utf-8", "surrogateescape")
         if _symlink_escapes(entry.path, target):
             raise ContextError(
                 f"symlink {entry.path!r} in commit {commit[:12]} points outside the repository "
@@ -314,80 +229,166 @@ def refuse_escaping_links(repo_root: Path, commit: str, entries: Sequence[TreeEn
             )
 
 
-def _commit_time(repo_root: Path, commit: str) -> int:
+# ---------------------------------------------------------------- checkout
+
+
+def _lfs_options() -> List[str]:
+    """git-lfs's filter for this checkout when git-lfs is installed, even without `git lfs install`."""
+    if not shutil.which("git-lfs"):
+        return []
+    return [
+        "-c",
+        "filter.lfs.process=git-lfs filter-process",
+        "-c",
+        "filter.lfs.smudge=git-lfs smudge -- %f",
+        "-c",
+        "filter.lfs.clean=git-lfs clean -- %f",
+        "-c",
+        "filter.lfs.required=true",
+    ]
+
+
+def _git_at(git_dir: Path, work_tree: Path, index: Path, args: Sequence[str], what: str) -> bytes:
+    """One git command on git_dir with a temporary index and work tree; ContextError naming what."""
+    env = dict(gitrepo.env_without_git_vars(), GIT_INDEX_FILE=str(index))
+    argv = ["-c", "core.hooksPath=/dev/null", *_lfs_options(), f"--git-dir={git_dir}", f"--work-tree={work_tree}"]
     try:
-        return int(gitrepo.git(["show", "-s", "--format=%ct", commit], repo_root).decode().strip() or 0)
-    except GitError as error:
-        raise ContextError(f"git show failed: {error}") from None
+        result = gitrepo.run([*argv, *args], env=env, timeout=GIT_TIMEOUT)
+    except gitrepo.GitError:
+        raise ContextError(f"checking out {what} took longer than {GIT_TIMEOUT}s") from None
+    if result.returncode != 0:
+        # git's last line says why (an LFS smudge failure ends with git's own "external filter failed").
+        lines = [line for line in result.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+        cause = one_line(lines[-1] if lines else f"exit status {result.returncode}", 500)
+        hint = ""
+        if "lfs" in " ".join(lines).lower():
+            hint = "; fetch the LFS content first (git lfs fetch) or check the LFS remote"
+        raise ContextError(f"checking out {what} failed: {cause.replace('fatal: ', '', 1)}{hint}")
+    return result.stdout
 
 
-def export_context(repo_root: Path, plan: ContextPlan) -> ExportedContext:
-    """Write the planned context as a tar (temporary file) ready for the engine's build API.
+def _checkout(git_dir: Path, commit: str, work_tree: Path, index: Path, paths: Sequence[str], what: str) -> None:
+    """`git checkout COMMIT -- PATHS` into work_tree, through a temporary index.
 
-    Refuses symlinks that point outside the repository.
+    The whole commit is first read into that index, so `.gitattributes` above the context
+    count as in a clone; hooks are off (a file checkout would run post-checkout).
     """
-    commit = plan.commit
-    wanted = [entry.sha for _, entry in plan.chosen]
-    if not plan.dockerfile_inside:
-        wanted.append(plan.dockerfile_sha)
-    contents = _blobs(repo_root, list(dict.fromkeys(wanted)))
+    _git_at(git_dir, work_tree, index, ["read-tree", commit], what)
+    _git_at(git_dir, work_tree, index, ["--literal-pathspecs", "checkout", commit, "--", *paths], what)
 
-    for _, entry in plan.chosen:
-        if entry.mode == "120000":
-            target = contents[entry.sha].decode("utf-8", "surrogateescape")
-            if _symlink_escapes(entry.path, target):
-                raise ContextError(
-                    f"symlink {entry.path!r} in commit {commit[:12]} points outside the repository "
-                    f"(-> {target}); refusing to build"
+
+def _submodule_names(repo_root: Path, commit: str) -> Dict[str, str]:
+    """Submodule name by path, from the commit's `.gitmodules`."""
+    try:
+        out = gitrepo.git(
+            ["config", "--blob", f"{commit}:.gitmodules", "-z", "--get-regexp", r"^submodule\..*\.path$"], repo_root
+        )
+    except gitrepo.GitError:
+        return {}
+    names: Dict[str, str] = {}
+    for record in out.decode("utf-8", "surrogateescape").split("\0"):
+        key, _, path = record.partition("\n")
+        if key.startswith("submodule.") and key.endswith(".path"):
+            names[posixpath.normpath(path)] = key[len("submodule.") : -len(".path")]
+    return names
+
+
+def _checkout_submodules(repo_root: Path, plan: ContextPlan, tree: Path, scratch: Path) -> None:
+    names = _submodule_names(repo_root, plan.commit)
+    common = gitrepo.git_common_dir(repo_root).resolve()
+    listing = _list_tree(repo_root, plan.commit)
+    for number, path in enumerate(plan.submodules):
+        sha = listing[path].sha
+        module_dir = common / "modules" / names.get(path, path)
+        fix = f"run `git submodule update --init -- {path}` in the repository, or set submodules = false"
+        if not module_dir.is_dir():
+            raise ContextError(f"submodule {path!r} is not cloned here; {fix}")
+        known = gitrepo.run([f"--git-dir={module_dir}", "cat-file", "-e", f"{sha}^{{commit}}"], timeout=60)
+        if known.returncode != 0:
+            raise ContextError(f"submodule {path!r} lacks commit {sha[:12]} here; {fix}")
+        _checkout(module_dir, sha, tree / path, scratch / f"submodule-{number}.index", ["."], f"submodule {path}")
+
+
+def _lfs_pointers(context_dir: Path) -> List[str]:
+    """Files of the folder that still are Git LFS pointers (LFS content not checked out)."""
+    found = []
+    for folder, _dirs, files in os.walk(context_dir):
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.islink(path) or os.path.getsize(path) > 1024:
+                    continue
+                with open(path, "rb") as handle:
+                    if handle.read(len(LFS_POINTER)) == LFS_POINTER:
+                        found.append(os.path.relpath(path, context_dir))
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def _lfs_tracked(git_dir: Path, work_tree: Path, index: Path, paths: Sequence[str]) -> List[str]:
+    """Those of paths (from the repository root) whose `filter` attribute is lfs, read from the
+    temporary index (the commit's `.gitattributes`)."""
+    if not paths:
+        return []
+    out = _git_at(git_dir, work_tree, index, ["check-attr", "--cached", "-z", "filter", "--", *paths], "attributes")
+    fields = out.decode("utf-8", "surrogateescape").split("\0")
+    return [fields[i] for i in range(0, len(fields) - 2, 3) if fields[i + 2] == "lfs"]
+
+
+def _folder_size(folder: Path) -> Tuple[int, int]:
+    size = files = 0
+    for current, _, names in os.walk(folder):
+        for name in names:
+            try:
+                size += os.lstat(os.path.join(current, name)).st_size
+                files += 1
+            except OSError:
+                continue
+    return size, files
+
+
+def materialize(repo_root: Path, plan: ContextPlan, parent: Optional[str] = None) -> Materialized:
+    """Check the context (and the Dockerfile) of plan's commit out into a new temporary folder.
+
+    The folder mirrors the repository's layout, so a Dockerfile outside the context keeps its
+    place. Raises ContextError; on any failure nothing is left behind.
+    """
+    inputs = plan.inputs
+    root = Path(tempfile.mkdtemp(prefix="pachhook-context-", dir=parent))
+    try:
+        tree = root / "tree"
+        tree.mkdir()
+        git_dir = gitrepo.git_dir(repo_root).resolve()
+        paths = [inputs.context or ".", inputs.dockerfile]
+        _checkout(git_dir, plan.commit, tree, root / "index", paths, f"commit {plan.commit[:12]}")
+        if inputs.submodules and plan.submodules:
+            _checkout_submodules(repo_root, plan, tree, root)
+        context_dir = tree / inputs.context if inputs.context else tree
+        pointers = _lfs_pointers(context_dir)
+        if pointers:
+            prefix = inputs.context + "/" if inputs.context else ""
+            tracked = _lfs_tracked(git_dir, tree, root / "index", [prefix + path for path in pointers])
+            if tracked:
+                fix = (
+                    "fetch it (git lfs fetch) and try again"
+                    if shutil.which("git-lfs")
+                    else "install git-lfs (https://git-lfs.com) and try again"
                 )
+                more = f" and {len(tracked) - 1} more" if len(tracked) > 1 else ""
+                raise ContextError(f"{tracked[0]}{more} would be sent as a Git LFS pointer, not its content; {fix}")
+        size, files = _folder_size(context_dir)
+        return Materialized(
+            root=root, context_dir=context_dir, dockerfile=tree / inputs.dockerfile, size=size, files=files
+        )
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
 
-    mtime = _commit_time(repo_root, commit)
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
-    with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        made_dirs = set()
 
-        def add_dirs(rel: str) -> None:
-            parts = rel.split("/")[:-1]
-            for n in range(1, len(parts) + 1):
-                directory = "/".join(parts[:n])
-                if directory not in made_dirs:
-                    made_dirs.add(directory)
-                    info = tarfile.TarInfo(directory)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, mtime
-                    tar.addfile(info)
-
-        def add_file(rel: str, data: bytes, mode: int) -> None:
-            add_dirs(rel)
-            info = tarfile.TarInfo(rel)
-            info.size, info.mode, info.mtime = len(data), mode, mtime
-            tar.addfile(info, io.BytesIO(data))
-
-        for rel, entry in plan.chosen:
-            data = contents[entry.sha]
-            if entry.mode == "120000":
-                add_dirs(rel)
-                info = tarfile.TarInfo(rel)
-                info.type, info.linkname, info.mode, info.mtime = (
-                    tarfile.SYMTYPE,
-                    data.decode("utf-8", "surrogateescape"),
-                    0o777,
-                    mtime,
-                )
-                tar.addfile(info)
-            elif rel == ".dockerignore" and not plan.dockerfile_inside:
-                continue  # written below with the borrowed Dockerfile added to it
-            else:
-                add_file(rel, data, 0o755 if entry.mode == "100755" else 0o644)
-        if not plan.dockerfile_inside:
-            add_file(OUTSIDE_DOCKERFILE, contents[plan.dockerfile_sha], 0o644)
-            # Keep the borrowed Dockerfile out of `COPY .`, as docker's CLI does.
-            ignore = plan.ignore_text.rstrip("\n") + f"\n{OUTSIDE_DOCKERFILE}\n.dockerignore\n"
-            add_file(".dockerignore", ignore.encode(), 0o644)
-    spool.seek(0)
-    return ExportedContext(
-        tar=spool,
-        dockerfile=plan.dockerfile_name,
-        files=len(plan.chosen),
-        excluded=plan.excluded,
-        skipped_submodules=plan.skipped_submodules,
-    )
+def human_size(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

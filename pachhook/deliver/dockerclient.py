@@ -9,7 +9,11 @@ prints, logs or stores them.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 CONNECT_TIMEOUT = 15  # seconds for the first answer of the engine
@@ -17,6 +21,110 @@ CONNECT_TIMEOUT = 15  # seconds for the first answer of the engine
 
 class EngineUnavailable(Exception):
     """The Docker engine cannot be reached; str() is the one-line cause."""
+
+
+class BuilderUnavailable(Exception):
+    """Docker CLIs are installed but none builds with BuildKit; str() names the problem and the fix."""
+
+
+# ---------------------------------------------------------------- the Docker CLI that builds
+
+CLI_ENV = "PACHHOOK_DOCKER_CLI"  # a docker CLI to use instead of the one found on PATH
+PROBE_TIMEOUT = 20
+
+
+@dataclass(frozen=True)
+class DockerCli:
+    """A docker CLI that builds with BuildKit."""
+
+    path: str
+    version: str
+    buildx: bool  # `docker buildx build`; else `DOCKER_BUILDKIT=1 docker build` (built-in client, < 23)
+
+    def build_command(self) -> List[str]:
+        # --load: a buildx builder other than the engine's own keeps its result otherwise.
+        return [self.path, "buildx", "build", "--load"] if self.buildx else [self.path, "build"]
+
+    def describe(self) -> str:
+        how = "docker buildx build" if self.buildx else "DOCKER_BUILDKIT=1 docker build"
+        return f"{self.path} {self.version} ({how})"
+
+
+_CLI_CACHE: Dict[Tuple[str, str], Tuple[Optional[DockerCli], str]] = {}
+
+
+def _candidates() -> List[str]:
+    explicit = os.environ.get(CLI_ENV, "").strip()
+    if explicit:
+        found = shutil.which(explicit)
+        return [found] if found else [explicit]
+    paths: List[str] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/usr/local/bin"]:
+        path = os.path.join(folder or ".", "docker")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            real = os.path.realpath(path)
+            if real not in (os.path.realpath(known) for known in paths):
+                paths.append(path)
+    return paths
+
+
+def _probe_cli(path: str) -> Tuple[Optional[DockerCli], str]:
+    """(the CLI when it builds with BuildKit, else None with the reason)."""
+
+    def ask(*args: str) -> Tuple[int, str]:
+        try:
+            done = subprocess.run(
+                [path, *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT, text=True
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return 127, str(error)
+        return done.returncode, done.stdout + done.stderr
+
+    status, text = ask("--version")
+    found = re.search(r"version (\d+)\.(\d+)[^\s,]*", text)
+    if status != 0 or not found:
+        return None, f"{path} does not run ({' '.join(text.split())[:120] or 'exit ' + str(status)})"
+    version = found.group(0).split()[-1]
+    status, _ = ask("buildx", "version")
+    if status == 0:
+        return DockerCli(path, version, buildx=True), ""
+    major, minor = int(found.group(1)), int(found.group(2))
+    # Docker CLIs before 23.0 carry a BuildKit client of their own (DOCKER_BUILDKIT=1); from 23.0
+    # on, BuildKit builds go through the buildx plugin and the CLI refuses without it.
+    if (18, 9) <= (major, minor) < (23, 0):
+        return DockerCli(path, version, buildx=False), ""
+    if (major, minor) < (18, 9):
+        return None, f"{path} ({version}) is older than 18.09 and cannot build with BuildKit"
+    return None, f"{path} ({version}) has no buildx plugin (BuildKit is enabled but the buildx component is missing)"
+
+
+def find_cli() -> Optional[DockerCli]:
+    """The docker CLI that builds: the first on PATH (or PACHHOOK_DOCKER_CLI) that builds with
+    BuildKit, through its buildx plugin or its own BuildKit client.
+
+    None when no docker CLI is installed (the caller falls back to the engine API). Raises
+    BuilderUnavailable, naming each CLI's problem and the fix, when CLIs exist and none works.
+    """
+    cache_key = (os.environ.get("PATH", ""), os.environ.get(CLI_ENV, ""))
+    if cache_key not in _CLI_CACHE:
+        problems: List[str] = []
+        chosen: Optional[DockerCli] = None
+        candidates = _candidates()
+        for path in candidates:
+            cli, problem = _probe_cli(path)
+            if cli is not None:
+                chosen = cli
+                break
+            problems.append(problem)
+        _CLI_CACHE[cache_key] = (chosen, "; ".join(problems) if candidates and chosen is None else "")
+    cli, problem = _CLI_CACHE[cache_key]
+    if problem:
+        raise BuilderUnavailable(
+            f"no docker CLI here builds with BuildKit: {problem}; install the buildx plugin "
+            "(Debian/Ubuntu: apt-get install docker-buildx-plugin or docker-buildx; "
+            f"https://docs.docker.com/go/buildx/), or set {CLI_ENV} to a docker CLI that builds"
+        )
+    return cli
 
 
 def engine_host() -> str:

@@ -7,12 +7,15 @@ pushed earlier and recorded in the git dir) is retagged for this commit instead.
 from __future__ import annotations
 
 import datetime
+import os
+import platform
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from pachhook import __version__
+from pachhook.core.sanitize import clean, one_line
 from pachhook.deliver.steps import StepContext, StepError, StepResult
 
 LABEL_REVISION = "org.opencontainers.image.revision"
@@ -70,8 +73,8 @@ def remote_url(repo_root: Path, branch: str) -> str:
     return ""
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    return " ".join(str(text).split())[:limit]
+def _one_line(text: object, limit: int = 2000) -> str:
+    return one_line(text, limit)
 
 
 def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> Optional[Any]:
@@ -210,10 +213,8 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
 def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
     from docker.errors import APIError, DockerException
 
-    from pachhook.deliver import buildcontext
-
     job = ctx.job
-    key, inputs = plan.key, plan.inputs
+    key = plan.key
     try:
         reusable = _find_reusable(client, key, image_ref, ctx) if reuse else None
         if reusable is not None:
@@ -228,58 +229,7 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
                 message=message,
                 data={"image_id": reusable.id, "image_ref": image_ref, "context_key": key, "reused": "true"},
             )
-
-        try:
-            exported = buildcontext.export_context(ctx.repo_root, plan)
-        except buildcontext.ContextError as error:
-            raise StepError(f"build of {job.image}: {error}", retryable=False) from None
-        ctx.log(
-            f"build: context {inputs.context or '.'} at {job.commit[:12]}: {exported.files} files "
-            f"({exported.excluded} left out by .dockerignore), Dockerfile {inputs.dockerfile}"
-        )
-        if plan.left_out:
-            ctx.log(f"build: pipeline templates left out of the context: {', '.join(plan.left_out)}")
-        for path in exported.skipped_submodules:
-            ctx.log(f"build: submodule {path} is not part of the build context")
-        labels = {
-            LABEL_REVISION: job.commit,
-            LABEL_CREATED: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            LABEL_TEMPLATE: job.template,
-            LABEL_VERSION: __version__,
-            LABEL_KEY: key,
-        }
-        source = remote_url(ctx.repo_root, job.branch)
-        if source:
-            labels[LABEL_SOURCE] = source
-        image_id = ""
-        try:
-            stream = client.api.build(
-                fileobj=exported.tar,
-                custom_context=True,
-                dockerfile=exported.dockerfile,
-                tag=image_ref,
-                labels=labels,
-                buildargs=dict(inputs.build_args) or None,
-                rm=True,
-                forcerm=True,
-                decode=True,
-            )
-            for event in stream:
-                if "stream" in event:
-                    for line in str(event["stream"]).splitlines():
-                        if line.strip():
-                            ctx.log(f"build: {line.rstrip()}")
-                elif "error" in event:
-                    cause = _one_line(event.get("error") or event.get("errorDetail", {}).get("message", ""))
-                    raise StepError(
-                        f"docker build of {image_ref} failed: {cause}", retryable=bool(_NETWORK_HINTS.search(cause))
-                    )
-                elif isinstance(event.get("aux"), dict) and event["aux"].get("ID"):
-                    image_id = event["aux"]["ID"]
-        finally:
-            exported.tar.close()
-        if not image_id:
-            image_id = client.images.get(image_ref).id
+        image_id = _build(ctx, client, plan, image_ref)
         ctx.log(f"build: built {image_ref} ({image_id[7:19]})")
         return StepResult(
             outcome="done",
@@ -290,12 +240,160 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
         raise
     except (APIError, DockerException) as error:
         raise StepError(
-            f"docker engine at {_host()} failed during build of {image_ref}: {_one_line(error)}", retryable=True
+            f"docker engine at {_host()} failed during build of {image_ref}: {_explain(error)}", retryable=True
         ) from None
     except Exception as error:  # connection dropped mid-stream and the like
         raise StepError(
-            f"build of {image_ref} failed talking to the Docker engine at {_host()}: {_one_line(error)}", retryable=True
+            f"build of {image_ref} failed talking to the Docker engine at {_host()}: {_explain(error)}", retryable=True
         ) from None
+
+
+def _explain(error: BaseException) -> str:
+    """The engine's explanation of an API error, without the request URL docker-py puts first."""
+    explanation = getattr(error, "explanation", None)
+    text = str(explanation) if explanation else str(error)
+    text = re.sub(r"\S+ (?:Client|Server) Error(?: for| \(|:)[^\s]*\s*(?:url: \S+)?", "", text)
+    text = re.sub(r"(?:https?|http\+docker|unix)://\S+", "the engine", text)
+    return one_line(text.strip(' :("') or type(error).__name__, 2000)
+
+
+_BRIDGE_MISSING = re.compile(r"network bridge not found|could not find bridge|bridge docker0", re.I)
+
+
+def _host_arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+
+
+def _check_secrets(image: str, secrets: Dict[str, Tuple[str, str]]) -> None:
+    """StepError naming a secret whose variable or file is missing (never a value)."""
+    for secret_id, (kind, source) in sorted(secrets.items()):
+        if kind == "env" and source not in os.environ:
+            raise StepError(
+                f"build of {image}: secret {secret_id!r} comes from environment variable {source}, which is not set "
+                "in the environment of pachhook's worker",
+                retryable=False,
+            )
+        if kind == "src" and not os.path.isfile(os.path.expanduser(source)):
+            raise StepError(f"build of {image}: secret {secret_id!r} comes from file {source}, which is missing", False)
+
+
+def _build(ctx: StepContext, client: Any, plan: Any, image_ref: str) -> str:
+    """Check the context out, build it (docker CLI with BuildKit, else the engine API); the image id."""
+    from pachhook.deliver import buildcontext, dockerclient
+
+    job, inputs = ctx.job, plan.inputs
+    try:
+        cli = dockerclient.find_cli()
+    except dockerclient.BuilderUnavailable as error:
+        raise StepError(f"build of {image_ref}: {error}", retryable=False) from None
+    if cli is None and inputs.secrets:
+        raise StepError(
+            f"build of {image_ref}: build secrets need BuildKit, and no docker CLI is installed; install the "
+            "docker CLI with the buildx plugin",
+            retryable=False,
+        )
+    _check_secrets(image_ref, inputs.secrets)
+    try:
+        checkout = buildcontext.materialize(ctx.repo_root, plan)
+    except buildcontext.ContextError as error:
+        raise StepError(f"build of {job.image}: {error}", retryable=False) from None
+    try:
+        how = cli.describe() if cli is not None else "the engine's API (legacy builder: no docker CLI installed)"
+        ctx.log(
+            f"build: context {inputs.context or '.'} at {job.commit[:12]}: {checkout.files} files, "
+            f"{buildcontext.human_size(checkout.size)}, Dockerfile {inputs.dockerfile}, {inputs.platform}; with {how}"
+        )
+        wanted_arch = inputs.platform.split("/")[1] if inputs.platform.count("/") >= 1 else ""
+        if wanted_arch and wanted_arch != _host_arch():
+            ctx.log(
+                f"build: warning: building {inputs.platform} on a {_host_arch()} host (emulated, slower); "
+                f'set platform = "linux/{_host_arch()}" for the image if the cluster runs {_host_arch()}'
+            )
+        if plan.submodules and not inputs.submodules:
+            ctx.log(
+                f"build: submodules are empty folders in the context (submodules = true checks them out): "
+                f"{', '.join(plan.submodules)}"
+            )
+        labels = {
+            LABEL_REVISION: job.commit,
+            LABEL_CREATED: datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            LABEL_TEMPLATE: job.template,
+            LABEL_VERSION: __version__,
+            LABEL_KEY: plan.key,
+        }
+        source = remote_url(ctx.repo_root, job.branch)
+        if source:
+            labels[LABEL_SOURCE] = source
+        if cli is not None:
+            return _build_with_cli(ctx, cli, plan, checkout, image_ref, labels)
+        return _build_with_api(ctx, client, plan, checkout, image_ref, labels)
+    finally:
+        checkout.cleanup()
+
+
+def _build_with_cli(
+    ctx: StepContext, cli: Any, plan: Any, checkout: Any, image_ref: str, labels: Dict[str, str]
+) -> str:
+    from pachhook.deliver import clibuild
+
+    inputs = plan.inputs
+    argv = cli.build_command() + ["-f", str(checkout.dockerfile), "-t", image_ref]
+    for name, value in sorted(labels.items()):
+        argv += ["--label", f"{name}={value}"]
+    for name, value in sorted(inputs.build_args.items()):
+        argv += ["--build-arg", f"{name}={value}"]
+    argv += ["--platform", inputs.platform]
+    if inputs.target:
+        argv += ["--target", inputs.target]
+    if inputs.network:
+        argv += ["--network", inputs.network]
+    argv += clibuild.secret_flags(inputs.secrets)
+    argv.append(str(checkout.context_dir))
+    result = clibuild.run_build(argv, clibuild.cli_env(buildkit=not cli.buildx), ctx.log)
+    if result.image_id:
+        return result.image_id
+    message = f"docker build of {image_ref} failed: {result.error}"
+    if _BRIDGE_MISSING.search(result.error):
+        message += (
+            '; the engine has no bridge network for RUN steps: set network = "host" for the image '
+            "in the configuration, or give the engine a bridge"
+        )
+    raise StepError(message, retryable=result.transient)
+
+
+def _build_with_api(
+    ctx: StepContext, client: Any, plan: Any, checkout: Any, image_ref: str, labels: Dict[str, str]
+) -> str:
+    """The fallback: docker-py's legacy builder (no BuildKit), docker-py applying .dockerignore."""
+    inputs = plan.inputs
+    image_id = ""
+    stream = client.api.build(
+        path=str(checkout.context_dir),
+        dockerfile=str(checkout.dockerfile),
+        tag=image_ref,
+        labels=labels,
+        buildargs=dict(inputs.build_args) or None,
+        platform=inputs.platform,
+        target=inputs.target or None,
+        network_mode=inputs.network or None,
+        rm=True,
+        forcerm=True,
+        decode=True,
+    )
+    for event in stream:
+        if "stream" in event:
+            for line in str(event["stream"]).splitlines():
+                if line.strip():
+                    ctx.log(f"build: {clean(line)}")
+        elif "error" in event:
+            cause = one_line(event.get("error") or event.get("errorDetail", {}).get("message", ""), 3000)
+            raise StepError(
+                f"docker build of {image_ref} failed: {cause}", retryable=bool(_NETWORK_HINTS.search(cause))
+            )
+        elif isinstance(event.get("aux"), dict) and event["aux"].get("ID"):
+            image_id = event["aux"]["ID"]
+    return image_id or client.images.get(image_ref).id
 
 
 def _host() -> str:

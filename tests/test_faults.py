@@ -379,6 +379,9 @@ def test_worker_killed_mid_build_resumes(tmp_path, docker_env):
     image = f"{services.registry}/{repository}"
     repo = make_repo(tmp_path)
     repo.write("edges/pipeline.json", _image_template(image))
+    # BuildKit RUN steps need the host network on the test engine (it has no bridge).
+    config = (repo.path / ".pachhook.toml").read_text()
+    repo.write(".pachhook.toml", config + f'[images."{image}"]\nnetwork = "host"\n')
     repo.write(
         "edges/Dockerfile",
         test_services.base_dockerfile(

@@ -137,9 +137,10 @@ def resolve_inputs(template: str, image_config: Optional[object]) -> BuildInputs
 # ---------------------------------------------------------------- plan and key
 
 
-def _list_tree(repo_root: Path, commit: str) -> Dict[str, gitrepo.TreeEntry]:
+def _list_tree(repo_root: Path, commit: str, paths: Sequence[str] = ()) -> Dict[str, gitrepo.TreeEntry]:
+    """Entries of commit under paths (and the folders leading to them); every entry without paths."""
     try:
-        return gitrepo.ls_tree(commit, repo_root)
+        return gitrepo.ls_tree(commit, repo_root, paths=paths, literal_pathspecs=True)
     except gitrepo.GitError as error:
         raise ContextError(f"git ls-tree failed: {error}") from None
 
@@ -160,7 +161,7 @@ def plan_context(
     (the image repository and the source repository), so that an image is only reused for the
     repository and image name that built it: its labels name that source.
     """
-    listing = _list_tree(repo_root, commit)
+    listing = _list_tree(repo_root, commit, [inputs.context + "/", inputs.dockerfile] if inputs.context else [])
     if inputs.context and getattr(listing.get(inputs.context), "kind", "") != "tree":
         raise ContextError(f"build context {inputs.context!r} is not a directory in commit {commit[:12]}")
     dockerfile = listing.get(inputs.dockerfile)
@@ -296,7 +297,7 @@ def _submodule_names(repo_root: Path, commit: str) -> Dict[str, str]:
 def _checkout_submodules(repo_root: Path, plan: ContextPlan, tree: Path, scratch: Path) -> None:
     names = _submodule_names(repo_root, plan.commit)
     common = gitrepo.git_common_dir(repo_root).resolve()
-    listing = _list_tree(repo_root, plan.commit)
+    listing = _list_tree(repo_root, plan.commit, plan.submodules)
     for number, path in enumerate(plan.submodules):
         sha = listing[path].sha
         module_dir = common / "modules" / names.get(path, path)

@@ -59,7 +59,7 @@ def _candidates() -> List[str]:
         found = shutil.which(explicit)
         return [found] if found else [explicit]
     paths: List[str] = []
-    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin", "/usr/local/bin"]:
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
         path = os.path.join(folder or ".", "docker")
         if os.path.isfile(path) and os.access(path, os.X_OK):
             real = os.path.realpath(path)

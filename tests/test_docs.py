@@ -122,7 +122,7 @@ def test_marked_block_is_judged_as_the_docs_say(block: Block, tmp_path):
         return
     from pachhook.validate.checks import has_errors, validate_bytes
 
-    suffix = ".json" if block.lang == "json" else ".yaml"
+    suffix = {"json": ".json", "jsonnet": ".jsonnet"}.get(block.lang, ".yaml")  # a Jsonnet block is rendered
     diagnostics = validate_bytes(f"pipeline{suffix}", block.text.encode())
     messages = [d.message for d in diagnostics]
     if block.mark == "template":

@@ -277,7 +277,7 @@ def test_an_internal_error_is_one_line_and_exit_3(tmp_path, capsys, monkeypatch)
     # fault injection: a bug anywhere below the command must stay visible but tidy
     import pachhook.validate.checks
 
-    def broken(paths, strict=False):
+    def broken(paths, strict=False, **options):
         raise KeyError("boom")
 
     monkeypatch.setattr(pachhook.validate.checks, "validate_paths", broken)

@@ -118,7 +118,7 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
         for path, entry in gitrepo.ls_tree(commit, root).items():
             if entry.kind == "blob" and matcher.match(path):
                 versions.setdefault((path, entry.sha), []).append(commit)
-    refused = check_versions(root, versions, args.strict)
+    refused = check_versions(root, versions, args.strict, config.jsonnet_args)
     templates = len({path for path, _ in versions})
     if refused:
         bad_commits = {commit for key in refused for commit in versions[key]}
@@ -133,7 +133,12 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
     return 0
 
 
-def check_versions(root: Path, versions: Dict[Tuple[str, str], List[str]], strict: bool) -> List[Tuple[str, str]]:
+def check_versions(
+    root: Path,
+    versions: Dict[Tuple[str, str], List[str]],
+    strict: bool,
+    jsonnet_args: Optional[Dict[str, str]] = None,
+) -> List[Tuple[str, str]]:
     """Validate each distinct template version once; print the problems; return the bad ones."""
     from dataclasses import replace
 
@@ -143,7 +148,7 @@ def check_versions(root: Path, versions: Dict[Tuple[str, str], List[str]], stric
     blobs = gitrepo.read_blobs([blob for _, blob in versions], root)
     refused = []
     for (path, blob), holders in versions.items():
-        diagnostics = validate_bytes(path, blobs.get(blob, b""), strict=strict)
+        diagnostics = validate_bytes(path, blobs.get(blob, b""), strict=strict, jsonnet_args=jsonnet_args)
         if not diagnostics:
             continue
         first = holders[0][:12]

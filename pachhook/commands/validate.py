@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "With no FILE, checks the templates named by the repository configuration, or"
-            " files named pipeline.json|yaml|yml and *.pipeline.json|yaml|yml."
+            " files named pipeline.json|yaml|yml and *.pipeline.json|yaml|yml|jsonnet (Jsonnet"
+            " templates are rendered with sample commit values and `jsonnet_args`)."
             " Exit status: 0 no errors, 1 errors found, 2 bad usage, 3 internal error."
         ),
     )
@@ -91,7 +92,18 @@ def _run(args: argparse.Namespace) -> int:
     for name in files:
         unique.setdefault(os.path.realpath(name), name)
     files = list(unique.values())
-    diagnostics = validate_paths(files, strict=args.strict)
+    jsonnet_args: Dict[str, str] = {}
+    if any(name.endswith(".jsonnet") for name in files):
+        # only now: the configuration is read for Jsonnet templates' `jsonnet_args`
+        from pachhook.core.config import ConfigError, load_config
+
+        try:
+            jsonnet_args = load_config(_repository_root(Path.cwd())).jsonnet_args
+        except ConfigError as error:
+            for problem in error.problems:
+                print(f"pachhook: {problem}", file=sys.stderr)
+            return EXIT_PROBLEMS
+    diagnostics = validate_paths(files, strict=args.strict, jsonnet_args=jsonnet_args)
     output = report.render(diagnostics, args.format)
     try:
         if output or args.format == "json":  # json: always a list, `[]` when all is well

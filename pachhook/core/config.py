@@ -21,6 +21,8 @@ DEFAULT_TEMPLATE_GLOBS = (
     "**/*.pipeline.json",
     "**/*.pipeline.yaml",
     "**/*.pipeline.yml",
+    "**/pipeline.jsonnet",
+    "**/*.pipeline.jsonnet",
 )
 
 TAG_FORMS = ("full", "short")
@@ -94,6 +96,7 @@ class Config(_Record):
         "worker",
         "pachctl",
         "backend",
+        "jsonnet_args",
     )
 
     def __init__(
@@ -109,6 +112,7 @@ class Config(_Record):
         worker: str = "background",
         pachctl: str = "pachctl",
         backend: str = "pachctl",
+        jsonnet_args: Optional[Dict[str, str]] = None,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -123,6 +127,8 @@ class Config(_Record):
         self.worker = worker  # "background" | "manual"
         self.pachctl = pachctl
         self.backend = backend  # "pachctl" | "api"
+        # extra top-level arguments of Jsonnet templates (strings, as pachd passes --arg)
+        self.jsonnet_args: Dict[str, str] = dict(jsonnet_args or {})
 
     @property
     def root(self) -> Path:
@@ -517,6 +523,23 @@ def _set_backend(checker: _Checker, config: Config, value: Any) -> None:
         config.backend = backend
 
 
+# Top-level arguments pachhook sets from the commit; `jsonnet_args` cannot redefine them.
+_COMMIT_ARGS = ("tag", "commit", "short_commit", "branch")
+
+
+def _set_jsonnet_args(checker: _Checker, config: Config, value: Any) -> None:
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value.values()
+    ):
+        checker.problem(("jsonnet_args",), "must be a table of strings (Jsonnet top-level argument values)")
+        return
+    for key in value:
+        if key in _COMMIT_ARGS:
+            checker.problem(("jsonnet_args", key), f"{key!r} is set from the commit and cannot be configured")
+            return
+    config.jsonnet_args = {str(k): str(v) for k, v in value.items()}
+
+
 _KEYS = {
     "templates": _set_templates,
     "images": _set_images,
@@ -527,4 +550,5 @@ _KEYS = {
     "worker": _set_worker,
     "pachctl": _set_pachctl,
     "backend": _set_backend,
+    "jsonnet_args": _set_jsonnet_args,
 }

@@ -65,7 +65,7 @@ def plan(root: Path, commit: str, config) -> List[Planned]:
     problems: List[str] = []
     seen: Dict[str, str] = {}
     for path in templates:
-        parsed = parse_template(blobs.get(entries[path].sha))
+        parsed = parse_template(blobs.get(entries[path].sha), path, config.jsonnet_args)
         if parsed.get("error"):
             problems.append(f"{path}: {parsed['error']}")
             continue

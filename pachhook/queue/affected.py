@@ -83,7 +83,8 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
     result = Affected(len(templates))
     if not templates:
         return result
-    specs_by_blob = _specs(root, [entries[path].sha for path in templates], queue)
+    jsonnet_names = {entries[path].sha: path for path in templates if path.endswith(".jsonnet")}
+    specs_by_blob = _specs(root, [entries[path].sha for path in templates], queue, jsonnet_names, config.jsonnet_args)
     baselines = queue.baselines()
     seen: Dict[str, str] = {}
     every: List[Dict[str, Any]] = []  # every pipeline of the commit, changed or not, as listed
@@ -160,28 +161,59 @@ def _fingerprint(path: str, image: str, entries: Dict[str, Any], tree: str, conf
     return "\0".join(parts)
 
 
-def _specs(root: Any, blobs: Sequence[str], queue: Queue) -> Dict[str, Dict[str, Any]]:
-    """Parsed specs by blob SHA, from the cache where possible."""
-    keys = {blob: f"{CACHE_VERSION}:{blob}" for blob in blobs}
+def _specs(
+    root: Any,
+    blobs: Sequence[str],
+    queue: Queue,
+    jsonnet_names: Optional[Dict[str, str]] = None,
+    jsonnet_args: Optional[Dict[str, str]] = None,
+) -> Dict[str, Dict[str, Any]]:
+    """Parsed specs by blob SHA, from the cache where possible.
+
+    `jsonnet_names` maps the blobs of Jsonnet templates to a path of theirs: those are
+    rendered, and their cache entries are keyed by the arguments too.
+    """
+    jsonnet_names = jsonnet_names or {}
+    rendered_with = repr(sorted((jsonnet_args or {}).items()))
+    keys = {
+        blob: f"{CACHE_VERSION}:{blob}" + (f":jsonnet:{rendered_with}" if blob in jsonnet_names else "")
+        for blob in blobs
+    }
     cached = queue.cached_templates(list(keys.values()))
     found = {blob: cached[key] for blob, key in keys.items() if key in cached}
     missing = [blob for blob in blobs if blob not in found]
     if missing:
         contents = gitrepo.read_blobs(missing, root)
-        fresh = {blob: parse_template(contents.get(blob)) for blob in missing}
+        fresh = {
+            blob: parse_template(contents.get(blob), jsonnet_names.get(blob, "template"), jsonnet_args)
+            for blob in missing
+        }
         queue.cache_templates({keys[blob]: data for blob, data in fresh.items()})
         found.update(fresh)
     return found
 
 
-def parse_template(data: Optional[bytes]) -> Dict[str, Any]:
-    """{"specs": [{"pipeline", "image", "inputs"}...]} or {"error": one line}."""
+def parse_template(
+    data: Optional[bytes], name: str = "template", jsonnet_args: Optional[Dict[str, str]] = None
+) -> Dict[str, Any]:
+    """{"specs": [{"pipeline", "image", "inputs"}...]} or {"error": one line}.
+
+    A Jsonnet template (by `name`) is rendered with sample commit values: its pipeline
+    names, image repositories and inputs must not depend on the commit.
+    """
     if data is None:
         return {"error": "cannot read the file from git"}
     from pachhook.spec.loader import load_bytes
-    from pachhook.spec.template import image_to_build
+    from pachhook.spec.template import image_to_build, sample_values
 
-    loaded = load_bytes("template", data)
+    rendered = name.endswith(".jsonnet")
+    if rendered:
+        from pachhook.spec import jsonnet
+
+        samples = sample_values()
+        loaded = jsonnet.load(name, data, jsonnet.arguments(samples, jsonnet_args))
+    else:
+        loaded = load_bytes("template", data)
     errors = [d for d in loaded.diagnostics if d.severity == "error"]
     if errors and not loaded.documents:
         first = errors[0]
@@ -190,13 +222,14 @@ def parse_template(data: Optional[bytes]) -> Dict[str, Any]:
     for document in loaded.documents:
         value = document.value
         pipeline = value.get("pipeline")
-        name = pipeline.get("name") if isinstance(pipeline, dict) else None
-        if not isinstance(name, str) or not name:
+        pipeline_name = pipeline.get("name") if isinstance(pipeline, dict) else None
+        if not isinstance(pipeline_name, str) or not pipeline_name:
             return {"error": f"spec {document.index} has no pipeline.name"}
+        image = jsonnet.built_image(value, samples["tag"]) if rendered else image_to_build(value)
         specs.append(
             {
-                "pipeline": name,
-                "image": image_to_build(value) or "",
+                "pipeline": pipeline_name,
+                "image": image or "",
                 "inputs": sorted(set(input_repos(value.get("input")))),
             }
         )

@@ -196,11 +196,11 @@ def check_templates(probe: Probe) -> List[Check]:
                 "name them pipeline.json|yaml or NAME.pipeline.json|yaml, or set `templates` in the configuration",
             )
         ]
-    diagnostics = validate_paths(probe.templates)
+    diagnostics = validate_paths(probe.templates, jsonnet_args=probe.config.jsonnet_args)
     images = []
     for path in probe.templates:
         try:
-            parsed = parse_template(path.read_bytes())
+            parsed = parse_template(path.read_bytes(), str(path), probe.config.jsonnet_args)
         except OSError:
             continue
         images += [spec["image"] for spec in parsed.get("specs", []) if spec.get("image")]

@@ -25,7 +25,7 @@ LOCAL_REPO = "local"
 # cannot install (init 0.1 wrote it by default), so init replaces such an entry.
 PUBLISHED_REPO = "https://github.com/pachhook/pachhook"
 HOOK_IDS = ("pachhook-validate", "pachhook-queue", "pachhook-check-push")
-DEFAULT_FILES = r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml)$"
+DEFAULT_FILES = r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml|jsonnet)$"
 # The three hooks as .pre-commit-hooks.yaml publishes them (a test keeps both the same).
 # `repo: local` needs every key spelled out; `language: system` runs the installed
 # `pachhook`, so the set-up works offline and needs no hook repository at all.
@@ -34,7 +34,7 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
         "id": "pachhook-validate",
         "name": "validate Pachyderm pipeline templates",
         "entry": "pachhook validate",
-        "types_or": ["json", "yaml"],
+        "types_or": ["json", "yaml", "jsonnet"],
         "files": DEFAULT_FILES,
         "stages": ["pre-commit", "pre-push", "manual"],
     },
@@ -60,7 +60,7 @@ HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
 PRECOMMIT_CONFIG = ".pre-commit-config.yaml"
 PACHHOOK_CONFIG = ".pachhook.toml"
 _MAX_SCAN_BYTES = 1 << 20  # larger JSON/YAML files are data, not pipeline specs
-_DEFAULT_NAME = re.compile(r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml)$")
+_DEFAULT_NAME = re.compile(r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml|jsonnet)$")
 
 
 class InitError(Exception):
@@ -139,7 +139,7 @@ def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]
     globs = [glob_regex(pattern) for pattern in config.templates]
     found: List[Found] = []
     for path in files:
-        if not path.endswith((".json", ".yaml", ".yml")):
+        if not path.endswith((".json", ".yaml", ".yml", ".jsonnet")):
             continue
         full = root / path
         try:
@@ -149,13 +149,15 @@ def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]
         except OSError:
             continue
         conventional = any(pattern.match(path) for pattern in globs)
+        if not conventional and path.endswith(".jsonnet"):
+            continue  # a Jsonnet library or other file: only named templates are rendered
         if not conventional:
             if b"pipeline" not in data or b"transform" not in data:
                 continue  # cheap test first: most JSON/YAML files of a repository are no spec
             loaded = load_bytes(path, data)
             if not loaded.documents or not all(looks_like_spec(doc.value) for doc in loaded.documents):
                 continue
-        parsed = parse_template(data)
+        parsed = parse_template(data, path, config.jsonnet_args)
         specs = parsed.get("specs") or []
         images = sorted({spec["image"] for spec in specs if spec.get("image")})
         found.append(

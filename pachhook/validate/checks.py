@@ -10,31 +10,62 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, List, Sequence, Union
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
-from pachhook.spec import rules, schema
-from pachhook.spec.loader import LoadedFile, load_bytes, load_path
+from pachhook.spec import jsonnet, rules, schema
+from pachhook.spec.loader import MAX_FILE_BYTES, LoadedFile, load_bytes, load_path
 from pachhook.spec.template import image_to_build, render, sample_values
 
 
-def validate_bytes(name: str, data: bytes, strict: bool = False) -> List[Diagnostic]:
-    """All problems of one spec file's content; `name` is the file name shown."""
+def validate_bytes(
+    name: str, data: bytes, strict: bool = False, jsonnet_args: Optional[Mapping[str, str]] = None
+) -> List[Diagnostic]:
+    """All problems of one spec file's content; `name` is the file name shown.
+
+    A Jsonnet template (by its name) is rendered first, with sample commit values and the
+    configured `jsonnet_args`.
+    """
+    if jsonnet.is_jsonnet(name):
+        loaded = jsonnet.load(name, data, jsonnet.arguments(sample_values(), jsonnet_args))
+        return _check(name, loaded, strict, rendered=True)
     return _check(name, load_bytes(name, data), strict)
 
 
-def validate_paths(paths: Iterable[Union[str, Path]], strict: bool = False) -> List[Diagnostic]:
+def validate_paths(
+    paths: Iterable[Union[str, Path]], strict: bool = False, jsonnet_args: Optional[Mapping[str, str]] = None
+) -> List[Diagnostic]:
     """All problems of the given files, file by file, each file's in line order."""
     diagnostics: List[Diagnostic] = []
     for path in paths:
+        if jsonnet.is_jsonnet(str(path)):
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read(MAX_FILE_BYTES + 1)  # more is refused unread
+            except OSError as error:
+                message = f"cannot read file: {error.strerror or error}"
+                diagnostics.append(Diagnostic(str(path), 1, 1, message, ERROR, "", "unreadable"))
+                continue
+            diagnostics += validate_bytes(str(path), data, strict, jsonnet_args)
+            continue
         diagnostics += _check(str(path), load_path(path), strict)
     return diagnostics
 
 
-def check_document(value: Any, strict: bool = False) -> List[Problem]:
-    """Problems of one parsed spec (a template: placeholders are filled with samples first)."""
-    rendered, problems = render(value, sample_values())
-    found = schema.check(rendered) + rules.check(rendered, strict=strict)
+def check_document(value: Any, strict: bool = False, rendered: bool = False) -> List[Problem]:
+    """Problems of one parsed spec.
+
+    A template's placeholders are filled with samples first; `rendered` says the value is
+    already what a Jsonnet template rendered to (with the sample values): nothing to fill,
+    and the image pachhook builds is the one tagged with the sample tag.
+    """
+    if rendered:
+        found = schema.check(value) + rules.check(value, strict=strict)
+        if jsonnet.built_image(value, sample_values()["tag"]) is not None:
+            found = [Problem(p.path, p.message, ERROR, p.rule) if p.rule == "image-reference" else p for p in found]
+        return found
+    rendered_value, problems = render(value, sample_values())
+    found = schema.check(rendered_value) + rules.check(rendered_value, strict=strict)
     if image_to_build(value) is not None:
         # pachhook builds and pushes this image under the rendered name, so a name the
         # registry cannot take is an error here, not the warning it is for other images.
@@ -47,12 +78,12 @@ def check_document(value: Any, strict: bool = False) -> List[Problem]:
     return problems + found
 
 
-def _check(name: str, loaded: LoadedFile, strict: bool) -> List[Diagnostic]:
+def _check(name: str, loaded: LoadedFile, strict: bool, rendered: bool = False) -> List[Diagnostic]:
     diagnostics = list(loaded.diagnostics)
     several = len(loaded.documents) > 1
     for document in loaded.documents:
         seen = set()
-        for problem in check_document(document.value, strict):
+        for problem in check_document(document.value, strict, rendered):
             key = (problem.path, problem.message, problem.severity)
             if key in seen:
                 continue

@@ -74,35 +74,47 @@ def render_template(
     pin_digest: bool = False,
     annotate: bool = True,
     source: Optional[bytes] = None,
+    jsonnet_args: Optional[Dict[str, str]] = None,
 ) -> List[RenderedSpec]:
     """Every pipeline of `template` as it stands in `commit`, rendered, annotated and checked.
+
+    A Jsonnet template is evaluated with `values` and `jsonnet_args` as its top-level
+    arguments; the JSON it renders to is what is applied.
 
     Raises RenderError (one line per problem) when the file is missing, does not parse,
     or renders into a spec the validator refuses.
     """
     from pachhook.core import gitrepo
     from pachhook.core.diagnostics import format_json_path
-    from pachhook.spec import loader
+    from pachhook.spec import jsonnet, loader
     from pachhook.spec import template as templating
     from pachhook.validate import checks as validate
 
     data = source if source is not None else gitrepo.show_file(commit, template, repo_root)
     if data is None:
         raise RenderError([f"{template}: not in commit {commit[:12]}"])
-    loaded = loader.load_bytes(template, data)
+    is_jsonnet = jsonnet.is_jsonnet(template)
+    if is_jsonnet:
+        loaded = jsonnet.load(template, data, jsonnet.arguments(values, jsonnet_args))
+    else:
+        loaded = loader.load_bytes(template, data)
     problems = [f"{d.file}:{d.line}:{d.column}: {d.message}" for d in loaded.diagnostics if d.severity == "error"]
     if problems:
         raise RenderError(problems)
 
     specs: List[RenderedSpec] = []
     for document in loaded.documents:
-        rendered, render_problems = templating.render(document.value, values)
-        for problem in render_problems:
-            line, column = document.locate(problem.path)
-            problems.append(f"{template}:{line}:{column}: {problem.message}")
-        if render_problems:
-            continue
-        built = templating.image_to_build(document.value, values)
+        if is_jsonnet:
+            rendered = document.value  # a fresh value: the engine's output, parsed
+            built = jsonnet.built_image(rendered, values.get("tag", ""))
+        else:
+            rendered, render_problems = templating.render(document.value, values)
+            for problem in render_problems:
+                line, column = document.locate(problem.path)
+                problems.append(f"{template}:{line}:{column}: {problem.message}")
+            if render_problems:
+                continue
+            built = templating.image_to_build(document.value, values)
         image = _transform_image(rendered)
         if built and digest and pin_digest and image:
             image = image.split("@", 1)[0] + "@" + digest
@@ -114,7 +126,7 @@ def render_template(
                 line, column = document.locate(("metadata",))
                 problems.append(f"{template}:{line}:{column}: {error}")
                 continue
-        for problem in validate.check_document(rendered):
+        for problem in validate.check_document(rendered, rendered=is_jsonnet):
             if problem.severity != "error":
                 continue
             line, column = document.locate(problem.path)
@@ -223,6 +235,7 @@ def run(ctx: StepContext) -> StepResult:
             values,
             digest=produced["digest"],
             pin_digest=getattr(config, "pin_digest", False),
+            jsonnet_args=getattr(config, "jsonnet_args", None),
         )
     except RenderError as error:
         for line in error.problems:

@@ -7,6 +7,7 @@ records them; tests/test_end_to_end.py gets them from a real build, push and upd
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_update import git, make_repo
 
+from pachhook.commands.provenance import cluster_query
 from pachhook.provenance.ledger import kind_of
 from pachhook.queue.store import Queue
 
@@ -145,3 +147,143 @@ def test_query_kinds():
     assert kind_of("busybox:1.36") == "image"
     assert kind_of("a1b2c3d") == "name"
     assert kind_of("edges/pipeline.json") == "name"
+
+
+# -- from the cluster (the pachctl TEST DOUBLE keeps commits, jobs, datums, history) ----------
+
+DOUBLES = Path(__file__).parent / "doubles"
+PINNED = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    state = tmp_path / "pachctl-state"
+    state.mkdir()
+    monkeypatch.setenv("PACHCTL_DOUBLE_DIR", str(state))
+    monkeypatch.setenv("PATH", os.pathsep.join([str(DOUBLES), os.environ["PATH"]]))
+    for name in ("PACHCTL_DOUBLE_JOB", "PACHCTL_DOUBLE_IMAGE_ID", "PACHCTL_DOUBLE_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    return state
+
+
+def pachctl(*args: str) -> str:
+    out = subprocess.run([str(DOUBLES / "pachctl"), *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def apply(tmp_path: Path, name: str, source: str, commit: str, digest: str = PINNED, **extra: str) -> str:
+    """Update a pipeline in the double as the update step does; the job ID it started."""
+    annotations = {"pachhook.io/commit": commit, "pachhook.io/template": f"{name}/pipeline.json"}
+    if digest:
+        annotations["pachhook.io/image-digest"] = digest
+    annotations.update(extra)
+    spec = {
+        "pipeline": {"name": name},
+        "input": {"pfs": {"repo": source, "glob": "/*"}},
+        "transform": {"image": f"{IMAGE}@{digest}" if digest else "busybox:1.36", "cmd": ["true"]},
+        "metadata": {"annotations": annotations},
+    }
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    pachctl("update", "pipeline", "-f", str(path))
+    return json.JSONDecoder().raw_decode(pachctl("list", "job", "-p", name, "--raw"))[0]["job"]["id"]
+
+
+def test_from_an_output_commit_up_the_dag(cluster, tmp_path, recorded):
+    repo, first, second = recorded
+    pachctl("create", "repo", "images")
+    pachctl("put", "file", "images@master:/a", "-f", str(repo / "edges" / "pipeline.json"))
+    prep_job = apply(tmp_path, "prep", "images", first, digest="")
+    job = apply(tmp_path, "edges", "prep", second)
+    out = provenance(repo, f"edges@{job}")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"edges@{job}  job success  pipeline edges v1"
+    assert f"|  git       {second[:12]} 'second'" in lines
+    assert f"|  digest    {PINNED} (Kubernetes ran the same)" in lines
+    assert f"`- prep@{prep_job}  job success  pipeline prep v1" in lines
+    assert any(line.startswith("   `- images@") and line.endswith("data (user commit)") for line in lines)
+    # The queue of this clone recorded `second` as edges' version 2 with digest D2: shown as the ledger's.
+    assert "|  ledger    job 2 (done)" in lines
+    # A bare global ID: every job of the commit set; edges (downstream) first.
+    both = provenance(repo, job, "--depth", "0").stdout
+    assert both.startswith(f"edges@{job}")
+    data = json.loads(provenance(repo, f"prep@{prep_job}", "--format", "json").stdout)
+    [root] = data["roots"]
+    # busybox:1.36 is not pinned nor served by a loopback registry: no digest either side.
+    assert root["git"]["sha"] == first and root["image"]["verdict"] == "not reported"
+
+
+def test_a_repushed_tag_is_flagged(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("PACHCTL_DOUBLE_IMAGE_ID", OTHER)
+    job = apply(tmp_path, "edges", "images", "c" * 40)
+    out = provenance(tmp_path, f"edges@{job}")
+    assert out.returncode == 0, out.stderr
+    assert f"digest    {PINNED} MISMATCH: Kubernetes ran {OTHER}" in out.stdout
+    assert f"git       {'c' * 40} (not in this clone)" in out.stdout
+    [root] = json.loads(provenance(tmp_path, f"edges@{job}", "--format", "json").stdout)["roots"]
+    assert root["image"] == {"image": f"{IMAGE}@{PINNED}", "recorded": PINNED, "ran": [OTHER], "verdict": "mismatch"}
+
+
+def test_before_2_3_the_cluster_reports_no_image(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("PACHCTL_DOUBLE_VERSION", "2.2.7")
+    job = apply(tmp_path, "edges", "images", "c" * 40)
+    out = provenance(tmp_path, f"edges@{job}")
+    assert "the cluster reports no image ID: Pachyderm before 2.3" in out.stdout
+
+
+def test_a_failed_job_shows_its_reason_without_control_sequences(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("PACHCTL_DOUBLE_JOB", "JOB_FAILURE:datum failed \x1b[31mred\x1b[0m\nsecond line")
+    job = apply(tmp_path, "edges", "images", "c" * 40, **{"pachhook.io/note": "x"})
+    out = provenance(tmp_path, f"edges@{job}")
+    assert f"edges@{job}  job failure  pipeline edges v1" in out.stdout
+    assert "|  reason    datum failed red second line" not in out.stdout  # no inputs: no bar
+    assert "   reason    datum failed red second line" in out.stdout
+    assert "\x1b" not in out.stdout
+
+
+def test_from_the_git_side(cluster, tmp_path, recorded):
+    repo, first, second = recorded
+    job1 = apply(tmp_path, "edges", "images", first)
+    job2 = apply(tmp_path, "edges", "images", second)
+    out = provenance(repo, "HEAD", "--cluster")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].startswith(f"commit {second} 'second' (Test <t@example.com>, ")
+    assert f"|- pipeline edges v2  image {IMAGE}@{PINNED}" in out.stdout
+    assert f"|    job {job2} success  output edges@{job2}" in out.stdout
+    assert job1 not in out.stdout
+    data = json.loads(provenance(repo, "HEAD~1", "--cluster", "--format", "json").stdout)
+    assert [(v["pipeline"], v["version"], [j["job"] for j in v["jobs"]]) for v in data["versions"]] == [
+        ("edges", "1", [job1])
+    ]
+    out = provenance(repo, "HEAD~1", "--cluster", "--project", "nowhere")
+    assert out.returncode == 1
+
+
+def test_cluster_questions_fail_in_one_line(cluster, tmp_path):
+    out = provenance(tmp_path, "edges@" + "0" * 32)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"pachhook provenance: commit edges@{'0' * 32} not found"
+    out = provenance(tmp_path, "0" * 32)
+    assert out.returncode == 1 and out.stderr.strip() == f"pachhook provenance: no job has the global ID {'0' * 32}"
+    out = provenance(tmp_path, "edges@master", "--depth", "-1")
+    assert out.returncode == 2 and "--depth: must be a whole number" in out.stderr
+    out = provenance(tmp_path, "edges@2", "--depth", "1")
+    assert out.returncode == 2
+    (cluster / "pachctl_double_fail").write_text(
+        "inspect-commit:rpc error: code = Unavailable desc = connection refused"
+    )
+    out = provenance(tmp_path, "edges@master")
+    assert out.returncode == 1
+    assert out.stderr.strip().endswith("connection refused") and "Traceback" not in out.stderr
+
+
+def test_query_routing():
+    assert cluster_query("edges@" + "a" * 32) == ("edges", "a" * 32, "")
+    assert cluster_query("vision/edges@master") == ("edges", "master", "vision")
+    assert cluster_query("a" * 32) == ("", "a" * 32, "")
+    assert cluster_query("edges@3") is None and cluster_query("edges@v3") is None
+    assert cluster_query(f"{IMAGE}@{D1}") is None and cluster_query(D1) is None
+    assert cluster_query("edges") is None

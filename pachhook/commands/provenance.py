@@ -1,45 +1,190 @@
-"""`pachhook provenance QUERY [--format text|json]`: commit <-> image digest <-> pipeline version.
+"""`pachhook provenance QUERY [--cluster] [--depth N] [--project P] [--format text|json]`.
 
-Exit status: 0 something matched, 1 nothing recorded matches, 2 bad usage or not in a
-git repository.
+From the cluster: `REPO@COMMIT` or `PIPELINE@JOB` (a job's ID is its output commit's ID),
+a bare 32-digit global ID, or `COMMIT --cluster` (the pipeline versions a git commit made).
+From the local ledger: a commit, an image, a digest, `PIPELINE@VERSION` or a template.
+
+Exit status: 0 an answer, 1 nothing matches (or the cluster could not answer), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from typing import Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from pachhook.commands._common import guard, open_queue, parse_args
+
+_VERSION = re.compile(r"v?\d+\Z")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pachhook provenance",
         description=(
-            "Answer from the recorded jobs which commit, image digest, pipeline version and"
-            " template belong together, starting from any one of them."
+            "Which git commit, image digest, pipeline version and template made a result: read from"
+            " the cluster (output commits, jobs, datums, pipeline history) and from this clone's ledger."
         ),
     )
     parser.add_argument(
         "query",
         metavar="QUERY",
-        help="a commit (SHA, prefix or ref), IMAGE, IMAGE:TAG, IMAGE@sha256:..., sha256:...,"
-        " PIPELINE, PIPELINE@VERSION, or a template path",
+        help="REPO@COMMIT or PIPELINE@JOB (cluster), a global ID (cluster), a git commit (with --cluster:"
+        " its pipeline versions in the cluster), IMAGE, IMAGE:TAG, IMAGE@sha256:..., sha256:..., PIPELINE,"
+        " PIPELINE@VERSION, or a template path",
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="for a git commit: the pipeline versions, jobs and output commits it made",
+    )
+    parser.add_argument(
+        "--depth", type=_depth, default=None, help="input levels to follow up the DAG (default: all; 0: none)"
+    )
+    parser.add_argument("--project", default="", help="Pachyderm project (default: the pachctl context's)")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     return parser
+
+
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of levels (0 or more), not {text!r}")
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     return guard("pachhook provenance", _main, argv)
 
 
+def cluster_query(query: str) -> Optional[tuple]:
+    """(repo, ref, project) for REPO@COMMIT / PIPELINE@JOB / [PROJECT/]REPO@BRANCH, ("", id, "") for a
+    bare global ID, None for what the ledger answers (PIPELINE@VERSION, IMAGE@sha256:…, …)."""
+    from pachhook.provenance.cluster import GLOBAL_ID
+
+    if GLOBAL_ID.match(query):
+        return ("", query, "")
+    if "@" not in query or "@sha256:" in query or query.startswith("sha256:"):
+        return None
+    name, _, ref = query.rpartition("@")
+    if not name or not ref or (_VERSION.match(ref) and not GLOBAL_ID.match(ref)):
+        return None
+    project, _, repo = name.rpartition("/")
+    if ":" in name or "/" in repo or not repo:
+        return None
+    return (repo, ref, project)
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
+    picked = cluster_query(args.query)
+    if picked is not None or args.cluster:
+        return _from_cluster(args, picked)
+    if args.depth is not None:
+        print("pachhook provenance: --depth applies to REPO@COMMIT, PIPELINE@JOB and global IDs", file=sys.stderr)
+        return 2
+    return _from_ledger(args)
+
+
+def _local_side() -> Any:
+    """The clone around the working directory (root, config, ledger), or nothing outside one.
+
+    A fresh clone has no queue database: nothing is created for a question.
+    """
+    from pachhook.core import gitrepo
+    from pachhook.core.config import ConfigError, load_config
+    from pachhook.provenance.cluster import GitSide
+    from pachhook.provenance.ledger import deliveries
+    from pachhook.queue.store import Queue, queue_path
+
+    try:
+        root = gitrepo.repo_root()
+        common = gitrepo.git_common_dir()
+    except gitrepo.GitError:
+        return GitSide(), None
+    try:
+        config = load_config(root)
+    except ConfigError as error:
+        for line in error.problems:
+            print(f"pachhook provenance: warning: {line}", file=sys.stderr)
+        config = None
+    found: List[Any] = []
+    if queue_path(common).exists():
+        with Queue(common) as queue:
+            found = deliveries(queue.list_jobs(all=True))
+    return GitSide(root, found), config
+
+
+def _from_cluster(args: argparse.Namespace, picked: Optional[tuple]) -> int:
+    from pachhook.core import gitrepo
+    from pachhook.deliver.steps.update import make_backend
+    from pachhook.provenance.cluster import (
+        ClusterError,
+        PachctlReader,
+        Tracer,
+        format_tree,
+        format_versions,
+    )
+
+    git_side, config = _local_side()
+    project = args.project or (picked[2] if picked else "")
+    reader = PachctlReader(_pachctl(config, make_backend), project)
+    tracer = Tracer(reader, git_side, project)
+    try:
+        if args.cluster:
+            sha = args.query
+            if git_side.root is not None:
+                try:
+                    sha = gitrepo.rev_parse(args.query, git_side.root)
+                except gitrepo.GitError:
+                    sha = args.query
+            if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+                print(
+                    f"pachhook provenance: {args.query!r} is not a commit of this clone nor a full SHA", file=sys.stderr
+                )
+                return 2
+            versions = tracer.versions_of_commit(sha)
+            git = git_side.commit(sha)
+            if args.format == "json":
+                data = {"query": args.query, "commit": sha, "git": git.__dict__, "versions": versions}
+                print(json.dumps(data, indent=2))
+            elif versions:
+                print(format_versions(sha, git, versions))
+            if not versions:
+                print(f"pachhook provenance: no pipeline version in the cluster comes from {sha}", file=sys.stderr)
+                return 1
+            return 0
+        assert picked is not None
+        repo, ref, _ = picked
+        roots = tracer.from_global_id(ref, args.depth) if not repo else [tracer.from_commit(repo, ref, args.depth)]
+    except ClusterError as error:
+        print(f"pachhook provenance: {error}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps({"query": args.query, "roots": [root.to_dict() for root in roots]}, indent=2))
+    else:
+        print(format_tree(roots))
+    return 0
+
+
+def _pachctl(config: Any, make_backend: Any) -> Any:
+    """The configured pachctl (the API backend is not read yet: provenance reads through pachctl)."""
+    from pachhook.deliver.backends.pachctl import PachctlBackend
+
+    backend = make_backend(config) if config is not None else PachctlBackend()
+    if getattr(backend, "name", "") != "pachctl":
+        backend = PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl")
+    return backend
+
+
+def _from_ledger(args: argparse.Namespace) -> int:
     from pachhook.core import gitrepo
     from pachhook.provenance.ledger import deliveries, find, format_text, kind_of
 

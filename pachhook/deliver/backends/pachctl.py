@@ -214,6 +214,18 @@ class PachctlBackend:
             raise BackendError(f"pachctl inspect pipeline {name} --raw printed no JSON") from None
         return state_from_inspect(data, name)
 
+    def read(self, args: Sequence[str]) -> Optional[str]:
+        """stdout of a read-only pachctl command (`inspect commit ... --raw`, `list job ...`),
+        or None when pachctl says the object is not found; BackendError for anything else.
+        Used by provenance, which reads through the same session as the update."""
+        completed = self._run(list(args), min(self.timeout, QUICK_TIMEOUT))
+        if completed.returncode != 0:
+            last = self._last_line(completed)
+            if "not found" in last.lower():
+                return None
+            raise BackendError(f"pachctl {' '.join(args[:2])} failed: {last}")
+        return str(completed.stdout)
+
 
 def _timeout_from_env() -> float:
     raw = os.environ.get(TIMEOUT_ENV, "")

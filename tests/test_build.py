@@ -302,7 +302,8 @@ def test_target_platform_and_secret(docker_env, tmp_path, monkeypatch):
     dockerfile = "\n".join(
         [
             "FROM " + docker_env.base_image + " AS tools",
-            "RUN --mount=type=secret,id=pip busybox cat /run/secrets/pip > /got",
+            # BuildKit keeps secrets out of its cache key: a new step text, so this run reads the secret
+            f"RUN --mount=type=secret,id=pip busybox cat /run/secrets/pip > /got && echo {uuid.uuid4().hex} >/run-id",
             "FROM tools AS final",
             "RUN echo final > /final",
             "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import stat
 import urllib.error
@@ -319,3 +320,112 @@ def test_pruned_image_is_pulled_back_from_the_registry_not_rebuilt(docker_env, t
     assert any(f"pulling {first['push'].data['repo_digest']}" in line for line in lines), lines
     assert not any("Step 1/" in line for line in lines), lines
     assert again["push"].data["digest"] == first["push"].data["digest"]
+
+
+# ---------------------------------------------------------------- registries that misbehave
+
+
+class _BadRegistry:
+    """A TCP listener on loopback that answers every connection the given way (or never)."""
+
+    def __init__(self, answer: Optional[bytes]) -> None:
+        import threading
+
+        self.answer = answer
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.held: List[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # kept open: a silent registry never answers nor closes
+            if self.answer is not None:
+                try:
+                    conn.recv(65536)
+                    conn.sendall(self.answer)
+                    conn.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (None, r"no answer within 0\.5s \(timed out\)"),
+        (b"HELLO THERE\r\n\r\n", r"not an HTTP answer \(BadStatusLine"),
+        (b"", "connection reset by the registry|closed the connection without answering"),
+    ],
+)
+def test_registry_failures_are_named_and_transient(answer, expected):
+    from pachhook.deliver.registry import RegistryError, RegistrySession
+
+    server = _BadRegistry(answer)
+    try:
+        session = RegistrySession(server.address, None, secure=False, timeout=0.5)
+        with pytest.raises(RegistryError) as failure:
+            session.manifest_digest("team/edges", "latest")
+    finally:
+        server.close()
+    assert re.match(f"registry {re.escape(server.address)}: (?:{expected})", str(failure.value)), str(failure.value)
+    assert "\n" not in str(failure.value) and "SSL" not in str(failure.value)
+    assert failure.value.transient is True
+
+
+def test_refused_connection_is_named():
+    from pachhook.deliver.registry import RegistryError, RegistrySession
+
+    address = f"127.0.0.1:{dead_port()}"
+    with pytest.raises(RegistryError, match=r"connection refused \(nothing listens there\)") as failure:
+        RegistrySession(address, None, secure=False, timeout=1).manifest_digest("a/b", "latest")
+    assert failure.value.transient is True
+
+
+def test_docker_hub_is_asked_at_its_registry_host():
+    from pachhook.deliver.registry import RegistrySession, api_host
+
+    assert api_host("docker.io") == "registry-1.docker.io"
+    assert api_host("index.docker.io") == "registry-1.docker.io"
+    assert api_host("127.0.0.1:5000") == "127.0.0.1:5000"
+    assert RegistrySession("docker.io", None, secure=True).host == "registry-1.docker.io"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"auths": {', "is not valid JSON (line 1"),
+        ("[]", "must hold a JSON object, not list"),
+        ('{"auths": []}', '"auths" must be an object of registries'),
+        ('{"auths": {"r:5000": {"auth": "!!!notbase64"}}}', "the login for r:5000 is not valid base64"),
+    ],
+)
+def test_malformed_docker_config_is_named_as_such(tmp_path, monkeypatch, text, expected):
+    folder = tmp_path / "docker-config"
+    folder.mkdir()
+    (folder / "config.json").write_text(text)
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    job = Job(id=1, commit="a" * 40, branch="main", pipeline="p", template="p/pipeline.json", image="127.0.0.1:9/p")
+    ctx = StepContext(
+        repo_root=tmp_path,
+        git_dir=tmp_path,
+        job=job,
+        log=lambda line: None,
+        results={"build": {"image_ref": f"127.0.0.1:9/p:{'a' * 40}"}},
+    )
+    with pytest.raises(StepError) as failure:
+        run_step("push", ctx)
+    message = str(failure.value)
+    assert message.startswith(f"docker config {folder / 'config.json'}") and expected in message, message
+    assert "not reachable" not in message
+    assert failure.value.retryable is False

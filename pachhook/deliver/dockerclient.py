@@ -23,6 +23,10 @@ class EngineUnavailable(Exception):
     """The Docker engine cannot be reached; str() is the one-line cause."""
 
 
+class DockerConfigError(EngineUnavailable):
+    """The user's docker config file is malformed; trying again will not help until it is fixed."""
+
+
 class BuilderUnavailable(Exception):
     """Docker CLIs are installed but none builds with BuildKit; str() names the problem and the fix."""
 
@@ -159,14 +163,78 @@ def _unreachable(error: BaseException) -> EngineUnavailable:
     )
 
 
+def docker_config_file() -> str:
+    """The docker config file the CLI and docker-py read: $DOCKER_CONFIG/config.json or ~/.docker/config.json."""
+    folder = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return os.path.join(folder, "config.json")
+
+
+def docker_config_problem() -> str:
+    """What is wrong with the docker config file, in one line ("" when it is fine or absent).
+
+    docker-py reads a malformed file half-way and fails later with an unrelated message
+    (an `AttributeError` that read as "engine not reachable", or a login silently missing).
+    """
+    import base64
+    import binascii
+    import json
+
+    path = docker_config_file()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", "") or error
+        return f"docker config {path} cannot be read ({reason})"
+    if not text.strip():
+        return ""
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        where = getattr(error, "lineno", "?")
+        return f"docker config {path} is not valid JSON (line {where}: {getattr(error, 'msg', error)})"
+    if not isinstance(data, dict):
+        return f"docker config {path} must hold a JSON object, not {type(data).__name__}"
+    auths = data.get("auths", {})
+    if not isinstance(auths, dict):
+        return f'docker config {path}: "auths" must be an object of registries'
+    for registry, entry in auths.items():
+        if not isinstance(entry, dict):
+            return f'docker config {path}: the entry for {registry} in "auths" must be an object'
+        auth = entry.get("auth")
+        if auth:
+            try:
+                decoded = base64.b64decode(str(auth), validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):
+                return (
+                    f"docker config {path}: the login for {registry} is not valid base64; run docker login {registry}"
+                )
+            if ":" not in decoded:
+                return (
+                    f"docker config {path}: the login for {registry} is not user:password; run docker login {registry}"
+                )
+    for key in ("credsStore", "credStore"):
+        if key in data and not isinstance(data[key], str):
+            return f'docker config {path}: "{key}" must be a string'
+    if "credHelpers" in data and not isinstance(data["credHelpers"], dict):
+        return f'docker config {path}: "credHelpers" must be an object'
+    return ""
+
+
 def make_client(timeout: int = 600) -> Any:
     """A docker-py client for the engine DOCKER_HOST names, checked to answer.
 
     Clients are shared within a process; callers must not close them. Raises
-    EngineUnavailable with one line naming the engine and DOCKER_HOST.
+    EngineUnavailable with one line naming the engine and DOCKER_HOST, or DockerConfigError
+    naming a malformed docker config file.
     """
     import docker
 
+    problem = docker_config_problem()
+    if problem:
+        raise DockerConfigError(f"{problem}; fix or remove it (docker login writes it anew)")
     settings = tuple(os.environ.get(key, "") for key in _ENV_KEYS) + (timeout,)
     client = _CLIENTS.get(settings)
     try:

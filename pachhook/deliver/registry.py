@@ -9,13 +9,21 @@ Credentials travel in request headers only; no message here ever includes them.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
+import socket
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
+
+from pachhook.core.sanitize import one_line
+
+# Docker Hub's images are named docker.io/..., but its registry API answers elsewhere.
+DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+DOCKER_HUB_API = "registry-1.docker.io"
 
 MANIFEST_TYPES = ", ".join(
     (
@@ -46,6 +54,35 @@ class _NoRedirectAuth(urllib.request.HTTPRedirectHandler):
         return new
 
 
+def api_host(registry: str) -> str:
+    """The host that serves registry's HTTP API (`registry-1.docker.io` for Docker Hub)."""
+    return DOCKER_HUB_API if registry in DOCKER_HUB_NAMES else registry
+
+
+def describe_failure(error: BaseException, timeout: float) -> Tuple[str, bool]:
+    """(what went wrong, in a few words; whether trying again may help) for a failed request."""
+    reason = getattr(error, "reason", None) if isinstance(error, urllib.error.URLError) else error
+    reason = reason if isinstance(reason, BaseException) else error
+    text = one_line(reason, 200)
+    if isinstance(reason, (socket.timeout, TimeoutError)) or "timed out" in text.lower():
+        return f"no answer within {timeout:g}s (timed out)", True
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({one_line(reason.verify_message or text, 200)})", False
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failed ({text})", True
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (nothing listens there)", True
+    if isinstance(reason, ConnectionResetError):
+        return "connection reset by the registry", True
+    if isinstance(reason, socket.gaierror):
+        return f"host name not found ({text})", True
+    if isinstance(reason, http.client.RemoteDisconnected):
+        return "the registry closed the connection without answering", True
+    if isinstance(reason, http.client.HTTPException):
+        return f"not an HTTP answer ({type(reason).__name__}: {text})", True
+    return text or type(reason).__name__, True
+
+
 def _basic(auth: Dict[str, str]) -> Optional[str]:
     user, password = auth.get("username"), auth.get("password")
     if not user or password is None:
@@ -63,6 +100,7 @@ def _challenge(header: str) -> Dict[str, str]:
 class RegistrySession:
     def __init__(self, registry: str, auth: Optional[Dict[str, str]], secure: bool, timeout: float = 10.0) -> None:
         self.registry = registry
+        self.host = api_host(registry)
         self.auth = auth or {}
         self.secure = secure
         self.timeout = timeout
@@ -94,11 +132,10 @@ class RegistrySession:
     def _send(self, method: str, path: str, headers: Dict[str, str], data: Optional[bytes] = None):
         """(status, headers, body) of one request; tries the schemes the registry allows."""
         last: Optional[BaseException] = None
+        first: Optional[BaseException] = None
         for scheme, verify in self._bases():
             opener = self._opener(verify)
-            request = urllib.request.Request(
-                f"{scheme}://{self.registry}{path}", method=method, headers=headers, data=data
-            )
+            request = urllib.request.Request(f"{scheme}://{self.host}{path}", method=method, headers=headers, data=data)
             try:
                 with opener.open(request, timeout=self.timeout) as response:
                     return response.status, response.headers, response.read()
@@ -107,13 +144,15 @@ class RegistrySession:
                     last = error  # "Client sent an HTTP request to an HTTPS server": try TLS
                     continue
                 return error.code, error.headers, b""
-            except (urllib.error.URLError, OSError) as error:
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+                # The first scheme's failure is the one to report: plain HTTP is tried first on
+                # an insecure registry, and TLS then fails only because HTTP did.
+                first = first or error
                 last = error
                 continue
-        reason = getattr(last, "reason", last)
-        raise RegistryError(
-            f"registry {self.registry} unreachable: {' '.join(str(reason).split())[:200]}", transient=True
-        )
+        what, transient = describe_failure(first or last or OSError("no answer"), self.timeout)
+        where = self.registry if self.host == self.registry else f"{self.registry} ({self.host})"
+        raise RegistryError(f"registry {where}: {what}", transient=transient)
 
     def _request(self, method: str, path: str, headers: Dict[str, str], scope: str, data: Optional[bytes] = None):
         """A request with the login the registry asks for (Basic, or a token for scope)."""
@@ -167,10 +206,11 @@ class RegistrySession:
             raise RegistryError(
                 f"token service of {self.registry} answered {error.code}", transient=error.code >= 500
             ) from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise RegistryError(
-                f"token service of {self.registry} unreachable: {getattr(error, 'reason', error)}", transient=True
-            ) from None
+        except ValueError:
+            raise RegistryError(f"token service of {self.registry} gave an answer that is not JSON", True) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            what, transient = describe_failure(error, self.timeout)
+            raise RegistryError(f"token service of {self.registry}: {what}", transient=transient) from None
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryError(f"token service of {self.registry} gave no token", transient=False)

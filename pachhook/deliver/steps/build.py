@@ -162,7 +162,7 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
     try:
         client = dockerclient.make_client()
     except dockerclient.EngineUnavailable as error:
-        raise StepError(str(error), retryable=True) from None
+        raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
     result = _build_or_reuse(ctx, client, plan, image_ref, tag, reuse)
     from pachhook.deliver import imagekeys
 

@@ -12,6 +12,7 @@ import re
 import time
 from typing import Any, Dict, Optional
 
+from pachhook.core.sanitize import one_line
 from pachhook.deliver.steps import StepContext, StepError, StepResult
 
 ATTEMPTS = 3
@@ -30,8 +31,9 @@ class _Transient(Exception):
     """One attempt failed in a way that trying again may fix."""
 
 
-def _one_line(text: object, limit: int = 300) -> str:
-    return " ".join(str(text).split())[:limit]
+def _one_line(text: object, limit: int = 2000) -> str:
+    """Outside text (engine, registry) on one line, without terminal control sequences, bounded."""
+    return one_line(text, limit)
 
 
 def split_ref(image_ref: str) -> "tuple[str, str]":
@@ -62,7 +64,7 @@ def run(ctx: StepContext) -> StepResult:
     try:
         client = dockerclient.make_client()
     except dockerclient.EngineUnavailable as error:
-        raise StepError(str(error), retryable=True) from None
+        raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
     pusher = _Pusher(ctx, client, image_ref, repository, tag, registry, name)
     result = pusher.run_with_retries()
     key = built.get("context_key")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import; the post-commit hook passes 
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "check pipeline spec templates against the Pachyderm spec"),
     "render": ("render", "print a template rendered for a commit"),
+    "plan": ("plan", "show what delivering a commit would change, field by field"),
     "queue": ("queue", "post-commit: record delivery jobs for a commit"),
     "check-push": ("check_push", "pre-push: validate templates in every pushed commit"),
     "run": ("run", "run queued jobs (or one commit's steps) in the foreground"),

@@ -106,7 +106,9 @@ def test_dry_run_changes_nothing(two_pipelines, double):
     assert f'"image": "{image}:{sha}"' in out.stdout
     assert "pachctl update pipeline -f" in out.stdout
     assert registry_tags(services.registry, repository) == []
-    assert not any(call[0] in ("update", "inspect") for call in calls(double))
+    # the plan reads the live pipeline (inspect, list datum); nothing is applied
+    assert not any(call[:2] == ["update", "pipeline"] for call in calls(double))
+    assert "plan for " in out.stdout
     assert not (repo / ".git" / "pachhook").exists()
     client = test_services.docker_client(services)
     try:

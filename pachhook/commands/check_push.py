@@ -130,7 +130,35 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
         )
         return 1
     print(f"pachhook check-push: {len(commits)} commit(s), {templates} template(s): all valid")
+    if config.plan_on_push and commits:
+        print_push_plan(root, commits[-1], pushed_branch(lines, env), config)
     return 0
+
+
+def pushed_branch(lines: Sequence[str], env: Mapping[str, str]) -> str:
+    """The local branch being pushed (the first one), "" when none is named."""
+    if env.get("PRE_COMMIT_LOCAL_BRANCH"):
+        return env["PRE_COMMIT_LOCAL_BRANCH"].removeprefix("refs/heads/")
+    for line in lines:
+        parts = gitrepo.split_ref_line(line)
+        if parts and parts[0].startswith("refs/heads/"):
+            return parts[0][len("refs/heads/") :]
+    return ""
+
+
+def print_push_plan(root: Path, commit: str, branch: str, config: object) -> None:
+    """`plan_on_push`: one line per pipeline of the newest pushed commit; never stops the push."""
+    from pachhook.deliver.plan import PlanError, make_plan, summary_lines
+
+    prefix = f"pachhook plan: {commit[:12]}"
+    try:
+        lines = summary_lines(make_plan(root, commit, branch, config))
+    except PlanError as error:
+        lines = [f"not planned: {error.problems[0]}"]
+    except Exception as error:  # the plan is information: a failure to make it must not refuse the push
+        lines = [f"not planned: {type(error).__name__}: {' '.join(str(error).split())}"]
+    for line in lines:
+        print(f"{prefix}: {line}")
 
 
 def check_versions(

@@ -97,6 +97,7 @@ class Config(_Record):
         "pachctl",
         "backend",
         "jsonnet_args",
+        "plan_on_push",
     )
 
     def __init__(
@@ -113,6 +114,7 @@ class Config(_Record):
         pachctl: str = "pachctl",
         backend: str = "pachctl",
         jsonnet_args: Optional[Dict[str, str]] = None,
+        plan_on_push: bool = False,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -129,6 +131,7 @@ class Config(_Record):
         self.backend = backend  # "pachctl" | "api"
         # extra top-level arguments of Jsonnet templates (strings, as pachd passes --arg)
         self.jsonnet_args: Dict[str, str] = dict(jsonnet_args or {})
+        self.plan_on_push = plan_on_push  # pre-push prints a one-line plan per pipeline
 
     @property
     def root(self) -> Path:
@@ -540,6 +543,12 @@ def _set_jsonnet_args(checker: _Checker, config: Config, value: Any) -> None:
     config.jsonnet_args = {str(k): str(v) for k, v in value.items()}
 
 
+def _set_plan_on_push(checker: _Checker, config: Config, value: Any) -> None:
+    flag = _boolean(checker, "plan_on_push", value)
+    if flag is not None:
+        config.plan_on_push = flag
+
+
 _KEYS = {
     "templates": _set_templates,
     "images": _set_images,
@@ -551,4 +560,5 @@ _KEYS = {
     "pachctl": _set_pachctl,
     "backend": _set_backend,
     "jsonnet_args": _set_jsonnet_args,
+    "plan_on_push": _set_plan_on_push,
 }

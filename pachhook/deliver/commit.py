@@ -148,6 +148,8 @@ def deliver_commit(
         + (f" ({branch})" if branch else "")
         + f": {', '.join(item.pipeline for item in pipelines)}"
     )
+    if dry_run:
+        _show_plan(info.root, commit, branch, config, out)
     outcomes: List[Outcome] = []
     failed: set = set()
     for item in pipelines:
@@ -158,6 +160,19 @@ def deliver_commit(
             failed.add(item.pipeline)
         outcomes.append(outcome)
     return _summarise(outcomes, out)
+
+
+def _show_plan(root: Path, commit: str, branch: str, config, out: Output) -> None:
+    """A dry run starts with the plan: each pipeline's spec against the live one."""
+    from pachhook.deliver.plan import PlanError, format_plan, make_plan
+
+    try:
+        lines = format_plan(make_plan(root, commit, branch, config))
+    except PlanError:
+        return  # the templates do not render: each pipeline's update step says why
+    for line in lines:
+        out(line)
+    out("")
 
 
 def _deliver_one(

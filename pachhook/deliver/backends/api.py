@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from pachhook.deliver.backends.pachctl import BackendError, PipelineState, _timeout_from_env
+from pachhook.deliver.backends.pachctl import BackendError, PipelineState, _timeout_from_env, spec_from_json
 
 INSTALL_HINT = "pip install 'pachhook[api]'"
 
@@ -133,6 +133,8 @@ class ApiBackend:
             image=image,
             annotations=annotations,
             project=info.pipeline.project.name if info.pipeline and info.pipeline.project else "",
+            user_spec=spec_from_json(getattr(info, "user_spec_json", "")),
+            effective_spec=spec_from_json(getattr(info, "effective_spec_json", "")),
         )
 
 

@@ -47,6 +47,10 @@ class PipelineState:
     image: str
     annotations: Dict[str, str] = field(default_factory=dict)
     project: str = ""
+    # The spec as the user gave it (PipelineInfo.user_spec_json, pachd 2.8+), None when the
+    # cluster does not record it; `effective_spec` is the spec with the cluster's defaults.
+    user_spec: Optional[Dict[str, Any]] = None
+    effective_spec: Optional[Dict[str, Any]] = None
 
 
 def parse_version(text: str) -> Tuple[int, int, int]:
@@ -95,7 +99,35 @@ def state_from_inspect(data: Any, name: str) -> PipelineState:
         image=str(image or ""),
         annotations=dict(annotations) if isinstance(annotations, dict) else {},
         project=str(project.get("name") or ""),
+        user_spec=spec_from_json(data.get("userSpecJson", data.get("user_spec_json"))),
+        effective_spec=spec_from_json(data.get("effectiveSpecJson", data.get("effective_spec_json"))),
     )
+
+
+def spec_from_json(text: Any) -> Optional[Dict[str, Any]]:
+    """A spec recorded as JSON text (`user_spec_json`), or None when absent or unreadable."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def count_json_values(text: str) -> int:
+    """How many JSON values a `--raw` stream holds (pachctl prints one after another)."""
+    decoder = json.JSONDecoder()
+    count = 0
+    index = 0
+    length = len(text)
+    while True:
+        while index < length and text[index].isspace():
+            index += 1
+        if index >= length:
+            return count
+        _, index = decoder.raw_decode(text, index)
+        count += 1
 
 
 class PachctlBackend:
@@ -197,6 +229,10 @@ class PachctlBackend:
             verb = " ".join(argv[1:3] if argv[1] == "update" else argv[1:2])
             raise BackendError(f"pachctl {verb} failed: {self._last_line(completed)}")
 
+    def count_datums(self, spec_path: str) -> int:
+        """How many datums the spec in `spec_path` would have now; BackendError if unknown."""
+        return _count_datums(self, spec_path)
+
     def inspect(self, name: str, project: str = "") -> Optional[PipelineState]:
         """The pipeline as the cluster has it, or None when it does not exist."""
         args = ["inspect", "pipeline", name, "--raw"]
@@ -225,6 +261,20 @@ class PachctlBackend:
                 return None
             raise BackendError(f"pachctl {' '.join(args[:2])} failed: {last}")
         return str(completed.stdout)
+
+
+def _count_datums(backend: "PachctlBackend", spec_path: str) -> int:
+    """`pachctl list datum -f SPEC --raw`: the datums a spec would have (cmds.go, list datum -f).
+
+    The pipeline need not exist; its input repos must. Raises BackendError.
+    """
+    completed = backend._run(["list", "datum", "-f", spec_path, "--raw"], min(backend.timeout, QUICK_TIMEOUT))
+    if completed.returncode != 0:
+        raise BackendError(f"pachctl list datum -f failed: {backend._last_line(completed)}")
+    try:
+        return count_json_values(completed.stdout)
+    except ValueError:
+        raise BackendError("pachctl list datum -f --raw printed something other than JSON") from None
 
 
 def _timeout_from_env() -> float:

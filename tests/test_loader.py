@@ -90,8 +90,13 @@ def test_json_syntax_error_has_line_and_column():
 def test_json_with_comments_and_tabs_is_read_as_yaml_flow_like_pachctl():
     text = b'{\n\t"pipeline": {"name": "a",},  # trailing comma and a comment\n}'
     loaded = load_bytes("lenient.json", text)
-    assert loaded.diagnostics == []
     assert loaded.documents[0].value == {"pipeline": {"name": "a"}}
+    # pachctl takes it; JSON tools do not: a warning naming the line (issue 14)
+    [warning] = loaded.diagnostics
+    assert (warning.severity, warning.rule, warning.line) == ("warning", "not-strict-json", 2)
+    assert "pachctl reads it as YAML" in warning.message and "JSON tools will not" in warning.message
+    # the same text in a .yaml file is plain YAML flow: nothing to say
+    assert load_bytes("lenient.yaml", text).diagnostics == []
 
 
 def test_tabs_inside_strict_json_are_fine():
@@ -124,11 +129,38 @@ def test_yaml_spec_with_positions():
 
 
 def test_yaml_multi_document_and_empty_documents():
-    text = b"---\npipeline: {name: a}\n---\n---\npipeline: {name: b}\n---\n"
+    text = b"---\npipeline: {name: a}\n---\npipeline: {name: b}\n"
     loaded = load_bytes("multi.yaml", text)
     assert loaded.diagnostics == []
     assert [d.value["pipeline"]["name"] for d in loaded.documents] == ["a", "b"]
-    assert loaded.documents[1].locate(("pipeline", "name")) == (5, 12)
+    assert loaded.documents[1].locate(("pipeline", "name")) == (4, 12)
+
+
+@pytest.mark.parametrize(
+    "name, text, line",
+    [
+        # yaml.v3 reads an empty document after a `---`; pachctl's SpecReader then fails
+        # ("expected a mapping or a sequence") after it has applied the specs before it
+        ("trailing.yaml", b"pipeline: {name: a}\n---\n", 2),
+        ("comment.yaml", b"pipeline: {name: a}\n---\n# pipeline b comes later\n", 2),
+        ("middle.yaml", b"pipeline: {name: a}\n---\n---\npipeline: {name: b}\n", 2),
+        ("null.yaml", b"pipeline: {name: a}\n---\nnull\n", 2),
+        ("trailing.json", b'{"pipeline": {"name": "a"}}\n---\n', 2),
+        ("comment.json", b'{"pipeline": {"name": "a"}}\n---\n# later\n', 2),
+    ],
+)
+def test_an_empty_document_is_an_error(name, text, line):
+    loaded = load_bytes(name, text)
+    [diagnostic] = loaded.diagnostics
+    assert (diagnostic.rule, diagnostic.line) == ("empty-document", line)
+    assert "pachctl 2.x fails on it after applying the specs before it" in diagnostic.message
+    assert [d.value["pipeline"]["name"] for d in loaded.documents][:1] == ["a"]
+
+
+def test_a_leading_dashes_line_is_no_empty_document():
+    for name, text in (("a.yaml", b"---\npipeline: {name: a}\n"), ("a.json", b'---\n{"pipeline": {"name": "a"}}\n')):
+        loaded = load_bytes(name, text)
+        assert loaded.diagnostics == [] and len(loaded.documents) == 1, name
 
 
 def test_yaml_documents_after_a_json_document():
@@ -245,10 +277,12 @@ def test_yaml_complex_key_is_refused():
 
 
 def test_empty_and_comment_only_files_hold_no_spec():
-    for data in (b"", b"   \n\n", b"# nothing here\n", b"---\n"):
+    for data in (b"", b"   \n\n", b"# nothing here\n"):
         diagnostic = only_diagnostic(load_bytes("e.yaml", data))
         assert diagnostic.rule == "empty-file", data
         assert diagnostic.message == "file holds no pipeline spec"
+    # an explicit document with nothing in it is what pachctl fails on
+    assert only_diagnostic(load_bytes("e.yaml", b"---\n")).rule == "empty-document"
 
 
 def test_non_utf8_bytes_are_located():
@@ -331,3 +365,105 @@ def test_tabs_inside_yaml_flow_collections_are_whitespace():
 def test_tab_indentation_is_refused_as_in_yaml_v3():
     diagnostic = only_diagnostic(load_bytes("tabs.yaml", b"pipeline:\n\tname: a\n"))
     assert diagnostic.rule == "syntax" and diagnostic.line == 2
+
+
+# --------------------------------------------------------------------------- issue 14: as yaml.v3 reads
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        # yaml.v3's double-quoted scalars know no `\/` (JSON does); pachctl reads JSON as YAML
+        ("slash.json", b'{"pipeline": {"name": "a"}, "description": "a\\/b"}', "does not know the escape \\/"),
+        ("slash.yaml", b'pipeline: {name: a}\ndescription: "a\\/b"\n', "does not know the escape \\/"),
+        # a surrogate pair is valid JSON for an emoji; yaml.v3 refuses each half
+        ("pair.json", b'{"pipeline": {"name": "a"}, "description": "\\ud83d\\ude00"}', "write the character itself"),
+        ("half.json", b'{"pipeline": {"name": "a"}, "description": "\\ud800"}', "half of a UTF-16 surrogate pair"),
+    ],
+)
+def test_escapes_yaml_v3_refuses(name, text, expected):
+    diagnostic = only_diagnostic(load_bytes(name, text))
+    assert diagnostic.rule == "escape" and expected in diagnostic.message
+    assert diagnostic.line == (2 if name.endswith(".yaml") else 1)
+
+
+def test_escaped_backslashes_and_plain_slashes_are_fine():
+    for name, text in (
+        ("ok.json", b'{"pipeline": {"name": "a"}, "description": "a\\\\/b \\u00e9 \\ud7ff /"}'),
+        ("ok.yaml", b"pipeline: {name: a}\ndescription: 'a\\/b'\nsalt: a\\/b\n"),
+    ):
+        loaded = load_bytes(name, text)
+        assert loaded.diagnostics == [] and len(loaded.documents) == 1, name
+
+
+def test_yaml_directive_other_than_1_1_is_refused_as_yaml_v3_does():
+    diagnostic = only_diagnostic(load_bytes("d.yaml", b"%YAML 1.2\n---\npipeline: {name: a}\n"))
+    assert diagnostic.rule == "yaml-directive" and "%YAML 1.2" in diagnostic.message
+    loaded = load_bytes("d.yaml", b"%YAML 1.1\n---\npipeline: {name: a}\n")
+    assert loaded.diagnostics == [] and len(loaded.documents) == 1
+
+
+@pytest.mark.parametrize("text, suggestion", [("1.", "1.0"), ("+1.5", "1.5"), ("-.5", "-0.5"), ("01.5", "1.5")])
+def test_yaml_floats_that_are_not_json_numbers_are_refused(text, suggestion):
+    # pachctl's yamlToJSON passes a float's text on as a json.Number, which must be JSON
+    diagnostic = only_diagnostic(load_bytes("f.yaml", f"pipeline: {{name: a}}\nx: {text}\n".encode()))
+    assert diagnostic.rule == "yaml-scalar" and f"write {suggestion}" in diagnostic.message
+
+
+def test_yaml_floats_that_are_json_numbers_are_read():
+    loaded = load_bytes("f.yaml", b"pipeline: {name: a}\na: .5\nb: 1.5e3\nc: -2.25\nd: 1e400\n")
+    assert loaded.diagnostics == []
+    assert loaded.documents[0].value == {"pipeline": {"name": "a"}, "a": 0.5, "b": 1500.0, "c": -2.25, "d": "1e400"}
+
+
+def test_keys_over_1024_characters_are_refused_in_json_as_in_yaml():
+    key = "k" * 1100
+    json_diagnostic = only_diagnostic(load_bytes("k.json", f'{{"pipeline": {{"name": "a"}}, "{key}": 1}}'.encode()))
+    assert json_diagnostic.rule == "long-key" and "1024" in json_diagnostic.message
+    assert load_bytes("k.yaml", f"pipeline: {{name: a}}\n{key}: 1\n".encode()).diagnostics[0].severity == "error"
+    # 1000 characters are fine in both
+    ok = "k" * 1000
+    assert load_bytes("k.json", f'{{"pipeline": {{"name": "a"}}, "{ok}": 1}}'.encode()).diagnostics == []
+
+
+def test_impossible_dates_stay_strings_as_in_yaml_v3():
+    # yaml.v3 tags a scalar !!timestamp only when Go's time.Parse takes it
+    loaded = load_bytes("t.yaml", b"pipeline: {name: a}\nsalt: 2024-02-30\ndescription: 2023-13-01\n")
+    assert loaded.diagnostics == []
+    assert loaded.documents[0].value["salt"] == "2024-02-30"
+    assert only_diagnostic(load_bytes("t.yaml", b"pipeline: {name: a}\nsalt: 2024-02-29\n")).rule == "yaml-scalar"
+
+
+def _many_pipelines(count: int, yaml_form: bool) -> bytes:
+    specs = []
+    for n in range(count):
+        spec = {
+            "pipeline": {"name": f"p{n}", "project": {"name": "team"}},
+            "description": f"pipeline {n} of a large file",
+            "transform": {"image": f"registry.example.com/p{n}:1.0", "cmd": ["python3", "/app.py", str(n)]},
+            "input": {"cross": [{"pfs": {"repo": f"in{n}", "glob": "/*"}}, {"pfs": {"repo": "common", "glob": "/"}}]},
+            "resourceRequests": {"cpu": 0.5, "memory": "256Mi"},
+        }
+        specs.append(spec)
+    if yaml_form:
+        import yaml
+
+        return yaml.safe_dump_all(specs, explicit_start=True).encode()
+    return ("\n---\n".join(__import__("json").dumps(spec) for spec in specs)).encode()
+
+
+@pytest.mark.parametrize("yaml_form", [False, True])
+def test_files_with_hundreds_of_pipelines_are_read(yaml_form):
+    # the old cap of 10,000 values refused a 480-pipeline file pachctl reads (issue 14)
+    data = _many_pipelines(480, yaml_form)
+    loaded = load_bytes("many.yaml" if yaml_form else "many.json", data)
+    assert loaded.diagnostics == []
+    assert len(loaded.documents) == 480
+
+
+def test_too_many_specs_is_refused_naming_the_limit():
+    from pachhook.spec.loader import MAX_SPECS
+
+    data = b"[" + b",".join([b"{}"] * (MAX_SPECS + 1)) + b"]"
+    diagnostic = only_diagnostic(load_bytes("many.json", data))
+    assert diagnostic.rule == "too-many-specs" and f"more than {MAX_SPECS} pipeline specs" in diagnostic.message

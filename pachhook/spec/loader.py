@@ -12,7 +12,9 @@ anything an attacker could inflate:
   iteratively, with YAML 1.2 scalar rules; an anchor or alias stops the document at once,
   so an alias bomb costs nothing;
 - files above MAX_FILE_BYTES are refused before they are read, nesting above MAX_DEPTH
-  is refused before anything recursive sees it.
+  is refused before anything recursive sees it, and a file holding more than MAX_SPECS
+  specs is refused: bytes, depth and spec count bound time and memory, not how many
+  values a file holds (a real file of 480 pipelines holds far more than 10,000).
 
 Bad input becomes `Diagnostic`s, never an exception. Line and column numbers of JSON
 values are worked out only when a diagnostic needs them.
@@ -29,13 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-from pachhook.core.diagnostics import ERROR, Diagnostic, JsonPath, format_json_path
+from pachhook.core.diagnostics import ERROR, WARNING, Diagnostic, JsonPath, format_json_path
 
-MAX_FILE_BYTES = 5 * 1024 * 1024  # a real spec is a few kB; this keeps memory and time bounded
+# A spec is a few kB; a file of 480 pipelines is ~220 kB. These bounds are also the hook's
+# time bound: JSON is read by the C parser (~1 s per MB of the tiniest values), YAML through
+# PyYAML's events (~5-10 s per MB of `[1,1,1,...]`), hence its lower limit.
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_YAML_BYTES = 512 * 1024
 MAX_DEPTH = 100  # a real spec nests about 10 levels; validators below may recurse this deep
-# Real spec files hold under 100 values (87 at most in the upstream corpus); checking costs
-# up to ~1 ms per value, so a 5 MB file of a million tiny values must be refused unread.
-MAX_VALUES = 10_000
+# Each spec costs ~0.2 ms to check whatever it holds: a file of 300,000 `{}` must not take a
+# minute. Real files hold a few hundred at most.
+MAX_SPECS = 10_000
+# Problems of one kind reported per file before the rest are summed up in one line.
+MAX_REPORTED = 100
+# yaml.v3 gives up on a key (a "simple key") longer than this, in JSON flow as in YAML blocks.
+MAX_KEY_CHARS = 1024
 
 Position = Tuple[int, int]  # 1-based line and column
 
@@ -65,7 +75,7 @@ class Document:
 class LoadedFile:
     documents: List[Document] = field(default_factory=list)
     diagnostics: List[Diagnostic] = field(default_factory=list)
-    values: int = field(default=0, repr=False, compare=False)  # counted against MAX_VALUES
+    specs: int = field(default=0, repr=False, compare=False)  # counted against MAX_SPECS
 
 
 class _Positions:
@@ -75,12 +85,12 @@ class _Positions:
     closest existing parent, then to `default`.
     """
 
-    def __init__(self, build: Callable[[], Dict[tuple, Position]], default: Position) -> None:
-        self._build: Optional[Callable[[], Dict[tuple, Position]]] = build
-        self._map: Dict[tuple, Position] = {}
+    def __init__(self, build: Callable[[], Dict[JsonPath, Position]], default: Position) -> None:
+        self._build: Optional[Callable[[], Dict[JsonPath, Position]]] = build
+        self._map: Dict[JsonPath, Position] = {}
         self.default = default
 
-    def find(self, path: tuple) -> Position:
+    def find(self, path: JsonPath) -> Position:
         if self._build is not None:
             build, self._build = self._build, None
             self._map = build()
@@ -185,14 +195,16 @@ def _add_root(
     result: LoadedFile,
 ) -> None:
     """Turn one parsed document into specs: a mapping, or a list of mappings (pachctl 2.1+)."""
-    if value is None:
-        return  # an empty document, as between two `---` lines: pachctl skips it
-    if result.values > MAX_VALUES:
+    if result.specs > MAX_SPECS:
         return  # the file was refused already
-    result.values += _count_values(value, MAX_VALUES + 1 - result.values)
-    if result.values > MAX_VALUES:
+    if value is None:
         line, column = positions.find((root,))
-        result.diagnostics.append(Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
+        result.diagnostics.append(empty_document(name, (line, column)))
+        return
+    result.specs += len(value) if isinstance(value, list) else 1
+    if result.specs > MAX_SPECS:
+        line, column = positions.find((root,))
+        result.diagnostics.append(Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-specs"))
         return
     if isinstance(value, list):
         for item, element in enumerate(value):
@@ -201,7 +213,23 @@ def _add_root(
     _add_spec(name, value, positions, (root,), result)
 
 
-def _add_spec(name: str, value: Any, positions: _Positions, prefix: tuple, result: LoadedFile) -> None:
+def empty_document(name: str, where: Position) -> Diagnostic:
+    """An empty document (`---` with nothing or only comments after it, or a bare null)."""
+    # pachctl 2.x's SpecReader wants a mapping or a list in every document it decodes, and
+    # it has sent the specs before this one to pachd by the time it fails here.
+    return Diagnostic(
+        name,
+        where[0],
+        where[1],
+        "empty document (a `---` followed by nothing but comments, or null): pachctl 2.x fails"
+        " on it after applying the specs before it; delete the `---` line or write a spec",
+        ERROR,
+        "",
+        "empty-document",
+    )
+
+
+def _add_spec(name: str, value: Any, positions: _Positions, prefix: JsonPath, result: LoadedFile) -> None:
     if not isinstance(value, dict):
         line, column = positions.find(prefix)
         kind = _kind(value)
@@ -239,23 +267,9 @@ def _kind(value: Any) -> str:
 
 def _too_many_message() -> str:
     return (
-        f"file holds more than {MAX_VALUES} values; a pipeline spec file never does"
-        " (real ones hold a few hundred at most): it was not checked further"
+        f"file holds more than {MAX_SPECS} pipeline specs, the most pachhook checks in one file"
+        " (real ones hold a few hundred at most): split it; it was not checked further"
     )
-
-
-def _count_values(value: Any, limit: int) -> int:
-    """How many values `value` holds, itself included; counting stops at `limit`."""
-    count = 0
-    stack = [value]
-    while stack and count < limit:
-        current = stack.pop()
-        count += 1
-        if isinstance(current, dict):
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)
-    return count
 
 
 def _depth_message() -> str:
@@ -279,33 +293,48 @@ def _too_deep(value: Any) -> Optional[JsonPath]:
 # --------------------------------------------------------------------------- JSON
 
 
-def _pairs_hook(pairs: list) -> dict:
-    _pairs_hook.pairs += len(pairs)  # type: ignore[attr-defined]
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        _pairs_hook.duplicates = True  # type: ignore[attr-defined]
-    return result
+class _PairsHook:
+    """object_pairs_hook of the JSON decoder: notes duplicate and over-long keys on the way."""
+
+    def __init__(self) -> None:
+        self.duplicates = False
+        self.long_key = False
+
+    def __call__(self, pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            self.duplicates = True
+        if not self.long_key:
+            # 1022 characters plus the two quotes reach yaml.v3's simple-key limit
+            self.long_key = any(len(key) > MAX_KEY_CHARS - 2 for key, _ in pairs)
+        return result
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_refuse_constant)
+def _parse_int(text: str) -> Any:
+    # Python refuses to convert more than 4300 digits; such a number fits no field anyway,
+    # and as a float (inf) it is refused by the schema with the field named.
+    return int(text) if len(text) < 4000 else float(text)
 
 
 def _load_json_file(name: str, text: str, result: LoadedFile) -> None:
     """Split on `---` lines; read each part as JSON, or as YAML when it is not strict JSON."""
-    for part, line in _split_documents(text):
-        if result.values > MAX_VALUES:
+    for number, (part, line) in enumerate(_split_documents(text)):
+        if result.specs > MAX_SPECS:
             break  # the generator stops too: a huge file is not split to the end
         stripped = part.lstrip()
-        if not stripped:
-            continue
-        if stripped[0] in "{[":
+        if stripped[:1] in ("{", "["):
             _load_json_part(name, part, line, result)
-        else:  # a YAML document after a `---` line
+            continue
+        before = (len(result.documents), len(result.diagnostics))
+        if stripped:  # a YAML document after a `---` line
             _load_yaml_text(name, part, line, result)
+        if number > 0 and (len(result.documents), len(result.diagnostics)) == before:
+            # nothing but blanks or comments after a `---`: yaml.v3 reads an empty document
+            result.diagnostics.append(empty_document(name, (line, 1)))
 
 
 def _split_documents(text: str) -> Iterator[Tuple[str, int]]:
@@ -319,26 +348,36 @@ def _split_documents(text: str) -> Iterator[Tuple[str, int]]:
     yield text[start:], first_line
 
 
+# An escape yaml.v3 does not know (`\/`) or refuses (a UTF-16 surrogate, `\ud83d`), after an
+# even number of backslashes. JSON has backslashes only inside strings, so the whole text
+# can be searched.
+_BAD_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*(\\/|\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?:\\u[dD][c-fC-F][0-9a-fA-F]{2})?)")
+
+
+def escape_problem(escape: str) -> str:
+    """What to say about an escape of a double-quoted string that yaml.v3 refuses."""
+    if escape == "\\/":
+        return "pachctl's YAML reader (yaml.v3) does not know the escape \\/ : write / alone"
+    if len(escape) == 12:
+        high, low = int(escape[2:6], 16), int(escape[8:12], 16)
+        character = chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+        return (
+            f"{escape} is a UTF-16 surrogate pair, which pachctl's YAML reader (yaml.v3) refuses;"
+            f" write the character itself ({character}) in the UTF-8 file"
+        )
+    return f"{escape} is half of a UTF-16 surrogate pair, which pachctl's YAML reader (yaml.v3) refuses"
+
+
 def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -> None:
     lines = _LineIndex(part, first_line)
-    positions = _Positions(lambda: _scan_json(part, lines)[0], lines.position(_skip_blank(part, 0)))
+    positions = _Positions(lambda: _scan_json(part, lines).positions, lines.position(_skip_blank(part, 0)))
     values: List[Any] = []
     offset = _skip_blank(part, 0)
-    if part.count("{") > MAX_VALUES:
-        # So many objects that the file is likely refused: count with the C parser alone
-        # before paying the Python duplicate-key hook once per object.
-        try:
-            quick = json.loads(part)
-        except (ValueError, RecursionError):
-            quick = None  # the full parse below says what is wrong
-        if quick is not None and _count_values(quick, MAX_VALUES + 1) > MAX_VALUES:
-            _add_root(name, quick, positions, 0, result)  # reports too-many-values
-            return
-    _pairs_hook.duplicates = False  # type: ignore[attr-defined]
-    _pairs_hook.pairs = 0  # type: ignore[attr-defined]
+    hook = _PairsHook()
+    decoder = json.JSONDecoder(object_pairs_hook=hook, parse_constant=_refuse_constant, parse_int=_parse_int)
     try:
         while offset < len(part):
-            value, end = _DECODER.raw_decode(part, offset)
+            value, end = decoder.raw_decode(part, offset)
             values.append(value)
             offset = _skip_blank(part, end)
             if offset < len(part) and not values_may_follow(part, offset):
@@ -352,8 +391,13 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
         # YAML flow is laxer than JSON (comments, trailing commas): if it reads the text,
         # pachctl does too, and YAML's verdict (a refused anchor, say) is the one to give.
         if _load_yaml_text(name, part, first_line, as_yaml) != _SYNTAX_ERROR:
+            if isinstance(error, json.JSONDecodeError) and as_yaml.documents and not as_yaml.diagnostics:
+                if name.endswith(".json"):
+                    line, column = lines.position(error.pos)
+                    result.diagnostics.append(_not_strict_json(name, line, column, error))
             result.documents += as_yaml.documents
             result.diagnostics += as_yaml.diagnostics
+            result.specs += as_yaml.specs
             return
         if isinstance(error, json.JSONDecodeError):
             line, column = lines.position(error.pos)
@@ -363,33 +407,18 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
             message = f"invalid JSON: {error}"
         result.diagnostics.append(Diagnostic(name, line, column, message, ERROR, "", "syntax"))
         return
-    if _pairs_hook.pairs > MAX_VALUES:  # type: ignore[attr-defined]
-        # duplicate keys collapse in the dict: count them here, before reporting each one
-        result.values = MAX_VALUES + 1
-        line, column = positions.default
-        result.diagnostics.append(Diagnostic(name, line, column, _too_many_message(), ERROR, "", "too-many-values"))
-        return
-    if _SURROGATE_ESCAPE.search(part) and _has_lone_surrogate(values):
-        # `"\ud800"` decodes to a string no encoder can write out; pachctl refuses it too
-        as_yaml = LoadedFile()
-        _load_yaml_text(name, part, first_line, as_yaml)
-        result.documents += as_yaml.documents
-        result.diagnostics += as_yaml.diagnostics or [
-            Diagnostic(
-                name,
-                positions.default[0],
-                positions.default[1],
-                "invalid JSON: a \\u escape names half of a UTF-16 surrogate pair",
-                ERROR,
-                "",
-                "syntax",
-            )
-        ]
-        return
+    if "\\" in part:
+        bad = _BAD_ESCAPE.search(part)
+        if bad is not None:
+            line, column = lines.position(bad.start(1))
+            message = "invalid JSON for pachctl: " + escape_problem(bad.group(1))
+            result.diagnostics.append(Diagnostic(name, line, column, message, ERROR, "", "escape"))
+            return
+    scan: Optional[_JsonScan] = None
     if len(values) > 1:
         # Only pachctl 1.x read a stream of JSON objects; 2.x stops after the first one.
-        second = _scan_json(part, lines)[1]
-        line, column = second if second else positions.default
+        scan = _scan_json(part, lines)
+        line, column = scan.second_root or positions.default
         result.diagnostics.append(
             Diagnostic(
                 name,
@@ -403,31 +432,53 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
                 "concatenated-json",
             )
         )
-    if _pairs_hook.duplicates:  # type: ignore[attr-defined]
-        for path, where, first in _scan_json(part, lines)[2]:
-            result.diagnostics.append(_duplicate(name, path[1:], where, first))
+    if hook.duplicates or hook.long_key:
+        scan = scan or _scan_json(part, lines)
+        for path, where in scan.long_keys[:MAX_REPORTED]:
+            result.diagnostics.append(_long_key(name, path[1:], where))
+        _add_duplicates(name, [(path[1:], where, first) for path, where, first in scan.duplicates], result)
+        if scan.long_keys:
+            return
     for root, value in enumerate(values):
         _add_root(name, value, positions, root, result)
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
+def _not_strict_json(name: str, line: int, column: int, error: json.JSONDecodeError) -> Diagnostic:
+    what = error.msg
+    # pachctl reads every file as YAML, so a comment or a trailing comma is fine for it;
+    # editors, jq and every JSON tool stop here.
+    return Diagnostic(
+        name,
+        line,
+        column,
+        f"not strict JSON ({what}): pachctl reads it as YAML and takes it, but JSON tools will"
+        " not; remove the comment, trailing comma or single quotes, or rename the file .yaml",
+        WARNING,
+        "",
+        "not-strict-json",
+    )
 
 
-def _has_lone_surrogate(values: List[Any]) -> bool:
-    """Whether a decoded string or key holds half a surrogate pair (iterative)."""
-    stack = list(values)
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                return True
-        elif isinstance(value, dict):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
+def _long_key(name: str, path: JsonPath, where: Position) -> Diagnostic:
+    return Diagnostic(
+        name,
+        where[0],
+        where[1],
+        f"a key longer than {MAX_KEY_CHARS} characters, which pachctl's YAML reader (yaml.v3)"
+        " refuses; no field of a spec is that long",
+        ERROR,
+        format_json_path(path),
+        "long-key",
+    )
+
+
+def _add_duplicates(name: str, duplicates: List[Tuple[JsonPath, Position, Position]], result: LoadedFile) -> None:
+    for path, where, first in duplicates[:MAX_REPORTED]:
+        result.diagnostics.append(_duplicate(name, path, where, first))
+    if len(duplicates) > MAX_REPORTED:
+        line, column = duplicates[MAX_REPORTED][1]
+        message = f"{len(duplicates) - MAX_REPORTED} more duplicate keys in this document are not listed"
+        result.diagnostics.append(Diagnostic(name, line, column, message, ERROR, "", "duplicate-key"))
 
 
 def values_may_follow(part: str, offset: int) -> bool:
@@ -441,7 +492,7 @@ def _skip_blank(text: str, offset: int) -> int:
     return offset
 
 
-def _duplicate(name: str, path: tuple, where: Position, first: Position) -> Diagnostic:
+def _duplicate(name: str, path: JsonPath, where: Position, first: Position) -> Diagnostic:
     key = path[-1]
     return Diagnostic(
         name,
@@ -460,21 +511,32 @@ def _duplicate(name: str, path: tuple, where: Position, first: Position) -> Diag
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
 
 
-def _scan_json(part: str, lines: _LineIndex):
+@dataclass
+class _JsonScan:
+    positions: Dict[JsonPath, Position]
+    second_root: Optional[Position]
+    duplicates: List[Tuple[JsonPath, Position, Position]]  # (path, position, first position)
+    long_keys: List[Tuple[JsonPath, Position]]
+
+
+_SCAN_BUDGET = 100_000  # tokens; later values of a huge file are placed at their parents
+
+
+def _scan_json(part: str, lines: _LineIndex) -> _JsonScan:
     """Walk the tokens of a JSON text: positions of every value, the start of a second
-    top-level value, and duplicate keys (path, position, first position).
+    top-level value, duplicate keys, and keys too long for yaml.v3.
 
     Only run when a diagnostic needs a position, so it may be slower than `json`.
     """
-    positions: Dict[tuple, Position] = {}
-    duplicates: List[Tuple[tuple, Position, Position]] = []
+    positions: Dict[JsonPath, Position] = {}
+    duplicates: List[Tuple[JsonPath, Position, Position]] = []
+    long_keys: List[Tuple[JsonPath, Position]] = []
     second_root: Optional[Position] = None
     # frame: [is_object, path, key or index, expecting_key, keys seen]
-    stack: List[list] = []
+    stack: List[List[Any]] = []
     root = -1
-    # A file with more values than MAX_VALUES is refused anyway; stopping there keeps a
-    # diagnostic on a huge file from costing seconds (later values fall back to parents).
-    budget = 4 * MAX_VALUES + 16
+    # Stopping early keeps a diagnostic on a huge file from costing seconds.
+    budget = _SCAN_BUDGET
     for match in _JSON_TOKEN.finditer(part):
         budget -= 1
         if budget < 0:
@@ -492,6 +554,8 @@ def _scan_json(part: str, lines: _LineIndex):
                         key = _json_string(token)
                         where = lines.position(match.start())
                         path = frame[1] + (key,)
+                        if len(token) > MAX_KEY_CHARS:
+                            long_keys.append((path, where))
                         if key in frame[4]:
                             duplicates.append((path, where, positions.get(path, where)))
                         else:
@@ -525,14 +589,15 @@ def _scan_json(part: str, lines: _LineIndex):
             stack.append([True, path, None, True, set()])
         elif char == "[":
             stack.append([False, path, 0, False, None])
-    return positions, second_root, duplicates
+    return _JsonScan(positions, second_root, duplicates, long_keys)
 
 
 def _json_string(token: str) -> str:
     try:
-        return json.loads(token)
+        value = json.loads(token)
     except ValueError:
         return token[1:-1]
+    return value if isinstance(value, str) else token[1:-1]
 
 
 def _deep_json_position(part: str, lines: _LineIndex) -> Position:
@@ -568,17 +633,26 @@ _SCALAR_TAGS = {_TAG + "str", _TAG + "int", _TAG + "float", _TAG + "bool", _TAG 
 _COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
 
 
+_NUMERIC_START = frozenset("+-.0123456789")
+# What Go's json.Number accepts when pachctl marshals a YAML float (yamlToJSON keeps the text
+# as written, with a "0" put before a leading "."); `1.` or `+1.5` fail there.
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
+
+
 def _resolve_plain(text: str, where: Position) -> Any:
     """A plain (unquoted, untagged) scalar as yaml.v3 reads it, then as pachctl accepts it."""
-    if text in _NULLS:
-        return None
-    if text in _BOOLS:
-        return _BOOLS[text]
+    if text[:1] not in _NUMERIC_START:
+        if text in _NULLS:
+            return None
+        if text in _BOOLS:
+            return _BOOLS[text]
+        return text
+    if text.isdigit() and text.isascii() and len(text) < 19 and (text[0] != "0" or len(text) == 1):
+        return int(text)  # the common case, without the regular expressions below
     if text in _SPECIAL_FLOATS:
         raise _Refused(where, f"{text} has no JSON form; quote it if it is meant as text", "yaml-scalar")
-    if text[0] not in "+-.0123456789":
-        return text
-    if _TIMESTAMP.match(text):
+    if _TIMESTAMP.match(text) and _is_real_time(text):
+        # yaml.v3 tags only a date Go's time.Parse takes: `2024-02-30` stays a string
         raise _Refused(
             where, f'unquoted {text} is a YAML timestamp, which pachctl refuses; quote it: "{text}"', "yaml-scalar"
         )
@@ -596,9 +670,34 @@ def _resolve_plain(text: str, where: Position) -> Any:
     if _YAML_FLOAT.match(plain):
         number = float(plain)
         if math.isinf(number):
-            return text  # out of range for a float: leave it for the schema to reject
+            return text  # out of range for a float: yaml.v3 keeps it a string
+        if not _JSON_NUMBER.match("0" + text if text.startswith(".") else text):
+            raise _Refused(
+                where,
+                f"YAML reads {text} as a number that pachctl cannot pass on as JSON; write {number!r},"
+                " or quote it if it is text",
+                "yaml-scalar",
+            )
         return number
     return text
+
+
+_TIME_PARTS = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})(?:[Tt ]([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2}))?")
+
+
+def _is_real_time(text: str) -> bool:
+    """Whether Go's time.Parse takes this date (and time): month, day and clock in range."""
+    import datetime  # only for the rare unquoted date
+
+    match = _TIME_PARTS.match(text)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second = (int(part or 0) for part in match.groups())
+    try:
+        datetime.date(year or 2000, month, day)  # Go's year 0 is a leap year, like 2000
+    except ValueError:
+        return False
+    return hour < 24 and minute < 60 and second < 60
 
 
 def _short_tag(tag: str) -> str:
@@ -626,7 +725,12 @@ def _resolve_tagged(tag: str, text: str, plain: bool, where: Position) -> Any:
     if tag not in _SCALAR_TAGS:
         raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl; remove it", "yaml-tag")
     value = _resolve_plain(text, where) if text else None
-    expected = {_TAG + "int": int, _TAG + "float": (int, float), _TAG + "bool": bool, _TAG + "null": type(None)}[tag]
+    expected: Any = {
+        _TAG + "int": int,
+        _TAG + "float": (int, float),
+        _TAG + "bool": bool,
+        _TAG + "null": type(None),
+    }[tag]
     if isinstance(value, bool) and expected is not bool:
         value = text
     if not isinstance(value, expected):
@@ -639,18 +743,25 @@ _READ, _REFUSED, _SYNTAX_ERROR = "read", "refused", "syntax error"
 
 def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -> str:
     """Read YAML documents into `result`; says whether they were read, refused, or unparsable."""
+    if len(text) > MAX_YAML_BYTES:
+        # a character may be several bytes: the text is over the limit in bytes too
+        message = (
+            f"{len(text) / 1024:.0f} kB of YAML, over the {MAX_YAML_BYTES // 1024} kB limit for YAML in a spec"
+            f" file (JSON may take up to {MAX_FILE_BYTES // 1048576} MB): split the file; it was not read"
+        )
+        result.diagnostics.append(Diagnostic(name, first_line, 1, message, ERROR, "", "file-too-large"))
+        return _REFUSED
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    builder = _YamlBuilder(first_line)
+    builder = _YamlBuilder(text, first_line)
     try:
         for event in yaml.parse(text, Loader=loader):
             done = builder.feed(event)
             if done is not None:
                 value, positions, duplicates = done
-                for path, where, first in duplicates:
-                    result.diagnostics.append(_duplicate(name, path, where, first))
-                found = _Positions(lambda p=positions: p, positions.get((0,), (first_line, 1)))
+                _add_duplicates(name, duplicates, result)
+                found = _Positions(_fixed(positions), positions.get((0,), (first_line, 1)))
                 _add_root(name, value, found, 0, result)
     except _Refused as refused:
         line, column = refused.position
@@ -685,6 +796,10 @@ def _load_yaml_text(name: str, text: str, first_line: int, result: LoadedFile) -
     return _READ
 
 
+def _fixed(positions: Dict[JsonPath, Position]) -> Callable[[], Dict[JsonPath, Position]]:
+    return lambda: positions
+
+
 def _placeholder_hint(text: str, row: int) -> str:
     """Advice when the offending line holds `{{`: unquoted, YAML reads it as a mapping."""
     lines = text.split("\n", row + 1)
@@ -695,19 +810,25 @@ def _placeholder_hint(text: str, row: int) -> str:
     return ""
 
 
+_Done = Tuple[Any, Dict[JsonPath, Position], List[Tuple[JsonPath, Position, Position]]]
+
+
 class _YamlBuilder:
     """Builds plain values from PyYAML events, iteratively, recording positions."""
 
-    def __init__(self, first_line: int) -> None:
+    def __init__(self, text: str, first_line: int) -> None:
+        self.text = text
+        self.backslashes = "\\" in text  # escapes are looked at only when there may be some
         self.first_line = first_line
+        self.documents = 0  # of the whole text, against MAX_SPECS
         self._reset()
 
     def _reset(self) -> None:
-        self.stack: List[list] = []  # [container, path, pending key, key position, is_map]
-        self.events = getattr(self, "events", 0)  # of the whole text, against MAX_VALUES
-        self.positions: Dict[tuple, Position] = {}
-        self.duplicates: List[Tuple[tuple, Position, Position]] = []
+        self.stack: List[List[Any]] = []  # [container, path, pending key, key position, is_map]
+        self.positions: Dict[JsonPath, Position] = {}
+        self.duplicates: List[Tuple[JsonPath, Position, Position]] = []
         self.root: Any = None
+        self.start: Optional[Position] = None  # of an explicit document's `---`
 
     def _expecting_key(self) -> bool:
         return bool(self.stack) and self.stack[-1][4] and self.stack[-1][3] is None
@@ -718,24 +839,41 @@ class _YamlBuilder:
             return ()
         container, path, key, key_where, is_map = self.stack[-1]
         if is_map:
-            return path[1:] + ((key,) if key_where is not None else ())
-        return path[1:] + (len(container),)
+            return tuple(path[1:]) + ((key,) if key_where is not None else ())
+        return tuple(path[1:]) + (len(container),)
 
     def _where(self, event: Any) -> Position:
         mark = event.start_mark
         return (mark.line + self.first_line, mark.column + 1)
 
-    def feed(self, event: Any):
+    def feed(self, event: Any) -> Optional[_Done]:
         kind = type(event).__name__
-        if kind in ("DocumentStartEvent", "ScalarEvent", "MappingStartEvent", "SequenceStartEvent", "AliasEvent"):
-            self.events += 1
-            if self.events > MAX_VALUES:
-                # parsing a million empty documents or tiny values costs PyYAML ~20 s
-                raise _Refused(self._where(event), _too_many_message(), "too-many-values")
+        if kind == "ScalarEvent":
+            self._scalar(event)
+            return None
+        if kind == "MappingEndEvent" or kind == "SequenceEndEvent":
+            self.stack.pop()
+            return None
         if kind == "DocumentStartEvent":
+            self.documents += 1
+            if self.documents > MAX_SPECS:
+                # parsing a million empty documents costs PyYAML ~20 s
+                raise _Refused(self._where(event), _too_many_message(), "too-many-specs")
+            version = getattr(event, "version", None)
+            if version is not None and tuple(version) != (1, 1):
+                # yaml.v3 takes `%YAML 1.1` only ("found incompatible YAML document")
+                raise _Refused(
+                    self._where(event),
+                    f"pachctl's YAML reader (yaml.v3) refuses `%YAML {version[0]}.{version[1]}`; delete the %YAML line",
+                    "yaml-directive",
+                )
             self._reset()
+            if getattr(event, "explicit", False):
+                self.start = self._where(event)
             return None
         if kind == "DocumentEndEvent":
+            if self.root is None and self.start is not None:
+                self.positions[(0,)] = self.start  # an empty document is shown at its `---`
             return self.root, self.positions, self.duplicates
         if kind in ("StreamStartEvent", "StreamEndEvent"):
             return None
@@ -745,23 +883,8 @@ class _YamlBuilder:
                 "YAML anchors and aliases (&name, *name, <<) are refused by pachctl; write the values out",
                 "yaml-alias",
             )
-        if kind in ("MappingEndEvent", "SequenceEndEvent"):
-            self.stack.pop()
-            return None
-        where = self._where(event)
-        if kind == "ScalarEvent":
-            tag = event.tag
-            if self._expecting_key() and tag in (None, "!"):
-                value = event.value  # JSON keys are strings: `on:` or `1:` as written
-            elif tag is None and event.style in ("", None) and event.implicit[0]:
-                value = _resolve_plain(event.value, where)
-            elif tag is None or tag == "!":
-                value = event.value
-            else:
-                value = _resolve_tagged(tag, event.value, event.style in ("", None), where)
-            self._place(value, where, event, None)
-            return None
         # MappingStartEvent / SequenceStartEvent
+        where = self._where(event)
         tag = event.tag
         if tag not in (None, "!") and tag not in _COLLECTION_TAGS:
             raise _Refused(where, f"YAML tag {_short_tag(tag)} is not supported by pachctl; remove it", "yaml-tag")
@@ -773,7 +896,34 @@ class _YamlBuilder:
         self.stack.append([container, path, None, None, is_map])
         return None
 
-    def _place(self, value: Any, where: Position, event: Any, collection: Any) -> tuple:
+    def _scalar(self, event: Any) -> None:
+        if getattr(event, "anchor", None):
+            raise _Refused(
+                self._where(event),
+                "YAML anchors and aliases (&name, *name, <<) are refused by pachctl; write the values out",
+                "yaml-alias",
+            )
+        where = self._where(event)
+        tag = event.tag
+        style = event.style
+        if style == '"' and self.backslashes and "\\" in self._source(event):
+            bad = _BAD_ESCAPE.search(self._source(event))
+            if bad is not None:
+                raise _Refused(where, escape_problem(bad.group(1)), "escape")
+        if self._expecting_key() and tag in (None, "!"):
+            value: Any = event.value  # JSON keys are strings: `on:` or `1:` as written
+        elif tag is None and not style and event.implicit[0]:
+            value = _resolve_plain(event.value, where)
+        elif tag is None or tag == "!":
+            value = event.value
+        else:
+            value = _resolve_tagged(tag, event.value, not style, where)
+        self._place(value, where, event, None)
+
+    def _source(self, event: Any) -> str:
+        return self.text[event.start_mark.index : event.end_mark.index]
+
+    def _place(self, value: Any, where: Position, event: Any, collection: Any) -> JsonPath:
         """Attach a new value to its parent; returns its path."""
         if not self.stack:
             self.root = value
@@ -787,7 +937,7 @@ class _YamlBuilder:
                     raise _Refused(where, "a mapping key must be a plain string, not a list or mapping", "yaml-key")
                 frame[2] = _key_text(event.value, value)
                 frame[3] = where
-                return path
+                return tuple(path)
             member = path + (key,)
             if key in container:
                 # the later value wins, as in pachctl 2.8+; the duplicate is still an error
@@ -797,11 +947,11 @@ class _YamlBuilder:
             container[key] = value
             frame[2] = None
             frame[3] = None
-            return member
+            return tuple(member)
         member = path + (len(container),)
         container.append(value)
         self.positions[member] = where
-        return member
+        return tuple(member)
 
 
 def _key_text(raw: str, value: Any) -> str:

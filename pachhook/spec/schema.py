@@ -146,6 +146,15 @@ class _Node:
         self.exclusive: Tuple[Tuple[str, str], ...] = ()
 
 
+# Problems listed per spec: a million list items of the wrong type make one summary line,
+# not a million lines (and not the seconds it takes to word them).
+MAX_PROBLEMS = 100
+
+
+class _Enough(Exception):
+    """Raised inside the evaluation once MAX_PROBLEMS are found."""
+
+
 class SchemaError(Exception):
     """The schema file uses something this evaluator does not implement."""
 
@@ -344,6 +353,8 @@ class _Checker:
         self.out: List[Problem] = []
 
     def report(self, path: JsonPath, message: str, rule: str) -> None:
+        if len(self.out) >= MAX_PROBLEMS:
+            raise _Enough()
         self.out.append(Problem(path, message, ERROR, rule))
 
     def check(self, node: _Node, value: Any, path: JsonPath, collect: bool) -> bool:
@@ -703,6 +714,9 @@ def check(document: Any) -> List[Problem]:
         checker.check(checker.defs["CreatePipelineRequest"], document, (), True)
     except RecursionError:
         return [Problem((), "the spec nests too deeply to check", ERROR, "too-deep")]
+    except _Enough:
+        summary = f"more problems in this spec are not listed (the first {MAX_PROBLEMS} are)"
+        return _dedupe(checker.out) + [Problem((), summary, ERROR, "too-many-problems")]
     return _dedupe(checker.out)
 
 

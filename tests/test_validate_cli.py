@@ -31,7 +31,7 @@ GOOD_JSON = """{
 GOOD_YAML = """pipeline:
   name: montage
 transform:
-  image: "registry.example.com/team/montage:{{ short_commit }}"
+  image: "registry.example.com/team/montage:{{ tag }}"
   cmd: [sh, -c, "echo {{ branch }}"]
 input:
   pfs:

@@ -118,7 +118,7 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
         for path, entry in gitrepo.ls_tree(commit, root).items():
             if entry.kind == "blob" and matcher.match(path):
                 versions.setdefault((path, entry.sha), []).append(commit)
-    refused = check_versions(root, versions, args.strict, config.jsonnet_args)
+    refused = check_versions(root, versions, args.strict, config.jsonnet_args, config.tag)
     templates = len({path for path, _ in versions})
     if refused:
         bad_commits = {commit for key in refused for commit in versions[key]}
@@ -166,6 +166,7 @@ def check_versions(
     versions: Dict[Tuple[str, str], List[str]],
     strict: bool,
     jsonnet_args: Optional[Dict[str, str]] = None,
+    tag_form: str = "full",
 ) -> List[Tuple[str, str]]:
     """Validate each distinct template version once; print the problems; return the bad ones."""
     from dataclasses import replace
@@ -176,7 +177,9 @@ def check_versions(
     blobs = gitrepo.read_blobs([blob for _, blob in versions], root)
     refused = []
     for (path, blob), holders in versions.items():
-        diagnostics = validate_bytes(path, blobs.get(blob, b""), strict=strict, jsonnet_args=jsonnet_args)
+        diagnostics = validate_bytes(
+            path, blobs.get(blob, b""), strict=strict, jsonnet_args=jsonnet_args, tag_form=tag_form
+        )
         if not diagnostics:
             continue
         first = holders[0][:12]

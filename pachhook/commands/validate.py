@@ -103,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
             for problem in error.problems:
                 print(f"pachhook: {problem}", file=sys.stderr)
             return EXIT_PROBLEMS
-    diagnostics = validate_paths(files, strict=args.strict, jsonnet_args=jsonnet_args)
+    diagnostics = validate_paths(files, strict=args.strict, jsonnet_args=jsonnet_args, tag_form=_tag_form())
     output = report.render(diagnostics, args.format)
     try:
         if output or args.format == "json":  # json: always a list, `[]` when all is well
@@ -131,6 +131,30 @@ def _configured_templates(folder: Optional[str]) -> List[str]:
     if folder:  # shown under the folder as the user wrote it: `examples/edges/pipeline.json`
         return [os.path.join(folder, os.path.relpath(path, start)) for path in templates if _is_within(path, start)]
     return [os.path.relpath(path, cwd) for path in templates]
+
+
+def _tag_form() -> str:
+    """The configuration's `tag` (the tag delivery pushes), "full" when it cannot be read.
+
+    The TOML parser costs the hook ~30 ms: the files are parsed only when their text
+    sets `tag = "short"` at all.
+    """
+    import re
+
+    from pachhook.core.config import ConfigError, load_config
+
+    root = _repository_root(Path.cwd())
+    for name in ("pyproject.toml", ".pachhook.toml"):
+        try:
+            text = (root / name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(r"""^\s*tag\s*=\s*["']short["']""", text, re.MULTILINE):
+            try:
+                return str(load_config(root).tag)
+            except (ConfigError, OSError):
+                return "full"  # a bad configuration is reported by the commands that need it
+    return "full"
 
 
 def _is_within(path: Path, folder: Path) -> bool:

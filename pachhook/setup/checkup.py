@@ -196,7 +196,9 @@ def check_templates(probe: Probe) -> List[Check]:
                 "name them pipeline.json|yaml or NAME.pipeline.json|yaml, or set `templates` in the configuration",
             )
         ]
-    diagnostics = validate_paths(probe.templates, jsonnet_args=probe.config.jsonnet_args)
+    diagnostics = validate_paths(
+        probe.templates, jsonnet_args=probe.config.jsonnet_args, tag_form=getattr(probe.config, "tag", "full")
+    )
     images = []
     for path in probe.templates:
         try:

@@ -37,6 +37,7 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
         "types_or": ["json", "yaml", "jsonnet"],
         "files": DEFAULT_FILES,
         "stages": ["pre-commit", "pre-push", "manual"],
+        "verbose": True,  # warnings of a passing check are shown, not hidden by the framework
     },
     {
         "id": "pachhook-queue",

@@ -118,3 +118,86 @@ def image_to_build(document: Any, values: Optional[Dict[str, str]] = None) -> Op
     if values is not None:
         repository, _ = render_string(repository, values)
     return repository
+
+
+# Near misses of a placeholder (`{ tag }`, `{{ tag}`, `tag }}`, `${TAG}`): any brace left in an
+# image once the real placeholders are taken out, since an image reference holds none.
+_NEAR_MISS = re.compile(r"\$?\{+[^{}]*\}*|[^{}/:@]*\}+")
+# The placeholder that names the pushed tag, by `tag` form of the configuration.
+_TAG_PLACEHOLDERS = {"full": ("tag", "commit"), "short": ("tag", "short_commit")}
+
+
+def image_template_problems(document: Any, tag_form: str = "full") -> List[Problem]:
+    """What makes the image of a template undeliverable: all errors, on `transform.image`.
+
+    Delivery pushes the image it builds as REPOSITORY:TAG, TAG being the full commit SHA
+    (or its first 7 characters with `tag = "short"`), and applies the spec rendered with
+    that tag. So the repository part cannot hold a placeholder (nothing renders it before
+    the push), the tag must be exactly the placeholder of the pushed tag, and a malformed
+    placeholder, left in the image as text, names an image that does not exist.
+    """
+    if not isinstance(document, dict):
+        return []
+    transform = document.get("transform")
+    image = transform.get("image") if isinstance(transform, dict) else None
+    if not isinstance(image, str):
+        return []
+    path: JsonPath = ("transform", "image")
+    shown = image if len(image) <= 200 else image[:200] + "…"
+    problems: List[Problem] = []
+    without = PLACEHOLDER.sub("", image)
+    for match in _NEAR_MISS.finditer(without):
+        word = re.search(r"[A-Za-z_][A-Za-z0-9_]*", match.group(0))
+        meant = word.group(0).lower() if word and word.group(0).lower() in PLACEHOLDERS else "tag"
+        problems.append(
+            Problem(
+                path,
+                f"image {shown!r}: {match.group(0)!r} is not a placeholder: write {{{{ {meant} }}}}"
+                " (two braces on each side)",
+                ERROR,
+                "malformed-placeholder",
+            )
+        )
+        return problems  # one is enough: the others are the same mistake
+    if not has_placeholder(image):
+        return problems  # a fixed image: deployed as written, nothing built
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.find(":", slash + 1)
+    if (
+        has_placeholder(name[: slash + 1])
+        or (colon == -1 and has_placeholder(name))
+        or (colon != -1 and has_placeholder(name[slash + 1 : colon]))
+    ):
+        placeholder = PLACEHOLDER.search(name[:colon] if colon != -1 else name)
+        problems.append(
+            Problem(
+                path,
+                f"image {shown!r}: placeholder {placeholder.group(0) if placeholder else ''} in the image"
+                " repository: pachhook builds and pushes one repository per image, so placeholders go"
+                " in the tag only (REPOSITORY:{{ tag }})",
+                ERROR,
+                "image-repository-placeholder",
+            )
+        )
+        return problems
+    if colon == -1 or "@" in image:
+        return problems
+    tag = name[colon + 1 :]
+    allowed = _TAG_PLACEHOLDERS.get(tag_form, _TAG_PLACEHOLDERS["full"])
+    match = PLACEHOLDER.fullmatch(tag)
+    if match is None or match.group(1) not in allowed:
+        if match is not None and match.group(1) not in PLACEHOLDERS:
+            return problems  # an unknown placeholder: reported as such by render()
+        pushed = "its first 7 characters" if tag_form == "short" else "the full commit SHA"
+        problems.append(
+            Problem(
+                path,
+                f"image {shown!r}: the tag {tag!r} can never be deployed: pachhook pushes the image"
+                f" tagged with {pushed}, so write the tag as {{{{ tag }}}}"
+                + (' (tag = "short" in the configuration for 7-character tags)' if tag_form != "short" else ""),
+                ERROR,
+                "image-tag-form",
+            )
+        )
+    return problems

@@ -15,11 +15,15 @@ from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
 from pachhook.spec import jsonnet, rules, schema
 from pachhook.spec.loader import MAX_FILE_BYTES, LoadedFile, load_bytes, load_path
-from pachhook.spec.template import image_to_build, render, sample_values
+from pachhook.spec.template import image_template_problems, image_to_build, render, sample_values
 
 
 def validate_bytes(
-    name: str, data: bytes, strict: bool = False, jsonnet_args: Optional[Mapping[str, str]] = None
+    name: str,
+    data: bytes,
+    strict: bool = False,
+    jsonnet_args: Optional[Mapping[str, str]] = None,
+    tag_form: str = "full",
 ) -> List[Diagnostic]:
     """All problems of one spec file's content; `name` is the file name shown.
 
@@ -28,12 +32,15 @@ def validate_bytes(
     """
     if jsonnet.is_jsonnet(name):
         loaded = jsonnet.load(name, data, jsonnet.arguments(sample_values(), jsonnet_args))
-        return _check(name, loaded, strict, rendered=True)
-    return _check(name, load_bytes(name, data), strict)
+        return _check(name, loaded, strict, rendered=True, tag_form=tag_form)
+    return _check(name, load_bytes(name, data), strict, tag_form=tag_form)
 
 
 def validate_paths(
-    paths: Iterable[Union[str, Path]], strict: bool = False, jsonnet_args: Optional[Mapping[str, str]] = None
+    paths: Iterable[Union[str, Path]],
+    strict: bool = False,
+    jsonnet_args: Optional[Mapping[str, str]] = None,
+    tag_form: str = "full",
 ) -> List[Diagnostic]:
     """All problems of the given files, file by file, each file's in line order."""
     diagnostics: List[Diagnostic] = []
@@ -46,14 +53,14 @@ def validate_paths(
                 message = f"cannot read file: {error.strerror or error}"
                 diagnostics.append(Diagnostic(str(path), 1, 1, message, ERROR, "", "unreadable"))
                 continue
-            diagnostics += validate_bytes(str(path), data, strict, jsonnet_args)
+            diagnostics += validate_bytes(str(path), data, strict, jsonnet_args, tag_form)
             continue
-        diagnostics += _check(str(path), load_path(path), strict)
+        diagnostics += _check(str(path), load_path(path), strict, tag_form=tag_form)
     return diagnostics
 
 
-def check_document(value: Any, strict: bool = False, rendered: bool = False) -> List[Problem]:
-    """Problems of one parsed spec.
+def check_document(value: Any, strict: bool = False, rendered: bool = False, tag_form: str = "full") -> List[Problem]:
+    """Problems of one parsed spec; `tag_form` is the configuration's `tag`, the tag delivery pushes.
 
     A template's placeholders are filled with samples first; `rendered` says the value is
     already what a Jsonnet template rendered to (with the sample values): nothing to fill,
@@ -66,6 +73,11 @@ def check_document(value: Any, strict: bool = False, rendered: bool = False) -> 
         return found
     rendered_value, problems = render(value, sample_values())
     found = schema.check(rendered_value) + rules.check(rendered_value, strict=strict)
+    undeliverable = image_template_problems(value, tag_form)
+    if undeliverable:
+        # the image's own error says why; "not a valid image reference" would repeat it
+        found = [p for p in found if not (p.rule == "image-reference" and p.path == undeliverable[0].path)]
+        problems = problems + undeliverable
     if image_to_build(value) is not None:
         # pachhook builds and pushes this image under the rendered name, so a name the
         # registry cannot take is an error here, not the warning it is for other images.
@@ -78,12 +90,14 @@ def check_document(value: Any, strict: bool = False, rendered: bool = False) -> 
     return problems + found
 
 
-def _check(name: str, loaded: LoadedFile, strict: bool, rendered: bool = False) -> List[Diagnostic]:
+def _check(
+    name: str, loaded: LoadedFile, strict: bool, rendered: bool = False, tag_form: str = "full"
+) -> List[Diagnostic]:
     diagnostics = list(loaded.diagnostics)
     several = len(loaded.documents) > 1
     for document in loaded.documents:
         seen = set()
-        for problem in check_document(document.value, strict, rendered):
+        for problem in check_document(document.value, strict, rendered, tag_form):
             key = (problem.path, problem.message, problem.severity)
             if key in seen:
                 continue

@@ -3,6 +3,8 @@
 Each subcommand lives in `pachhook.commands.<module>` with its own
 `build_parser() -> argparse.ArgumentParser` and `main(argv) -> int`. Only the module of
 the command being run is imported, so a hook pays for its own imports and nothing else.
+Every command runs inside `guard`, the one place where a bug, Ctrl-C or a closed pipe
+becomes an exit status.
 """
 
 from __future__ import annotations
@@ -68,8 +70,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pachhook: unknown command {name!r}", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2
+    return guard(name, args[1:])
+
+
+def guard(name: str, argv: Sequence[str]) -> int:
+    """Run command `name`: the one place that turns what escapes a command into an exit status.
+
+    Ctrl-C is one line and 130; a reader that stopped reading (`pachhook status | head`)
+    ends the command quietly with 141, as a shell pipeline would; a bug is one line,
+    `pachhook NAME: internal error: ...`, and 3, never a traceback.
+    """
     try:
-        return load_command(name).main(args[1:])
+        status = load_command(name).main(argv)
+        sys.stdout.flush()  # buffered output meets a closed pipe here, not after the guard at exit
+        return status
     except KeyboardInterrupt:
-        print("pachhook: interrupted", file=sys.stderr)
+        print(f"pachhook {name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        from pachhook.core.output import quiet_broken_pipe
+
+        return quiet_broken_pipe()
+    except Exception as error:
+        from pachhook.core.sanitize import one_line
+
+        text = one_line(error)
+        kind = f"{type(error).__name__}: {text}" if text else type(error).__name__
+        print(f"pachhook {name}: internal error: {kind} (please report it)", file=sys.stderr)
+        return 3

@@ -87,7 +87,8 @@ def generate() -> str:
             "Besides the exit statuses each command lists below: a bug in pachhook ends a command with"
             " one line, `pachhook COMMAND: internal error: ...`, and exit status 3 (please report it);"
             " a command whose output reader goes away (`pachhook status | head -1`) exits 141, as"
-            " a shell pipeline would.",
+            " a shell pipeline would, without a word; Ctrl-C ends a command with one line,"
+            " `pachhook COMMAND: interrupted`, and exit status 130.",
             "",
             "| command | what it does |",
             "| --- | --- |",

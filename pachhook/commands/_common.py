@@ -1,5 +1,8 @@
-"""What every subcommand's entry point shares: argument parsing that returns an exit status,
-a guard that turns a closed pipe or a bug into one line, and opening the repository's queue."""
+"""What the subcommands' entry points share: argument parsing that returns an exit status,
+and opening the repository's queue (to act on one job).
+
+The guard that turns a closed pipe, Ctrl-C or a bug into an exit status is `pachhook.cli.guard`,
+around every command."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ if TYPE_CHECKING:  # typing costs milliseconds the post-commit hook does not spe
     from typing import Callable, Optional, Sequence, Union
 
     from pachhook.queue.store import Queue
+    from pachhook.setup.hookinstall import Outcome
 
 
 def parse_args(parser: "argparse.ArgumentParser", argv: "Optional[Sequence[str]]") -> "Union[argparse.Namespace, int]":
@@ -34,21 +38,6 @@ def positive_seconds(text: str) -> float:
     return seconds
 
 
-def guard(prog: str, body: "Callable[..., int]", *args: object) -> int:
-    """Run body(*args): a reader that stopped reading ends it quietly, and a bug (or a queue
-    database that cannot be read) is one line with exit status 3, never a traceback."""
-    try:
-        return body(*args)
-    except BrokenPipeError:  # output piped into a pager or `head` that stopped reading
-        from pachhook.core.output import quiet_broken_pipe
-
-        return quiet_broken_pipe()
-    except Exception as error:
-        text = " ".join(str(error).split())
-        print(f"{prog}: internal error: {type(error).__name__}: {text} (please report it)", file=sys.stderr)
-        return 3
-
-
 def open_queue(prog: str) -> "Optional[Queue]":
     """The queue of the repository around the working directory, or None after saying why not."""
     from pachhook.core import gitrepo
@@ -59,3 +48,31 @@ def open_queue(prog: str) -> "Optional[Queue]":
     except gitrepo.GitError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return None
+
+
+def on_queue(prog: str, action: "Callable[[Queue], int]") -> int:
+    """`action(queue)` on the repository's queue, the exit status it returns.
+
+    2 when there is no queue to open (not a repository), 1 when the queue refuses the action
+    (no such job, a job in the wrong state), each after one line saying why.
+    """
+    from pachhook.queue.store import QueueError
+
+    queue = open_queue(prog)
+    if queue is None:
+        return 2
+    with queue:
+        try:
+            return action(queue)
+        except QueueError as error:
+            print(f"{prog}: {error}", file=sys.stderr)
+            return 1
+
+
+def print_outcome(prog: str, outcome: "Outcome") -> int:
+    """Print what a setup action did (its lines to stdout, its problems to stderr); its exit status."""
+    for line in outcome.said:
+        print(f"{prog}: {line}")
+    for line in outcome.problems:
+        print(f"{prog}: {line}", file=sys.stderr)
+    return outcome.status

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, open_queue, parse_args
+from pachhook.commands._common import on_queue, parse_args
+from pachhook.queue.store import Queue
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,24 +18,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.queue.store import QueueError
+    return on_queue("pachhook cancel", lambda queue: _cancel(queue, args.job))
 
-    queue = open_queue("pachhook cancel")
-    if queue is None:
-        return 2
-    with queue:
-        try:
-            job = queue.cancel(args.job)
-        except QueueError as error:
-            print(f"pachhook cancel: {error}", file=sys.stderr)
-            return 1
+
+def _cancel(queue: Queue, job_id: int) -> int:
+    job = queue.cancel(job_id)
     print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}) cancelled")
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook cancel", _main, argv)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from pachhook.commands._common import guard, parse_args
+from pachhook.commands._common import parse_args
 from pachhook.core import gitrepo
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
@@ -101,7 +101,7 @@ def pushed_commits(remote: Optional[str], lines: Sequence[str], env: Mapping[str
 
 def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence[str]) -> int:
     from pachhook.core.config import ConfigError, load_config
-    from pachhook.queue.affected import template_matcher
+    from pachhook.queue.affected import commit_templates
 
     root = gitrepo.repo_root()
     try:
@@ -111,13 +111,12 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
             print(f"pachhook check-push: {problem}", file=sys.stderr)
         return 1
     commits = pushed_commits(args.remote, lines, env)
-    matcher = template_matcher(config.templates)
     # (path, blob) -> commits holding that version of the template
     versions: Dict[Tuple[str, str], List[str]] = {}
     for commit in commits:
-        for path, entry in gitrepo.ls_tree(commit, root).items():
-            if entry.kind == "blob" and matcher.match(path):
-                versions.setdefault((path, entry.sha), []).append(commit)
+        entries = gitrepo.ls_tree(commit, root)
+        for path in commit_templates(entries, config.templates):
+            versions.setdefault((path, entries[path].sha), []).append(commit)
     refused = check_versions(root, versions, args.strict, config.jsonnet_args, config.tag)
     templates = len({path for path, _ in versions})
     if refused:
@@ -191,7 +190,3 @@ def check_versions(
         if any(item.severity == "error" for item in diagnostics):
             refused.append((path, blob))
     return refused
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook check-push", _main, argv)

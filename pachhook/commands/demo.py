@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, parse_args
+from pachhook.commands._common import parse_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    return guard("pachhook demo", _main, args)
+    return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:

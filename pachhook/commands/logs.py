@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, open_queue, parse_args
+from pachhook.commands._common import on_queue, parse_args
+from pachhook.queue.store import Queue
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,28 +16,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.queue.store import QueueError
+    return on_queue("pachhook logs", lambda queue: _print_log(queue, args.job))
 
-    queue = open_queue("pachhook logs")
-    if queue is None:
-        return 2
-    with queue:
-        try:
-            job = queue.get(args.job)
-        except QueueError as error:
-            print(f"pachhook logs: {error}", file=sys.stderr)
-            return 1
-        entries = list(queue.read_log_entries(job.id))
+
+def _print_log(queue: Queue, job_id: int) -> int:
+    job = queue.get(job_id)
+    entries = list(queue.read_log_entries(job.id))
     if not entries:
         print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}, {job.state}) has no log yet")
     for at, line in entries:
         print(time.strftime("%H:%M:%S ", time.localtime(at)) + line)
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook logs", _main, argv)

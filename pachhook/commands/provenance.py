@@ -15,7 +15,7 @@ import re
 import sys
 from typing import Any, List, Optional, Sequence
 
-from pachhook.commands._common import guard, open_queue, parse_args
+from pachhook.commands._common import open_queue, parse_args
 
 _VERSION = re.compile(r"v?\d+\Z")
 
@@ -58,10 +58,6 @@ def _depth(text: str) -> int:
     return value
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook provenance", _main, argv)
-
-
 def cluster_query(query: str) -> Optional[tuple]:
     """(repo, ref, project) for REPO@COMMIT / PIPELINE@JOB / [PROJECT/]REPO@BRANCH, ("", id, "") for a
     bare global ID, None for what the ledger answers (PIPELINE@VERSION, IMAGE@sha256:…, …)."""
@@ -80,7 +76,7 @@ def cluster_query(query: str) -> Optional[tuple]:
     return (repo, ref, project)
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, open_queue, parse_args
+from pachhook.commands._common import on_queue, parse_args
+from pachhook.queue.store import Queue
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,23 +19,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.queue.store import QueueError
+    status = on_queue("pachhook retry", lambda queue: _retry(queue, args.job))
+    if status == 0:
+        _start_worker()
+    return status
 
-    queue = open_queue("pachhook retry")
-    if queue is None:
-        return 2
-    with queue:
-        try:
-            job = queue.retry(args.job)
-        except QueueError as error:
-            print(f"pachhook retry: {error}", file=sys.stderr)
-            return 1
+
+def _retry(queue: Queue, job_id: int) -> int:
+    job = queue.retry(job_id)
     print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}) queued")
-    _start_worker()
     return 0
 
 
@@ -53,7 +50,3 @@ def _start_worker() -> None:
         return
     if config.worker == "background" and start_background(root, gitrepo.git_common_dir(root)):
         print("pachhook retry: started a background worker")
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook retry", _main, argv)

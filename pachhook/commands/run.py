@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, parse_args, positive_seconds
+from pachhook.commands._common import parse_args, positive_seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
@@ -79,7 +79,3 @@ def run_queue(args: argparse.Namespace) -> int:
             + (f", {len(summary.other)} stopped" if summary.other else "")
         )
     return 1 if summary.failed else 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook run", _main, argv)

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from typing import List, Optional, Sequence
 
-from pachhook.commands._common import guard, open_queue, parse_args
+from pachhook.commands._common import open_queue, parse_args
 from pachhook.queue.jobs import Job, StepRecord
 
 DEFAULT_LIMIT = 20
@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
@@ -115,7 +115,3 @@ def _clock(at: float) -> str:
         return "-"
     fmt = "%H:%M:%S" if time.time() - at < 20 * 3600 else "%Y-%m-%d %H:%M"
     return time.strftime(fmt, time.localtime(at))
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook status", _main, argv)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2  # and 3, an internal error, from pachhook.cli.guard
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,11 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as stop:  # argparse has printed the usage error
         return EXIT_USAGE if stop.code else EXIT_OK
     args.files = list(args.files) + extra
-    try:
-        return _run(args)
-    except Exception as error:  # a bug: one visible line, distinct exit status
-        print(f"pachhook: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT_INTERNAL
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -105,29 +101,24 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_PROBLEMS
     diagnostics = validate_paths(files, strict=args.strict, jsonnet_args=jsonnet_args, tag_form=_tag_form())
     output = report.render(diagnostics, args.format)
-    try:
-        if output or args.format == "json":  # json: always a list, `[]` when all is well
-            print(output)
-        if args.format == "text":
-            summary = report.summary(diagnostics, len(files)) if files else ("no pipeline templates found")
-            print(f"pachhook: {summary}", file=sys.stderr)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `pachhook validate | head`: the reader left, not a bug
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    if output or args.format == "json":  # json: always a list, `[]` when all is well
+        print(output)
+    if args.format == "text":
+        summary = report.summary(diagnostics, len(files)) if files else ("no pipeline templates found")
+        print(f"pachhook: {summary}", file=sys.stderr)
     return EXIT_PROBLEMS if has_errors(diagnostics) else EXIT_OK
 
 
 def _configured_templates(folder: Optional[str]) -> List[str]:
     """Templates the repository configuration names, under `folder` (default: everywhere)."""
     from pachhook.core.config import load_config
-    from pachhook.validate.checks import find_templates
+    from pachhook.validate.checks import working_tree_templates
 
     cwd = Path.cwd()
     start = Path(folder).resolve() if folder else cwd
     root = _repository_root(start)
     config = load_config(root)
-    templates = find_templates(root, config)
+    templates = working_tree_templates(root, config)
     if folder:  # shown under the folder as the user wrote it: `examples/edges/pipeline.json`
         return [os.path.join(folder, os.path.relpath(path, start)) for path in templates if _is_within(path, start)]
     return [os.path.relpath(path, cwd) for path in templates]

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, parse_args, positive_seconds
+from pachhook.commands._common import parse_args, positive_seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
@@ -54,7 +54,3 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"pachhook worker: {error}", file=sys.stderr)
         return 2
     return run_worker(root, lease_seconds=args.lease, progress=progress)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook worker", _main, argv)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from pachhook.core.globs import glob_problem
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
@@ -395,6 +397,10 @@ def _set_templates(checker: _Checker, config: Config, value: Any) -> None:
         for glob in globs:
             if glob.startswith("/") or ".." in glob.split("/"):
                 checker.problem(("templates",), f"glob {glob!r} must be relative to the repository root")
+                return
+            problem = glob_problem(glob)
+            if problem:
+                checker.problem(("templates",), f"glob {glob!r} is not a glob: {problem}")
                 return
         config.templates = globs
 

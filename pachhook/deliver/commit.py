@@ -55,11 +55,10 @@ class DeliverError(Exception):
 def plan(root: Path, commit: str, config) -> List[Planned]:
     """The pipelines of every template in `commit`, in dependency order."""
     from pachhook.core import gitrepo
-    from pachhook.queue.affected import parse_template, template_matcher
+    from pachhook.queue.affected import commit_templates, parse_template
 
     entries = gitrepo.ls_tree(commit, root)
-    matcher = template_matcher(config.templates)
-    templates = sorted(path for path, entry in entries.items() if entry.kind == "blob" and matcher.match(path))
+    templates = commit_templates(entries, config.templates)
     blobs = gitrepo.read_blobs([entries[path].sha for path in templates], root)
     planned: List[Planned] = []
     problems: List[str] = []

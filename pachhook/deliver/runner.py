@@ -28,10 +28,11 @@ DEFAULT_LEASE_SECONDS = 60.0
 
 
 def one_line(error: BaseException) -> str:
-    """An exception as one line: steps speak through StepError, anything else is named."""
+    """An exception as one line: a StepError's message is the line, anything else is named."""
+    from pachhook.core.sanitize import one_line as bounded_line
     from pachhook.deliver.steps import StepError
 
-    text = " ".join(str(error).split())
+    text = bounded_line(error)
     if isinstance(error, StepError):
         return text or "step failed"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

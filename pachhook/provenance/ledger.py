@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
 from pachhook.queue.jobs import Job
+from pachhook.queue.states import STEP_NAMES
 
 _HEX = re.compile(r"[0-9a-f]{4,40}\Z")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{6,64}\Z")
@@ -56,7 +57,7 @@ def deliveries(jobs: Iterable[Job]) -> List[Delivery]:
         for step in job.steps:
             results[step.name] = dict(step.result or {})
             finished[step.name] = step.finished_at
-        build, push, update = (results.get(name, {}) for name in ("build", "push", "update"))
+        build, push, update = (results.get(name, {}) for name in STEP_NAMES)
         found.append(
             Delivery(
                 job=job.id,

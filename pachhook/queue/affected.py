@@ -13,9 +13,9 @@ database keyed by the template's blob SHA, so an unchanged template is parsed on
 from __future__ import annotations
 
 import posixpath
-import re
 
 from pachhook.core import gitrepo
+from pachhook.core.globs import find_templates
 from pachhook.queue.store import NewJob
 from pachhook.spec.ordering import CycleError, dependency_order
 
@@ -41,45 +41,15 @@ class Affected:
         self.problems: List[str] = []  # one line each
 
 
-def template_matcher(globs: Sequence[str]) -> "re.Pattern[str]":
-    """One regex for a list of repository globs (`**/` any folders, `*`, `?`, `[...]`)."""
-    # DOTALL: `**` must match a folder name that holds a newline, as `[^/]` does
-    return re.compile("|".join(f"(?:{_glob_regex(g)})" for g in globs) + r"\Z", re.DOTALL)
-
-
-def _glob_regex(glob: str) -> str:
-    out = []
-    i = 0
-    glob = glob.lstrip("/")
-    while i < len(glob):
-        if glob.startswith("**/", i):
-            out.append("(?:[^/]+/)*")
-            i += 3
-        elif glob.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif glob[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif glob[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif glob[i] == "[" and "]" in glob[i + 2 :]:
-            end = glob.index("]", i + 2)
-            body = glob[i + 1 : end]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body).replace("\\", "\\\\") + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(glob[i]))
-            i += 1
-    return "".join(out)
+def commit_templates(entries: Dict[str, Any], globs: Sequence[str]) -> List[str]:
+    """The templates of a commit, sorted, from its `gitrepo.ls_tree` listing."""
+    return find_templates(sorted(path for path, entry in entries.items() if entry.kind == "blob"), globs)
 
 
 def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queue) -> Affected:
     """The jobs `commit` needs: one per pipeline whose fingerprint is new."""
     entries = gitrepo.ls_tree(commit, root)
-    matcher = template_matcher(config.templates)
-    templates = sorted(path for path, entry in entries.items() if entry.kind == "blob" and matcher.match(path))
+    templates = commit_templates(entries, config.templates)
     result = Affected(len(templates))
     if not templates:
         return result

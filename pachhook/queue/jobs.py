@@ -5,26 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-STEP_NAMES = ("build", "push", "update")
-
-# Job states. A job is "queued" until a worker leases it, "running" while leased,
-# then "done", "failed" (retryable), "cancelled" or "superseded" (a newer commit of
-# the same branch replaced it before it started).
-QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED = (
-    "queued",
-    "running",
-    "done",
-    "failed",
-    "cancelled",
-    "superseded",
-)
-# Step states.
-PENDING, STEP_RUNNING, STEP_DONE, STEP_FAILED, STEP_SKIPPED = (
-    "pending",
-    "running",
-    "done",
-    "failed",
-    "skipped",
+from pachhook.queue.states import (  # noqa: F401  (the names belong with the records too)
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    STEP_DONE,
+    STEP_FAILED,
+    STEP_NAMES,
+    STEP_RUNNING,
+    STEP_SKIPPED,
+    SUPERSEDED,
 )
 
 

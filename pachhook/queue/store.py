@@ -18,6 +18,20 @@ import os
 import sqlite3
 import time
 
+from pachhook.queue.states import (  # noqa: F401  (runner and status take them from here too)
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    STEP_DONE,
+    STEP_FAILED,
+    STEP_NAMES,
+    STEP_RUNNING,
+    STEP_SKIPPED,
+    SUPERSEDED,
+)
 from pachhook.spec.ordering import CycleError, dependency_order
 
 TYPE_CHECKING = False
@@ -26,25 +40,6 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
     from pachhook.queue.jobs import Job, StepRecord
-
-# The state names of pachhook.queue.jobs, spelled out here because that module imports
-# dataclasses (~25 ms) and this one is on the post-commit path; a test keeps them equal.
-QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED = (
-    "queued",
-    "running",
-    "done",
-    "failed",
-    "cancelled",
-    "superseded",
-)
-PENDING, STEP_RUNNING, STEP_DONE, STEP_FAILED, STEP_SKIPPED = (
-    "pending",
-    "running",
-    "done",
-    "failed",
-    "skipped",
-)
-STEP_NAMES = ("build", "push", "update")
 
 SCHEMA_VERSION = 1
 FOLDER = "pachhook"
@@ -147,7 +142,9 @@ class EnqueueOutcome:
         self.superseded: List[int] = []
 
 
-class Problem:
+class RecordedProblem:
+    """A problem `pachhook queue` recorded for a commit (bad configuration, a template it skipped)."""
+
     __slots__ = ("at", "commit", "message")
 
     def __init__(self, at: float, commit: str, message: str) -> None:
@@ -661,12 +658,12 @@ class Queue:
                 "INSERT INTO problems (at, commit_sha, message) VALUES (?, ?, ?)", (time.time(), commit, message)
             )
 
-    def recent_problems(self, since: float = 0.0, limit: int = 5) -> List[Problem]:
+    def recent_problems(self, since: float = 0.0, limit: int = 5) -> List[RecordedProblem]:
         rows = self._db.execute(
             "SELECT at, commit_sha, message FROM problems WHERE at >= ? ORDER BY id DESC LIMIT ?",
             (since, limit),
         )
-        return [Problem(r[0], r[1], r[2]) for r in rows]
+        return [RecordedProblem(r[0], r[1], r[2]) for r in rows]
 
     def cached_templates(self, keys: Sequence[str]) -> Dict[str, Any]:
         """Cached template parse results by key (missing ones left out).

@@ -16,9 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from pachhook.queue.states import FAILED, QUEUED
+from pachhook.setup.hookinstall import PRE_COMMIT_CONFIG
+from pachhook.setup.hookscripts import HOOK_IDS
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
-HOOK_IDS = {"pre-commit": "pachhook-validate", "pre-push": "pachhook-check-push", "post-commit": "pachhook-queue"}
 TIMEOUT = 5.0
 
 
@@ -90,7 +93,7 @@ def check_repository(probe: Probe) -> List[Check]:
 
 def _precommit_hook_ids(root: Path) -> Optional[Dict[str, List[str]]]:
     """Hook ids by stage that .pre-commit-config.yaml enables for pachhook, None without that file."""
-    path = root / ".pre-commit-config.yaml"
+    path = root / PRE_COMMIT_CONFIG
     if not path.is_file():
         return None
     import yaml
@@ -182,11 +185,11 @@ def check_configuration(probe: Probe) -> List[Check]:
 
 def check_templates(probe: Probe) -> List[Check]:
     from pachhook.queue.affected import parse_template
-    from pachhook.validate.checks import find_templates, has_errors, validate_paths
+    from pachhook.validate.checks import has_errors, validate_paths, working_tree_templates
 
     if probe.config is None or probe.root is None:
         return []
-    probe.templates = find_templates(probe.root, probe.config)
+    probe.templates = working_tree_templates(probe.root, probe.config)
     if not probe.templates:
         return [
             Check(
@@ -261,13 +264,13 @@ def check_hooks_run(probe: Probe) -> List[Check]:
                 Check(
                     "hooks run",
                     WARN,
-                    "no template to run pachhook-validate on",
+                    f"no template to run {HOOK_IDS['pre-commit']} on",
                     "add a template, then run `pachhook doctor` again",
                 )
             ]
-        argv = [sys.executable, "-m", "pre_commit", "run", "--hook-stage", "manual", "pachhook-validate"]
+        argv = [sys.executable, "-m", "pre_commit", "run", "--hook-stage", "manual", HOOK_IDS["pre-commit"]]
         argv += ["--files", *relative]
-        how = "`pre-commit run --hook-stage manual pachhook-validate`"
+        how = f"`pre-commit run --hook-stage manual {HOOK_IDS['pre-commit']}`"
     else:
         return []
     try:
@@ -501,8 +504,8 @@ def check_queue(probe: Probe) -> List[Check]:
         return [Check("queue", FAIL, f"the queue database is damaged: {integrity}", fix)] + checks
     counts = {state: count for state, count in rows}
     summary = ", ".join(f"{counts[state]} {state}" for state in sorted(counts)) or "no jobs"
-    probe.queued = counts.get("queued", 0)
-    if counts.get("failed"):
+    probe.queued = counts.get(QUEUED, 0)
+    if counts.get(FAILED):
         checks.insert(0, Check("queue", WARN, summary, "see `pachhook status`; then `pachhook retry JOB` once fixed"))
     elif stale:
         checks.insert(

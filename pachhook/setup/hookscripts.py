@@ -18,6 +18,11 @@ _HOOKS = {
 
 HOOK_NAMES = tuple(_HOOKS)
 
+# The id under which `.pre-commit-hooks.yaml` offers each hook to the pre-commit framework,
+# by git hook type: `pachhook-` and the command the hook runs. `init` writes these ids into
+# `.pre-commit-config.yaml`, `install` and `doctor` look for them; a test keeps the file in step.
+HOOK_IDS = {name: f"pachhook-{command}" for name, (command, _, _) in _HOOKS.items()}
+
 
 def script(name: str) -> str:
     """The text of the plain git hook `name` (pre-commit, post-commit or pre-push)."""

@@ -20,18 +20,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from pachhook.core.globs import GlobSet, glob_regex
+from pachhook.setup.hookinstall import PRE_COMMIT, PRE_COMMIT_CONFIG, is_ours, record_installed
+from pachhook.setup.hookscripts import HOOK_IDS
+
 LOCAL_REPO = "local"
 # Where pachhook will be published; until a release exists there, a set-up pointing at it
 # cannot install (init 0.1 wrote it by default), so init replaces such an entry.
 PUBLISHED_REPO = "https://github.com/pachhook/pachhook"
-HOOK_IDS = ("pachhook-validate", "pachhook-queue", "pachhook-check-push")
 DEFAULT_FILES = r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml|jsonnet)$"
 # The three hooks as .pre-commit-hooks.yaml publishes them (a test keeps both the same).
 # `repo: local` needs every key spelled out; `language: system` runs the installed
 # `pachhook`, so the set-up works offline and needs no hook repository at all.
 HOOKS: Tuple[Dict[str, Any], ...] = (
     {
-        "id": "pachhook-validate",
+        "id": HOOK_IDS["pre-commit"],
         "name": "validate Pachyderm pipeline templates",
         "entry": "pachhook validate",
         "types_or": ["json", "yaml", "jsonnet"],
@@ -40,7 +43,7 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
         "verbose": True,  # warnings of a passing check are shown, not hidden by the framework
     },
     {
-        "id": "pachhook-queue",
+        "id": HOOK_IDS["post-commit"],
         "name": "queue pachhook delivery for the new commit",
         "entry": "pachhook queue",
         "stages": ["post-commit"],
@@ -49,7 +52,7 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
         "verbose": True,
     },
     {
-        "id": "pachhook-check-push",
+        "id": HOOK_IDS["pre-push"],
         "name": "validate pipeline templates in every pushed commit",
         "entry": "pachhook check-push",
         "stages": ["pre-push"],
@@ -58,7 +61,6 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
     },
 )
 HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
-PRECOMMIT_CONFIG = ".pre-commit-config.yaml"
 PACHHOOK_CONFIG = ".pachhook.toml"
 _MAX_SCAN_BYTES = 1 << 20  # larger JSON/YAML files are data, not pipeline specs
 _DEFAULT_NAME = re.compile(r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml|jsonnet)$")
@@ -132,12 +134,11 @@ def looks_like_spec(value: Any) -> bool:
     )
 
 
-def find_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]:
+def discover_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]:
     from pachhook.queue.affected import parse_template
     from pachhook.spec.loader import load_bytes
-    from pachhook.validate.checks import glob_regex
 
-    globs = [glob_regex(pattern) for pattern in config.templates]
+    globs = GlobSet(config.templates)
     found: List[Found] = []
     for path in files:
         if not path.endswith((".json", ".yaml", ".yml", ".jsonnet")):
@@ -273,9 +274,8 @@ def files_pattern(template_globs: Sequence[str], extra_templates: Sequence[str])
     hands it to the hook and a typo in it reaches a commit.
     """
     from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
-    from pachhook.validate.checks import glob_regex
 
-    parts = [glob_regex(glob).pattern[: -len(r"\Z")] for glob in template_globs if glob not in DEFAULT_TEMPLATE_GLOBS]
+    parts = [glob_regex(glob) for glob in template_globs if glob not in DEFAULT_TEMPLATE_GLOBS]
     parts += [re.escape(path) for path in extra_templates]
     parts = list(dict.fromkeys(parts))
     if not parts:
@@ -306,9 +306,9 @@ def hook_entry(source: HookSource, files: str, indent: str = "") -> str:
                     lines.append(f"      {key}: {'true' if hook[key] else 'false'}")
     else:
         lines = [f"- repo: {_yaml_scalar(source.repo)}", f"  rev: {_yaml_scalar(source.rev)}", "  hooks:"]
-        for hook_id in HOOK_IDS:
+        for hook_type, hook_id in HOOK_IDS.items():
             lines.append(f"    - id: {hook_id}")
-            if hook_id == "pachhook-validate" and files != DEFAULT_FILES:
+            if hook_type == "pre-commit" and files != DEFAULT_FILES:  # the hook given file names
                 lines.append(f"      files: {_yaml_scalar(files)}")
     return "".join(indent + line + "\n" for line in lines)
 
@@ -337,7 +337,7 @@ def _entry_ids(entry: Any) -> List[str]:
 def _validate_files(entry: Dict[str, Any]) -> str:
     """The `files` pattern the entry gives pachhook-validate (the published default when unset)."""
     for hook in entry.get("hooks") or []:
-        if isinstance(hook, dict) and hook.get("id") == "pachhook-validate":
+        if isinstance(hook, dict) and hook.get("id") == HOOK_IDS["pre-commit"]:
             return str(hook.get("files") or DEFAULT_FILES)
     return DEFAULT_FILES
 
@@ -367,15 +367,15 @@ def plan_precommit_config(
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise InitError([f"{PRECOMMIT_CONFIG}{where}: not valid YAML; fix it and run `pachhook init` again"]) from None
+        raise InitError([f"{PRE_COMMIT_CONFIG}{where}: not valid YAML; fix it and run `pachhook init` again"]) from None
     if data is None:
         data = {}
     if not isinstance(data, dict) or not isinstance(data.get("repos", []), list):
         raise InitError(
-            [f"{PRECOMMIT_CONFIG}: expected a mapping with a `repos` list; fix it and run `pachhook init` again"]
+            [f"{PRE_COMMIT_CONFIG}: expected a mapping with a `repos` list; fix it and run `pachhook init` again"]
         )
     repos = list(data.get("repos") or [])
-    index = next((i for i, entry in enumerate(repos) if set(_entry_ids(entry)) & set(HOOK_IDS)), None)
+    index = next((i for i, entry in enumerate(repos) if set(_entry_ids(entry)) & set(HOOK_IDS.values())), None)
     if index is None:
         wanted_source = source or HookSource()
         entry = yaml.safe_load(hook_entry(wanted_source, files))[0]
@@ -538,7 +538,7 @@ def run_init(
 
     result = InitResult(root=str(root))
     files = repository_files(root)
-    result.templates = find_templates(root, files, config)
+    result.templates = discover_templates(root, files, config)
     needs_image_config = match_dockerfiles(result.templates, files, config)
     extra_templates = [item.template for item in result.templates if not item.conventional]
     actions = result.actions
@@ -597,24 +597,24 @@ def run_init(
 
     # .pre-commit-config.yaml: the hook's `files` covers every template found or configured.
     hook_files = files_pattern(config.templates, extra_templates)
-    precommit = root / PRECOMMIT_CONFIG
+    precommit = root / PRE_COMMIT_CONFIG
     if precommit.exists():
         try:
             old = precommit.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise InitError([f"{PRECOMMIT_CONFIG}: cannot read: {error}"]) from None
+            raise InitError([f"{PRE_COMMIT_CONFIG}: cannot read: {error}"]) from None
         new, how = plan_precommit_config(old, source, hook_files, [item.template for item in result.templates])
         if new is None:
-            actions.append(Action("keep", PRECOMMIT_CONFIG, how))
+            actions.append(Action("keep", PRE_COMMIT_CONFIG, how))
         else:
-            action = Action("rewrite" if how.startswith("rewrote") else "extend", PRECOMMIT_CONFIG, how)
+            action = Action("rewrite" if how.startswith("rewrote") else "extend", PRE_COMMIT_CONFIG, how)
             if not dry_run:
                 _write(precommit, new)
                 action.done = True
             actions.append(action)
     else:
         wanted_source = source or HookSource()
-        action = Action("write", PRECOMMIT_CONFIG, f"pachhook's three hooks: {wanted_source.describe()}")
+        action = Action("write", PRE_COMMIT_CONFIG, f"pachhook's three hooks: {wanted_source.describe()}")
         if not dry_run:
             _write(precommit, new_precommit_config(wanted_source, hook_files))
             action.done = True
@@ -635,8 +635,6 @@ def run_init(
     else:
         action = Action("install", str(hooks_dir), "pre-commit installed for " + ", ".join(missing))
         if not dry_run:
-            from pachhook.commands.install import _record, is_ours
-
             # pachhook's own plain hooks give way: kept as *.legacy they would run everything twice.
             replaced = [t for t in missing if (hooks_dir / t).is_file() and is_ours(hooks_dir / t)]
             for hook_type in replaced:
@@ -649,7 +647,7 @@ def run_init(
                     [f"pre-commit install failed: {line}" for line in lines[-3:]] or ["pre-commit install failed"]
                 )
             # Recorded as `pachhook install` records it, so that `pachhook uninstall` removes them.
-            _record(gitrepo.git_common_dir(root), "pre-commit", HOOK_TYPES)
+            record_installed(gitrepo.git_common_dir(root), PRE_COMMIT, HOOK_TYPES)
             migrated = [line for line in lines if "migration mode" in line.lower()]
             if migrated:
                 action.message += " (existing hooks kept: pre-commit runs them first, as *.legacy)"

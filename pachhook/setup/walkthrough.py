@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from pachhook.core import gitrepo
+from pachhook.queue.states import DONE, PENDING, STEP_DONE, STEP_NAMES
 
 DEMO_BASE_IMAGE = "pachhook-demo/busybox:base"
 EXAMPLE_REGISTRY = "localhost:5000"  # the registry the examples' templates name
@@ -287,7 +288,6 @@ def _partial_drain(
     """
     from pachhook.deliver.runner import one_line
     from pachhook.deliver.steps import StepContext, run_step
-    from pachhook.queue.jobs import STEP_NAMES
     from pachhook.queue.store import Queue
 
     common = gitrepo.git_common_dir(repo)
@@ -366,9 +366,9 @@ def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Sa
             for job in reversed(queue.list_jobs()):
                 for step in job.steps:
                     key = (job.id, step.name)
-                    if step.state != seen.get(key) and step.state != "pending":
+                    if step.state != seen.get(key) and step.state != PENDING:
                         seen[key] = step.state
-                        result = step.result.get("outcome", "") if step.state == "done" else ""
+                        result = step.result.get("outcome", "") if step.state == STEP_DONE else ""
                         detail = f" ({result})" if result and result != "done" else ""
                         error = f": {step.error}" if step.error else ""
                         say("progress", f"{job.pipeline}: {step.name}: {step.state}{detail}{error}")
@@ -526,8 +526,8 @@ def _run(
         )
         finished = _wait_worker(worker, repo, deadline, say)
     else:
-        real = [step for step in ("build", "push", "update") if step not in skipped]
-        dry = [step for step in ("build", "push", "update") if step in skipped]
+        real = [step for step in STEP_NAMES if step not in skipped]
+        dry = [step for step in STEP_NAMES if step in skipped]
         say(
             "info",
             f"   {'running ' + ', '.join(real) + ' for real, ' if real else 'every step runs as a dry run: '}"
@@ -566,7 +566,7 @@ def _run(
         report.provenance = json.loads(provenance.stdout).get("matches", [])
     except ValueError:
         report.provenance = []
-    report.ok = bool(report.jobs) and all(job["state"] == "done" for job in report.jobs) and not report.timed_out
+    report.ok = bool(report.jobs) and all(job["state"] == DONE for job in report.jobs) and not report.timed_out
 
 
 def _status(repo: Path, env: Dict[str, str]) -> List[Dict[str, Any]]:

@@ -8,11 +8,11 @@ turns their JSON-path problems into file:line:column diagnostics.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
+from pachhook.core.globs import find_templates
 from pachhook.spec import jsonnet, rules, schema
 from pachhook.spec.loader import MAX_FILE_BYTES, LoadedFile, load_bytes, load_path
 from pachhook.spec.template import image_template_problems, image_to_build, render, sample_values
@@ -119,62 +119,20 @@ def _check(
     return diagnostics
 
 
-def find_templates(root: Path, config: Any) -> List[Path]:
-    """Files under `root` matching the configuration's template globs, sorted.
+def working_tree_templates(root: Path, config: Any) -> List[Path]:
+    """Files under `root` matching the configuration's template globs, folder by folder.
 
     Tracked and untracked files alike (a new template is checked before its first
     commit); the `.git` folder is never searched.
     """
-    patterns = [glob_regex(pattern) for pattern in config.templates]
-    found: List[Path] = []
     root = Path(root)
+    found: List[Path] = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(name for name in subfolders if name != ".git")
         relative = os.path.relpath(folder, root)
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        for name in sorted(files):
-            candidate = prefix + name
-            if any(pattern.match(candidate) for pattern in patterns):
-                found.append(Path(folder) / name)
+        found += [root / path for path in find_templates([prefix + name for name in sorted(files)], config.templates)]
     return found
-
-
-def glob_regex(pattern: str) -> "re.Pattern[str]":
-    """A repository glob (`**/` any folders, `*` and `?` within a name) as a regex."""
-    out = ""
-    index = 0
-    pattern = pattern.lstrip("/")
-    while index < len(pattern):
-        if pattern.startswith("**/", index):
-            out += "(?:.*/)?"
-            index += 3
-        elif pattern.startswith("**", index):
-            out += ".*"
-            index += 2
-        elif pattern[index] == "*":
-            out += "[^/]*"
-            index += 1
-        elif pattern[index] == "?":
-            out += "[^/]"
-            index += 1
-        elif pattern[index] == "[":
-            end = pattern.find("]", index + 1)
-            if end == -1:
-                out += re.escape("[")
-                index += 1
-            else:
-                body = pattern[index + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out += "[" + body.replace("\\", "\\\\") + "]"
-                index = end + 1
-        else:
-            out += re.escape(pattern[index])
-            index += 1
-    return re.compile(out + r"\Z", re.DOTALL)  # a folder name may hold a newline
-
-
-_glob_regex = glob_regex  # the name pachhook.setup.scaffold imports
 
 
 def has_errors(diagnostics: Sequence[Diagnostic]) -> bool:

@@ -10,13 +10,14 @@ from pachhook.core.diagnostics import ERROR, Diagnostic
 FORMATS = ("text", "json", "github")
 
 
-# Line breaks and other control characters a file name, key or value may carry, escaped:
-# one problem must stay one line, and no input may forge a line of its own.
+# Line breaks and other control characters a file name, key or value may carry, escaped
+# (not dropped, as pachhook.core.sanitize does with outside text: a diagnostic must show the
+# name as it is): one problem must stay one line, and no input may forge a line of its own.
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, 0x85) if code != 0x09}
 _CONTROLS.update({0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 
-def one_line(text: str) -> str:
+def escape_controls(text: str) -> str:
     """`text` with line breaks and control characters written as escapes."""
     return text.translate(_CONTROLS)
 
@@ -26,7 +27,7 @@ def format_text(diagnostics: Iterable[Diagnostic]) -> str:
     lines = []
     for item in diagnostics:
         where = f" ({item.json_path})" if item.json_path else ""
-        lines.append(one_line(f"{item.file}:{item.line}:{item.column}: {item.severity}: {item.message}{where}"))
+        lines.append(escape_controls(f"{item.file}:{item.line}:{item.column}: {item.severity}: {item.message}{where}"))
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import BackendError, PipelineState, _timeout_from_env, spec_from_json
 
 INSTALL_HINT = "pip install 'pachhook[api]'"
@@ -67,7 +68,7 @@ class ApiBackend:
             raise BackendError(self._unknown_keys_message(), retryable=False) from None
         except Exception as error:  # the SDK raises KeyError, ValueError, ConfigError, OSError...
             raise BackendError(
-                f"pachctl configuration {self.config_file}: {type(error).__name__}: {_one_line(error)}", retryable=False
+                f"pachctl configuration {self.config_file}: {type(error).__name__}: {one_line(error)}", retryable=False
             ) from None
         self.address = client.address
         # The SDK's stubs take no deadline; without one a pachd that stops answering would
@@ -156,13 +157,8 @@ def _rpc_message(error: BaseException) -> str:
     if code == "DEADLINE_EXCEEDED":
         return "no answer (timed out)"
     if code == "UNAVAILABLE" or isinstance(error, ConnectionError):
-        return f"cannot connect ({_one_line(details)})"
-    return _one_line(f"{code.lower() + ': ' if code else ''}{details}")
-
-
-def _one_line(value: Any) -> str:
-    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
-    return lines[0] if lines else type(value).__name__
+        return f"cannot connect ({one_line(details)})"
+    return one_line(f"{code.lower() + ': ' if code else ''}{details}")
 
 
 def _deadline_interceptor(timeout: float) -> Any:

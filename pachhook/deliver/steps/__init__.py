@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict
 
 from pachhook.queue.jobs import Job
+from pachhook.queue.states import STEP_NAMES
 
 
 class StepError(Exception):
@@ -42,7 +43,7 @@ def run_step(name: str, ctx: StepContext) -> StepResult:
     """Run one step of ctx.job; each step module imports its heavy dependencies itself."""
     import importlib
 
-    if name not in ("build", "push", "update"):
+    if name not in STEP_NAMES:
         raise StepError(f"unknown step {name!r}", retryable=False)
     module = importlib.import_module(f"pachhook.deliver.steps.{name}")
     return module.run(ctx)

@@ -73,10 +73,6 @@ def remote_url(repo_root: Path, branch: str) -> str:
     return ""
 
 
-def _one_line(text: object, limit: int = 2000) -> str:
-    return one_line(text, limit)
-
-
 def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> Optional[Any]:
     """A local image built from the same inputs, else one pushed earlier and pulled again."""
     from docker.errors import APIError, ImageNotFound
@@ -104,7 +100,7 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
             ctx.log(f"build: pulling {ref}, pushed earlier for the same context")
             image = client.images.pull(ref)
         except (APIError, ImageNotFound) as error:
-            ctx.log(f"build: cannot pull {ref}: {_one_line(error)}")
+            ctx.log(f"build: cannot pull {ref}: {one_line(error)}")
             continue
         if image.labels.get(LABEL_KEY) == key:
             return image
@@ -118,18 +114,18 @@ def plan_build(repo_root: Path, commit: str, template: str, image: str, config: 
     configuration's template globs match) are left out of the context.
     """
     from pachhook.core import gitrepo
+    from pachhook.core.globs import GlobSet
     from pachhook.deliver import buildcontext
-    from pachhook.queue.affected import template_matcher
 
     inputs = buildcontext.resolve_inputs(template, config.images.get(image))
-    templates = template_matcher(config.templates)
+    templates = GlobSet(config.templates)
     # Worktrees of one repository share the git common dir, so they share reuse too.
     source = remote_url(repo_root, "") or str(gitrepo.git_common_dir(repo_root).resolve())
     return buildcontext.plan_context(
         repo_root,
         commit,
         inputs,
-        leave_out=lambda path: bool(templates.match(path)),
+        leave_out=templates.matches,
         scope=f"{image}\n{source}",
     )
 
@@ -148,7 +144,7 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
     try:
         config = load_config(ctx.repo_root)
     except Exception as error:  # ConfigError carries one line per problem
-        raise StepError(f"configuration: {_one_line(error)}", retryable=False) from None
+        raise StepError(f"configuration: {one_line(error)}", retryable=False) from None
     tag = image_tag(job.commit, config.tag)
     image_ref = f"{job.image}:{tag}"
     try:
@@ -169,7 +165,7 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
     try:
         imagekeys.record_built(ctx.git_dir, plan.key, result.data["image_id"])
     except OSError as error:  # a cache: losing it only costs a slower lookup
-        ctx.log(f"build: could not record the image for its context key: {_one_line(error)}")
+        ctx.log(f"build: could not record the image for its context key: {one_line(error)}")
     return result
 
 

@@ -31,11 +31,6 @@ class _Transient(Exception):
     """One attempt failed in a way that trying again may fix."""
 
 
-def _one_line(text: object, limit: int = 2000) -> str:
-    """Outside text (engine, registry) on one line, without terminal control sequences, bounded."""
-    return one_line(text, limit)
-
-
 def split_ref(image_ref: str) -> "tuple[str, str]":
     """`host:5000/a/b:TAG` -> (`host:5000/a/b`, `TAG`): the tag follows the last `:` after the last `/`."""
     slash = image_ref.rfind("/")
@@ -74,7 +69,7 @@ def run(ctx: StepContext) -> StepResult:
         try:
             imagekeys.record_pushed(ctx.git_dir, key, result.data["repo_digest"])
         except OSError as error:  # a cache: losing it only costs a rebuild later
-            ctx.log(f"push: could not record the image for its context key: {_one_line(error)}")
+            ctx.log(f"push: could not record the image for its context key: {one_line(error)}")
     return result
 
 
@@ -203,7 +198,7 @@ class _Pusher:
             for event in self.client.api.push(self.repository, tag=self.tag, stream=True, decode=True):
                 if "error" in event or "errorDetail" in event:
                     detail = event.get("errorDetail") or {}
-                    self._fail(_one_line(event.get("error") or detail.get("message") or "push refused"))
+                    self._fail(one_line(event.get("error") or detail.get("message") or "push refused"))
                 aux = event.get("aux")
                 if isinstance(aux, dict) and aux.get("Digest"):
                     digest = aux["Digest"]
@@ -215,13 +210,13 @@ class _Pusher:
                     elif status == "Pushing":
                         self.ctx.log(f"push: {layer}: Pushing")
                 elif status and not layer:
-                    self.ctx.log(f"push: {_one_line(status)}")
+                    self.ctx.log(f"push: {one_line(status)}")
         except (APIError, DockerException) as error:
-            self._fail(_one_line(getattr(error, "explanation", None) or error))
+            self._fail(one_line(getattr(error, "explanation", None) or error))
         except (StepError, _Transient):
             raise
         except Exception as error:  # the engine connection dropped mid-stream and the like
-            raise _Transient(f"Docker engine connection failed during push: {_one_line(error)}") from None
+            raise _Transient(f"Docker engine connection failed during push: {one_line(error)}") from None
         if not digest:
             raise _Transient("the push stream ended without a digest")
         return digest

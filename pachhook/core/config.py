@@ -39,7 +39,7 @@ class _Record:
     inspect), a third of the post-commit hook's budget, and this module is on that path.
     """
 
-    __slots__ = ()
+    __slots__: Tuple[str, ...] = ()
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
@@ -217,7 +217,8 @@ def _parse_toml(path: str, text: str, cache_dir: Any = None) -> Dict[str, Any]:
             with open(cache_file, "rb") as handle:
                 cached_key, cached = marshal.load(handle)
             if cached_key == key:
-                return cached
+                parsed: Dict[str, Any] = cached
+                return parsed
         except (OSError, EOFError, ValueError, TypeError):
             pass
     data = _parse_toml_text(path, text)
@@ -237,11 +238,12 @@ def _parse_toml_text(path: str, text: str) -> Dict[str, Any]:
     import re
 
     try:
-        import tomllib  # type: ignore[import-not-found]
+        import tomllib
     except ImportError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     try:
-        return tomllib.loads(text)
+        data: Dict[str, Any] = tomllib.loads(text)
+        return data
     except tomllib.TOMLDecodeError as error:
         # The decoder's message ends with "(at line N, column M)": lift the line out.
         message = str(error)
@@ -381,7 +383,7 @@ def _choice(checker: _Checker, key: str, value: Any, choices: Sequence[str]) -> 
         wanted = " or ".join(f'"{c}"' for c in choices)
         checker.problem((key,), f"must be {wanted}, not {_show(value)}")
         return None
-    return value
+    return str(value)
 
 
 def _boolean(checker: _Checker, key: str, value: Any) -> Optional[bool]:

@@ -12,6 +12,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
+    import argparse
     from typing import Optional, TextIO
 
 _CODES = {
@@ -113,7 +114,7 @@ class Printer:
         self._write(f"{word} {name}: {message}" if message else f"{word} {name}", self.stream)
 
 
-def add_output_options(parser, json_format: bool = True) -> None:  # parser: argparse.ArgumentParser
+def add_output_options(parser: argparse.ArgumentParser, json_format: bool = True) -> None:
     """The --quiet/--verbose (and --format) options every one of these commands takes alike."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-q", "--quiet", action="store_true", help="print only results and problems")

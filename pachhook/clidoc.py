@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from pachhook.cli import COMMANDS, load_command
+
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 _WIDTH = "100"
 
@@ -71,8 +73,6 @@ def command_section(name: str, summary: str, parser: argparse.ArgumentParser) ->
 
 def generate() -> str:
     """The whole reference, from `pachhook.cli.COMMANDS` and each command's parser."""
-    from pachhook.cli import COMMANDS, load_command
-
     previous = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = _WIDTH  # argparse wraps usage lines at the terminal's width
     try:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, live_jobs, make_repo, run, template
 
-from pachhook.queue import jobs as job_records
 from pachhook.queue import store as queue_module
 from pachhook.queue.store import NewJob, Queue, QueueError
 
@@ -29,24 +28,6 @@ def queue(tmp_path: Path) -> Queue:
 
 
 # -- the store ------------------------------------------------------------------------
-
-
-def test_state_names_are_those_of_the_job_records():
-    for name in (
-        "QUEUED",
-        "RUNNING",
-        "DONE",
-        "FAILED",
-        "CANCELLED",
-        "SUPERSEDED",
-        "PENDING",
-        "STEP_RUNNING",
-        "STEP_DONE",
-        "STEP_FAILED",
-        "STEP_SKIPPED",
-        "STEP_NAMES",
-    ):
-        assert getattr(queue_module, name) == getattr(job_records, name), name
 
 
 def test_database_lives_in_the_common_dir_in_wal_mode(tmp_path: Path, queue: Queue):

@@ -18,7 +18,8 @@ import pytest
 from pachhook.deliver.backends import pachctl as pachctl_module
 from pachhook.deliver.backends.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
 from pachhook.deliver.steps import StepContext, StepError, run_step
-from pachhook.queue.jobs import STEP_NAMES, Job, StepRecord
+from pachhook.queue.jobs import Job, StepRecord
+from pachhook.queue.states import STEP_NAMES
 
 DOUBLES = Path(__file__).parent / "doubles"
 IMAGE = "registry.example.com/team/edges"

@@ -11,7 +11,8 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs milliseconds the post-commit hook does not spend
     import argparse
-    from typing import Callable, Optional, Sequence, Union
+    from pathlib import Path
+    from typing import Callable, Optional, Sequence, Tuple, Union
 
     from pachhook.queue.store import Queue
     from pachhook.setup.hookinstall import Outcome
@@ -36,6 +37,38 @@ def positive_seconds(text: str) -> float:
     if not seconds > 0 or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
     return seconds
+
+
+def add_lease_option(parser: "argparse.ArgumentParser") -> None:
+    """--lease, as `run` and `worker` take it."""
+    parser.add_argument(
+        "--lease",
+        metavar="SECONDS",
+        type=positive_seconds,
+        default=60.0,
+        help="lease length; the lease is renewed while a step runs (default: 60)",
+    )
+
+
+def job_parser(prog: str, description: str) -> "argparse.ArgumentParser":
+    """The parser of a command acting on one job (cancel, retry, logs): the job id, nothing else."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("job", type=int, metavar="JOB", help="job id, as `pachhook status` shows it")
+    return parser
+
+
+def hook_places(prog: str) -> "Optional[Tuple[Path, Path, Path]]":
+    """The repository's work tree root, hooks folder and git common dir, or None after saying why not."""
+    from pachhook.core import gitrepo
+
+    try:
+        root = gitrepo.repo_root()
+        return root, gitrepo.hooks_dir(root), gitrepo.git_common_dir(root)
+    except gitrepo.GitError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return None
 
 
 def open_queue(prog: str) -> "Optional[Queue]":

@@ -5,17 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from pachhook.commands._common import on_queue, parse_args
+from pachhook.commands._common import job_parser, on_queue, parse_args
 from pachhook.queue.store import Queue
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pachhook cancel",
-        description="Cancel a queued job, or a running one (its worker stops before its next step).",
+    return job_parser(
+        "pachhook cancel", "Cancel a queued job, or a running one (its worker stops before its next step)."
     )
-    parser.add_argument("job", type=int, metavar="JOB", help="job id, as `pachhook status` shows it")
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

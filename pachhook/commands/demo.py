@@ -12,11 +12,13 @@ import sys
 from typing import Optional, Sequence
 
 from pachhook.commands._common import parse_args
+from pachhook.commands.status import format_jobs
+from pachhook.core.output import Printer, add_output_options
+from pachhook.queue.jobs import Job, StepRecord
+from pachhook.setup.walkthrough import DemoError, run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pachhook.core.output import add_output_options
-
     parser = argparse.ArgumentParser(
         prog="pachhook demo",
         description=(
@@ -53,13 +55,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    return _main(args)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from pachhook.core.output import Printer
-    from pachhook.setup.walkthrough import DemoError, run_demo
-
     if args.timeout <= 0:
         print("pachhook demo: --timeout must be a positive number of seconds", file=sys.stderr)
         return 2
@@ -102,9 +97,6 @@ def _status_line(printer, kind: str, line: str) -> None:
 
 
 def _print_results(printer, report) -> None:
-    from pachhook.commands.status import format_jobs
-    from pachhook.queue.jobs import Job, StepRecord
-
     jobs = [
         Job(
             **{

@@ -10,11 +10,11 @@ import json
 from typing import Optional, Sequence
 
 from pachhook.commands._common import parse_args
+from pachhook.core.output import Printer, add_output_options
+from pachhook.setup.checkup import FAIL, OK, run_checks
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pachhook.core.output import add_output_options
-
     parser = argparse.ArgumentParser(
         prog="pachhook doctor",
         description=(
@@ -35,13 +35,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    return _main(args)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from pachhook.core.output import Printer
-    from pachhook.setup.checkup import FAIL, OK, run_checks
-
     printer = Printer(quiet=args.quiet, verbose=args.verbose)
 
     def show(check) -> None:

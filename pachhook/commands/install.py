@@ -7,11 +7,9 @@ parses the options and prints what was done.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args, print_outcome
-from pachhook.core import gitrepo
+from pachhook.commands._common import hook_places, parse_args, print_outcome
 from pachhook.setup.hookinstall import PRE_COMMIT_CONFIG, install_plain, install_with_pre_commit
 
 
@@ -39,13 +37,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    try:
-        root = gitrepo.repo_root()
-        hooks = gitrepo.hooks_dir(root)
-        common = gitrepo.git_common_dir(root)
-    except gitrepo.GitError as error:
-        print(f"pachhook install: {error}", file=sys.stderr)
+    places = hook_places("pachhook install")
+    if places is None:
         return 2
+    root, hooks, common = places
     if (root / PRE_COMMIT_CONFIG).is_file() and not args.plain:
         return print_outcome("pachhook install", install_with_pre_commit(root, common, args.force))
     return print_outcome("pachhook install", install_plain(hooks, common, args.force))

@@ -6,14 +6,12 @@ import argparse
 import time
 from typing import Optional, Sequence
 
-from pachhook.commands._common import on_queue, parse_args
+from pachhook.commands._common import job_parser, on_queue, parse_args
 from pachhook.queue.store import Queue
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pachhook logs", description="Print the log of a job, oldest line first.")
-    parser.add_argument("job", type=int, metavar="JOB", help="job id, as `pachhook status` shows it")
-    return parser
+    return job_parser("pachhook logs", "Print the log of a job, oldest line first.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -16,6 +16,21 @@ import sys
 from typing import Any, List, Optional, Sequence
 
 from pachhook.commands._common import open_queue, parse_args
+from pachhook.core import gitrepo
+from pachhook.core.config import ConfigError, load_config
+from pachhook.deliver.backends.pachctl import PachctlBackend
+from pachhook.deliver.steps.update import make_backend
+from pachhook.provenance.cluster import (
+    GLOBAL_ID,
+    ClusterError,
+    GitSide,
+    PachctlReader,
+    Tracer,
+    format_tree,
+    format_versions,
+)
+from pachhook.provenance.ledger import deliveries, find, format_text, kind_of
+from pachhook.queue.store import Queue, queue_path
 
 _VERSION = re.compile(r"v?\d+\Z")
 
@@ -61,8 +76,6 @@ def _depth(text: str) -> int:
 def cluster_query(query: str) -> Optional[tuple]:
     """(repo, ref, project) for REPO@COMMIT / PIPELINE@JOB / [PROJECT/]REPO@BRANCH, ("", id, "") for a
     bare global ID, None for what the ledger answers (PIPELINE@VERSION, IMAGE@sha256:…, …)."""
-    from pachhook.provenance.cluster import GLOBAL_ID
-
     if GLOBAL_ID.match(query):
         return ("", query, "")
     if "@" not in query or "@sha256:" in query or query.startswith("sha256:"):
@@ -94,12 +107,6 @@ def _local_side() -> Any:
 
     A fresh clone has no queue database: nothing is created for a question.
     """
-    from pachhook.core import gitrepo
-    from pachhook.core.config import ConfigError, load_config
-    from pachhook.provenance.cluster import GitSide
-    from pachhook.provenance.ledger import deliveries
-    from pachhook.queue.store import Queue, queue_path
-
     try:
         root = gitrepo.repo_root()
         common = gitrepo.git_common_dir()
@@ -119,16 +126,6 @@ def _local_side() -> Any:
 
 
 def _from_cluster(args: argparse.Namespace, picked: Optional[tuple]) -> int:
-    from pachhook.core import gitrepo
-    from pachhook.deliver.steps.update import make_backend
-    from pachhook.provenance.cluster import (
-        ClusterError,
-        PachctlReader,
-        Tracer,
-        format_tree,
-        format_versions,
-    )
-
     git_side, config = _local_side()
     project = args.project or (picked[2] if picked else "")
     reader = PachctlReader(_pachctl(config, make_backend), project)
@@ -172,8 +169,6 @@ def _from_cluster(args: argparse.Namespace, picked: Optional[tuple]) -> int:
 
 def _pachctl(config: Any, make_backend: Any) -> Any:
     """The configured pachctl (the API backend is not read yet: provenance reads through pachctl)."""
-    from pachhook.deliver.backends.pachctl import PachctlBackend
-
     backend = make_backend(config) if config is not None else PachctlBackend()
     if getattr(backend, "name", "") != "pachctl":
         backend = PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl")
@@ -181,9 +176,6 @@ def _pachctl(config: Any, make_backend: Any) -> Any:
 
 
 def _from_ledger(args: argparse.Namespace) -> int:
-    from pachhook.core import gitrepo
-    from pachhook.provenance.ledger import deliveries, find, format_text, kind_of
-
     queue = open_queue("pachhook provenance")
     if queue is None:
         return 2

@@ -18,6 +18,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pachhook.core import gitrepo
+from pachhook.core.config import load_config
+from pachhook.deliver.steps.update import RenderError, render_template, render_values
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -51,9 +55,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
         return 2 if stop.code else 0
-    from pachhook.core import gitrepo
-    from pachhook.core.config import load_config
-    from pachhook.deliver.steps.update import RenderError, render_template, render_values
 
     try:
         commit = gitrepo.rev_parse(args.commit)
@@ -86,8 +87,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def branch_named(rev: str, info) -> str:
     """The branch a revision names: HEAD's branch for HEAD, NAME for a local branch NAME, else ""."""
-    from pachhook.core import gitrepo
-
     if rev == "HEAD":
         return info.branch
     return rev if gitrepo.rev_exists(f"refs/heads/{rev}", info.root) else ""

@@ -6,17 +6,17 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import on_queue, parse_args
+from pachhook.commands._common import job_parser, on_queue, parse_args
+from pachhook.core import gitrepo
+from pachhook.core.config import ConfigError, load_config
+from pachhook.deliver.runner import start_background
 from pachhook.queue.store import Queue
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pachhook retry",
-        description="Queue a failed, cancelled or superseded job again; steps already done stay done.",
+    return job_parser(
+        "pachhook retry", "Queue a failed, cancelled or superseded job again; steps already done stay done."
     )
-    parser.add_argument("job", type=int, metavar="JOB", help="job id, as `pachhook status` shows it")
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -37,10 +37,6 @@ def _retry(queue: Queue, job_id: int) -> int:
 
 def _start_worker() -> None:
     """Start a background worker, as after a commit, unless the worker mode is manual."""
-    from pachhook.core import gitrepo
-    from pachhook.core.config import ConfigError, load_config
-    from pachhook.deliver.runner import start_background
-
     try:
         root = gitrepo.repo_root()
         config = load_config(root)

@@ -10,7 +10,10 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args, positive_seconds
+from pachhook.commands._common import add_lease_option, parse_args
+from pachhook.core import gitrepo
+from pachhook.deliver.commit import deliver_commit
+from pachhook.deliver.runner import drain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --commit: print the plan (images, rendered specs, pachctl commands) and change nothing",
     )
-    parser.add_argument(
-        "--lease",
-        metavar="SECONDS",
-        type=positive_seconds,
-        default=60.0,
-        help="lease length; the lease is renewed while a step runs (default: 60)",
-    )
+    add_lease_option(parser)
     return parser
 
 
@@ -49,16 +46,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if isinstance(args, int):
         return args
     if args.commit is not None or args.dry_run:
-        from pachhook.deliver.commit import deliver_commit
-
         return deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=lambda line: print(line, flush=True))
     return run_queue(args)
 
 
 def run_queue(args: argparse.Namespace) -> int:
-    from pachhook.core import gitrepo
-    from pachhook.deliver.runner import drain
-
     try:
         root = gitrepo.repo_root()
     except gitrepo.GitError as error:

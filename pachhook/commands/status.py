@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 from pachhook.commands._common import open_queue, parse_args
+from pachhook.deliver.runner import worker_pid, worker_running
 from pachhook.queue.jobs import Job, StepRecord
 
 DEFAULT_LIMIT = 20
@@ -35,7 +36,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.deliver.runner import worker_pid, worker_running
 
     queue = open_queue("pachhook status")
     if queue is None:

@@ -7,11 +7,9 @@ prints what was done.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args, print_outcome
-from pachhook.core import gitrepo
+from pachhook.commands._common import hook_places, parse_args, print_outcome
 from pachhook.setup.hookinstall import uninstall
 
 
@@ -32,11 +30,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    try:
-        root = gitrepo.repo_root()
-        hooks = gitrepo.hooks_dir(root)
-        common = gitrepo.git_common_dir(root)
-    except gitrepo.GitError as error:
-        print(f"pachhook uninstall: {error}", file=sys.stderr)
+    places = hook_places("pachhook uninstall")
+    if places is None:
         return 2
+    root, hooks, common = places
     return print_outcome("pachhook uninstall", uninstall(root, hooks, common, args.force))

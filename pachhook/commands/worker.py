@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args, positive_seconds
+from pachhook.commands._common import add_lease_option, parse_args
+from pachhook.core import gitrepo
+from pachhook.deliver.runner import run_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repo", metavar="DIR", default=".", help="a work tree of the repository (default: the current directory)"
     )
-    parser.add_argument(
-        "--lease",
-        metavar="SECONDS",
-        type=positive_seconds,
-        default=60.0,
-        help="lease length; the lease is renewed while a step runs (default: 60)",
-    )
+    add_lease_option(parser)
     return parser
 
 
@@ -42,8 +38,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.core import gitrepo
-    from pachhook.deliver.runner import run_worker
 
     def progress(line: str) -> None:
         print(time.strftime("%Y-%m-%dT%H:%M:%S ") + line, flush=True)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from pachhook.queue.jobs import STEP_NAMES, Job, StepRecord
+from pachhook.queue.jobs import Job, StepRecord
+from pachhook.queue.states import STEP_NAMES
 from pachhook.spec.ordering import CycleError, dependency_order
 
 Output = Callable[[str], None]

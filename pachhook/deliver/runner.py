@@ -12,7 +12,8 @@ import os
 import sys
 import time
 
-from pachhook.queue.store import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED, LeaseLost, Queue
+from pachhook.queue.states import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED
+from pachhook.queue.store import LeaseLost, Queue
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only; this module starts workers from the hook

@@ -5,20 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from pachhook.queue.states import (  # noqa: F401  (the names belong with the records too)
-    CANCELLED,
-    DONE,
-    FAILED,
-    PENDING,
-    QUEUED,
-    RUNNING,
-    STEP_DONE,
-    STEP_FAILED,
-    STEP_NAMES,
-    STEP_RUNNING,
-    STEP_SKIPPED,
-    SUPERSEDED,
-)
+from pachhook.queue.states import PENDING, QUEUED
 
 
 @dataclass

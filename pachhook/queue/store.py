@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 
-from pachhook.queue.states import (  # noqa: F401  (runner and status take them from here too)
+from pachhook.queue.states import (
     CANCELLED,
     DONE,
     FAILED,

@@ -15,21 +15,32 @@ it returns, whatever happens.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from docker.errors import DockerException, ImageNotFound
+
 from pachhook.core import gitrepo
+from pachhook.deliver import dockerclient
+from pachhook.deliver.runner import one_line
+from pachhook.deliver.steps import StepContext, run_step
 from pachhook.queue.states import DONE, PENDING, STEP_DONE, STEP_NAMES
+from pachhook.queue.store import Queue
 
 DEMO_BASE_IMAGE = "pachhook-demo/busybox:base"
 EXAMPLE_REGISTRY = "localhost:5000"  # the registry the examples' templates name
@@ -104,9 +115,6 @@ def free_port() -> int:
 
 
 def registry_answers(registry: str, timeout: float = 2.0) -> bool:
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(f"http://{registry}/v2/", timeout=timeout):
             return True
@@ -143,8 +151,6 @@ class Processes:
         return process
 
     def stop_all(self) -> None:
-        import signal
-
         for process in reversed(self.started):
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
@@ -197,11 +203,6 @@ def start_registry(directory: Path, processes: Processes, deadline: float) -> Op
 
 def ensure_base_image(client: Any) -> Optional[str]:
     """A local image holding busybox for the examples' Dockerfiles, made offline; the reason if not."""
-    import io
-    import tarfile
-
-    from docker.errors import DockerException, ImageNotFound
-
     try:
         client.images.get(DEMO_BASE_IMAGE)
         return None
@@ -286,10 +287,6 @@ def _partial_drain(
     The queue records each dry-run step as skipped, so `pachhook status` shows exactly
     which steps ran.
     """
-    from pachhook.deliver.runner import one_line
-    from pachhook.deliver.steps import StepContext, run_step
-    from pachhook.queue.store import Queue
-
     common = gitrepo.git_common_dir(repo)
     worker_id = f"pachhook-demo:{os.getpid()}"
     with Queue(common) as queue:
@@ -358,8 +355,6 @@ def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Sa
 
     Each step the worker finishes is reported as it happens: long builds show progress.
     """
-    from pachhook.queue.store import Queue
-
     seen: Dict[tuple, str] = {}
     with Queue(gitrepo.git_common_dir(repo)) as queue:
         while True:
@@ -410,8 +405,6 @@ def _run(
     processes: Processes,
     say: Say,
 ) -> None:
-    from pachhook.deliver import dockerclient
-
     repo = folder / "repo"
     say("heading", f"1. a throwaway repository from {examples}")
     say("info", f"   {repo}")
@@ -578,7 +571,5 @@ def _status(repo: Path, env: Dict[str, str]) -> List[Dict[str, Any]]:
 
 
 def _job_log(repo: Path, env: Dict[str, str], job_id: int) -> List[str]:
-    from pachhook.queue.store import Queue
-
     with Queue(gitrepo.git_common_dir(repo)) as queue:
         return queue.read_log(job_id)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from pachhook.queue.states import PENDING, QUEUED
+from pachhook.queue.states import STEP_NAMES as STEP_NAMES  # the steps of a Job, where its callers look
 
 
 @dataclass

@@ -150,7 +150,7 @@ def discover_templates(root: Path, files: Sequence[str], config: Any) -> List[Fo
             data = full.read_bytes()
         except OSError:
             continue
-        conventional = any(pattern.match(path) for pattern in globs)
+        conventional = globs.matches(path)
         if not conventional and path.endswith(".jsonnet"):
             continue  # a Jsonnet library or other file: only named templates are rendered
         if not conventional:

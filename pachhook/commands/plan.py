@@ -12,7 +12,11 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, parse_args
+from pachhook.commands._common import parse_args
+from pachhook.core import gitrepo
+from pachhook.core.config import ConfigError, load_config
+from pachhook.deliver.commit import branch_of
+from pachhook.deliver.plan import PlanError, format_plan, make_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,14 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.core import gitrepo
-    from pachhook.core.config import ConfigError, load_config
-    from pachhook.deliver.commit import branch_of
-    from pachhook.deliver.plan import PlanError, format_plan, make_plan
 
     try:
         commit = gitrepo.rev_parse(args.rev)
@@ -77,7 +77,3 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     for line in format_plan(plan):
         print(line)
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook plan", _main, argv)

@@ -248,10 +248,13 @@ def test_a_file_named_twice_is_checked_once(tmp_path, capsys):
 
 
 def test_a_reader_that_leaves_early_is_not_an_internal_error(tmp_path):
-    keys = ",".join(f'"k{i}": 1' for i in range(3_000))
-    path = write(tmp_path / "pipeline.json", '{"pipeline": {"name": "a"}, ' + keys + "}")
+    # more problem lines than a pipe holds (64 kB), so that writing them meets the closed pipe
+    keys = ",".join(f'"k{i}": 1' for i in range(100))
+    paths = [
+        write(tmp_path / f"p{n}" / "pipeline.json", '{"pipeline": {"name": "a"}, ' + keys + "}") for n in range(40)
+    ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "pachhook", "validate", str(path)],
+        [sys.executable, "-m", "pachhook", "validate", *map(str, paths)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=CHECKOUT_ENV,

@@ -467,3 +467,23 @@ def test_too_many_specs_is_refused_naming_the_limit():
     data = b"[" + b",".join([b"{}"] * (MAX_SPECS + 1)) + b"]"
     diagnostic = only_diagnostic(load_bytes("many.json", data))
     assert diagnostic.rule == "too-many-specs" and f"more than {MAX_SPECS} pipeline specs" in diagnostic.message
+
+
+def test_every_rule_id_of_reading_and_rendering_is_documented():
+    """Every rule id the loader, schema and template modules can print is in docs/spec-rules.md."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    documented = set(re.findall(r"`([a-z0-9-]+)`", (root / "docs" / "spec-rules.md").read_text(encoding="utf-8")))
+    emitted = set()
+    for module in ("loader", "schema", "template"):
+        source = (root / "pachhook" / "spec" / f"{module}.py").read_text(encoding="utf-8")
+        # rule ids are the last argument of Diagnostic(...), Problem(...), _Refused(...) and report(...)
+        emitted |= set(re.findall(r'(?:ERROR|WARNING|rule|path), "([a-z0-9]+(?:-[a-z0-9]+)*)"\)', source))
+        emitted |= set(re.findall(r'(?:ERROR|WARNING),\s*[^,()]*,\s*"([a-z0-9-]+)",?\s*\)', source))
+        emitted |= set(re.findall(r'_Refused\([^)]*?, "([a-z0-9-]+)"\)', source, re.DOTALL))
+        # the last argument on a line of its own, before the closing parenthesis
+        emitted |= set(re.findall(r'^\s*"([a-z0-9]+(?:-[a-z0-9]+)*)",?\s*\n\s*\)', source, re.MULTILINE))
+    emitted -= {"rb", "exclusive"}  # a file mode and a slot name the patterns also catch
+    assert {"empty-document", "escape", "long-key", "yaml-directive", "not-strict-json"} <= emitted
+    assert emitted <= documented, sorted(emitted - documented)

@@ -164,14 +164,19 @@ def test_pfs_input_cannot_pin_a_commit():
 
 
 def test_s3_inputs():
-    assert found(spec(input={"pfs": {"repo": "a", "s3": True}})) == []
+    # pachd requires the glob "/" of an s3 input (issue 14: it was accepted unset)
+    unset = one(spec(input={"pfs": {"repo": "a", "s3": True}}), "s3-input")
+    assert unset.path == ("input", "pfs") and "needs 'glob': \"/\"" in unset.message
     assert found(spec(input={"pfs": {"repo": "a", "s3": True, "glob": "/"}})) == []
+    # pachd cleans the glob first: "//" and "/./" are "/"
+    for glob in ("//", "/./", "///"):
+        assert found(spec(input={"pfs": {"repo": "a", "s3": True, "glob": glob}})) == [], glob
     assert one(spec(input={"pfs": {"repo": "a", "s3": True, "glob": "/*"}}), "s3-input").path == (
         "input",
         "pfs",
         "glob",
     )
-    assert one(spec(input={"pfs": {"repo": "a", "s3": True, "lazy": True}}), "s3-input").path == (
+    assert one(spec(input={"pfs": {"repo": "a", "s3": True, "glob": "/", "lazy": True}}), "s3-input").path == (
         "input",
         "pfs",
         "lazy",
@@ -180,14 +185,16 @@ def test_s3_inputs():
         input={
             "join": [
                 {"pfs": {"repo": "a", "glob": "/(*)", "join_on": "$1"}},
-                {"cross": [{"pfs": {"repo": "b", "s3": True}}]},
+                {"cross": [{"pfs": {"repo": "b", "s3": True, "glob": "/"}}]},
             ]
         }
     )
     problem = one(joined, "s3-input")
     assert problem.path == ("input", "join", 1, "cross", 0, "pfs", "s3")
     assert "not supported inside a 'join'" in problem.message
-    crossed = spec(input={"cross": [{"pfs": {"repo": "a", "glob": "/"}}, {"pfs": {"repo": "b", "s3": True}}]})
+    crossed = spec(
+        input={"cross": [{"pfs": {"repo": "a", "glob": "/"}}, {"pfs": {"repo": "b", "s3": True, "glob": "/"}}]}
+    )
     assert found(crossed) == []
 
 
@@ -439,7 +446,12 @@ def test_metadata_keys_and_label_values():
     }
     assert found(spec(metadata=ok)) == []
     assert one(spec(metadata={"labels": {"team": "data science"}}), "metadata").path == ("metadata", "labels", "team")
-    assert "prefix 'Example.com'" in one(spec(metadata={"annotations": {"Example.com/x": "1"}}), "metadata").message
+    assert "prefix 'Example.com'" in one(spec(metadata={"labels": {"Example.com/x": "1"}}), "metadata").message
+    # Kubernetes lower-cases an annotation key before checking it (issue 14)
+    assert found(spec(metadata={"annotations": {"MyCompany.com/team": "data"}})) == []
+    assert (
+        "prefix 'my_company.com'" in one(spec(metadata={"annotations": {"My_Company.com/x": "1"}}), "metadata").message
+    )
     assert "longer than 63" in one(spec(metadata={"labels": {"k" * 64: "v"}}), "metadata").message
 
 
@@ -619,3 +631,59 @@ def test_huge_numbers_and_odd_keys_do_not_crash():
         ("resource-quantity", ("resource_limits", "cpu")),
     ]
     assert "got a huge number" in problems[0].message
+
+
+# --------------------------------------------------------------------------- issue 14
+
+
+def test_sql_egress_needs_a_secret_with_name_and_key():
+    sql = {"url": "snowflake://user@host/db", "fileFormat": {"type": "CSV"}}
+    missing = one(spec(egress={"sqlDatabase": dict(sql)}), "egress")
+    assert missing.path == ("egress", "sqlDatabase") and "needs a 'secret'" in missing.message
+    no_key = one(spec(egress={"sql_database": dict(sql, secret={"name": "db"})}), "egress")
+    assert no_key.path == ("egress", "sql_database", "secret") and "needs a 'key'" in no_key.message
+    assert found(spec(egress={"sqlDatabase": dict(sql, secret={"name": "db", "key": "password"})})) == []
+    assert found(spec(egress={"objectStorage": {"url": "s3://bucket/dir"}})) == []
+
+
+def test_spout_and_service_together_are_an_error():
+    problem = one(spec(input=None, spout={}, service={"internal_port": 80, "external_port": 31800}), "spout")
+    assert problem.path == ("service",) and "workers never start" in problem.message
+    assert found(spec(input=None, spout={"service": {"internal_port": 80, "external_port": 31800}})) == []
+
+
+@pytest.mark.parametrize(
+    "changes, path",
+    [
+        ({"transform": None}, ("transform",)),
+        ({"update": None}, ("update",)),
+        ({"reprocess": None}, ("reprocess",)),
+        ({"pipeline": {"name": "edges", "project": None}}, ("pipeline", "project")),
+    ],
+)
+def test_nulls_pachctl_or_pachd_refuse(changes, path):
+    doc = base()
+    doc.update(changes)  # update, not spec(): None means null here
+    problem = one(doc, "null")
+    assert problem.path == path and "is null, which fails" in problem.message
+
+
+def test_durations_beyond_protobuf_range():
+    problem = one(spec(datum_timeout="315576000001s"), "duration")
+    assert "beyond the range of a protobuf duration" in problem.message
+    assert found(spec(datum_timeout="315576000000s", job_timeout="-3600.5s")) == []
+
+
+def test_impossible_cron_start_times():
+    cron = {"name": "tick", "spec": "@hourly", "start": "2024-02-30T00:00:00Z"}
+    problem = one(spec(input={"cron": cron}), "timestamp")
+    assert problem.path == ("input", "cron", "start") and "not a real date" in problem.message
+    assert found(spec(input={"cron": dict(cron, start="2024-02-29T23:59:59Z")})) == []
+
+
+def test_integer_strings_with_a_zero_fraction_count_as_integers():
+    # protojson reads "3.0" as 3 for an integer field
+    problem = one(
+        spec(service={"internal_port": 80, "external_port": 31800}, parallelism_spec={"constant": "3.0"}), "service"
+    )
+    assert "(got 3)" in problem.message

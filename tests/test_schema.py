@@ -425,7 +425,7 @@ def test_cpu_in_kubernetes_millicores_suggests_cores():
 def test_string_maps_need_string_values_and_are_located_per_key():
     problem = only({"transform": {"env": {"DEBUG": True, "$schema": 7}}})
     assert problem.path == ("transform", "env", "DEBUG")
-    assert problem.message == "'DEBUG' must be a string, got the boolean true"
+    assert problem.message == "'DEBUG' must be a string, got the boolean true; quote it: \"true\""
 
 
 def test_schema_key_is_allowed_at_every_level():
@@ -495,3 +495,71 @@ def test_values_python_cannot_print_do_not_crash_the_messages():
     assert [p.path for p in problems] == [("datum_tries",), ("parallelism_spec", "constant"), (7,)]
     assert "more than 4000 digits" in problems[0].message
     assert problems[2].message == "field names are strings, but the number 7 is used as a key at the top level"
+
+
+# --------------------------------------------------------------------------- issue 14: messages
+
+
+def _validate(name, text):
+    from pachhook.validate.checks import validate_bytes
+
+    return validate_bytes(name, text.encode())
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("q.json", '{"pipeline": {"name": "a"}, "transform": {"env": {"LEVEL": 4}}}'),
+        ("q.yaml", "pipeline: {name: a}\ntransform:\n  env:\n    LEVEL: 4\n"),
+    ],
+)
+def test_a_number_where_a_string_belongs_says_quote_it(name, text):
+    [problem] = _validate(name, text)
+    assert problem.message == "'LEVEL' must be a string, got the number 4; quote it: \"4\""
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("m.json", '{"pipeline": {"name": "a"}, "resource_limits": {"memory": 512}}'),
+        ("m.yaml", "pipeline: {name: a}\nresourceLimits:\n  memory: 512\n"),
+    ],
+)
+def test_a_bare_memory_number_suggests_a_unit(name, text):
+    [problem] = _validate(name, text)
+    assert 'write "512Mi" (mebibytes) or "512M"' in problem.message
+
+
+def test_integer_strings_protojson_accepts():
+    # protojson reads "3.0" (a decimal string with a zero fraction) as the integer 3
+    for value in ("3", "3.0", "3.00", "-0"):
+        assert schema.check({"pipeline": {"name": "a"}, "datum_tries": value}) == [], value
+    [problem] = schema.check({"pipeline": {"name": "a"}, "datum_tries": "3.5"})
+    assert problem.path == ("datum_tries",)
+
+
+def test_paths_with_dots_and_slashes_are_bracketed():
+    [problem] = _validate("p.json", '{"pipeline": {"name": "a"}, "transform": {"env": {"a.b/c": 1}}}')
+    assert problem.json_path == 'transform.env["a.b/c"]'
+    [label] = _validate("p.yaml", "pipeline: {name: a}\nmetadata:\n  labels:\n    example.com/team: data science\n")
+    assert label.json_path == 'metadata.labels["example.com/team"]'
+
+
+def test_paths_in_a_top_level_list_are_relative_to_the_spec():
+    problems = _validate("l.yaml", "- pipeline: {name: a}\n- pipeline: {name: b}\n  transfrom: {}\n")
+    [problem] = problems
+    assert (problem.json_path, problem.document, problem.line) == ("transfrom", 2, 3)
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("k.json", '{"pipeline": {"name": "a"}, "transform": {"env": {"SHA_{{ short_commit }}": "1"}}}'),
+        ("k.yaml", 'pipeline: {name: a}\ntransform:\n  env:\n    "SHA_{{ short_commit }}": "1"\n'),
+    ],
+)
+def test_a_placeholder_in_a_mapping_key_is_an_error(name, text):
+    [problem] = _validate(name, text)
+    assert problem.rule == "placeholder-in-key" and problem.severity == "error"
+    assert "not in keys: {{ short_commit }}" in problem.message
+    assert problem.line == (1 if name.endswith(".json") else 4)

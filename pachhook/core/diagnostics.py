@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from typing import Tuple, Union
 
@@ -38,8 +40,15 @@ class Diagnostic:
 LONGEST_SHOWN_KEY = 64  # a longer key is shortened in paths: a diagnostic stays a readable line
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$-]+")
+
+
 def format_json_path(path: JsonPath) -> str:
-    """Render ("input", "cross", 1, "pfs") as input.cross[1].pfs."""
+    """Render ("input", "cross", 1, "pfs") as input.cross[1].pfs.
+
+    A key that is not a plain word (`example.com/team`, `a b`, "") is written as a JSON
+    string in brackets, so the path reads one way only: metadata.labels["example.com/team"].
+    """
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -48,5 +57,8 @@ def format_json_path(path: JsonPath) -> str:
             text = str(part)
             if len(text) > LONGEST_SHOWN_KEY:
                 text = text[:LONGEST_SHOWN_KEY] + "..."
-            out += f".{text}" if out else text
+            if _PLAIN_KEY.fullmatch(text):
+                out += f".{text}" if out else text
+            else:
+                out += "[" + json.dumps(text, ensure_ascii=False) + "]"
     return out

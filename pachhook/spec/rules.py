@@ -124,6 +124,9 @@ def _check_spec(spec: _View, report: _Report) -> None:
         if isinstance(input_value, dict):
             _check_input_names(input_value, path, {}, report)
     _check_services(spec, report)
+    _check_egress(spec, report)
+    _check_nulls(spec, report)
+    _check_durations(spec, report)
     for field in ("resource_requests", "resource_limits", "sidecar_resource_limits", "sidecar_resource_requests"):
         resources = spec.view(field)
         if resources is not None:
@@ -386,15 +389,19 @@ def _check_pfs(pfs: _View, path: JsonPath, ancestors: Tuple[str, ...], report: _
     else:
         _check_plain_name("repo", repo, path + (pfs.key("repo"),), report, "repo-name")
     glob = pfs.get("glob")
-    if not s3 and not (isinstance(glob, str) and glob) and not (glob is not None and not isinstance(glob, str)):
+    if not (isinstance(glob, str) and glob) and not (glob is not None and not isinstance(glob, str)):
         label = f" from repo '{repo}'" if repo else ""
-        report.error(
-            path,
-            f'pfs input{label} needs a \'glob\', such as "/" (one datum) or "/*" (one datum per top-level file)',
-            "pfs-input",
-        )
+        if s3:
+            # pachd requires the glob "/" of an s3 input; it does not supply it
+            report.error(path, f"s3 input{label} needs 'glob': \"/\" (it presents the whole repo)", "s3-input")
+        else:
+            report.error(
+                path,
+                f'pfs input{label} needs a \'glob\', such as "/" (one datum) or "/*" (one datum per top-level file)',
+                "pfs-input",
+            )
     if s3:
-        if isinstance(glob, str) and glob not in ("", "/"):
+        if isinstance(glob, str) and glob and clean_glob(glob) != "/":
             report.error(
                 path + (pfs.key("glob"),),
                 f'an s3 input presents the whole repo, so its glob must be "/", got {json.dumps(glob)}',
@@ -426,6 +433,13 @@ def _check_pfs(pfs: _View, path: JsonPath, ancestors: Tuple[str, ...], report: _
     _check_input_project(pfs, path, report)
 
 
+def clean_glob(glob: str) -> str:
+    """The glob as pachd stores it (Go's path.Clean of "/" + glob): "//" and "/./" are "/"."""
+    import posixpath
+
+    return posixpath.normpath(re.sub("/+", "/", "/" + glob))
+
+
 def _check_input_project(node: _View, path: JsonPath, report: _Report) -> None:
     project = node.str("project")
     if project and project != "default":
@@ -446,6 +460,10 @@ def _check_cron_input(cron: _View, path: JsonPath, report: _Report) -> None:
     repo = cron.str("repo")
     if repo:
         _check_plain_name("repo", repo, path + (cron.key("repo"),), report, "repo-name")
+    start = cron.str("start")
+    problem = timestamp_problem(start) if start else None
+    if problem:
+        report.error(path + (cron.key("start"),), f"cron start {problem}; pachctl refuses it", "timestamp")
     _check_input_project(cron, path, report)
 
 
@@ -627,6 +645,14 @@ def _check_services(spec: _View, report: _Report) -> None:
                 )
     if spout_service is not None:
         _check_service_type(spout_service, (spec.key("spout"), spout.key("service")), report)  # type: ignore
+    if spout is not None and service is not None:
+        # pachd takes both, but the workers of such a pipeline never start
+        report.error(
+            (spec.key("service"),),
+            "a pipeline is a spout or a service, not both: pachd accepts it but its workers never start;"
+            " delete 'service' (a spout that serves sets spout.service)",
+            "spout",
+        )
     if spout is not None and spout_service is None and spec.get("input") is not None:
         report.error(
             (spec.key("input"),),
@@ -638,6 +664,88 @@ def _check_services(spec: _View, report: _Report) -> None:
         report.error((spec.key("s3_out"),), f"s3_out cannot be used with a {which}; delete one of them", "s3-out")
     if spec.get("autoscaling") is True and spout is not None:
         report.error((spec.key("autoscaling"),), "a spout cannot autoscale; delete 'autoscaling'", "autoscaling")
+
+
+def _check_egress(spec: _View, report: _Report) -> None:
+    egress = spec.view("egress")
+    sql = egress.view("sql_database") if egress is not None else None
+    if egress is None or sql is None:
+        return
+    path = (spec.key("egress"), egress.key("sql_database"))
+    secret = sql.view("secret")
+    # pachd's ValidateSQLDatabaseEgress: the password comes from a Kubernetes secret
+    if secret is None:
+        report.error(
+            path,
+            "SQL egress needs a 'secret' with the 'name' and 'key' of the Kubernetes secret"
+            " holding the database password",
+            "egress",
+        )
+        return
+    for field, what in (("name", "the Kubernetes secret"), ("key", "the key in that secret")):
+        if not secret.str(field):
+            report.error(
+                path + (sql.key("secret"),),
+                f"SQL egress secret needs a '{field}': {what} holding the database password",
+                "egress",
+            )
+
+
+# Fields whose null pachctl or pachd refuses though protojson reads null as "unset".
+_NULL_WHY = {
+    "transform": "pachd merges the spec over its defaults and a null deletes the default transform"
+    " ('pipeline must specify a transform'): delete the line or give the transform",
+    "update": "pachctl reads it as a true/false flag: delete it or write true or false",
+    "reprocess": "pachctl reads it as a true/false flag: delete it or write true or false",
+}
+
+
+def _check_nulls(spec: _View, report: _Report) -> None:
+    for field, why in _NULL_WHY.items():
+        if spec.has(field) and spec.get(field) is None:
+            report.error((spec.key(field),), f"'{spec.key(field)}' is null, which fails: {why}", "null")
+    pipeline = spec.view("pipeline")
+    if pipeline is not None and pipeline.has("project") and pipeline.get("project") is None:
+        report.error(
+            (spec.key("pipeline"), pipeline.key("project")),
+            "'project' is null, which fails: pachctl fills in pipeline.project.name and cannot inside a null;"
+            ' delete it (the default project is used) or write {"name": "..."}',
+            "null",
+        )
+
+
+MAX_DURATION_SECONDS = 315_576_000_000  # google.protobuf.Duration: about 10,000 years
+_DURATION_TEXT = re.compile(r"[+-]?((0|[1-9][0-9]*)(\.[0-9]{0,9})?|\.[0-9]{0,9})s")
+
+
+def _check_durations(spec: _View, report: _Report) -> None:
+    for field in ("datum_timeout", "job_timeout", "maximum_expected_uptime"):
+        value = spec.get(field)
+        if not isinstance(value, str) or not _DURATION_TEXT.fullmatch(value):
+            continue  # the schema reports other forms
+        whole = value.lstrip("+-").split(".")[0].rstrip("s") or "0"
+        if len(whole) > 12 or int(whole) > MAX_DURATION_SECONDS:
+            report.error(
+                (spec.key(field),),
+                f"{spec.key(field)} {json.dumps(value)} is beyond the range of a protobuf duration"
+                f" ({MAX_DURATION_SECONDS} seconds, about 10,000 years); pachctl refuses it",
+                "duration",
+            )
+
+
+def timestamp_problem(value: str) -> Optional[str]:
+    """Why protojson refuses this RFC 3339 timestamp (an impossible date or time), or None."""
+    import datetime  # only for a cron input that sets `start`
+
+    match = re.match(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})", value)
+    if match is None:
+        return None  # the schema reports the form
+    year, month, day, hour, minute, second = (int(part) for part in match.groups())
+    try:
+        datetime.datetime(year, month, day, hour, minute, second)
+    except ValueError as error:
+        return f"{json.dumps(value)} is not a real date and time ({error})"
+    return None
 
 
 def _check_service_type(service: _View, path: JsonPath, report: _Report) -> None:
@@ -657,8 +765,8 @@ def _as_int(value: Any) -> Optional[int]:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and len(value) <= 40 and re.fullmatch(r"-?[0-9]+", value):
-        return int(value)
+    if isinstance(value, str) and len(value) <= 40 and re.fullmatch(r"-?[0-9]+(\.0+)?", value):
+        return int(value.split(".")[0])  # protojson reads "3.0" as 3
     return None
 
 
@@ -798,7 +906,9 @@ def _check_metadata(metadata: _View, path: JsonPath, report: _Report) -> None:
         for key, value in mapping.items():
             if key == "$schema" or not isinstance(key, str):
                 continue
-            problem = label_key_problem(key)
+            # Kubernetes lower-cases an annotation key before it checks it (label keys stay
+            # case-sensitive), and pachd passes keys on as written
+            problem = label_key_problem(key.lower() if field == "annotations" else key)
             if problem:
                 report.error(
                     base + (key,),
@@ -874,4 +984,8 @@ def rule_ids() -> Iterator[str]:
         "metadata",
         "toleration",
         "reprocess-spec",
+        "egress",
+        "null",
+        "duration",
+        "timestamp",
     )

@@ -523,6 +523,8 @@ class _Checker:
         message = f"{_subject(path)} must be {expected}, got {describe(value)}"
         if "boolean" in (node.types or ()) and isinstance(value, str) and value.lower() in _BOOLISH:
             message += "; write true or false without quotes"
+        elif "string" in (node.types or ()) and json_type(value) in ("integer", "number", "boolean"):
+            message += quote_hint(value, path)
         self.report(path, message, "type")
 
     def _described_error(self, target: _Node, value: Any, path: JsonPath) -> None:
@@ -609,12 +611,23 @@ _LONGEST_FIELD = LONGEST_SHOWN_KEY  # longer keys are no typo of a spec field: n
 
 def _shown_key(key: str) -> str:
     """The key as a message quotes it: a megabyte-long key must not make a megabyte-long line."""
-    if len(key) <= _LONGEST_FIELD:
-        return key
-    return f"{key[:_LONGEST_FIELD]}... ({len(key)} characters)"
+    shown = key if len(key) <= _LONGEST_FIELD else f"{key[:_LONGEST_FIELD]}... ({len(key)} characters)"
+    # a newline or a control character in a key is shown escaped: a message is one line
+    return shown if shown.isprintable() else json.dumps(shown, ensure_ascii=False)[1:-1]
 
 
 _BOOLISH = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n"})
+
+
+def quote_hint(value: Any, path: JsonPath) -> str:
+    """Advice for a number or boolean where a string belongs: quote it (with a unit for a size)."""
+    if value is True or value is False:
+        return f'; quote it: "{"true" if value else "false"}"'
+    text = _number_text(value)
+    if path and path[-1] in ("memory", "disk") and len(text) <= 20:
+        # a bare number of bytes is almost never meant: suggest the unit people mean
+        return f'; a quantity is a string with a unit: write "{text}Mi" (mebibytes) or "{text}M", or "{text}" for bytes'
+    return f'; quote it: "{text}"'
 
 
 def _refs_of(node: _Node) -> List[str]:

@@ -75,6 +75,8 @@ def render(value: Any, values: Dict[str, str]) -> Tuple[Any, List[Problem]]:
         source, target, path = stack.pop()
         items = source.items() if isinstance(source, dict) else enumerate(source)
         for key, child in items:
+            if isinstance(key, str) and "{{" in key:
+                _placeholder_in_key(key, path, problems)
             if isinstance(child, (dict, list)):
                 copy: Any = {} if isinstance(child, dict) else []
                 stack.append((child, copy, path + (key,)))
@@ -87,6 +89,18 @@ def render(value: Any, values: Dict[str, str]) -> Tuple[Any, List[Problem]]:
             else:
                 target.append(copy)
     return root, problems
+
+
+def _placeholder_in_key(key: str, path: JsonPath, problems: List[Problem]) -> None:
+    # keys are never rendered (a value must not add a field), so the braces would reach
+    # pachctl as written
+    match = PLACEHOLDER.search(key)
+    if match is not None:
+        message = (
+            f"placeholders are filled in string values only, not in keys: {match.group(0)}"
+            " stays as written in this key; use a fixed key"
+        )
+        problems.append(Problem(path + (key,), message, ERROR, "placeholder-in-key"))
 
 
 def _render_leaf(text: str, path: JsonPath, values: Dict[str, str], problems: List[Problem]) -> str:

@@ -8,17 +8,32 @@ Secrets are never part of a message: credentials are reported as present or abse
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import sqlite3
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+import yaml
+
+from pachhook.core import gitrepo
+from pachhook.core.config import ConfigError, load_config
+from pachhook.deliver import dockerclient
+from pachhook.deliver.backends.pachctl import BackendError
+from pachhook.deliver.runner import LOG_NAME, worker_running
+from pachhook.queue.affected import parse_template
 from pachhook.queue.states import FAILED, QUEUED
+from pachhook.queue.store import DB_NAME, FOLDER, SCHEMA_VERSION
 from pachhook.setup.hookinstall import PRE_COMMIT_CONFIG
-from pachhook.setup.hookscripts import HOOK_IDS
+from pachhook.setup.hookscripts import HOOK_IDS, MARKER
+from pachhook.validate.checks import has_errors, validate_paths, working_tree_templates
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
@@ -72,8 +87,6 @@ def _fail_safe(function: Callable[[Probe], List[Check]], name: str) -> Callable[
 
 
 def check_repository(probe: Probe) -> List[Check]:
-    from pachhook.core import gitrepo
-
     try:
         info = gitrepo.head_info(probe.cwd) if gitrepo.rev_exists("HEAD", probe.cwd) else None
         probe.root = info.root if info else gitrepo.repo_root(probe.cwd)
@@ -96,7 +109,6 @@ def _precommit_hook_ids(root: Path) -> Optional[Dict[str, List[str]]]:
     path = root / PRE_COMMIT_CONFIG
     if not path.is_file():
         return None
-    import yaml
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -168,8 +180,6 @@ def check_hooks(probe: Probe) -> List[Check]:
 
 
 def check_configuration(probe: Probe) -> List[Check]:
-    from pachhook.core.config import ConfigError, load_config
-
     if probe.root is None:
         return []
     try:
@@ -184,9 +194,6 @@ def check_configuration(probe: Probe) -> List[Check]:
 
 
 def check_templates(probe: Probe) -> List[Check]:
-    from pachhook.queue.affected import parse_template
-    from pachhook.validate.checks import has_errors, validate_paths, working_tree_templates
-
     if probe.config is None or probe.root is None:
         return []
     probe.templates = working_tree_templates(probe.root, probe.config)
@@ -242,10 +249,6 @@ HOOK_RUN_TIMEOUT = 300.0  # the first run of a pinned hook repository clones and
 
 def check_hooks_run(probe: Probe) -> List[Check]:
     """Run the validate hook as git would, on the templates: proves the set-up works, not only that it is written."""
-    import sys
-
-    from pachhook.setup.hookscripts import MARKER
-
     if probe.root is None or probe.hooks_dir is None:
         return []
     hook = probe.hooks_dir / "pre-commit"
@@ -310,8 +313,6 @@ def check_hooks_run(probe: Probe) -> List[Check]:
 
 
 def check_docker(probe: Probe) -> List[Check]:
-    from pachhook.deliver import dockerclient
-
     try:
         probe.docker = dockerclient.make_client(timeout=int(TIMEOUT))
     except dockerclient.EngineUnavailable as error:
@@ -327,9 +328,6 @@ def check_docker(probe: Probe) -> List[Check]:
 
 def _registry_answer(registry: str, secure: bool) -> str:
     """ "open", "login" (401) or why the registry did not answer; bounded by TIMEOUT."""
-    import urllib.error
-    import urllib.request
-
     scheme = "https" if secure else "http"
     url = f"{scheme}://{'registry-1.docker.io' if registry == 'docker.io' else registry}/v2/"
     try:
@@ -343,8 +341,6 @@ def _registry_answer(registry: str, secure: bool) -> str:
 
 
 def check_credentials(probe: Probe) -> List[Check]:
-    from pachhook.deliver import dockerclient
-
     if not probe.images:
         return []
     registries: Dict[str, List[str]] = {}
@@ -383,8 +379,6 @@ def check_credentials(probe: Probe) -> List[Check]:
 
 
 def _secure_without_engine(registry: str) -> bool:
-    import ipaddress
-
     host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
     if host == "localhost":
         return False
@@ -444,8 +438,6 @@ def check_backend(probe: Probe) -> List[Check]:
 
 
 def _check_api() -> List[Check]:
-    from pachhook.deliver.backends.pachctl import BackendError
-
     try:
         from pachhook.deliver.backends.api import ApiBackend
 
@@ -460,11 +452,6 @@ def _check_api() -> List[Check]:
 
 def check_queue(probe: Probe) -> List[Check]:
     """Read the queue without changing it: opening it through Queue would set a damaged file aside."""
-    import sqlite3
-    import time
-
-    from pachhook.queue.store import DB_NAME, FOLDER, SCHEMA_VERSION
-
     if probe.common_dir is None:
         return []
     folder = probe.common_dir / FOLDER
@@ -523,9 +510,6 @@ def check_queue(probe: Probe) -> List[Check]:
 
 
 def check_worker(probe: Probe) -> List[Check]:
-    from pachhook.deliver.runner import LOG_NAME, worker_running
-    from pachhook.queue.store import FOLDER
-
     if probe.common_dir is None:
         return []
     folder = probe.common_dir / FOLDER

@@ -27,6 +27,15 @@ def test_a_bug_in_any_command_is_one_line_and_exit_3(name: str, monkeypatch, cap
     assert captured.err == f"pachhook {name}: internal error: RuntimeError: boom second line (please report it)\n"
 
 
+def test_an_internal_error_line_carries_no_terminal_control_sequence(monkeypatch, capsys):
+    def broken(argv):
+        raise ValueError("bad \x1b[2J\x1b]0;owned\x07value\r\nmore")
+
+    monkeypatch.setattr(cli.load_command("status"), "main", broken)
+    assert cli.main(["status"]) == 3
+    assert capsys.readouterr().err == "pachhook status: internal error: ValueError: bad value more (please report it)\n"
+
+
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))
 def test_ctrl_c_in_any_command_is_exit_130(name: str, monkeypatch, capsys):
     def interrupted(argv):

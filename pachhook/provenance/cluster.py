@@ -25,6 +25,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
+from pachhook.core import gitrepo
+from pachhook.deliver.backends.pachctl import BackendError
+from pachhook.deliver.steps.build import remote_url
+
 GLOBAL_ID = re.compile(r"[0-9a-f]{32}\Z")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x1f\x7f-\x9f]")
@@ -99,8 +103,6 @@ class PachctlReader:
         self._history: Dict[str, List[Dict[str, Any]]] = {}
 
     def _read(self, args: Sequence[str]) -> Optional[List[Dict[str, Any]]]:
-        from pachhook.deliver.backends.pachctl import BackendError
-
         argv = [*args, "--raw"]
         if self.project:
             argv += ["--project", self.project]
@@ -203,8 +205,6 @@ class GitSide:
             return self._cache[sha]
         found = GitCommit(sha=clean(sha, 64))
         if self.root is not None and re.fullmatch(r"[0-9a-f]{7,64}", sha):
-            from pachhook.core import gitrepo
-
             try:
                 raw = gitrepo.git(
                     ["show", "-s", "--format=%H%x00%s%x00%an <%ae>%x00%aI", f"{sha}^{{commit}}", "--"], self.root
@@ -226,8 +226,6 @@ class GitSide:
 
     def remote(self) -> str:
         if self._remote is None:
-            from pachhook.deliver.steps.build import remote_url
-
             self._remote = clean(remote_url(self.root, "")) if self.root is not None else ""
         return self._remote
 

@@ -44,7 +44,7 @@ def make_repo(path: Path, template: dict = TEMPLATE, extra: dict = None) -> Path
     git(path, "config", "user.email", "t@example.com")
     git(path, "config", "user.name", "Test")
     (path / "edges").mkdir()
-    (path / "edges" / "pipeline.json").write_text(json.dumps(template, indent=2))
+    (path / "edges" / "pipeline.json").write_text(json.dumps(template, indent=2, ensure_ascii=False), encoding="utf-8")
     for name, text in (extra or {}).items():
         (path / name).write_text(text)
     git(path, "add", "-A")
@@ -331,3 +331,32 @@ def test_version_is_asked_once_per_pachctl_file(tmp_path, double):
 
 def test_inspect_of_an_absent_pipeline_is_none(double):
     assert PachctlBackend().inspect("nothing-here") is None
+
+
+def test_a_spec_with_characters_outside_the_basic_plane_is_applied_as_utf8(tmp_path, double):
+    """Issue 14: json.dumps' ASCII escaping made an emoji a surrogate pair (\\ud83d\\ude80),
+    which pachctl's yaml.v3 refuses at `pachctl update pipeline`; the double refuses it too."""
+    from pachhook.validate.checks import validate_paths
+
+    template = dict(TEMPLATE, description="edges 🚀 from {{ branch }}")
+    repo = make_repo(tmp_path / "repo", template)
+    assert [d for d in validate_paths([repo / "edges" / "pipeline.json"]) if d.severity == "error"] == []
+    result = run_step("update", context(repo))
+    assert result.outcome == "done"
+    raw = Path(result.data["spec_path"]).read_bytes()
+    assert "🚀".encode() in raw and b"\\ud83d" not in raw
+    [spec] = received(double)
+    assert spec["description"] == "edges 🚀 from main"
+
+
+def test_the_double_refuses_what_yaml_v3_refuses(tmp_path, double):
+    spec = tmp_path / "escaped.json"
+    spec.write_text('{"pipeline": {"name": "a"}, "description": "\\ud83d\\ude80"}')
+    result = subprocess.run(
+        ["pachctl", "update", "pipeline", "-f", str(spec)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
+    assert result.returncode == 1 and "found invalid Unicode character escape code" in result.stderr

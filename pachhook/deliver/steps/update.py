@@ -51,7 +51,9 @@ class RenderedSpec:
     inputs: List[str] = field(default_factory=list)  # pfs repos it reads (for ordering)
 
     def to_json(self) -> str:
-        return json.dumps(self.spec, indent=2) + "\n"
+        # UTF-8, never ASCII escapes: an escaped emoji is a surrogate pair (\ud83d\ude00),
+        # which pachctl's YAML reader (yaml.v3) refuses
+        return json.dumps(self.spec, indent=2, ensure_ascii=False) + "\n"
 
 
 def render_values(commit: str, branch: str, tag_form: str = "full") -> Dict[str, str]:

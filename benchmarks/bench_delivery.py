@@ -84,6 +84,8 @@ def main(argv: List[str] = None) -> int:
         for i in range(50):
             (repo / "edges" / f"module_{i}.py").write_text(f"# {uuid.uuid4().hex}\nVALUE = {i}\n" * 20)
         image = f"{found.registry}/bench/edges-{uuid.uuid4().hex[:8]}"
+        # BuildKit RUN steps need the host network on the test engine (it has no bridge).
+        (repo / ".pachhook.toml").write_text(f'[images."{image}"]\nnetwork = "host"\n')
 
         def deliver(commit: str, reuse: bool) -> Dict[str, str]:
             job = Job(id=1, commit=commit, branch="main", pipeline="edges", template="edges/pipeline.json", image=image)

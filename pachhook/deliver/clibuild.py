@@ -35,7 +35,8 @@ _DONE = re.compile(r"^DONE (\d+(?:\.\d+)?)s$")
 # Causes worth trying again: the network or a registry out of breath, not the Dockerfile.
 _TRANSIENT = re.compile(
     r"i/o timeout|timed out|timeout|connection refused|connection reset|tls handshake|temporary failure"
-    r"|no such host|unexpected eof|too many requests|\b(?:429|500|502|503|504)\b|service unavailable",
+    r"|no such host|unexpected eof|too many requests|\b(?:429|500|502|503|504)\b|service unavailable"
+    r"|cannot connect to the docker daemon|error during connect",
     re.I,
 )
 

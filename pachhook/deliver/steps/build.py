@@ -1,5 +1,6 @@
-"""The build step: the job's image, built from the commit's tree and tagged IMAGE:TAG.
+"""The build step: the job's image, built from a clean checkout of the commit and tagged IMAGE:TAG.
 
+The docker CLI builds with BuildKit (docker-py's legacy builder only when no CLI is installed).
 No rebuild for inputs built before: an image labelled with the same context key (locally, or
 pushed earlier and recorded in the git dir) is retagged for this commit instead.
 """
@@ -108,10 +109,10 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
 
 
 def plan_build(repo_root: Path, commit: str, template: str, image: str, config: Any) -> Any:
-    """The build context plan (files, Dockerfile, context key) of image for template at commit.
+    """The build plan (context, Dockerfile, settings, context key) of image for template at commit.
 
     Raises buildcontext.ContextError with a one-line cause. Pipeline templates (the files the
-    configuration's template globs match) are left out of the context.
+    configuration's template globs match) are left out of the key, not out of the context.
     """
     from pachhook.core import gitrepo
     from pachhook.core.globs import GlobSet

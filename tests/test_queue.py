@@ -452,7 +452,7 @@ def test_background_worker_drains_the_queue_and_exits(tmp_path: Path):
 
 
 def test_a_running_worker_is_not_started_twice(tmp_path: Path):
-    from pachhook.deliver.runner import WorkerLock, start_background, worker_running
+    from pachhook.queue.launch import WorkerLock, start_background, worker_running
 
     repo = make_repo(tmp_path)
     folder = repo.common_dir / "pachhook"
@@ -510,11 +510,16 @@ HEAVY = (
 )
 
 
-def imported_after_site(repo: Repo) -> set:
-    """Top-level names of the modules `pachhook queue` imports itself (after Python's start-up)."""
+def modules_after_site(repo: Repo) -> set:
+    """Names of the modules `pachhook queue` imports itself (after Python's start-up)."""
     proc = run([sys.executable, "-X", "importtime", "-m", "pachhook", "queue"], repo.path, repo.env)
     names = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
-    return {name.split(".")[0] for name in names[names.index("site") + 1 :]}
+    return set(names[names.index("site") + 1 :])
+
+
+def imported_after_site(repo: Repo) -> set:
+    """Top-level names of the modules `pachhook queue` imports itself (after Python's start-up)."""
+    return {name.split(".")[0] for name in modules_after_site(repo)}
 
 
 def test_the_hook_path_stays_off_heavy_imports(tmp_path: Path):
@@ -525,6 +530,20 @@ def test_the_hook_path_stays_off_heavy_imports(tmp_path: Path):
     modules = imported_after_site(repo)
     assert "pachhook" in modules
     assert sorted(modules & set(HEAVY)) == []
+
+
+def test_starting_the_background_worker_imports_none_of_the_worker(tmp_path: Path):
+    # The hook starts a worker process; the worker's modules (steps, docker) load there.
+    repo = fixed_image_repo(tmp_path, worker="background")
+    repo.pachhook("queue", "--no-worker", check=True)  # parses the template and the configuration once
+    repo.pachhook("cancel", str(live_jobs(repo)[0]["id"]), check=True)  # so the commit is queued again
+    names = modules_after_site(repo)
+    assert "pachhook.queue.launch" in names  # a job was queued and the worker started
+    assert sorted(name for name in names if name.startswith("pachhook.deliver")) == []
+    assert sorted({name.split(".")[0] for name in names} & set(HEAVY)) == []
+    deadline = time.time() + 60
+    while time.time() < deadline and json.loads(repo.pachhook("status", "--format", "json").stdout)["worker_running"]:
+        time.sleep(0.2)
 
 
 def test_git_commit_does_not_wait_for_the_background_worker(tmp_path: Path):

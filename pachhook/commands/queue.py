@@ -163,7 +163,7 @@ def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
     outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs)
     _report(short, affected.templates, outcome)
     if outcome.created and start_worker and config.worker == "background":
-        from pachhook.deliver.runner import start_background
+        from pachhook.queue.launch import start_background
 
         start_background(info.root_str, info.common_dir_str)
 

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 from pachhook.commands._common import job_parser, on_queue, parse_args
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
-from pachhook.deliver.runner import start_background
+from pachhook.queue.launch import start_background
 from pachhook.queue.store import Queue
 
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 from pachhook.commands._common import open_queue, parse_args
-from pachhook.deliver.runner import worker_pid, worker_running
+from pachhook.queue.launch import worker_pid, worker_running
 from pachhook.queue.jobs import Job, StepRecord
 
 DEFAULT_LIMIT = 20

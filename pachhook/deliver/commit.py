@@ -13,11 +13,16 @@ and the command that would apply it) and nothing is built, pushed, applied or wr
 from __future__ import annotations
 
 import os
-import time
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
+from pachhook.core import gitrepo
+from pachhook.core.config import Config, ConfigError, load_config
+from pachhook.deliver.runner import StepHooks, run_steps
+from pachhook.deliver.steps import StepContext
+from pachhook.queue.affected import commit_templates, parse_template
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.states import STEP_NAMES
 from pachhook.spec.ordering import CycleError, dependency_order
@@ -53,11 +58,8 @@ class DeliverError(Exception):
         self.usage = usage
 
 
-def plan(root: Path, commit: str, config) -> List[Planned]:
+def plan(root: Path, commit: str, config: Config) -> List[Planned]:
     """The pipelines of every template in `commit`, in dependency order."""
-    from pachhook.core import gitrepo
-    from pachhook.queue.affected import commit_templates, parse_template
-
     entries = gitrepo.ls_tree(commit, root)
     templates = commit_templates(entries, config.templates)
     blobs = gitrepo.read_blobs([entries[path].sha for path in templates], root)
@@ -89,8 +91,6 @@ def branch_of(rev: str, commit: str, head_commit: str, head_branch: str, root: P
     The branch REV names; else the checked-out branch when REV is its tip (HEAD, or its
     SHA); else what CI says of a detached checkout; else none.
     """
-    from pachhook.core import gitrepo
-
     if rev != "HEAD" and gitrepo.rev_exists(f"refs/heads/{rev}", root):
         return rev
     if commit == head_commit and head_branch:
@@ -109,13 +109,9 @@ def deliver_commit(
     Progress goes to `out`; problems that stop the run before any step go to `err`.
     """
     if err is None:
-        import sys
 
         def err(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
-
-    from pachhook.core import gitrepo
-    from pachhook.core.config import load_config
 
     try:
         commit = gitrepo.rev_parse(rev, cwd)
@@ -125,8 +121,8 @@ def deliver_commit(
         return 2
     try:
         config = load_config(info.root)
-    except Exception as error:  # ConfigError: one line per problem
-        for line in getattr(error, "problems", None) or [str(error)]:
+    except ConfigError as error:
+        for line in error.problems:
             err(f"pachhook run: {line}")
         return 2
     branch = branch_of(rev, commit, info.commit, info.branch, info.root)
@@ -151,7 +147,7 @@ def deliver_commit(
     if dry_run:
         _show_plan(info.root, commit, branch, config, out)
     outcomes: List[Outcome] = []
-    failed: set = set()
+    failed: Set[str] = set()
     for item in pipelines:
         # A pipeline reading the output of one that failed would be updated against the old one.
         blocked = sorted(name for name in item.inputs if name in failed)
@@ -185,9 +181,6 @@ def _deliver_one(
     out: Output,
     blocked_by: List[str],
 ) -> Outcome:
-    from pachhook.deliver.runner import one_line
-    from pachhook.deliver.steps import StepContext, run_step
-
     outcome = Outcome(item.pipeline)
     if blocked_by:
         outcome.error = f"not run: {', '.join(blocked_by)} failed"
@@ -207,24 +200,9 @@ def _deliver_one(
         out(f"{item.pipeline}: {line}")
 
     ctx = StepContext(repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run)
-    for name in STEP_NAMES:
-        started = time.monotonic()
-        try:
-            result = run_step(name, ctx)
-        except Exception as error:  # a step's failure is this pipeline's, reported in one line
-            outcome.timings[name] = time.monotonic() - started
-            outcome.outcomes[name] = "failed"
-            outcome.error = f"{name}: {one_line(error)}"
-            log(f"{name}: failed: {one_line(error)}")
-            return outcome
-        outcome.timings[name] = time.monotonic() - started
-        outcome.outcomes[name] = result.outcome
-        ctx.results[name] = {str(k): str(v) for k, v in result.data.items()}
-        log(
-            f"{name}: {result.outcome}"
-            + (f": {result.message}" if result.message else "")
-            + f" ({outcome.timings[name]:.1f}s)"
-        )
+    # Nothing is recorded around the steps: the base StepHooks.
+    run = run_steps(ctx, StepHooks(), show_time=True)
+    outcome.timings, outcome.outcomes, outcome.error = run.timings, run.outcomes, run.error
     return outcome
 
 

@@ -1,48 +1,135 @@
-"""Draining the queue: run each job's steps build -> push -> update, resuming where it stopped.
+"""The worker: the one step loop (build -> push -> update) and draining the queue with it.
 
-A background worker is one detached process per repository. It holds an `fcntl.flock`
-lock on `<git common dir>/pachhook/worker.lock` while it works; the OS drops the lock
-when the process ends, however it ends, so "is a worker running?" is answered by trying
-the lock, never by guessing from a pid file.
+`run_steps` is the loop every delivery goes through: the queue's jobs (`process_job`,
+resuming at the first step not done, recording each result) and `pachhook run --commit`
+(deliver/commit.py, nothing recorded). What differs between them is what happens around
+each step, given as a StepHooks; the steps, their order, the failure rule (stop at the
+first failing step) and the log lines are the same.
+
+Starting a background worker and its lock live in queue/launch.py, which the
+post-commit hook imports; this module is imported by worker processes only.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import socket
+import threading
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Union
 
+from pachhook.core import gitrepo
+from pachhook.core.sanitize import one_line as bounded_line
+from pachhook.deliver.steps import StepContext, StepError, run_step
+from pachhook.queue.jobs import Job
+from pachhook.queue.launch import WorkerLock
 from pachhook.queue.states import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED
 from pachhook.queue.store import LeaseLost, Queue
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only; this module starts workers from the hook
-    from typing import Any, Callable, Dict, List, Optional
+Progress = Callable[[str], None]
+PathLike = Union[str, Path]
 
-    from pachhook.queue.jobs import Job
-
-    Progress = Callable[[str], None]
-
-LOCK_NAME = "worker.lock"
-LOG_NAME = "worker.log"
 DEFAULT_LEASE_SECONDS = 60.0
 
 
 def one_line(error: BaseException) -> str:
     """An exception as one line: a StepError's message is the line, anything else is named."""
-    from pachhook.core.sanitize import one_line as bounded_line
-    from pachhook.deliver.steps import StepError
-
     text = bounded_line(error)
     if isinstance(error, StepError):
         return text or "step failed"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+@dataclass
+class StepsRun:
+    """What `run_steps` did to one job's steps."""
+
+    timings: Dict[str, float] = field(default_factory=dict)  # step -> seconds, for the steps run
+    outcomes: Dict[str, str] = field(default_factory=dict)  # step -> done/reused/skipped/failed
+    error: str = ""  # "step: cause" of the step that failed, "" when none did
+    cancelled: bool = False  # stopped before a step because the job was cancelled
+
+
+class StepHooks:
+    """What happens around each step; this base does nothing (`run --commit` records nothing)."""
+
+    def starting(self, name: str, ctx: StepContext) -> bool:
+        """Called before step `name`; False stops the job here (it was cancelled)."""
+        return True
+
+    def finished(self, name: str, data: Dict[str, str], skipped: bool) -> None:
+        """Called after step `name` succeeded, with its result (outcome included)."""
+
+    def failed(self, name: str, cause: str) -> None:
+        """Called after step `name` failed with a one-line cause."""
+
+
+def run_steps(ctx: StepContext, hooks: StepHooks, show_time: bool = False) -> StepsRun:
+    """Run the steps of ctx.job not already in ctx.results, in order, until one fails.
+
+    Each outcome is logged through ctx.log as `step: outcome[: message]` (with the
+    step's seconds when show_time); a failure as `step: failed: cause`.
+    """
+    run = StepsRun()
+    for name in STEP_NAMES:
+        if name in ctx.results:
+            continue
+        if not hooks.starting(name, ctx):
+            run.cancelled = True
+            break
+        started = time.monotonic()
+        try:
+            result = run_step(name, ctx)
+        except Exception as error:  # a step's failure, whatever its kind, is the job's, not the worker's
+            cause = one_line(error)
+            run.timings[name] = time.monotonic() - started
+            run.outcomes[name] = "failed"
+            run.error = f"{name}: {cause}"
+            ctx.log(f"{name}: failed: {cause}")
+            hooks.failed(name, cause)
+            break
+        run.timings[name] = time.monotonic() - started
+        run.outcomes[name] = result.outcome
+        data = {str(k): str(v) for k, v in result.data.items()}
+        data["outcome"] = result.outcome
+        ctx.results[name] = data
+        ctx.log(
+            f"{name}: {result.outcome}"
+            + (f": {result.message}" if result.message else "")
+            + (f" ({run.timings[name]:.1f}s)" if show_time else "")
+        )
+        hooks.finished(name, data, skipped=result.outcome == "skipped")
+    return run
+
+
+class _QueueHooks(StepHooks):
+    """Steps of a leased job: each start, result and failure recorded in the queue."""
+
+    def __init__(self, queue: Queue, job_id: int, worker_id: Optional[str]) -> None:
+        self.queue, self.job_id, self.worker_id = queue, job_id, worker_id
+
+    def starting(self, name: str, ctx: StepContext) -> bool:
+        if self.queue.state_of(self.job_id) == CANCELLED:
+            ctx.log(f"{name}: not started, the job was cancelled")
+            return False
+        record = self.queue.start_step(self.job_id, name, self.worker_id)
+        ctx.log(f"{name}: started (attempt {record.attempts})")
+        ctx.job = self.queue.get(self.job_id)
+        return True
+
+    def finished(self, name: str, data: Dict[str, str], skipped: bool) -> None:
+        self.queue.finish_step(self.job_id, name, data, skipped=skipped, worker_id=self.worker_id)
+
+    def failed(self, name: str, cause: str) -> None:
+        self.queue.fail_step(self.job_id, name, cause, self.worker_id)
+
+
 def process_job(
     queue: Queue,
     job: Job,
-    repo_root: Any,
+    repo_root: PathLike,
     log: Callable[[str], None],
     worker_id: Optional[str] = None,
     dry_run: bool = False,
@@ -52,42 +139,15 @@ def process_job(
     Stops at the first failing step (the job is then failed, retryable) and before any
     step once the job has been cancelled. Returns the job as the queue has it after.
     """
-    from pathlib import Path
-
-    from pachhook.deliver.steps import StepContext, run_step
-
-    results: Dict[str, Dict[str, str]] = {
-        record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)
-    }
-    for name in STEP_NAMES:
-        if name in results:
-            continue
-        if queue.state_of(job.id) == CANCELLED:
-            log(f"{name}: not started, the job was cancelled")
-            return queue.get(job.id)
-        record = queue.start_step(job.id, name, worker_id)
-        log(f"{name}: started (attempt {record.attempts})")
-        context = StepContext(
-            repo_root=Path(repo_root),
-            git_dir=queue.folder.parent,
-            job=queue.get(job.id),
-            log=log,
-            results=dict(results),
-            dry_run=dry_run,
-        )
-        try:
-            outcome = run_step(name, context)
-        except LeaseLost:
-            raise
-        except Exception as error:  # a step's failure, whatever its kind, is the job's, not the worker's
-            cause = one_line(error)
-            log(f"{name}: failed: {cause}")
-            return queue.fail_step(job.id, name, cause, worker_id)
-        data = {str(k): str(v) for k, v in outcome.data.items()}
-        data["outcome"] = outcome.outcome
-        log(f"{name}: {outcome.outcome}" + (f": {outcome.message}" if outcome.message else ""))
-        queue.finish_step(job.id, name, data, skipped=outcome.outcome == "skipped", worker_id=worker_id)
-        results[name] = data
+    context = StepContext(
+        repo_root=Path(repo_root),
+        git_dir=queue.folder.parent,
+        job=job,
+        log=log,
+        results={record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)},
+        dry_run=dry_run,
+    )
+    run_steps(context, _QueueHooks(queue, job.id, worker_id))
     return queue.get(job.id)
 
 
@@ -101,13 +161,11 @@ class DrainSummary:
 
 
 def new_worker_id() -> str:
-    import socket
-
     return f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
 
 
 def drain(
-    repo_root: Any,
+    repo_root: PathLike,
     queue: Optional[Queue] = None,
     worker_id: Optional[str] = None,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
@@ -116,8 +174,6 @@ def drain(
     dry_run: bool = False,
 ) -> DrainSummary:
     """Lease and run jobs until none may run now (or after one job with `once`)."""
-    from pachhook.core import gitrepo
-
     own_queue = queue is None
     if queue is None:
         queue = Queue(gitrepo.git_common_dir(repo_root))
@@ -165,8 +221,6 @@ class _Heartbeat:
     """Renews a lease from a thread while a (possibly long) step runs."""
 
     def __init__(self, common_dir: str, job_id: int, worker_id: str, lease_seconds: float) -> None:
-        import threading
-
         self._stop = threading.Event()
         self._args = (common_dir, job_id, worker_id, lease_seconds)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -187,91 +241,8 @@ class _Heartbeat:
         self._thread.join()
 
 
-# -- the background worker's process ---------------------------------------------------
-
-
-class WorkerLock:
-    """The repository's worker lock; held while open, released by the OS on exit."""
-
-    def __init__(self, folder: Any) -> None:
-        self.path = os.path.join(os.fspath(folder), LOCK_NAME)
-        self._fd: Optional[int] = None
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def write_owner(self) -> None:
-        """Write this process's id into the held lock file: for people, not for liveness."""
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-
-def worker_pid(folder: Any) -> Optional[int]:
-    """The process id of the running worker, None when none holds the lock."""
-    if not worker_running(folder):
-        return None
-    try:
-        with open(os.path.join(os.fspath(folder), LOCK_NAME), encoding="ascii") as handle:
-            return int(handle.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def worker_running(folder: Any) -> bool:
-    """Whether a worker holds the lock of this queue folder."""
-    lock = WorkerLock(folder)
-    if lock.acquire():
-        lock.release()
-        return False
-    return True
-
-
-def start_background(repo_root: Any, common_dir: Any) -> bool:
-    """Start a detached worker unless one is running; True when one was started.
-
-    The worker gets its own session (setsid) and its standard streams go to worker.log:
-    git waits for a hook's stdout and stderr to close, so an inherited stream would hold
-    `git commit` until the worker ends. posix_spawn keeps subprocess off the hook's path.
-    """
-    from pachhook.core.gitrepo import env_without_git_vars
-
-    folder = os.path.join(os.fspath(common_dir), "pachhook")
-    if worker_running(folder):
-        return False
-    log = os.path.join(folder, LOG_NAME)
-    argv = [sys.executable, "-m", "pachhook", "worker", "--repo", os.fspath(repo_root)]
-    os.posix_spawn(
-        sys.executable,
-        argv,
-        env_without_git_vars(),
-        setsid=True,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-    )
-    # Not waited for: the worker outlives this process and is re-parented to init.
-    return True
-
-
 def run_worker(
-    repo_root: Any, lease_seconds: float = DEFAULT_LEASE_SECONDS, progress: Optional[Progress] = None
+    repo_root: PathLike, lease_seconds: float = DEFAULT_LEASE_SECONDS, progress: Optional[Progress] = None
 ) -> int:
     """The background worker's life: take the lock, drain, exit when the queue is empty.
 

@@ -27,8 +27,8 @@ from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver import dockerclient
 from pachhook.deliver.backends.pachctl import BackendError
-from pachhook.deliver.runner import LOG_NAME, worker_running
 from pachhook.queue.affected import parse_template
+from pachhook.queue.launch import LOG_NAME, worker_running
 from pachhook.queue.states import FAILED, QUEUED
 from pachhook.queue.store import DB_NAME, FOLDER, SCHEMA_VERSION
 from pachhook.setup.hookinstall import PRE_COMMIT_CONFIG

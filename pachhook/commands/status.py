@@ -9,8 +9,8 @@ from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 from pachhook.commands._common import open_queue, parse_args
-from pachhook.queue.launch import worker_pid, worker_running
 from pachhook.queue.jobs import Job, StepRecord
+from pachhook.queue.launch import worker_pid, worker_running
 
 DEFAULT_LIMIT = 20
 

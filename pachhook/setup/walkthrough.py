@@ -540,7 +540,7 @@ def _run(
     # Status lists newest first; specs and commands read best in delivery order.
     for job in sorted(report.jobs, key=lambda job: job["id"]):
         lines = logs.get(job["pipeline"]) or _job_log(repo, env, job["id"])
-        update = next((step for step in job["steps"] if step["name"] == "update"), {})
+        update: Dict[str, Any] = next((step for step in job["steps"] if step["name"] == "update"), {})
         spec_path = (update.get("result") or {}).get("spec_path", "")
         rendered = _rendered_from_log(lines)
         if rendered is None and spec_path and os.path.isfile(spec_path):

@@ -97,3 +97,31 @@ def test_no_private_name_is_imported_from_another_package():
                     if alias.name.startswith("_") and source != package:
                         crossings.append(f"{module} imports {alias.name} from {node.module}")
     assert crossings == []
+
+
+# The hook paths (pre-commit: validate; post-commit: queue; pre-push: check-push) import
+# what they need where they need it, to stay fast; every other module imports at its top.
+HOOK_PATH_MODULES = {
+    "pachhook.cli",
+    "pachhook.commands._common",  # check-push imports it
+    "pachhook.commands.validate",
+    "pachhook.commands.queue",
+    "pachhook.commands.check_push",
+}
+OFF_HOOK_PACKAGES = ("pachhook.commands.", "pachhook.setup.", "pachhook.provenance.")
+
+
+def test_modules_off_the_hook_paths_import_at_their_top():
+    late = []
+    for module, tree in modules():
+        if module in HOOK_PATH_MODULES or not module.startswith(OFF_HOOK_PACKAGES):
+            continue
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            tried = {id(node) for block in ast.walk(function) if isinstance(block, ast.Try) for node in block.body}
+            for node in ast.walk(function):
+                # An import tried inside a function is an optional dependency (pachhook[api]).
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in tried:
+                    late.append(f"{module}:{node.lineno}")
+    assert late == []

@@ -20,9 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import yaml
+
+from pachhook.core import gitrepo
+from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS, ConfigError, load_config
 from pachhook.core.globs import GlobSet, glob_regex
+from pachhook.queue.affected import parse_template
 from pachhook.setup.hookinstall import PRE_COMMIT, PRE_COMMIT_CONFIG, is_ours, record_installed
 from pachhook.setup.hookscripts import HOOK_IDS
+from pachhook.spec.loader import load_bytes
 
 LOCAL_REPO = "local"
 # Where pachhook will be published; until a release exists there, a set-up pointing at it
@@ -118,8 +124,6 @@ class InitResult:
 
 def repository_files(root: Path) -> List[str]:
     """Tracked and untracked, not ignored, files of the work tree (paths relative to root)."""
-    from pachhook.core import gitrepo
-
     out = gitrepo.git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], root)
     return sorted({p.decode("utf-8", errors="surrogateescape") for p in out.split(b"\0") if p})
 
@@ -135,9 +139,6 @@ def looks_like_spec(value: Any) -> bool:
 
 
 def discover_templates(root: Path, files: Sequence[str], config: Any) -> List[Found]:
-    from pachhook.queue.affected import parse_template
-    from pachhook.spec.loader import load_bytes
-
     globs = GlobSet(config.templates)
     found: List[Found] = []
     for path in files:
@@ -225,8 +226,6 @@ def _toml_string(text: str) -> str:
 
 def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]]) -> str:
     """A .pachhook.toml holding only what the conventions do not already give."""
-    from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
-
     lines = [
         "# Written by `pachhook init`: only what the conventions do not cover.",
         "# Every key is described in docs/configuration.md.",
@@ -273,8 +272,6 @@ def files_pattern(template_globs: Sequence[str], extra_templates: Sequence[str])
     A template the configuration lists by hand must be in the pattern, or pre-commit never
     hands it to the hook and a typo in it reaches a commit.
     """
-    from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
-
     parts = [glob_regex(glob) for glob in template_globs if glob not in DEFAULT_TEMPLATE_GLOBS]
     parts += [re.escape(path) for path in extra_templates]
     parts = list(dict.fromkeys(parts))
@@ -360,8 +357,6 @@ def plan_precommit_config(
     entry is rewritten when the source differs or its `files` misses one of `templates`.
     Raises InitError when the existing file is not a pre-commit configuration.
     """
-    import yaml
-
     try:
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as error:
@@ -415,8 +410,6 @@ def plan_precommit_config(
 
 def _checked(candidate: Optional[str], wanted: Dict[str, Any], how: str) -> Tuple[str, str]:
     """`candidate` when it parses to `wanted`; else the whole file rewritten from `wanted`."""
-    import yaml
-
     if candidate is not None:
         try:
             if yaml.safe_load(candidate) == wanted:
@@ -430,8 +423,6 @@ def _checked(candidate: Optional[str], wanted: Dict[str, Any], how: str) -> Tupl
 
 def _replace_entry(text: str, index: int, source: HookSource, files: str) -> Optional[str]:
     """The file with the `index`th repos item replaced as text (other lines untouched), when it can tell where."""
-    import yaml
-
     try:
         document = yaml.compose(text)
     except yaml.YAMLError:
@@ -521,9 +512,6 @@ def run_init(
 
     `source` None: local hooks for a new entry, an existing entry's source kept.
     """
-    from pachhook.core import gitrepo
-    from pachhook.core.config import ConfigError, load_config
-
     try:
         root = gitrepo.repo_root(cwd)
         hooks_dir = gitrepo.hooks_dir(cwd)

@@ -687,3 +687,54 @@ def test_integer_strings_with_a_zero_fraction_count_as_integers():
         spec(service={"internal_port": 80, "external_port": 31800}, parallelism_spec={"constant": "3.0"}), "service"
     )
     assert "(got 3)" in problem.message
+
+
+# --------------------------------------------------------------------------- target version
+
+
+def test_fields_newer_than_the_target_version_are_errors():
+    from pachhook.spec import versions
+
+    doc = spec(
+        maximumExpectedUptime="3600s",
+        input={"pfs": {"repo": "images", "glob": "/*", "propagationSpec": {"never": True}, "reference": True}},
+    )
+    doc["pipeline"]["project"] = {"name": "team"}
+    at_2_8 = versions.check(doc, (2, 8))
+    assert {(p.path, p.rule) for p in at_2_8} == {
+        (("maximumExpectedUptime",), "newer-field"),
+        (("input", "pfs", "propagationSpec"), "newer-field"),
+        (("input", "pfs", "reference"), "newer-field"),
+    }
+    assert all("pachyderm_version is 2.8" in p.message for p in at_2_8)
+    assert "needs Pachyderm 2.9" in at_2_8[0].message
+    assert {p.path[-1] for p in versions.check(doc, (2, 11))} == {"propagationSpec", "reference"}
+    assert versions.check(doc, (2, 12)) == [] and versions.check(doc, None) == []
+    # project came with 2.5, also inside a cross
+    crossed = spec(input={"cross": [{"pfs": {"repo": "a", "glob": "/", "project": "p"}}, {"cron": {"name": "t"}}]})
+    assert [p.path for p in versions.check(crossed, (2, 4))] == [("input", "cross", 0, "pfs", "project")]
+
+
+def test_target_version_from_the_configuration_reaches_validate(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".pachhook.toml").write_text('pachyderm_version = "2.8"\n')
+    template = tmp_path / "pipeline.yaml"
+    template.write_text("pipeline: {name: a}\nmaximum_expected_uptime: 60s\n")
+    run = [sys.executable, "-m", "pachhook", "validate", "pipeline.yaml"]
+    result = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 1 and "needs Pachyderm 2.9, and pachyderm_version is 2.8" in result.stdout
+    newer = subprocess.run(
+        run + ["--pachyderm-version", "2.9"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert newer.returncode == 0, newer.stdout
+    (tmp_path / ".pachhook.toml").write_text('pachyderm_version = "1.13"\n')
+    bad = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert bad.returncode == 1 and "pachyderm_version" in bad.stderr and "2.x" in bad.stderr

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2  # and 3, an internal error, from pachhook.cli.guard
 
@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("text", "json", "github"),
         default="text",
         help="output format: text lines (default), a JSON list, or GitHub annotations",
+    )
+    parser.add_argument(
+        "--pachyderm-version",
+        metavar="VERSION",
+        help="check for this Pachyderm version (e.g. 2.9): fields newer than it are errors"
+        " (default: the configuration's pachyderm_version, else the newest)",
     )
     parser.add_argument(
         "--strict",
@@ -99,7 +105,14 @@ def _run(args: argparse.Namespace) -> int:
             for problem in error.problems:
                 print(f"pachhook: {problem}", file=sys.stderr)
             return EXIT_PROBLEMS
-    diagnostics = validate_paths(files, strict=args.strict, jsonnet_args=jsonnet_args, tag_form=_tag_form())
+    try:
+        version = _target_version(args.pachyderm_version)
+    except ValueError as error:
+        print(f"pachhook: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS if args.pachyderm_version is None else EXIT_USAGE
+    diagnostics = validate_paths(
+        files, strict=args.strict, jsonnet_args=jsonnet_args, tag_form=_tag_form(), version=version
+    )
     output = report.render(diagnostics, args.format)
     if output or args.format == "json":  # json: always a list, `[]` when all is well
         print(output)
@@ -146,6 +159,38 @@ def _tag_form() -> str:
             except (ConfigError, OSError):
                 return "full"  # a bad configuration is reported by the commands that need it
     return "full"
+
+
+def _target_version(given: Optional[str]) -> Optional[Tuple[int, int]]:
+    """The Pachyderm version to check for: --pachyderm-version, else the configuration's
+    `pachyderm_version`, else None (the newest). Raises ValueError for a bad one.
+
+    Like `_tag_form`, the configuration is parsed only when its text names the key.
+    """
+    import re
+
+    from pachhook.spec.versions import parse_version
+
+    if given is not None:
+        version = parse_version(given)
+        if version is None or version[0] < 2:
+            raise ValueError(f'--pachyderm-version must be a Pachyderm 2.x version such as "2.9", not {given!r}')
+        return version
+    from pachhook.core.config import ConfigError, load_config
+
+    root = _repository_root(Path.cwd())
+    for name in ("pyproject.toml", ".pachhook.toml"):
+        try:
+            text = (root / name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(r"^\s*pachyderm_version\s*=", text, re.MULTILINE):
+            try:
+                configured = load_config(root).pachyderm_version
+            except ConfigError as error:
+                raise ValueError("; ".join(error.problems)) from None
+            return parse_version(configured) if configured else None
+    return None
 
 
 def _is_within(path: Path, folder: Path) -> bool:

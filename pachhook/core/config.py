@@ -100,6 +100,7 @@ class Config(_Record):
         "backend",
         "jsonnet_args",
         "plan_on_push",
+        "pachyderm_version",
     )
 
     def __init__(
@@ -117,6 +118,7 @@ class Config(_Record):
         backend: str = "pachctl",
         jsonnet_args: Optional[Dict[str, str]] = None,
         plan_on_push: bool = False,
+        pachyderm_version: Optional[str] = None,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -134,6 +136,8 @@ class Config(_Record):
         # extra top-level arguments of Jsonnet templates (strings, as pachd passes --arg)
         self.jsonnet_args: Dict[str, str] = dict(jsonnet_args or {})
         self.plan_on_push = plan_on_push  # pre-push prints a one-line plan per pipeline
+        # the Pachyderm version specs are checked for ("2.9"); None: the newest pachhook knows
+        self.pachyderm_version = pachyderm_version
 
     @property
     def root(self) -> Path:
@@ -557,6 +561,16 @@ def _set_plan_on_push(checker: _Checker, config: Config, value: Any) -> None:
         config.plan_on_push = flag
 
 
+def _set_pachyderm_version(checker: _Checker, config: Config, value: Any) -> None:
+    import re
+
+    match = re.fullmatch(r"v?([0-9]+)\.([0-9]+)(\.[0-9]+)?", value.strip()) if isinstance(value, str) else None
+    if match is None or int(match.group(1)) < 2:
+        checker.problem(("pachyderm_version",), f'must be a Pachyderm 2.x version such as "2.9", not {_show(value)}')
+        return
+    config.pachyderm_version = value.strip()
+
+
 _KEYS = {
     "templates": _set_templates,
     "images": _set_images,
@@ -569,4 +583,5 @@ _KEYS = {
     "backend": _set_backend,
     "jsonnet_args": _set_jsonnet_args,
     "plan_on_push": _set_plan_on_push,
+    "pachyderm_version": _set_pachyderm_version,
 }

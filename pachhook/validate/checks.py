@@ -13,7 +13,7 @@ from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
 from pachhook.core.globs import find_templates
-from pachhook.spec import jsonnet, rules, schema
+from pachhook.spec import jsonnet, rules, schema, versions
 from pachhook.spec.loader import MAX_FILE_BYTES, LoadedFile, load_bytes, load_path
 from pachhook.spec.template import image_template_problems, image_to_build, render, sample_values
 
@@ -24,6 +24,7 @@ def validate_bytes(
     strict: bool = False,
     jsonnet_args: Optional[Mapping[str, str]] = None,
     tag_form: str = "full",
+    version: Optional[versions.Version] = None,
 ) -> List[Diagnostic]:
     """All problems of one spec file's content; `name` is the file name shown.
 
@@ -32,8 +33,8 @@ def validate_bytes(
     """
     if jsonnet.is_jsonnet(name):
         loaded = jsonnet.load(name, data, jsonnet.arguments(sample_values(), jsonnet_args))
-        return _check(name, loaded, strict, rendered=True, tag_form=tag_form)
-    return _check(name, load_bytes(name, data), strict, tag_form=tag_form)
+        return _check(name, loaded, strict, rendered=True, tag_form=tag_form, version=version)
+    return _check(name, load_bytes(name, data), strict, tag_form=tag_form, version=version)
 
 
 def validate_paths(
@@ -41,8 +42,13 @@ def validate_paths(
     strict: bool = False,
     jsonnet_args: Optional[Mapping[str, str]] = None,
     tag_form: str = "full",
+    version: Optional[versions.Version] = None,
 ) -> List[Diagnostic]:
-    """All problems of the given files, file by file, each file's in line order."""
+    """All problems of the given files, file by file, each file's in line order.
+
+    `version` is the Pachyderm version targeted (the configuration's pachyderm_version):
+    fields newer than it are errors. None: the newest pachhook knows.
+    """
     diagnostics: List[Diagnostic] = []
     for path in paths:
         if jsonnet.is_jsonnet(str(path)):
@@ -53,13 +59,19 @@ def validate_paths(
                 message = f"cannot read file: {error.strerror or error}"
                 diagnostics.append(Diagnostic(str(path), 1, 1, message, ERROR, "", "unreadable"))
                 continue
-            diagnostics += validate_bytes(str(path), data, strict, jsonnet_args, tag_form)
+            diagnostics += validate_bytes(str(path), data, strict, jsonnet_args, tag_form, version)
             continue
-        diagnostics += _check(str(path), load_path(path), strict, tag_form=tag_form)
+        diagnostics += _check(str(path), load_path(path), strict, tag_form=tag_form, version=version)
     return diagnostics
 
 
-def check_document(value: Any, strict: bool = False, rendered: bool = False, tag_form: str = "full") -> List[Problem]:
+def check_document(
+    value: Any,
+    strict: bool = False,
+    rendered: bool = False,
+    tag_form: str = "full",
+    version: Optional[versions.Version] = None,
+) -> List[Problem]:
     """Problems of one parsed spec; `tag_form` is the configuration's `tag`, the tag delivery pushes.
 
     A template's placeholders are filled with samples first; `rendered` says the value is
@@ -67,12 +79,13 @@ def check_document(value: Any, strict: bool = False, rendered: bool = False, tag
     and the image pachhook builds is the one tagged with the sample tag.
     """
     if rendered:
-        found = schema.check(value) + rules.check(value, strict=strict)
+        found = schema.check(value) + rules.check(value, strict=strict) + versions.check(value, version)
         if jsonnet.built_image(value, sample_values()["tag"]) is not None:
             found = [Problem(p.path, p.message, ERROR, p.rule) if p.rule == "image-reference" else p for p in found]
         return found
     rendered_value, problems = render(value, sample_values())
     found = schema.check(rendered_value) + rules.check(rendered_value, strict=strict)
+    found += versions.check(rendered_value, version)
     undeliverable = image_template_problems(value, tag_form)
     if undeliverable:
         # the image's own error says why; "not a valid image reference" would repeat it
@@ -91,13 +104,18 @@ def check_document(value: Any, strict: bool = False, rendered: bool = False, tag
 
 
 def _check(
-    name: str, loaded: LoadedFile, strict: bool, rendered: bool = False, tag_form: str = "full"
+    name: str,
+    loaded: LoadedFile,
+    strict: bool,
+    rendered: bool = False,
+    tag_form: str = "full",
+    version: Optional[versions.Version] = None,
 ) -> List[Diagnostic]:
     diagnostics = list(loaded.diagnostics)
     several = len(loaded.documents) > 1
     for document in loaded.documents:
         seen = set()
-        for problem in check_document(document.value, strict, rendered, tag_form):
+        for problem in check_document(document.value, strict, rendered, tag_form, version):
             key = (problem.path, problem.message, problem.severity)
             if key in seen:
                 continue

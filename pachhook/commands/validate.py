@@ -10,7 +10,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # the hook imports nothing it does not use
+    from pachhook.core.diagnostics import Diagnostic
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2  # and 3, an internal error, from pachhook.cli.guard
 
@@ -35,6 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("text", "json", "github"),
         default="text",
         help="output format: text lines (default), a JSON list, or GitHub annotations",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also fetch the JSON schema the cluster serves (pachd 2.8+, at the active pachctl"
+        " context's address; cached per pachd version) and report where it and pachhook's disagree",
+    )
+    parser.add_argument(
+        "--cluster-url",
+        metavar="URL",
+        help="with --cluster: the schema's URL, instead of the one derived from the pachctl context",
     )
     parser.add_argument(
         "--pachyderm-version",
@@ -113,6 +127,12 @@ def _run(args: argparse.Namespace) -> int:
     diagnostics = validate_paths(
         files, strict=args.strict, jsonnet_args=jsonnet_args, tag_form=_tag_form(), version=version
     )
+    if args.cluster:
+        found = _cluster_diagnostics(files, args.cluster_url)
+        if found is None:
+            return EXIT_PROBLEMS
+        diagnostics += found
+        diagnostics.sort(key=lambda item: (item.file, item.line, item.column))
     output = report.render(diagnostics, args.format)
     if output or args.format == "json":  # json: always a list, `[]` when all is well
         print(output)
@@ -159,6 +179,22 @@ def _tag_form() -> str:
             except (ConfigError, OSError):
                 return "full"  # a bad configuration is reported by the commands that need it
     return "full"
+
+
+def _cluster_diagnostics(files: List[str], url: Optional[str]) -> Optional[List[Diagnostic]]:
+    """Where the cluster's schema and pachhook's disagree; None (said why) when unreachable."""
+    from pachhook.validate import cluster
+
+    try:
+        target = url or cluster.schema_url(cluster.pachctl_address())
+        fetched = cluster.fetch(target, cluster.pachd_version())
+    except cluster.ClusterError as error:
+        print(f"pachhook: --cluster: {error}", file=sys.stderr)
+        return None
+    origin = "cached" if fetched.cached else "fetched"
+    version = f" (pachd {fetched.version})" if fetched.version else ""
+    print(f"pachhook: cluster schema {origin} from {fetched.url}{version}", file=sys.stderr)
+    return cluster.compare_paths(files, fetched)
 
 
 def _target_version(given: Optional[str]) -> Optional[Tuple[int, int]]:

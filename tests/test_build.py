@@ -673,3 +673,75 @@ def test_dry_run_says_build_then_reuse_and_changes_nothing(docker_env, tmp_path)
     built, _ = run_build(repo, job)
     again = run_step("build", ctx)
     assert f"would reuse image {built.data['image_id'][7:19]}" in again.message
+
+
+# ---------------------------------------------------------------- kept checkout between builds
+
+
+def snapshot(folder: Path) -> Dict[str, tuple]:
+    found: Dict[str, tuple] = {}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            found[name] = ("link", os.readlink(path))
+        elif path.is_file():
+            found[name] = (oct(path.stat().st_mode & 0o777), path.read_bytes())
+    return found
+
+
+def fresh_and_kept(repo: Path, inputs: BuildInputs, keep: Path) -> tuple:
+    sha = git(repo, "rev-parse", "HEAD")
+    plan = buildcontext.plan_context(repo, sha, inputs)
+    fresh = buildcontext.materialize(repo, plan)
+    kept = buildcontext.materialize(repo, plan, keep_in=keep)
+    try:
+        assert kept.context_dir.parent.parent == keep and fresh.root != keep
+        return snapshot(fresh.context_dir), snapshot(kept.context_dir), kept.context_dir
+    finally:
+        fresh.cleanup()
+        kept.cleanup()
+
+
+def test_kept_checkout_follows_each_commit_exactly(tmp_path):
+    files = {"ctx/Dockerfile": "FROM scratch\n", "ctx/a.txt": "a\n", "ctx/gone.txt": "gone\n", "ctx/d/b.txt": "b\n"}
+    repo = make_repo(tmp_path, files)
+    keep = tmp_path / "kept"
+    inputs = BuildInputs("ctx", "ctx/Dockerfile")
+    fresh, kept, folder = fresh_and_kept(repo, inputs, keep)
+    assert fresh == kept and "gone.txt" in kept
+    unchanged = (folder / "d" / "b.txt").stat()
+
+    (repo / "ctx" / "gone.txt").unlink()
+    (repo / "ctx" / "a.txt").write_text("changed\n")
+    (repo / "ctx" / "new.sh").write_text("echo\n")
+    (repo / "ctx" / "new.sh").chmod(0o755)
+    commit_all(repo, "change, delete, add")
+    fresh, kept, folder = fresh_and_kept(repo, inputs, keep)
+    assert fresh == kept and "gone.txt" not in kept and kept["new.sh"][0] == "0o755"
+    # Git rewrote only what changed: the untouched file is the same file, same time.
+    again = (folder / "d" / "b.txt").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (unchanged.st_ino, unchanged.st_mtime_ns)
+
+    # A new .gitattributes above the context changes how unchanged files are written.
+    (repo / ".gitattributes").write_text("*.txt eol=crlf\n")
+    commit_all(repo, "attributes")
+    fresh, kept, _ = fresh_and_kept(repo, inputs, keep)
+    assert fresh == kept and kept["d/b.txt"][1] == b"b\r\n"
+
+
+def test_kept_checkout_busy_falls_back_to_a_temporary_folder(tmp_path):
+    repo = make_repo(tmp_path, {"ctx/Dockerfile": "FROM scratch\n"})
+    keep = tmp_path / "kept"
+    plan = buildcontext.plan_context(repo, git(repo, "rev-parse", "HEAD"), BuildInputs("ctx", "ctx/Dockerfile"))
+    first = buildcontext.materialize(repo, plan, keep_in=keep)
+    try:
+        second = buildcontext.materialize(repo, plan, keep_in=keep)
+        assert second.root != keep and (second.context_dir / "Dockerfile").is_file()
+        second.cleanup()
+        assert not second.root.exists()
+    finally:
+        first.cleanup()
+    third = buildcontext.materialize(repo, plan, keep_in=keep)
+    assert third.root == keep
+    third.cleanup()
+    assert (keep / "tree" / "ctx" / "Dockerfile").is_file()

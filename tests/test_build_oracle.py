@@ -250,6 +250,19 @@ def test_image_files_equal_docker_build_of_a_clean_clone(docker_env, tmp_path, c
 
     ours, theirs = file_list(docker_env, result.data["image_ref"]), file_list(docker_env, reference)
     assert ours == theirs
+    # A second commit: pachhook brings its kept checkout forward instead of writing it anew.
+    (repo / (context or ".") / "uncommitted.txt").unlink()
+    (repo / (context or ".") / "second.txt").write_text("second commit\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "second")
+    second = git(repo, "rev-parse", "HEAD")
+    clone2 = tmp_path / "clone2"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone2)], check=True, stdin=subprocess.DEVNULL, timeout=120)
+    again, _ = run_build(repo, make_job(repo, image, template=template, commit=second))
+    reference2 = f"{image}-reference:second"
+    reference_build(cli, clone2, context or ".", dockerfile or os.path.join(context, "Dockerfile"), reference2)
+    assert file_list(docker_env, again.data["image_ref"]) == file_list(docker_env, reference2)
+
     if case == "dockerignore-edges":
         # What docker did, for the record: the BOM is not part of the first pattern, `!` in a
         # class is a literal, an exception under an excluded folder takes the file back.

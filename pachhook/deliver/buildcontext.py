@@ -71,9 +71,11 @@ class Materialized:
     dockerfile: Path
     size: int  # bytes of the files in the context folder
     files: int
+    done: Optional[Callable[[], None]] = None  # what cleanup() does: remove a temporary folder, or unlock a kept one
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.done is not None:
+            self.done()
 
 
 # ---------------------------------------------------------------- paths and inputs
@@ -351,42 +353,146 @@ def _folder_size(folder: Path) -> Tuple[int, int]:
     return size, files
 
 
-def materialize(repo_root: Path, plan: ContextPlan, parent: Optional[str] = None) -> Materialized:
-    """Check the context (and the Dockerfile) of plan's commit out into a new temporary folder.
+def _attributes_paths(listing: Dict[str, gitrepo.TreeEntry], context: str) -> List[str]:
+    """The `.gitattributes` files of the commit that apply to the context: those in the folders
+    leading to it (the ones inside it come with its checkout)."""
+    parts = context.split("/") if context else []
+    candidates = ["/".join(parts[:n] + [".gitattributes"]) for n in range(len(parts))]
+    return [path for path in candidates if path in listing]
+
+
+def _fingerprint(repo_root: Path, plan: ContextPlan, listing: Dict[str, gitrepo.TreeEntry]) -> str:
+    """What, besides the files' contents, decides how git writes them: every `.gitattributes` of
+    the commit, the checkout settings of git's configuration, the LFS filter and the umask.
+
+    A reused checkout folder is thrown away when this changes, since git rewrites only files
+    whose content changed."""
+    attributes = sorted((path, entry.sha) for path, entry in listing.items() if path.split("/")[-1] == ".gitattributes")
+    settings = gitrepo.run(
+        [
+            "config",
+            "--get-regexp",
+            r"^(core\.(autocrlf|eol|symlinks|filemode|safecrlf|checkroundtripencoding)|filter\.)",
+        ],
+        repo_root,
+    ).stdout.decode("utf-8", "replace")
+    mask = os.umask(0)
+    os.umask(mask)
+    material = json.dumps([1, attributes, settings, _lfs_options(), mask, plan.inputs.context, plan.inputs.dockerfile])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+class _Lock:
+    """An exclusive, non-blocking lock on a file (released by close())."""
+
+    def __init__(self, path: Path) -> None:
+        import fcntl
+
+        self.handle = open(path, "a")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.handle.close()
+            raise
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def materialize(
+    repo_root: Path, plan: ContextPlan, parent: Optional[str] = None, keep_in: Optional[Path] = None
+) -> Materialized:
+    """Check the context (and the Dockerfile) of plan's commit out into a folder.
 
     The folder mirrors the repository's layout, so a Dockerfile outside the context keeps its
-    place. Raises ContextError; on any failure nothing is left behind.
+    place. With keep_in (a folder pachhook owns, one per image), the checkout is kept there
+    between builds and brought to the new commit by git, which rewrites only the files that
+    changed; the folder's name then stays the same, so BuildKit sends only what changed too.
+    Without it (or when another build holds that folder, or with submodules) a new temporary
+    folder under parent is used and removed by cleanup(). Raises ContextError; on failure no
+    temporary folder is left behind.
     """
-    inputs = plan.inputs
+    if keep_in is not None and not (plan.inputs.submodules and plan.submodules):
+        try:
+            keep_in.mkdir(parents=True, exist_ok=True)
+            lock = _Lock(keep_in / "lock")
+        except OSError:
+            lock = None  # busy (a concurrent build of the same image) or not writable
+        if lock is not None:
+            try:
+                return _materialize_kept(repo_root, plan, keep_in, lock)
+            except BaseException:
+                lock.close()
+                raise
     root = Path(tempfile.mkdtemp(prefix="pachhook-context-", dir=parent))
     try:
         tree = root / "tree"
         tree.mkdir()
         git_dir = gitrepo.git_dir(repo_root).resolve()
-        paths = [inputs.context or ".", inputs.dockerfile]
+        paths = [inputs_path for inputs_path in (plan.inputs.context or ".", plan.inputs.dockerfile)]
         _checkout(git_dir, plan.commit, tree, root / "index", paths, f"commit {plan.commit[:12]}")
-        if inputs.submodules and plan.submodules:
+        if plan.inputs.submodules and plan.submodules:
             _checkout_submodules(repo_root, plan, tree, root)
-        context_dir = tree / inputs.context if inputs.context else tree
-        pointers = _lfs_pointers(context_dir)
-        if pointers:
-            prefix = inputs.context + "/" if inputs.context else ""
-            tracked = _lfs_tracked(git_dir, tree, root / "index", [prefix + path for path in pointers])
-            if tracked:
-                fix = (
-                    "fetch it (git lfs fetch) and try again"
-                    if shutil.which("git-lfs")
-                    else "install git-lfs (https://git-lfs.com) and try again"
-                )
-                more = f" and {len(tracked) - 1} more" if len(tracked) > 1 else ""
-                raise ContextError(f"{tracked[0]}{more} would be sent as a Git LFS pointer, not its content; {fix}")
-        size, files = _folder_size(context_dir)
-        return Materialized(
-            root=root, context_dir=context_dir, dockerfile=tree / inputs.dockerfile, size=size, files=files
-        )
+        return _finish(git_dir, plan, root, tree, root / "index", lambda: shutil.rmtree(root, ignore_errors=True))
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+def _materialize_kept(repo_root: Path, plan: ContextPlan, folder: Path, lock: "_Lock") -> Materialized:
+    inputs = plan.inputs
+    git_dir = gitrepo.git_dir(repo_root).resolve()
+    tree, index, marker = folder / "tree", folder / "index", folder / "fingerprint"
+    listing = _list_tree(repo_root, plan.commit)
+    fingerprint = _fingerprint(repo_root, plan, listing)
+    try:
+        kept = marker.read_text() == fingerprint and tree.is_dir() and index.is_file()
+    except OSError:
+        kept = False
+    # Unmarked while git works: a checkout cut short is thrown away next time.
+    marker.unlink(missing_ok=True)
+    if not kept:
+        shutil.rmtree(tree, ignore_errors=True)
+        index.unlink(missing_ok=True)
+        tree.mkdir()
+    prefix = inputs.context + "/" if inputs.context else ""
+    attributes = _attributes_paths(listing, inputs.context) + sorted(
+        path for path in listing if path.startswith(prefix) and path.split("/")[-1] == ".gitattributes"
+    )
+    what = f"commit {plan.commit[:12]}"
+    # --no-overlay: files the new commit no longer has leave the folder too. The attributes
+    # files go first, in a command of their own, so that git knows them when it writes the rest.
+    for paths in ([*attributes] if attributes else [], [inputs.context or ".", inputs.dockerfile, *attributes]):
+        if paths:
+            command = ["--literal-pathspecs", "checkout", "--no-overlay", plan.commit, "--", *paths]
+            _git_at(git_dir, tree, index, command, what)
+    materialized = _finish(git_dir, plan, folder, tree, index, lock.close)
+    marker.write_text(fingerprint)
+    return materialized
+
+
+def _finish(
+    git_dir: Path, plan: ContextPlan, root: Path, tree: Path, index: Path, cleanup: Callable[[], None]
+) -> Materialized:
+    """Refuse LFS pointers, measure the context; the Materialized record."""
+    inputs = plan.inputs
+    context_dir = tree / inputs.context if inputs.context else tree
+    pointers = _lfs_pointers(context_dir)
+    if pointers:
+        prefix = inputs.context + "/" if inputs.context else ""
+        tracked = _lfs_tracked(git_dir, tree, index, [prefix + path for path in pointers])
+        if tracked:
+            fix = (
+                "fetch it (git lfs fetch) and try again"
+                if shutil.which("git-lfs")
+                else "install git-lfs (https://git-lfs.com) and try again"
+            )
+            more = f" and {len(tracked) - 1} more" if len(tracked) > 1 else ""
+            raise ContextError(f"{tracked[0]}{more} would be sent as a Git LFS pointer, not its content; {fix}")
+    size, files = _folder_size(context_dir)
+    return Materialized(
+        root=root, context_dir=context_dir, dockerfile=tree / inputs.dockerfile, size=size, files=files, done=cleanup
+    )
 
 
 def human_size(size: float) -> str:

@@ -292,7 +292,7 @@ def _build(ctx: StepContext, client: Any, plan: Any, image_ref: str) -> str:
         )
     _check_secrets(image_ref, inputs.secrets)
     try:
-        checkout = buildcontext.materialize(ctx.repo_root, plan)
+        checkout = buildcontext.materialize(ctx.repo_root, plan, keep_in=_kept_checkout(ctx, plan))
     except buildcontext.ContextError as error:
         raise StepError(f"build of {job.image}: {error}", retryable=False) from None
     try:
@@ -327,6 +327,15 @@ def _build(ctx: StepContext, client: Any, plan: Any, image_ref: str) -> str:
         return _build_with_api(ctx, client, plan, checkout, image_ref, labels)
     finally:
         checkout.cleanup()
+
+
+def _kept_checkout(ctx: StepContext, plan: Any) -> Path:
+    """Where the image's checkout is kept between builds: one folder per image, context and Dockerfile."""
+    import hashlib
+
+    inputs = plan.inputs
+    name = hashlib.sha256(f"{ctx.job.image}\n{inputs.context}\n{inputs.dockerfile}".encode()).hexdigest()[:16]
+    return Path(ctx.git_dir) / "pachhook" / "contexts" / name
 
 
 def _build_with_cli(

@@ -97,3 +97,27 @@ def test_a_backup_copy_of_a_template_queues_nothing(tmp_path: Path):
         f"pachhook: nothing queued for {head[:12]}: it changes no pipeline's template, Dockerfile or build context\n"
     )
     assert sorted(job["pipeline"] for job in live_jobs(repo)) == ["edges", "montage"]
+
+
+def test_a_backup_copy_of_a_template_stays_in_the_build_context_and_its_key(tmp_path: Path):
+    # Issue 16: the old matcher took `p0000/pipeline.json.bak` for a template, so it was
+    # left out of the reuse key and a change to it rebuilt nothing.
+    from pachhook.deliver import buildcontext
+    from pachhook.deliver.buildcontext import BuildInputs
+
+    repo = make_repo(tmp_path)
+    repo.write("p0000/Dockerfile", "FROM scratch\nCOPY . /app\n")
+    repo.write("p0000/pipeline.json", template("p0000"))
+    repo.write("p0000/pipeline.json.bak", template("p0000-old"))
+    inputs = BuildInputs("p0000", "p0000/Dockerfile")
+    matcher = GlobSet(DEFAULT_TEMPLATE_GLOBS)
+    first = buildcontext.plan_context(repo.path, repo.commit("p0000"), inputs, leave_out=matcher.matches)
+    assert first.left_out_of_key == ["p0000/pipeline.json"]
+    repo.write("p0000/pipeline.json.bak", template("p0000-older"))
+    second = buildcontext.plan_context(repo.path, repo.commit("bak"), inputs, leave_out=matcher.matches)
+    assert second.key != first.key
+    checkout = buildcontext.materialize(repo.path, second)
+    try:
+        assert (checkout.context_dir / "pipeline.json.bak").is_file()
+    finally:
+        checkout.cleanup()

@@ -86,3 +86,39 @@ def test_without_pachhook_on_path_post_commit_lets_the_commit_through(hooked: Re
     assert hooked.git("log", "-1", "--format=%s") == "no pachhook"
     push = run(["git", "push", "origin", "main"], hooked.path, env, check=False)
     assert push.returncode != 0 and "pipeline templates were not checked" in push.stderr
+
+
+def test_pre_commit_hook_checks_the_staged_template_not_the_work_tree_copy(hooked: Repo):
+    # Issue 16: a broken template staged, a good copy left in the work tree. The commit
+    # would hold the broken one, so the hook reads the index and refuses it.
+    hooked.write("edges/pipeline.json", BROKEN)
+    hooked.git("add", "edges/pipeline.json")
+    hooked.write("edges/pipeline.json", template("edges"))
+    before = hooked.git("rev-parse", "HEAD")
+    proc = run(["git", "commit", "-qm", "broken staged"], hooked.path, hooked.env, check=False)
+    assert proc.returncode != 0
+    assert "edges/pipeline.json:3:" in proc.stderr and "colour" in proc.stderr
+    assert hooked.git("rev-parse", "HEAD") == before
+
+
+def test_an_untracked_broken_draft_does_not_block_an_unrelated_commit(hooked: Repo):
+    hooked.write("draft/pipeline.json", "{ not json")
+    hooked.write("README.md", "words\n")
+    hooked.git("add", "README.md")
+    proc = run(["git", "commit", "-qm", "docs"], hooked.path, hooked.env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "no pipeline templates staged" in proc.stderr
+    assert hooked.git("log", "-1", "--format=%s") == "docs"
+    # Staged, the same draft is checked and refused.
+    hooked.git("add", "draft/pipeline.json")
+    proc = run(["git", "commit", "-qm", "draft"], hooked.path, hooked.env, check=False)
+    assert proc.returncode != 0 and "draft/pipeline.json:1:" in proc.stderr
+
+
+def test_a_good_staged_template_with_a_broken_work_tree_copy_is_committed(hooked: Repo):
+    hooked.write("edges/pipeline.json", template("edges") + "\n")
+    hooked.git("add", "edges/pipeline.json")
+    hooked.write("edges/pipeline.json", BROKEN)
+    proc = run(["git", "commit", "-qm", "good staged"], hooked.path, hooked.env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "pachhook: 0 errors, 0 warnings in 1 file" in proc.stderr

@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="treat an image without a tag, or tagged :latest, as an error",
     )
     parser.add_argument(
+        "--staged",
+        action="store_true",
+        help=(
+            "check the templates staged for the next commit, as the index holds them (the plain"
+            " pre-commit hook); nothing when none is staged; untracked and unstaged files are not read"
+        ),
+    )
+    parser.add_argument(
         "files",
         nargs="*",
         metavar="FILE",
@@ -83,7 +91,70 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as stop:  # argparse has printed the usage error
         return EXIT_USAGE if stop.code else EXIT_OK
     args.files = list(args.files) + extra
+    if args.staged:
+        if args.files:
+            print("pachhook validate: error: --staged takes no FILE (it checks what the index holds)", file=sys.stderr)
+            return EXIT_USAGE
+        return _run_staged(args)
     return _run(args)
+
+
+def _run_staged(args: argparse.Namespace) -> int:
+    """Validate the staged templates from their index blobs: what the commit will hold.
+
+    A good copy left in the work tree cannot hide a broken staged one, and an untracked
+    draft never blocks a commit. Names come from `git diff --cached`, content from the
+    blobs `git ls-files -s` names, read in one `git cat-file --batch`.
+    """
+    from pachhook.core import gitrepo
+    from pachhook.core.config import ConfigError, load_config
+    from pachhook.core.globs import find_templates
+
+    try:
+        out = gitrepo.git(["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR", "--no-renames"])
+        root = Path(gitrepo.git(["rev-parse", "--show-toplevel"]).decode("utf-8", "surrogateescape").strip())
+    except gitrepo.GitError as error:
+        print(f"pachhook: cannot list the staged files: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    names = [name.decode("utf-8", "surrogateescape") for name in out.split(b"\0") if name]
+    try:
+        config = load_config(root)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"pachhook: {problem}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    staged = find_templates(names, config.templates)
+    if not staged:
+        if args.format == "json":
+            print("[]")
+        elif args.format == "text":
+            print("pachhook: no pipeline templates staged", file=sys.stderr)
+        return EXIT_OK
+    from pachhook.validate import reporters as report
+    from pachhook.validate.checks import has_errors, validate_bytes
+
+    listing = gitrepo.git(["ls-files", "-s", "-z", "--", *staged], root, literal_pathspecs=True)
+    blobs: Dict[str, str] = {}
+    for record in listing.split(b"\0"):
+        meta, _, raw = record.partition(b"\t")
+        if meta:
+            blobs[raw.decode("utf-8", "surrogateescape")] = meta.split()[1].decode()
+    contents = gitrepo.read_blobs(blobs.values(), root)
+    cwd = Path.cwd()
+    diagnostics = []
+    for name in staged:
+        shown = os.path.relpath(root / name, cwd)
+        data = contents.get(blobs.get(name, ""))
+        if data is None:
+            print(f"pachhook: {shown}: cannot read the staged file from git", file=sys.stderr)
+            return EXIT_PROBLEMS
+        diagnostics += validate_bytes(shown, data, args.strict, config.jsonnet_args, str(config.tag))
+    output = report.render(diagnostics, args.format)
+    if output or args.format == "json":
+        print(output)
+    if args.format == "text":
+        print(f"pachhook: {report.summary(diagnostics, len(staged))}", file=sys.stderr)
+    return EXIT_PROBLEMS if has_errors(diagnostics) else EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ MARKER = "# pachhook-managed hook: `pachhook uninstall` removes it"
 
 # hook name -> (pachhook command, what happens when pachhook cannot be found)
 _HOOKS = {
-    "pre-commit": ("validate", "pipeline templates were not checked", 1),
+    # --staged: what is being committed, read from the index, not the work tree
+    "pre-commit": ("validate --staged", "pipeline templates were not checked", 1),
     "post-commit": ("queue", "nothing was queued for this commit", 0),
     "pre-push": ("check-push", "pipeline templates were not checked", 1),
 }
@@ -21,7 +22,7 @@ HOOK_NAMES = tuple(_HOOKS)
 # The id under which `.pre-commit-hooks.yaml` offers each hook to the pre-commit framework,
 # by git hook type: `pachhook-` and the command the hook runs. `init` writes these ids into
 # `.pre-commit-config.yaml`, `install` and `doctor` look for them; a test keeps the file in step.
-HOOK_IDS = {name: f"pachhook-{command}" for name, (command, _, _) in _HOOKS.items()}
+HOOK_IDS = {name: f"pachhook-{command.split()[0]}" for name, (command, _, _) in _HOOKS.items()}
 
 
 def script(name: str) -> str:

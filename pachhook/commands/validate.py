@@ -139,6 +139,11 @@ def _run_staged(args: argparse.Namespace) -> int:
         meta, _, raw = record.partition(b"\t")
         if meta:
             blobs[raw.decode("utf-8", "surrogateescape")] = meta.split()[1].decode()
+    try:
+        version = _target_version(args.pachyderm_version)
+    except ValueError as error:
+        print(f"pachhook: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS if args.pachyderm_version is None else EXIT_USAGE
     contents = gitrepo.read_blobs(blobs.values(), root)
     cwd = Path.cwd()
     diagnostics = []
@@ -148,7 +153,7 @@ def _run_staged(args: argparse.Namespace) -> int:
         if data is None:
             print(f"pachhook: {shown}: cannot read the staged file from git", file=sys.stderr)
             return EXIT_PROBLEMS
-        diagnostics += validate_bytes(shown, data, args.strict, config.jsonnet_args, str(config.tag))
+        diagnostics += validate_bytes(shown, data, args.strict, config.jsonnet_args, str(config.tag), version)
     output = report.render(diagnostics, args.format)
     if output or args.format == "json":
         print(output)

@@ -68,7 +68,7 @@ def test_run_commit_and_the_queue_deliver_one_order(tmp_path):
     assert delivered_by_run(repo) == ["a", "c", "b"]
     assert queued(repo) == ["a", "c", "b"]
     with Queue(repo.common_dir) as queue:
-        leased = [queue.lease_next(f"w{n}", 60) for n in range(3)]
+        leased = [queue.leases.take(f"w{n}", 60) for n in range(3)]
     # c waits for a (running); b may go meanwhile.
     assert [job.pipeline if job else None for job in leased] == ["a", "b", None]
     assert [job.pipeline for job in reversed(queue_jobs(repo))] == ["a", "c", "b"]

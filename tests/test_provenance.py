@@ -34,7 +34,7 @@ def deliver(
     finish: bool = True,
 ) -> int:
     job = queue.enqueue(commit, "main", pipeline, "edges/pipeline.json", image)
-    queue.lease_next("w", 60)
+    queue.leases.take("w", 60)
     ref = f"{image}:{commit}"
     results = {
         "build": {"image_id": "sha256:" + "9" * 64, "image_ref": ref, "context_key": "k", "reused": "false"},

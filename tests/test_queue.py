@@ -82,7 +82,7 @@ def test_newer_commit_supersedes_queued_jobs_of_its_branch_and_pipeline_only(que
 
 def test_a_started_job_is_not_superseded(queue: Queue):
     started = queue.enqueue(SHA_A, "main", "edges", "t")
-    assert queue.lease_next("w1", 60).id == started.id
+    assert queue.leases.take("w1", 60).id == started.id
     queue.enqueue(SHA_B, "main", "edges", "t")
     assert queue.get(started.id).state == "running"
 
@@ -104,26 +104,26 @@ def test_jobs_of_a_commit_run_after_the_pipelines_they_read(queue: Queue):
         ],
     )
     ids = dict((name, job_id) for job_id, name in outcome.created)
-    first = queue.lease_next("w1", 60)
+    first = queue.leases.take("w1", 60)
     assert first.pipeline == "edges"
-    assert queue.lease_next("w2", 60) is None  # montage waits while edges runs
+    assert queue.leases.take("w2", 60) is None  # montage waits while edges runs
     for step in ("build", "push", "update"):
         queue.start_step(first.id, step, "w1")
         queue.finish_step(first.id, step, {}, worker_id="w1")
     assert queue.get(ids["edges"]).state == "done"
-    assert queue.lease_next("w2", 60).id == ids["montage"]
+    assert queue.leases.take("w2", 60).id == ids["montage"]
 
 
 def test_an_expired_lease_is_taken_over_then_and_not_before(queue: Queue):
     job = queue.enqueue(SHA_A, "main", "edges", "t")
-    leased = queue.lease_next("dead-worker", 1.0)
+    leased = queue.leases.take("dead-worker", 1.0)
     queue.start_step(leased.id, "build", "dead-worker")
     queue.finish_step(leased.id, "build", {"image_id": "sha256:1"}, worker_id="dead-worker")
     queue.start_step(leased.id, "push", "dead-worker")
     # The worker dies here: nobody renews its lease.
-    assert queue.lease_next("second-worker", 60) is None
+    assert queue.leases.take("second-worker", 60) is None
     time.sleep(1.1)
-    taken = queue.lease_next("second-worker", 60)
+    taken = queue.leases.take("second-worker", 60)
     assert taken.id == job.id
     assert taken.step("build").state == "done" and taken.step("build").result == {"image_id": "sha256:1"}
     assert taken.step("push").attempts == 1
@@ -134,7 +134,7 @@ def test_an_expired_lease_is_taken_over_then_and_not_before(queue: Queue):
 
 def test_failed_job_retried_keeps_its_done_steps(queue: Queue):
     job = queue.enqueue(SHA_A, "main", "edges", "t")
-    queue.lease_next("w", 60)
+    queue.leases.take("w", 60)
     queue.start_step(job.id, "build", "w")
     queue.finish_step(job.id, "build", {"image_id": "x"}, worker_id="w")
     queue.start_step(job.id, "push", "w")
@@ -151,7 +151,7 @@ def test_failed_job_retried_keeps_its_done_steps(queue: Queue):
 def test_cancel_a_queued_job_but_not_a_done_one(queue: Queue):
     job = queue.enqueue(SHA_A, "main", "edges", "t")
     assert queue.cancel(job.id).state == "cancelled"
-    assert queue.lease_next("w", 60) is None
+    assert queue.leases.take("w", 60) is None
     with pytest.raises(QueueError, match="nothing to cancel"):
         queue.cancel(job.id)
     with pytest.raises(QueueError, match="no job 999"):
@@ -160,11 +160,11 @@ def test_cancel_a_queued_job_but_not_a_done_one(queue: Queue):
 
 def test_logs_and_last_delivered_commit(queue: Queue):
     job = queue.enqueue(SHA_A, "main", "edges", "t")
-    queue.append_log(job.id, "build: started\n")
-    queue.append_log(job.id, "build: done")
-    assert queue.read_log(job.id) == ["build: started", "build: done"]
+    queue.logs.append(job.id, "build: started\n")
+    queue.logs.append(job.id, "build: done")
+    assert queue.logs.lines(job.id) == ["build: started", "build: done"]
     assert queue.last_delivered_commit("edges") is None
-    queue.lease_next("w", 60)
+    queue.leases.take("w", 60)
     for step in ("build", "push", "update"):
         queue.start_step(job.id, step, "w")
         queue.finish_step(job.id, step, {}, skipped=step != "update", worker_id="w")

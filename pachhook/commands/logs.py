@@ -23,7 +23,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _print_log(queue: Queue, job_id: int) -> int:
     job = queue.get(job_id)
-    entries = list(queue.read_log_entries(job.id))
+    entries = list(queue.logs.entries(job.id))
     if not entries:
         print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}, {job.state}) has no log yet")
     for at, line in entries:

@@ -30,7 +30,8 @@ from pachhook.provenance.cluster import (
     format_versions,
 )
 from pachhook.provenance.ledger import deliveries, find, format_text, kind_of
-from pachhook.queue.store import Queue, queue_path
+from pachhook.queue.database import queue_path
+from pachhook.queue.store import Queue
 
 _VERSION = re.compile(r"v?\d+\Z")
 

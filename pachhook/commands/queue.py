@@ -150,7 +150,7 @@ def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
     except ConfigError as error:
         for problem in error.problems:
             _say(f"nothing queued for {short}: {problem}")
-            queue.record_problem(problem, info.commit)
+            queue.problems.record(problem, info.commit)
         return
     if not config.deploys_branch(info.branch):
         where = f"branch {info.branch}" if info.branch else "a detached HEAD"
@@ -159,7 +159,7 @@ def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
     affected = find_affected(info.root_str, info.commit, info.tree, config, queue)
     for problem in affected.problems:
         _say(f"{short}: {problem}")
-        queue.record_problem(problem, info.commit)
+        queue.problems.record(problem, info.commit)
     outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs)
     _report(short, affected.templates, outcome)
     if outcome.created and start_worker and config.worker == "background":

@@ -45,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pid = worker_pid(queue.folder)
         running = pid is not None or worker_running(queue.folder)
         newest = max((job.created_at for job in jobs), default=0.0)
-        problems = queue.recent_problems(since=newest, limit=3)
+        problems = queue.problems.recent(since=newest, limit=3)
         if args.format == "json":
             records = []
             for job in jobs:

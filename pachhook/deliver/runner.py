@@ -182,14 +182,14 @@ def drain(
     say = progress or (lambda line: None)
     try:
         while True:
-            job = queue.lease_next(worker_id, lease_seconds)
+            job = queue.leases.take(worker_id, lease_seconds)
             if job is None:
                 break
             label = f"job {job.id} {job.pipeline}@{job.commit[:12]}"
             say(f"{label}: running")
 
             def log(line: str, job_id: int = job.id, label: str = label) -> None:
-                queue.append_log(job_id, line)
+                queue.logs.append(job_id, line)
                 say(f"{label}: {line}")
 
             heartbeat = _Heartbeat(os.path.dirname(queue.folder_str), job.id, worker_id, lease_seconds)
@@ -201,7 +201,7 @@ def drain(
                 continue
             except BaseException:
                 # Interrupted (Ctrl-C, SIGTERM): hand the job back instead of letting its lease run out.
-                queue.release(job.id, worker_id)
+                queue.leases.release(job.id, worker_id)
                 raise
             finally:
                 heartbeat.stop()
@@ -231,7 +231,7 @@ class _Heartbeat:
         queue = Queue(common_dir)  # sqlite connections stay in the thread that made them
         try:
             while not self._stop.wait(max(lease_seconds / 3.0, 0.05)):
-                if not queue.renew_lease(job_id, worker_id, lease_seconds):
+                if not queue.leases.renew(job_id, worker_id, lease_seconds):
                     return
         finally:
             queue.close()
@@ -266,8 +266,8 @@ def run_worker(
         say(f"worker {worker_id} started")
         while True:
             drain(repo_root, queue=queue, worker_id=worker_id, lease_seconds=lease_seconds, progress=say)
-            expiry = queue.next_lease_expiry()
-            if not queue.has_leasable() and expiry is not None and expiry > time.time():
+            expiry = queue.leases.next_expiry()
+            if not queue.leases.ready() and expiry is not None and expiry > time.time():
                 # A job still leased: its worker may have died, and then nobody takes it up
                 # before the next commit. Wait for the lease to end (or be renewed), looking
                 # every second: a commit queued meanwhile starts no worker while this one
@@ -275,7 +275,7 @@ def run_worker(
                 time.sleep(min(expiry - time.time() + 0.2, 1.0))
                 continue
             lock.release()
-            if not queue.has_leasable() or not lock.acquire():
+            if not queue.leases.ready() or not lock.acquire():
                 break
             lock.write_owner()
         say(f"worker {worker_id} finished: queue empty")

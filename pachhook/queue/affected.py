@@ -149,7 +149,7 @@ def _specs(
         blob: f"{CACHE_VERSION}:{blob}" + (f":jsonnet:{rendered_with}" if blob in jsonnet_names else "")
         for blob in blobs
     }
-    cached = queue.cached_templates(list(keys.values()))
+    cached = queue.templates.get(list(keys.values()))
     found = {blob: cached[key] for blob, key in keys.items() if key in cached}
     missing = [blob for blob in blobs if blob not in found]
     if missing:
@@ -158,7 +158,7 @@ def _specs(
             blob: parse_template(contents.get(blob), jsonnet_names.get(blob, "template"), jsonnet_args)
             for blob in missing
         }
-        queue.cache_templates({keys[blob]: data for blob, data in fresh.items()})
+        queue.templates.put({keys[blob]: data for blob, data in fresh.items()})
         found.update(fresh)
     return found
 

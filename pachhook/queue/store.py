@@ -1,15 +1,10 @@
-"""The delivery queue: SQLite in `<git common dir>/pachhook/queue.db`, shared by all worktrees.
+"""The delivery queue of a repository: its jobs (one per commit and pipeline) and their steps.
 
-Every state change is one `BEGIN IMMEDIATE` transaction, so committers and workers in
-several processes never see half a change. Workers hold a job through a lease (owner and
-expiry time); a worker that dies stops renewing it, and once it expires the job can be
-leased again and resumes at its first step that is not done.
-
-Order: jobs are leased oldest first, but a job waits while an older job of the same
-pipeline is queued or running (deliveries of one pipeline never overtake each other),
-and while a pipeline of the same commit that it reads as a pfs input is queued or
-running. Jobs of one commit are inserted in dependency order, so a job only ever waits
-for older ones and the oldest live job can always run.
+`Queue` opens the database (queue/database.py: file, schema, recovery, transactions) and
+holds the jobs and their step records; its other concerns are parts with their own
+modules: `queue.leases` (queue/leases.py: who runs what, what may run next),
+`queue.logs` and `queue.problems` (queue/logs.py), `queue.templates` (the parse cache,
+queue/templatecache.py).
 """
 
 from __future__ import annotations
@@ -18,6 +13,9 @@ import os
 import sqlite3
 import time
 
+from pachhook.queue.database import DB_NAME, FOLDER, Database, Transaction
+from pachhook.queue.leases import Leases
+from pachhook.queue.logs import JobLogs, Problems
 from pachhook.queue.states import (
     CANCELLED,
     DONE,
@@ -32,74 +30,15 @@ from pachhook.queue.states import (
     STEP_SKIPPED,
     SUPERSEDED,
 )
+from pachhook.queue.templatecache import TemplateCache
 from pachhook.spec.ordering import CycleError, dependency_order
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
-    from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
 
     from pachhook.queue.jobs import Job, StepRecord
-
-SCHEMA_VERSION = 1
-FOLDER = "pachhook"
-DB_NAME = "queue.db"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    commit_sha TEXT NOT NULL,
-    branch TEXT NOT NULL,
-    pipeline TEXT NOT NULL,
-    template TEXT NOT NULL,
-    image TEXT NOT NULL,
-    fingerprint TEXT NOT NULL DEFAULT '',
-    state TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    started_at REAL,
-    superseded_by INTEGER,
-    lease_owner TEXT,
-    lease_expires REAL
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
-CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs(pipeline, id);
-CREATE INDEX IF NOT EXISTS jobs_commit ON jobs(commit_sha);
-CREATE TABLE IF NOT EXISTS steps (
-    job_id INTEGER NOT NULL REFERENCES jobs(id),
-    name TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    started_at REAL,
-    finished_at REAL,
-    result TEXT NOT NULL DEFAULT '{}',
-    error TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (job_id, name)
-);
-CREATE TABLE IF NOT EXISTS job_needs (
-    job_id INTEGER NOT NULL REFERENCES jobs(id),
-    pipeline TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS job_needs_job ON job_needs(job_id);
-CREATE TABLE IF NOT EXISTS logs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id INTEGER NOT NULL,
-    at REAL NOT NULL,
-    line TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS logs_job ON logs(job_id, id);
-CREATE TABLE IF NOT EXISTS template_cache (
-    blob TEXT PRIMARY KEY,
-    data BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS problems (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    commit_sha TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-"""
 
 # Job states that still lead to a delivery.
 LIVE_STATES = (QUEUED, RUNNING)
@@ -142,99 +81,31 @@ class EnqueueOutcome:
         self.superseded: List[int] = []
 
 
-class RecordedProblem:
-    """A problem `pachhook queue` recorded for a commit (bad configuration, a template it skipped)."""
-
-    __slots__ = ("at", "commit", "message")
-
-    def __init__(self, at: float, commit: str, message: str) -> None:
-        self.at, self.commit, self.message = at, commit, message
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"at": self.at, "commit": self.commit, "message": self.message}
-
-
-def queue_path(git_common_dir: Any) -> Path:
-    from pathlib import Path
-
-    return Path(git_common_dir) / FOLDER / DB_NAME
-
-
 class Queue:
-    """The queue of one repository, opened on its git common dir."""
+    """The queue of one repository, opened on its git common dir: its jobs and their steps.
+
+    Leases, logs, problems and the template cache are parts of it with their own classes:
+    `queue.leases`, `queue.logs`, `queue.problems`, `queue.templates`.
+    """
 
     def __init__(self, git_common_dir: Any, timeout: float = 30.0) -> None:
-        self.folder_str = os.path.join(os.fspath(git_common_dir), FOLDER)
-        os.makedirs(self.folder_str, exist_ok=True)
-        self.set_aside: Optional[str] = None  # where a corrupt database was moved by this open
-        self._timeout = timeout
-        try:
-            self._open(timeout)
-        except sqlite3.DatabaseError as error:
-            if not _is_corrupt(error):
-                raise
-            self._db.close()
-            self._recover(timeout, error)
+        self.database = Database(os.path.join(os.fspath(git_common_dir), FOLDER), timeout)
+        self.leases = Leases(self.database, self.get)
+        self.logs = JobLogs(self.database)
+        self.problems = Problems(self.database)
+        self.templates = TemplateCache(self.database)
 
-    def _open(self, timeout: float) -> None:
-        # isolation_level=None: transactions are begun explicitly, IMMEDIATE, so two
-        # writers queue on the busy timeout instead of failing on a lock upgrade.
-        self._db = sqlite3.connect(os.path.join(self.folder_str, DB_NAME), timeout=timeout, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        if self._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-            self._create()
-        self._db.execute("PRAGMA synchronous = NORMAL")
+    @property
+    def _db(self) -> sqlite3.Connection:
+        # Read each time: recovering from a corrupt file replaces the connection.
+        return self.database.connection
 
-    def recover_if_corrupt(self, error: Exception) -> bool:
-        """After `error` from a query: if it says the file is damaged, move it aside and open
-        a fresh queue (True); any other error is left to the caller (False)."""
-        if not _is_corrupt(error):
-            return False
-        self._db.close()
-        self._recover(self._timeout, error)
-        return True
+    def _transaction(self) -> Transaction:
+        return self.database.transaction()
 
-    def _recover(self, timeout: float, error: Exception) -> None:
-        """Move a corrupt database aside (never delete it) and start a fresh one.
-
-        Under a lock, and only if it is still corrupt: a second process that met the same
-        corruption must not move aside the fresh queue the first one just started.
-        """
-        import fcntl
-        import sys
-
-        lock = os.open(os.path.join(self.folder_str, DB_NAME + ".recover.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                self._open(timeout)
-                # quick_check reads every page (damage past the header shows only when read);
-                # it runs on this rare path only
-                if self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok":
-                    return  # another process has already started a fresh queue
-                raise sqlite3.DatabaseError("database disk image is malformed")
-            except sqlite3.DatabaseError as again:
-                if not _is_corrupt(again):
-                    raise
-                self._db.close()
-            path = os.path.join(self.folder_str, DB_NAME)
-            aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-            os.rename(path, aside)
-            for suffix in ("-wal", "-shm"):  # the journal belongs to the old file
-                if os.path.exists(path + suffix):
-                    os.rename(path + suffix, aside + suffix)
-            self._open(timeout)
-        finally:
-            os.close(lock)
-        self.set_aside = aside
-        message = (
-            f"the queue database was unreadable ({error}): moved it to {aside} and started"
-            " a fresh queue; jobs recorded in the old one are not in the new one"
-        )
-        self.record_problem(message)
-        # Said here, once, by whichever command met it: the hook, status, a worker's log.
-        print(f"pachhook: {message}", file=sys.stderr, flush=True)
+    @property
+    def folder_str(self) -> str:
+        return self.database.folder_str
 
     @property
     def folder(self) -> Path:
@@ -247,40 +118,22 @@ class Queue:
     def path(self) -> Path:
         return self.folder / DB_NAME
 
-    def _create(self) -> None:
-        self._db.execute("PRAGMA journal_mode = WAL")
-        with self._transaction():
-            if self._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-                return
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    @property
+    def set_aside(self) -> Optional[str]:
+        """Where a corrupt database was moved by this open, if it was."""
+        return self.database.set_aside
+
+    def recover_if_corrupt(self, error: Exception) -> bool:
+        return self.database.recover_if_corrupt(error)
 
     def close(self) -> None:
-        self._db.close()
+        self.database.close()
 
     def __enter__(self) -> "Queue":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    # -- transactions -------------------------------------------------------------
-
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
-
-        def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
-            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-
-    def _transaction(self) -> "Queue._Tx":
-        return Queue._Tx(self._db)
 
     # -- enqueue ------------------------------------------------------------------
 
@@ -462,62 +315,6 @@ class Queue:
         )
         return {row[0]: row[1] for row in rows}
 
-    # -- leases -------------------------------------------------------------------
-
-    _LEASABLE = """
-        FROM jobs j
-        WHERE (j.state = 'queued' OR (j.state = 'running' AND j.lease_expires < :now))
-        AND NOT EXISTS (
-            SELECT 1 FROM jobs o WHERE o.pipeline = j.pipeline AND o.id < j.id
-            AND o.state IN ('queued', 'running'))
-        AND NOT EXISTS (
-            SELECT 1 FROM job_needs n JOIN jobs k
-                ON k.commit_sha = j.commit_sha AND k.pipeline = n.pipeline AND k.id < j.id
-            WHERE n.job_id = j.id AND k.state IN ('queued', 'running'))
-    """
-
-    def lease_next(self, worker_id: str, lease_seconds: float) -> Optional[Job]:
-        """Lease the oldest job that may run now (queued, or running with an expired lease)."""
-        now = time.time()
-        with self._transaction() as db:
-            row = db.execute("SELECT j.id " + self._LEASABLE + " ORDER BY j.id LIMIT 1", {"now": now}).fetchone()
-            if row is None:
-                return None
-            db.execute(
-                "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires = ?, updated_at = ?,"
-                " started_at = coalesce(started_at, ?) WHERE id = ?",
-                (RUNNING, worker_id, now + lease_seconds, now, now, row[0]),
-            )
-        return self.get(row[0])
-
-    def has_leasable(self) -> bool:
-        """Whether `lease_next` would find a job now."""
-        row = self._db.execute("SELECT 1 " + self._LEASABLE + " LIMIT 1", {"now": time.time()}).fetchone()
-        return row is not None
-
-    def has_work(self) -> bool:
-        """Whether a job is queued or held by an expired lease (may still wait for others)."""
-        row = self._db.execute(
-            "SELECT 1 FROM jobs WHERE state = 'queued' OR (state = 'running' AND lease_expires < ?) LIMIT 1",
-            (time.time(),),
-        ).fetchone()
-        return row is not None
-
-    def next_lease_expiry(self) -> Optional[float]:
-        """When the earliest lease of a running job ends (epoch seconds); None if none runs."""
-        row = self._db.execute("SELECT min(lease_expires) FROM jobs WHERE state = ?", (RUNNING,)).fetchone()
-        return row[0] if row is not None else None
-
-    def renew_lease(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
-        """Extend a lease; False when this worker no longer holds the job."""
-        now = time.time()
-        with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE jobs SET lease_expires = ? WHERE id = ? AND lease_owner = ? AND state = ?",
-                (now + lease_seconds, job_id, worker_id, RUNNING),
-            )
-            return cursor.rowcount == 1
-
     def _check_owner(self, db: sqlite3.Connection, job_id: int, worker_id: Optional[str]) -> sqlite3.Row:
         row = db.execute("SELECT state, lease_owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
@@ -586,16 +383,6 @@ class Queue:
             )
         return self.get(job_id)
 
-    def release(self, job_id: int, worker_id: str) -> None:
-        """Give a leased job back (queued again) without failing it, e.g. on shutdown."""
-        with self._transaction() as db:
-            db.execute("UPDATE steps SET state = ? WHERE job_id = ? AND state = ?", (PENDING, job_id, STEP_RUNNING))
-            db.execute(
-                "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?"
-                " WHERE id = ? AND lease_owner = ? AND state = ?",
-                (QUEUED, time.time(), job_id, worker_id, RUNNING),
-            )
-
     # -- operator actions -----------------------------------------------------------
 
     def retry(self, job_id: int) -> Job:
@@ -639,68 +426,6 @@ class Queue:
         if row is None:
             raise QueueError(f"no job {job_id}")
         return row[0]
-
-    # -- logs, problems, cache ------------------------------------------------------
-
-    def append_log(self, job_id: int, line: str) -> None:
-        with self._transaction() as db:
-            db.execute("INSERT INTO logs (job_id, at, line) VALUES (?, ?, ?)", (job_id, time.time(), line.rstrip("\n")))
-
-    def read_log(self, job_id: int) -> List[str]:
-        return [r[0] for r in self._db.execute("SELECT line FROM logs WHERE job_id = ? ORDER BY id", (job_id,))]
-
-    def read_log_entries(self, job_id: int) -> Iterator[sqlite3.Row]:
-        return iter(self._db.execute("SELECT at, line FROM logs WHERE job_id = ? ORDER BY id", (job_id,)).fetchall())
-
-    def record_problem(self, message: str, commit: str = "") -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO problems (at, commit_sha, message) VALUES (?, ?, ?)", (time.time(), commit, message)
-            )
-
-    def recent_problems(self, since: float = 0.0, limit: int = 5) -> List[RecordedProblem]:
-        rows = self._db.execute(
-            "SELECT at, commit_sha, message FROM problems WHERE at >= ? ORDER BY id DESC LIMIT ?",
-            (since, limit),
-        )
-        return [RecordedProblem(r[0], r[1], r[2]) for r in rows]
-
-    def cached_templates(self, keys: Sequence[str]) -> Dict[str, Any]:
-        """Cached template parse results by key (missing ones left out).
-
-        Stored with marshal, which is built in: json would cost an import on every commit.
-        """
-        if not keys:
-            return {}
-        import marshal
-
-        marks = ",".join("?" * len(keys))
-        rows = self._db.execute(f"SELECT blob, data FROM template_cache WHERE blob IN ({marks})", list(keys))
-        found = {}
-        for key, data in rows:
-            try:
-                found[key] = marshal.loads(data)
-            except (EOFError, ValueError, TypeError):
-                continue  # written by another Python version: parse again
-        return found
-
-    def cache_templates(self, entries: Dict[str, Any]) -> None:
-        if not entries:
-            return
-        import marshal
-
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO template_cache (blob, data) VALUES (?, ?)",
-                [(key, marshal.dumps(data)) for key, data in entries.items()],
-            )
-
-
-def _is_corrupt(error: Exception) -> bool:
-    """Whether an error opening the database means its file is damaged (not locked, not
-    unwritable: those must not move a good queue aside)."""
-    text = str(error).lower()
-    return "file is not a database" in text or "malformed" in text
 
 
 def open_queue(cwd: Any = None) -> Queue:

@@ -28,9 +28,9 @@ from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver import dockerclient
 from pachhook.deliver.backends.pachctl import BackendError
 from pachhook.queue.affected import parse_template
+from pachhook.queue.database import DB_NAME, FOLDER, SCHEMA_VERSION
 from pachhook.queue.launch import LOG_NAME, worker_running
 from pachhook.queue.states import FAILED, QUEUED
-from pachhook.queue.store import DB_NAME, FOLDER, SCHEMA_VERSION
 from pachhook.setup.hookinstall import PRE_COMMIT_CONFIG
 from pachhook.setup.hookscripts import HOOK_IDS, MARKER
 from pachhook.validate.checks import has_errors, validate_paths, working_tree_templates

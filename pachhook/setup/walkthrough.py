@@ -291,7 +291,7 @@ def _partial_drain(
     worker_id = f"pachhook-demo:{os.getpid()}"
     with Queue(common) as queue:
         while not stop.is_set():
-            job = queue.lease_next(worker_id, 600.0)
+            job = queue.leases.take(worker_id, 600.0)
             if job is None:
                 return
             lines = logs.setdefault(job.pipeline, [])
@@ -301,7 +301,7 @@ def _partial_drain(
                 queue.start_step(job.id, name, worker_id)
 
                 def log(line: str, job_id: int = job.id, lines: List[str] = lines) -> None:
-                    queue.append_log(job_id, line)
+                    queue.logs.append(job_id, line)
                     lines.append(line)
 
                 context = StepContext(
@@ -367,7 +367,7 @@ def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Sa
                         detail = f" ({result})" if result and result != "done" else ""
                         error = f": {step.error}" if step.error else ""
                         say("progress", f"{job.pipeline}: {step.name}: {step.state}{detail}{error}")
-            if process.poll() is not None and not queue.has_work():
+            if process.poll() is not None and not queue.leases.has_work():
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -572,4 +572,4 @@ def _status(repo: Path, env: Dict[str, str]) -> List[Dict[str, Any]]:
 
 def _job_log(repo: Path, env: Dict[str, str], job_id: int) -> List[str]:
     with Queue(gitrepo.git_common_dir(repo)) as queue:
-        return queue.read_log(job_id)
+        return queue.logs.lines(job_id)

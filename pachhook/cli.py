@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "logs": ("logs", "print a job's log"),
     "retry": ("retry", "queue a failed or cancelled job again"),
     "cancel": ("cancel", "cancel a queued job"),
+    "rollback": ("rollback", "re-apply an earlier commit's or version's spec and hold the pipeline"),
+    "release": ("release", "lift a rollback's hold so the queue delivers the pipeline again"),
     "provenance": ("provenance", "link commits, images and pipeline versions"),
     "install": ("install", "install pachhook's git hooks in this repository"),
     "uninstall": ("uninstall", "remove the git hooks pachhook installed"),

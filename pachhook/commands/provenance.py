@@ -103,6 +103,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return _from_ledger(args)
 
 
+def _rollback_events(folder: Any, query: str, commit: Optional[str]) -> List[Any]:
+    """Rollback, hold and release events of the pipeline or commit asked about, newest first."""
+    from pachhook.deliver.holds import Holds
+
+    name = query.split("@", 1)[0]
+    return [
+        event
+        for event in Holds(folder).events()
+        if event.pipeline == name
+        or (event.commit and event.commit in (commit, query))
+        or (len(query) >= 7 and event.commit.startswith(query))
+    ]
+
+
 def _local_side() -> Any:
     """The clone around the working directory (root, config, ledger), or nothing outside one.
 
@@ -189,11 +203,25 @@ def _from_ledger(args: argparse.Namespace) -> int:
             commit = None
     with queue:
         matches = find(deliveries(queue.list_jobs()), args.query, commit)
+        events = _rollback_events(queue.folder, args.query, commit)
     if args.format == "json":
-        print(json.dumps({"query": args.query, "matches": [item.to_dict() for item in matches]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "query": args.query,
+                    "matches": [item.to_dict() for item in matches],
+                    "events": [event.to_dict() for event in events],
+                },
+                indent=2,
+            )
+        )
     elif matches:
         print(format_text(matches))
-    if not matches:
+    if events and args.format != "json":  # rollbacks, holds and releases: events of their own
+        print("events:")
+        for event in events:
+            print(f"  {event.kind} {event.to_dict()['at']}: {event.message}")
+    if not matches and not events:
         print(f"pachhook provenance: nothing recorded matches {args.query!r}", file=sys.stderr)
         return 1
     return 0

@@ -59,6 +59,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "worker_pid": pid,
                         "jobs": records,
                         "problems": [p.as_dict() for p in problems],
+                        **_holds_json(queue.folder),
                     },
                     indent=2,
                 )
@@ -68,7 +69,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"worker: running (pid {pid})" if pid else f"worker: {'running' if running else 'not running'}")
     for problem in problems:
         print(f"problem at {_clock(problem.at)} ({problem.commit[:12] or 'no commit'}): {problem.message}")
+    from pachhook.deliver.holds import Holds, status_lines
+
+    for line in status_lines(Holds(queue.folder)):  # rollbacks and holds: events of their own
+        print(line)
     return 0
+
+
+def _holds_json(folder: object) -> dict:
+    from pachhook.deliver.holds import Holds
+
+    holds = Holds(folder)
+    return {"holds": [asdict(hold) for hold in holds.all()], "events": [e.to_dict() for e in holds.events(limit=20)]}
 
 
 def format_jobs(jobs: List[Job]) -> str:

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from pachhook.core import gitrepo
 from pachhook.core.config import Config, ConfigError, load_config
+from pachhook.deliver.holds import Holds
 from pachhook.deliver.runner import StepHooks, run_steps
 from pachhook.deliver.steps import StepContext
 from pachhook.queue.affected import commit_templates, parse_template
@@ -154,13 +155,22 @@ def deliver_commit(
         outcome = _deliver_one(info.root, info.common_dir, commit, branch, item, dry_run, out, blocked)
         if outcome.error:
             failed.add(item.pipeline)
+        elif not dry_run:
+            _release_hold(Path(info.common_dir), item.pipeline, commit, out)
         outcomes.append(outcome)
     return _summarise(outcomes, out)
 
 
+def _release_hold(common_dir: Path, pipeline: str, commit: str, out: Output) -> None:
+    """An explicit delivery of a held pipeline (after a rollback) ends the hold: the user chose to go on."""
+    hold = Holds(common_dir / "pachhook").release(pipeline, f"{pipeline} released by `run --commit {commit[:12]}`")
+    if hold is not None:
+        out(f"{pipeline}: hold released (it was held at v{hold.version} since the {hold.reason})")
+
+
 def _show_plan(root: Path, commit: str, branch: str, config, out: Output) -> None:
     """A dry run starts with the plan: each pipeline's spec against the live one."""
-    from pachhook.deliver.plan import PlanError, format_plan, make_plan
+    from pachhook.deliver.plan import PlanError, format_plan, make_plan  # here: plan imports this module
 
     try:
         lines = format_plan(make_plan(root, commit, branch, config))

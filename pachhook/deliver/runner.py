@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Union
 
 from pachhook.core import gitrepo
 from pachhook.core.sanitize import one_line as bounded_line
+from pachhook.deliver.holds import Holds, held_message
 from pachhook.deliver.steps import StepContext, StepError, run_step
 from pachhook.queue.jobs import Job
 from pachhook.queue.launch import WorkerLock
@@ -114,6 +115,14 @@ class _QueueHooks(StepHooks):
         if self.queue.state_of(self.job_id) == CANCELLED:
             ctx.log(f"{name}: not started, the job was cancelled")
             return False
+        if name == "update" and not ctx.dry_run:
+            hold = Holds(self.queue.folder).held(ctx.job.pipeline)
+            if hold is not None:  # a rollback holds the pipeline: the queue must not roll it forward
+                self.queue.start_step(self.job_id, name, self.worker_id)
+                cause = held_message(hold)
+                ctx.log(f"{name}: failed: {cause}")
+                self.queue.fail_step(self.job_id, name, cause, self.worker_id)
+                return False
         record = self.queue.start_step(self.job_id, name, self.worker_id)
         ctx.log(f"{name}: started (attempt {record.attempts})")
         ctx.job = self.queue.get(self.job_id)

@@ -19,6 +19,7 @@ from pachhook.commands._common import open_queue, parse_args
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver.backends.pachctl import PachctlBackend
+from pachhook.deliver.holds import Holds
 from pachhook.deliver.steps.update import make_backend
 from pachhook.provenance.cluster import (
     GLOBAL_ID,
@@ -105,8 +106,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _rollback_events(folder: Any, query: str, commit: Optional[str]) -> List[Any]:
     """Rollback, hold and release events of the pipeline or commit asked about, newest first."""
-    from pachhook.deliver.holds import Holds
-
     name = query.split("@", 1)[0]
     return [
         event

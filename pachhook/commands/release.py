@@ -10,7 +10,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, open_queue, parse_args
+from pachhook.commands._common import open_queue, parse_args
+from pachhook.deliver.holds import HELD_PREFIX, Holds
+from pachhook.queue.states import FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.deliver.holds import HELD_PREFIX, Holds
-    from pachhook.queue.jobs import FAILED
-
     queue = open_queue("pachhook release")
     if queue is None:
         return 2
@@ -56,7 +55,3 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             queue.retry(newest.id)
             print(f"job {newest.id} (commit {newest.commit[:12]}) queued again; `pachhook run` delivers it")
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook release", _main, argv)

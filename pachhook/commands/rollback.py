@@ -10,7 +10,11 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import guard, open_queue, parse_args
+from pachhook.commands._common import open_queue, parse_args
+from pachhook.core import gitrepo
+from pachhook.core.config import ConfigError, load_config
+from pachhook.deliver.rollback import RollbackError, parse_target, rollback
+from pachhook.deliver.steps.update import make_backend
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,15 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from pachhook.core import gitrepo
-    from pachhook.core.config import ConfigError, load_config
-    from pachhook.deliver.rollback import RollbackError, parse_target, rollback
-    from pachhook.deliver.steps.update import make_backend
-
     try:
         info = gitrepo.head_info()
     except gitrepo.GitError as error:
@@ -94,7 +93,3 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"pachhook rollback: {error}", file=sys.stderr)
             return 1
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guard("pachhook rollback", _main, argv)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import List, Optional, Sequence
 
 from pachhook.commands._common import open_queue, parse_args
+from pachhook.deliver.holds import Holds, status_lines
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.launch import worker_pid, worker_running
 
@@ -69,16 +70,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"worker: running (pid {pid})" if pid else f"worker: {'running' if running else 'not running'}")
     for problem in problems:
         print(f"problem at {_clock(problem.at)} ({problem.commit[:12] or 'no commit'}): {problem.message}")
-    from pachhook.deliver.holds import Holds, status_lines
-
     for line in status_lines(Holds(queue.folder)):  # rollbacks and holds: events of their own
         print(line)
     return 0
 
 
 def _holds_json(folder: object) -> dict:
-    from pachhook.deliver.holds import Holds
-
     holds = Holds(folder)
     return {"holds": [asdict(hold) for hold in holds.all()], "events": [e.to_dict() for e in holds.events(limit=20)]}
 

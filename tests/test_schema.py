@@ -563,3 +563,19 @@ def test_a_placeholder_in_a_mapping_key_is_an_error(name, text):
     assert problem.rule == "placeholder-in-key" and problem.severity == "error"
     assert "not in keys: {{ short_commit }}" in problem.message
     assert problem.line == (1 if name.endswith(".json") else 4)
+
+
+def test_evaluation_yields_failures_and_wording_is_separate():
+    """Issue 9: the evaluator says what failed; pachhook.spec.wording says it to a person."""
+    from pachhook.spec import evaluate, wording
+
+    evaluation = evaluate.evaluate({"pipeline": {"name": "a"}, "transfrom": {}, "datumTries": "x"})
+    assert [(f.kind, f.path) for f in evaluation.failures] == [
+        ("unknown-field", ("transfrom",)),
+        ("described", ("datumTries",)),
+    ]
+    assert all(isinstance(f, evaluate.Failure) for f in evaluation.failures)
+    unknown = wording.word(evaluation.failures[0], evaluation.defs)
+    assert unknown.message == "unknown field 'transfrom' at the top level; did you mean 'transform'?"
+    assert unknown.rule == "unknown-field"
+    assert [p.message for p in schema.check({"pipeline": {"name": "a"}, "transfrom": {}})] == [unknown.message]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from pachhook.core.diagnostics import ERROR, WARNING, JsonPath, Problem, format_json_path
 
@@ -65,7 +65,7 @@ class _View:
     def key(self, field: str) -> str:
         return self.keys.get(field, field)
 
-    def str(self, field: str) -> str:
+    def text(self, field: str) -> str:
         """The field's value when it is a string, else "" (wrong types are the schema's to report)."""
         value = self.get(field)
         return value if isinstance(value, str) else ""
@@ -147,7 +147,7 @@ def _check_spec(spec: _View, report: _Report) -> None:
             f'reprocess_spec must be "until_success" or "every_job", got {json.dumps(reprocess)}',
             "reprocess-spec",
         )
-    branch = spec.str("output_branch")
+    branch = spec.text("output_branch")
     if branch:
         _check_plain_name("output branch", branch, (spec.key("output_branch"),), report, "branch-name")
 
@@ -176,7 +176,7 @@ def _check_pipeline(spec: _View, report: _Report) -> None:
     if problem:
         report.error(name_path, problem, "pipeline-name")
     project = pipeline.view("project")  # type: ignore[union-attr]
-    project_name = project.str("name") if project else ""
+    project_name = project.text("name") if project else ""
     if project and project_name and project_name != "default":
         project_path = name_path[:1] + (pipeline.key("project"), project.key("name"))  # type: ignore[union-attr]
         problem = name_problem("project", project_name, MAX_PROJECT_NAME)
@@ -242,10 +242,10 @@ def _check_transform(transform: _View, path: JsonPath, report: _Report) -> None:
                 continue
             secret = _View(item)
             where = path + (transform.key("secrets"), index)
-            if not secret.str("name"):
+            if not secret.text("name"):
                 report.error(where, "secret needs a 'name': the Kubernetes secret to read", "secret")
-            env_var = secret.str("env_var")
-            if env_var and not secret.str("key"):
+            env_var = secret.text("env_var")
+            if env_var and not secret.text("key"):
                 report.error(
                     where,
                     f"secret sets env_var '{env_var}' but no 'key'; add the key of the "
@@ -382,7 +382,7 @@ def _check_input_node(value: Any, path: JsonPath, ancestors: Tuple[str, ...], re
 
 
 def _check_pfs(pfs: _View, path: JsonPath, ancestors: Tuple[str, ...], report: _Report) -> None:
-    repo = pfs.str("repo")
+    repo = pfs.text("repo")
     s3 = pfs.get("s3") is True
     if not repo:
         report.error(path, "pfs input needs a 'repo': the repository to read", "pfs-input")
@@ -420,14 +420,14 @@ def _check_pfs(pfs: _View, path: JsonPath, ancestors: Tuple[str, ...], report: _
                 "cross it with the other inputs instead, or drop 's3'",
                 "s3-input",
             )
-    commit = pfs.str("commit")
+    commit = pfs.text("commit")
     if commit:
         report.error(
             path + (pfs.key("commit"),),
             "a pipeline input cannot come from a fixed commit in Pachyderm 2.x; use 'branch'",
             "pfs-input",
         )
-    branch = pfs.str("branch")
+    branch = pfs.text("branch")
     if branch:
         _check_plain_name("branch", branch, path + (pfs.key("branch"),), report, "branch-name")
     _check_input_project(pfs, path, report)
@@ -441,7 +441,7 @@ def clean_glob(glob: str) -> str:
 
 
 def _check_input_project(node: _View, path: JsonPath, report: _Report) -> None:
-    project = node.str("project")
+    project = node.text("project")
     if project and project != "default":
         problem = name_problem("project", project, MAX_PROJECT_NAME)
         if problem:
@@ -449,7 +449,7 @@ def _check_input_project(node: _View, path: JsonPath, report: _Report) -> None:
 
 
 def _check_cron_input(cron: _View, path: JsonPath, report: _Report) -> None:
-    if not cron.str("name"):
+    if not cron.text("name"):
         report.error(path, "cron input needs a 'name'", "cron-input")
     spec = cron.get("spec")
     if spec is None or isinstance(spec, str):
@@ -457,10 +457,10 @@ def _check_cron_input(cron: _View, path: JsonPath, report: _Report) -> None:
         if problem:
             where = path + (cron.key("spec"),) if cron.has("spec") else path
             report.error(where, problem, "cron-spec")
-    repo = cron.str("repo")
+    repo = cron.text("repo")
     if repo:
         _check_plain_name("repo", repo, path + (cron.key("repo"),), report, "repo-name")
-    start = cron.str("start")
+    start = cron.text("start")
     problem = timestamp_problem(start) if start else None
     if problem:
         report.error(path + (cron.key("start"),), f"cron start {problem}; pachctl refuses it", "timestamp")
@@ -472,7 +472,7 @@ def _input_name(node: _View) -> Tuple[Optional[str], Optional[_View], str]:
     for kind in ("pfs", "cron"):
         leaf = node.view(kind)
         if leaf is not None:
-            name = leaf.str("name") or (leaf.str("repo") if kind == "pfs" else "")
+            name = leaf.text("name") or (leaf.text("repo") if kind == "pfs" else "")
             return name or None, leaf, kind
     return None, None, ""
 
@@ -490,7 +490,7 @@ def _check_input_names(value: Dict[str, Any], path: JsonPath, seen: Dict[str, Js
             return
         leaf_path = path + (node.key(kind),)
         where = leaf_path + (
-            (leaf.key("name"),) if leaf.str("name") else ((leaf.key("repo"),) if kind == "pfs" else ())
+            (leaf.key("name"),) if leaf.text("name") else ((leaf.key("repo"),) if kind == "pfs" else ())
         )
         if name in ("out", ".env"):
             report.error(
@@ -606,7 +606,7 @@ def _cron_range_problem(expr: str, low: int, high: int, names: Optional[Dict[str
     return None
 
 
-def _cron_number(text: str, names: Optional[Dict[str, int]]):
+def _cron_number(text: str, names: Optional[Dict[str, int]]) -> Union[int, str]:
     """An int, or a message saying why text is not one."""
     if names is not None and text.lower() in names:
         return names[text.lower()]
@@ -683,7 +683,7 @@ def _check_egress(spec: _View, report: _Report) -> None:
         )
         return
     for field, what in (("name", "the Kubernetes secret"), ("key", "the key in that secret")):
-        if not secret.str(field):
+        if not secret.text(field):
             report.error(
                 path + (sql.key("secret"),),
                 f"SQL egress secret needs a '{field}': {what} holding the database password",
@@ -944,13 +944,13 @@ def _check_toleration(toleration: _View, path: JsonPath, report: _Report) -> Non
         if operator is None or operator in ("EMPTY", 0):
             report.error(path, 'toleration needs an operator: "EXISTS" or "EQUAL"', "toleration")
         return  # other values: the schema reports them
-    if kind == "EXISTS" and toleration.str("value"):
+    if kind == "EXISTS" and toleration.text("value"):
         report.error(
             path + (toleration.key("value"),),
             "a toleration with operator EXISTS matches any value; delete 'value' or use EQUAL",
             "toleration",
         )
-    if kind == "EQUAL" and not toleration.str("key"):
+    if kind == "EQUAL" and not toleration.text("key"):
         report.error(path, "a toleration with operator EQUAL needs a 'key'", "toleration")
 
 

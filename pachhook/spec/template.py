@@ -160,13 +160,13 @@ def image_template_problems(document: Any, tag_form: str = "full") -> List[Probl
     shown = image if len(image) <= 200 else image[:200] + "…"
     problems: List[Problem] = []
     without = PLACEHOLDER.sub("", image)
-    for match in _NEAR_MISS.finditer(without):
-        word = re.search(r"[A-Za-z_][A-Za-z0-9_]*", match.group(0))
+    for near in _NEAR_MISS.finditer(without):
+        word = re.search(r"[A-Za-z_][A-Za-z0-9_]*", near.group(0))
         meant = word.group(0).lower() if word and word.group(0).lower() in PLACEHOLDERS else "tag"
         problems.append(
             Problem(
                 path,
-                f"image {shown!r}: {match.group(0)!r} is not a placeholder: write {{{{ {meant} }}}}"
+                f"image {shown!r}: {near.group(0)!r} is not a placeholder: write {{{{ {meant} }}}}"
                 " (two braces on each side)",
                 ERROR,
                 "malformed-placeholder",

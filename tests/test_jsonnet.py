@@ -280,3 +280,24 @@ def test_delivery_applies_the_rendered_json_with_the_pushed_tag(tmp_path, double
     specs = json.loads(out.stdout)
     assert [item["pipeline"]["name"] for item in specs] == ["edges", "montage"]
     assert specs[0]["transform"]["image"] == f"{IMAGE}:{sha}"
+
+
+def test_a_jsonnet_template_goes_through_the_queue_to_the_cluster(tmp_path):
+    from gitutil import PACHCTL_DOUBLE, make_repo
+
+    repo = make_repo(tmp_path, pipelines=())
+    fixed = TWO_PIPELINES.replace("'registry.example.com/team/edges:' + tag", "'busybox:1.36'")
+    repo.write("dag/dag.pipeline.jsonnet", fixed)
+    sha = repo.commit("a Jsonnet DAG")
+    state = tmp_path / "pachctl-state"
+    state.mkdir()
+    repo.env["PACHCTL_DOUBLE_DIR"] = str(state)
+    repo.env["PATH"] = f"{PACHCTL_DOUBLE.parent}{os.pathsep}{repo.env['PATH']}"
+    queued = repo.pachhook("queue", "--no-worker")
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    assert f"queued {sha[:12]} for edges, montage" in queued.stdout + queued.stderr
+    ran = repo.pachhook("run")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    specs = {p.stem: json.loads(p.read_text())["spec"] for p in (state / "pipelines").glob("*.json")}
+    assert specs["edges"]["description"] == "built from main"
+    assert specs["montage"]["metadata"]["annotations"]["pachhook.io/template"] == "dag/dag.pipeline.jsonnet"

@@ -260,8 +260,6 @@ def run_worker(
     worker's to run. While another worker holds a job's lease it waits: if that worker
     died, the job is this one's once the lease ends.
     """
-    from pachhook.core import gitrepo
-
     common = gitrepo.git_common_dir(repo_root)
     queue = Queue(common)
     lock = WorkerLock(queue.folder)

@@ -11,8 +11,10 @@ The token travels in gRPC metadata only; pachhook never prints or stores it.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -48,6 +50,9 @@ class ApiBackend:
     def _pps(self) -> Any:
         if self._stub is not None:
             return self._stub
+        # The one place these imports stay inside functions: pachyderm-sdk (and grpc, which
+        # it brings) is an optional extra, costs ~0.3 s and reads PACH_CONFIG when imported,
+        # so it is imported when a job is applied through the API, never before.
         try:
             import grpc
             from pachyderm_sdk import Client
@@ -79,7 +84,6 @@ class ApiBackend:
 
     def _unknown_keys_message(self) -> str:
         """Name the context keys pachyderm-sdk refuses (never their values: one is a token)."""
-        from dataclasses import fields
 
         from pachyderm_sdk.config import Context
 
@@ -163,7 +167,6 @@ def _rpc_message(error: BaseException) -> str:
 
 def _deadline_interceptor(timeout: float) -> Any:
     """A unary-unary client interceptor that gives every call a deadline of `timeout` seconds."""
-    import collections
 
     import grpc
 

@@ -6,6 +6,7 @@ A step signals failure by raising StepError with a one-line cause.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict
@@ -40,9 +41,11 @@ class StepResult:
 
 
 def run_step(name: str, ctx: StepContext) -> StepResult:
-    """Run one step of ctx.job; each step module imports its heavy dependencies itself."""
-    import importlib
+    """Run one step of ctx.job.
 
+    The step's module is imported by name when it runs: each imports StepContext from this
+    package, so this package cannot import them at its top.
+    """
     if name not in STEP_NAMES:
         raise StepError(f"unknown step {name!r}", retryable=False)
     module = importlib.import_module(f"pachhook.deliver.steps.{name}")

@@ -12,7 +12,11 @@ import re
 import time
 from typing import Any, Dict, Optional
 
+from docker.errors import APIError, DockerException, ImageNotFound
+
 from pachhook.core.sanitize import one_line
+from pachhook.deliver import dockerclient, imagekeys
+from pachhook.deliver.registry import RegistryError, RegistrySession
 from pachhook.deliver.steps import StepContext, StepError, StepResult
 
 ATTEMPTS = 3
@@ -41,8 +45,6 @@ def split_ref(image_ref: str) -> "tuple[str, str]":
 
 
 def run(ctx: StepContext) -> StepResult:
-    from pachhook.deliver import dockerclient
-
     job = ctx.job
     if not job.image:
         return StepResult(outcome="skipped", message="the template names no image to push")
@@ -64,8 +66,6 @@ def run(ctx: StepContext) -> StepResult:
     result = pusher.run_with_retries()
     key = built.get("context_key")
     if key:
-        from pachhook.deliver import imagekeys
-
         try:
             imagekeys.record_pushed(ctx.git_dir, key, result.data["repo_digest"])
         except OSError as error:  # a cache: losing it only costs a rebuild later
@@ -77,9 +77,6 @@ class _Pusher:
     def __init__(
         self, ctx: StepContext, client: Any, image_ref: str, repository: str, tag: str, registry: str, name: str
     ) -> None:
-        from pachhook.deliver import dockerclient
-        from pachhook.deliver.registry import RegistrySession
-
         self.ctx, self.client = ctx, client
         self.image_ref, self.repository, self.tag = image_ref, repository, tag
         self.registry, self.name = registry, name
@@ -112,8 +109,6 @@ class _Pusher:
         )
 
     def _remote_digest(self, reference: str, precheck: bool = False) -> Optional[str]:
-        from pachhook.deliver.registry import RegistryError
-
         try:
             return self.session.manifest_digest(self.name, reference)
         except RegistryError as error:
@@ -127,8 +122,6 @@ class _Pusher:
             raise StepError(f"push of {self.image_ref}: {error}", retryable=False) from None
 
     def _local_digests(self) -> set:
-        from docker.errors import ImageNotFound
-
         try:
             image = self.client.images.get(self.image_ref)
         except ImageNotFound:
@@ -167,8 +160,6 @@ class _Pusher:
         """When the registry already holds this very image (pushed for an earlier commit with
         the same build context), send it only the new tag's manifest; returns the digest, or
         "" to push through the engine instead."""
-        from pachhook.deliver.registry import RegistryError
-
         for digest in sorted(local):
             try:
                 if self.session.manifest_digest(self.name, digest) != digest:
@@ -190,8 +181,6 @@ class _Pusher:
 
     def _push(self) -> str:
         """Push once; returns the digest. Errors come as stream events or as exceptions."""
-        from docker.errors import APIError, DockerException
-
         digest = ""
         seen: Dict[str, str] = {}
         try:

@@ -20,8 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from pachhook.core import gitrepo
+from pachhook.core.config import load_config
+from pachhook.core.diagnostics import format_json_path
+
+# api.py imports pachyderm-sdk only when a job is applied through it (see there).
+from pachhook.deliver.backends.api import ApiBackend
+from pachhook.deliver.backends.pachctl import BackendError, PachctlBackend
 from pachhook.deliver.steps import StepContext, StepError, StepResult
 from pachhook.queue.affected import input_repos
+from pachhook.spec import jsonnet, loader
+from pachhook.spec import template as templating
+from pachhook.validate import checks as validate
 
 COMMIT_ANNOTATION = "pachhook.io/commit"
 DIGEST_ANNOTATION = "pachhook.io/image-digest"
@@ -86,12 +96,6 @@ def render_template(
     Raises RenderError (one line per problem) when the file is missing, does not parse,
     or renders into a spec the validator refuses.
     """
-    from pachhook.core import gitrepo
-    from pachhook.core.diagnostics import format_json_path
-    from pachhook.spec import jsonnet, loader
-    from pachhook.spec import template as templating
-    from pachhook.validate import checks as validate
-
     data = source if source is not None else gitrepo.show_file(commit, template, repo_root)
     if data is None:
         raise RenderError([f"{template}: not in commit {commit[:12]}"])
@@ -182,11 +186,7 @@ def _annotate(spec: Dict[str, Any], commit: str, template: str, digest: str) -> 
 def make_backend(config: Any):
     """The update backend the configuration names."""
     if getattr(config, "backend", "pachctl") == "api":
-        from pachhook.deliver.backends.api import ApiBackend
-
         return ApiBackend()
-    from pachhook.deliver.backends.pachctl import PachctlBackend
-
     return PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl")
 
 
@@ -212,9 +212,6 @@ def _image_from_results(ctx: StepContext) -> Dict[str, str]:
 
 
 def run(ctx: StepContext) -> StepResult:
-    from pachhook.core.config import load_config
-    from pachhook.deliver.backends.pachctl import BackendError
-
     job = ctx.job
     try:
         config = load_config(ctx.repo_root)
@@ -318,8 +315,6 @@ def _plan(
 
 
 def _describe_apply(backend: Any, path: str, reprocess: bool) -> str:
-    from pachhook.deliver.backends.pachctl import BackendError
-
     if backend.name == "pachctl":
         try:
             return "`" + " ".join(backend.update_command(path, reprocess)) + "`"

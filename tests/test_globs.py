@@ -121,3 +121,20 @@ def test_a_backup_copy_of_a_template_stays_in_the_build_context_and_its_key(tmp_
         assert (checkout.context_dir / "pipeline.json.bak").is_file()
     finally:
         checkout.cleanup()
+
+
+@pytest.mark.parametrize(
+    "glob, ending",
+    [
+        ("**/pipeline.json", "pipeline.json"),
+        ("**/*.pipeline.yaml", ".pipeline.yaml"),
+        ("/pipelines/x.json", "pipelines/x.json"),
+        ("a/**/b.json", "b.json"),
+        ("a/*", ""),
+        ("p[0-9]", ""),
+    ],
+)
+def test_a_glob_s_literal_ending_is_what_every_match_ends_with(glob: str, ending: str):
+    from pachhook.core.globs import literal_ending
+
+    assert literal_ending(glob) == ending

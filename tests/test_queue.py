@@ -577,3 +577,43 @@ def test_git_commit_does_not_wait_for_the_background_worker(tmp_path: Path):
     while time.time() < deadline and json.loads(repo.pachhook("status", "--format", "json").stdout)["worker_running"]:
         time.sleep(0.2)
     assert json.loads(repo.pachhook("status", "--format", "json").stdout)["worker_running"] is False
+
+
+# -- cost proportional to the change (issue 16) -----------------------------------------
+
+
+def test_queue_reads_the_diff_and_the_pipelines_paths_not_the_whole_tree(tmp_path: Path):
+    repo = make_repo(tmp_path)
+    repo.pachhook("queue", check=True)  # the first run lists the commit's tree once
+    for number in range(30):
+        repo.write(f"data/{number:03}.txt", f"{number}\n")
+    repo.write("fresh/pipeline.json", template("fresh"))
+    repo.write("fresh/Dockerfile", "FROM scratch\n")
+    head = repo.commit("a new pipeline among other files")
+    trace = tmp_path / "trace"
+    proc = run([str(VENV_BIN / "pachhook"), "queue"], repo.path, dict(repo.env, GIT_TRACE=str(trace)))
+    assert proc.stdout == f"pachhook: queued {head[:12]} for fresh; `pachhook status` shows progress\n"
+    commands = [line.split("trace: built-in: ", 1)[1] for line in trace.read_text().splitlines() if "built-in:" in line]
+    assert any(command.startswith("git diff-tree -r -z --no-renames --raw") for command in commands), commands
+    listings = [command for command in commands if command.startswith("git ls-tree")]
+    # one ls-tree, limited to the templates and their Dockerfiles and folders
+    assert len(listings) == 1 and " -- " in listings[0] and "data/" not in listings[0], listings
+
+
+def test_a_removed_template_is_forgotten_and_a_gone_base_commit_means_one_full_listing(tmp_path: Path):
+    repo = make_repo(tmp_path, pipelines=("edges", "montage", "extra"))
+    repo.pachhook("queue", check=True)
+    repo.git("rm", "-q", "-r", "extra")
+    head = repo.commit("extra goes")
+    assert repo.pachhook("queue").stdout == (
+        f"pachhook: nothing queued for {head[:12]}: it changes no pipeline's template, Dockerfile or build context\n"
+    )
+    # The base commit the queue remembers disappears (history rewritten, then gc).
+    repo.git("commit", "-q", "--amend", "-m", "extra gone")
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    repo.git("gc", "-q", "--prune=now")
+    repo.write("extra/pipeline.json", template("extra"))
+    head = repo.commit("extra is back")
+    assert repo.pachhook("queue").stdout == (
+        f"pachhook: queued {head[:12]} for extra (superseding 1 older job); `pachhook status` shows progress\n"
+    )

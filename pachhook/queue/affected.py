@@ -15,7 +15,7 @@ from __future__ import annotations
 import posixpath
 
 from pachhook.core import gitrepo
-from pachhook.core.globs import find_templates
+from pachhook.core.globs import GlobSet, find_templates
 from pachhook.queue.store import NewJob
 from pachhook.spec.ordering import CycleError, dependency_order
 
@@ -46,16 +46,28 @@ def commit_templates(entries: Dict[str, Any], globs: Sequence[str]) -> List[str]
     return find_templates(sorted(path for path, entry in entries.items() if entry.kind == "blob"), globs)
 
 
+# The cache key under which the queue keeps the last commit it read and its templates.
+TEMPLATE_SET_KEY = f"{CACHE_VERSION}:template-set"
+# A name no folder holds: `ls-tree -r -t` asked for FOLDER/NAME shows FOLDER's own entry
+# (its tree id) without listing what the folder holds.
+_NO_FILE = ".pachhook-no-such-file"
+
+
 def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queue) -> Affected:
-    """The jobs `commit` needs: one per pipeline whose fingerprint is new."""
-    entries = gitrepo.ls_tree(commit, root)
-    templates = commit_templates(entries, config.templates)
+    """The jobs `commit` needs: one per pipeline whose fingerprint is new.
+
+    The cost follows the change, not the repository: the commit's templates are the last
+    queued commit's, updated by `git diff-tree` between the two, and only the templates,
+    their Dockerfiles and build context folders are read from the commit's tree.
+    """
+    templates = commit_template_set(root, commit, config, queue)
     result = Affected(len(templates))
     if not templates:
         return result
+    entries = gitrepo.ls_tree(commit, root, _lookup_paths(templates, config), literal_pathspecs=True)
+    templates = [path for path in templates if getattr(entries.get(path), "kind", "") == "blob"]
     jsonnet_names = {entries[path].sha: path for path in templates if path.endswith(".jsonnet")}
     specs_by_blob = _specs(root, [entries[path].sha for path in templates], queue, jsonnet_names, config.jsonnet_args)
-    baselines = queue.baselines()
     seen: Dict[str, str] = {}
     every: List[Dict[str, Any]] = []  # every pipeline of the commit, changed or not, as listed
     for path in templates:
@@ -80,9 +92,9 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
             seen[name] = path
             every.append(spec)
             fingerprint = _fingerprint(path, spec["image"], entries, tree, config)
-            if baselines.get(name) == fingerprint:
-                continue
             result.jobs.append(NewJob(name, path, spec["image"], tuple(spec["inputs"]), fingerprint))
+    baselines = queue.baselines([job.pipeline for job in result.jobs])
+    result.jobs = [job for job in result.jobs if baselines.get(job.pipeline) != job.fingerprint]
     # The order comes from all of the commit's pipelines, not only the changed ones: the
     # changed ones then go in the order `pachhook run --commit` delivers the whole commit.
     try:
@@ -94,6 +106,65 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
     rank = {spec["pipeline"]: position for position, spec in enumerate(order)}
     result.jobs.sort(key=lambda job: rank[job.pipeline])
     return result
+
+
+def commit_template_set(root: Any, commit: str, config: Config, queue: Queue) -> List[str]:
+    """The templates of `commit`, sorted: from the last queued commit's and the diff between
+    the two when the queue knows them (under the same globs), else from the whole tree."""
+    globs = list(config.templates)
+    known = queue.templates.get([TEMPLATE_SET_KEY]).get(TEMPLATE_SET_KEY)
+    templates: Optional[List[str]] = None
+    if isinstance(known, dict) and known.get("globs") == globs and known.get("commit"):
+        if known["commit"] == commit:
+            return list(known["templates"])
+        templates = _templates_after(root, known["commit"], commit, known["templates"], globs)
+    if templates is None:  # nothing known yet, or the base commit is gone (gc after a rebase)
+        templates = commit_templates(gitrepo.ls_tree(commit, root), globs)
+    queue.templates.put({TEMPLATE_SET_KEY: {"commit": commit, "globs": globs, "templates": templates}})
+    return templates
+
+
+def _templates_after(
+    root: Any, base: str, commit: str, templates: Sequence[str], globs: Sequence[str]
+) -> Optional[List[str]]:
+    """`templates` (those of `base`) as `commit` has them; None when git cannot compare."""
+    result = gitrepo.run(["diff-tree", "-r", "-z", "--no-renames", "--raw", base, commit], root)
+    if result.returncode != 0:
+        return None
+    matcher = GlobSet(globs)
+    found = set(templates)
+    records = result.stdout.split(b"\0")
+    # --raw -z: ":OLDMODE NEWMODE OLDSHA NEWSHA STATUS" then the path, each NUL-terminated
+    for at in range(0, len(records) - 1, 2):
+        path = records[at + 1].decode("utf-8", errors="surrogateescape")
+        if not matcher.matches(path):  # by the name's ending first: most paths stop there
+            continue
+        new_mode = records[at][1:].split(b" ", 2)[1]
+        if new_mode in (b"000000", b"160000"):  # deleted, or a submodule: no template file
+            found.discard(path)
+        else:
+            found.add(path)
+    return sorted(found)
+
+
+def _lookup_paths(templates: Sequence[str], config: Config) -> List[str]:
+    """What `ls-tree` must show of a commit to fingerprint its templates' pipelines.
+
+    The templates, each folder's Dockerfile (the default) and entry (the default context),
+    and every configured image's Dockerfile and context: a handful of paths per pipeline.
+    """
+    paths = set(templates)
+    for template in templates:
+        folder = posixpath.dirname(template)
+        paths.add(posixpath.join(folder, "Dockerfile") if folder else "Dockerfile")
+        if folder:
+            paths.add(posixpath.join(folder, _NO_FILE))
+    for settings in config.images.values():
+        if settings.dockerfile:
+            paths.add(settings.dockerfile)
+        if settings.context and settings.context not in (".", ""):
+            paths.add(posixpath.join(settings.context, _NO_FILE))
+    return sorted(paths)
 
 
 def build_paths(template: str, image: str, config: Config) -> Dict[str, str]:

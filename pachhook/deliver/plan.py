@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from pachhook.core.diagnostics import JsonPath, format_json_path
+from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import BackendError
 from pachhook.deliver.commit import plan as pipelines_of
 from pachhook.deliver.steps.update import COMMIT_ANNOTATION, RenderedSpec, make_backend, render_template, render_values
@@ -174,7 +175,7 @@ def _is_own_annotation(path: JsonPath) -> bool:
 
 
 def _shown(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False)  # escapes C0 controls; the rest is filtered below
     # outside text: no terminal control characters, bounded
     text = "".join(char if char.isprintable() else "?" for char in text)
     return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 3] + "..."
@@ -235,8 +236,9 @@ def _compare(entry: PipelinePlan, live: Any) -> None:
     if live is None:
         entry.action = CREATE
         return
-    entry.live_version = str(live.version)
-    entry.live_commit = live.annotations.get(COMMIT_ANNOTATION, "")
+    # what the cluster says is outside text: no control sequences, bounded
+    entry.live_version = one_line(live.version, 40)
+    entry.live_commit = one_line(live.annotations.get(COMMIT_ANNOTATION, ""), 80)
     if live.user_spec is not None:
         entry.compared_with, baseline = "user spec", live.user_spec
     elif live.effective_spec is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import BackendError
 from pachhook.deliver.holds import HOLD, ROLLBACK, Event, Hold, Holds
 from pachhook.deliver.plan import FieldChange, diff_specs
@@ -35,6 +36,7 @@ from pachhook.queue.jobs import Job
 
 ROLLBACK_ANNOTATION = "pachhook.io/rollback-from-version"
 _VERSION = re.compile(r"v?(\d+)\Z")
+_SHA = re.compile(r"[0-9a-f]{40}\Z")
 
 Output = Callable[[str], None]
 
@@ -199,15 +201,23 @@ def rollback(
             f"no recorded spec of {pipeline} for {wanted}: neither the local ledger nor the cluster's"
             f" history has one (`pachhook provenance {pipeline}` lists what ran)"
         )
-    live_commit = live.annotations.get(COMMIT_ANNOTATION, "")
+    # the cluster's words are outside text: no control sequences, bounded
+    live_commit = one_line(live.annotations.get(COMMIT_ANNOTATION, ""), 80)
+    live_version = one_line(live.version, 40)
+    target.version, target.commit, target.digest = (
+        one_line(target.version, 40),
+        one_line(target.commit, 80),
+        one_line(target.digest, 100),
+    )
     where = f"v{target.version}" + (f" (commit {target.commit[:12]})" if target.commit else "")
-    out(f"rollback {pipeline}: from v{live.version}" + (f" (commit {live_commit[:12]})" if live_commit else ""))
+    out(f"rollback {pipeline}: from v{live_version}" + (f" (commit {live_commit[:12]})" if live_commit else ""))
     out(f"  to the user spec of {where}, from the {'local ledger' if target.source == 'ledger' else 'cluster history'}")
-    if live_commit and target.commit and live_commit != target.commit:
+    if _SHA.match(live_commit) and _SHA.match(target.commit) and live_commit != target.commit:
+        # only full SHAs reach git: an annotation is outside text and could look like an option
         back = is_ancestor(target.commit, live_commit) if is_ancestor is not None else False
         if back:
             out("  going back along the branch: the forward-only order is overridden for this rollback")
-    spec = spec_to_apply(target, str(live.version))
+    spec = spec_to_apply(target, live_version)
     baseline = live.user_spec if live.user_spec is not None else live.effective_spec or {}
     changes = diff_specs(baseline, spec)
     image = _image(spec)
@@ -217,10 +227,10 @@ def rollback(
         out(f"  image pinned to the recorded digest: {image}")
     if dry_run:
         out("  dry run: nothing applied, no hold placed")
-        return Outcome(pipeline, str(live.version), str(live.version), target, image, False, changes)
+        return Outcome(pipeline, live_version, live_version, target, image, False, changes)
     if not changes:
-        out(f"  v{live.version} already runs this spec: nothing applied")
-        to_version = str(live.version)
+        out(f"  v{live_version} already runs this spec: nothing applied")
+        to_version = live_version
         applied = False
     else:
         path = Path(common_dir).joinpath(*SPEC_FOLDER, f"rollback-{int(time.time())}-{pipeline}.json")
@@ -235,13 +245,14 @@ def rollback(
         if after is None:
             raise RollbackError(f"pipeline {pipeline} not found after the rollback was applied")
         if after.image != image:
-            raise RollbackError(f"pipeline {pipeline} v{after.version} runs {after.image or '(no image)'}, not {image}")
-        to_version = str(after.version)
+            shown = one_line(after.image, 200) or "(no image)"
+            raise RollbackError(f"pipeline {pipeline} v{one_line(after.version, 40)} runs {shown}, not {image}")
+        to_version = one_line(after.version, 40)
         applied = True
         out(f"  applied: {pipeline} is at v{to_version}, running {image}")
     now = time.time()
     reason = f"rollback to {where}"
-    message = f"rollback of {pipeline} from v{live.version} to the spec of {where}" + (
+    message = f"rollback of {pipeline} from v{live_version} to the spec of {where}" + (
         f", applied as v{to_version}" if applied else ", already running"
     )
     holds = Holds(Path(common_dir) / SPEC_FOLDER[0])
@@ -251,7 +262,7 @@ def rollback(
             pipeline,
             now,
             message,
-            from_version=str(live.version),
+            from_version=live_version,
             to_version=to_version,
             commit=target.commit,
             digest=target.digest,
@@ -267,7 +278,7 @@ def rollback(
         f"  held: the queue will not update {pipeline} until `pachhook release {pipeline}`"
         " (or an explicit `pachhook run --commit REV`)"
     )
-    return Outcome(pipeline, str(live.version), to_version, target, image, applied, changes)
+    return Outcome(pipeline, live_version, to_version, target, image, applied, changes)
 
 
 def _history(backend: Any, pipeline: str, project: str) -> List[Dict[str, Any]]:

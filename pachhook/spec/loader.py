@@ -285,7 +285,7 @@ def _too_deep(value: Any) -> Optional[JsonPath]:
             return path
         if isinstance(current, dict):
             stack.extend((child, path + (key,)) for key, child in current.items() if isinstance(child, (dict, list)))
-        elif isinstance(current, list):
+        elif isinstance(current, list) and (dict in set(map(type, current)) or list in set(map(type, current))):
             stack.extend((child, path + (i,)) for i, child in enumerate(current) if isinstance(child, (dict, list)))
     return None
 
@@ -374,10 +374,20 @@ def _load_json_part(name: str, part: str, first_line: int, result: LoadedFile) -
     values: List[Any] = []
     offset = _skip_blank(part, 0)
     hook = _PairsHook()
-    decoder = json.JSONDecoder(object_pairs_hook=hook, parse_constant=_refuse_constant, parse_int=_parse_int)
+    decoder = json.JSONDecoder(object_pairs_hook=hook, parse_constant=_refuse_constant)
     try:
         while offset < len(part):
-            value, end = decoder.raw_decode(part, offset)
+            try:
+                value, end = decoder.raw_decode(part, offset)
+            except ValueError as error:
+                if "integer string conversion" not in str(error):
+                    raise
+                # only then the slower decoder that turns a 4300-digit number into inf
+                hook = _PairsHook()
+                decoder = json.JSONDecoder(
+                    object_pairs_hook=hook, parse_constant=_refuse_constant, parse_int=_parse_int
+                )
+                value, end = decoder.raw_decode(part, offset)
             values.append(value)
             offset = _skip_blank(part, end)
             if offset < len(part) and not values_may_follow(part, offset):

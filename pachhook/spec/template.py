@@ -73,6 +73,11 @@ def render(value: Any, values: Dict[str, str]) -> Tuple[Any, List[Problem]]:
     stack: List[Tuple[Any, Any, JsonPath]] = [(value, root, ())]
     while stack:
         source, target, path = stack.pop()
+        if isinstance(source, list):
+            kinds = set(map(type, source))  # at C speed: a list may hold a million values
+            if not kinds & _CONTAINERS and (str not in kinds or "{{" not in "\0".join(_strings(source))):
+                target.extend(source)  # nothing to fill: copied at once
+                continue
         items = source.items() if isinstance(source, dict) else enumerate(source)
         for key, child in items:
             if isinstance(key, str) and "{{" in key:
@@ -89,6 +94,13 @@ def render(value: Any, values: Dict[str, str]) -> Tuple[Any, List[Problem]]:
             else:
                 target.append(copy)
     return root, problems
+
+
+_CONTAINERS = frozenset({dict, list})
+
+
+def _strings(values: List[Any]) -> List[str]:
+    return [value for value in values if type(value) is str]
 
 
 def _placeholder_in_key(key: str, path: JsonPath, problems: List[Problem]) -> None:

@@ -63,19 +63,14 @@ def run(
 
 
 def git(
-    args: Sequence[str],
-    cwd: Optional[PathLike] = None,
-    input: Optional[bytes] = None,
-    *,
-    env: Optional[Dict[str, str]] = None,
-    timeout: Optional[float] = None,
-    literal_pathspecs: bool = False,
+    args: Sequence[str], cwd: Optional[PathLike] = None, input: Optional[bytes] = None, literal_pathspecs: bool = False
 ) -> bytes:
     """Run `git ARGS` (in `cwd`) and return its stdout; GitError with git's first stderr line.
 
-    Callers with errors of their own catch GitError and raise theirs `from None`.
+    Callers with errors of their own catch GitError and raise theirs `from None`; callers
+    that need an environment, a timeout or the exit status use `run`.
     """
-    result = run(args, cwd, input, env=env, timeout=timeout, literal_pathspecs=literal_pathspecs)
+    result = run(args, cwd, input, literal_pathspecs=literal_pathspecs)
     if result.returncode != 0:
         raise GitError(complaint(result, _command_name(args)))
     return result.stdout

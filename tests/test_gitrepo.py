@@ -51,7 +51,7 @@ def test_run_reports_status_and_streams_and_git_raises_the_first_line(repo):
     result = gitrepo.run(["rev-parse", "--verify", "--quiet", "nothing^{commit}"], repo.path, env=repo.env)
     assert result.returncode != 0 and result.stdout == b""
     with pytest.raises(gitrepo.GitError, match=r"^ambiguous argument 'nothing'"):
-        gitrepo.git(["rev-parse", "nothing"], repo.path, env=repo.env)
+        gitrepo.git(["rev-parse", "nothing"], repo.path)
 
 
 def test_a_timeout_is_a_git_error_not_a_traceback(repo):

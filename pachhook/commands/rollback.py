@@ -64,11 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             full_commit = ""  # not in this clone: matched as a prefix of what was recorded
 
     def is_ancestor(older: str, newer: str) -> bool:
-        try:
-            gitrepo.git(["merge-base", "--is-ancestor", older, newer], info.root)
-        except gitrepo.GitError:
-            return False
-        return True
+        # exit 0: an ancestor; 1: not one; anything else (a commit this clone lacks): not known to be
+        return gitrepo.run(["merge-base", "--is-ancestor", older, newer], info.root, timeout=60).returncode == 0
 
     queue = open_queue("pachhook rollback")
     if queue is None:

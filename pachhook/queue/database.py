@@ -12,8 +12,6 @@ import sqlite3
 import sys
 import time
 
-from pachhook.queue.logs import Problems
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
@@ -189,6 +187,8 @@ class Database:
             f"the queue database was unreadable ({error}): moved it to {aside} and started"
             " a fresh queue; jobs recorded in the old one are not in the new one"
         )
+        from pachhook.queue.logs import Problems  # this rare path only: the hook stays light
+
         Problems(self).record(message)
         # Said here, once, by whichever command met it: the hook, status, a worker's log.
         print(f"pachhook: {message}", file=sys.stderr, flush=True)

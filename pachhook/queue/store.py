@@ -14,8 +14,6 @@ import sqlite3
 import time
 
 from pachhook.queue.database import DB_NAME, FOLDER, Database, Transaction
-from pachhook.queue.leases import Leases
-from pachhook.queue.logs import JobLogs, Problems
 from pachhook.queue.states import (
     CANCELLED,
     DONE,
@@ -39,6 +37,8 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
     from pachhook.queue.jobs import Job, StepRecord
+    from pachhook.queue.leases import Leases
+    from pachhook.queue.logs import JobLogs, Problems
 
 # Job states that still lead to a delivery.
 LIVE_STATES = (QUEUED, RUNNING)
@@ -90,10 +90,38 @@ class Queue:
 
     def __init__(self, git_common_dir: Any, timeout: float = 30.0) -> None:
         self.database = Database(os.path.join(os.fspath(git_common_dir), FOLDER), timeout)
-        self.leases = Leases(self.database, self.get)
-        self.logs = JobLogs(self.database)
-        self.problems = Problems(self.database)
         self.templates = TemplateCache(self.database)
+        self._leases: Optional[Leases] = None
+        self._logs: Optional[JobLogs] = None
+        self._problems: Optional[Problems] = None
+
+    # The parts the post-commit hook does not use (it never leases or logs, and records a
+    # problem only when it meets one) are imported when first asked for: the hook imports
+    # no more modules than before the split.
+
+    @property
+    def leases(self) -> Leases:
+        if self._leases is None:
+            from pachhook.queue.leases import Leases
+
+            self._leases = Leases(self.database, self.get)
+        return self._leases
+
+    @property
+    def logs(self) -> JobLogs:
+        if self._logs is None:
+            from pachhook.queue.logs import JobLogs
+
+            self._logs = JobLogs(self.database)
+        return self._logs
+
+    @property
+    def problems(self) -> Problems:
+        if self._problems is None:
+            from pachhook.queue.logs import Problems
+
+            self._problems = Problems(self.database)
+        return self._problems
 
     @property
     def _db(self) -> sqlite3.Connection:

@@ -131,7 +131,8 @@ def test_an_unreachable_cluster_is_one_clear_line(tmp_path, pachd):
     assert "Traceback" not in missing.stderr
     nothing = run(tmp_path, config, "--cluster", "pipeline.json", env_extra={"PACHD_ADDRESS": "127.0.0.1:9"})
     assert (
-        nothing.returncode == 1 and "pachhook: --cluster: cannot reach http://127.0.0.1:9/jsonschema/" in nothing.stderr
+        nothing.returncode == 1
+        and "pachhook: cluster schema: cannot reach http://127.0.0.1:9/jsonschema/" in nothing.stderr
     )
 
 
@@ -142,3 +143,30 @@ def test_without_cluster_jsonschema_is_not_imported(tmp_path):
     code += "    print('jsonschema' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip().endswith("False"), result.stdout + result.stderr
+
+
+def test_pre_push_compares_when_the_configuration_asks(tmp_path, pachd):
+    _, hits, config = pachd
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".pachhook.toml").write_text("schema_from_cluster = true\n")
+    (tmp_path / "pipeline.yaml").write_text(SNAKE)
+    # pre-commit's pre-push stage sets PRE_COMMIT_REMOTE_NAME
+    pushed = run(tmp_path, config, "pipeline.yaml", env_extra={"PRE_COMMIT_REMOTE_NAME": "origin"})
+    assert pushed.returncode == 0 and "cluster-schema" not in pushed.stdout  # text output: the message
+    assert "the schema pachd 2.11.6 serves refuses this" in pushed.stdout and ": warning: " in pushed.stdout
+    assert len(hits) == 1
+    # at pre-commit (no remote) it is not asked
+    committed = run(tmp_path, config, "pipeline.yaml")
+    assert committed.returncode == 0 and committed.stdout == "" and len(hits) == 1
+    # an unreachable cluster is said but stops no push
+    offline = run(
+        tmp_path,
+        config,
+        "pipeline.yaml",
+        env_extra={
+            "PRE_COMMIT_REMOTE_NAME": "origin",
+            "PACHD_ADDRESS": "127.0.0.1:9",
+            "XDG_CACHE_HOME": str(tmp_path / "c2"),
+        },
+    )
+    assert offline.returncode == 0 and "pachhook: cluster schema: cannot reach" in offline.stderr

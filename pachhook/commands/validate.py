@@ -203,11 +203,13 @@ def _run(args: argparse.Namespace) -> int:
     diagnostics = validate_paths(
         files, strict=args.strict, jsonnet_args=jsonnet_args, tag_form=_tag_form(), version=version
     )
-    if args.cluster:
+    at_push = not args.cluster and bool(os.environ.get("PRE_COMMIT_REMOTE_NAME")) and _schema_from_cluster()
+    if args.cluster or at_push:
         found = _cluster_diagnostics(files, args.cluster_url)
-        if found is None:
+        if found is None and not at_push:
             return EXIT_PROBLEMS
-        diagnostics += found
+        # at pre-push an unreachable cluster is said (above) but stops no push
+        diagnostics += found or []
         diagnostics.sort(key=lambda item: (item.file, item.line, item.column))
     output = report.render(diagnostics, args.format)
     if output or args.format == "json":  # json: always a list, `[]` when all is well
@@ -265,12 +267,32 @@ def _cluster_diagnostics(files: List[str], url: Optional[str]) -> Optional[List[
         target = url or cluster.schema_url(cluster.pachctl_address())
         fetched = cluster.fetch(target, cluster.pachd_version())
     except cluster.ClusterError as error:
-        print(f"pachhook: --cluster: {error}", file=sys.stderr)
+        print(f"pachhook: cluster schema: {error}", file=sys.stderr)
         return None
     origin = "cached" if fetched.cached else "fetched"
     version = f" (pachd {fetched.version})" if fetched.version else ""
     print(f"pachhook: cluster schema {origin} from {fetched.url}{version}", file=sys.stderr)
     return cluster.compare_paths(files, fetched)
+
+
+def _schema_from_cluster() -> bool:
+    """The configuration's schema_from_cluster (parsed only when its text names the key)."""
+    import re
+
+    from pachhook.core.config import ConfigError, load_config
+
+    root = _repository_root(Path.cwd())
+    for name in ("pyproject.toml", ".pachhook.toml"):
+        try:
+            text = (root / name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(r"^\s*schema_from_cluster\s*=", text, re.MULTILINE):
+            try:
+                return bool(load_config(root).schema_from_cluster)
+            except ConfigError:
+                return False  # a bad configuration is reported by the commands that need it
+    return False
 
 
 def _target_version(given: Optional[str]) -> Optional[Tuple[int, int]]:

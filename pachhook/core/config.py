@@ -101,6 +101,7 @@ class Config(_Record):
         "jsonnet_args",
         "plan_on_push",
         "pachyderm_version",
+        "schema_from_cluster",
     )
 
     def __init__(
@@ -119,6 +120,7 @@ class Config(_Record):
         jsonnet_args: Optional[Dict[str, str]] = None,
         plan_on_push: bool = False,
         pachyderm_version: Optional[str] = None,
+        schema_from_cluster: bool = False,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -138,6 +140,8 @@ class Config(_Record):
         self.plan_on_push = plan_on_push  # pre-push prints a one-line plan per pipeline
         # the Pachyderm version specs are checked for ("2.9"); None: the newest pachhook knows
         self.pachyderm_version = pachyderm_version
+        # the pre-push validate also compares specs with the schema the cluster serves
+        self.schema_from_cluster = schema_from_cluster
 
     @property
     def root(self) -> Path:
@@ -571,6 +575,12 @@ def _set_pachyderm_version(checker: _Checker, config: Config, value: Any) -> Non
     config.pachyderm_version = value.strip()
 
 
+def _set_schema_from_cluster(checker: _Checker, config: Config, value: Any) -> None:
+    flag = _boolean(checker, "schema_from_cluster", value)
+    if flag is not None:
+        config.schema_from_cluster = flag
+
+
 _KEYS = {
     "templates": _set_templates,
     "images": _set_images,
@@ -584,4 +594,5 @@ _KEYS = {
     "jsonnet_args": _set_jsonnet_args,
     "plan_on_push": _set_plan_on_push,
     "pachyderm_version": _set_pachyderm_version,
+    "schema_from_cluster": _set_schema_from_cluster,
 }

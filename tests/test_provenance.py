@@ -10,12 +10,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from test_update import git, make_repo
+from test_update import DIGEST, calls, git, make_repo
+from test_update import context as update_context
 
 from pachhook.commands.provenance import cluster_query
+from pachhook.deliver.steps import run_step
+from pachhook.provenance import stamp
 from pachhook.provenance.ledger import kind_of
 from pachhook.queue.store import Queue
 
@@ -287,3 +291,113 @@ def test_query_routing():
     assert cluster_query("edges@3") is None and cluster_query("edges@v3") is None
     assert cluster_query(f"{IMAGE}@{D1}") is None and cluster_query(D1) is None
     assert cluster_query("edges") is None
+
+
+# -- stamped and verified after an update ------------------------------------------------------
+
+
+def updated(repo: Path, config: str = "", job_id: int = 7) -> dict:
+    if config:
+        (repo / ".pachhook.toml").write_text(config)
+    result = run_step("update", update_context(repo, job_id=job_id))
+    assert result.outcome == "done", result
+    return result.data
+
+
+def raw(*args: str) -> dict:
+    return json.JSONDecoder().raw_decode(pachctl(*args, "--raw"))[0]
+
+
+def test_an_update_is_stamped_and_its_job_verified(cluster, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    sha = git(repo, "rev-parse", "HEAD")
+    data = updated(repo)
+    job_id = raw("inspect", "pipeline", "edges")["specCommit"]["id"]
+    assert data["cluster_job"] == f"edges@{job_id}"
+    assert (data["job_state"], data["verify"]) == ("JOB_SUCCESS", "finished")
+    assert data["stamped"] == "annotations,pipeline-metadata,commit-metadata"
+    stamped = {
+        "pachhook.io/commit": sha,
+        "pachhook.io/template": "edges/pipeline.json",
+        "pachhook.io/image-digest": DIGEST,
+    }
+    assert raw("inspect", "commit", f"edges@{job_id}")["metadata"] == stamped
+    assert raw("inspect", "pipeline", "edges")["metadata"] == stamped
+    # The job is the one the update started: its ID is the new version's spec commit ID.
+    assert raw("inspect", "job", f"edges@{job_id}")["pipelineVersion"] == data["pipeline_version"]
+
+
+@pytest.mark.parametrize(
+    "client, server, stamped",
+    [
+        ("2.11.6", "2.11.6", "annotations,pipeline-metadata,commit-metadata"),
+        ("2.10.2", "2.10.2", "annotations,commit-metadata"),
+        ("2.11.6", "2.10.2", "annotations,commit-metadata"),
+        ("2.9.4", "2.9.4", "annotations"),
+    ],
+)
+def test_metadata_is_written_where_both_client_and_cluster_have_it(
+    cluster, tmp_path, monkeypatch, client, server, stamped
+):
+    monkeypatch.setenv("PACHCTL_DOUBLE_VERSION", client)
+    monkeypatch.setenv("PACHCTL_DOUBLE_SERVER_VERSION", server)
+    monkeypatch.setattr(stamp, "_SERVER_VERSIONS", {})
+    data = updated(make_repo(tmp_path / "repo"))
+    assert data["stamped"] == stamped
+    assert data["job_state"] == "JOB_SUCCESS"
+    edits = [call for call in calls(cluster) if call[:2] == ["edit", "metadata"]]
+    assert [call[2] for call in edits] == [kind.split("-")[0] for kind in stamped.split(",")[1:]]
+
+
+def test_a_job_failing_in_the_cluster_is_recorded_and_shown(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("PACHCTL_DOUBLE_JOB", "JOB_FAILURE:datum 0 failed: exit code 2")
+    repo = make_repo(tmp_path / "repo")
+    sha = git(repo, "rev-parse", "HEAD")
+    data = updated(repo)
+    assert (data["job_state"], data["job_reason"]) == ("JOB_FAILURE", "datum 0 failed: exit code 2")
+
+    # As the worker records it, then as `pachhook status` and the next commit's hook show it.
+    with Queue(repo / ".git") as queue:
+        job = queue.enqueue(sha, "main", "edges", "edges/pipeline.json", IMAGE)
+        queue.leases.take("w", 60)
+        for name in ("build", "push", "update"):
+            queue.start_step(job.id, name, "w")
+            queue.finish_step(job.id, name, data if name == "update" else {}, worker_id="w")
+    status = subprocess.run(
+        [sys.executable, "-m", "pachhook", "status"], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert f"{job.id}    failed in cluster  {sha[:12]}" in status.stdout
+    assert f"    job {data['cluster_job']} failure: datum 0 failed: exit code 2" in status.stdout
+    [record] = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "pachhook", "status", "--format", "json"], cwd=repo, capture_output=True, text=True
+        ).stdout
+    )["jobs"]
+    assert record["state"] == "done" and record["failed_in_cluster"].endswith("exit code 2")
+
+    git(repo, "commit", "-q", "--allow-empty", "-m", "next")
+    hook = subprocess.run(
+        [sys.executable, "-m", "pachhook", "queue", "--no-worker"], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    assert (
+        f"pachhook: note: edges from {sha[:12]} failed in cluster: job {data['cluster_job']} failure:"
+        " datum 0 failed: exit code 2"
+    ) in hook.stdout.splitlines()
+
+
+def test_verification_is_bounded_and_can_be_turned_off(cluster, tmp_path, monkeypatch):
+    monkeypatch.setenv("PACHCTL_DOUBLE_JOB", "JOB_RUNNING")
+    repo = make_repo(tmp_path / "repo")
+    started = time.monotonic()
+    data = updated(repo, "verify_timeout = 1\n")
+    assert time.monotonic() - started < 30
+    assert (data["job_state"], data["verify"]) == ("JOB_RUNNING", "timed out after 1s")
+    (repo / "edges" / "pipeline.json").write_text(
+        json.dumps({**json.loads((repo / "edges" / "pipeline.json").read_text()), "description": "v2"})
+    )
+    git(repo, "commit", "-q", "-am", "v2")
+    data = updated(repo, "verify = false\n", job_id=8)
+    assert data["verify"] == "off" and "job_state" not in data
+    # Turned off, the job is not asked about at all (the first update asked until the deadline).
+    asked = [call for call in calls(cluster) if call[:2] == ["inspect", "job"]]
+    assert asked and all(call[2] != data["cluster_job"] for call in asked)

@@ -277,7 +277,8 @@ def test_bad_configuration_is_one_line_per_problem_and_exit_0(tmp_path: Path):
     assert proc.stdout.splitlines() == [
         f'pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: tag: must be "full" or "short", not a string (\'long\')',
         f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:3: colour: unknown key (known keys:"
-        " backend, branches, images, jsonnet_args, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess, tag, templates, worker)",
+        " backend, branches, images, jsonnet_args, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
+        " schema_from_cluster, tag, templates, verify, verify_timeout, worker)",
     ]
     status = repo.pachhook("status")
     assert "no jobs" in status.stdout and ".pachhook.toml:2: tag" in status.stdout

@@ -162,10 +162,19 @@ def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
         queue.problems.record(problem, info.commit)
     outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs)
     _report(short, affected.templates, outcome)
+    _name_cluster_failures(queue)
     if outcome.created and start_worker and config.worker == "background":
         from pachhook.queue.launch import start_background
 
         start_background(info.root_str, info.common_dir_str)
+
+
+def _name_cluster_failures(queue: Any) -> None:
+    """Name the newest delivery of each pipeline whose job then failed in the cluster: the
+    worker found out after the commit that queued it, and this line is where the user looks."""
+    for pipeline, commit, cluster_job, state, reason in queue.cluster_failures():
+        shown = state.replace("JOB_", "").lower() + (f": {reason}" if reason else "")
+        _say(f"note: {pipeline} from {commit[:12]} failed in cluster: job {cluster_job} {shown}")
 
 
 def _report(short: str, templates: int, outcome: Any) -> None:

@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence
 
 from pachhook.commands._common import open_queue, parse_args
 from pachhook.deliver.holds import Holds, status_lines
+from pachhook.provenance.stamp import failed_in_cluster
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.launch import worker_pid, worker_running
 
@@ -52,6 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for job in jobs:
                 record = asdict(job)
                 record["inputs"] = queue.inputs_of(job.id)
+                record["failed_in_cluster"] = _failed_in_cluster(job)
                 records.append(record)
             print(
                 json.dumps(
@@ -90,7 +92,7 @@ def format_jobs(jobs: List[Job]) -> str:
         rows.append(
             [
                 str(job.id),
-                job.state,
+                "failed in cluster" if _failed_in_cluster(job) else job.state,
                 job.commit[:12],
                 job.branch or "-",
                 job.pipeline,
@@ -99,6 +101,9 @@ def format_jobs(jobs: List[Job]) -> str:
             ]
         )
         extra = []
+        failed = _failed_in_cluster(job)
+        if failed:
+            extra.append(f"    {failed}")
         if job.superseded_by:
             extra.append(f"    superseded by job {job.superseded_by}")
         extra += [f"    {step.name} failed: {step.error}" for step in job.steps if step.error]
@@ -109,6 +114,12 @@ def format_jobs(jobs: List[Job]) -> str:
         lines.append("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
         lines += extra
     return "\n".join(lines)
+
+
+def _failed_in_cluster(job: Job) -> Optional[str]:
+    """The cluster job the update started, when verification saw it fail (provenance/stamp.py)."""
+    update = next((step for step in job.steps if step.name == "update"), None)
+    return failed_in_cluster(update.result or {}) if update is not None and job.state == "done" else None
 
 
 def _step_cell(step: StepRecord) -> str:

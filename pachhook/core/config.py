@@ -102,6 +102,8 @@ class Config(_Record):
         "plan_on_push",
         "pachyderm_version",
         "schema_from_cluster",
+        "verify",
+        "verify_timeout",
     )
 
     def __init__(
@@ -121,6 +123,8 @@ class Config(_Record):
         plan_on_push: bool = False,
         pachyderm_version: Optional[str] = None,
         schema_from_cluster: bool = False,
+        verify: bool = True,
+        verify_timeout: float = 300.0,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -142,6 +146,9 @@ class Config(_Record):
         self.pachyderm_version = pachyderm_version
         # the pre-push validate also compares specs with the schema the cluster serves
         self.schema_from_cluster = schema_from_cluster
+        # after an update, wait (at most verify_timeout seconds) for the job it started
+        self.verify = verify
+        self.verify_timeout = verify_timeout
 
     @property
     def root(self) -> Path:
@@ -581,6 +588,19 @@ def _set_schema_from_cluster(checker: _Checker, config: Config, value: Any) -> N
         config.schema_from_cluster = flag
 
 
+def _set_verify(checker: _Checker, config: Config, value: Any) -> None:
+    flag = _boolean(checker, "verify", value)
+    if flag is not None:
+        config.verify = flag
+
+
+def _set_verify_timeout(checker: _Checker, config: Config, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        checker.problem(("verify_timeout",), f"must be a positive number of seconds, not {_show(value)}")
+        return
+    config.verify_timeout = float(value)
+
+
 _KEYS = {
     "templates": _set_templates,
     "images": _set_images,
@@ -595,4 +615,6 @@ _KEYS = {
     "plan_on_push": _set_plan_on_push,
     "pachyderm_version": _set_pachyderm_version,
     "schema_from_cluster": _set_schema_from_cluster,
+    "verify": _set_verify,
+    "verify_timeout": _set_verify_timeout,
 }

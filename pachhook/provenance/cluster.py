@@ -26,12 +26,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
 from pachhook.core import gitrepo
+from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import BackendError
 from pachhook.deliver.steps.build import remote_url
 
 GLOBAL_ID = re.compile(r"[0-9a-f]{32}\Z")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x1f\x7f-\x9f]")
 TEXT_LIMIT = 300
 
 COMMIT_ANNOTATION = "pachhook.io/commit"
@@ -49,9 +49,7 @@ class ClusterError(Exception):
 
 def clean(value: Any, limit: int = TEXT_LIMIT) -> str:
     """Outside text made safe for a terminal: no control sequences, one line, bounded."""
-    text = _CONTROL.sub(" ", str(value if value is not None else ""))
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line("" if value is None else value, limit)
 
 
 def messages(text: str) -> List[Dict[str, Any]]:

@@ -467,6 +467,25 @@ class Queue:
             raise QueueError(f"no job {job_id}")
         return row[0]
 
+    def cluster_failures(self, window: int = 50) -> List[Tuple[str, str, str, str, str]]:
+        """(pipeline, commit, cluster job, job state, reason) for each pipeline whose newest
+        delivered job (among the `window` newest jobs) saw its cluster job fail after the
+        update (provenance/stamp.py records job_state in the update step's result).
+
+        For the post-commit hook: SQLite reads the JSON, so the hook imports no json module.
+        """
+        rows = self._db.execute(
+            "SELECT j.pipeline, j.commit_sha, json_extract(s.result, '$.cluster_job'),"
+            " json_extract(s.result, '$.job_state'), json_extract(s.result, '$.job_reason')"
+            " FROM jobs j JOIN steps s ON s.job_id = j.id AND s.name = 'update'"
+            " WHERE j.id IN (SELECT MAX(id) FROM jobs WHERE state = ? AND id > (SELECT MAX(id) FROM jobs) - ?"
+            " GROUP BY pipeline)"
+            " AND json_extract(s.result, '$.job_state') IN ('JOB_FAILURE', 'JOB_KILLED', 'JOB_UNRUNNABLE')"
+            " ORDER BY j.id DESC",
+            (DONE, window),
+        )
+        return [(str(r[0]), str(r[1]), str(r[2] or "?"), str(r[3]), str(r[4] or "")) for r in rows]
+
 
 def open_queue(cwd: Any = None) -> Queue:
     """The queue of the repository around `cwd`; gitrepo.GitError outside a repository."""

@@ -298,9 +298,37 @@ def run(ctx: StepContext) -> StepResult:
             retryable=False,
         )
     ctx.log(f"pipeline {rendered.pipeline} is at version {after.version}, running {after.image}")
-    return StepResult(
-        "done", _result(after.version, after.image, path, backend), f"{rendered.pipeline} v{after.version}"
+    result = _result(after.version, after.image, path, backend)
+    result.update(stamp_and_verify(ctx, backend, rendered, produced["digest"], config))
+    return StepResult("done", result, f"{rendered.pipeline} v{after.version}" + _cluster_note(result))
+
+
+def stamp_and_verify(
+    ctx: StepContext, backend: Any, rendered: RenderedSpec, digest: str, config: Any
+) -> Dict[str, str]:
+    """After the apply: provenance into Pachyderm metadata, then the job the update started
+    (pachhook/provenance/stamp.py). Never fails the step: the pipeline is updated."""
+    from pachhook.provenance.stamp import after_update, stamp_values
+
+    outcome = after_update(
+        backend,
+        rendered.pipeline,
+        rendered.project,
+        stamp_values(rendered.commit, rendered.template, digest if rendered.built_image else ""),
+        verify=bool(getattr(config, "verify", True)),
+        timeout=float(getattr(config, "verify_timeout", 300.0)),
+        log=ctx.log,
     )
+    return outcome.result()
+
+
+def _cluster_note(result: Dict[str, str]) -> str:
+    from pachhook.provenance.stamp import failed_in_cluster
+
+    failed = failed_in_cluster(result)
+    if failed:
+        return f"; failed in cluster: {failed}"
+    return f", job {result['job_state'].replace('JOB_', '').lower()}" if result.get("job_state") else ""
 
 
 def _plan(

@@ -1,0 +1,247 @@
+"""After an update: write provenance into Pachyderm itself, and verify the job the update started.
+
+Stamping (docs/provenance.md "Stamped into Pachyderm"): the spec annotations travel with
+every update; on top of them pachhook writes the same keys as
+- pipeline metadata, when client and cluster are 2.11+ (`pachctl edit metadata pipeline`,
+  metadata.proto, pachyderm#10184);
+- commit metadata on the output commit of the job the update started, 2.10+
+  (`pachctl edit metadata commit PIPELINE@ID`, pachyderm#9845), so `pachctl inspect
+  commit --raw` shows the git commit on the data itself.
+The step's result says which were written.
+
+Verifying: an update gives the pipeline a new spec commit whose ID is the commit set of the
+jobs it starts (api_server.go L2593, propagateJobs; reference P13), so after the update
+`PIPELINE@spec_commit.id` is the job to wait for. It is polled, bounded by
+`verify_timeout`; its state and, when it failed, its reason are recorded. A failed job does
+not fail the delivery (the pipeline was updated; a retry would apply the same spec again):
+`pachhook status` shows it as `failed in cluster`, and the next commit's hook line names it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from pachhook.deliver.backends.pachctl import BackendError, parse_version
+from pachhook.provenance.cluster import (
+    METADATA_COMMIT,
+    METADATA_DIGEST,
+    METADATA_TEMPLATE,
+    ClusterError,
+    clean,
+    messages,
+)
+
+# pps.proto JobState: the states a job does not leave.
+FINISHED_STATES = ("JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE")
+FAILED_STATES = ("JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE")
+COMMIT_METADATA_SINCE = (2, 10, 0)
+PIPELINE_METADATA_SINCE = (2, 11, 0)
+POLL_SECONDS = (0.2, 0.5, 1.0, 2.0)  # quick first looks (a job can end at once), then every 2 s
+
+
+@dataclass
+class AfterUpdate:
+    """What was written and seen after an update; stored as strings in the step's result."""
+
+    job: str = ""  # PIPELINE@ID of the job the update started
+    job_state: str = ""
+    job_reason: str = ""
+    stamped: List[str] = field(default_factory=lambda: ["annotations"])
+    verify: str = ""  # "finished", "timed out after Ns", "off", "not supported: …", "no job"
+    problems: List[str] = field(default_factory=list)
+
+    def result(self) -> Dict[str, str]:
+        data = {"stamped": ",".join(self.stamped), "verify": self.verify}
+        if self.job:
+            data["cluster_job"] = self.job
+        if self.job_state:
+            data["job_state"] = self.job_state
+        if self.job_reason:
+            data["job_reason"] = self.job_reason
+        if self.problems:
+            data["stamp_problem"] = "; ".join(self.problems)
+        return data
+
+
+# (executable, PACH_CONTEXT, PACH_CONFIG) -> (asked at, version): a worker delivering many
+# jobs asks the cluster once every few minutes, not once per job.
+_SERVER_VERSIONS: Dict[Tuple[str, str, str], Tuple[float, Optional[Tuple[int, int, int]]]] = {}
+SERVER_VERSION_SECONDS = 600.0
+
+
+def server_version(backend: Any) -> Optional[Tuple[int, int, int]]:
+    """pachd's version from `pachctl version` (the row named pachd), None when it does not say."""
+    env = getattr(backend, "env", None) or os.environ
+    key = (str(getattr(backend, "executable", "")), env.get("PACH_CONTEXT", ""), env.get("PACH_CONFIG", ""))
+    cached = _SERVER_VERSIONS.get(key)
+    if cached is not None and time.monotonic() - cached[0] < SERVER_VERSION_SECONDS:
+        return cached[1]
+    found: Optional[Tuple[int, int, int]] = None
+    try:
+        out = backend.read(["version"]) or ""
+    except BackendError:
+        out = ""
+    for line in out.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "pachd":
+            try:
+                found = parse_version(words[1])
+            except ValueError:
+                found = None
+    _SERVER_VERSIONS[key] = (time.monotonic(), found)
+    return found
+
+
+def _read_one(backend: Any, args: Sequence[str]) -> Optional[Dict[str, Any]]:
+    try:
+        out = backend.read(list(args))
+    except BackendError as error:
+        raise ClusterError(str(error)) from None
+    if out is None:
+        return None
+    found = messages(out)
+    return found[0] if found else None
+
+
+def _project_args(project: str) -> List[str]:
+    return ["--project", project] if project else []
+
+
+def stamp_values(commit: str, template: str, digest: str) -> Dict[str, str]:
+    values = {METADATA_COMMIT: commit, METADATA_TEMPLATE: template}
+    if digest:
+        values[METADATA_DIGEST] = digest
+    return values
+
+
+def _edit(backend: Any, kind: str, picker: str, current: Dict[str, Any], values: Dict[str, str]) -> None:
+    """Add the keys not there and edit those that are: other keys a team keeps stay untouched,
+    and a retried update stamps again without an "already exists" error."""
+    added = [f"{k}={v}" for k, v in values.items() if k not in current]
+    edited = [f"{k}={v}" for k, v in values.items() if k in current and current[k] != v]
+    try:
+        if added:
+            backend.read(["edit", "metadata", kind, picker, "add", *added])
+        if edited:
+            backend.read(["edit", "metadata", kind, picker, "edit", *edited])
+    except BackendError as error:
+        raise ClusterError(str(error)) from None
+
+
+def after_update(
+    backend: Any,
+    pipeline: str,
+    project: str,
+    values: Dict[str, str],
+    verify: bool = True,
+    timeout: float = 300.0,
+    log: Callable[[str], None] = lambda line: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> AfterUpdate:
+    """Stamp the new version and its job's output commit, then wait (bounded) for that job."""
+    outcome = AfterUpdate()
+    if getattr(backend, "name", "") != "pachctl" or not hasattr(backend, "read"):
+        outcome.verify = "not supported with this backend (annotations only)"
+        return outcome
+    try:
+        client = backend.version()
+    except Exception as error:  # BackendError: the update itself went through
+        outcome.verify = f"not done: {clean(error)}"
+        return outcome
+    if client < (2, 0, 0):
+        outcome.verify = "not supported before Pachyderm 2.0 (no global IDs)"
+        return outcome
+    server = server_version(backend) or client
+    supported = min(client, server)
+    picker_base = f"{project}/{pipeline}" if project else pipeline
+    try:
+        info = _read_one(backend, ["inspect", "pipeline", pipeline, "--raw", *_project_args(project)])
+    except ClusterError as error:
+        outcome.verify = f"not done: {error}"
+        return outcome
+    spec_commit = info.get("specCommit") or info.get("spec_commit") if info else None
+    job_id = clean(spec_commit.get("id") or "", 64) if isinstance(spec_commit, dict) else ""
+    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        outcome.verify = "not done: the cluster names no spec commit for the new version"
+        return outcome
+    outcome.job = f"{pipeline}@{job_id}"
+
+    if supported >= PIPELINE_METADATA_SINCE:
+        try:
+            _edit(backend, "pipeline", picker_base, (info or {}).get("metadata") or {}, values)
+            outcome.stamped.append("pipeline-metadata")
+        except ClusterError as error:
+            outcome.problems.append(f"pipeline metadata: {error}")
+    if supported >= COMMIT_METADATA_SINCE:
+        try:
+            commit = _read_one(backend, ["inspect", "commit", f"{pipeline}@{job_id}", "--raw", *_project_args(project)])
+            if commit is None:
+                outcome.problems.append(f"commit metadata: no output commit {pipeline}@{job_id}")
+            else:
+                _edit(backend, "commit", f"{picker_base}@{job_id}", commit.get("metadata") or {}, values)
+                outcome.stamped.append("commit-metadata")
+        except ClusterError as error:
+            outcome.problems.append(f"commit metadata: {error}")
+    for problem in outcome.problems:
+        log(f"provenance not stamped: {problem}")
+    log(f"provenance stamped as {', '.join(outcome.stamped)}")
+
+    if not verify:
+        outcome.verify = "off"
+        return outcome
+    _wait(backend, outcome, pipeline, project, job_id, timeout, log, sleep)
+    return outcome
+
+
+def _wait(
+    backend: Any,
+    outcome: AfterUpdate,
+    pipeline: str,
+    project: str,
+    job_id: str,
+    timeout: float,
+    log: Callable[[str], None],
+    sleep: Callable[[float], None],
+) -> None:
+    log(f"waiting up to {timeout:g}s for job {pipeline}@{job_id}")
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            job = _read_one(backend, ["inspect", "job", f"{pipeline}@{job_id}", "--raw", *_project_args(project)])
+        except ClusterError as error:
+            outcome.verify = f"not done: {error}"
+            return
+        if job is None:
+            outcome.verify = "no job (the update started none)"
+            return
+        outcome.job_state = clean(job.get("state") or "", 40)
+        outcome.job_reason = clean(job.get("reason") or "")
+        if outcome.job_state in FINISHED_STATES:
+            outcome.verify = "finished"
+            reason = f": {outcome.job_reason}" if outcome.job_reason else ""
+            log(f"job {pipeline}@{job_id} {outcome.job_state}{reason}")
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            outcome.verify = f"timed out after {timeout:g}s"
+            log(
+                f"job {pipeline}@{job_id} still {outcome.job_state or 'unknown'} after {timeout:g}s; not waiting longer"
+            )
+            return
+        sleep(min(POLL_SECONDS[min(attempt, len(POLL_SECONDS) - 1)], left))
+        attempt += 1
+
+
+def failed_in_cluster(result: Dict[str, Any]) -> Optional[str]:
+    """For an update step's result: `JOB (STATE: reason)` when its cluster job failed, else None."""
+    state = str(result.get("job_state") or "")
+    if state not in FAILED_STATES:
+        return None
+    reason = str(result.get("job_reason") or "")
+    shown = state.replace("JOB_", "").lower()
+    return f"job {result.get('cluster_job', '?')} {shown}" + (f": {reason}" if reason else "")

@@ -401,3 +401,45 @@ def test_verification_is_bounded_and_can_be_turned_off(cluster, tmp_path, monkey
     # Turned off, the job is not asked about at all (the first update asked until the deadline).
     asked = [call for call in calls(cluster) if call[:2] == ["inspect", "job"]]
     assert asked and all(call[2] != data["cluster_job"] for call in asked)
+
+
+# -- bounded history (issue 16) ---------------------------------------------------------
+
+
+def test_jobs_past_the_retention_move_to_the_ledger_and_provenance_still_reads_them(tmp_path):
+    from pachhook.queue.retention import ledger_jobs, prune
+
+    repo = make_repo(tmp_path / "repo")
+    digests = {version: "sha256:" + f"{version:x}" * 64 for version in range(1, 9)}
+    commits = {version: f"{version:x}" * 40 for version in digests}
+    with Queue(repo / ".git") as queue:
+        cancelled = queue.enqueue("f" * 40, "", "edges", "edges/pipeline.json", IMAGE)
+        queue.cancel(cancelled.id)  # never started: nothing to keep in the ledger
+        for version, digest in digests.items():
+            deliver(queue, commits[version], str(version), digest)
+        moved = prune(queue.database, keep=3, held_versions={"edges": "2"})
+        kept = [job.steps[2].result["pipeline_version"] for job in queue.list_jobs(all=True)]
+        ledgered = [job.steps[2].result["pipeline_version"] for job in ledger_jobs(queue.database)]
+    assert moved == 5  # versions 1, 3, 4, 5 and the cancelled job
+    assert kept == ["8", "7", "6", "2"]  # the newest three, and the held version's job
+    assert ledgered == ["5", "4", "3", "1"]
+    [match] = as_json(repo, "edges@1")
+    assert (match["commit"], match["digest"], match["state"]) == (commits[1], digests[1], "done")
+    assert [m["pipeline_version"] for m in as_json(repo, "edges")] == ["8", "7", "6", "5", "4", "3", "2", "1"]
+    out = provenance(repo, "edges@v3")
+    assert out.returncode == 0 and f"digest    {digests[3]}" in out.stdout
+
+
+def test_the_newest_delivered_job_stays_whatever_the_retention(tmp_path):
+    from pachhook.queue.retention import prune
+
+    repo = make_repo(tmp_path / "repo")
+    with Queue(repo / ".git") as queue:
+        live = deliver(queue, "1" * 40, "1", D1)
+        for n in range(3):
+            failed = queue.enqueue(f"{n + 2}" * 40, "", "edges", "edges/pipeline.json", IMAGE)
+            queue.leases.take("w", 60)
+            queue.start_step(failed.id, "build", "w")
+            queue.fail_step(failed.id, "build", "boom", worker_id="w")
+        prune(queue.database, keep=1)
+        assert [job.id for job in queue.list_jobs(all=True)][-1] == live

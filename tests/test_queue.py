@@ -277,7 +277,7 @@ def test_bad_configuration_is_one_line_per_problem_and_exit_0(tmp_path: Path):
     assert proc.stdout.splitlines() == [
         f'pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: tag: must be "full" or "short", not a string (\'long\')',
         f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:3: colour: unknown key (known keys:"
-        " backend, branches, images, jsonnet_args, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
+        " backend, branches, images, jsonnet_args, keep_jobs, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
         " schema_from_cluster, tag, templates, verify, verify_timeout, worker)",
     ]
     status = repo.pachhook("status")
@@ -617,4 +617,23 @@ def test_a_removed_template_is_forgotten_and_a_gone_base_commit_means_one_full_l
     head = repo.commit("extra is back")
     assert repo.pachhook("queue").stdout == (
         f"pachhook: queued {head[:12]} for extra (superseding 1 older job); `pachhook status` shows progress\n"
+    )
+
+
+def test_leasing_does_not_walk_a_pipeline_s_history(queue: Queue):
+    # Issue 16: the older-job check went through jobs_pipeline and read every past job of
+    # the pipeline (125 ms a lease at 100k jobs); through jobs_state it reads the live ones.
+    from pachhook.queue.leases import LEASABLE
+
+    plan = queue.database.connection.execute("EXPLAIN QUERY PLAN SELECT j.id " + LEASABLE, {"now": 0}).fetchall()
+    assert any("o USING INDEX jobs_state" in row[3] for row in plan), plan
+    assert not any("jobs_pipeline" in row[3] for row in plan), plan
+
+
+def test_keep_jobs_is_a_positive_whole_number(tmp_path: Path):
+    repo = make_repo(tmp_path, config='worker = "manual"\nkeep_jobs = 0\n')
+    head = repo.git("rev-parse", "HEAD")
+    assert repo.pachhook("queue").stdout == (
+        f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: keep_jobs: must be a whole number of jobs,"
+        " 1 or more, not an integer (0)\n"
     )

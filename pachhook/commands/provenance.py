@@ -32,6 +32,7 @@ from pachhook.provenance.cluster import (
 )
 from pachhook.provenance.ledger import deliveries, find, format_text, kind_of
 from pachhook.queue.database import queue_path
+from pachhook.queue.retention import ledger_jobs
 from pachhook.queue.store import Queue
 
 _VERSION = re.compile(r"v?\d+\Z")
@@ -135,7 +136,7 @@ def _local_side() -> Any:
     found: List[Any] = []
     if queue_path(common).exists():
         with Queue(common) as queue:
-            found = deliveries(queue.list_jobs(all=True))
+            found = deliveries(_newest_first(queue.list_jobs(all=True) + ledger_jobs(queue.database)))
     return GitSide(root, found), config
 
 
@@ -201,7 +202,7 @@ def _from_ledger(args: argparse.Namespace) -> int:
         except gitrepo.GitError:
             commit = None
     with queue:
-        matches = find(deliveries(queue.list_jobs()), args.query, commit)
+        matches = find(deliveries(_newest_first(queue.list_jobs() + ledger_jobs(queue.database))), args.query, commit)
         events = _rollback_events(queue.folder, args.query, commit)
     if args.format == "json":
         print(
@@ -224,3 +225,8 @@ def _from_ledger(args: argparse.Namespace) -> int:
         print(f"pachhook provenance: nothing recorded matches {args.query!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def _newest_first(jobs: List[Any]) -> List[Any]:
+    """The queue's jobs and the ledger's (past the retention) as one list, newest first."""
+    return sorted(jobs, key=lambda job: job.id, reverse=True)

@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+# Finished jobs kept per pipeline before older ones move to the provenance ledger (issue 16).
+DEFAULT_KEEP_JOBS = 50
+
 DEFAULT_TEMPLATE_GLOBS = (
     "**/pipeline.json",
     "**/pipeline.yaml",
@@ -104,6 +107,7 @@ class Config(_Record):
         "schema_from_cluster",
         "verify",
         "verify_timeout",
+        "keep_jobs",
     )
 
     def __init__(
@@ -125,6 +129,7 @@ class Config(_Record):
         schema_from_cluster: bool = False,
         verify: bool = True,
         verify_timeout: float = 300.0,
+        keep_jobs: int = DEFAULT_KEEP_JOBS,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -149,6 +154,8 @@ class Config(_Record):
         # after an update, wait (at most verify_timeout seconds) for the job it started
         self.verify = verify
         self.verify_timeout = verify_timeout
+        # finished jobs kept per pipeline; older ones move to the provenance ledger
+        self.keep_jobs = keep_jobs
 
     @property
     def root(self) -> Path:
@@ -601,6 +608,13 @@ def _set_verify_timeout(checker: _Checker, config: Config, value: Any) -> None:
     config.verify_timeout = float(value)
 
 
+def _set_keep_jobs(checker: _Checker, config: Config, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        checker.problem(("keep_jobs",), f"must be a whole number of jobs, 1 or more, not {_show(value)}")
+        return
+    config.keep_jobs = value
+
+
 _KEYS = {
     "templates": _set_templates,
     "images": _set_images,
@@ -617,4 +631,5 @@ _KEYS = {
     "schema_from_cluster": _set_schema_from_cluster,
     "verify": _set_verify,
     "verify_timeout": _set_verify_timeout,
+    "keep_jobs": _set_keep_jobs,
 }

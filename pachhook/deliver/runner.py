@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
 from pachhook.core import gitrepo
+from pachhook.core.config import DEFAULT_KEEP_JOBS, ConfigError, load_config
 from pachhook.core.sanitize import one_line as bounded_line
 from pachhook.deliver.holds import Holds, held_message
 from pachhook.deliver.steps import StepContext, StepError, run_step
 from pachhook.queue.jobs import Job
 from pachhook.queue.launch import WorkerLock
+from pachhook.queue.retention import prune
 from pachhook.queue.states import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED
 from pachhook.queue.store import LeaseLost, Queue
 
@@ -250,6 +252,20 @@ class _Heartbeat:
         self._thread.join()
 
 
+def prune_history(repo_root: PathLike, queue: Queue, say: Progress) -> int:
+    """Finished jobs past `keep_jobs` per pipeline go to the provenance ledger (after a drain,
+    never on the hook path); the live version's job and a held version's job stay."""
+    try:
+        keep = load_config(repo_root).keep_jobs
+    except ConfigError:
+        keep = DEFAULT_KEEP_JOBS  # the configuration's problems are reported where it is used
+    held = {hold.pipeline: hold.version for hold in Holds(queue.folder).all()}
+    moved = prune(queue.database, keep, held)
+    if moved:
+        say(f"{moved} past job{'s' if moved != 1 else ''} moved to the provenance ledger (keep_jobs = {keep})")
+    return moved
+
+
 def run_worker(
     repo_root: PathLike, lease_seconds: float = DEFAULT_LEASE_SECONDS, progress: Optional[Progress] = None
 ) -> int:
@@ -273,6 +289,7 @@ def run_worker(
         say(f"worker {worker_id} started")
         while True:
             drain(repo_root, queue=queue, worker_id=worker_id, lease_seconds=lease_seconds, progress=say)
+            prune_history(repo_root, queue, say)
             expiry = queue.leases.next_expiry()
             if not queue.leases.ready() and expiry is not None and expiry > time.time():
                 # A job still leased: its worker may have died, and then nobody takes it up

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
     from typing import Any, Optional
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: job_ledger (an older queue gains it on first open)
 FOLDER = "pachhook"
 DB_NAME = "queue.db"
 
@@ -69,6 +69,20 @@ CREATE TABLE IF NOT EXISTS template_cache (
     blob TEXT PRIMARY KEY,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_ledger (
+    id INTEGER PRIMARY KEY,
+    commit_sha TEXT NOT NULL,
+    branch TEXT NOT NULL,
+    pipeline TEXT NOT NULL,
+    template TEXT NOT NULL,
+    image TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    steps TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_ledger_commit ON job_ledger(commit_sha);
+CREATE INDEX IF NOT EXISTS job_ledger_pipeline ON job_ledger(pipeline, id);
 CREATE TABLE IF NOT EXISTS problems (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,

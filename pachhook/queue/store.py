@@ -209,7 +209,8 @@ class Queue:
                     older = [
                         int(r[0])
                         for r in db.execute(
-                            "SELECT id FROM jobs WHERE branch = ? AND pipeline = ? AND state = ?"
+                            # jobs_state: the queued jobs are few; by pipeline this walked its whole history
+                            "SELECT id FROM jobs INDEXED BY jobs_state WHERE branch = ? AND pipeline = ? AND state = ?"
                             " AND started_at IS NULL AND id < ? AND commit_sha != ?",
                             (branch, new.pipeline, QUEUED, job_id, commit),
                         )

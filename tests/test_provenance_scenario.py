@@ -85,6 +85,17 @@ def test_which_commit_made_this_output_from_a_fresh_clone(tmp_path, docker_env, 
     output = newest_job("edges")["outputCommit"]["id"]
     prep_output = newest_job("prep")["outputCommit"]["id"]
 
+    # Stamped into the cluster by the update step: the output commit of the job it started
+    # carries the git commit itself (commit metadata, 2.10+), readable with plain pachctl.
+    stamped = json.JSONDecoder().raw_decode(pachctl("inspect", "commit", f"edges@{output}", "--raw"))[0]["metadata"]
+    assert stamped == {
+        "pachhook.io/commit": second,
+        "pachhook.io/template": "edges/pipeline.json",
+        "pachhook.io/image-digest": digest,
+    }
+    assert step(delivered, "update")["result"]["cluster_job"] == f"edges@{output}"
+    assert step(delivered, "update")["result"]["job_state"] == "JOB_SUCCESS"
+
     fresh = tmp_path / "fresh"
     git(tmp_path, "clone", "-q", str(repo), str(fresh))
     assert not (fresh / ".git" / "pachhook").exists()
@@ -97,6 +108,7 @@ def test_which_commit_made_this_output_from_a_fresh_clone(tmp_path, docker_env, 
     assert "Ada <ada@example.com>" in text
     assert f"digest    {digest} (Kubernetes ran the same)" in text
     assert "template  edges/pipeline.json" in text
+    assert f"metadata  pachhook.io/commit={second[:12]}" in text
     assert "depth limit" in text and "prep@" not in text
     assert not (fresh / ".git" / "pachhook" / "queue.db").exists(), "a question created a queue database"
 

@@ -429,7 +429,7 @@ def materialize(
         tree = root / "tree"
         tree.mkdir()
         git_dir = gitrepo.git_dir(repo_root).resolve()
-        paths = [inputs_path for inputs_path in (plan.inputs.context or ".", plan.inputs.dockerfile)]
+        paths = [plan.inputs.context or ".", plan.inputs.dockerfile]
         _checkout(git_dir, plan.commit, tree, root / "index", paths, f"commit {plan.commit[:12]}")
         if plan.inputs.submodules and plan.submodules:
             _checkout_submodules(repo_root, plan, tree, root)

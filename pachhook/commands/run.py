@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Optional, Sequence
 
 from pachhook.commands._common import add_lease_option, parse_args
 from pachhook.core import gitrepo
+from pachhook.deliver import cireport
 from pachhook.deliver.commit import deliver_commit
 from pachhook.deliver.runner import drain
 
@@ -37,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --commit: print the plan (images, rendered specs, pachctl commands) and change nothing",
     )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="with --commit: json prints one summary document on stdout (progress goes to stderr)",
+    )
     add_lease_option(parser)
     return parser
 
@@ -46,8 +54,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if isinstance(args, int):
         return args
     if args.commit is not None or args.dry_run:
-        return deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=lambda line: print(line, flush=True))
+        return run_commit(args)
+    if args.format != "text":
+        print("pachhook run: --format goes with --commit REV", file=sys.stderr)
+        return 2
     return run_queue(args)
+
+
+def run_commit(args: argparse.Namespace) -> int:
+    """Deliver one commit; on GitHub Actions also a job summary and annotations, with --format json a summary."""
+    progress = sys.stderr if args.format == "json" else sys.stdout
+    report = cireport.RunReport()
+    started = time.monotonic()
+    status = deliver_commit(
+        args.commit or "HEAD",
+        dry_run=args.dry_run,
+        out=lambda line: print(line, file=progress, flush=True),
+        report=report,
+    )
+    report.status, report.seconds = status, round(time.monotonic() - started, 3)
+    if cireport.on_github_actions():
+        for line in cireport.annotations(report):
+            print(line, flush=True)  # GitHub reads workflow commands from stdout
+        problem = cireport.write_step_summary(report)
+        if problem:
+            print(f"pachhook run: {problem}", file=sys.stderr)
+    if args.format == "json":
+        print(cireport.as_json(report), flush=True)
+    return status
 
 
 def run_queue(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from pachhook.core import gitrepo
 from pachhook.core.config import Config, ConfigError, load_config
+from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.holds import Holds
 from pachhook.deliver.runner import StepHooks, run_steps
 from pachhook.deliver.steps import StepContext
@@ -48,6 +49,8 @@ class Outcome:
     timings: Dict[str, float] = field(default_factory=dict)  # step -> seconds
     outcomes: Dict[str, str] = field(default_factory=dict)  # step -> done/reused/skipped/failed
     error: str = ""
+    template: str = ""
+    results: Dict[str, Dict[str, str]] = field(default_factory=dict)  # step -> its recorded data
 
 
 class DeliverError(Exception):
@@ -103,11 +106,17 @@ def branch_of(rev: str, commit: str, head_commit: str, head_branch: str, root: P
 
 
 def deliver_commit(
-    rev: str, dry_run: bool = False, out: Output = print, cwd: Optional[Path] = None, err: Optional[Output] = None
+    rev: str,
+    dry_run: bool = False,
+    out: Output = print,
+    cwd: Optional[Path] = None,
+    err: Optional[Output] = None,
+    report: Optional[RunReport] = None,
 ) -> int:
     """Run build, push and update for every pipeline of `rev`; returns an exit status.
 
-    Progress goes to `out`; problems that stop the run before any step go to `err`.
+    Progress goes to `out`; problems that stop the run before any step go to `err`; what
+    happened is also recorded in `report` (for CI summaries, deliver.cireport).
     """
     if err is None:
 
@@ -127,6 +136,8 @@ def deliver_commit(
             err(f"pachhook run: {line}")
         return 2
     branch = branch_of(rev, commit, info.commit, info.branch, info.root)
+    if report is not None:
+        report.commit, report.branch, report.dry_run = commit, branch, dry_run
     if not config.deploys_branch(branch):
         out(f"pachhook run: branch {branch or '(none)'} is not one the configuration deploys; nothing to do")
         return 0
@@ -135,6 +146,8 @@ def deliver_commit(
     except DeliverError as error:
         for line in error.problems:
             err(f"pachhook run: {line}")
+        if report is not None:
+            report.add_problems(error.problems)
         return 1
     if not pipelines:
         out(f"pachhook run: commit {commit[:12]} has no pipeline templates; nothing to do")
@@ -158,6 +171,9 @@ def deliver_commit(
         elif not dry_run:
             _release_hold(Path(info.common_dir), item.pipeline, commit, out)
         outcomes.append(outcome)
+    if report is not None:
+        for done in outcomes:
+            report.add_pipeline(done.pipeline, done.template, done.results, done.outcomes, done.timings, done.error)
     return _summarise(outcomes, out)
 
 
@@ -191,7 +207,7 @@ def _deliver_one(
     out: Output,
     blocked_by: List[str],
 ) -> Outcome:
-    outcome = Outcome(item.pipeline)
+    outcome = Outcome(item.pipeline, template=item.template)
     if blocked_by:
         outcome.error = f"not run: {', '.join(blocked_by)} failed"
         out(f"{item.pipeline}: {outcome.error}")
@@ -213,6 +229,7 @@ def _deliver_one(
     # Nothing is recorded around the steps: the base StepHooks.
     run = run_steps(ctx, StepHooks(), show_time=True)
     outcome.timings, outcome.outcomes, outcome.error = run.timings, run.outcomes, run.error
+    outcome.results = ctx.results
     return outcome
 
 

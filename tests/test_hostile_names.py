@@ -205,7 +205,7 @@ def test_validate_and_render_take_hostile_paths(hostile_repo, tmp_path):
     unknown = repo.pachhook("validate", "--no-such-option", *staged)
     assert unknown.returncode == 2 and "--no-such-option" in unknown.stderr
     # a broken template in a hostile folder: the diagnostic names the path, escaped onto one line
-    repo.write("new\nline/pipeline.json", '{"pipeline": {"name": "a"}, "bad key\\n": 1}')
+    repo.write("new\nline/pipeline.json", '{"pipeline": {"name": "a"}, "transform": {"image": "x:1"}, "bad key\\n": 1}')
     checked = repo.pachhook("validate", "--", "new\nline/pipeline.json")
     assert checked.returncode == 1
     [line] = checked.stdout.splitlines()

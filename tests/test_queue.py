@@ -277,7 +277,7 @@ def test_bad_configuration_is_one_line_per_problem_and_exit_0(tmp_path: Path):
     assert proc.stdout.splitlines() == [
         f'pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: tag: must be "full" or "short", not a string (\'long\')',
         f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:3: colour: unknown key (known keys:"
-        " backend, branches, images, jsonnet_args, keep_jobs, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
+        " backend, branches, images, jsonnet_args, keep_jobs, notify, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
         " schema_from_cluster, tag, templates, verify, verify_timeout, worker)",
     ]
     status = repo.pachhook("status")
@@ -480,7 +480,7 @@ def test_cancel_and_status_text(tmp_path: Path):
         and again.stderr == f"pachhook cancel: job {jobs[0]['id']} is cancelled: nothing to cancel\n"
     )
     text = repo.pachhook("status").stdout.splitlines()
-    assert text[0].split() == ["JOB", "STATE", "COMMIT", "BRANCH", "PIPELINE", "BUILD", "PUSH", "UPDATE", "UPDATED"]
+    assert text[0].split() == ["JOB", "STATE", "COMMIT", "BRANCH", "PIPELINE", "BUILD", "PUSH", "UPDATE", "AGE"]
     assert len(text) == 3 and text[1].split()[:5] == [
         str(jobs[1]["id"]),
         "queued",

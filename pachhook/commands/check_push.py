@@ -117,7 +117,9 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
         entries = gitrepo.ls_tree(commit, root)
         for path in commit_templates(entries, config.templates):
             versions.setdefault((path, entries[path].sha), []).append(commit)
+    versions = {key: holders for key, holders in versions.items() if not _foreign(root, key, config)}
     refused = check_versions(root, versions, args.strict, config.jsonnet_args, config.tag)
+    _tell_failed_deliveries(root)
     templates = len({path for path, _ in versions})
     if refused:
         bad_commits = {commit for key in refused for commit in versions[key]}
@@ -158,6 +160,28 @@ def print_push_plan(root: Path, commit: str, branch: str, config: object) -> Non
         lines = [f"not planned: {type(error).__name__}: {' '.join(str(error).split())}"]
     for line in lines:
         print(f"{prefix}: {line}")
+
+
+def _tell_failed_deliveries(root: Path) -> None:
+    """Deliveries that failed or are stuck since the user last heard: one line each (never fails the push)."""
+    from pachhook.queue.attention import tell_unseen
+
+    try:
+        tell_unseen(str(gitrepo.git_common_dir(root)), lambda line: print(f"pachhook: {line}", file=sys.stderr))
+    except Exception as error:  # the queue is a side show here: the push goes on
+        print(f"pachhook: cannot read the delivery queue: {type(error).__name__}: {error}", file=sys.stderr)
+
+
+def _foreign(root: Path, version: Tuple[str, str], config: object) -> bool:
+    """A version named like a template only by the conventions that holds no pipeline spec."""
+    from pachhook.queue.affected import foreign_file, parse_template
+    from pachhook.spec.sniff import CONVENTIONAL_NAME
+
+    path, blob = version
+    if not CONVENTIONAL_NAME.search(path):
+        return False
+    data = gitrepo.read_blobs([blob], root).get(blob)
+    return foreign_file(path, parse_template(data, path, getattr(config, "jsonnet_args", None)), config)
 
 
 def check_versions(

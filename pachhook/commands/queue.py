@@ -156,17 +156,31 @@ def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
         where = f"branch {info.branch}" if info.branch else "a detached HEAD"
         _say(f"nothing queued for {short}: {where} is not among the branches deployed")
         return
+    from pachhook.queue.attention import any_unseen, describe, failed_newest, mark_seen, needing_attention
+
     affected = find_affected(info.root_str, info.commit, info.tree, config, queue)
     for problem in affected.problems:
-        _say(f"{short}: {problem}")
         queue.problems.record(problem, info.commit)
+    # Failed or stuck deliveries the user has not been told about, before this commit's
+    # jobs (which may re-queue a failed pipeline) change what is newest.
+    failed_before = failed_newest(queue)
+    attention = needing_attention(queue) if any_unseen(queue) else []
     outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs)
-    _report(short, affected.templates, outcome)
-    _name_cluster_failures(queue)
+    # The worker starts before anything is printed: a reader that has gone away (`git
+    # commit | head -1`) must not cost the delivery.
     if outcome.created and start_worker and config.worker == "background":
         from pachhook.queue.launch import start_background
 
         start_background(info.root_str, info.common_dir_str)
+    for problem in affected.problems:
+        _say(f"{short}: {problem}")
+    _report(short, affected.templates, outcome, failed_before)
+    created = {pipeline for _, pipeline in outcome.created}
+    for job in attention:
+        if job.pipeline not in created:
+            _say(describe(job))
+    _name_cluster_failures(queue)
+    mark_seen(queue.folder_str, attention)
 
 
 def _name_cluster_failures(queue: Any) -> None:
@@ -177,10 +191,14 @@ def _name_cluster_failures(queue: Any) -> None:
         _say(f"note: {pipeline} from {commit[:12]} failed in cluster: job {cluster_job} {shown}")
 
 
-def _report(short: str, templates: int, outcome: Any) -> None:
+def _report(short: str, templates: int, outcome: Any, requeued: Any = None) -> None:
     names: List[str] = [pipeline for _, pipeline in outcome.created]
+    again = [
+        f"{name} (again: its last delivery, job {requeued[name]}, failed)" for name in names if name in (requeued or {})
+    ]
     if names:
-        line = f"queued {short} for {', '.join(names)}"
+        shown = [name for name in names if name not in (requeued or {})] + again
+        line = f"queued {short} for {', '.join(shown)}"
         if outcome.superseded:
             count = len(outcome.superseded)
             line += f" (superseding {count} older job{'s' if count != 1 else ''})"

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also name each file skipped because it is named like a template but holds no pipeline spec",
+    )
+    parser.add_argument(
         "files",
         nargs="*",
         metavar="FILE",
@@ -167,18 +173,26 @@ def _run(args: argparse.Namespace) -> int:
     from pachhook.validate.checks import has_errors, validate_paths
 
     files: List[str] = []
+    skipped: List[str] = []
     for given in args.files or [None]:
         if given is None or os.path.isdir(given):
             from pachhook.core.config import ConfigError  # only here: pre-commit names files
 
             try:
-                files += _configured_templates(given)  # a folder: the templates inside it
+                files += _configured_templates(given, skipped)  # a folder: the templates inside it
             except ConfigError as error:
                 for problem in error.problems:
                     print(f"pachhook: {problem}", file=sys.stderr)
                 return EXIT_PROBLEMS
+        elif _foreign(given):
+            skipped.append(given)
         else:
             files.append(given)
+    if args.verbose:
+        from pachhook.validate.checks import NOT_A_TEMPLATE
+
+        for name in skipped:
+            print(f"pachhook: {name}: {NOT_A_TEMPLATE}", file=sys.stderr)
     # a file named twice (`dir/ dir/x.json`) is checked once, under its first name
     unique: Dict[str, str] = {}
     for name in files:
@@ -220,7 +234,36 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if has_errors(diagnostics) else EXIT_OK
 
 
-def _configured_templates(folder: Optional[str]) -> List[str]:
+def _foreign(name: str) -> bool:
+    """A file pre-commit (or the user) named that only the naming conventions make a template, holding none.
+
+    `.buildkite/pipeline.yml` must never refuse a commit. The content is looked at first;
+    the configuration (TOML costs the hook ~30 ms) only for a file that holds no spec.
+    """
+    from pachhook.spec.sniff import CONVENTIONAL_NAME, looks_like_template
+
+    if not CONVENTIONAL_NAME.search(name.replace(os.sep, "/")):
+        return False
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read(2 * 1024 * 1024 + 1)
+    except OSError:
+        return False  # validating it says why it cannot be read
+    if looks_like_template(name, data):
+        return False
+    from pachhook.core.config import ConfigError, load_config
+    from pachhook.validate.checks import is_foreign
+
+    root = _repository_root(Path(name).resolve().parent)
+    try:
+        globs = load_config(root).templates
+    except ConfigError:
+        return False  # checked as before; the configuration's problem is reported elsewhere
+    relative = os.path.relpath(os.path.realpath(name), os.path.realpath(root)).replace(os.sep, "/")
+    return is_foreign(name, relative, globs)
+
+
+def _configured_templates(folder: Optional[str], skipped: Optional[List[str]] = None) -> List[str]:
     """Templates the repository configuration names, under `folder` (default: everywhere)."""
     from pachhook.core.config import load_config
     from pachhook.validate.checks import working_tree_templates
@@ -229,7 +272,10 @@ def _configured_templates(folder: Optional[str]) -> List[str]:
     start = Path(folder).resolve() if folder else cwd
     root = _repository_root(start)
     config = load_config(root)
-    templates = working_tree_templates(root, config)
+    foreign: List[str] = []
+    templates = working_tree_templates(root, config, foreign)
+    if skipped is not None:
+        skipped += [os.path.relpath(root / path, cwd) for path in foreign]
     if folder:  # shown under the folder as the user wrote it: `examples/edges/pipeline.json`
         return [os.path.join(folder, os.path.relpath(path, start)) for path in templates if _is_within(path, start)]
     return [os.path.relpath(path, cwd) for path in templates]

@@ -108,6 +108,7 @@ class Config(_Record):
         "verify",
         "verify_timeout",
         "keep_jobs",
+        "notify",
     )
 
     def __init__(
@@ -130,6 +131,7 @@ class Config(_Record):
         verify: bool = True,
         verify_timeout: float = 300.0,
         keep_jobs: int = DEFAULT_KEEP_JOBS,
+        notify: bool = True,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -156,6 +158,7 @@ class Config(_Record):
         self.verify_timeout = verify_timeout
         # finished jobs kept per pipeline; older ones move to the provenance ledger
         self.keep_jobs = keep_jobs
+        self.notify = notify  # a desktop notification when a background delivery fails
 
     @property
     def root(self) -> Path:
@@ -615,6 +618,12 @@ def _set_keep_jobs(checker: _Checker, config: Config, value: Any) -> None:
     config.keep_jobs = value
 
 
+def _set_notify(checker: _Checker, config: Config, value: Any) -> None:
+    flag = _boolean(checker, "notify", value)
+    if flag is not None:
+        config.notify = flag
+
+
 _KEYS = {
     "templates": _set_templates,
     "images": _set_images,
@@ -632,4 +641,5 @@ _KEYS = {
     "verify": _set_verify,
     "verify_timeout": _set_verify_timeout,
     "keep_jobs": _set_keep_jobs,
+    "notify": _set_notify,
 }

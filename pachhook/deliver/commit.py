@@ -24,7 +24,7 @@ from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.holds import Holds
 from pachhook.deliver.runner import StepHooks, run_steps
 from pachhook.deliver.steps import StepContext
-from pachhook.queue.affected import commit_templates, parse_template
+from pachhook.queue.affected import commit_templates, foreign_file, parse_template
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.states import STEP_NAMES
 from pachhook.spec.ordering import CycleError, dependency_order
@@ -72,6 +72,8 @@ def plan(root: Path, commit: str, config: Config) -> List[Planned]:
     seen: Dict[str, str] = {}
     for path in templates:
         parsed = parse_template(blobs.get(entries[path].sha), path, config.jsonnet_args)
+        if foreign_file(path, parsed, config):
+            continue  # named like a template, holds none: another tool's file
         if parsed.get("error"):
             problems.append(f"{path}: {parsed['error']}")
             continue

@@ -266,6 +266,24 @@ def prune_history(repo_root: PathLike, queue: Queue, say: Progress) -> int:
     return moved
 
 
+def _notify_failures(repo_root: object, queue: Queue, failed: List[int]) -> None:
+    """A desktop notification per failed job, unless the configuration says `notify = false`."""
+    if not failed:
+        return
+    from pachhook.core.config import ConfigError, load_config
+    from pachhook.deliver.notify import notify_failure
+    from pachhook.queue.attention import describe
+
+    try:
+        if not load_config(repo_root).notify:
+            return
+    except ConfigError:
+        pass  # the failure itself says what is wrong with the configuration
+    for job_id in failed:
+        job = queue.get(job_id)
+        notify_failure(f"pachhook: delivery of {job.pipeline} failed", describe(job))
+
+
 def run_worker(
     repo_root: PathLike, lease_seconds: float = DEFAULT_LEASE_SECONDS, progress: Optional[Progress] = None
 ) -> int:
@@ -288,7 +306,8 @@ def run_worker(
         worker_id = new_worker_id()
         say(f"worker {worker_id} started")
         while True:
-            drain(repo_root, queue=queue, worker_id=worker_id, lease_seconds=lease_seconds, progress=say)
+            drained = drain(repo_root, queue=queue, worker_id=worker_id, lease_seconds=lease_seconds, progress=say)
+            _notify_failures(repo_root, queue, drained.failed)
             prune_history(repo_root, queue, say)
             expiry = queue.leases.next_expiry()
             if not queue.leases.ready() and expiry is not None and expiry > time.time():

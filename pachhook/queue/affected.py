@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pachhook.queue.store import Queue
 
 # Bumped whenever what a cache entry holds changes, so stale entries are not read.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: entries say whether the file looks like a pipeline spec
 
 
 class Affected:
@@ -81,6 +81,9 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
             )
             continue
         parsed = specs_by_blob.get(entries[path].sha, {})
+        if foreign_file(path, parsed, config):
+            result.templates -= 1  # `.buildkite/pipeline.yml` and the like: someone else's file
+            continue
         if parsed.get("error"):
             result.problems.append(f"{path}: skipped: {parsed['error']}")
             continue
@@ -255,17 +258,22 @@ def parse_template(
         loaded = jsonnet.load(name, data, jsonnet.arguments(samples, jsonnet_args))
     else:
         loaded = load_bytes("template", data)
+    from pachhook.spec.sniff import looks_like_spec, looks_like_template
+
     errors = [d for d in loaded.diagnostics if d.severity == "error"]
     if errors and not loaded.documents:
         first = errors[0]
-        return {"error": f"line {first.line}: {first.message}"}
+        spec_like = rendered or looks_like_template(name, data)
+        return {"error": f"line {first.line}: {first.message}", "spec_like": spec_like}
+    # False: another tool's file under a conventional name (a template only if configured)
+    spec_like = rendered or any(looks_like_spec(document.value) for document in loaded.documents)
     specs = []
     for document in loaded.documents:
         value = document.value
         pipeline = value.get("pipeline")
         pipeline_name = pipeline.get("name") if isinstance(pipeline, dict) else None
         if not isinstance(pipeline_name, str) or not pipeline_name:
-            return {"error": f"spec {document.index} has no pipeline.name"}
+            return {"error": f"spec {document.index} has no pipeline.name", "spec_like": spec_like}
         image = jsonnet.built_image(value, samples["tag"]) if rendered else image_to_build(value)
         specs.append(
             {
@@ -275,8 +283,17 @@ def parse_template(
             }
         )
     if not specs:
-        return {"error": "holds no pipeline spec"}
-    return {"specs": specs}
+        return {"error": "holds no pipeline spec", "spec_like": spec_like}
+    return {"specs": specs, "spec_like": spec_like}
+
+
+def foreign_file(path: str, parsed: Dict[str, Any], config: Any) -> bool:
+    """A file matched only by the naming conventions that holds no pipeline spec: not a template."""
+    from pachhook.spec.sniff import by_convention_only
+
+    if parsed.get("spec_like", True):
+        return False
+    return by_convention_only(path, config.templates, lambda globs, p: GlobSet(globs).matches(p))
 
 
 def input_repos(node: Any) -> List[str]:

@@ -25,7 +25,7 @@ import yaml
 from pachhook.core import gitrepo
 from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS, ConfigError, load_config
 from pachhook.core.globs import GlobSet, glob_regex
-from pachhook.queue.affected import parse_template
+from pachhook.queue.affected import foreign_file, parse_template
 from pachhook.setup.hookinstall import PRE_COMMIT, PRE_COMMIT_CONFIG, is_ours, record_installed
 from pachhook.setup.hookscripts import HOOK_IDS
 from pachhook.spec.loader import load_bytes
@@ -64,6 +64,7 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
         "stages": ["pre-push"],
         "always_run": True,
         "pass_filenames": False,
+        "verbose": True,  # it names deliveries that failed since the user last looked
     },
 )
 HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
@@ -161,6 +162,8 @@ def discover_templates(root: Path, files: Sequence[str], config: Any) -> List[Fo
             if not loaded.documents or not all(looks_like_spec(doc.value) for doc in loaded.documents):
                 continue
         parsed = parse_template(data, path, config.jsonnet_args)
+        if conventional and foreign_file(path, parsed, config):
+            continue  # `.buildkite/pipeline.yml` and the like: named like a template, holds none
         specs = parsed.get("specs") or []
         images = sorted({spec["image"] for spec in specs if spec.get("image")})
         found.append(

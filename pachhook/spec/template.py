@@ -211,9 +211,9 @@ def image_template_problems(document: Any, tag_form: str = "full") -> List[Probl
         return problems
     tag = name[colon + 1 :]
     allowed = _TAG_PLACEHOLDERS.get(tag_form, _TAG_PLACEHOLDERS["full"])
-    match = PLACEHOLDER.fullmatch(tag)
-    if match is None or match.group(1) not in allowed:
-        if match is not None and match.group(1) not in PLACEHOLDERS:
+    whole = PLACEHOLDER.fullmatch(tag)
+    if whole is None or whole.group(1) not in allowed:
+        if whole is not None and whole.group(1) not in PLACEHOLDERS:
             return problems  # an unknown placeholder: reported as such by render()
         pushed = "its first 7 characters" if tag_form == "short" else "the full commit SHA"
         problems.append(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
-from pachhook.core.globs import find_templates
+from pachhook.core.globs import GlobSet, find_templates
 from pachhook.spec import jsonnet, rules, schema, versions
 from pachhook.spec.loader import MAX_FILE_BYTES, LoadedFile, load_bytes, load_path
 from pachhook.spec.template import image_template_problems, image_to_build, render, sample_values
@@ -137,11 +137,12 @@ def _check(
     return diagnostics
 
 
-def working_tree_templates(root: Path, config: Any) -> List[Path]:
+def working_tree_templates(root: Path, config: Any, skipped: Optional[List[str]] = None) -> List[Path]:
     """Files under `root` matching the configuration's template globs, folder by folder.
 
     Tracked and untracked files alike (a new template is checked before its first
-    commit); the `.git` folder is never searched.
+    commit); the `.git` folder is never searched. A file matched only by the naming
+    conventions that holds no pipeline spec is left out (its path added to `skipped`).
     """
     root = Path(root)
     found: List[Path] = []
@@ -149,8 +150,38 @@ def working_tree_templates(root: Path, config: Any) -> List[Path]:
         subfolders[:] = sorted(name for name in subfolders if name != ".git")
         relative = os.path.relpath(folder, root)
         prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        found += [root / path for path in find_templates([prefix + name for name in sorted(files)], config.templates)]
+        for path in find_templates([prefix + name for name in sorted(files)], config.templates):
+            if is_foreign(root / path, path, config.templates):
+                if skipped is not None:
+                    skipped.append(path)
+                continue
+            found.append(root / path)
     return found
+
+
+def is_foreign(path: Union[str, Path], relative: str, template_globs: Sequence[str]) -> bool:
+    """Whether `path` (at `relative` in the repository) is named like a template but holds no pipeline spec.
+
+    Files the configuration names by a glob of its own are templates whatever they hold.
+    """
+    from pachhook.spec.sniff import CONVENTIONAL_NAME, by_convention_only, looks_like_template
+
+    if not CONVENTIONAL_NAME.search(relative):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return False  # unreadable: validating it says so
+    if looks_like_template(relative, data):
+        return False
+    return by_convention_only(relative, template_globs, lambda globs, p: GlobSet(globs).matches(p))
+
+
+NOT_A_TEMPLATE = (
+    "named like a pipeline template but holds no pipeline spec"
+    " (no pipeline.name with transform, spout or service): skipped"
+)
 
 
 def has_errors(diagnostics: Sequence[Diagnostic]) -> bool:

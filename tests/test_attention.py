@@ -1,0 +1,201 @@
+"""Failures you can't miss: status, the post-commit line, pre-push, a desktop notification.
+
+Real git repositories and the real queue; a delivery fails for real because the Docker
+engine named by DOCKER_HOST is not there. `notify-send` is not installed on these
+machines: a script of that name on PATH records what it was asked to show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import services as test_services
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture
+def env(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    environment.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@pachhook.invalid",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@pachhook.invalid",
+        NO_COLOR="1",
+        DOCKER_HOST=test_services.DEAD_DOCKER_HOST,
+        DOCKER_CONFIG=str(tmp_path / "docker-config"),
+    )
+    environment.pop("PACHHOOK_COLOR", None)
+    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    return environment
+
+
+def run(args, cwd, env, timeout=120):
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def pachhook(*args, cwd, env):
+    return run([sys.executable, "-m", "pachhook", *args], cwd, env)
+
+
+@pytest.fixture
+def project(tmp_path, env):
+    folder = tmp_path / "project"
+    shutil.copytree(EXAMPLES, folder)
+    (folder / ".pachhook.toml").write_text('worker = "manual"\n')
+    run(["git", "init", "-q", "-b", "main"], folder, env)
+    assert pachhook("install", "--plain", cwd=folder, env=env).returncode == 0
+    run(["git", "add", "-A"], folder, env)
+    made = run(["git", "commit", "-q", "-m", "examples"], folder, env)
+    assert made.returncode == 0, made.stderr
+    return folder
+
+
+def test_status_names_the_failure_in_colour_and_exits_1(project, env):
+    queued = pachhook("status", cwd=project, env=env)
+    assert queued.returncode == 0
+    assert queued.stdout.splitlines()[0].split()[-1] == "AGE"
+    assert " ago" in queued.stdout.splitlines()[1]
+
+    ran = pachhook("run", cwd=project, env=env)
+    assert ran.returncode == 1
+    status = pachhook("status", cwd=project, env=env)
+    assert status.returncode == 1, status.stdout
+    lines = status.stdout.splitlines()
+    assert lines[-1] == "failed: the newest delivery of edges, montage; fix the cause, then `pachhook retry JOB`"
+    assert any(line.startswith("    build failed: ") for line in lines)
+    assert "\033[" not in status.stdout  # NO_COLOR
+
+    coloured = pachhook(
+        "status", cwd=project, env={**{k: v for k, v in env.items() if k != "NO_COLOR"}, "PACHHOOK_COLOR": "always"}
+    )
+    failed_rows = [line for line in coloured.stdout.splitlines() if " failed " in line and "build" not in line]
+    assert failed_rows and all(row.startswith("\033[1;31m") for row in failed_rows)
+
+    as_json = json.loads(pachhook("status", "--format", "json", cwd=project, env=env).stdout)
+    assert as_json["failed_pipelines"] == ["edges", "montage"]
+
+
+def test_reused_and_unchanged_steps_are_named(tmp_path):
+    from pachhook.commands.status import format_jobs
+    from pachhook.queue.jobs import Job, StepRecord
+
+    steps = [
+        StepRecord("build", "done", 1, 100.0, 100.5, {"outcome": "reused"}),
+        StepRecord("push", "done", 1, 100.5, 100.6, {"outcome": "reused"}),
+        StepRecord("update", "done", 1, 100.6, 100.9, {"outcome": "reused"}),
+    ]
+    job = Job(3, "a" * 40, "main", "edges", "edges/pipeline.json", "img", "done", 90.0, 101.0, None, steps)
+    superseded = Job(
+        2,
+        "b" * 40,
+        "main",
+        "edges",
+        "edges/pipeline.json",
+        "img",
+        "superseded",
+        80.0,
+        85.0,
+        3,
+        [StepRecord("build"), StepRecord("push"), StepRecord("update")],
+    )
+    text = format_jobs([job, superseded], now=161.0).splitlines()
+    assert text[1].split()[5:] == ["reused", "0.5s", "reused", "0.1s", "unchanged", "0.3s", "1m00s", "ago"]
+    assert text[2].split()[1] == "superseded" and text[3] == "    superseded by job 3"
+
+
+def test_a_foreground_run_counts_as_a_worker(project, env):
+    from pachhook.queue.store import Queue
+
+    common = project / ".git"
+    queue = Queue(str(common))
+    try:
+        assert queue.lease_next("ci-runner:1:0", 120.0) is not None
+        status = pachhook("status", cwd=project, env=env)
+        assert "worker: running (a `pachhook run` holds a job)" in status.stdout
+    finally:
+        queue.close()
+
+
+def test_watch_repeats_until_interrupted(project, env):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pachhook", "status", "--watch", "0.2"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert out.count("pachhook status (every 0.2 s, Ctrl-C stops;") >= 2
+    assert "Traceback" not in err
+
+
+def test_hooks_say_what_failed_once_and_why_a_job_is_queued_again(project, env):
+    assert pachhook("run", cwd=project, env=env).returncode == 1
+    remote = project.parent / "remote.git"
+    run(["git", "init", "-q", "--bare", str(remote)], project, env)
+    run(["git", "remote", "add", "origin", str(remote)], project, env)
+    pushed = run(["git", "push", "origin", "main"], project, env)
+    assert pushed.returncode == 0, pushed.stderr
+    told = [line for line in pushed.stderr.splitlines() if line.startswith("pachhook: delivery of")]
+    assert len(told) == 2, pushed.stderr
+    assert told[0].startswith("pachhook: delivery of edges at ")
+    assert " (main) build failed: " in told[0] and told[0].endswith("; `pachhook logs 1`, then `pachhook retry 1`")
+
+    (project / "README.md").write_text("docs only\n")
+    run(["git", "add", "-A"], project, env)
+    again = run(["git", "commit", "-m", "readme"], project, env)
+    assert again.returncode == 0
+    assert "for edges (again: its last delivery, job 1, failed), montage (again: its last delivery, job 2, failed)" in (
+        again.stdout + again.stderr
+    )
+    second_push = run(["git", "push", "origin", "main"], project, env)
+    assert "pachhook: delivery of" not in second_push.stderr  # told once
+
+
+def test_a_background_failure_shows_a_desktop_notification(tmp_path, env):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "notifications"
+    (bin_dir / "notify-send").write_text(f'#!/bin/sh\nprintf "%s|" "$@" >> {record}\necho >> {record}\n')
+    (bin_dir / "notify-send").chmod(0o755)
+    env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
+    for notify, expected in (("true", True), ("false", False)):
+        folder = tmp_path / f"project-{notify}"
+        shutil.copytree(EXAMPLES, folder)
+        (folder / ".pachhook.toml").write_text(f"notify = {notify}\n")
+        run(["git", "init", "-q", "-b", "main"], folder, env)
+        assert pachhook("install", "--plain", cwd=folder, env=env).returncode == 0
+        run(["git", "add", "-A"], folder, env)
+        record.unlink(missing_ok=True)
+        assert run(["git", "commit", "-q", "-m", "examples"], folder, env).returncode == 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = json.loads(pachhook("status", "--format", "json", cwd=folder, env=env).stdout)
+            if not status["worker_running"] and all(job["state"] == "failed" for job in status["jobs"]):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the background worker did not finish: {status}")
+        shown = record.read_text() if record.exists() else ""
+        if expected:
+            assert (
+                "--app-name=pachhook|--urgency=critical|pachhook: delivery of edges failed|delivery of edges" in shown
+            )
+            assert "montage" in shown
+        else:
+            assert shown == ""

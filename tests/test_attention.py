@@ -120,7 +120,7 @@ def test_a_foreground_run_counts_as_a_worker(project, env):
     common = project / ".git"
     queue = Queue(str(common))
     try:
-        assert queue.lease_next("ci-runner:1:0", 120.0) is not None
+        assert queue.leases.take("ci-runner:1:0", 120.0) is not None
         status = pachhook("status", cwd=project, env=env)
         assert "worker: running (a `pachhook run` holds a job)" in status.stdout
     finally:

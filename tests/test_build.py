@@ -745,3 +745,21 @@ def test_kept_checkout_busy_falls_back_to_a_temporary_folder(tmp_path):
     assert third.root == keep
     third.cleanup()
     assert (keep / "tree" / "ctx" / "Dockerfile").is_file()
+
+
+@pytest.mark.integration
+def test_an_unrecorded_image_with_the_key_is_not_searched_for_on_the_engine(docker_env, tmp_path):
+    # Issue 16: the reuse key is looked up where it was recorded (this clone's image-keys
+    # file, the tag itself, the digests pushed for it), never by a label search over every
+    # image on the engine, which grew with the engine. Without the record, the step builds.
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    image = unique_image(docker_env)
+    first, _ = run_build(repo, make_job(repo, image))
+    (repo / ".git" / "pachhook" / "image-keys.json").unlink()
+    (repo / "edges" / "pipeline.json").write_text('{"pipeline": {"name": "edges"}, "description": "2"}\n')
+    second_commit = commit_all(repo, "template only")
+
+    second, _ = run_build(repo, make_job(repo, image, commit=second_commit))
+
+    assert second.data["context_key"] == first.data["context_key"]
+    assert second.outcome != "reused" and second.data["reused"] == "false"

@@ -80,8 +80,10 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
 
     from pachhook.deliver import imagekeys
 
-    # Cheapest first: the image this clone recorded for the key (one inspect), then the tag
-    # itself, then a label search over every image on the engine.
+    # Where the key was recorded: the image this clone built for it (one inspect), the tag
+    # itself, then the digests pushed for it (pulled from the registry). Never a label
+    # search over every image on the engine: that grew with the engine (0.46 s at 4,363
+    # images) and was paid by every new key.
     for candidate in (imagekeys.recorded_image(ctx.git_dir, key), image_ref):
         if not candidate:
             continue
@@ -91,10 +93,6 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
             continue
         if image.labels.get(LABEL_KEY) == key:
             return image
-    found = client.api.images(filters={"label": f"{LABEL_KEY}={key}"})
-    if found:
-        newest = max(found, key=lambda entry: entry.get("Created", 0))
-        return client.images.get(newest["Id"])
 
     for ref in imagekeys.recorded_refs(ctx.git_dir, key):
         try:
@@ -191,9 +189,6 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
                     break
             except ImageNotFound:
                 continue
-        if not local:
-            found = client.api.images(filters={"label": f"{LABEL_KEY}={plan.key}"})
-            local = found[0]["Id"] if found else ""
         pushed = imagekeys.recorded_refs(ctx.git_dir, plan.key)
         if local:
             verdict = (

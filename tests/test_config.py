@@ -101,7 +101,7 @@ def test_unknown_keys_and_bad_values_name_file_line_and_key(tmp_path: Path):
         'pyproject.toml:10: tool.pachhook.images."reg/edges".context: must be a path inside the'
         " repository, not '../outside'",
         'pyproject.toml:11: tool.pachhook.images."reg/edges".bogus: unknown key (known keys:'
-        " dockerfile, context, build_args, platform, target, network, secrets, submodules)",
+        " dockerfile, context, build_args, platform, target, network, secrets, submodules, cache, builder)",
         'pyproject.toml:12: tool.pachhook.images."reg/montage:1.0": name the image repository without a tag or digest',
     ]
 

@@ -65,6 +65,8 @@ class ImageConfig(_Record):
         "network",
         "secrets",
         "submodules",
+        "cache",
+        "builder",
     )
 
     def __init__(
@@ -84,6 +86,10 @@ class ImageConfig(_Record):
         # BuildKit secrets by id: ("env", VARIABLE) or ("src", FILE); never their values.
         self.secrets: Dict[str, Tuple[str, str]] = {}
         self.submodules = False  # check submodules out into the context
+        # BuildKit's cache between machines (deliver/buildcache.py): "inline" (default), "registry"
+        # (a separate cache image, needs buildx) or "none"; builder: a buildx builder's name
+        self.cache = "inline"
+        self.builder: Optional[str] = None
 
 
 class Config(_Record):
@@ -432,7 +438,19 @@ def _set_templates(checker: _Checker, config: Config, value: Any) -> None:
         config.templates = globs
 
 
-_IMAGE_KEYS = ("dockerfile", "context", "build_args", "platform", "target", "network", "secrets", "submodules")
+_IMAGE_KEYS = (
+    "dockerfile",
+    "context",
+    "build_args",
+    "platform",
+    "target",
+    "network",
+    "secrets",
+    "submodules",
+    "cache",
+    "builder",
+)
+CACHE_MODES = ("inline", "registry", "none")
 # Build arguments are kept in the image's history and in pachhook's queue: a name like these
 # says the value is a credential, which belongs in `secrets` instead.
 _SECRET_ARG = r"(?i)token|passw|secret|credential|(?:^|_)(?:key|pass|auth|pat|apikey)(?:_|$)"
@@ -502,8 +520,13 @@ def _set_images(checker: _Checker, config: Config, value: Any) -> None:
                             "looks like a secret: build arguments stay in the image's history; "
                             f'pass it as secrets = {{ {arg.lower()} = {{ env = "{arg}" }} }} (RUN --mount=type=secret)',
                         )
-            elif key in ("platform", "target", "network"):
+            elif key in ("platform", "target", "network", "builder"):
                 setattr(image, key, _image_string(checker, keys + (key,), item))
+            elif key == "cache":
+                if item in CACHE_MODES:
+                    image.cache = item
+                else:
+                    checker.problem(keys + (key,), f'must be "inline", "registry" or "none", not {_show(item)}')
             elif key == "secrets":
                 image.secrets = _image_secrets(checker, keys + (key,), item)
             elif key == "submodules":

@@ -98,6 +98,11 @@ class _Progress:
             return
         if rest.startswith("ERROR:") or rest.startswith("ERROR "):
             step.ended = True
+            if step.name.startswith("importing cache manifest from "):
+                # --cache-from an image that is not there (yet): BuildKit builds on without it
+                source = step.name[len("importing cache manifest from ") :]
+                self.log(f"build: no cache from {source}: {one_line(rest[len('ERROR') :].lstrip(': '), 300)}")
+                return
             if self.failed is None:
                 self.failed, self.failure = step, rest[len("ERROR") :].lstrip(": ").strip()
             return

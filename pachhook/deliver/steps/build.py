@@ -339,7 +339,11 @@ def _build_with_cli(
     from pachhook.deliver import clibuild
 
     inputs = plan.inputs
-    argv = cli.build_command() + ["-f", str(checkout.dockerfile), "-t", image_ref]
+    cache = _cache_plan(ctx, cli, image_ref)
+    command = cli.build_command()
+    # `--builder NAME` belongs to `buildx build`: right after those two words
+    command[3:3] = cache.builder
+    argv = command + ["-f", str(checkout.dockerfile), "-t", image_ref]
     for name, value in sorted(labels.items()):
         argv += ["--label", f"{name}={value}"]
     for name, value in sorted(inputs.build_args.items()):
@@ -350,6 +354,7 @@ def _build_with_cli(
     if inputs.network:
         argv += ["--network", inputs.network]
     argv += clibuild.secret_flags(inputs.secrets)
+    argv += cache.flags
     argv.append(str(checkout.context_dir))
     result = clibuild.run_build(argv, clibuild.cli_env(buildkit=not cli.buildx), ctx.log)
     if result.image_id:
@@ -361,6 +366,28 @@ def _build_with_cli(
             "in the configuration, or give the engine a bridge"
         )
     raise StepError(message, retryable=result.transient)
+
+
+def _cache_plan(ctx: StepContext, cli: Any, image_ref: str) -> Any:
+    """BuildKit cache flags and builder for the image (deliver/buildcache.py), said in the log."""
+    from pachhook.core.config import load_config
+    from pachhook.deliver import buildcache
+
+    job = ctx.job
+    config = load_config(ctx.repo_root)
+    image_config = config.images.get(job.image)
+    mode = getattr(image_config, "cache", "inline")
+    builder = getattr(image_config, "builder", None)
+    sources = buildcache.cache_sources(ctx.repo_root, job.commit, job.image, lambda c: image_tag(c, config.tag))
+    try:
+        cache = buildcache.plan_cache(mode, builder, cli.buildx, job.image, sources)
+    except buildcache.CacheError as error:
+        raise StepError(f"build of {image_ref}: {error}", retryable=False) from None
+    for note in cache.notes:
+        ctx.log(f"build: {note}")
+    if cache.sources:
+        ctx.log(f"build: cache from {', '.join(cache.sources)}" + (f"; builder {builder}" if builder else ""))
+    return cache
 
 
 def _build_with_api(

@@ -1,0 +1,135 @@
+"""BuildKit's cache across machines (deliver/buildcache.py): inline cache metadata in the
+pushed image, --cache-from the branch's previous image, the registry cache and builders.
+
+buildx is not packaged for the test machines: the buildx-only parts (cache = "registry",
+builder = NAME) are tested as the command pachhook composes, not run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+
+import pytest
+import services as test_services
+from test_update import double, git  # noqa: F401 (double is a fixture)
+
+from pachhook.core.config import ConfigError, load_config
+from pachhook.deliver import buildcache
+
+
+def test_inline_cache_by_default():
+    plan = buildcache.plan_cache("inline", None, False, "r.example/team/edges", ["r.example/team/edges:abc"])
+    assert plan.builder == []
+    assert plan.flags == [
+        "--build-arg",
+        "BUILDKIT_INLINE_CACHE=1",
+        "--cache-from",
+        "r.example/team/edges:abc",
+    ]
+
+
+def test_registry_cache_with_buildx_and_a_builder():
+    plan = buildcache.plan_cache("registry", "team-pods", True, "r.example/team/edges", ["r.example/team/edges:abc"])
+    assert plan.builder == ["--builder", "team-pods"]
+    assert plan.flags == [
+        "--build-arg",
+        "BUILDKIT_INLINE_CACHE=1",
+        "--cache-to",
+        "type=registry,ref=r.example/team/edges:buildcache,mode=max",
+        "--cache-from",
+        "type=registry,ref=r.example/team/edges:buildcache",
+        "--cache-from",
+        "r.example/team/edges:abc",
+    ]
+
+
+def test_registry_cache_without_buildx_falls_back_to_inline_and_says_so():
+    plan = buildcache.plan_cache("registry", None, False, "r/edges", [])
+    assert plan.flags == ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+    assert plan.notes == ['cache = "registry" needs buildx; using the inline cache only']
+
+
+def test_no_cache_and_builder_needs_buildx():
+    assert buildcache.plan_cache("none", None, False, "r/edges", ["r/edges:abc"]).flags == []
+    with pytest.raises(buildcache.CacheError, match=r'builder = "pods" needs the docker CLI\'s buildx plugin'):
+        buildcache.plan_cache("inline", "pods", False, "r/edges", [])
+
+
+def test_configuration_keys(tmp_path):
+    (tmp_path / ".pachhook.toml").write_text(
+        '[images."r.example/edges"]\ncache = "registry"\nbuilder = "team-pods"\n'
+        '[images."r.example/other"]\ncache = "sometimes"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert caught.value.problems == [
+        '.pachhook.toml:5: images."r.example/other".cache: must be "inline", "registry" or "none",'
+        " not a string ('sometimes')"
+    ]
+    (tmp_path / ".pachhook.toml").write_text('[images."r.example/edges"]\ncache = "registry"\nbuilder = "team-pods"\n')
+    image = load_config(tmp_path).images["r.example/edges"]
+    assert (image.cache, image.builder) == ("registry", "team-pods")
+
+
+def _config_of(registry: str, repository: str, tag: str) -> dict:
+    """The pushed image's config document, read from the registry."""
+    accept = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+    request = urllib.request.Request(f"http://{registry}/v2/{repository}/manifests/{tag}", headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        manifest = json.load(answer)
+    digest = manifest["config"]["digest"]
+    with urllib.request.urlopen(f"http://{registry}/v2/{repository}/blobs/{digest}", timeout=10) as answer:
+        return json.load(answer)
+
+
+@pytest.mark.integration
+def test_pushed_image_carries_its_cache_and_the_next_build_imports_it(tmp_path, docker_env, double):
+    services = docker_env
+    repository = f"test-cache/{uuid.uuid4().hex[:10]}/edges"
+    image = f"{services.registry}/{repository}"
+    repo = tmp_path / "repo"
+    (repo / "edges").mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "Test")
+    spec = {
+        "pipeline": {"name": "edges"},
+        "input": {"pfs": {"repo": "images", "glob": "/*"}},
+        "transform": {"image": image + ":{{ tag }}", "cmd": ["sh"]},
+    }
+    (repo / "edges" / "pipeline.json").write_text(json.dumps(spec))
+    (repo / "edges" / "Dockerfile").write_text(
+        test_services.base_dockerfile(services, f"RUN echo {repository} > /id", "COPY run.sh /run.sh")
+    )
+    (repo / ".pachhook.toml").write_text(f'[images."{image}"]\nnetwork = "host"\n')
+    (repo / "edges" / "run.sh").write_text("echo 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    first = git(repo, "rev-parse", "HEAD")
+
+    def deliver() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "pachhook", "run", "--commit", "HEAD"],
+            cwd=repo,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    out = deliver()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"edges: build: cache from {image}:" not in out.stdout  # a root commit has no previous image
+    assert "moby.buildkit.cache.v0" in _config_of(services.registry, repository, first)  # the inline cache
+
+    (repo / "edges" / "run.sh").write_text("echo 2\n")
+    git(repo, "commit", "-q", "-am", "second")
+    second = git(repo, "rev-parse", "HEAD")
+    out = deliver()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"edges: build: cache from {image}:{first}" in out.stdout
+    assert "no cache from" not in out.stdout  # the previous image was there to import
+    assert "moby.buildkit.cache.v0" in _config_of(services.registry, repository, second)

@@ -199,3 +199,20 @@ def test_a_background_failure_shows_a_desktop_notification(tmp_path, env):
             assert "montage" in shown
         else:
             assert shown == ""
+
+
+def test_run_commit_quiet_shows_failures_and_the_summary_only(project, env):
+    loud = pachhook("run", "--commit", "HEAD", cwd=project, env=env)
+    quiet = pachhook("run", "--commit", "HEAD", "--quiet", cwd=project, env=env)
+    assert loud.returncode == quiet.returncode == 1
+    assert "edges: build: started" in loud.stdout or "edges: build:" in loud.stdout
+    lines = quiet.stdout.splitlines()
+    assert not any(line.startswith(("edges: build: started", "montage: build: started")) for line in lines)
+    assert any(line.startswith("edges: build: failed") for line in lines), quiet.stdout
+    assert lines[-1].startswith("pachhook run: ") and "failed" in lines[-1]
+
+
+def test_a_dry_run_names_the_spec_file_as_where_a_real_run_writes_it(project, env):
+    dry = pachhook("run", "--dry-run", cwd=project, env=env)
+    assert "a real run writes it to " in dry.stdout, dry.stdout
+    assert "\nedges: with `" not in dry.stdout

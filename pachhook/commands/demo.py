@@ -147,6 +147,11 @@ def _print_results(printer, report) -> None:
     )
     printer.result(printer.paint(f"demo {verdict}", "green" if report.ok else "red"))
     printer.result(f"the demo repository stays in {report.directory}/repo (remove {report.directory} when done)")
+    # The last line says what to do next: look around the demo, then set up a repository of one's own.
+    printer.result(
+        f"next: `cd {report.directory}/repo` and try `pachhook status`, `pachhook logs 1`, `pachhook provenance HEAD`;"
+        " then, in your own pipeline repository, `pachhook init` (docs/getting-started.md, section 3)"
+    )
 
 
 def _indent(text: str, prefix: str = "   ") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from pachhook.commands._common import add_lease_option, parse_args
 from pachhook.core import gitrepo
@@ -66,12 +66,13 @@ def run_commit(args: argparse.Namespace) -> int:
     progress = sys.stderr if args.format == "json" else sys.stdout
     report = cireport.RunReport()
     started = time.monotonic()
-    status = deliver_commit(
-        args.commit or "HEAD",
-        dry_run=args.dry_run,
-        out=lambda line: print(line, file=progress, flush=True),
-        report=report,
-    )
+    shown = _QuietFilter() if args.quiet else None
+
+    def out(line: str) -> None:
+        if shown is None or shown.keep(line):
+            print(line, file=progress, flush=True)
+
+    status = deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report)
     report.status, report.seconds = status, round(time.monotonic() - started, 3)
     if cireport.on_github_actions():
         for line in cireport.annotations(report):
@@ -82,6 +83,23 @@ def run_commit(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(cireport.as_json(report), flush=True)
     return status
+
+
+class _QuietFilter:
+    """--quiet for `run --commit`: each pipeline's step lines are left out; failures, the
+    summary table and pachhook's own lines stay."""
+
+    def __init__(self) -> None:
+        self.pipelines: List[str] = []
+
+    def keep(self, line: str) -> bool:
+        marker = "delivering "
+        if marker in line and ": " in line and not self.pipelines:
+            self.pipelines = [name.strip() for name in line.rsplit(": ", 1)[1].split(",")]
+            return True
+        if any(line.startswith(f"{name}: ") for name in self.pipelines):
+            return ": failed" in line or ": not run:" in line
+        return True
 
 
 def run_queue(args: argparse.Namespace) -> int:

@@ -345,7 +345,7 @@ def _rendered_from_log(lines: List[str]) -> Optional[str]:
 
 def _command_from_log(lines: List[str]) -> Optional[str]:
     for line in lines:
-        if line.startswith("with `") or line.startswith("applying with `"):
+        if line.startswith(("with `", "applying with `", "a real run writes it to ")) and "`" in line:
             return line.split("`")[1]
     return None
 

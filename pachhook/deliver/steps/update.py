@@ -338,7 +338,8 @@ def _plan(
     ctx.log(f"would apply to pipeline {rendered.pipeline}:")
     for line in spec_json.rstrip("\n").splitlines():
         ctx.log("  " + line)
-    ctx.log(f"with {_describe_apply(backend, str(path), reprocess)}")
+    # The spec file is not written in a dry run: the command names where a real run writes it.
+    ctx.log(f"a real run writes it to {path} and applies it with {_describe_apply(backend, str(path), reprocess)}")
     return StepResult("skipped", {"image": rendered.image, "spec_path": str(path), "backend": backend.name}, "dry run")
 
 

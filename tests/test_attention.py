@@ -216,3 +216,35 @@ def test_a_dry_run_names_the_spec_file_as_where_a_real_run_writes_it(project, en
     dry = pachhook("run", "--dry-run", cwd=project, env=env)
     assert "a real run writes it to " in dry.stdout, dry.stdout
     assert "\nedges: with `" not in dry.stdout
+
+
+def test_a_closed_pipe_ends_the_hook_with_141_and_the_delivery_still_runs(tmp_path, env):
+    """`git commit ... 2>&1 | head -1`: the reader is gone before the hook prints."""
+    folder = tmp_path / "piped"
+    shutil.copytree(EXAMPLES, folder)
+    run(["git", "init", "-q", "-b", "main"], folder, env)
+    run(["git", "add", "-A"], folder, env)
+    run(["git", "-c", "core.hooksPath=/dev/null", "commit", "-q", "-m", "examples"], folder, env)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        hook = subprocess.run(
+            [sys.executable, "-m", "pachhook", "queue"],
+            cwd=folder,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=write_end,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert hook.returncode == 141
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        jobs = json.loads(pachhook("status", "--format", "json", cwd=folder, env=env).stdout)["jobs"]
+        if jobs and all(job["state"] == "failed" for job in jobs):
+            break  # the background worker ran them (the engine is absent, so they fail)
+        time.sleep(0.3)
+    assert sorted(job["pipeline"] for job in jobs) == ["edges", "montage"]
+    assert all(job["state"] == "failed" and "Docker engine not reachable" in job["steps"][0]["error"] for job in jobs)

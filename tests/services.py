@@ -117,6 +117,20 @@ def require_services() -> Services:
     return services
 
 
+def second_engine() -> str:
+    """DOCKER_HOST of the second, empty engine tests/services/up starts (a second machine's);
+    skip (or, under CI, fail) when it is not there."""
+    values = read_env_file(services_dir() / "env") if (services_dir() / "env").is_file() else {}
+    host = os.environ.get("PACHHOOK_TEST_DOCKER_HOST2") or values.get("PACHHOOK_TEST_DOCKER_HOST2", "")
+    socket = host[len("unix://") :] if host.startswith("unix://") else ""
+    if not socket or not os.path.exists(socket):
+        reason = "the second Docker engine is not running (run tests/services/up)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the integration tests, but: {reason}", pytrace=False)
+        pytest.skip(reason)
+    return host
+
+
 def docker_client(services: Optional[Services] = None):
     """A docker-py client for the test engine (never the default socket)."""
     import docker

@@ -7,6 +7,7 @@ builder = NAME) are tested as the command pachhook composes, not run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -133,3 +134,69 @@ def test_pushed_image_carries_its_cache_and_the_next_build_imports_it(tmp_path, 
     assert f"edges: build: cache from {image}:{first}" in out.stdout
     assert "no cache from" not in out.stdout  # the previous image was there to import
     assert "moby.buildkit.cache.v0" in _config_of(services.registry, repository, second)
+
+
+@pytest.mark.integration
+def test_a_second_empty_engine_builds_the_next_commit_from_the_registry_cache(tmp_path, docker_env, double):
+    """Two machines: commit 1 built and pushed through the first engine, commit 2 built on a
+    second engine that has never built this image; its slow RUN step comes from the cache."""
+    services = docker_env
+    second = test_services.second_engine()
+    unique = uuid.uuid4().hex[:10]
+    repository = f"test-cache/{unique}/edges"
+    image = f"{services.registry}/{repository}"
+    # Both machines start FROM the same registry image, as real ones pull a shared base.
+    base = f"{services.registry}/test-cache/{unique}/base:1"
+    client = test_services.docker_client(services)
+    try:
+        client.images.get(services.base_image).tag(base)
+        client.images.push(base)
+    finally:
+        client.close()
+    repo = tmp_path / "repo"
+    (repo / "edges").mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "Test")
+    spec = {
+        "pipeline": {"name": "edges"},
+        "input": {"pfs": {"repo": "images", "glob": "/*"}},
+        "transform": {"image": image + ":{{ tag }}", "cmd": ["sh"]},
+    }
+    (repo / "edges" / "pipeline.json").write_text(json.dumps(spec))
+    (repo / "edges" / "Dockerfile").write_text(
+        f"FROM {base}\nRUN sleep 4 && echo {unique} > /slow\nCOPY run.sh /run.sh\n"
+    )
+    (repo / ".pachhook.toml").write_text(f'[images."{image}"]\nnetwork = "host"\n')
+    (repo / "edges" / "run.sh").write_text("echo 1\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+
+    def deliver(host: str) -> dict:
+        environ = dict(os.environ, DOCKER_HOST=host)
+        out = subprocess.run(
+            [sys.executable, "-m", "pachhook", "run", "--commit", "HEAD", "--format", "json"],
+            cwd=repo,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        document = json.loads(out.stdout)
+        document["log"] = out.stderr
+        return document
+
+    cold = deliver(services.docker_host)
+    assert "RUN sleep 4" in cold["log"] and "(cached)" not in cold["log"].split("RUN sleep 4")[1].splitlines()[0]
+    (repo / "edges" / "run.sh").write_text("echo 2\n")
+    git(repo, "commit", "-q", "-am", "second")
+    warm = deliver(second)
+    run_line = [line for line in warm["log"].splitlines() if "RUN sleep 4" in line and "build:" in line]
+    assert run_line and run_line[-1].endswith("(cached)"), warm["log"]
+    cold_build = cold["pipelines"][0]["timings"]["build"]
+    warm_build = warm["pipelines"][0]["timings"]["build"]
+    assert warm["pipelines"][0]["outcomes"]["build"] == "done"  # built on the second engine, not re-tagged
+    assert warm_build < cold_build, (cold_build, warm_build)
+    print(f"cold build {cold_build:.2f}s (first engine), warm build {warm_build:.2f}s (second, empty engine)")

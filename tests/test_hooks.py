@@ -102,7 +102,7 @@ def test_pre_commit_hook_checks_the_staged_template_not_the_work_tree_copy(hooke
 
 
 def test_an_untracked_broken_draft_does_not_block_an_unrelated_commit(hooked: Repo):
-    hooked.write("draft/pipeline.json", "{ not json")
+    hooked.write("draft/pipeline.json", BROKEN)
     hooked.write("README.md", "words\n")
     hooked.git("add", "README.md")
     proc = run(["git", "commit", "-qm", "docs"], hooked.path, hooked.env, check=False)
@@ -112,7 +112,7 @@ def test_an_untracked_broken_draft_does_not_block_an_unrelated_commit(hooked: Re
     # Staged, the same draft is checked and refused.
     hooked.git("add", "draft/pipeline.json")
     proc = run(["git", "commit", "-qm", "draft"], hooked.path, hooked.env, check=False)
-    assert proc.returncode != 0 and "draft/pipeline.json:1:" in proc.stderr
+    assert proc.returncode != 0 and "draft/pipeline.json:3:" in proc.stderr and "colour" in proc.stderr
 
 
 def test_a_good_staged_template_with_a_broken_work_tree_copy_is_committed(hooked: Repo):
@@ -122,3 +122,11 @@ def test_a_good_staged_template_with_a_broken_work_tree_copy_is_committed(hooked
     proc = run(["git", "commit", "-qm", "good staged"], hooked.path, hooked.env, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "pachhook: 0 errors, 0 warnings in 1 file" in proc.stderr
+
+
+def test_a_staged_file_of_another_tool_under_a_template_name_does_not_block_a_commit(hooked: Repo):
+    hooked.write(".buildkite/pipeline.yml", "steps:\n  - command: make test\n")
+    hooked.git("add", ".buildkite/pipeline.yml")
+    proc = run(["git", "commit", "-qm", "ci"], hooked.path, hooked.env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "no pipeline templates staged" in proc.stderr

@@ -151,20 +151,36 @@ def _run_staged(args: argparse.Namespace) -> int:
         print(f"pachhook: {error}", file=sys.stderr)
         return EXIT_PROBLEMS if args.pachyderm_version is None else EXIT_USAGE
     contents = gitrepo.read_blobs(blobs.values(), root)
+    from pachhook.core.globs import GlobSet
+    from pachhook.spec.sniff import CONVENTIONAL_NAME, by_convention_only, looks_like_template
+    from pachhook.validate.checks import NOT_A_TEMPLATE
+
     cwd = Path.cwd()
     diagnostics = []
+    checked = 0
     for name in staged:
         shown = os.path.relpath(root / name, cwd)
         data = contents.get(blobs.get(name, ""))
         if data is None:
             print(f"pachhook: {shown}: cannot read the staged file from git", file=sys.stderr)
             return EXIT_PROBLEMS
+        if (
+            CONVENTIONAL_NAME.search(name)
+            and not looks_like_template(name, data)
+            and by_convention_only(name, config.templates, lambda globs, path: GlobSet(globs).matches(path))
+        ):
+            # `.buildkite/pipeline.yml` and the like, as the file form judges them: no template
+            if args.verbose:
+                print(f"pachhook: {shown}: {NOT_A_TEMPLATE}", file=sys.stderr)
+            continue
+        checked += 1
         diagnostics += validate_bytes(shown, data, args.strict, config.jsonnet_args, str(config.tag), version)
     output = report.render(diagnostics, args.format)
     if output or args.format == "json":
         print(output)
     if args.format == "text":
-        print(f"pachhook: {report.summary(diagnostics, len(staged))}", file=sys.stderr)
+        summary = report.summary(diagnostics, checked) if checked else "no pipeline templates staged"
+        print(f"pachhook: {summary}", file=sys.stderr)
     return EXIT_PROBLEMS if has_errors(diagnostics) else EXIT_OK
 
 

@@ -12,6 +12,7 @@ database keyed by the template's blob SHA, so an unchanged template is parsed on
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 from pachhook.core import gitrepo
@@ -120,7 +121,7 @@ def commit_template_set(root: Any, commit: str, config: Config, queue: Queue) ->
     if isinstance(known, dict) and known.get("globs") == globs and known.get("commit"):
         if known["commit"] == commit:
             return list(known["templates"])
-        templates = _templates_after(root, known["commit"], commit, known["templates"], globs)
+        templates = _templates_after(root, known["commit"], commit, known["templates"], globs, queue.folder_str)
     if templates is None:  # nothing known yet, or the base commit is gone (gc after a rebase)
         templates = commit_templates(gitrepo.ls_tree(commit, root), globs)
     queue.templates.put({TEMPLATE_SET_KEY: {"commit": commit, "globs": globs, "templates": templates}})
@@ -128,10 +129,16 @@ def commit_template_set(root: Any, commit: str, config: Config, queue: Queue) ->
 
 
 def _templates_after(
-    root: Any, base: str, commit: str, templates: Sequence[str], globs: Sequence[str]
+    root: Any, base: str, commit: str, templates: Sequence[str], globs: Sequence[str], scratch: str
 ) -> Optional[List[str]]:
-    """`templates` (those of `base`) as `commit` has them; None when git cannot compare."""
-    result = gitrepo.run(["diff-tree", "-r", "-z", "--no-renames", "--raw", base, commit], root)
+    """`templates` (those of `base`) as `commit` has them; None when git cannot compare.
+
+    `git diff-tree` reads the index although comparing two commits needs none of it: 33 ms
+    at 100k files here. It is pointed at an index file that does not exist (in `scratch`,
+    the queue's folder), which git reads as empty.
+    """
+    env = dict(os.environ, GIT_INDEX_FILE=os.path.join(scratch, "no-index"))
+    result = gitrepo.run(["diff-tree", "-r", "-z", "--no-renames", "--raw", base, commit], root, env=env)
     if result.returncode != 0:
         return None
     matcher = GlobSet(globs)

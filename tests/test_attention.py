@@ -248,3 +248,31 @@ def test_a_closed_pipe_ends_the_hook_with_141_and_the_delivery_still_runs(tmp_pa
         time.sleep(0.3)
     assert sorted(job["pipeline"] for job in jobs) == ["edges", "montage"]
     assert all(job["state"] == "failed" and "Docker engine not reachable" in job["steps"][0]["error"] for job in jobs)
+
+
+def test_queue_files_pachhook_must_not_open_are_named(tmp_path, env):
+    import sqlite3
+
+    folder = tmp_path / "repo"
+    folder.mkdir()
+    run(["git", "init", "-q"], folder, env)
+    queue_db = folder / ".git" / "pachhook" / "queue.db"
+    queue_db.mkdir(parents=True)
+    shown = pachhook("status", cwd=folder, env=env)
+    assert shown.returncode == 2 and "internal error" not in shown.stderr
+    assert (
+        shown.stderr == f"pachhook status: {queue_db} is a folder, not pachhook's queue database: move it away"
+        " and pachhook starts an empty queue\n"
+    )
+    queue_db.rmdir()
+    assert pachhook("status", cwd=folder, env=env).returncode == 0
+    db = sqlite3.connect(queue_db)
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    newer = pachhook("status", cwd=folder, env=env)
+    assert newer.returncode == 2
+    assert "was written by a newer pachhook (queue schema version 99; this pachhook reads version 2)" in newer.stderr
+    check = sqlite3.connect(queue_db)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 99  # never marked back
+    check.close()

@@ -74,11 +74,12 @@ def hook_places(prog: str) -> "Optional[Tuple[Path, Path, Path]]":
 def open_queue(prog: str) -> "Optional[Queue]":
     """The queue of the repository around the working directory, or None after saying why not."""
     from pachhook.core import gitrepo
+    from pachhook.queue.database import QueueFileError
     from pachhook.queue.store import open_queue as open_repository_queue
 
     try:
         return open_repository_queue()
-    except gitrepo.GitError as error:
+    except (gitrepo.GitError, QueueFileError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return None
 

@@ -112,6 +112,14 @@ class Transaction:
         self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
 
 
+class QueueFileError(sqlite3.DatabaseError):
+    """The queue file is not one this pachhook may open (a folder, a newer schema); one line.
+
+    A DatabaseError, so every caller that reports a queue it cannot open reports this too;
+    never "corrupt", so it is never moved aside or rewritten.
+    """
+
+
 class Database:
     """One open queue database in `folder` (made if missing)."""
 
@@ -120,6 +128,11 @@ class Database:
         os.makedirs(folder, exist_ok=True)
         self.set_aside: Optional[str] = None  # where a corrupt database was moved by this open
         self._timeout = timeout
+        path = os.path.join(folder, DB_NAME)
+        if os.path.isdir(path):
+            raise QueueFileError(
+                f"{path} is a folder, not pachhook's queue database: move it away and pachhook starts an empty queue"
+            )
         try:
             self._open()
         except sqlite3.DatabaseError as error:
@@ -136,7 +149,16 @@ class Database:
         )
         self.connection.row_factory = sqlite3.Row
         self.connection.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-        if self.connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+        version = self.connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            # Written by a newer pachhook: "upgrading" it to this version would lose what it keeps.
+            self.connection.close()
+            raise QueueFileError(
+                f"{os.path.join(self.folder_str, DB_NAME)} was written by a newer pachhook (queue schema"
+                f" version {version}; this pachhook reads version {SCHEMA_VERSION}): upgrade pachhook, or"
+                " move the file away to start an empty queue"
+            )
+        if version != SCHEMA_VERSION:
             self._create()
         self.connection.execute("PRAGMA synchronous = NORMAL")
 

@@ -67,8 +67,8 @@ def test_zizmor_finds_nothing(workflow):
 
 def test_zizmor_refuses_persisted_credentials_and_unpinned_action(tmp_path):
     source = RECIPES / "github" / "deliver-production.yml"
-    checkout = "# v4.2.2\n        with:\n          persist-credentials: false\n"
-    broken = _broken_copy(tmp_path, source, checkout, "# v4.2.2\n")  # checkout's default keeps the token
+    # without the line, checkout's default keeps the token in .git/config
+    broken = _broken_copy(tmp_path, source, "          persist-credentials: false\n", "")
     result = _lint([_tool("zizmor"), "--offline", "--no-progress", str(broken)])
     assert result.returncode != 0 and "artipacked" in result.stdout
     (tmp_path / "unpinned").mkdir()

@@ -637,3 +637,37 @@ def test_keep_jobs_is_a_positive_whole_number(tmp_path: Path):
         f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: keep_jobs: must be a whole number of jobs,"
         " 1 or more, not an integer (0)\n"
     )
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stopped_run_releases_its_job_for_the_next_worker_at_once(tmp_path: Path, signum: str):
+    import signal
+
+    repo = fixed_image_repo(tmp_path)
+    repo.pachhook("queue", check=True)
+    repo.env["PACHCTL_DOUBLE_HANG"] = "update"  # the update step sleeps for an hour
+    process = subprocess.Popen(
+        [str(VENV_BIN / "pachhook"), "run", "--lease", "600"],
+        cwd=repo.path,
+        env=repo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and live_jobs(repo)[0]["steps"][2]["state"] != "running":
+        time.sleep(0.2)
+    process.send_signal(getattr(signal, signum))
+    try:
+        process.communicate(timeout=30)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the hanging double, if still there
+        except ProcessLookupError:
+            pass
+    job = live_jobs(repo)[0]
+    assert job["state"] == "queued", job  # not "running" until a 600 s lease runs out
+    repo.env.pop("PACHCTL_DOUBLE_HANG")
+    again = repo.pachhook("run")
+    assert "no job to run" not in again.stdout and ": done" in again.stdout, again.stdout

@@ -7,6 +7,7 @@ Exit status: 0 every job run is done (or there was nothing to run), 1 a job fail
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import List, Optional, Sequence
@@ -102,12 +103,19 @@ class _QuietFilter:
         return True
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM ends the run as Ctrl-C does: the job in hand is released for the next worker
+    # at once (drain hands it back on the way out) instead of holding its lease until expiry.
+    raise KeyboardInterrupt
+
+
 def run_queue(args: argparse.Namespace) -> int:
     try:
         root = gitrepo.repo_root()
     except gitrepo.GitError as error:
         print(f"pachhook run: {error}", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     def progress(line: str) -> None:
         if not args.quiet or line.endswith((": done", ": failed", ": cancelled", ": running")):

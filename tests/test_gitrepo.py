@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,30 @@ def test_run_reports_status_and_streams_and_git_raises_the_first_line(repo):
 def test_a_timeout_is_a_git_error_not_a_traceback(repo):
     with pytest.raises(gitrepo.GitError, match=r"^git slow did not finish within 0.5 s$"):
         gitrepo.run(["-c", "alias.slow=!sleep 1", "slow"], repo.path, env=repo.env, timeout=0.5)
+
+
+def test_a_git_that_writes_much_to_both_streams_does_not_block(repo: Repo, tmp_path: Path):
+    # GIT_TRACE_PACK_ACCESS writes a stderr line per object read: with stdout read to its end
+    # first, git filled the stderr pipe and waited on it for ever (`git commit` never returned).
+    for n in range(3):
+        commit_files(repo, {f"f{i}.txt": f"{n} {i}\n" * 20 for i in range(600)})
+    repo.git("gc", "-q")
+    env = dict(repo.env, GIT_TRACE_PACK_ACCESS="2")
+    results = []
+    # The hooks' call form (no timeout of their own), in a thread: a deadlock fails the test.
+    reader = threading.Thread(
+        target=lambda: results.append(gitrepo.run(["log", "-p", "--format=%H"], repo.path, env=env)), daemon=True
+    )
+    reader.start()
+    reader.join(60)
+    assert results, "git blocked on a full pipe"
+    result = results[0]
+    assert result.returncode == 0
+    assert len(result.stdout) > 64 * 1024 and len(result.stderr) > 64 * 1024
+
+
+def test_git_never_prompts_and_never_runs_past_its_deadline(repo: Repo):
+    shown = gitrepo.run(["-c", "alias.prompt=!printenv GIT_TERMINAL_PROMPT", "prompt"], repo.path, env=repo.env)
+    assert shown.stdout.strip() == b"0"
+    with pytest.raises(gitrepo.GitError, match=r"git hang did not finish within 1 s"):
+        gitrepo.run(["-c", "alias.hang=!sleep 30", "hang"], repo.path, env=repo.env, timeout=1)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 
 ZERO_SHA = "0" * 40
+# The deadline of a git call that names none: far beyond any healthy command, short enough
+# that a hook or worker stuck on git comes back with an error.
+DEFAULT_TIMEOUT = 300.0
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
-    from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
     PathLike = Union[str, Path]
 
@@ -49,7 +52,8 @@ def run(
     literal_pathspecs makes git read every path argument as a plain name (a file called
     `*.py` or `:x` is itself and nothing else). Without input and timeout the process is
     started with os.posix_spawnp: the hooks then never import subprocess (~12 ms, with
-    locale, signal and selectors behind it). A timeout raises GitError.
+    locale, signal and selectors behind it). A call without a timeout gets DEFAULT_TIMEOUT;
+    running past it raises GitError.
     """
     argv = ["git"]
     if literal_pathspecs:
@@ -57,9 +61,15 @@ def run(
     if cwd is not None:
         argv += ["-C", os.fspath(cwd)]
     argv += args
-    if input is None and timeout is None:
-        return _run_spawn(argv, env)
-    return _run_subprocess(argv, input, env, timeout, _command_name(args))
+    # No git process may wait on a person: no terminal prompt for credentials (stdin is
+    # closed too), and a deadline for every call.
+    base = os.environ if env is None else env
+    if base.get("GIT_TERMINAL_PROMPT") != "0":
+        base = {**base, "GIT_TERMINAL_PROMPT": "0"}
+    deadline = DEFAULT_TIMEOUT if timeout is None else timeout
+    if input is None:
+        return _run_spawn(argv, base, deadline, _command_name(args))
+    return _run_subprocess(argv, input, base, deadline, _command_name(args))
 
 
 def git(
@@ -91,14 +101,17 @@ def _command_name(args: Sequence[str]) -> str:
     return args[i] if i < len(args) else "git"
 
 
-def _run_spawn(argv: List[str], env: Optional[Dict[str, str]]) -> GitResult:
+def _run_spawn(argv: List[str], env: Mapping[str, str], timeout: float, command: str) -> GitResult:
+    import select  # a built-in module: no import cost worth naming
+    import time
+
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
         pid = os.posix_spawnp(
             argv[0],
             argv,
-            os.environ if env is None else env,
+            env,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -111,30 +124,34 @@ def _run_spawn(argv: List[str], env: Optional[Dict[str, str]]) -> GitResult:
         raise GitError(f"cannot run git: {error}") from None
     os.close(out_w)
     os.close(err_w)
-    # git's stderr on these commands is a line or two, far below a pipe's buffer, so
-    # reading stdout to its end first cannot block git on a full stderr pipe.
-    out = _read_all(out_r)
-    err = _read_all(err_r)
-    _, status = os.waitpid(pid, 0)
-    return GitResult(os.waitstatus_to_exitcode(status), out, err)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
+    # Both pipes are read as data arrives: git writes a lot to stderr when a GIT_TRACE*
+    # variable is set, and reading one pipe to its end first would leave git blocked on
+    # the other, full one.
+    chunks: Dict[int, List[bytes]] = {out_r: [], err_r: []}
+    open_fds = [out_r, err_r]
+    ends = time.monotonic() + timeout
     try:
-        while True:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        while open_fds:
+            left = ends - time.monotonic()
+            ready = select.select(open_fds, [], [], max(left, 0))[0] if left > 0 else []
+            if not ready:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                raise GitError(f"git {command} did not finish within {timeout:g} s")
+            for fd in ready:
+                chunk = os.read(fd, 1 << 16)
+                if chunk:
+                    chunks[fd].append(chunk)
+                else:
+                    open_fds.remove(fd)
     finally:
-        os.close(fd)
-    return b"".join(chunks)
+        os.close(out_r)
+        os.close(err_r)
+    _, status = os.waitpid(pid, 0)
+    return GitResult(os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r]))
 
 
-def _run_subprocess(
-    argv: List[str], input: Optional[bytes], env: Optional[Dict[str, str]], timeout: Optional[float], command: str
-) -> GitResult:
+def _run_subprocess(argv: List[str], input: bytes, env: Mapping[str, str], timeout: float, command: str) -> GitResult:
     import subprocess
 
     try:

@@ -61,3 +61,19 @@ def auth_docker_config(services, tmp_path, monkeypatch) -> _Path:
 
 
 # ---- end of Docker services fixtures ----
+
+
+# ---- Pachyderm session isolation (environments engineer) ----
+
+
+@_pytest.fixture(autouse=True)
+def _pachctl_config_isolation(monkeypatch, tmp_path_factory):
+    """Keep pachhook and the pachctl double away from the user's ~/.pachyderm/config.json.
+
+    pachctl (and so its double) creates and writes the file PACH_CONFIG names; without this
+    every test would share, and write, the home folder's one.
+    """
+    folder = tmp_path_factory.mktemp("pachyderm-config")
+    monkeypatch.setenv("PACH_CONFIG", str(folder / "config.json"))
+    monkeypatch.delenv("PACH_CONTEXT", raising=False)
+    monkeypatch.delenv("PACHD_ADDRESS", raising=False)

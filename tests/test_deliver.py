@@ -80,8 +80,18 @@ def test_delivers_every_pipeline_in_dependency_order(two_pipelines, double):
     assert sha in registry_tags(services.registry, repository)
     edges = [spec for spec in received(double) if spec["pipeline"]["name"] == "edges"][0]
     assert edges["transform"]["image"] == f"{image}:{sha}"
-    assert f"delivering {sha[:12]} (main): edges, counts, alone" in out.stdout
+    assert (
+        f"delivering {sha[:12]} (main) to env default (the active pachctl context): edges, counts, alone" in out.stdout
+    )
     assert "edges: update: done: edges v1" in out.stdout
+    # One commit, one DAG update: the three specs went into one transaction, so one spec
+    # commit (one global ID) holds them all (transaction docs; api_server.go).
+    assert ["start", "transaction"] in calls(double)
+    spec_commits = {
+        json.loads((double / "pipelines" / f"{name}.json").read_text())["spec_commit"]
+        for name in ("edges", "counts", "alone")
+    }
+    assert len(spec_commits) == 1
     # The timing table: a header and one row per pipeline.
     table = out.stdout.split("\n\n")[-1].splitlines()
     assert table[0].split() == ["pipeline", "build", "push", "update", "total"]
@@ -118,7 +128,8 @@ def test_dry_run_changes_nothing(two_pipelines, double):
 
 
 @pytest.mark.integration
-def test_a_failed_pipeline_stops_its_readers_only(two_pipelines, double):
+def test_a_failed_pipeline_stops_the_whole_commits_update(two_pipelines, double):
+    """One commit, one DAG update: a failed build applies none of the commit's pipelines."""
     repo, image, repository, services = two_pipelines
     (repo / "edges" / "Dockerfile").write_text(test_services.base_dockerfile(services, "RUN exit 3"))
     git(repo, "commit", "-q", "-am", "broken build")
@@ -126,9 +137,9 @@ def test_a_failed_pipeline_stops_its_readers_only(two_pipelines, double):
     assert out.returncode == 1
     assert "edges: build: failed:" in out.stdout
     assert "counts: not run: edges failed" in out.stdout
-    assert "alone: update: done" in out.stdout
-    assert [spec["pipeline"]["name"] for spec in received(double)] == ["alone"]
-    assert out.stdout.rstrip().splitlines()[-1].startswith("pachhook run: 2 of 3 pipelines failed: edges: build:")
+    assert "alone: update: failed: not applied: edges, counts failed" in out.stdout
+    assert received(double) == []
+    assert out.stdout.rstrip().splitlines()[-1].startswith("pachhook run: 3 of 3 pipelines failed: edges: build:")
 
 
 def test_unknown_revision_is_a_usage_error(tmp_path):
@@ -147,5 +158,5 @@ def test_branch_not_deployed_does_nothing(tmp_path, double):
     repo = make_repo(tmp_path / "repo", extra={".pachhook.toml": 'branches = ["release/*"]\n'})
     out = run(repo, "--commit", "HEAD")
     assert out.returncode == 0
-    assert "branch main is not one the configuration deploys; nothing to do" in out.stdout
+    assert "branch main delivers to no environment; nothing to do" in out.stdout
     assert calls(double) == []

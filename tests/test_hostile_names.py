@@ -84,7 +84,8 @@ def hostile_repo(tmp_path) -> Repo:
     path.mkdir()
     run(["git", "init", "-q", "-b", "main", str(path)], tmp_path, env)
     repo = Repo(path, env)
-    repo.write(".pachhook.toml", f'worker = "manual"\npachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n')
+    # every branch delivers (the hostile names are branch names): an explicit glob
+    repo.write(".pachhook.toml", f'worker = "manual"\nbranches = ["*"]\npachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n')
     installed = repo.pachhook("install", "--plain")
     assert installed.returncode == 0, installed.stderr
     for index, folder in enumerate(FOLDERS):
@@ -269,7 +270,7 @@ def test_background_worker_starts_and_delivers_from_a_hostile_path(hostile_repo,
     repo = hostile_repo
     ran = repo.pachhook("run")  # deliver what the fixture queued, in the foreground
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    repo.write(".pachhook.toml", f"pachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n")  # background worker
+    repo.write(".pachhook.toml", f'branches = ["*"]\npachctl = {json.dumps(str(PACHCTL_DOUBLE))}\n')  # background
     switch(repo, BRANCHES[0])
     repo.write(f"{FOLDERS[1]}/pipeline.json", spec("p1").replace("true", "echo background"))
     commit = repo.commit(MESSAGE)

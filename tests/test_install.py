@@ -23,7 +23,10 @@ def test_install_writes_executable_plain_hooks_and_uninstall_removes_them(tmp_pa
     repo = make_repo(tmp_path)
     proc = repo.pachhook("install")
     assert proc.returncode == 0
-    assert proc.stdout == f"pachhook install: installed pre-commit, post-commit, pre-push hooks in {hooks(repo)}\n"
+    assert (
+        proc.stdout
+        == f"pachhook install: installed pre-commit, post-commit, pre-push, post-merge, post-rewrite hooks in {hooks(repo)}\n"
+    )
     assert installed(repo) == sorted(HOOK_NAMES)
     for name in HOOK_NAMES:
         assert (hooks(repo) / name).read_text() == script(name)

@@ -273,6 +273,8 @@ def test_delivery_applies_the_rendered_json_with_the_pushed_tag(tmp_path, double
         "pachhook.io/commit": sha,
         "pachhook.io/template": "edges/dag.pipeline.jsonnet",
         "pachhook.io/image-digest": DIGEST,
+        "pachhook.io/environment": "default",
+        "pachhook.io/context": "default",
     }
 
     out = pachhook(repo, "render", "edges/dag.pipeline.jsonnet", "--no-annotations")

@@ -204,7 +204,10 @@ def test_commit_is_queued_for_every_pipeline_at_first(tmp_path: Path):
     head = repo.git("rev-parse", "HEAD")
     proc = repo.pachhook("queue")
     assert proc.returncode == 0
-    assert proc.stdout == f"pachhook: queued {head[:12]} for edges, montage; `pachhook status` shows progress\n"
+    assert (
+        proc.stdout
+        == f"pachhook: queued {head[:12]} for edges, montage to env default (the active pachctl context); `pachhook status` shows progress\n"
+    )
     jobs = live_jobs(repo)
     assert sorted((j["pipeline"], j["commit"], j["branch"], j["template"], j["image"], j["state"]) for j in jobs) == [
         ("edges", head, "main", "edges/pipeline.json", "registry.invalid/team/edges", "queued"),
@@ -277,7 +280,7 @@ def test_bad_configuration_is_one_line_per_problem_and_exit_0(tmp_path: Path):
     assert proc.stdout.splitlines() == [
         f'pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: tag: must be "full" or "short", not a string (\'long\')',
         f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:3: colour: unknown key (known keys:"
-        " backend, branches, images, jsonnet_args, keep_jobs, notify, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
+        " backend, branches, environments, images, jsonnet_args, keep_jobs, notify, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
         " schema_from_cluster, tag, templates, verify, verify_timeout, worker)",
     ]
     status = repo.pachhook("status")
@@ -298,7 +301,7 @@ def test_outside_a_repository_queue_still_exits_0(tmp_path: Path):
 def test_branches_setting_filters_what_is_deployed(tmp_path: Path):
     repo = make_repo(tmp_path, config='worker = "manual"\nbranches = ["release/*"]\n')
     proc = repo.pachhook("queue")
-    assert proc.stdout.endswith("branch main is not among the branches deployed\n")
+    assert proc.stdout.endswith("branch main delivers to no environment\n")
     repo.git("checkout", "-q", "-b", "release/1")
     repo.write("edges/run.sh", "echo release\n")
     repo.commit("release")
@@ -324,7 +327,7 @@ def install_plain_hooks(repo: Repo) -> None:
 
 
 def test_rebase_replaying_20_commits_leaves_one_live_job_per_pipeline(tmp_path: Path):
-    repo = make_repo(tmp_path)
+    repo = make_repo(tmp_path, config='worker = "manual"\nbranches = ["*"]\n')
     install_plain_hooks(repo)
     repo.git("checkout", "-q", "-b", "feature")
     for number in range(20):
@@ -348,7 +351,7 @@ def test_rebase_replaying_20_commits_leaves_one_live_job_per_pipeline(tmp_path: 
 
 
 def test_two_worktrees_committing_at_once_lose_nothing(tmp_path: Path):
-    repo = make_repo(tmp_path)
+    repo = make_repo(tmp_path, config='worker = "manual"\nbranches = ["*"]\n')
     install_plain_hooks(repo)
     repo.git("worktree", "add", "-q", "-b", "left", str(tmp_path / "left"))
     repo.git("worktree", "add", "-q", "-b", "right", str(tmp_path / "right"))
@@ -480,12 +483,13 @@ def test_cancel_and_status_text(tmp_path: Path):
         and again.stderr == f"pachhook cancel: job {jobs[0]['id']} is cancelled: nothing to cancel\n"
     )
     text = repo.pachhook("status").stdout.splitlines()
-    assert text[0].split() == ["JOB", "STATE", "COMMIT", "BRANCH", "PIPELINE", "BUILD", "PUSH", "UPDATE", "AGE"]
-    assert len(text) == 3 and text[1].split()[:5] == [
+    assert text[0].split() == ["JOB", "STATE", "COMMIT", "BRANCH", "ENV", "PIPELINE", "BUILD", "PUSH", "UPDATE", "AGE"]
+    assert len(text) == 3 and text[1].split()[:6] == [
         str(jobs[1]["id"]),
         "queued",
         jobs[1]["commit"][:12],
         "main",
+        "default",
         jobs[1]["pipeline"],
     ]
     assert text[2] == "worker: not running"
@@ -593,7 +597,10 @@ def test_queue_reads_the_diff_and_the_pipelines_paths_not_the_whole_tree(tmp_pat
     head = repo.commit("a new pipeline among other files")
     trace = tmp_path / "trace"
     proc = run([str(VENV_BIN / "pachhook"), "queue"], repo.path, dict(repo.env, GIT_TRACE=str(trace)))
-    assert proc.stdout == f"pachhook: queued {head[:12]} for fresh; `pachhook status` shows progress\n"
+    assert (
+        proc.stdout
+        == f"pachhook: queued {head[:12]} for fresh to env default (the active pachctl context); `pachhook status` shows progress\n"
+    )
     commands = [line.split("trace: built-in: ", 1)[1] for line in trace.read_text().splitlines() if "built-in:" in line]
     assert any(command.startswith("git diff-tree -r -z --no-renames --raw") for command in commands), commands
     listings = [command for command in commands if command.startswith("git ls-tree")]
@@ -616,7 +623,7 @@ def test_a_removed_template_is_forgotten_and_a_gone_base_commit_means_one_full_l
     repo.write("extra/pipeline.json", template("extra"))
     head = repo.commit("extra is back")
     assert repo.pachhook("queue").stdout == (
-        f"pachhook: queued {head[:12]} for extra (superseding 1 older job); `pachhook status` shows progress\n"
+        f"pachhook: queued {head[:12]} for extra to env default (the active pachctl context) (superseding 1 older job); `pachhook status` shows progress\n"
     )
 
 

@@ -126,6 +126,8 @@ def test_update_applies_the_rendered_spec_and_records_the_version(tmp_path, doub
         "pachhook.io/commit": sha,
         "pachhook.io/template": "edges/pipeline.json",
         "pachhook.io/image-digest": DIGEST,
+        "pachhook.io/environment": "default",
+        "pachhook.io/context": "default",
     }
     assert spec["metadata"]["labels"] == {"tier": "gold"}
 

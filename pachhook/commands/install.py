@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pachhook install",
         description=(
-            "Install the pre-commit, post-commit and pre-push git hooks: through"
+            "Install the pre-commit, post-commit, pre-push, post-merge and post-rewrite git hooks: through"
             " `pre-commit install` when .pre-commit-config.yaml exists, else pachhook's plain"
             " hook scripts. A hook pachhook did not write is left alone unless --force."
         ),

@@ -40,7 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-worker", action="store_true", help="do not start a background worker, whatever the configuration says"
     )
+    parser.add_argument(
+        "--hook",
+        choices=HOOKS,
+        help="the git hook running it (post-merge, post-rewrite also supersede what they replaced);"
+        " git's own hook arguments may follow",
+    )
+    parser.add_argument("hook_args", nargs="*", help=argparse.SUPPRESS)
     return parser
+
+
+# Every way a branch moves: a commit, a merge (merge, pull, fast-forward), a rewrite
+# (amend, rebase). githooks(5): post-merge gets the squash flag, post-rewrite the command
+# and, on stdin, one "OLD NEW" line per rewritten commit.
+HOOKS = ("post-commit", "post-merge", "post-rewrite")
 
 
 def _say(line: str) -> None:
@@ -49,20 +62,36 @@ def _say(line: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    rev, start_worker = "HEAD", True
+    rev, start_worker, hook = "HEAD", True, ""
     if args:
         try:
             parsed = build_parser().parse_args(args)
         except SystemExit as stop:
             return 0 if not stop.code else 2
-        rev, start_worker = parsed.commit, not parsed.no_worker
+        rev, start_worker, hook = parsed.commit, not parsed.no_worker, parsed.hook or ""
+    if not hook and os.environ.get("PRE_COMMIT_REWRITE_COMMAND"):
+        hook = "post-rewrite"  # the pre-commit framework's post-rewrite stage (it keeps stdin)
+    rewritten: Optional[List[str]] = None
+    if hook == "post-rewrite":
+        rewritten = _rewritten_commits()
     try:
-        queue_commit(rev, start_worker, keep_open=_is_hook_process())
+        queue_commit(rev, start_worker, keep_open=_is_hook_process(), rewritten=rewritten)
     except Exception as error:  # never a traceback inside `git commit`
         _say(f"queue failed: {type(error).__name__}: {error}")
     if _is_hook_process():
         _exit_now()
     return 0
+
+
+def _rewritten_commits() -> List[str]:
+    """The OLD commits of post-rewrite's stdin lines ("OLD NEW [EXTRA]"); [] when none came."""
+    try:
+        if sys.stdin is None or sys.stdin.isatty():
+            return []
+        text = sys.stdin.read()
+    except (OSError, ValueError):
+        return []
+    return [line.split()[0] for line in text.splitlines() if len(line.split()) >= 2]
 
 
 def _is_hook_process() -> bool:
@@ -87,13 +116,29 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None, keep_open: bool = False) -> int:
-    """Record the jobs of `rev`; with keep_open the database is left for the process exit."""
+def queue_commit(
+    rev: str = "HEAD",
+    start_worker: bool = True,
+    cwd: Any = None,
+    keep_open: bool = False,
+    rewritten: Optional[List[str]] = None,
+) -> int:
+    """Record the jobs of `rev`; with keep_open the database is left for the process exit.
+
+    `rewritten` (post-rewrite): commits an amend or rebase replaced, whose never-started
+    jobs are superseded first; [] means "not told": the branch's queued commits that are
+    no longer ancestors of `rev` are.
+    """
     from pachhook.core import gitrepo
     from pachhook.queue.store import Queue
 
     try:
         info = gitrepo.head_info(cwd, rev)
+        if rev != "HEAD" and not info.branch:
+            # `--commit REV` of the checked-out branch's history is that branch's
+            branch = gitrepo.current_branch(cwd)
+            if branch and gitrepo.run(["merge-base", "--is-ancestor", info.commit, "HEAD"], cwd).returncode == 0:
+                info.branch = branch
     except gitrepo.GitError as error:
         _say(f"nothing queued: {error}")
         return 0
@@ -103,12 +148,12 @@ def queue_commit(rev: str = "HEAD", start_worker: bool = True, cwd: Any = None, 
     try:
         queue = Queue(info.common_dir_str, timeout=HOOK_BUSY_TIMEOUT)
         try:
-            _queue_into(queue, info, start_worker)
+            _queue_into(queue, info, start_worker, rewritten)
         except sqlite3.DatabaseError as error:
             # damage past the header shows only now: set the file aside and record afresh
             if not queue.recover_if_corrupt(error):
                 raise
-            _queue_into(queue, info, start_worker)
+            _queue_into(queue, info, start_worker, rewritten)
     except (sqlite3.Error, OSError) as error:
         # A full disk, a read-only git dir, a lock held past the timeout: the commit stands,
         # say why nothing was recorded, where, and how to record it later.
@@ -140,32 +185,44 @@ def _cause(error: BaseException, common_dir: str) -> str:
     return text
 
 
-def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
-    from pachhook.core.config import ConfigError, load_config
+def _queue_into(queue: Any, info: Any, start_worker: bool, rewritten: Optional[List[str]] = None) -> None:
+    from pachhook.core.config import ConfigError, load_config_at
     from pachhook.queue.affected import find_affected
 
     short = info.commit[:12]
     try:
-        config = load_config(info.root_str, cache_dir=queue.folder_str)
+        # the commit's configuration, not the work tree's (issue 10: deliver from the commit)
+        config = load_config_at(info.root_str, info.commit, cache_dir=queue.folder_str)
     except ConfigError as error:
         for problem in error.problems:
             _say(f"nothing queued for {short}: {problem}")
             queue.problems.record(problem, info.commit)
         return
-    if not config.deploys_branch(info.branch):
-        where = f"branch {info.branch}" if info.branch else "a detached HEAD"
-        _say(f"nothing queued for {short}: {where} is not among the branches deployed")
+    from pachhook.core.environments import environment_for
+
+    try:
+        environment = environment_for(config, info.branch, info.root_str)
+    except ConfigError as error:
+        for problem in error.problems:
+            _say(f"nothing queued for {short}: {problem}")
+            queue.problems.record(problem, info.commit)
         return
     from pachhook.queue.attention import any_unseen, describe, failed_newest, mark_seen, needing_attention
 
-    affected = find_affected(info.root_str, info.commit, info.tree, config, queue)
+    if environment is None:
+        where = f"branch {info.branch}" if info.branch else "a detached HEAD"
+        _say(f"nothing queued for {short}: {where} delivers to no environment")
+        return
+    if rewritten is not None and info.branch:
+        _supersede_rewritten(queue, info, rewritten)
+    affected = find_affected(info.root_str, info.commit, info.tree, config, queue, environment.name)
     for problem in affected.problems:
         queue.problems.record(problem, info.commit)
     # Failed or stuck deliveries the user has not been told about, before this commit's
     # jobs (which may re-queue a failed pipeline) change what is newest.
     failed_before = failed_newest(queue)
     attention = needing_attention(queue) if any_unseen(queue) else []
-    outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs)
+    outcome = queue.enqueue_commit(info.commit, info.branch, affected.jobs, environment.name)
     # The worker starts before anything is printed: a reader that has gone away (`git
     # commit | head -1`) must not cost the delivery.
     if outcome.created and start_worker and config.worker == "background":
@@ -174,7 +231,7 @@ def _queue_into(queue: Any, info: Any, start_worker: bool) -> None:
         start_background(info.root_str, info.common_dir_str)
     for problem in affected.problems:
         _say(f"{short}: {problem}")
-    _report(short, affected.templates, outcome, failed_before)
+    _report(short, affected.templates, outcome, failed_before, environment.describe())
     created = {pipeline for _, pipeline in outcome.created}
     for job in attention:
         if job.pipeline not in created:
@@ -191,14 +248,33 @@ def _name_cluster_failures(queue: Any) -> None:
         _say(f"note: {pipeline} from {commit[:12]} failed in cluster: job {cluster_job} {shown}")
 
 
-def _report(short: str, templates: int, outcome: Any, requeued: Any = None) -> None:
+def _supersede_rewritten(queue: Any, info: Any, rewritten: List[str]) -> None:
+    from pachhook.core import gitrepo
+
+    short = info.commit[:12]
+    if not rewritten:
+        rewritten = [
+            commit
+            for commit in queue.unstarted_commits(info.branch)
+            if commit != info.commit
+            and gitrepo.run(["merge-base", "--is-ancestor", commit, info.commit], info.root_str).returncode != 0
+        ]
+    ids = queue.supersede_unstarted(
+        [commit for commit in rewritten if commit != info.commit],
+        f"superseded: rewritten (amend or rebase); {info.branch} is at {short} now",
+    )
+    if ids:
+        _say(f"superseded {len(ids)} job{'s' if len(ids) != 1 else ''} of rewritten commits")
+
+
+def _report(short: str, templates: int, outcome: Any, requeued: Any = None, where: str = "") -> None:
     names: List[str] = [pipeline for _, pipeline in outcome.created]
     again = [
         f"{name} (again: its last delivery, job {requeued[name]}, failed)" for name in names if name in (requeued or {})
     ]
     if names:
         shown = [name for name in names if name not in (requeued or {})] + again
-        line = f"queued {short} for {', '.join(shown)}"
+        line = f"queued {short} for {', '.join(shown)}" + (f" to {where}" if where else "")
         if outcome.superseded:
             count = len(outcome.superseded)
             line += f" (superseding {count} older job{'s' if count != 1 else ''})"

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="with --commit: json prints one summary document on stdout (progress goes to stderr)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="with --commit: apply even when the live pipeline runs a commit that is not an ancestor"
+        " of this one (a force push, another branch); the record says it was forced",
+    )
     add_lease_option(parser)
     return parser
 
@@ -54,6 +60,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
+    if args.force and args.commit is None:
+        print("pachhook run: --force goes with --commit REV (one commit, delivered on purpose)", file=sys.stderr)
+        return 2
     if args.commit is not None or args.dry_run:
         return run_commit(args)
     if args.format != "text":
@@ -73,7 +82,7 @@ def run_commit(args: argparse.Namespace) -> int:
         if shown is None or shown.keep(line):
             print(line, file=progress, flush=True)
 
-    status = deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report)
+    status = deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report, force=args.force)
     report.status, report.seconds = status, round(time.monotonic() - started, 3)
     if cireport.on_github_actions():
         for line in cireport.annotations(report):

@@ -166,17 +166,22 @@ def format_jobs(jobs: List[Job], colour: bool = False, now: Optional[float] = No
     if not jobs:
         return "no jobs"
     now = time.time() if now is None else now
-    header = ["JOB", "STATE", "COMMIT", "BRANCH", "PIPELINE", "BUILD", "PUSH", "UPDATE", "AGE"]
+    header = ["JOB", "STATE", "COMMIT", "BRANCH", "ENV", "PIPELINE", "BUILD", "PUSH", "UPDATE", "AGE"]
     rows = [header]
     notes: List[List[str]] = []
     for job in jobs:
         rows.append(
             [
                 str(job.id),
-                "failed in cluster" if _failed_in_cluster(job) else job.state,
+                "failed in cluster"
+                if _failed_in_cluster(job)
+                else "unchanged"
+                if job.state == "done" and job.reason.startswith("unchanged")
+                else job.state,
                 job.commit[:12],
                 job.branch or "-",
-                job.pipeline,
+                job.environment or "-",
+                _pipeline_cell(job),
                 *(_step_cell(step, now) for step in job.steps),
                 _ago(job.updated_at, now),
             ]
@@ -187,6 +192,8 @@ def format_jobs(jobs: List[Job], colour: bool = False, now: Optional[float] = No
             extra.append(f"    {failed}")
         if job.superseded_by:
             extra.append(f"    superseded by job {job.superseded_by}")
+        if job.reason:
+            extra.append(f"    {job.reason}")
         extra += [f"    {step.name} failed: {step.error}" for step in job.steps if step.error]
         notes.append(extra)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -197,6 +204,14 @@ def format_jobs(jobs: List[Job], colour: bool = False, now: Optional[float] = No
         lines.append(_paint(line, style, colour) if style else line)
         lines += [_paint(note, "red", colour) if " failed: " in note else note for note in extra]
     return "\n".join(lines)
+
+
+def _pipeline_cell(job: Job) -> str:
+    """The pipeline as applied (suffix, project) once the update step says so."""
+    update = next((step.result for step in job.steps if step.name == "update"), {}) or {}
+    name = update.get("pipeline") or job.pipeline
+    project = update.get("project") or ""
+    return f"{project}/{name}" if project and project != "default" else name
 
 
 def _step_cell(step: StepRecord, now: float) -> str:

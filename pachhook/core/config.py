@@ -115,6 +115,7 @@ class Config(_Record):
         "verify_timeout",
         "keep_jobs",
         "notify",
+        "environments",
     )
 
     def __init__(
@@ -145,7 +146,7 @@ class Config(_Record):
         )  # the file the configuration came from, None for conventions
         self.templates: List[str] = list(templates) if templates is not None else list(DEFAULT_TEMPLATE_GLOBS)
         self.images: Dict[str, ImageConfig] = dict(images or {})
-        self.branches = branches  # None: deploy from every branch
+        self.branches = branches  # None: the default branch only (see core.environments)
         self.tag = tag  # "full" | "short" commit SHA
         self.pin_digest = pin_digest
         self.reprocess = reprocess
@@ -165,6 +166,9 @@ class Config(_Record):
         # finished jobs kept per pipeline; older ones move to the provenance ledger
         self.keep_jobs = keep_jobs
         self.notify = notify  # a desktop notification when a background delivery fails
+        # [environments.NAME] tables (core.environments.Environment by name); empty: the
+        # implicit environment (top-level `branches`, else the default branch only)
+        self.environments: Dict[str, Any] = {}
 
     @property
     def root(self) -> Path:
@@ -179,12 +183,10 @@ class Config(_Record):
         return None if self._source is None else Path(self._source)
 
     def deploys_branch(self, branch: str) -> bool:
-        """Whether commits of `branch` (short name, "" when detached) are delivered."""
-        if self.branches is None:
-            return True
-        import fnmatch
+        """Whether commits of `branch` (short name, "" when detached) are delivered anywhere."""
+        from pachhook.core.environments import environment_for
 
-        return any(fnmatch.fnmatchcase(branch, pattern) for pattern in self.branches)
+        return environment_for(self, branch, self._root) is not None
 
     def image_config(self, image: str) -> Optional[ImageConfig]:
         return self.images.get(image)
@@ -222,6 +224,37 @@ def load_config(root: Any, cache_dir: Any = None) -> Config:
     if text is not None:
         data = _parse_toml(dotfile, text, cache_dir)
         return parse_section(root, dotfile, text, data, ())
+    return Config(root=root)
+
+
+def load_config_at(root: Any, commit: str, cache_dir: Any = None) -> Config:
+    """The configuration as it stands in `commit`'s tree, never the work tree.
+
+    Delivery builds and applies what a commit holds: build arguments, Dockerfiles, tags
+    and environments edited but not committed must not leak into it. Raises ConfigError
+    (one line per problem) like load_config; `cache_dir` as there.
+    """
+    from pachhook.core import gitrepo
+
+    root = os.fspath(root)
+    for name in ("pyproject.toml", ".pachhook.toml"):
+        data = gitrepo.show_file(commit, name, root)
+        if data is None:
+            continue
+        path = os.path.join(root, name)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError([f"{name} at {commit[:12]}: cannot read: {error}"]) from None
+        if name == "pyproject.toml":
+            if "pachhook" not in text:
+                continue
+            section = _parse_toml(path, text, cache_dir).get("tool", {})
+            section = section.get("pachhook") if isinstance(section, dict) else None
+            if section is None:
+                continue
+            return parse_section(root, path, text, section, ("tool", "pachhook"))
+        return parse_section(root, path, text, _parse_toml(path, text, cache_dir), ())
     return Config(root=root)
 
 
@@ -297,6 +330,10 @@ def parse_section(root: Any, source: Any, text: str, section: Any, prefix: Tuple
             checker.problem((key,), f"unknown key (known keys: {', '.join(sorted(_KEYS))})")
             continue
         handler(checker, config, value)
+    if config.environments and "branches" in section:
+        checker.problem(
+            ("branches",), "with [environments] configured, each environment names its own `branches`; remove this key"
+        )
     if checker.problems:
         raise ConfigError(checker.problems)
     return config
@@ -647,7 +684,14 @@ def _set_notify(checker: _Checker, config: Config, value: Any) -> None:
         config.notify = flag
 
 
+def _set_environments(checker: _Checker, config: Config, value: Any) -> None:
+    from pachhook.core.environments import parse_environments
+
+    config.environments = parse_environments(checker, value)
+
+
 _KEYS = {
+    "environments": _set_environments,
     "templates": _set_templates,
     "images": _set_images,
     "branches": _set_branches,

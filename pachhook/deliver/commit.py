@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from pachhook.core import gitrepo
-from pachhook.core.config import Config, ConfigError, load_config
+from pachhook.core.config import Config, ConfigError, load_config_at
+from pachhook.core.environments import environment_for
 from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.holds import Holds
-from pachhook.deliver.runner import StepHooks, run_steps
-from pachhook.deliver.steps import StepContext
+from pachhook.deliver.runner import StepHooks, one_line, run_steps
+from pachhook.deliver.steps import StepContext, StepResult, run_step
+from pachhook.deliver.steps.update import run_together
 from pachhook.queue.affected import commit_templates, foreign_file, parse_template
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.states import STEP_NAMES
@@ -114,6 +117,7 @@ def deliver_commit(
     cwd: Optional[Path] = None,
     err: Optional[Output] = None,
     report: Optional[RunReport] = None,
+    force: bool = False,
 ) -> int:
     """Run build, push and update for every pipeline of `rev`; returns an exit status.
 
@@ -131,17 +135,20 @@ def deliver_commit(
     except gitrepo.GitError as error:
         err(f"pachhook run: {error}")
         return 2
+    branch = branch_of(rev, commit, info.commit, info.branch, info.root)
     try:
-        config = load_config(info.root)
+        # the commit's configuration, never the work tree's
+        config = load_config_at(info.root, commit)
+        environment = environment_for(config, branch, info.root)
     except ConfigError as error:
         for line in error.problems:
             err(f"pachhook run: {line}")
         return 2
-    branch = branch_of(rev, commit, info.commit, info.branch, info.root)
     if report is not None:
         report.commit, report.branch, report.dry_run = commit, branch, dry_run
-    if not config.deploys_branch(branch):
-        out(f"pachhook run: branch {branch or '(none)'} is not one the configuration deploys; nothing to do")
+        report.environment = environment.name if environment is not None else ""
+    if environment is None:
+        out(f"pachhook run: branch {branch or '(none)'} delivers to no environment; nothing to do")
         return 0
     try:
         pipelines = plan(info.root, commit, config)
@@ -158,21 +165,30 @@ def deliver_commit(
     out(
         f"{mode}delivering {commit[:12]}"
         + (f" ({branch})" if branch else "")
+        + f" to {environment.describe()}"
+        + (" (forced)" if force else "")
         + f": {', '.join(item.pipeline for item in pipelines)}"
     )
     if dry_run:
         _show_plan(info.root, commit, branch, config, out)
     outcomes: List[Outcome] = []
+    contexts: List[Optional[StepContext]] = []
     failed: Set[str] = set()
     for item in pipelines:
         # A pipeline reading the output of one that failed would be updated against the old one.
         blocked = sorted(name for name in item.inputs if name in failed)
-        outcome = _deliver_one(info.root, info.common_dir, commit, branch, item, dry_run, out, blocked)
+        outcome, ctx = _build_and_push(
+            info.root, info.common_dir, commit, branch, item, dry_run, out, blocked, environment.name, force
+        )
         if outcome.error:
             failed.add(item.pipeline)
-        elif not dry_run:
-            _release_hold(Path(info.common_dir), item.pipeline, commit, out)
         outcomes.append(outcome)
+        contexts.append(ctx)
+    _update_together(outcomes, contexts, dry_run)
+    if not dry_run:
+        for outcome in outcomes:
+            if not outcome.error:
+                _release_hold(Path(info.common_dir), outcome.pipeline, commit, out)
     if report is not None:
         for done in outcomes:
             report.add_pipeline(done.pipeline, done.template, done.results, done.outcomes, done.timings, done.error)
@@ -199,7 +215,14 @@ def _show_plan(root: Path, commit: str, branch: str, config, out: Output) -> Non
     out("")
 
 
-def _deliver_one(
+class _UntilUpdate(StepHooks):
+    """Build and push only: a commit's updates are applied together (_update_together)."""
+
+    def starting(self, name: str, ctx: StepContext) -> bool:
+        return name != "update"
+
+
+def _build_and_push(
     root: Path,
     common_dir: Path,
     commit: str,
@@ -208,12 +231,15 @@ def _deliver_one(
     dry_run: bool,
     out: Output,
     blocked_by: List[str],
-) -> Outcome:
+    environment: str = "",
+    force: bool = False,
+) -> Tuple[Outcome, Optional[StepContext]]:
+    """Build and push one pipeline's image; its step context for the update, None on failure."""
     outcome = Outcome(item.pipeline, template=item.template)
     if blocked_by:
         outcome.error = f"not run: {', '.join(blocked_by)} failed"
         out(f"{item.pipeline}: {outcome.error}")
-        return outcome
+        return outcome, None
     job = Job(
         id=0,
         commit=commit,
@@ -222,17 +248,63 @@ def _deliver_one(
         template=item.template,
         image=item.image,
         steps=[StepRecord(name) for name in STEP_NAMES],
+        environment=environment,
     )
 
     def log(line: str) -> None:
         out(f"{item.pipeline}: {line}")
 
-    ctx = StepContext(repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run)
-    # Nothing is recorded around the steps: the base StepHooks.
-    run = run_steps(ctx, StepHooks(), show_time=True)
+    ctx = StepContext(repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run, force=force)
+    # Nothing is recorded around the steps: the base StepHooks, stopping before the update.
+    run = run_steps(ctx, _UntilUpdate(), show_time=True)
     outcome.timings, outcome.outcomes, outcome.error = run.timings, run.outcomes, run.error
     outcome.results = ctx.results
-    return outcome
+    return outcome, (None if run.error else ctx)
+
+
+def _update_together(outcomes: List[Outcome], contexts: List[Optional[StepContext]], dry_run: bool) -> None:
+    """The update step of every pipeline at once: one transaction for the commit's DAG.
+
+    When a pipeline's build or push failed, none is applied (one commit, one DAG update);
+    each update step says why.
+    """
+    if dry_run:
+        for outcome, ctx in zip(outcomes, contexts):
+            if ctx is not None:
+                began = time.monotonic()
+                try:
+                    result: Any = run_step("update", ctx)
+                except Exception as error:  # a step's failure is this pipeline's, reported in one line
+                    result = error
+                _record_update(outcome, ctx, result, time.monotonic() - began)
+        return
+    live = [(outcome, ctx) for outcome, ctx in zip(outcomes, contexts) if ctx is not None]
+    if not live:
+        return
+    if len(live) < len(outcomes):
+        failed = ", ".join(outcome.pipeline for outcome in outcomes if outcome.error)
+        for outcome, ctx in live:
+            _record_update(outcome, ctx, RuntimeError(f"not applied: {failed} failed"), 0.0)
+        return
+    began = time.monotonic()
+    results = run_together([ctx for _, ctx in live])
+    seconds = (time.monotonic() - began) / len(live)
+    for (outcome, ctx), result in zip(live, results):
+        _record_update(outcome, ctx, result, seconds)
+
+
+def _record_update(outcome: Outcome, ctx: StepContext, result: Any, seconds: float) -> None:
+    outcome.timings["update"] = seconds
+    if isinstance(result, BaseException):
+        cause = str(result) if isinstance(result, RuntimeError) else one_line(result)
+        outcome.outcomes["update"] = "failed"
+        outcome.error = f"update: {cause}"
+        ctx.log(f"update: failed: {cause}")
+        return
+    assert isinstance(result, StepResult)
+    outcome.outcomes["update"] = result.outcome
+    ctx.results["update"] = {str(k): str(v) for k, v in result.data.items()}
+    ctx.log(f"update: {result.outcome}" + (f": {result.message}" if result.message else "") + f" ({seconds:.1f}s)")
 
 
 def _summarise(outcomes: List[Outcome], out: Output) -> int:

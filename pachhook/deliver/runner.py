@@ -24,11 +24,12 @@ from pachhook.core import gitrepo
 from pachhook.core.config import DEFAULT_KEEP_JOBS, ConfigError, load_config
 from pachhook.core.sanitize import one_line as bounded_line
 from pachhook.deliver.holds import Holds, held_message
+from pachhook.deliver.order import unreachable
 from pachhook.deliver.steps import StepContext, StepError, run_step
 from pachhook.queue.jobs import Job
 from pachhook.queue.launch import WorkerLock
 from pachhook.queue.retention import prune
-from pachhook.queue.states import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED
+from pachhook.queue.states import CANCELLED, DONE, FAILED, STEP_DONE, STEP_NAMES, STEP_SKIPPED, SUPERSEDED
 from pachhook.queue.store import LeaseLost, Queue
 
 Progress = Callable[[str], None]
@@ -131,6 +132,20 @@ class _QueueHooks(StepHooks):
         return True
 
     def finished(self, name: str, data: Dict[str, str], skipped: bool) -> None:
+        if self.queue.state_of(self.job_id) == CANCELLED:
+            # Cancelled while the step ran: what it did is recorded all the same, and an
+            # update that got applied says so (the cancel came too late to stop it).
+            self.queue.finish_step(self.job_id, name, data, skipped=skipped)
+            if data.get("late_cancel"):
+                self.queue.end_job(self.job_id, CANCELLED, "cancelled too late: applied")
+            return
+        final_state = _FINAL_STATES.get(data.get("outcome", ""))
+        if final_state is not None:
+            # The update step found the cluster ahead (superseded), in place (unchanged)
+            # or the job cancelled before its apply: the job ends here, saying why.
+            self.queue.finish_step(self.job_id, name, data, skipped=True, worker_id=self.worker_id)
+            self.queue.end_job(self.job_id, final_state, f"{data['outcome']}: {data.get('reason', '')}")
+            return
         self.queue.finish_step(self.job_id, name, data, skipped=skipped, worker_id=self.worker_id)
 
     def failed(self, name: str, cause: str) -> None:
@@ -150,6 +165,11 @@ def process_job(
     Stops at the first failing step (the job is then failed, retryable) and before any
     step once the job has been cancelled. Returns the job as the queue has it after.
     """
+    gone = unreachable(job.commit, job.branch, Path(repo_root))
+    if gone:
+        # amended, rebased, reset or collected: such a commit is never delivered
+        log(f"superseded: {gone}")
+        return queue.end_job(job.id, SUPERSEDED, f"superseded: {gone}")
     context = StepContext(
         repo_root=Path(repo_root),
         git_dir=queue.folder.parent,
@@ -157,9 +177,14 @@ def process_job(
         log=log,
         results={record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)},
         dry_run=dry_run,
+        is_cancelled=lambda: queue.state_of(job.id) == CANCELLED,
     )
     run_steps(context, _QueueHooks(queue, job.id, worker_id))
     return queue.get(job.id)
+
+
+# Step outcomes that end a job, and the job state each leaves it in.
+_FINAL_STATES = {"superseded": SUPERSEDED, "unchanged": DONE, "cancelled": CANCELLED}
 
 
 class DrainSummary:

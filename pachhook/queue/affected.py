@@ -54,7 +54,9 @@ TEMPLATE_SET_KEY = f"{CACHE_VERSION}:template-set"
 _NO_FILE = ".pachhook-no-such-file"
 
 
-def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queue) -> Affected:
+def find_affected(
+    root: Any, commit: str, tree: str, config: Config, queue: Queue, environment: Optional[str] = None
+) -> Affected:
     """The jobs `commit` needs: one per pipeline whose fingerprint is new.
 
     The cost follows the change, not the repository: the commit's templates are the last
@@ -97,7 +99,7 @@ def find_affected(root: Any, commit: str, tree: str, config: Config, queue: Queu
             every.append(spec)
             fingerprint = _fingerprint(path, spec["image"], entries, tree, config)
             result.jobs.append(NewJob(name, path, spec["image"], tuple(spec["inputs"]), fingerprint))
-    baselines = queue.baselines([job.pipeline for job in result.jobs])
+    baselines = queue.baselines([job.pipeline for job in result.jobs], environment)
     result.jobs = [job for job in result.jobs if baselines.get(job.pipeline) != job.fingerprint]
     # The order comes from all of the commit's pipelines, not only the changed ones: the
     # changed ones then go in the order `pachhook run --commit` delivers the whole commit.

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
     from typing import Any, Optional
 
-SCHEMA_VERSION = 2  # 2: job_ledger (an older queue gains it on first open)
+SCHEMA_VERSION = 3  # 2: job_ledger; 3: jobs.environment and jobs.reason (an older queue gains them on first open)
 FOLDER = "pachhook"
 DB_NAME = "queue.db"
 
@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     superseded_by INTEGER,
     lease_owner TEXT,
-    lease_expires REAL
+    lease_expires REAL,
+    environment TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, id);
 CREATE INDEX IF NOT EXISTS jobs_pipeline ON jobs(pipeline, id);
@@ -170,6 +172,7 @@ class Database:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self.connection.execute(statement)
+            _migrate(self.connection)
             self.connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def transaction(self) -> Transaction:
@@ -228,6 +231,21 @@ class Database:
         Problems(self).record(message)
         # Said here, once, by whichever command met it: the hook, status, a worker's log.
         print(f"pachhook: {message}", file=sys.stderr, flush=True)
+
+
+# Columns later schema versions added to `jobs`; a file of an older version gets them
+# (CREATE TABLE IF NOT EXISTS leaves an existing table as it was).
+_ADDED_COLUMNS = (
+    ("environment", "TEXT NOT NULL DEFAULT ''"),  # v2: the environment a job delivers to
+    ("reason", "TEXT NOT NULL DEFAULT ''"),  # v2: why a job ended as it did (superseded by, forced...)
+)
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    present = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in present:
+            connection.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
 
 def is_corrupt(error: Exception) -> bool:

@@ -33,6 +33,8 @@ class Job:
     updated_at: float = 0.0
     superseded_by: Optional[int] = None
     steps: List[StepRecord] = field(default_factory=list)
+    environment: str = ""  # the environment it delivers to ("" in queues older than schema 2)
+    reason: str = ""  # why it ended as it did, when the state alone does not say
 
     def step(self, name: str) -> StepRecord:
         for record in self.steps:

@@ -165,7 +165,7 @@ class Queue:
 
     # -- enqueue ------------------------------------------------------------------
 
-    def enqueue_commit(self, commit: str, branch: str, jobs: Sequence[NewJob]) -> EnqueueOutcome:
+    def enqueue_commit(self, commit: str, branch: str, jobs: Sequence[NewJob], environment: str = "") -> EnqueueOutcome:
         """Record the jobs of one commit in one transaction.
 
         Jobs are inserted in spec.ordering's delivery order (QueueError for a dependency
@@ -191,8 +191,19 @@ class Queue:
                     continue
                 cursor = db.execute(
                     "INSERT INTO jobs (commit_sha, branch, pipeline, template, image, fingerprint,"
-                    " state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (commit, branch, new.pipeline, new.template, new.image, new.fingerprint, QUEUED, now, now),
+                    " state, created_at, updated_at, environment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        commit,
+                        branch,
+                        new.pipeline,
+                        new.template,
+                        new.image,
+                        new.fingerprint,
+                        QUEUED,
+                        now,
+                        now,
+                        environment,
+                    ),
                 )
                 job_id = int(cursor.lastrowid or 0)  # an INSERT always sets it
                 inserted[new.pipeline] = job_id
@@ -287,6 +298,8 @@ class Queue:
                 updated_at=row["updated_at"],
                 superseded_by=row["superseded_by"],
                 steps=steps[row["id"]],
+                environment=row["environment"],
+                reason=row["reason"],
             )
             for row in rows
         ]
@@ -296,7 +309,8 @@ class Queue:
         sql = "SELECT * FROM jobs"
         params: List[Any] = []
         if not all:
-            sql += " WHERE state NOT IN (?, ?)"
+            # a cancel that came too late (the update was applied) stays in sight
+            sql += " WHERE state NOT IN (?, ?) OR reason LIKE 'cancelled too late%'"
             params += [SUPERSEDED, CANCELLED]
         sql += " ORDER BY id DESC"
         if limit is not None:
@@ -331,28 +345,32 @@ class Queue:
         ).fetchone()
         return row[0] if row else None
 
-    def baselines(self, pipelines: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    def baselines(self, pipelines: Optional[Sequence[str]] = None, environment: Optional[str] = None) -> Dict[str, str]:
         """Per pipeline, the fingerprint of what was delivered or is on its way to delivery.
 
-        That is the newest job that is done, queued or running: a commit whose pipeline
+        That is the newest job that is done, queued or running (in `environment`, when
+        given: each environment has pipelines of its own): a commit whose pipeline
         fingerprint equals it would deliver nothing new. With `pipelines`, only theirs, one
         indexed lookup each (jobs_pipeline, newest first): the cost does not grow with history.
         """
+        # jobs queued before environments existed (schema 1) were the implicit one's
+        where = "" if environment is None else " AND environment IN (?, '')"
+        extra: Tuple[Any, ...] = () if environment is None else (environment,)
         if pipelines is not None:
             found: Dict[str, str] = {}
             for name in dict.fromkeys(pipelines):
                 row = self._db.execute(
                     "SELECT fingerprint FROM jobs INDEXED BY jobs_pipeline WHERE pipeline = ? AND state IN (?, ?, ?)"
-                    " ORDER BY id DESC LIMIT 1",
-                    (name, DONE, QUEUED, RUNNING),
+                    f"{where} ORDER BY id DESC LIMIT 1",
+                    (name, DONE, QUEUED, RUNNING, *extra),
                 ).fetchone()
                 if row is not None:
                     found[name] = row[0]
             return found
         rows = self._db.execute(
             "SELECT pipeline, fingerprint FROM jobs WHERE id IN ("
-            " SELECT max(id) FROM jobs WHERE state IN (?, ?, ?) GROUP BY pipeline)",
-            (DONE, QUEUED, RUNNING),
+            f" SELECT max(id) FROM jobs WHERE state IN (?, ?, ?){where} GROUP BY pipeline)",
+            (DONE, QUEUED, RUNNING, *extra),
         )
         return {row[0]: row[1] for row in rows}
 
@@ -441,9 +459,13 @@ class Queue:
                 "UPDATE steps SET state = ? WHERE job_id = ? AND state IN (?, ?)",
                 (PENDING, job_id, STEP_FAILED, STEP_RUNNING),
             )
+            if row["state"] in (CANCELLED, SUPERSEDED):
+                # the update step that ended it (superseded by the cluster, cancelled) runs
+                # again: the cluster's order is asked afresh
+                db.execute("UPDATE steps SET state = ? WHERE job_id = ? AND name = 'update'", (PENDING, job_id))
             db.execute(
-                "UPDATE jobs SET state = ?, superseded_by = NULL, lease_owner = NULL, lease_expires = NULL,"
-                " updated_at = ? WHERE id = ?",
+                "UPDATE jobs SET state = ?, superseded_by = NULL, reason = '', lease_owner = NULL,"
+                " lease_expires = NULL, updated_at = ? WHERE id = ?",
                 (QUEUED, now, job_id),
             )
         return self.get(job_id)
@@ -459,6 +481,44 @@ class Queue:
             db.execute(
                 "UPDATE jobs SET state = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ? WHERE id = ?",
                 (CANCELLED, time.time(), job_id),
+            )
+        return self.get(job_id)
+
+    def supersede_unstarted(self, commits: Sequence[str], reason: str) -> List[int]:
+        """Supersede the never-started jobs of `commits` (rewritten by amend or rebase)."""
+        if not commits:
+            return []
+        marks = ",".join("?" * len(commits))
+        with self._transaction() as db:
+            ids = [
+                int(row[0])
+                for row in db.execute(
+                    f"SELECT id FROM jobs WHERE state = ? AND started_at IS NULL AND commit_sha IN ({marks})",
+                    (QUEUED, *commits),
+                )
+            ]
+            db.executemany(
+                "UPDATE jobs SET state = ?, reason = ?, updated_at = ? WHERE id = ?",
+                [(SUPERSEDED, reason, time.time(), job_id) for job_id in ids],
+            )
+        return ids
+
+    def unstarted_commits(self, branch: str) -> List[str]:
+        """Commits of `branch` with jobs still queued and never started."""
+        rows = self._db.execute(
+            "SELECT DISTINCT commit_sha FROM jobs WHERE branch = ? AND state = ? AND started_at IS NULL",
+            (branch, QUEUED),
+        )
+        return [row[0] for row in rows]
+
+    def end_job(self, job_id: int, state: str, reason: str) -> Job:
+        """Give a job its final state and the one line saying why (superseded by the live
+        commit, unchanged, cancelled too late...); whoever holds it lets go of it."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, reason = ?, lease_owner = NULL, lease_expires = NULL, updated_at = ?"
+                " WHERE id = ?",
+                (state, " ".join(reason.split()), time.time(), job_id),
             )
         return self.get(job_id)
 

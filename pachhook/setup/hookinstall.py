@@ -1,7 +1,7 @@
 """Installing and removing pachhook's git hooks: plain hook scripts, or the pre-commit framework's.
 
 Where `.pre-commit-config.yaml` exists, the pre-commit framework installs its hook
-scripts for the pre-commit, post-commit and pre-push stages (`pre-commit install`);
+scripts for the pre-commit, post-commit, pre-push, post-merge and post-rewrite stages (`pre-commit install`);
 otherwise pachhook writes its own plain hooks. A hook file pachhook did not write is
 never replaced without `force` (and then it is kept aside and put back by `uninstall`).
 What was installed is recorded in `<git common dir>/pachhook/installed`, so that

@@ -15,6 +15,10 @@ _HOOKS = {
     "pre-commit": ("validate --staged", "pipeline templates were not checked", 1),
     "post-commit": ("queue", "nothing was queued for this commit", 0),
     "pre-push": ("check-push", "pipeline templates were not checked", 1),
+    # a merge, pull or fast-forward moves a branch without post-commit (githooks(5))
+    "post-merge": ("queue --hook post-merge", "nothing was queued for this merge", 0),
+    # amend and rebase: the rewritten commits' jobs are superseded, the new head queued
+    "post-rewrite": ("queue --hook post-rewrite", "nothing was queued for the rewritten commits", 0),
 }
 
 HOOK_NAMES = tuple(_HOOKS)
@@ -26,7 +30,7 @@ HOOK_IDS = {name: f"pachhook-{command.split()[0]}" for name, (command, _, _) in 
 
 
 def script(name: str) -> str:
-    """The text of the plain git hook `name` (pre-commit, post-commit or pre-push)."""
+    """The text of the plain git hook `name` (one of HOOK_NAMES)."""
     command, consequence, status = _HOOKS[name]
     if status:
         fallback = (
@@ -35,7 +39,7 @@ def script(name: str) -> str:
             f"exit {status}\n"
         )
     else:
-        # post-commit cannot undo the commit: say so and let git carry on.
+        # post-commit, post-merge, post-rewrite cannot undo anything: say so, let git carry on.
         fallback = (
             f"echo \"pachhook: 'pachhook' is not on PATH, so {consequence};"
             f' run \\`pachhook queue\\` once it is installed" >&2\n'

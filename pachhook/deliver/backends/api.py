@@ -4,9 +4,11 @@ Only this module imports pachyderm-sdk, and only when a job is applied: importin
 about 0.3 s and it reads PACH_CONFIG at import time. It is an optional dependency
 (`pip install 'pachhook[api]'`).
 
-The connection is the one the user's pachctl configuration names: the file in PACH_CONFIG,
-else ~/.pachyderm/config.json, its active context's address, TLS roots and session token.
-The token travels in gRPC metadata only; pachhook never prints or stores it.
+The connection is the one the delivery's session names (backends/session.py): a private
+copy of the chosen context (the environment's, else PACH_CONTEXT, else the active one)
+without its active transaction, which `Client.from_config` would otherwise copy into every
+request (pachyderm_sdk/client.py). The token travels in gRPC metadata only; pachhook never
+prints or stores it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import json
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from pachhook.core.sanitize import one_line
-from pachhook.deliver.backends.pachctl import BackendError, PipelineState, _timeout_from_env, spec_from_json
+from pachhook.deliver.backends.pachctl import Apply, BackendError, PipelineState, _timeout_from_env, spec_from_json
 
 INSTALL_HINT = "pip install 'pachhook[api]'"
 
@@ -41,6 +43,7 @@ class ApiBackend:
         self.config_file = Path(config_file) if config_file else config_path()
         self.timeout = timeout if timeout is not None else _timeout_from_env()
         self._stub: Any = None
+        self._client: Any = None
         self.address = ""
 
     def describe(self) -> str:
@@ -76,6 +79,7 @@ class ApiBackend:
                 f"pachctl configuration {self.config_file}: {type(error).__name__}: {one_line(error)}", retryable=False
             ) from None
         self.address = client.address
+        self._client = client
         # The SDK's stubs take no deadline; without one a pachd that stops answering would
         # hold the worker forever, so every call goes through a channel that adds one.
         channel = grpc.intercept_channel(client._channel, _deadline_interceptor(self.timeout))
@@ -111,6 +115,59 @@ class ApiBackend:
             stub.create_pipeline_v2(create_pipeline_request_json=spec_json, update=True, reprocess=reprocess)
         except Exception as error:
             raise BackendError(f"CreatePipelineV2 at {self.address} failed: {_rpc_message(error)}") from None
+
+    def deployment_id(self) -> str:
+        """The cluster's deployment ID (InspectCluster), for an environment's `deployment_id`."""
+        self._pps()
+        try:
+            return str(self._client.admin.inspect_cluster().deployment_id or "")
+        except Exception as error:
+            raise BackendError(f"InspectCluster at {self.address} failed: {_rpc_message(error)}") from None
+
+    def apply_all(self, applies: Sequence[Apply], log: Callable[[str], None] = lambda line: None) -> None:
+        """Every spec in one Pachyderm transaction, applied at FinishTransaction or not at all.
+
+        The SDK sends the transaction ID as `pach-transaction` metadata on a channel it
+        rebuilds when the ID changes (pachyderm_sdk/client.py, transaction_id setter), so the
+        PPS stub is made again on that channel for the transaction's requests.
+        """
+        if len(applies) == 1:
+            one = applies[0]
+            self.update(one.spec_path, one.spec_json, one.reprocess)
+            return
+        import grpc
+        from pachyderm_sdk.api.pps.extension import ApiStub
+
+        self._pps()
+        client = self._client
+        try:
+            transaction = client.transaction.start_transaction()
+        except Exception as error:
+            raise BackendError(f"StartTransaction at {self.address} failed: {_rpc_message(error)}") from None
+        log(f"transaction {transaction.id}: {', '.join(item.pipeline for item in applies)}")
+        stub = ApiStub(grpc.intercept_channel(client._channel, _deadline_interceptor(self.timeout)))
+        try:
+            for item in applies:
+                try:
+                    stub.create_pipeline_v2(
+                        create_pipeline_request_json=item.spec_json, update=True, reprocess=item.reprocess
+                    )
+                except Exception as error:
+                    raise BackendError(f"{item.pipeline}: CreatePipelineV2 failed: {_rpc_message(error)}") from None
+            try:
+                client.transaction.finish_transaction(transaction=transaction)
+            except Exception as error:
+                raise BackendError(
+                    f"transaction {transaction.id} failed, nothing applied: {_rpc_message(error)}"
+                ) from None
+        except BackendError:
+            try:
+                client.transaction.delete_transaction(transaction=transaction)
+            except Exception:
+                pass  # never finished, so never applied
+            raise
+        finally:
+            client.transaction_id = ""
 
     def inspect(self, name: str, project: str = "") -> Optional[PipelineState]:
         from pachyderm_sdk.api import pfs, pps

@@ -14,7 +14,10 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from pachhook.deliver.backends.session import Session
 
 # Seconds. `update pipeline` may wait on the cluster; `version`/`inspect` answer quickly.
 DEFAULT_TIMEOUT = 300.0
@@ -61,15 +64,38 @@ def parse_version(text: str) -> Tuple[int, int, int]:
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
 
 
-def update_argv(executable: str, version: Tuple[int, int, int], spec_path: str, reprocess: bool) -> List[str]:
-    """The command that applies a spec: the hyphenated form before 1.9, the verb-noun form after."""
+def update_argv(
+    executable: str, version: Tuple[int, int, int], spec_path: str, reprocess: bool, project: str = ""
+) -> List[str]:
+    """The command that applies a spec: the hyphenated form before 1.9, the verb-noun form after.
+
+    `--project` exists from 2.5 (projects arrived then); older clients get none.
+    """
     if version < (1, 9, 0):
         argv = [executable, "update-pipeline", "-f", spec_path]
     else:
         argv = [executable, "update", "pipeline", "-f", spec_path]
     if reprocess:
         argv.append("--reprocess")
+    if project and version >= (2, 5, 0):
+        argv += ["--project", project]
     return argv
+
+
+# pachctl's words (src/server/transaction/cmds/cmds.go and util.go).
+_STARTED = re.compile(r'started new transaction: "?([0-9A-Za-z-]+)"?')
+_ADDED = re.compile(r"Added to transaction: ([0-9A-Za-z-]+)")
+
+
+@dataclass
+class Apply:
+    """One spec of a commit's DAG update, in the order it is applied (upstream first)."""
+
+    pipeline: str
+    spec_path: str
+    spec_json: str
+    reprocess: bool = False
+    project: str = ""
 
 
 def _mapping(value: Any) -> Dict[str, Any]:
@@ -136,10 +162,16 @@ class PachctlBackend:
     name = "pachctl"
 
     def __init__(
-        self, executable: str = "pachctl", timeout: Optional[float] = None, env: Optional[Dict[str, str]] = None
+        self,
+        executable: str = "pachctl",
+        timeout: Optional[float] = None,
+        env: Optional[Dict[str, str]] = None,
+        session: Optional[Session] = None,
     ) -> None:
         self.executable = executable
-        self.env = env
+        # A private session (PACH_CONFIG and PACH_CONTEXT) when given: see session.py.
+        self.session = session
+        self.env = session.env if session is not None else env
         self._version: Optional[Tuple[int, int, int]] = None
         if timeout is None:
             timeout = _timeout_from_env()
@@ -218,16 +250,85 @@ class PachctlBackend:
         major, minor, patch = self.version()
         return f"pachctl {major}.{minor}.{patch}"
 
-    def update_command(self, spec_path: str, reprocess: bool) -> List[str]:
-        return update_argv(self.executable, self.version(), spec_path, reprocess)
+    def update_command(self, spec_path: str, reprocess: bool, project: str = "") -> List[str]:
+        return update_argv(self.executable, self.version(), spec_path, reprocess, project)
 
-    def update(self, spec_path: str, spec_json: str, reprocess: bool) -> None:
+    def update(self, spec_path: str, spec_json: str, reprocess: bool, project: str = "") -> None:
         """Apply the spec file (creating the pipeline when it does not exist yet)."""
-        argv = self.update_command(spec_path, reprocess)
+        project = project or (self.session.project if self.session is not None else "")
+        argv = self.update_command(spec_path, reprocess, project)
         completed = self._run(argv[1:], self.timeout)
         if completed.returncode != 0:
             verb = " ".join(argv[1:3] if argv[1] == "update" else argv[1:2])
             raise BackendError(f"pachctl {verb} failed: {self._last_line(completed)}")
+        added = _ADDED.search(completed.stdout or "")
+        if added:
+            # Only a transaction active in the configuration pachctl read makes it say
+            # this; the update is then not applied until someone finishes that transaction.
+            raise BackendError(
+                f"pachctl added the update to transaction {added.group(1)} instead of applying it"
+                " (a transaction is active in the pachctl configuration it used)",
+                retryable=False,
+            )
+
+    # -- transactions: one commit's pipelines applied at once --------------------------
+
+    def apply_all(self, applies: Sequence[Apply], log: Callable[[str], None] = lambda line: None) -> None:
+        """Apply every spec in one Pachyderm transaction (one spec: a plain update).
+
+        Pachyderm runs the requests of a transaction only at `finish transaction`, all of
+        them or, when one fails, none (docs: prepare-data/transactions.md; pachctl
+        transaction/cmds/cmds.go). On any failure the transaction is deleted and the
+        error names the pipeline whose request failed.
+        """
+        if len(applies) == 1:
+            one = applies[0]
+            self.update(one.spec_path, one.spec_json, one.reprocess, one.project)
+            return
+        if self.version() < (1, 12, 0):
+            raise BackendError(
+                "updating several pipelines at once needs pachctl 1.12 or later (transactions)", retryable=False
+            )
+        transaction = self.start_transaction()
+        log(f"transaction {transaction}: {', '.join(item.pipeline for item in applies)}")
+        try:
+            for item in applies:
+                project = item.project or (self.session.project if self.session is not None else "")
+                argv = self.update_command(item.spec_path, item.reprocess, project)
+                completed = self._run(argv[1:], self.timeout)
+                if completed.returncode != 0:
+                    raise BackendError(f"{item.pipeline}: pachctl update pipeline failed: {self._last_line(completed)}")
+                added = _ADDED.search(completed.stdout or "")
+                if not added or added.group(1) != transaction:
+                    raise BackendError(
+                        f"{item.pipeline}: pachctl did not add the update to transaction {transaction}", retryable=False
+                    )
+            completed = self._run(["finish", "transaction", transaction], self.timeout)
+            if completed.returncode != 0:
+                raise BackendError(f"transaction {transaction} failed, nothing applied: {self._last_line(completed)}")
+        except BackendError:
+            self.delete_transaction(transaction)
+            raise
+
+    def start_transaction(self) -> str:
+        completed = self._run(["start", "transaction"], min(self.timeout, QUICK_TIMEOUT))
+        found = _STARTED.search(completed.stdout or "")
+        if completed.returncode != 0 or not found:
+            raise BackendError(f"pachctl start transaction failed: {self._last_line(completed)}")
+        return found.group(1)
+
+    def delete_transaction(self, transaction: str) -> None:
+        """Best effort: a transaction left behind is never finished, so never applied."""
+        try:
+            self._run(["delete", "transaction", transaction], min(self.timeout, QUICK_TIMEOUT))
+        except BackendError:
+            pass
+
+    def deployment_id(self) -> str:
+        """The cluster's deployment ID, as pachctl recorded it in the private session on connect."""
+        if self.session is None:
+            return ""
+        return str(self.session.context_data().get("cluster_deployment_id", "") or "")
 
     def count_datums(self, spec_path: str) -> int:
         """How many datums the spec in `spec_path` would have now; BackendError if unknown."""
@@ -236,6 +337,7 @@ class PachctlBackend:
     def inspect(self, name: str, project: str = "") -> Optional[PipelineState]:
         """The pipeline as the cluster has it, or None when it does not exist."""
         args = ["inspect", "pipeline", name, "--raw"]
+        project = project or (self.session.project if self.session is not None else "")
         if project:
             args += ["--project", project]
         completed = self._run(args, min(self.timeout, QUICK_TIMEOUT))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 from pachhook.queue.jobs import Job
 from pachhook.queue.states import STEP_NAMES
@@ -31,11 +31,17 @@ class StepContext:
     log: Callable[[str], None]  # appends a line to the job's log
     results: Dict[str, Dict[str, str]] = field(default_factory=dict)  # earlier steps' results by name
     dry_run: bool = False
+    force: bool = False  # `run --force`: apply even where the cluster's order says no
+    # Whether the job has been cancelled meanwhile (None: it cannot be, as in `run --commit`)
+    is_cancelled: Optional[Callable[[], bool]] = None
 
 
 @dataclass
 class StepResult:
-    outcome: str = "done"  # "done" | "reused" (found in place) | "skipped" (nothing to do)
+    # "done" | "reused" (found in place) | "skipped" (nothing to do); the update step may also
+    # end a job "superseded" (the cluster runs a newer commit), "unchanged" (the live spec
+    # is this one) or "cancelled" (cancelled before its apply: nothing applied)
+    outcome: str = "done"
     data: Dict[str, str] = field(default_factory=dict)
     message: str = ""
 

@@ -134,14 +134,15 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
 
     reuse=False always builds (the engine's layer cache still applies); benchmarks use it.
     """
-    from pachhook.core.config import load_config
+    from pachhook.core.config import load_config_at
     from pachhook.deliver import buildcontext, dockerclient
 
     job = ctx.job
     if not job.image:
         return StepResult(outcome="skipped", message="the template names no image to build")
     try:
-        config = load_config(ctx.repo_root)
+        # the commit's configuration: uncommitted build args never reach an image tagged with it
+        config = load_config_at(ctx.repo_root, job.commit)
     except Exception as error:  # ConfigError carries one line per problem
         raise StepError(f"configuration: {one_line(error)}", retryable=False) from None
     tag = image_tag(job.commit, config.tag)

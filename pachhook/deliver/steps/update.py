@@ -18,17 +18,20 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from pachhook.core import gitrepo
-from pachhook.core.config import load_config
+from pachhook.core.config import load_config_at
 from pachhook.core.diagnostics import format_json_path
+from pachhook.core.environments import IMPLICIT_NAME, branch_slug, environment_for
+from pachhook.deliver import order
 
 # api.py imports pachyderm-sdk only when a job is applied through it (see there).
 from pachhook.deliver.backends.api import ApiBackend
-from pachhook.deliver.backends.pachctl import BackendError, PachctlBackend
+from pachhook.deliver.backends.pachctl import Apply, BackendError, PachctlBackend
+from pachhook.deliver.backends.session import open_session
 from pachhook.deliver.steps import StepContext, StepError, StepResult
-from pachhook.queue.affected import input_repos
+from pachhook.queue.affected import commit_templates, input_repos, parse_template
 from pachhook.spec import jsonnet, loader
 from pachhook.spec import template as templating
 from pachhook.validate import checks as validate
@@ -36,7 +39,11 @@ from pachhook.validate import checks as validate
 COMMIT_ANNOTATION = "pachhook.io/commit"
 DIGEST_ANNOTATION = "pachhook.io/image-digest"
 TEMPLATE_ANNOTATION = "pachhook.io/template"
+ENVIRONMENT_ANNOTATION = "pachhook.io/environment"
+CONTEXT_ANNOTATION = "pachhook.io/context"
 SPEC_FOLDER = ("pachhook", "specs")
+# How many versions below its own an update looks through for the one it replaced.
+LOOK_BACK = 5
 
 
 class RenderError(Exception):
@@ -74,6 +81,7 @@ def render_values(commit: str, branch: str, tag_form: str = "full") -> Dict[str,
         "short_commit": short,
         "tag": short if tag_form == "short" else commit,
         "branch": branch,
+        "branch_slug": branch_slug(branch),
     }
 
 
@@ -183,11 +191,127 @@ def _annotate(spec: Dict[str, Any], commit: str, template: str, digest: str) -> 
         annotations.pop(DIGEST_ANNOTATION, None)
 
 
-def make_backend(config: Any):
-    """The update backend the configuration names."""
-    if getattr(config, "backend", "pachctl") == "api":
-        return ApiBackend()
-    return PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl")
+def make_backend(config: Any, environment: Any = None, session: Any = None):
+    """The update backend the environment (else the configuration) names, in `session`."""
+    backend = getattr(config, "backend", "pachctl")
+    if environment is not None and getattr(environment, "backend", None):
+        backend = environment.backend
+    if backend == "api":
+        return ApiBackend(config_file=session.config_file if session is not None else None)
+    return PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl", session=session)
+
+
+def job_environment(config: Any, job: Any, root: Path) -> Any:
+    """The environment a job delivers to: the one it was queued for, else its branch's.
+
+    StepError (not retryable) when the commit's configuration delivers the branch nowhere.
+    """
+    environments = getattr(config, "environments", None) or {}
+    name = getattr(job, "environment", "")
+    if name and name in environments:
+        return environments[name]
+    try:
+        env = environment_for(config, job.branch, root)
+    except Exception as error:  # ConfigError: a branch matching two environments
+        raise StepError(f"configuration: {error}", retryable=False) from None
+    if env is None or (name and name != env.name and not (name == IMPLICIT_NAME and env.implicit)):
+        where = f"branch {job.branch}" if job.branch else "a commit on no branch"
+        raise StepError(
+            f"the configuration at {job.commit[:12]} delivers {where} to no environment"
+            + (f" (it was queued for {name})" if name else ""),
+            retryable=False,
+        )
+    return env
+
+
+def apply_environment(
+    spec: RenderedSpec, environment: Any, branch: str, dag: Sequence[str], context: str = ""
+) -> RenderedSpec:
+    """Name, project and annotations of a spec for its environment.
+
+    A `pipeline_suffix` renames the pipeline and every pfs input that is another pipeline
+    of the same DAG (the commit's pipelines), so a feature branch's copy reads its own
+    upstream copies, not the production ones.
+    """
+    suffix = environment.suffix_for(branch)
+    rendered = spec.spec
+    pipeline = rendered.setdefault("pipeline", {})
+    if suffix:
+        pipeline["name"] = f"{spec.pipeline}{suffix}"
+        names = set(dag)
+        for node in _pfs_nodes(rendered.get("input")):
+            if node.get("repo") in names:
+                if "name" not in node:
+                    node["name"] = node["repo"]  # the mount folder stays /pfs/<original name>
+                node["repo"] = f"{node['repo']}{suffix}"
+        spec.pipeline = pipeline["name"]
+        spec.inputs = sorted({f"{repo}{suffix}" if repo in names else repo for repo in spec.inputs})
+    if environment.project:
+        named = spec.project
+        if named and named != environment.project:
+            raise StepError(
+                f"{spec.template} names project {named} but environment {environment.name} delivers to"
+                f" project {environment.project}",
+                retryable=False,
+            )
+        pipeline["project"] = {"name": environment.project}
+        spec.project = environment.project
+    annotations = rendered.setdefault("metadata", {}).setdefault("annotations", {})
+    annotations[ENVIRONMENT_ANNOTATION] = environment.name
+    if context:
+        annotations[CONTEXT_ANNOTATION] = context
+    return spec
+
+
+def _pfs_nodes(node: Any) -> List[Dict[str, Any]]:
+    found: List[Dict[str, Any]] = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, list):
+            stack.extend(current)
+        elif isinstance(current, dict):
+            if isinstance(current.get("pfs"), dict):
+                found.append(current["pfs"])
+            for key in ("cross", "union", "join", "group"):
+                if key in current:
+                    stack.append(current[key])
+    return found
+
+
+def same_spec(live: Any, spec: Dict[str, Any], project: str) -> bool:
+    """Whether the live pipeline's user spec is `spec`, leaving aside the commit annotation.
+
+    Pachyderm kills the unfinished jobs of a pipeline at every update (api_server.go,
+    "all jobs killed because pipeline was updated"), so re-applying what runs costs work.
+    """
+    if live is None or not isinstance(getattr(live, "user_spec", None), dict):
+        return False
+
+    def comparable(value: Dict[str, Any]) -> str:
+        copy = json.loads(json.dumps(value))
+        pipeline = copy.get("pipeline") if isinstance(copy.get("pipeline"), dict) else {}
+        named = (pipeline.get("project") or {}).get("name") if isinstance(pipeline.get("project"), dict) else None
+        if named in (project or "default", "default", None):
+            pipeline.pop("project", None)
+        metadata = copy.get("metadata")
+        if isinstance(metadata, dict) and isinstance(metadata.get("annotations"), dict):
+            metadata["annotations"].pop(COMMIT_ANNOTATION, None)
+        return json.dumps(copy, sort_keys=True)
+
+    return comparable(live.user_spec) == comparable(spec)
+
+
+def dag_pipelines(root: Path, commit: str, config: Any) -> List[str]:
+    """The names of every pipeline the commit's templates define (for input renaming)."""
+    entries = gitrepo.ls_tree(commit, root)
+    paths = commit_templates(entries, config.templates)
+    blobs = gitrepo.read_blobs([entries[path].sha for path in paths], root)
+    names: List[str] = []
+    for path in paths:
+        parsed = parse_template(blobs.get(entries[path].sha), path, config.jsonnet_args)
+        names += [spec["pipeline"] for spec in parsed.get("specs", [])]
+    return names
 
 
 def spec_path_for(git_dir: Path, job_id: Any, pipeline: str, commit: str) -> Path:
@@ -211,15 +335,138 @@ def _image_from_results(ctx: StepContext) -> Dict[str, str]:
     }
 
 
+@dataclass
+class Prepared:
+    """One pipeline of a delivery, rendered for its environment, up to its apply."""
+
+    ctx: StepContext
+    config: Any
+    environment: Any
+    rendered: RenderedSpec
+    reprocess: bool
+    dag: List[str]
+    where: str = ""
+    path: Optional[Path] = None
+    spec_json: str = ""
+    extra: Dict[str, str] = field(default_factory=dict)
+    result: Optional[StepResult] = None  # set when nothing is to be applied
+
+
 def run(ctx: StepContext) -> StepResult:
+    prepared = _setup(ctx)
+    environment = prepared.environment
+    if ctx.dry_run:
+        apply_environment(prepared.rendered, environment, ctx.job.branch, prepared.dag, environment.context)
+        backend = make_backend(prepared.config, environment)
+        path = spec_path_for(ctx.git_dir, ctx.job.id, prepared.rendered.pipeline, ctx.job.commit)
+        ctx.log(f"to {environment.describe()}")
+        return _plan(ctx, backend, prepared.rendered, path, prepared.rendered.to_json(), prepared.reprocess)
+    try:
+        session = open_session(environment.context, environment.project)
+    except BackendError as error:
+        raise StepError(f"{environment.describe()}: {error}", retryable=error.retryable) from None
+    try:
+        backend = make_backend(prepared.config, environment, session)
+        _check(prepared, backend, session.context)
+        if prepared.result is not None:
+            return prepared.result
+        _announce(prepared, backend)
+        try:
+            backend.update(str(prepared.path), prepared.spec_json, prepared.reprocess)
+        except BackendError as error:
+            raise StepError(str(error), retryable=error.retryable) from None
+        return _finish(prepared, backend)
+    finally:
+        session.close()
+
+
+def run_together(contexts: Sequence[StepContext]) -> List[Any]:
+    """The update step of several pipelines of one commit, applied in one transaction.
+
+    `contexts` are in delivery order (upstream first) and share commit and branch, so one
+    environment and one private session. Returns, per context, its StepResult or the
+    StepError that ended it. When any pipeline fails before the apply, or the
+    transaction fails, none is applied: a commit's DAG is updated all at once or not at
+    all, so no output mixes the new code of one pipeline with the old of another.
+    """
+    outcomes: List[Any] = [None] * len(contexts)
+    prepared: List[Optional[Prepared]] = [None] * len(contexts)
+    for index, ctx in enumerate(contexts):
+        try:
+            prepared[index] = _setup(ctx)
+        except StepError as error:
+            outcomes[index] = error
+    ready = [item for item in prepared if item is not None]
+    if not ready:
+        return outcomes
+    environment = ready[0].environment
+    try:
+        session = open_session(environment.context, environment.project)
+    except BackendError as error:
+        failure = StepError(f"{environment.describe()}: {error}", retryable=error.retryable)
+        return [outcome or failure for outcome in outcomes]
+    try:
+        backend = make_backend(ready[0].config, environment, session)
+        for index, item in enumerate(prepared):
+            if item is None:
+                continue
+            try:
+                _check(item, backend, session.context)
+            except StepError as error:
+                outcomes[index] = error
+                prepared[index] = None
+        failed = [contexts[i].job.pipeline for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
+        to_apply = [(i, item) for i, item in enumerate(prepared) if item is not None and item.result is None]
+        if failed and to_apply:
+            reason = (
+                f"not applied: {', '.join(failed)} failed (a commit's pipelines are applied together or not at all)"
+            )
+            for index, item in to_apply:
+                item.ctx.log(reason)
+                outcomes[index] = StepError(reason, retryable=True)
+            to_apply = []
+        for index, item in enumerate(prepared):
+            if item is not None and item.result is not None:
+                outcomes[index] = item.result
+        if not to_apply:
+            return outcomes
+        for _, item in to_apply:
+            _announce(item, backend)
+        applies = [
+            Apply(item.rendered.pipeline, str(item.path), item.spec_json, item.reprocess, item.rendered.project)
+            for _, item in to_apply
+        ]
+        try:
+            backend.apply_all(applies, to_apply[0][1].ctx.log)
+        except BackendError as error:
+            for index, item in to_apply:
+                item.ctx.log(f"not applied: {error}")
+                outcomes[index] = StepError(str(error), retryable=error.retryable)
+            return outcomes
+        for index, item in to_apply:
+            try:
+                outcomes[index] = _finish(item, backend)
+            except StepError as error:
+                outcomes[index] = error
+        return outcomes
+    finally:
+        session.close()
+
+
+def _setup(ctx: StepContext) -> Prepared:
+    """The commit's configuration and environment, and the job's spec rendered from the commit."""
     job = ctx.job
     try:
-        config = load_config(ctx.repo_root)
+        # The commit's configuration, not the work tree's (uncommitted edits stay out).
+        config = load_config_at(ctx.repo_root, job.commit)
     except Exception as error:  # ConfigError: one line per problem in `problems`
         problems = getattr(error, "problems", None) or [str(error)]
         for line in problems:
             ctx.log(line)
         raise StepError(f"configuration: {problems[0]}", retryable=False) from None
+    environment = job_environment(config, job, ctx.repo_root)
+    pin_digest = environment.pin_digest if environment.pin_digest is not None else config.pin_digest
+    reprocess = environment.reprocess if environment.reprocess is not None else config.reprocess
 
     produced = _image_from_results(ctx)
     values = render_values(job.commit, job.branch, getattr(config, "tag", "full"))
@@ -233,7 +480,7 @@ def run(ctx: StepContext) -> StepResult:
             job.template,
             values,
             digest=produced["digest"],
-            pin_digest=getattr(config, "pin_digest", False),
+            pin_digest=pin_digest,
             jsonnet_args=getattr(config, "jsonnet_args", None),
         )
     except RenderError as error:
@@ -256,39 +503,103 @@ def run(ctx: StepContext) -> StepResult:
             )
     if rendered.built_image and not produced["image_ref"] and not ctx.dry_run:
         raise StepError("no image to deploy: the build and push steps recorded none", retryable=True)
+    dag = dag_pipelines(ctx.repo_root, job.commit, config) if environment.pipeline_suffix else []
+    return Prepared(ctx, config, environment, rendered, reprocess, dag)
 
-    backend = make_backend(config)
-    reprocess = bool(getattr(config, "reprocess", False))
-    path = spec_path_for(ctx.git_dir, job.id, job.pipeline, job.commit)
-    spec_json = rendered.to_json()
 
+def _check(prepared: Prepared, backend: Any, context: str) -> None:
+    """Everything before the apply: environment, the cluster's order, identical spec, cancel.
+
+    Sets `prepared.result` when the job ends without an apply; raises StepError when it
+    must not apply at all.
+    """
+    ctx, rendered, environment = prepared.ctx, prepared.rendered, prepared.environment
+    job = ctx.job
+    apply_environment(rendered, environment, job.branch, prepared.dag, context)
+    session = getattr(backend, "session", None)
+    project = (getattr(session, "project", "") if session is not None else "") or rendered.project or "default"
+    prepared.where = f"env {environment.name} (context {context}, project {project})"
+    ctx.log(f"delivering to {prepared.where}")
+    prepared.path = spec_path_for(ctx.git_dir, job.id, rendered.pipeline, job.commit)
+    prepared.spec_json = rendered.to_json()
+    prepared.extra = {"environment": environment.name, "pipeline": rendered.pipeline, "project": rendered.project}
+    path, extra, where = prepared.path, prepared.extra, prepared.where
     try:
-        if ctx.dry_run:
-            return _plan(ctx, backend, rendered, path, spec_json, reprocess)
         current = backend.inspect(rendered.pipeline, rendered.project)
-        if (
-            current is not None
-            and current.image == rendered.image
-            and current.annotations.get(COMMIT_ANNOTATION) == job.commit
-        ):
-            ctx.log(
-                f"pipeline {rendered.pipeline} already runs {current.image} for this commit "
-                f"(version {current.version}); not updating again"
-            )
-            if not path.exists():
-                _write_atomically(path, spec_json)
-            return StepResult(
-                "reused",
-                _result(current.version, current.image, path, backend),
-                f"{rendered.pipeline} v{current.version} already up to date",
-            )
-        _write_atomically(path, spec_json)
-        ctx.log(f"rendered {job.template} at {job.commit[:12]} -> {path}")
-        ctx.log(f"applying with {_describe_apply(backend, str(path), reprocess)}")
-        backend.update(str(path), spec_json, reprocess)
-        after = backend.inspect(rendered.pipeline, rendered.project)
+        if environment.deployment_id:
+            found = backend.deployment_id() if hasattr(backend, "deployment_id") else ""
+            if found != environment.deployment_id:
+                raise StepError(
+                    f"{where}: the cluster's deployment ID is {found or 'unknown'}, not"
+                    f" {environment.deployment_id} as the environment requires; nothing applied",
+                    retryable=False,
+                )
     except BackendError as error:
         raise StepError(str(error), retryable=error.retryable) from None
+    live_commit = current.annotations.get(COMMIT_ANNOTATION, "") if current is not None else ""
+    verdict = order.decide(job.commit, live_commit, job.branch, ctx.repo_root, ctx.force, ctx.log)
+    if verdict.action == order.SUPERSEDED:
+        ctx.log(verdict.message)
+        prepared.result = StepResult(
+            "superseded", dict(extra, live_commit=verdict.live_commit, reason=verdict.message), verdict.message
+        )
+        return
+    if verdict.action == order.REFUSE:
+        raise StepError(f"{rendered.pipeline} in {where}: {verdict.message}", retryable=False)
+    if verdict.forced:
+        ctx.log(verdict.message)
+        extra["forced"] = verdict.message
+    if current is not None and current.image == rendered.image and verdict.action == order.SAME:
+        ctx.log(
+            f"pipeline {rendered.pipeline} already runs {current.image} for this commit "
+            f"(version {current.version}); not updating again"
+        )
+        if not path.exists():
+            _write_atomically(path, prepared.spec_json)
+        prepared.result = StepResult(
+            "reused",
+            dict(_result(current.version, current.image, path, backend), **extra),
+            f"{rendered.pipeline} v{current.version} already up to date",
+        )
+        return
+    if same_spec(current, rendered.spec, rendered.project):
+        assert current is not None
+        message = f"{rendered.pipeline} v{current.version} already runs this spec (as of {live_commit[:12]})"
+        ctx.log(message + "; not applied again")
+        prepared.result = StepResult(
+            "unchanged",
+            dict(
+                _result(current.version, current.image, path, backend), live_commit=live_commit, reason=message, **extra
+            ),
+            message,
+        )
+        return
+    if ctx.is_cancelled is not None and ctx.is_cancelled():
+        ctx.log("cancelled before the apply: nothing applied")
+        message = "cancelled before the apply: nothing applied"
+        prepared.result = StepResult("cancelled", dict(extra, reason=message), message)
+
+
+def _announce(prepared: Prepared, backend: Any) -> None:
+    ctx, path = prepared.ctx, prepared.path
+    assert path is not None
+    _write_atomically(path, prepared.spec_json)
+    ctx.log(f"rendered {ctx.job.template} at {ctx.job.commit[:12]} -> {path}")
+    ctx.log(f"applying with {_describe_apply(backend, str(path), prepared.reprocess)}")
+
+
+def _finish(prepared: Prepared, backend: Any) -> StepResult:
+    """Read the pipeline back after the apply; undo an overtaking; note a late cancel."""
+    ctx, rendered, path, extra = prepared.ctx, prepared.rendered, prepared.path, prepared.extra
+    assert path is not None
+    try:
+        after = backend.inspect(rendered.pipeline, rendered.project)
+        overtaken = _restore_if_overtaken(ctx, backend, rendered, after, path)
+    except BackendError as error:
+        raise StepError(str(error), retryable=error.retryable) from None
+    if overtaken:
+        message = f"the live pipeline runs {overtaken[:12]}, a newer commit applied while this one was"
+        return StepResult("superseded", dict(extra, live_commit=overtaken, reason=message), message)
     if after is None:
         raise StepError(f"pipeline {rendered.pipeline} not found after the update")
     if after.image != rendered.image:
@@ -298,9 +609,59 @@ def run(ctx: StepContext) -> StepResult:
             retryable=False,
         )
     ctx.log(f"pipeline {rendered.pipeline} is at version {after.version}, running {after.image}")
-    result = _result(after.version, after.image, path, backend)
-    result.update(stamp_and_verify(ctx, backend, rendered, produced["digest"], config))
-    return StepResult("done", result, f"{rendered.pipeline} v{after.version}" + _cluster_note(result))
+    data = dict(_result(after.version, after.image, path, backend), **extra)
+    if ctx.is_cancelled is not None and ctx.is_cancelled():
+        ctx.log("cancelled too late: applied")
+        data["late_cancel"] = "1"
+    data.update(stamp_and_verify(ctx, backend, rendered, _image_from_results(ctx)["digest"], prepared.config))
+    return StepResult("done", data, f"{rendered.pipeline} v{after.version} in {prepared.where}" + _cluster_note(data))
+
+
+def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec, after: Any, path: Path) -> str:
+    """Undo the one race the order check leaves open; the newer commit when it had to.
+
+    `update pipeline` has no compare-and-swap: a newer commit may be applied by another
+    deliverer between this job's read of the live pipeline and its own apply, which then
+    puts the older commit on top. Right after applying, the version below this one is
+    read (`inspect pipeline NAME^N`); when it names a descendant of this job's commit, its
+    user spec is applied again, so the cluster ends on the newer commit, and the job is
+    superseded. The window left is between that read and that re-apply.
+    """
+    job = ctx.job
+    if after is None:
+        return ""
+    now_live = after.annotations.get(COMMIT_ANNOTATION, "")
+    if now_live != job.commit:
+        # Another deliverer applied right after this apply: superseded when that is newer.
+        if now_live and order.known(now_live, ctx.repo_root) and order.is_ancestor(job.commit, now_live, ctx.repo_root):
+            return now_live
+        return ""
+    # The first version below this commit's own (several deliverers may have applied
+    # this same commit in a row) is the one this apply replaced.
+    previous = None
+    for back in range(1, LOOK_BACK + 1):
+        try:
+            found = backend.inspect(f"{rendered.pipeline}^{back}", rendered.project)
+        except Exception:  # a backend without version ancestry, or no such version
+            return ""
+        if found is None:
+            return ""
+        if found.annotations.get(COMMIT_ANNOTATION, "") != job.commit:
+            previous = found
+            break
+    newer = previous.annotations.get(COMMIT_ANNOTATION, "") if previous is not None else ""
+    if not newer or previous is None or previous.user_spec is None:
+        return ""
+    if not order.known(newer, ctx.repo_root):
+        order.fetch_branch(job.branch, ctx.repo_root)
+    if not order.known(newer, ctx.repo_root) or not order.is_ancestor(job.commit, newer, ctx.repo_root):
+        return ""
+    ctx.log(f"{newer[:12]}, a newer commit, was applied between the order check and this apply: restoring it")
+    restore = path.with_name(f"{path.stem}-restore-{newer[:12]}.json")
+    text = json.dumps(previous.user_spec, indent=2) + "\n"
+    _write_atomically(restore, text)
+    backend.update(str(restore), text, False)
+    return newer
 
 
 def stamp_and_verify(

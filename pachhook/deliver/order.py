@@ -19,13 +19,13 @@ from typing import Callable, Optional
 
 from pachhook.core import gitrepo
 
-APPLY, SUPERSEDED, REFUSE, SAME = "apply", "superseded", "refuse", "same"
+APPLY, NEWER_LIVE, REFUSE, SAME = "apply", "newer-live", "refuse", "same"
 FETCH_TIMEOUT = 120.0
 
 
 @dataclass
 class Verdict:
-    action: str  # APPLY | SUPERSEDED | REFUSE | SAME (the live commit is the job's)
+    action: str  # APPLY | NEWER_LIVE (the job is superseded) | REFUSE | SAME (the live commit is the job's)
     message: str = ""  # one line, for the job's log and result
     live_commit: str = ""
     forced: bool = False
@@ -98,7 +98,7 @@ def decide(
             force,
         )
     if is_ancestor(job_commit, live_commit, root):
-        return Verdict(SUPERSEDED, f"the live pipeline runs {short_live}, a newer commit", live_commit)
+        return Verdict(NEWER_LIVE, f"the live pipeline runs {short_live}, a newer commit", live_commit)
     if is_ancestor(live_commit, job_commit, root):
         return Verdict(APPLY, f"the live pipeline runs {short_live}, an ancestor of {short_job}", live_commit)
     return _refuse_or_force(

@@ -538,7 +538,7 @@ def _check(prepared: Prepared, backend: Any, context: str) -> None:
         raise StepError(str(error), retryable=error.retryable) from None
     live_commit = current.annotations.get(COMMIT_ANNOTATION, "") if current is not None else ""
     verdict = order.decide(job.commit, live_commit, job.branch, ctx.repo_root, ctx.force, ctx.log)
-    if verdict.action == order.SUPERSEDED:
+    if verdict.action == order.NEWER_LIVE:
         ctx.log(verdict.message)
         prepared.result = StepResult(
             "superseded", dict(extra, live_commit=verdict.live_commit, reason=verdict.message), verdict.message

@@ -17,7 +17,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from pachhook.core.sanitize import one_line
 
@@ -227,6 +227,48 @@ class RegistrySession:
             return None
         self._check(status, f"{name}:{reference}")
         return None
+
+    def image_labels(self, name: str, reference: str) -> Dict[str, str]:
+        """The labels of the image name:reference names ({} when it has none).
+
+        The manifest names its config blob, whose `config.Labels` are the image's labels;
+        an index (several platforms, or BuildKit's attestations) is read through its first
+        manifest, the image itself.
+        """
+        scope = f"repository:{name}:pull"
+        manifest = self._json(
+            f"/v2/{name}/manifests/{reference}", {"Accept": MANIFEST_TYPES}, scope, f"{name}:{reference}"
+        )
+        entries = manifest.get("manifests")
+        if isinstance(entries, list):
+            first = entries[0] if entries and isinstance(entries[0], dict) else {}
+            if not first.get("digest"):
+                return {}
+            manifest = self._json(
+                f"/v2/{name}/manifests/{first['digest']}",
+                {"Accept": MANIFEST_TYPES},
+                scope,
+                f"{name}@{first['digest']}",
+            )
+        config = manifest.get("config")
+        digest = config.get("digest") if isinstance(config, dict) else None
+        if not digest:
+            return {}
+        blob = self._json(f"/v2/{name}/blobs/{digest}", {}, scope, f"{name} config {digest}")
+        inner = blob.get("config")
+        labels = inner.get("Labels") if isinstance(inner, dict) else None
+        return {str(key): str(value) for key, value in labels.items()} if isinstance(labels, dict) else {}
+
+    def _json(self, path: str, headers: Dict[str, str], scope: str, what: str) -> Dict[str, Any]:
+        status, _, body = self._request("GET", path, headers, scope)
+        if status != 200:
+            self._check(status, what)
+            return {}
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise RegistryError(f"registry {self.registry}: {what} is not JSON", transient=False) from None
+        return data if isinstance(data, dict) else {}
 
     def tag_manifest(self, name: str, digest: str, tag: str) -> None:
         """Give the manifest the registry holds as digest the tag too: GET it, PUT it back.

@@ -15,9 +15,10 @@ from typing import Any, Dict, Optional
 from docker.errors import APIError, DockerException, ImageNotFound
 
 from pachhook.core.sanitize import one_line
-from pachhook.deliver import dockerclient, imagekeys
+from pachhook.deliver import dockerclient, imagekeys, order
 from pachhook.deliver.registry import RegistryError, RegistrySession
 from pachhook.deliver.steps import StepContext, StepError, StepResult
+from pachhook.deliver.steps.build import LABEL_REVISION
 
 ATTEMPTS = 3
 FIRST_DELAY = 1.0  # seconds before the second attempt; doubled for each further one
@@ -33,6 +34,10 @@ _TRANSIENT = re.compile(
 
 class _Transient(Exception):
     """One attempt failed in a way that trying again may fix."""
+
+
+def _is_ancestor(older: str, newer: str, root: Any) -> bool:
+    return order.known(older, root) and order.is_ancestor(older, newer, root)
 
 
 def split_ref(image_ref: str) -> "tuple[str, str]":
@@ -150,11 +155,51 @@ class _Pusher:
             message = f"registry {self.registry} already serves {self.image_ref} as {remote}; not pushing"
             self.ctx.log(f"push: {message}")
             return self._result(remote, "reused", message)
+        if remote:
+            # Tags are immutable: a commit's tag another build pushed (CI, another clone) is
+            # adopted when its image names this commit, never pushed over (issue 10).
+            return self._adopt(remote)
         digest = self._tag_in_registry(local) or self._push()
-        if self._remote_digest(digest) != digest:
-            raise _Transient(f"registry {self.registry} does not serve the pushed manifest {digest} yet")
-        self.ctx.log(f"push: registry {self.registry} serves {self.repository}@{digest}")
+        # What is recorded is what the registry serves for the exact reference the spec
+        # names (IMAGE:TAG), not merely a digest it holds.
+        served = self._remote_digest(self.tag)
+        if served is None:
+            raise _Transient(f"registry {self.registry} does not serve {self.image_ref} yet")
+        if served != digest:
+            raise StepError(
+                f"registry {self.registry} serves {self.image_ref} as {served}, not the pushed {digest}:"
+                " another push replaced the tag meanwhile",
+                retryable=False,
+            )
+        self.ctx.log(f"push: registry {self.registry} serves {self.image_ref} as {digest}")
         return self._result(digest, "done", f"pushed {self.image_ref} ({digest})")
+
+    def _adopt(self, remote: str) -> StepResult:
+        """Record the digest the registry serves for this tag when that image was built for
+        this commit (or for an ancestor whose build this commit reused); refuse otherwise."""
+        try:
+            labels = self.session.image_labels(self.name, remote)
+        except RegistryError as error:
+            if error.transient:
+                raise _Transient(str(error)) from None
+            raise StepError(f"push of {self.image_ref}: {error}", retryable=False) from None
+        revision = labels.get(LABEL_REVISION, "")
+        commit = self.ctx.job.commit
+        if revision and (revision == commit or _is_ancestor(revision, commit, self.ctx.repo_root)):
+            whose = "this commit" if revision == commit else f"{revision[:12]}, an ancestor whose build it reuses"
+            message = (
+                f"registry {self.registry} already serves {self.image_ref} as {remote}, built elsewhere"
+                f" for {whose}; adopted it, not pushing over the tag"
+            )
+            self.ctx.log(f"push: {message}")
+            return self._result(remote, "reused", message)
+        built_for = f"commit {revision[:12]}" if revision else "no commit (no revision label)"
+        raise StepError(
+            f"registry {self.registry} already serves {self.image_ref} as {remote}, built for {built_for},"
+            f" neither {commit[:12]} nor an ancestor; a commit's tag is never pushed over:"
+            " delete that tag from the registry, then pachhook retry",
+            retryable=False,
+        )
 
     def _tag_in_registry(self, local: set) -> str:
         """When the registry already holds this very image (pushed for an earlier commit with

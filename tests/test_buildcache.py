@@ -142,6 +142,16 @@ def test_a_second_empty_engine_builds_the_next_commit_from_the_registry_cache(tm
     second engine that has never built this image; its slow RUN step comes from the cache."""
     services = docker_env
     second = test_services.second_engine()
+    # The second machine starts empty: its build cache is dropped (the engine serves this test
+    # only). A base layer it once built without a cache source would otherwise be preferred to
+    # the imported chain by the engine's BuildKit (20.10), and the test would measure that.
+    subprocess.run(
+        ["docker", "-H", second, "builder", "prune", "-af"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     unique = uuid.uuid4().hex[:10]
     repository = f"test-cache/{unique}/edges"
     image = f"{services.registry}/{repository}"

@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))
 STEP = """
 import json, resource, sys, time
 from pathlib import Path
-from pachhook.deliver.steps import StepContext, build
+from pachhook.deliver.steps.base import StepContext
+from pachhook.deliver.steps import build
 from pachhook.queue.jobs import Job
 repo, commit, image = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 job = Job(id=1, commit=commit, branch="main", pipeline="big", template="big/pipeline.json", image=image)

@@ -66,7 +66,8 @@ def main(argv: List[str] = None) -> int:
 
     import services as svc
 
-    from pachhook.deliver.steps import StepContext, build, push
+    from pachhook.deliver.steps import build, push
+    from pachhook.deliver.steps.base import StepContext
     from pachhook.queue.jobs import Job
 
     found, reason = svc.load_services()

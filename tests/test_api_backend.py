@@ -18,7 +18,7 @@ from test_update import DIGEST, IMAGE, context, git, make_repo  # noqa: E402
 
 from pachhook.deliver.backends.api import ApiBackend  # noqa: E402
 from pachhook.deliver.backends.pachctl import BackendError  # noqa: E402
-from pachhook.deliver.steps import StepError, run_step  # noqa: E402
+from pachhook.deliver.steps.base import StepError, run_step  # noqa: E402
 
 TOKEN = "s3cr3t-session-token-for-tests"
 

@@ -15,7 +15,7 @@ import services as svc
 
 from pachhook.deliver import buildcontext, dockerclient
 from pachhook.deliver.buildcontext import BuildInputs, ContextError
-from pachhook.deliver.steps import StepContext, StepError, run_step
+from pachhook.deliver.steps.base import StepContext, StepError, run_step
 from pachhook.deliver.steps.build import strip_credentials
 from pachhook.queue.jobs import Job
 

@@ -41,7 +41,7 @@ def test_annotation_names_file_and_line_and_escapes_them():
     report.add_problems(
         ["odd, name: dir/p.json: line 3: bad value: 50%", "a.yaml: defined twice", "dependency cycle: a -> b -> a"]
     )
-    assert cireport.annotations(report) == [
+    assert cireport.workflow_commands(report) == [
         "::error file=odd%2C name%3A dir/p.json,line=3,title=pachhook::bad value: 50%25",
         "::error file=a.yaml,title=pachhook::defined twice",
         "::error title=pachhook::dependency cycle: a -> b -> a",

@@ -19,7 +19,7 @@ from pachhook.core.config import ConfigError, load_config, load_config_at
 from pachhook.core.environments import branch_slug, default_branch, environment_for
 from pachhook.deliver.backends.pachctl import Apply, BackendError, PachctlBackend
 from pachhook.deliver.backends.session import open_session
-from pachhook.deliver.steps import StepError, run_step
+from pachhook.deliver.steps.base import StepError, run_step
 
 DOUBLE = Path(__file__).parent / "doubles" / "pachctl"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pachhook.deliver.steps import run_step
+from pachhook.deliver.steps.base import run_step
 from pachhook.queue.affected import parse_template
 from pachhook.queue.jobs import STEP_NAMES, Job, StepRecord
 from pachhook.spec import jsonnet

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from gitutil import PACHCTL_DOUBLE, Repo, make_repo, template
 
-from pachhook.deliver.plan import diff_specs
+from pachhook.deliver.preview import diff_specs
 
 FIXED = "busybox:1.36"  # a fixed image: delivering it needs no Docker engine
 

@@ -18,8 +18,8 @@ from test_update import DIGEST, calls, git, make_repo
 from test_update import context as update_context
 
 from pachhook.commands.provenance import cluster_query
-from pachhook.deliver.steps import run_step
-from pachhook.provenance import stamp
+from pachhook.deliver import stamp
+from pachhook.deliver.steps.base import run_step
 from pachhook.provenance.ledger import kind_of
 from pachhook.queue.store import Queue
 

@@ -19,7 +19,8 @@ import services as svc
 from test_build import commit_all, edges_files, git, make_repo
 
 from pachhook.deliver import imagekeys
-from pachhook.deliver.steps import StepContext, StepError, StepResult, push, run_step
+from pachhook.deliver.steps import push
+from pachhook.deliver.steps.base import StepContext, StepError, StepResult, run_step
 from pachhook.queue.jobs import Job
 
 

@@ -13,7 +13,7 @@ from test_build import commit_all, edges_files, git, make_repo
 from test_push import deliver, make_job, push_again, served_digest
 
 from pachhook.deliver import dockerclient
-from pachhook.deliver.steps import StepError
+from pachhook.deliver.steps.base import StepError
 
 
 def retag(local_ref: str, new_ref: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from gitutil import PACHCTL_DOUBLE, Repo, make_repo, template
 
-from pachhook.deliver.rollback import RollbackError, from_history, parse_target, pinned_image
+from pachhook.deliver.reapply import RollbackError, from_history, parse_target, pinned_image
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -17,7 +17,7 @@ import pytest
 
 from pachhook.deliver.backends import pachctl as pachctl_module
 from pachhook.deliver.backends.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
-from pachhook.deliver.steps import StepContext, StepError, run_step
+from pachhook.deliver.steps.base import StepContext, StepError, run_step
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.states import STEP_NAMES
 
@@ -327,7 +327,7 @@ def test_version_is_asked_once_per_pachctl_file(tmp_path, double):
     (repo / "edges" / "pipeline.json").write_text(json.dumps(dict(TEMPLATE, description="v2")))
     git(repo, "commit", "-q", "-am", "v2")
     run_step("update", context(repo, job_id=8))
-    # (the client's version; the cluster's, asked by `pachctl version`, is provenance/stamp.py's)
+    # (the client's version; the cluster's, asked by `pachctl version`, is deliver/stamp.py's)
     assert [call for call in calls(double) if call[:2] == ["version", "--client-only"]] == [
         ["version", "--client-only"]
     ]

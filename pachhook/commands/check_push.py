@@ -149,7 +149,7 @@ def pushed_branch(lines: Sequence[str], env: Mapping[str, str]) -> str:
 
 def print_push_plan(root: Path, commit: str, branch: str, config: object) -> None:
     """`plan_on_push`: one line per pipeline of the newest pushed commit; never stops the push."""
-    from pachhook.deliver.plan import PlanError, make_plan, summary_lines
+    from pachhook.deliver.preview import PlanError, make_plan, summary_lines
 
     prefix = f"pachhook plan: {commit[:12]}"
     try:

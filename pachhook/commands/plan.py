@@ -16,7 +16,7 @@ from pachhook.commands._common import parse_args
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver.commit import branch_of
-from pachhook.deliver.plan import PlanError, format_plan, make_plan
+from pachhook.deliver.preview import PlanError, format_plan, make_plan
 
 
 def build_parser() -> argparse.ArgumentParser:

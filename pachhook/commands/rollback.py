@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from pachhook.commands._common import open_queue, parse_args
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
-from pachhook.deliver.rollback import RollbackError, parse_target, rollback
+from pachhook.deliver.reapply import RollbackError, parse_target, rollback
 from pachhook.deliver.steps.update import make_backend
 
 

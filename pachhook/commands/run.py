@@ -85,7 +85,7 @@ def run_commit(args: argparse.Namespace) -> int:
     status = deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report, force=args.force)
     report.status, report.seconds = status, round(time.monotonic() - started, 3)
     if cireport.on_github_actions():
-        for line in cireport.annotations(report):
+        for line in cireport.workflow_commands(report):
             print(line, flush=True)  # GitHub reads workflow commands from stdout
         problem = cireport.write_step_summary(report)
         if problem:

@@ -16,7 +16,7 @@ from typing import Any, Callable, List, Optional, Sequence
 from pachhook.commands._common import open_queue, parse_args
 from pachhook.core.output import color_enabled, paint
 from pachhook.deliver.holds import Holds, status_lines
-from pachhook.provenance.stamp import failed_in_cluster
+from pachhook.deliver.stamp import failed_in_cluster
 from pachhook.queue.attention import mark_seen, needing_attention, newest_per_pipeline
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.launch import worker_pid, worker_running
@@ -153,7 +153,7 @@ def _holds_json(folder: object) -> dict:
 
 
 def _failed_in_cluster(job: Job) -> Optional[str]:
-    """The cluster job the update started, when verification saw it fail (provenance/stamp.py)."""
+    """The cluster job the update started, when verification saw it fail (deliver/stamp.py)."""
     update = next((step for step in job.steps if step.name == "update"), None)
     return failed_in_cluster(update.result or {}) if update is not None and job.state == "done" else None
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional
 
 from pachhook.core.sanitize import one_line
+from pachhook.queue.states import STEP_NAMES
 
 # "templates/edges.yaml: line 3: message" or "templates/edges.yaml: message" (deliver.commit.plan);
 # a line not starting with a template's path (a dependency cycle) has no place in a file.
@@ -28,7 +29,7 @@ _PROBLEM_IN_FILE = re.compile(_TEMPLATE + r": (?P<message>.+)$")
 
 
 @dataclass
-class Problem:
+class LocatedProblem:
     """A template that cannot be read, where it is."""
 
     message: str
@@ -58,7 +59,7 @@ class RunReport:
     dry_run: bool = False
     status: int = 0
     seconds: float = 0.0
-    problems: List[Problem] = field(default_factory=list)
+    problems: List[LocatedProblem] = field(default_factory=list)
     pipelines: List[PipelineReport] = field(default_factory=list)
 
     def add_problems(self, lines: List[str]) -> None:
@@ -66,11 +67,11 @@ class RunReport:
             at_line = _PROBLEM_AT_LINE.match(line)
             in_file = at_line or _PROBLEM_IN_FILE.match(line)
             if at_line:
-                self.problems.append(Problem(at_line["message"], at_line["file"], int(at_line["line"])))
+                self.problems.append(LocatedProblem(at_line["message"], at_line["file"], int(at_line["line"])))
             elif in_file:
-                self.problems.append(Problem(in_file["message"], in_file["file"]))
+                self.problems.append(LocatedProblem(in_file["message"], in_file["file"]))
             else:
-                self.problems.append(Problem(line))
+                self.problems.append(LocatedProblem(line))
 
     def add_pipeline(
         self,
@@ -113,7 +114,7 @@ def escape_property(text: str) -> str:
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def annotations(report: RunReport) -> List[str]:
+def workflow_commands(report: RunReport) -> List[str]:
     """`::error` workflow commands: template problems, and failed pipelines on their template."""
     lines = []
     for problem in report.problems:
@@ -165,9 +166,7 @@ def markdown(report: RunReport, environ: Optional[Mapping[str, str]] = None) -> 
             "|---|---|---|---|---:|---:|---:|---|",
         ]
         for item in report.pipelines:
-            times = [
-                f"{item.timings[step]:.1f}s" if step in item.timings else "-" for step in ("build", "push", "update")
-            ]
+            times = [f"{item.timings[step]:.1f}s" if step in item.timings else "-" for step in STEP_NAMES]
             result = item.error or ", ".join(f"{step} {outcome}" for step, outcome in item.outcomes.items())
             lines.append(
                 f"| {_cell(item.pipeline)} | {_cell(item.version) or '-'} | {_cell(item.image) or '-'} "

@@ -25,7 +25,7 @@ from pachhook.core.environments import environment_for
 from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.holds import Holds
 from pachhook.deliver.runner import StepHooks, one_line, run_steps
-from pachhook.deliver.steps import StepContext, StepResult, run_step
+from pachhook.deliver.steps.base import StepContext, StepResult, run_step
 from pachhook.deliver.steps.update import run_together
 from pachhook.queue.affected import commit_templates, foreign_file, parse_template
 from pachhook.queue.jobs import Job, StepRecord
@@ -204,7 +204,7 @@ def _release_hold(common_dir: Path, pipeline: str, commit: str, out: Output) -> 
 
 def _show_plan(root: Path, commit: str, branch: str, config, out: Output) -> None:
     """A dry run starts with the plan: each pipeline's spec against the live one."""
-    from pachhook.deliver.plan import PlanError, format_plan, make_plan  # here: plan imports this module
+    from pachhook.deliver.preview import PlanError, format_plan, make_plan  # here: plan imports this module
 
     try:
         lines = format_plan(make_plan(root, commit, branch, config))

@@ -46,7 +46,7 @@ class RegistryError(Exception):
 class _NoRedirectAuth(urllib.request.HTTPRedirectHandler):
     """Drop the Authorization header when a redirect leaves the registry (blob stores do)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
             new.headers.pop("Authorization", None)

@@ -25,7 +25,7 @@ from pachhook.core.config import DEFAULT_KEEP_JOBS, ConfigError, load_config
 from pachhook.core.sanitize import one_line as bounded_line
 from pachhook.deliver.holds import Holds, held_message
 from pachhook.deliver.order import unreachable
-from pachhook.deliver.steps import StepContext, StepError, run_step
+from pachhook.deliver.steps.base import StepContext, StepError, run_step
 from pachhook.queue.jobs import Job
 from pachhook.queue.launch import WorkerLock
 from pachhook.queue.retention import prune

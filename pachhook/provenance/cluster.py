@@ -20,56 +20,22 @@ control characters and bounded before they reach a terminal.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
 from pachhook.core import gitrepo
-from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import BackendError
+from pachhook.deliver.backends.rawoutput import ClusterError, clean, messages
+from pachhook.deliver.stamp import METADATA_COMMIT
 from pachhook.deliver.steps.build import remote_url
 
 GLOBAL_ID = re.compile(r"[0-9a-f]{32}\Z")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-TEXT_LIMIT = 300
 
 COMMIT_ANNOTATION = "pachhook.io/commit"
 TEMPLATE_ANNOTATION = "pachhook.io/template"
 DIGEST_ANNOTATION = "pachhook.io/image-digest"
-# Keys pachhook writes into Pachyderm metadata (commit 2.10+, pipeline 2.11+).
-METADATA_COMMIT = "pachhook.io/commit"
-METADATA_TEMPLATE = "pachhook.io/template"
-METADATA_DIGEST = "pachhook.io/image-digest"
-
-
-class ClusterError(Exception):
-    """The cluster could not answer; str(error) is one line for the user."""
-
-
-def clean(value: Any, limit: int = TEXT_LIMIT) -> str:
-    """Outside text made safe for a terminal: no control sequences, one line, bounded."""
-    return one_line("" if value is None else value, limit)
-
-
-def messages(text: str) -> List[Dict[str, Any]]:
-    """The JSON objects pachctl --raw prints one after another (indented or one per line)."""
-    decoder = json.JSONDecoder()
-    found: List[Dict[str, Any]] = []
-    position = 0
-    text = text.strip()
-    while position < len(text):
-        while position < len(text) and text[position].isspace():
-            position += 1
-        if position >= len(text):
-            break
-        try:
-            value, position = decoder.raw_decode(text, position)
-        except ValueError:
-            raise ClusterError("pachctl printed something that is not JSON") from None
-        if isinstance(value, dict):
-            found.append(value)
-    return found
 
 
 def _get(data: Any, *names: str) -> Any:

@@ -226,7 +226,7 @@ class Database:
             f"the queue database was unreadable ({error}): moved it to {aside} and started"
             " a fresh queue; jobs recorded in the old one are not in the new one"
         )
-        from pachhook.queue.logs import Problems  # this rare path only: the hook stays light
+        from pachhook.queue.joblog import Problems  # this rare path only: the hook stays light
 
         Problems(self).record(message)
         # Said here, once, by whichever command met it: the hook, status, a worker's log.

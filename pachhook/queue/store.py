@@ -3,7 +3,7 @@
 `Queue` opens the database (queue/database.py: file, schema, recovery, transactions) and
 holds the jobs and their step records; its other concerns are parts with their own
 modules: `queue.leases` (queue/leases.py: who runs what, what may run next),
-`queue.logs` and `queue.problems` (queue/logs.py), `queue.templates` (the parse cache,
+`queue.logs` and `queue.problems` (queue/joblog.py), `queue.templates` (the parse cache,
 queue/templatecache.py).
 """
 
@@ -36,9 +36,9 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+    from pachhook.queue.joblog import JobLogs, Problems
     from pachhook.queue.jobs import Job, StepRecord
     from pachhook.queue.leases import Leases
-    from pachhook.queue.logs import JobLogs, Problems
 
 # Job states that still lead to a delivery.
 LIVE_STATES = (QUEUED, RUNNING)
@@ -110,7 +110,7 @@ class Queue:
     @property
     def logs(self) -> JobLogs:
         if self._logs is None:
-            from pachhook.queue.logs import JobLogs
+            from pachhook.queue.joblog import JobLogs
 
             self._logs = JobLogs(self.database)
         return self._logs
@@ -118,7 +118,7 @@ class Queue:
     @property
     def problems(self) -> Problems:
         if self._problems is None:
-            from pachhook.queue.logs import Problems
+            from pachhook.queue.joblog import Problems
 
             self._problems = Problems(self.database)
         return self._problems
@@ -531,7 +531,7 @@ class Queue:
     def cluster_failures(self, window: int = 50) -> List[Tuple[str, str, str, str, str]]:
         """(pipeline, commit, cluster job, job state, reason) for each pipeline whose newest
         delivered job (among the `window` newest jobs) saw its cluster job fail after the
-        update (provenance/stamp.py records job_state in the update step's result).
+        update (deliver/stamp.py records job_state in the update step's result).
 
         For the post-commit hook: SQLite reads the JSON, so the hook imports no json module.
         """

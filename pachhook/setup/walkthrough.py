@@ -38,7 +38,7 @@ from docker.errors import DockerException, ImageNotFound
 from pachhook.core import gitrepo
 from pachhook.deliver import dockerclient
 from pachhook.deliver.runner import one_line
-from pachhook.deliver.steps import StepContext, run_step
+from pachhook.deliver.steps.base import StepContext, run_step
 from pachhook.queue.states import DONE, PENDING, STEP_DONE, STEP_NAMES
 from pachhook.queue.store import Queue
 

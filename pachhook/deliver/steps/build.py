@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pachhook import __version__
 from pachhook.core.sanitize import clean, one_line
-from pachhook.deliver.steps import StepContext, StepError, StepResult
+from pachhook.deliver.steps.base import StepContext, StepError, StepResult
 
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_SOURCE = "org.opencontainers.image.source"

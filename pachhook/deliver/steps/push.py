@@ -17,7 +17,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 from pachhook.core.sanitize import one_line
 from pachhook.deliver import dockerclient, imagekeys, order
 from pachhook.deliver.registry import RegistryError, RegistrySession
-from pachhook.deliver.steps import StepContext, StepError, StepResult
+from pachhook.deliver.steps.base import StepContext, StepError, StepResult
 from pachhook.deliver.steps.build import LABEL_REVISION
 
 ATTEMPTS = 3

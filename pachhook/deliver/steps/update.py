@@ -30,7 +30,7 @@ from pachhook.deliver import order
 from pachhook.deliver.backends.api import ApiBackend
 from pachhook.deliver.backends.pachctl import Apply, BackendError, PachctlBackend
 from pachhook.deliver.backends.session import open_session
-from pachhook.deliver.steps import StepContext, StepError, StepResult
+from pachhook.deliver.steps.base import StepContext, StepError, StepResult
 from pachhook.queue.affected import commit_templates, input_repos, parse_template
 from pachhook.spec import jsonnet, loader
 from pachhook.spec import template as templating
@@ -668,8 +668,8 @@ def stamp_and_verify(
     ctx: StepContext, backend: Any, rendered: RenderedSpec, digest: str, config: Any
 ) -> Dict[str, str]:
     """After the apply: provenance into Pachyderm metadata, then the job the update started
-    (pachhook/provenance/stamp.py). Never fails the step: the pipeline is updated."""
-    from pachhook.provenance.stamp import after_update, stamp_values
+    (pachhook/deliver/stamp.py). Never fails the step: the pipeline is updated."""
+    from pachhook.deliver.stamp import after_update, stamp_values
 
     outcome = after_update(
         backend,
@@ -684,7 +684,7 @@ def stamp_and_verify(
 
 
 def _cluster_note(result: Dict[str, str]) -> str:
-    from pachhook.provenance.stamp import failed_in_cluster
+    from pachhook.deliver.stamp import failed_in_cluster
 
     failed = failed_in_cluster(result)
     if failed:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional
 from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import BackendError
 from pachhook.deliver.holds import HOLD, ROLLBACK, Event, Hold, Holds
-from pachhook.deliver.plan import FieldChange, diff_specs
+from pachhook.deliver.preview import FieldChange, diff_specs
 from pachhook.deliver.steps.update import COMMIT_ANNOTATION, DIGEST_ANNOTATION, SPEC_FOLDER
 from pachhook.queue.jobs import Job
 

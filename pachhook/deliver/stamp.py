@@ -26,14 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.deliver.backends.pachctl import BackendError, parse_version
-from pachhook.provenance.cluster import (
-    METADATA_COMMIT,
-    METADATA_DIGEST,
-    METADATA_TEMPLATE,
-    ClusterError,
-    clean,
-    messages,
-)
+from pachhook.deliver.backends.rawoutput import ClusterError, clean, messages
+
+# Keys pachhook writes into Pachyderm metadata (commit 2.10+, pipeline 2.11+).
+METADATA_COMMIT = "pachhook.io/commit"
+METADATA_TEMPLATE = "pachhook.io/template"
+METADATA_DIGEST = "pachhook.io/image-digest"
 
 # pps.proto JobState: the states a job does not leave.
 FINISHED_STATES = ("JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE")

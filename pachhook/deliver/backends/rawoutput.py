@@ -1,0 +1,40 @@
+"""What `pachctl ... --raw` prints, read safely: one JSON object after another, and outside
+text bounded before it is shown. Shared by the update step's stamping and provenance."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List
+
+from pachhook.core.sanitize import one_line
+
+TEXT_LIMIT = 300
+
+
+class ClusterError(Exception):
+    """The cluster could not answer; str(error) is one line for the user."""
+
+
+def clean(value: Any, limit: int = TEXT_LIMIT) -> str:
+    """Outside text made safe for a terminal: no control sequences, one line, bounded."""
+    return one_line("" if value is None else value, limit)
+
+
+def messages(text: str) -> List[Dict[str, Any]]:
+    """The JSON objects pachctl --raw prints one after another (indented or one per line)."""
+    decoder = json.JSONDecoder()
+    found: List[Dict[str, Any]] = []
+    position = 0
+    text = text.strip()
+    while position < len(text):
+        while position < len(text) and text[position].isspace():
+            position += 1
+        if position >= len(text):
+            break
+        try:
+            value, position = decoder.raw_decode(text, position)
+        except ValueError:
+            raise ClusterError("pachctl printed something that is not JSON") from None
+        if isinstance(value, dict):
+            found.append(value)
+    return found

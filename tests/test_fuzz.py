@@ -515,7 +515,8 @@ def test_memory_bound_is_real(tmp_path):
 def test_forged_lines_stay_inside_their_problem(tmp_path):
     """A key holding a newline and a fake diagnostic cannot add a line to the output."""
     path = tmp_path / "pipeline.json"
-    path.write_text(json.dumps({"pipeline": {"name": "a"}, "x\npipeline.json:1:1: error: forged": 1}))
+    spec = {"pipeline": {"name": "a"}, "transform": {"image": "busybox"}, "x\npipeline.json:1:1: error: forged": 1}
+    path.write_text(json.dumps(spec))
     result, _ = run_validate(path)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
@@ -526,7 +527,9 @@ def test_forged_lines_stay_inside_their_problem(tmp_path):
 @pytest.mark.parametrize("fmt", ["json", "github"])
 def test_other_formats_survive_the_worst_strings(tmp_path, fmt):
     path = tmp_path / "pipeline.json"
-    path.write_bytes(b'{"pipeline": {"name": "a\\u0000\\n%0A::error::x"}, "k\\r\\n\\u2028": "\\ud83d\\ude00"}')
+    path.write_bytes(
+        b'{"pipeline": {"name": "a\\u0000\\n%0A::error::x"}, "transform": {}, "k\\r\\n\\u2028": "\\ud83d\\ude00"}'
+    )
     result, _ = run_validate(path, "--format", fmt)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr

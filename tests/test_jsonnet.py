@@ -238,7 +238,8 @@ def test_the_queue_reads_names_images_and_inputs_from_the_rendered_template():
         "specs": [
             {"pipeline": "edges", "image": IMAGE, "inputs": ["images"]},
             {"pipeline": "montage", "image": "", "inputs": ["edges"]},
-        ]
+        ],
+        "spec_like": True,  # rendered from a .jsonnet template: judged a spec by its kind
     }
     broken = parse_template(b"{ pipeline: ", "x.pipeline.jsonnet")
     assert broken["error"].startswith("line 1: Jsonnet: ")

@@ -297,8 +297,10 @@ def test_query_routing():
 
 
 def updated(repo: Path, config: str = "", job_id: int = 7) -> dict:
-    if config:
+    if config:  # delivery reads the configuration from the commit, so it is committed
         (repo / ".pachhook.toml").write_text(config)
+        git(repo, "add", ".pachhook.toml")
+        git(repo, "commit", "-qm", "configuration")
     result = run_step("update", update_context(repo, job_id=job_id))
     assert result.outcome == "done", result
     return result.data

@@ -722,7 +722,7 @@ def test_target_version_from_the_configuration_reaches_validate(tmp_path, monkey
     (tmp_path / ".git").mkdir()
     (tmp_path / ".pachhook.toml").write_text('pachyderm_version = "2.8"\n')
     template = tmp_path / "pipeline.yaml"
-    template.write_text("pipeline: {name: a}\nmaximum_expected_uptime: 60s\n")
+    template.write_text("pipeline: {name: a}\ntransform: {image: busybox}\nmaximum_expected_uptime: 60s\n")
     run = [sys.executable, "-m", "pachhook", "validate", "pipeline.yaml"]
     result = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert result.returncode == 1 and "needs Pachyderm 2.9, and pachyderm_version is 2.8" in result.stdout

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import services as test_services
 
+from pachhook.queue.database import SCHEMA_VERSION
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 
@@ -110,7 +112,7 @@ def test_reused_and_unchanged_steps_are_named(tmp_path):
         [StepRecord("build"), StepRecord("push"), StepRecord("update")],
     )
     text = format_jobs([job, superseded], now=161.0).splitlines()
-    assert text[1].split()[5:] == ["reused", "0.5s", "reused", "0.1s", "unchanged", "0.3s", "1m00s", "ago"]
+    assert text[1].split()[6:] == ["reused", "0.5s", "reused", "0.1s", "unchanged", "0.3s", "1m00s", "ago"]
     assert text[2].split()[1] == "superseded" and text[3] == "    superseded by job 3"
 
 
@@ -272,7 +274,10 @@ def test_queue_files_pachhook_must_not_open_are_named(tmp_path, env):
     db.close()
     newer = pachhook("status", cwd=folder, env=env)
     assert newer.returncode == 2
-    assert "was written by a newer pachhook (queue schema version 99; this pachhook reads version 2)" in newer.stderr
+    assert (
+        f"was written by a newer pachhook (queue schema version 99; this pachhook reads version {SCHEMA_VERSION})"
+        in newer.stderr
+    )
     check = sqlite3.connect(queue_db)
     assert check.execute("PRAGMA user_version").fetchone()[0] == 99  # never marked back
     check.close()

@@ -14,7 +14,7 @@ from pachhook.core.globs import glob_problem
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
-    from typing import Any, Dict, List, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 # Finished jobs kept per pipeline before older ones move to the provenance ledger (issue 16).
 DEFAULT_KEEP_JOBS = 50
@@ -461,6 +461,17 @@ def _boolean(checker: _Checker, key: str, value: Any) -> Optional[bool]:
     return value
 
 
+def _flag_setter(key: str) -> Callable[[_Checker, Config, Any], None]:
+    """The setter of a true/false key: a boolean, or one problem naming the key."""
+
+    def set_flag(checker: _Checker, config: Config, value: Any) -> None:
+        flag = _boolean(checker, key, value)
+        if flag is not None:
+            setattr(config, key, flag)
+
+    return set_flag
+
+
 def _set_templates(checker: _Checker, config: Config, value: Any) -> None:
     globs = _string_list(checker, "templates", value)
     if globs is not None:
@@ -588,18 +599,6 @@ def _set_tag(checker: _Checker, config: Config, value: Any) -> None:
         config.tag = tag
 
 
-def _set_pin_digest(checker: _Checker, config: Config, value: Any) -> None:
-    flag = _boolean(checker, "pin_digest", value)
-    if flag is not None:
-        config.pin_digest = flag
-
-
-def _set_reprocess(checker: _Checker, config: Config, value: Any) -> None:
-    flag = _boolean(checker, "reprocess", value)
-    if flag is not None:
-        config.reprocess = flag
-
-
 def _set_worker(checker: _Checker, config: Config, value: Any) -> None:
     mode = _choice(checker, "worker", value, WORKER_MODES)
     if mode is not None:
@@ -636,12 +635,6 @@ def _set_jsonnet_args(checker: _Checker, config: Config, value: Any) -> None:
     config.jsonnet_args = {str(k): str(v) for k, v in value.items()}
 
 
-def _set_plan_on_push(checker: _Checker, config: Config, value: Any) -> None:
-    flag = _boolean(checker, "plan_on_push", value)
-    if flag is not None:
-        config.plan_on_push = flag
-
-
 def _set_pachyderm_version(checker: _Checker, config: Config, value: Any) -> None:
     import re
 
@@ -650,18 +643,6 @@ def _set_pachyderm_version(checker: _Checker, config: Config, value: Any) -> Non
         checker.problem(("pachyderm_version",), f'must be a Pachyderm 2.x version such as "2.9", not {_show(value)}')
         return
     config.pachyderm_version = value.strip()
-
-
-def _set_schema_from_cluster(checker: _Checker, config: Config, value: Any) -> None:
-    flag = _boolean(checker, "schema_from_cluster", value)
-    if flag is not None:
-        config.schema_from_cluster = flag
-
-
-def _set_verify(checker: _Checker, config: Config, value: Any) -> None:
-    flag = _boolean(checker, "verify", value)
-    if flag is not None:
-        config.verify = flag
 
 
 def _set_verify_timeout(checker: _Checker, config: Config, value: Any) -> None:
@@ -678,12 +659,6 @@ def _set_keep_jobs(checker: _Checker, config: Config, value: Any) -> None:
     config.keep_jobs = value
 
 
-def _set_notify(checker: _Checker, config: Config, value: Any) -> None:
-    flag = _boolean(checker, "notify", value)
-    if flag is not None:
-        config.notify = flag
-
-
 def _set_environments(checker: _Checker, config: Config, value: Any) -> None:
     from pachhook.core.environments import parse_environments
 
@@ -696,17 +671,17 @@ _KEYS = {
     "images": _set_images,
     "branches": _set_branches,
     "tag": _set_tag,
-    "pin_digest": _set_pin_digest,
-    "reprocess": _set_reprocess,
+    "pin_digest": _flag_setter("pin_digest"),
+    "reprocess": _flag_setter("reprocess"),
     "worker": _set_worker,
     "pachctl": _set_pachctl,
     "backend": _set_backend,
     "jsonnet_args": _set_jsonnet_args,
-    "plan_on_push": _set_plan_on_push,
+    "plan_on_push": _flag_setter("plan_on_push"),
     "pachyderm_version": _set_pachyderm_version,
-    "schema_from_cluster": _set_schema_from_cluster,
-    "verify": _set_verify,
+    "schema_from_cluster": _flag_setter("schema_from_cluster"),
+    "verify": _flag_setter("verify"),
     "verify_timeout": _set_verify_timeout,
     "keep_jobs": _set_keep_jobs,
-    "notify": _set_notify,
+    "notify": _flag_setter("notify"),
 }

@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # typing costs milliseconds the post-commit hook does not spe
     from pathlib import Path
     from typing import Callable, Optional, Sequence, Tuple, Union
 
+    from pachhook.core.config import Config
+    from pachhook.core.gitrepo import HeadInfo
     from pachhook.queue.store import Queue
     from pachhook.setup.hookinstall import Outcome
 
@@ -68,6 +70,24 @@ def hook_places(prog: str) -> "Optional[Tuple[Path, Path, Path]]":
         return root, gitrepo.hooks_dir(root), gitrepo.git_common_dir(root)
     except gitrepo.GitError as error:
         print(f"{prog}: {error}", file=sys.stderr)
+        return None
+
+
+def repository_config(prog: str) -> "Optional[Tuple[HeadInfo, Config]]":
+    """HEAD's repository and its configuration, or None after one line per problem."""
+    from pachhook.core import gitrepo
+    from pachhook.core.config import ConfigError, load_config
+
+    try:
+        info = gitrepo.head_info()
+    except gitrepo.GitError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return None
+    try:
+        return info, load_config(info.root)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"{prog}: {problem}", file=sys.stderr)
         return None
 
 

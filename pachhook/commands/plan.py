@@ -12,9 +12,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args
+from pachhook.commands._common import parse_args, repository_config
 from pachhook.core import gitrepo
-from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver.commit import branch_of
 from pachhook.deliver.preview import PlanError, format_plan, make_plan
 
@@ -49,16 +48,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         commit = gitrepo.rev_parse(args.rev)
-        info = gitrepo.head_info()
     except gitrepo.GitError as error:
         print(f"pachhook plan: {error}", file=sys.stderr)
         return 2
-    try:
-        config = load_config(info.root)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"pachhook plan: {problem}", file=sys.stderr)
+    found = repository_config("pachhook plan")
+    if found is None:
         return 2
+    info, config = found
     branch = args.branch
     if branch is None:
         branch = branch_of(args.rev, commit, info.commit, info.branch, info.root)

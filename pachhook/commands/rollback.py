@@ -10,9 +10,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import open_queue, parse_args
+from pachhook.commands._common import open_queue, parse_args, repository_config
 from pachhook.core import gitrepo
-from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver.reapply import RollbackError, parse_target, rollback
 from pachhook.deliver.steps.update import make_backend
 
@@ -45,17 +44,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    try:
-        info = gitrepo.head_info()
-    except gitrepo.GitError as error:
-        print(f"pachhook rollback: {error}", file=sys.stderr)
+    found = repository_config("pachhook rollback")
+    if found is None:
         return 2
-    try:
-        config = load_config(info.root)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"pachhook rollback: {problem}", file=sys.stderr)
-        return 2
+    info, config = found
     full_commit = ""
     if "commit" in parse_target(args.to):
         try:

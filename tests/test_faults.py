@@ -152,9 +152,9 @@ class Worker:
         return out
 
 
-def run_once(repo: Repo, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+def run_once(repo: Repo, env: Optional[Dict[str, str]] = None, lease: float = LEASE) -> subprocess.CompletedProcess:
     return run(
-        [str(VENV_BIN / "pachhook"), "run", "--lease", str(LEASE)],
+        [str(VENV_BIN / "pachhook"), "run", "--lease", str(lease)],
         repo.path,
         env or repo.env,
         check=False,
@@ -805,11 +805,15 @@ def test_200_commits_from_4_worktrees_with_workers_running(tmp_path):
     stop = threading.Event()
     worker_runs: List[subprocess.CompletedProcess] = []
 
+    # The lease renewals of these workers wait on the queue's write lock, which four committing
+    # worktrees keep busy; with 3 s leases a loaded 2-core machine let a lease lapse mid-update
+    # and a second worker ran the update again. The default lease is 60 s; 20 s keeps the test
+    # about "nothing lost, nothing run twice" rather than about the machine's load.
     def worker_loop() -> None:
         while not stop.is_set():
-            worker_runs.append(run_once(repo))
+            worker_runs.append(run_once(repo, lease=20.0))
             time.sleep(0.05)
-        worker_runs.append(run_once(repo))
+        worker_runs.append(run_once(repo, lease=20.0))
 
     started = time.monotonic()
     committers = [threading.Thread(target=committer, args=(index,)) for index in range(4)]

@@ -82,7 +82,13 @@ def test_init_sets_up_a_conventional_repository_and_a_second_run_changes_nothing
     (entry,) = config["repos"]
     assert entry["repo"] == "https://example.invalid/pachhook.git" and entry["rev"] == "v9.9.9"
     assert [hook["id"] for hook in entry["hooks"]] == ["pachhook-validate", "pachhook-queue", "pachhook-check-push"]
-    assert config["default_install_hook_types"] == ["pre-commit", "pre-push", "post-commit"]
+    assert config["default_install_hook_types"] == [
+        "pre-commit",
+        "pre-push",
+        "post-commit",
+        "post-merge",
+        "post-rewrite",
+    ]
     # Conventions cover the examples: no configuration file is written.
     assert not (project / ".pachhook.toml").exists()
     for hook_type in ("pre-commit", "pre-push", "post-commit"):
@@ -358,7 +364,7 @@ def test_init_replaces_pachhooks_plain_hooks_keeps_foreign_ones_and_uninstall_un
     (hooks / "pre-push").chmod(0o755)
     result = pachhook("init", cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "replacing pachhook's plain pre-commit, post-commit hook" in result.stdout
+    assert "replacing pachhook's plain pre-commit, post-commit, post-merge, post-rewrite hook" in result.stdout
     assert "existing hooks kept" in result.stdout
     assert (hooks / "pre-push.legacy").read_text() == "#!/bin/sh\necho team pre-push\n"
     assert not (hooks / "pre-commit.legacy").exists() and not (hooks / "post-commit.legacy").exists()

@@ -54,13 +54,18 @@ def three_pipelines(tmp_path, names=("c", "a", "b"), reads=None):
 def delivered_by_run(repo) -> list:
     out = repo.pachhook("run", "--commit", "HEAD", "--dry-run")
     assert out.returncode == 0, out.stdout + out.stderr
-    return re.search(r"delivering \w+ \(main\): (.*)", out.stdout).group(1).split(", ")
+    return re.search(r"delivering \w+ \(main\)[^:]*: (.*)", out.stdout).group(1).split(", ")
 
 
 def queued(repo) -> list:
     out = repo.pachhook("queue", "--no-worker")
     assert out.returncode == 0, out.stdout + out.stderr
-    return re.search(r"queued \w+ for ([^(;]*)", out.stdout + out.stderr).group(1).strip().split(", ")
+    return (
+        re.search(r"queued \w+ for (.*?)(?: to env |[(;]|$)", out.stdout + out.stderr, re.M)
+        .group(1)
+        .strip()
+        .split(", ")
+    )
 
 
 def test_run_commit_and_the_queue_deliver_one_order(tmp_path):

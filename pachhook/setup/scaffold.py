@@ -52,7 +52,7 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
         "id": HOOK_IDS["post-commit"],
         "name": "queue pachhook delivery for the new commit",
         "entry": "pachhook queue",
-        "stages": ["post-commit"],
+        "stages": ["post-commit", "post-merge", "post-rewrite"],
         "always_run": True,
         "pass_filenames": False,
         "verbose": True,
@@ -67,7 +67,7 @@ HOOKS: Tuple[Dict[str, Any], ...] = (
         "verbose": True,  # it names deliveries that failed since the user last looked
     },
 )
-HOOK_TYPES = ("pre-commit", "pre-push", "post-commit")
+HOOK_TYPES = ("pre-commit", "pre-push", "post-commit", "post-merge", "post-rewrite")
 PACHHOOK_CONFIG = ".pachhook.toml"
 _MAX_SCAN_BYTES = 1 << 20  # larger JSON/YAML files are data, not pipeline specs
 _DEFAULT_NAME = re.compile(r"(^|/)(pipeline|[^/]+\.pipeline)\.(json|ya?ml|jsonnet)$")
@@ -306,9 +306,9 @@ def hook_entry(source: HookSource, files: str, indent: str = "") -> str:
                     lines.append(f"      {key}: {'true' if hook[key] else 'false'}")
     else:
         lines = [f"- repo: {_yaml_scalar(source.repo)}", f"  rev: {_yaml_scalar(source.rev)}", "  hooks:"]
-        for hook_type, hook_id in HOOK_IDS.items():
+        for hook_id in dict.fromkeys(HOOK_IDS.values()):  # the queue hook serves three hook types
             lines.append(f"    - id: {hook_id}")
-            if hook_type == "pre-commit" and files != DEFAULT_FILES:  # the hook given file names
+            if hook_id == HOOK_IDS["pre-commit"] and files != DEFAULT_FILES:  # the hook given file names
                 lines.append(f"      files: {_yaml_scalar(files)}")
     return "".join(indent + line + "\n" for line in lines)
 

@@ -123,6 +123,9 @@ def test_first_push_of_a_new_repository_checks_all_its_history(tmp_path: Path, h
 
 def test_rebase_replaying_20_commits_leaves_one_live_job_per_pipeline(tmp_path: Path, hook_repo: dict):
     repo = framework_repo(tmp_path, hook_repo)
+    config = repo.path / ".pachhook.toml"  # the feature branch delivers too (default: main only)
+    config.write_text((config.read_text() if config.exists() else "") + 'branches = ["main", "feature"]\n')
+    commit(repo, "deliver feature too", "--no-verify")
     repo.git("checkout", "-q", "-b", "feature")
     for number in range(20):
         repo.write("edges/run.sh", f"echo edges {number}\n")

@@ -146,6 +146,9 @@ def test_rebase_replaying_20_commits_leaves_one_live_job_per_pipeline(tmp_path: 
 
 def test_two_worktrees_committing_at_once_lose_nothing(tmp_path: Path, hook_repo: dict):
     repo = framework_repo(tmp_path, hook_repo)
+    config = repo.path / ".pachhook.toml"  # both worktrees' branches deliver (default: main only)
+    config.write_text((config.read_text() if config.exists() else "") + 'branches = ["left", "right"]\n')
+    commit(repo, "deliver left and right", "--no-verify")
     trees = {}
     for name in ("left", "right"):
         repo.git("worktree", "add", "-q", "-b", name, str(tmp_path / name))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # the hook imports nothing it does not use
+    from pachhook.core.config import Config
     from pachhook.core.diagnostics import Diagnostic
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2  # and 3, an internal error, from pachhook.cli.guard
@@ -297,15 +298,13 @@ def _configured_templates(folder: Optional[str], skipped: Optional[List[str]] = 
     return [os.path.relpath(path, cwd) for path in templates]
 
 
-def _tag_form() -> str:
-    """The configuration's `tag` (the tag delivery pushes), "full" when it cannot be read.
-
-    The TOML parser costs the hook ~30 ms: the files are parsed only when their text
-    sets `tag = "short"` at all.
-    """
+def _config_if_it_sets(pattern: str) -> "Optional[Config]":
+    """The repository's configuration, parsed only when a configuration file's text matches
+    `pattern`: the TOML parser costs the hook ~30 ms, and most repositories set none of the
+    keys validate reads. Raises ConfigError for a configuration that cannot be read."""
     import re
 
-    from pachhook.core.config import ConfigError, load_config
+    from pachhook.core.config import load_config
 
     root = _repository_root(Path.cwd())
     for name in ("pyproject.toml", ".pachhook.toml"):
@@ -313,12 +312,20 @@ def _tag_form() -> str:
             text = (root / name).read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        if re.search(r"""^\s*tag\s*=\s*["']short["']""", text, re.MULTILINE):
-            try:
-                return str(load_config(root).tag)
-            except (ConfigError, OSError):
-                return "full"  # a bad configuration is reported by the commands that need it
-    return "full"
+        if re.search(pattern, text, re.MULTILINE):
+            return load_config(root)
+    return None
+
+
+def _tag_form() -> str:
+    """The configuration's `tag` (the tag delivery pushes), "full" when it cannot be read."""
+    from pachhook.core.config import ConfigError
+
+    try:
+        config = _config_if_it_sets(r"""^\s*tag\s*=\s*["']short["']""")
+    except (ConfigError, OSError):
+        return "full"  # a bad configuration is reported by the commands that need it
+    return str(config.tag) if config else "full"
 
 
 def _cluster_diagnostics(files: List[str], url: Optional[str]) -> Optional[List[Diagnostic]]:
@@ -339,22 +346,13 @@ def _cluster_diagnostics(files: List[str], url: Optional[str]) -> Optional[List[
 
 def _schema_from_cluster() -> bool:
     """The configuration's schema_from_cluster (parsed only when its text names the key)."""
-    import re
+    from pachhook.core.config import ConfigError
 
-    from pachhook.core.config import ConfigError, load_config
-
-    root = _repository_root(Path.cwd())
-    for name in ("pyproject.toml", ".pachhook.toml"):
-        try:
-            text = (root / name).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if re.search(r"^\s*schema_from_cluster\s*=", text, re.MULTILINE):
-            try:
-                return bool(load_config(root).schema_from_cluster)
-            except ConfigError:
-                return False  # a bad configuration is reported by the commands that need it
-    return False
+    try:
+        config = _config_if_it_sets(r"^\s*schema_from_cluster\s*=")
+    except ConfigError:
+        return False  # a bad configuration is reported by the commands that need it
+    return bool(config and config.schema_from_cluster)
 
 
 def _target_version(given: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -363,8 +361,6 @@ def _target_version(given: Optional[str]) -> Optional[Tuple[int, int]]:
 
     Like `_tag_form`, the configuration is parsed only when its text names the key.
     """
-    import re
-
     from pachhook.spec.versions import parse_version
 
     if given is not None:
@@ -372,21 +368,14 @@ def _target_version(given: Optional[str]) -> Optional[Tuple[int, int]]:
         if version is None or version[0] < 2:
             raise ValueError(f'--pachyderm-version must be a Pachyderm 2.x version such as "2.9", not {given!r}')
         return version
-    from pachhook.core.config import ConfigError, load_config
+    from pachhook.core.config import ConfigError
 
-    root = _repository_root(Path.cwd())
-    for name in ("pyproject.toml", ".pachhook.toml"):
-        try:
-            text = (root / name).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        if re.search(r"^\s*pachyderm_version\s*=", text, re.MULTILINE):
-            try:
-                configured = load_config(root).pachyderm_version
-            except ConfigError as error:
-                raise ValueError("; ".join(error.problems)) from None
-            return parse_version(configured) if configured else None
-    return None
+    try:
+        config = _config_if_it_sets(r"^\s*pachyderm_version\s*=")
+    except ConfigError as error:
+        raise ValueError("; ".join(error.problems)) from None
+    configured = config.pachyderm_version if config else None
+    return parse_version(configured) if configured else None
 
 
 def _is_within(path: Path, folder: Path) -> bool:

@@ -486,18 +486,8 @@ def _set_templates(checker: _Checker, config: Config, value: Any) -> None:
         config.templates = globs
 
 
-_IMAGE_KEYS = (
-    "dockerfile",
-    "context",
-    "build_args",
-    "platform",
-    "target",
-    "network",
-    "secrets",
-    "submodules",
-    "cache",
-    "builder",
-)
+# The keys of an [images."REPO"] table: every ImageConfig field but the repository's name.
+_IMAGE_KEYS = tuple(key for key in ImageConfig.__slots__ if key != "name")
 CACHE_MODES = ("inline", "registry", "none")
 # Build arguments are kept in the image's history and in pachhook's queue: a name like these
 # says the value is a credential, which belongs in `secrets` instead.

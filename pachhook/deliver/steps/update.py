@@ -633,9 +633,7 @@ def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec
     now_live = after.annotations.get(COMMIT_ANNOTATION, "")
     if now_live != job.commit:
         # Another deliverer applied right after this apply: superseded when that is newer.
-        if now_live and order.known(now_live, ctx.repo_root) and order.is_ancestor(job.commit, now_live, ctx.repo_root):
-            return now_live
-        return ""
+        return now_live if now_live and _descends_from(now_live, job.commit, ctx) else ""
     # The first version below this commit's own (several deliverers may have applied
     # this same commit in a row) is the one this apply replaced.
     previous = None
@@ -650,11 +648,7 @@ def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec
             previous = found
             break
     newer = previous.annotations.get(COMMIT_ANNOTATION, "") if previous is not None else ""
-    if not newer or previous is None or previous.user_spec is None:
-        return ""
-    if not order.known(newer, ctx.repo_root):
-        order.fetch_branch(job.branch, ctx.repo_root)
-    if not order.known(newer, ctx.repo_root) or not order.is_ancestor(job.commit, newer, ctx.repo_root):
+    if not newer or previous is None or previous.user_spec is None or not _descends_from(newer, job.commit, ctx):
         return ""
     ctx.log(f"{newer[:12]}, a newer commit, was applied between the order check and this apply: restoring it")
     restore = path.with_name(f"{path.stem}-restore-{newer[:12]}.json")
@@ -662,6 +656,17 @@ def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec
     _write_atomically(restore, text)
     backend.update(str(restore), text, False)
     return newer
+
+
+def _descends_from(live: str, commit: str, ctx: StepContext) -> bool:
+    """Whether `live` is a newer commit of the job's branch, fetched first when this clone lacks it.
+
+    Another clone's deliverer may have applied a commit this one has never fetched; without
+    the fetch that newer commit would look unrelated and the job would claim its version.
+    """
+    if not order.known(live, ctx.repo_root):
+        order.fetch_branch(ctx.job.branch, ctx.repo_root)
+    return order.known(live, ctx.repo_root) and order.is_ancestor(commit, live, ctx.repo_root)
 
 
 def stamp_and_verify(

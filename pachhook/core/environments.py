@@ -36,18 +36,7 @@ SLUG_MAX = 40
 class Environment:
     """Where one set of branches delivers. Unset per-environment settings are None."""
 
-    __slots__ = (
-        "name",
-        "branches",
-        "context",
-        "project",
-        "pipeline_suffix",
-        "deployment_id",
-        "reprocess",
-        "pin_digest",
-        "backend",
-        "implicit",
-    )
+    __slots__ = ("name", *ENVIRONMENT_KEYS, "implicit")
 
     def __init__(
         self,

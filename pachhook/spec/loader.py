@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-from pachhook.core.diagnostics import ERROR, WARNING, Diagnostic, JsonPath, format_json_path
+from pachhook.core.diagnostics import ERROR, WARNING, Diagnostic, JsonPath, Problem, format_json_path
 
 # A spec is a few kB; a file of 480 pipelines is ~220 kB. These bounds are also the hook's
 # time bound: JSON is read by the C parser (~1 s per MB of the tiniest values), YAML through
@@ -69,6 +69,23 @@ class Document:
 
     def locate(self, path: JsonPath) -> Position:
         return self._positions.find(self._prefix + tuple(path))
+
+    def diagnostic(self, file: str, problem: Problem, numbered: bool) -> Diagnostic:
+        """`problem`, found in this spec, placed at its line and column of `file`.
+
+        `numbered`: the file holds several specs, so the diagnostic names this one's index.
+        """
+        line, column = self.locate(problem.path)
+        return Diagnostic(
+            file,
+            line,
+            column,
+            problem.message,
+            problem.severity,
+            format_json_path(problem.path),
+            problem.rule,
+            self.index if numbered else 0,
+        )
 
 
 @dataclass

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
-from pachhook.core.diagnostics import ERROR, Diagnostic, Problem, format_json_path
+from pachhook.core.diagnostics import ERROR, Diagnostic, Problem
 from pachhook.core.globs import GlobSet, find_templates
 from pachhook.spec import jsonnet, rules, schema, versions
 from pachhook.spec.loader import MAX_FILE_BYTES, LoadedFile, load_bytes, load_path
@@ -120,19 +120,7 @@ def _check(
             if key in seen:
                 continue
             seen.add(key)
-            line, column = document.locate(problem.path)
-            diagnostics.append(
-                Diagnostic(
-                    name,
-                    line,
-                    column,
-                    problem.message,
-                    problem.severity,
-                    format_json_path(problem.path),
-                    problem.rule,
-                    document.index if several else 0,
-                )
-            )
+            diagnostics.append(document.diagnostic(name, problem, several))
     diagnostics.sort(key=lambda item: (item.line, item.column))
     return diagnostics
 

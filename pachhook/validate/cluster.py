@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from pachhook.core.diagnostics import WARNING, Diagnostic, JsonPath, Problem, format_json_path
+from pachhook.core.diagnostics import WARNING, Diagnostic, JsonPath, Problem
 from pachhook.spec import schema
 from pachhook.spec.loader import load_path
 from pachhook.spec.template import render, sample_values
@@ -197,17 +197,5 @@ def compare_paths(paths: Sequence[Union[str, Path]], cluster: ClusterSchema) -> 
         for document in loaded.documents:
             rendered, _ = render(document.value, sample_values())
             for problem in compare(rendered, cluster, validator):
-                line, column = document.locate(problem.path)
-                diagnostics.append(
-                    Diagnostic(
-                        str(path),
-                        line,
-                        column,
-                        problem.message,
-                        problem.severity,
-                        format_json_path(problem.path),
-                        problem.rule,
-                        document.index if several else 0,
-                    )
-                )
+                diagnostics.append(document.diagnostic(str(path), problem, several))
     return diagnostics

@@ -307,17 +307,21 @@ def foreign_file(path: str, parsed: Dict[str, Any], config: Any) -> bool:
 
 def input_repos(node: Any) -> List[str]:
     """Repos a spec's input reads through `pfs` (inside cross, union, join, group too)."""
-    repos: List[str] = []
+    return [pfs["repo"] for pfs in pfs_inputs(node) if isinstance(pfs.get("repo"), str)]
+
+
+def pfs_inputs(node: Any) -> List[Dict[str, Any]]:
+    """The `pfs` tables of a spec's input, nested ones too (the caller may edit them in place)."""
+    found: List[Dict[str, Any]] = []
     stack = [node]
     while stack:
         current = stack.pop()
         if isinstance(current, list):
             stack.extend(current)
         elif isinstance(current, dict):
-            pfs = current.get("pfs")
-            if isinstance(pfs, dict) and isinstance(pfs.get("repo"), str):
-                repos.append(pfs["repo"])
+            if isinstance(current.get("pfs"), dict):
+                found.append(current["pfs"])
             for key in ("cross", "union", "join", "group"):
                 if key in current:
                     stack.append(current[key])
-    return repos
+    return found

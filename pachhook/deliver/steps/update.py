@@ -31,7 +31,7 @@ from pachhook.deliver.backends.api import ApiBackend
 from pachhook.deliver.backends.pachctl import Apply, BackendError, PachctlBackend
 from pachhook.deliver.backends.session import open_session
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult
-from pachhook.queue.affected import commit_templates, input_repos, parse_template
+from pachhook.queue.affected import commit_templates, input_repos, parse_template, pfs_inputs
 from pachhook.spec import jsonnet, loader
 from pachhook.spec import template as templating
 from pachhook.validate import checks as validate
@@ -239,7 +239,7 @@ def apply_environment(
     if suffix:
         pipeline["name"] = f"{spec.pipeline}{suffix}"
         names = set(dag)
-        for node in _pfs_nodes(rendered.get("input")):
+        for node in pfs_inputs(rendered.get("input")):
             if node.get("repo") in names:
                 if "name" not in node:
                     node["name"] = node["repo"]  # the mount folder stays /pfs/<original name>
@@ -261,22 +261,6 @@ def apply_environment(
     if context:
         annotations[CONTEXT_ANNOTATION] = context
     return spec
-
-
-def _pfs_nodes(node: Any) -> List[Dict[str, Any]]:
-    found: List[Dict[str, Any]] = []
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, list):
-            stack.extend(current)
-        elif isinstance(current, dict):
-            if isinstance(current.get("pfs"), dict):
-                found.append(current["pfs"])
-            for key in ("cross", "union", "join", "group"):
-                if key in current:
-                    stack.append(current[key])
-    return found
 
 
 def same_spec(live: Any, spec: Dict[str, Any], project: str) -> bool:

@@ -94,7 +94,8 @@ def test_unknown_keys_and_bad_values_name_file_line_and_key(tmp_path: Path):
     assert problems(tmp_path, "pyproject.toml", text) == [
         'pyproject.toml:5: tool.pachhook.tag: must be "full" or "short", not a string (\'long\')',
         "pyproject.toml:6: tool.pachhook.pin_digest: must be true or false, not an integer (1)",
-        "pyproject.toml:7: tool.pachhook.colour: unknown key (known keys: backend, branches, environments, images,"
+        "pyproject.toml:7: tool.pachhook.colour: unknown key (known keys: backend, branches, build_concurrency,"
+        " environments, images,"
         " jsonnet_args, keep_jobs, notify, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
         " schema_from_cluster, tag, templates, verify, verify_timeout, worker)",
         "pyproject.toml:8: tool.pachhook.branches: must be a non-empty array of non-empty strings,"

@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
 
 # Finished jobs kept per pipeline before older ones move to the provenance ledger (issue 16).
 DEFAULT_KEEP_JOBS = 50
+# images of one commit built at once: two keep a 2-core laptop busy (one build's RUN steps
+# while another pulls, exports or pushes) without starving the rest of the machine
+DEFAULT_BUILD_CONCURRENCY = 2
 
 DEFAULT_TEMPLATE_GLOBS = (
     "**/pipeline.json",
@@ -115,6 +118,7 @@ class Config(_Record):
         "verify_timeout",
         "keep_jobs",
         "notify",
+        "build_concurrency",
         "environments",
     )
 
@@ -139,6 +143,7 @@ class Config(_Record):
         verify_timeout: float = 300.0,
         keep_jobs: int = DEFAULT_KEEP_JOBS,
         notify: bool = True,
+        build_concurrency: int = DEFAULT_BUILD_CONCURRENCY,
     ) -> None:
         self._root = os.fspath(root)
         self._source = (
@@ -166,6 +171,7 @@ class Config(_Record):
         # finished jobs kept per pipeline; older ones move to the provenance ledger
         self.keep_jobs = keep_jobs
         self.notify = notify  # a desktop notification when a background delivery fails
+        self.build_concurrency = build_concurrency  # images of one commit built at once
         # [environments.NAME] tables (core.environments.Environment by name); empty: the
         # implicit environment (top-level `branches`, else the default branch only)
         self.environments: Dict[str, Any] = {}
@@ -649,6 +655,13 @@ def _set_keep_jobs(checker: _Checker, config: Config, value: Any) -> None:
     config.keep_jobs = value
 
 
+def _set_build_concurrency(checker: _Checker, config: Config, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        checker.problem(("build_concurrency",), f"must be a whole number of builds from 1 to 64, not {_show(value)}")
+        return
+    config.build_concurrency = value
+
+
 def _set_environments(checker: _Checker, config: Config, value: Any) -> None:
     from pachhook.core.environments import parse_environments
 
@@ -674,4 +687,5 @@ _KEYS = {
     "verify_timeout": _set_verify_timeout,
     "keep_jobs": _set_keep_jobs,
     "notify": _flag_setter("notify"),
+    "build_concurrency": _set_build_concurrency,
 }

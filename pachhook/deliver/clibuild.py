@@ -147,6 +147,23 @@ class _Progress:
         return one_line(final or f"docker exited with status {status}", 3000)
 
 
+class _Stops:
+    """How many times the process asked its running builds to stop (Ctrl-C with builds in threads)."""
+
+    lock = threading.Lock()
+    count = 0
+
+
+def stop_builds() -> None:
+    """End every docker CLI build this process is running (each raises KeyboardInterrupt).
+
+    The CLI runs in a session of its own, so the terminal's Ctrl-C does not reach it; a
+    build running in a worker thread is ended from here instead.
+    """
+    with _Stops.lock:
+        _Stops.count += 1
+
+
 def run_build(
     argv: Sequence[str], env: Dict[str, str], log: Callable[[str], None], timeout: float = BUILD_TIMEOUT
 ) -> CliBuildResult:
@@ -154,6 +171,7 @@ def run_build(
 
     Secrets reach the CLI through env (named, never valued, in argv).
     """
+    stops_before = _Stops.count
     progress = _Progress(log)
     with tempfile.TemporaryDirectory(prefix="pachhook-build-") as scratch:
         iidfile = os.path.join(scratch, "iid")
@@ -185,9 +203,13 @@ def run_build(
                     progress.heartbeat()
                     if time.monotonic() > deadline:
                         raise TimeoutError from None
+                    if _Stops.count != stops_before:
+                        raise KeyboardInterrupt from None
                     continue
                 if raw is None:
                     break
+                if _Stops.count != stops_before:
+                    raise KeyboardInterrupt
                 progress.feed(raw.decode("utf-8", "replace"))
                 progress.heartbeat()
             status = process.wait()

@@ -1,8 +1,9 @@
 """Deliver one commit without the queue: `pachhook run --commit REV [--dry-run]`, for CI.
 
 Every pipeline of every template in the commit (not only the ones it changed: a CI job
-must be able to redeploy a commit on its own) goes through build -> push -> update,
-each pipeline after the pipelines whose output repos it reads. The steps are the ones
+must be able to redeploy a commit on its own) goes through build -> push -> update. The
+images build concurrently (`build_concurrency` at a time), each distinct image once; the
+updates are applied together, in the DAG's order, once every image is pushed. The steps are the ones
 the worker runs, so they are just as idempotent: running a commit twice rebuilds nothing
 and updates nothing the second time. Nothing is written to the queue.
 
@@ -14,17 +15,21 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core import gitrepo
 from pachhook.core.config import Config, ConfigError, load_config_at
 from pachhook.core.environments import environment_for
 from pachhook.deliver.cireport import RunReport
+from pachhook.deliver.clibuild import stop_builds
 from pachhook.deliver.holds import Holds
 from pachhook.deliver.runner import StepHooks, one_line, run_steps
+from pachhook.deliver.sharedimages import SharedImages
 from pachhook.deliver.steps.base import StepContext, StepResult, run_step
 from pachhook.deliver.steps.update import run_together
 from pachhook.queue.affected import commit_templates, foreign_file, parse_template
@@ -171,19 +176,16 @@ def deliver_commit(
     )
     if dry_run:
         _show_plan(info.root, commit, branch, config, out)
-    outcomes: List[Outcome] = []
-    contexts: List[Optional[StepContext]] = []
-    failed: Set[str] = set()
-    for item in pipelines:
-        # A pipeline reading the output of one that failed would be updated against the old one.
-        blocked = sorted(name for name in item.inputs if name in failed)
-        outcome, ctx = _build_and_push(
-            info.root, info.common_dir, commit, branch, item, dry_run, out, blocked, environment.name, force
-        )
-        if outcome.error:
-            failed.add(item.pipeline)
-        outcomes.append(outcome)
-        contexts.append(ctx)
+    delivered = _build_and_push_all(
+        pipelines,
+        lambda item, say, shared: _build_and_push(
+            info.root, info.common_dir, commit, branch, item, dry_run, say, shared, environment.name, force
+        ),
+        1 if dry_run else config.build_concurrency,
+        out,
+    )
+    outcomes = [outcome for outcome, _ in delivered]
+    contexts = [ctx for _, ctx in delivered]
     _update_together(outcomes, contexts, dry_run)
     if not dry_run:
         for outcome in outcomes:
@@ -222,6 +224,48 @@ class _UntilUpdate(StepHooks):
         return name != "update"
 
 
+def _build_and_push_all(
+    pipelines: List[Planned],
+    deliver_one: Callable[[Planned, Output, SharedImages], Tuple[Outcome, Optional[StepContext]]],
+    limit: int,
+    out: Output,
+) -> List[Tuple[Outcome, Optional[StepContext]]]:
+    """Build and push every pipeline's image, `limit` at a time; results in the plan's order.
+
+    Builds do not wait for each other: the order of the DAG matters to the updates only, and
+    those are applied together once every image is in place. A failure is its pipeline's
+    own; the others build on, so every failure of the commit is reported at once. Pipelines
+    sharing an image come last, so that each distinct image starts before any wait for one.
+    """
+    shared = SharedImages()
+    printing = threading.Lock()
+
+    def say(line: str) -> None:
+        with printing:  # one line at a time, whichever thread it comes from
+            out(line)
+
+    if limit <= 1 or len(pipelines) <= 1:
+        return [deliver_one(item, say, shared) for item in pipelines]
+    first_seen: Dict[str, int] = {}
+    for index, item in enumerate(pipelines):
+        first_seen.setdefault(item.image or f"\0{index}", index)
+    starting_order = sorted(
+        range(len(pipelines)), key=lambda i: (first_seen.get(pipelines[i].image or f"\0{i}") != i, i)
+    )
+    pool = ThreadPoolExecutor(max_workers=min(limit, len(pipelines)), thread_name_prefix="pachhook-build")
+    try:
+        futures = {index: pool.submit(deliver_one, pipelines[index], say, shared) for index in starting_order}
+        return [futures[index].result() for index in range(len(pipelines))]
+    except BaseException:
+        # Ctrl-C (or SIGTERM, raised as KeyboardInterrupt): builds not started never start, and
+        # the running ones end their docker CLI instead of finishing unseen.
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_builds()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
 def _build_and_push(
     root: Path,
     common_dir: Path,
@@ -230,16 +274,12 @@ def _build_and_push(
     item: Planned,
     dry_run: bool,
     out: Output,
-    blocked_by: List[str],
+    shared: Optional[SharedImages] = None,
     environment: str = "",
     force: bool = False,
 ) -> Tuple[Outcome, Optional[StepContext]]:
     """Build and push one pipeline's image; its step context for the update, None on failure."""
     outcome = Outcome(item.pipeline, template=item.template)
-    if blocked_by:
-        outcome.error = f"not run: {', '.join(blocked_by)} failed"
-        out(f"{item.pipeline}: {outcome.error}")
-        return outcome, None
     job = Job(
         id=0,
         commit=commit,
@@ -254,7 +294,7 @@ def _build_and_push(
     def log(line: str) -> None:
         out(f"{item.pipeline}: {line}")
 
-    ctx = StepContext(repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run, force=force)
+    ctx = StepContext(repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run, force=force, shared=shared)
     # Nothing is recorded around the steps: the base StepHooks, stopping before the update.
     run = run_steps(ctx, _UntilUpdate(), show_time=True)
     outcome.timings, outcome.outcomes, outcome.error = run.timings, run.outcomes, run.error

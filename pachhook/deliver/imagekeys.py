@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
 KEEP = 5  # pushed refs remembered per key
+
+# The images of one commit build in threads (deliver/commit.py): each record is a read, a
+# change and a write, which two threads must not interleave (the second would drop the first's).
+_WRITING = threading.Lock()
 
 
 def _path(git_dir: Path) -> Path:
@@ -37,7 +42,7 @@ def _load(git_dir: Path) -> Dict[str, Dict[str, Any]]:
 def _save(git_dir: Path, data: Dict[str, Any]) -> None:
     path = _path(git_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
     os.replace(temporary, path)  # atomic, so a concurrent reader never sees half a file
 
@@ -55,15 +60,17 @@ def recorded_refs(git_dir: Path, key: str) -> List[str]:
 
 
 def record_built(git_dir: Path, key: str, image_id: str) -> None:
-    data = _load(git_dir)
-    if data["built"].get(key) != image_id:
-        data["built"][key] = image_id
-        _save(git_dir, data)
+    with _WRITING:
+        data = _load(git_dir)
+        if data["built"].get(key) != image_id:
+            data["built"][key] = image_id
+            _save(git_dir, data)
 
 
 def record_pushed(git_dir: Path, key: str, repo_digest: str) -> None:
-    data = _load(git_dir)
-    refs = [repo_digest] + [ref for ref in recorded_refs(git_dir, key) if ref != repo_digest]
-    if data["pushed"].get(key) != refs[:KEEP]:
-        data["pushed"][key] = refs[:KEEP]
-        _save(git_dir, data)
+    with _WRITING:
+        data = _load(git_dir)
+        refs = [repo_digest] + [ref for ref in recorded_refs(git_dir, key) if ref != repo_digest]
+        if data["pushed"].get(key) != refs[:KEEP]:
+            data["pushed"][key] = refs[:KEEP]
+            _save(git_dir, data)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Optional
 
 from pachhook.queue.jobs import Job
 from pachhook.queue.states import STEP_NAMES
+
+if TYPE_CHECKING:
+    from pachhook.deliver.sharedimages import SharedImages
 
 
 class StepError(Exception):
@@ -34,6 +37,9 @@ class StepContext:
     force: bool = False  # `run --force`: apply even where the cluster's order says no
     # Whether the job has been cancelled meanwhile (None: it cannot be, as in `run --commit`)
     is_cancelled: Optional[Callable[[], bool]] = None
+    # The build and push results of the commit's images, when several pipelines are delivered
+    # together: an image they share is built and pushed once (deliver/sharedimages.py)
+    shared: Optional["SharedImages"] = None
 
 
 @dataclass

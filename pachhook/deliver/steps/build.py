@@ -135,7 +135,7 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
     reuse=False always builds (the engine's layer cache still applies); benchmarks use it.
     """
     from pachhook.core.config import load_config_at
-    from pachhook.deliver import buildcontext, dockerclient
+    from pachhook.deliver import buildcontext
 
     job = ctx.job
     if not job.image:
@@ -154,6 +154,16 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
 
     if ctx.dry_run:
         return _dry_run(ctx, plan, image_ref)
+    if ctx.shared is not None:
+        # pipelines of this delivery that share the image wait for one build of it
+        return ctx.shared.once(
+            "build", image_ref, plan.key, job.pipeline, lambda: _build_step(ctx, plan, image_ref, tag, reuse)
+        )
+    return _build_step(ctx, plan, image_ref, tag, reuse)
+
+
+def _build_step(ctx: StepContext, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
+    from pachhook.deliver import dockerclient
 
     try:
         client = dockerclient.make_client()

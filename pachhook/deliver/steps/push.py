@@ -63,13 +63,28 @@ def run(ctx: StepContext) -> StepResult:
         ctx.log(f"push: would push {image_ref} to registry {registry}")
         return StepResult(outcome="skipped", data={"image_ref": image_ref}, message=f"dry run: push {image_ref}")
 
+    key = built.get("context_key", "")
+    if ctx.shared is not None:
+        # pipelines of this delivery that share the image wait for one push of it
+        return ctx.shared.once(
+            "push",
+            image_ref,
+            key,
+            job.pipeline,
+            lambda: _push_step(ctx, image_ref, repository, tag, registry, name, key),
+        )
+    return _push_step(ctx, image_ref, repository, tag, registry, name, key)
+
+
+def _push_step(
+    ctx: StepContext, image_ref: str, repository: str, tag: str, registry: str, name: str, key: str
+) -> StepResult:
     try:
         client = dockerclient.make_client()
     except dockerclient.EngineUnavailable as error:
         raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
     pusher = _Pusher(ctx, client, image_ref, repository, tag, registry, name)
     result = pusher.run_with_retries()
-    key = built.get("context_key")
     if key:
         try:
             imagekeys.record_pushed(ctx.git_dir, key, result.data["repo_digest"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
 PACHCTL_DOUBLE = HERE / "doubles" / "pachctl"
+EXAMPLES = CHECKOUT / "examples"
+# No pachctl on it: this python's folder (pachhook's console script), then the system's (git, sh).
+BARE_PATH = os.pathsep.join([str(VENV_BIN), "/usr/bin", "/bin"])
 
 
 def git_env(home: Path) -> Dict[str, str]:
@@ -34,6 +38,14 @@ def git_env(home: Path) -> Dict[str, str]:
             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
     )
+    return env
+
+
+def terminal_env(tmp_path: Path, **extra: str) -> Dict[str, str]:
+    """git_env (its home in tmp_path) of a terminal without colour, plus `extra`."""
+    env = git_env(tmp_path / "home")
+    env.pop("PACHHOOK_COLOR", None)
+    env.update(NO_COLOR="1", **extra)
     return env
 
 
@@ -60,6 +72,20 @@ def run(
             f"{' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
+
+
+def pachhook_module(*args: str, cwd: Path, env: Dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m pachhook ARGS` in cwd, output captured; the exit status is the caller's to check."""
+    return run([sys.executable, "-m", "pachhook", *args], cwd, env, check=False, timeout=timeout)
+
+
+def examples_project(folder: Path, env: Dict[str, str], config: Optional[str] = 'worker = "manual"\n') -> Path:
+    """A copy of examples/ in a new repository on main, nothing committed; `config` its .pachhook.toml."""
+    shutil.copytree(EXAMPLES, folder)
+    if config is not None:
+        (folder / ".pachhook.toml").write_text(config, encoding="utf-8")
+    run(["git", "init", "-q", "-b", "main"], folder, env)
+    return folder
 
 
 class Repo:

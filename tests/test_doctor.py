@@ -9,51 +9,33 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import services as test_services
+from gitutil import BARE_PATH, examples_project, pachhook_module, run, terminal_env
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
-DOUBLES = REPO / "tests" / "doubles"
-
-
-def run(args, cwd, env):
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+DOUBLES = Path(__file__).resolve().parent / "doubles"
 
 
 @pytest.fixture
 def env(tmp_path):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    environment.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@pachhook.invalid",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@pachhook.invalid",
-        NO_COLOR="1",
-    )
     # No pachctl: PATH holds only git, python and the system folders.
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
-    environment["DOCKER_HOST"] = test_services.DEAD_DOCKER_HOST
-    environment["DOCKER_CONFIG"] = str(tmp_path / "docker-config")
-    environment.pop("PACHHOOK_COLOR", None)
-    return environment
+    return terminal_env(
+        tmp_path,
+        PATH=BARE_PATH,
+        DOCKER_HOST=test_services.DEAD_DOCKER_HOST,
+        DOCKER_CONFIG=str(tmp_path / "docker-config"),
+    )
 
 
 @pytest.fixture
 def project(tmp_path, env):
-    folder = tmp_path / "project"
-    shutil.copytree(EXAMPLES, folder)
-    run(["git", "init", "-q", "-b", "main"], folder, env)
-    return folder
+    return examples_project(tmp_path / "project", env, config=None)
 
 
 def doctor(cwd, env, *args):
-    return run([sys.executable, "-m", "pachhook", "doctor", *args], cwd, env)
+    return pachhook_module("doctor", *args, cwd=cwd, env=env, timeout=120)
 
 
 def lines_of(result):
@@ -114,12 +96,11 @@ def test_bad_configuration_and_bad_template_are_located(project, env):
 
 
 def test_plain_hooks_queue_and_worker_state(project, env):
-    assert run([sys.executable, "-m", "pachhook", "install", "--plain"], project, env).returncode == 0
+    assert pachhook_module("install", "--plain", cwd=project, env=env).returncode == 0
     (project / ".pachhook.toml").write_text('worker = "manual"\n')
     run(["git", "add", "-A"], project, env)
     env = dict(env, PATH=env["PATH"])  # the hooks find pachhook beside this python
-    committed = run(["git", "commit", "-q", "-m", "examples"], project, env)
-    assert committed.returncode == 0, committed.stderr
+    run(["git", "commit", "-q", "-m", "examples"], project, env)
     out = doctor(project, env).stdout
     for hook_type in ("pre-commit", "pre-push", "post-commit"):
         assert f"ok    {hook_type} hook: pachhook hook installed" in out
@@ -137,7 +118,7 @@ def test_plain_hooks_queue_and_worker_state(project, env):
     assert "-> run `pachhook status`: it moves the damaged file aside" in out
     assert queue_db.read_bytes().startswith(b"this is not a sqlite database")  # doctor changed nothing
 
-    status = run([sys.executable, "-m", "pachhook", "status"], project, env)
+    status = pachhook_module("status", cwd=project, env=env)
     assert status.returncode == 0, status.stderr
     out = doctor(project, env).stdout
     assert "ok    queue: no jobs" in out

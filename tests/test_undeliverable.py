@@ -8,31 +8,16 @@ image that does not exist. Each case runs the command as the user does and reads
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
+from gitutil import EXAMPLES, examples_project, pachhook_module, run, terminal_env
 
 
 @pytest.fixture
 def env(tmp_path):
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    environment.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@pachhook.invalid",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@pachhook.invalid",
-        NO_COLOR="1",
-        PRE_COMMIT_HOME=str(tmp_path / "pre-commit-home"),
-    )
-    environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "/usr/bin:/bin")])
-    return environment
+    return terminal_env(tmp_path)
 
 
 def write_template(folder: Path, image: str) -> Path:
@@ -45,14 +30,7 @@ def write_template(folder: Path, image: str) -> Path:
 
 
 def validate(folder: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pachhook", "validate", "pipeline.json"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return pachhook_module("validate", "pipeline.json", cwd=folder, env=env, timeout=60)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +79,7 @@ def test_the_tags_delivery_pushes_pass(tmp_path, env, image):
 
 
 def test_short_commit_is_the_tag_when_the_configuration_says_short(tmp_path, env):
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, env=env, check=True)
+    run(["git", "init", "-q"], tmp_path, env)
     write_template(tmp_path, "reg.example.com/t/edges:{{ short_commit }}")
     (tmp_path / ".pachhook.toml").write_text('tag = "short"\n')
     assert validate(tmp_path, env).returncode == 0
@@ -114,31 +92,22 @@ def test_short_commit_is_the_tag_when_the_configuration_says_short(tmp_path, env
 
 
 def test_warnings_are_shown_by_the_framework_and_errors_refuse_the_commit(tmp_path, env):
-    project = tmp_path / "project"
-    shutil.copytree(EXAMPLES, project)
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=project, env=env, check=True)
-    (project / ".pachhook.toml").write_text('worker = "manual"\n')
-    init = subprocess.run(
-        [sys.executable, "-m", "pachhook", "init"], cwd=project, env=env, capture_output=True, text=True, timeout=120
-    )
+    project = examples_project(tmp_path / "project", env)
+    init = pachhook_module("init", cwd=project, env=env, timeout=120)
     assert init.returncode == 0, init.stdout + init.stderr
     template = project / "edges" / "pipeline.json"
     good = template.read_text()
     # A fixed image without a tag delivers, but deserves a warning the user sees.
     template.write_text(good.replace("localhost:5000/pachhook-demo/edges:{{ tag }}", "python"))
-    subprocess.run(["git", "add", "-A"], cwd=project, env=env, check=True)
-    made = subprocess.run(
-        ["git", "commit", "-m", "fixed image"], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
+    run(["git", "add", "-A"], project, env)
+    made = run(["git", "commit", "-m", "fixed image"], project, env, check=False, timeout=300)
     assert made.returncode == 0, made.stdout + made.stderr
     shown = made.stdout + made.stderr
     assert "validate Pachyderm pipeline templates" in shown and "Passed" in shown
     assert 'warning: image "python" has no tag' in shown
 
     template.write_text(good.replace("{{ tag }}", "{ tag }"))
-    subprocess.run(["git", "add", "-A"], cwd=project, env=env, check=True)
-    refused = subprocess.run(
-        ["git", "commit", "-m", "typo"], cwd=project, env=env, capture_output=True, text=True, timeout=300
-    )
+    run(["git", "add", "-A"], project, env)
+    refused = run(["git", "commit", "-m", "typo"], project, env, check=False, timeout=300)
     assert refused.returncode == 1
     assert "'{ tag }' is not a placeholder: write {{ tag }}" in refused.stdout + refused.stderr

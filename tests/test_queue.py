@@ -280,7 +280,7 @@ def test_bad_configuration_is_one_line_per_problem_and_exit_0(tmp_path: Path):
     assert proc.stdout.splitlines() == [
         f'pachhook: nothing queued for {head[:12]}: .pachhook.toml:2: tag: must be "full" or "short", not a string (\'long\')',
         f"pachhook: nothing queued for {head[:12]}: .pachhook.toml:3: colour: unknown key (known keys:"
-        " backend, branches, environments, images, jsonnet_args, keep_jobs, notify, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
+        " backend, branches, build_concurrency, environments, images, jsonnet_args, keep_jobs, notify, pachctl, pachyderm_version, pin_digest, plan_on_push, reprocess,"
         " schema_from_cluster, tag, templates, verify, verify_timeout, worker)",
     ]
     status = repo.pachhook("status")

@@ -38,9 +38,11 @@ class JobLogs:
         query = "SELECT line FROM logs WHERE job_id = ? ORDER BY id"
         return [r[0] for r in self.database.connection.execute(query, (job_id,))]
 
-    def entries(self, job_id: int) -> Iterator[sqlite3.Row]:
-        query = "SELECT at, line FROM logs WHERE job_id = ? ORDER BY id"
-        return iter(self.database.connection.execute(query, (job_id,)).fetchall())
+    def entries(self, job_id: int, after: int = 0) -> Iterator[sqlite3.Row]:
+        """(id, at, line) of the job's lines, oldest first; with `after`, only those written
+        after the line of that id (`pachhook logs --follow` asks again from the last it showed)."""
+        query = "SELECT id, at, line FROM logs WHERE job_id = ? AND id > ? ORDER BY id"
+        return iter(self.database.connection.execute(query, (job_id, after)).fetchall())
 
 
 class Problems:

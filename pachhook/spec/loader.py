@@ -869,6 +869,13 @@ class _YamlBuilder:
             return tuple(path[1:]) + ((key,) if key_where is not None else ())
         return tuple(path[1:]) + (len(container),)
 
+    def _alias_refused(self, event: Any) -> _Refused:
+        return _Refused(
+            self._where(event),
+            "YAML anchors and aliases (&name, *name, <<) are refused by pachctl; write the values out",
+            "yaml-alias",
+        )
+
     def _where(self, event: Any) -> Position:
         mark = event.start_mark
         return (mark.line + self.first_line, mark.column + 1)
@@ -905,11 +912,7 @@ class _YamlBuilder:
         if kind in ("StreamStartEvent", "StreamEndEvent"):
             return None
         if kind == "AliasEvent" or getattr(event, "anchor", None):
-            raise _Refused(
-                self._where(event),
-                "YAML anchors and aliases (&name, *name, <<) are refused by pachctl; write the values out",
-                "yaml-alias",
-            )
+            raise self._alias_refused(event)
         # MappingStartEvent / SequenceStartEvent
         where = self._where(event)
         tag = event.tag
@@ -925,11 +928,7 @@ class _YamlBuilder:
 
     def _scalar(self, event: Any) -> None:
         if getattr(event, "anchor", None):
-            raise _Refused(
-                self._where(event),
-                "YAML anchors and aliases (&name, *name, <<) are refused by pachctl; write the values out",
-                "yaml-alias",
-            )
+            raise self._alias_refused(event)
         where = self._where(event)
         tag = event.tag
         style = event.style

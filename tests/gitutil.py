@@ -88,6 +88,24 @@ def examples_project(folder: Path, env: Dict[str, str], config: Optional[str] = 
     return folder
 
 
+def pachhook_run(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`pachhook run ARGS` in repo, in this process's environment less GitHub's variables, plus `env`.
+
+    GITHUB_* are left out so a test run inside GitHub Actions writes nothing to the job's summary.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    environ.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "pachhook", "run", *args],
+        cwd=repo,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 class Repo:
     """A work tree of a real repository, with helpers to write files, commit and ask git."""
 

@@ -7,15 +7,15 @@ builder = NAME) are tested as the command pachhook composes, not run."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 import services as test_services
-from test_update import double, git  # noqa: F401 (double is a fixture)
+from gitutil import pachhook_run as run
+from test_update import double, git, make_repo  # noqa: F401 (double is a fixture)
 
 from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver import buildcache
@@ -86,42 +86,31 @@ def _config_of(registry: str, repository: str, tag: str) -> dict:
         return json.load(answer)
 
 
-@pytest.mark.integration
-def test_pushed_image_carries_its_cache_and_the_next_build_imports_it(tmp_path, docker_env, double):
-    services = docker_env
-    repository = f"test-cache/{uuid.uuid4().hex[:10]}/edges"
-    image = f"{services.registry}/{repository}"
-    repo = tmp_path / "repo"
-    (repo / "edges").mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "Test")
+def _edges_repo(path: Path, image: str, dockerfile: str) -> Path:
+    """A repository whose one pipeline, edges, builds `image` from `dockerfile` on the host's network."""
     spec = {
         "pipeline": {"name": "edges"},
         "input": {"pfs": {"repo": "images", "glob": "/*"}},
         "transform": {"image": image + ":{{ tag }}", "cmd": ["sh"]},
     }
-    (repo / "edges" / "pipeline.json").write_text(json.dumps(spec))
-    (repo / "edges" / "Dockerfile").write_text(
-        test_services.base_dockerfile(services, f"RUN echo {repository} > /id", "COPY run.sh /run.sh")
-    )
-    (repo / ".pachhook.toml").write_text(f'[images."{image}"]\nnetwork = "host"\n')
-    (repo / "edges" / "run.sh").write_text("echo 1\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "first")
+    files = {
+        "edges/Dockerfile": dockerfile,
+        "edges/run.sh": "echo 1\n",
+        ".pachhook.toml": f'[images."{image}"]\nnetwork = "host"\n',
+    }
+    return make_repo(path, spec, files)
+
+
+@pytest.mark.integration
+def test_pushed_image_carries_its_cache_and_the_next_build_imports_it(tmp_path, docker_env, double):
+    services = docker_env
+    repository = f"test-cache/{uuid.uuid4().hex[:10]}/edges"
+    image = f"{services.registry}/{repository}"
+    dockerfile = test_services.base_dockerfile(services, f"RUN echo {repository} > /id", "COPY run.sh /run.sh")
+    repo = _edges_repo(tmp_path / "repo", image, dockerfile)
     first = git(repo, "rev-parse", "HEAD")
 
-    def deliver() -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "pachhook", "run", "--commit", "HEAD"],
-            cwd=repo,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-    out = deliver()
+    out = run(repo, "--commit", "HEAD")
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"edges: build: cache from {image}:" not in out.stdout  # a root commit has no previous image
     assert "moby.buildkit.cache.v0" in _config_of(services.registry, repository, first)  # the inline cache
@@ -129,7 +118,7 @@ def test_pushed_image_carries_its_cache_and_the_next_build_imports_it(tmp_path, 
     (repo / "edges" / "run.sh").write_text("echo 2\n")
     git(repo, "commit", "-q", "-am", "second")
     second = git(repo, "rev-parse", "HEAD")
-    out = deliver()
+    out = run(repo, "--commit", "HEAD")
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"edges: build: cache from {image}:{first}" in out.stdout
     assert "no cache from" not in out.stdout  # the previous image was there to import
@@ -163,36 +152,11 @@ def test_a_second_empty_engine_builds_the_next_commit_from_the_registry_cache(tm
         client.images.push(base)
     finally:
         client.close()
-    repo = tmp_path / "repo"
-    (repo / "edges").mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "Test")
-    spec = {
-        "pipeline": {"name": "edges"},
-        "input": {"pfs": {"repo": "images", "glob": "/*"}},
-        "transform": {"image": image + ":{{ tag }}", "cmd": ["sh"]},
-    }
-    (repo / "edges" / "pipeline.json").write_text(json.dumps(spec))
-    (repo / "edges" / "Dockerfile").write_text(
-        f"FROM {base}\nRUN sleep 4 && echo {unique} > /slow\nCOPY run.sh /run.sh\n"
-    )
-    (repo / ".pachhook.toml").write_text(f'[images."{image}"]\nnetwork = "host"\n')
-    (repo / "edges" / "run.sh").write_text("echo 1\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "first")
+    dockerfile = f"FROM {base}\nRUN sleep 4 && echo {unique} > /slow\nCOPY run.sh /run.sh\n"
+    repo = _edges_repo(tmp_path / "repo", image, dockerfile)
 
     def deliver(host: str) -> dict:
-        environ = dict(os.environ, DOCKER_HOST=host)
-        out = subprocess.run(
-            [sys.executable, "-m", "pachhook", "run", "--commit", "HEAD", "--format", "json"],
-            cwd=repo,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        out = run(repo, "--commit", "HEAD", "--format", "json", DOCKER_HOST=host)
         assert out.returncode == 0, out.stdout + out.stderr
         document = json.loads(out.stdout)
         document["log"] = out.stderr

@@ -4,30 +4,13 @@ and `--format json`. Real repositories, Docker engine and registry; the pachctl 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from gitutil import pachhook_run as run
 from test_deliver import two_pipelines  # noqa: F401 (a fixture)
 from test_update import double, git  # noqa: F401 (double is a fixture)
 
 from pachhook.deliver import cireport
-
-
-def run(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "pachhook", "run", *args],
-        cwd=repo,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_workflow_command_escaping_follows_github():

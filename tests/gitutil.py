@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
+import services
+
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
@@ -47,6 +49,16 @@ def terminal_env(tmp_path: Path, **extra: str) -> Dict[str, str]:
     env.pop("PACHHOOK_COLOR", None)
     env.update(NO_COLOR="1", **extra)
     return env
+
+
+def offline_env(tmp_path: Path) -> Dict[str, str]:
+    """terminal_env with neither pachctl (BARE_PATH) nor a Docker engine (a socket that does not exist)."""
+    return terminal_env(
+        tmp_path,
+        PATH=BARE_PATH,
+        DOCKER_HOST=services.DEAD_DOCKER_HOST,
+        DOCKER_CONFIG=str(tmp_path / "docker-config"),
+    )
 
 
 def run(

@@ -15,8 +15,7 @@ import sys
 import time
 
 import pytest
-import services as test_services
-from gitutil import BARE_PATH, examples_project, run, terminal_env
+from gitutil import examples_project, offline_env, run
 from gitutil import pachhook_module as pachhook
 
 from pachhook.queue.database import SCHEMA_VERSION
@@ -24,12 +23,7 @@ from pachhook.queue.database import SCHEMA_VERSION
 
 @pytest.fixture
 def env(tmp_path):
-    return terminal_env(
-        tmp_path,
-        PATH=BARE_PATH,
-        DOCKER_HOST=test_services.DEAD_DOCKER_HOST,
-        DOCKER_CONFIG=str(tmp_path / "docker-config"),
-    )
+    return offline_env(tmp_path)
 
 
 @pytest.fixture

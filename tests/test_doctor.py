@@ -13,20 +13,14 @@ from pathlib import Path
 
 import pytest
 import services as test_services
-from gitutil import BARE_PATH, examples_project, pachhook_module, run, terminal_env
+from gitutil import examples_project, offline_env, pachhook_module, run
 
 DOUBLES = Path(__file__).resolve().parent / "doubles"
 
 
 @pytest.fixture
 def env(tmp_path):
-    # No pachctl: PATH holds only git, python and the system folders.
-    return terminal_env(
-        tmp_path,
-        PATH=BARE_PATH,
-        DOCKER_HOST=test_services.DEAD_DOCKER_HOST,
-        DOCKER_CONFIG=str(tmp_path / "docker-config"),
-    )
+    return offline_env(tmp_path)
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import services
 
@@ -187,3 +188,31 @@ def live_jobs(repo: Repo) -> list:
     """`pachhook status --format json --all` as the user gets it."""
     proc = repo.pachhook("status", "--format", "json", "--all", check=True)
     return json.loads(proc.stdout)["jobs"]
+
+
+def commit_at_once(
+    trees: Dict[str, Repo], pipelines: Dict[str, str], count: int, commit: Callable[[Repo, str], str] = Repo.commit
+) -> Dict[str, List[str]]:
+    """Each tree commits `count` changes to its pipeline's run.sh, all trees at the same time.
+
+    One thread per tree, `commit(tree, message)` making each commit; returns the commits each
+    tree made, in order. An error in any thread fails the caller.
+    """
+    made: Dict[str, List[str]] = {name: [] for name in trees}
+    errors: List[BaseException] = []
+
+    def commit_many(name: str) -> None:
+        try:
+            for number in range(count):
+                trees[name].write(f"{pipelines[name]}/run.sh", f"echo {name} {number}\n")
+                made[name].append(commit(trees[name], f"{name} {number}"))
+        except BaseException as error:  # reported by the calling thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=commit_many, args=(name,)) for name in trees]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return made

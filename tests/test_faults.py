@@ -583,9 +583,9 @@ def _commit_with_hook(repo: Repo, message: str, folder: str = "edges") -> tuple:
     return repo.git("rev-parse", "HEAD"), proc.stdout + proc.stderr
 
 
-def test_queue_locked_for_a_while_waits_and_loses_nothing(tmp_path):
-    repo = make_repo(tmp_path)
-    _commit_with_hook(repo, "one")
+def _lock_queue(repo: Repo, until: str) -> subprocess.Popen:
+    """Another process holding the queue's write lock (BEGIN EXCLUSIVE) until the Python statement
+    `until` returns; returned once it holds the lock."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -595,15 +595,25 @@ def test_queue_locked_for_a_while_waits_and_loses_nothing(tmp_path):
                 f"db = sqlite3.connect({str(db_path(repo))!r}, isolation_level=None)\n"
                 "db.execute('BEGIN EXCLUSIVE')\n"
                 "print('locked', flush=True)\n"
-                "time.sleep(3)\n"
+                f"{until}\n"
                 "db.execute('COMMIT')\n"
             ),
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    if holder.stdout.readline().strip() != "locked":
+        holder.kill()
+        raise AssertionError("the process meant to hold the queue's lock did not take it")
+    return holder
+
+
+def test_queue_locked_for_a_while_waits_and_loses_nothing(tmp_path):
+    repo = make_repo(tmp_path)
+    _commit_with_hook(repo, "one")
+    holder = _lock_queue(repo, until="time.sleep(3)")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
         commit, said = _commit_with_hook(repo, "two")
         waited = time.monotonic() - started
@@ -619,25 +629,8 @@ def test_queue_locked_too_long_is_reported_and_requeued_later(tmp_path):
 
     repo = make_repo(tmp_path)
     _commit_with_hook(repo, "one")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            (
-                "import sqlite3, sys, time\n"
-                f"db = sqlite3.connect({str(db_path(repo))!r}, isolation_level=None)\n"
-                "db.execute('BEGIN EXCLUSIVE')\n"
-                "print('locked', flush=True)\n"
-                "sys.stdin.readline()\n"
-                "db.execute('COMMIT')\n"
-            ),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = _lock_queue(repo, until="sys.stdin.readline()")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
         commit, said = _commit_with_hook(repo, "two")
         waited = time.monotonic() - started

@@ -9,11 +9,10 @@ are not part of the clone: commit before running these.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
-from gitutil import CHECKOUT, Repo, git_env, live_jobs, make_repo, run, template
+from gitutil import CHECKOUT, Repo, commit_at_once, git_env, live_jobs, make_repo, run, template
 
 BROKEN = template("edges").replace('"pipeline": {', '"pipeline": {\n    "colour": "blue",', 1)
 
@@ -153,26 +152,7 @@ def test_two_worktrees_committing_at_once_lose_nothing(tmp_path: Path, hook_repo
     for name in ("left", "right"):
         repo.git("worktree", "add", "-q", "-b", name, str(tmp_path / name))
         trees[name] = Repo(tmp_path / name, repo.env)
-    made = {"left": [], "right": []}
-    errors = []
-
-    def commit_many(name: str, pipeline: str) -> None:
-        try:
-            for number in range(8):
-                trees[name].write(f"{pipeline}/run.sh", f"echo {name} {number}\n")
-                made[name].append(commit(trees[name], f"{name} {number}"))
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-
-    threads = [
-        threading.Thread(target=commit_many, args=("left", "edges")),
-        threading.Thread(target=commit_many, args=("right", "montage")),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    made = commit_at_once(trees, {"left": "edges", "right": "montage"}, 8, commit)
     jobs = live_jobs(repo)
     for name, pipeline in (("left", "edges"), ("right", "montage")):
         recorded = sorted(j["commit"] for j in jobs if j["branch"] == name and j["pipeline"] == pipeline)

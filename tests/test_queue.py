@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, live_jobs, make_repo, run, template
+from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, commit_at_once, git_env, live_jobs, make_repo, run, template
 
 from pachhook.queue import store as queue_module
 from pachhook.queue.store import NewJob, Queue, QueueError
@@ -356,27 +355,7 @@ def test_two_worktrees_committing_at_once_lose_nothing(tmp_path: Path):
     repo.git("worktree", "add", "-q", "-b", "left", str(tmp_path / "left"))
     repo.git("worktree", "add", "-q", "-b", "right", str(tmp_path / "right"))
     trees = {"left": Repo(tmp_path / "left", repo.env), "right": Repo(tmp_path / "right", repo.env)}
-    made = {"left": [], "right": []}
-    errors = []
-
-    def commit_many(name: str, pipeline: str) -> None:
-        try:
-            tree = trees[name]
-            for number in range(10):
-                tree.write(f"{pipeline}/run.sh", f"echo {name} {number}\n")
-                made[name].append(tree.commit(f"{name} {number}"))
-        except BaseException as error:  # reported by the main thread
-            errors.append(error)
-
-    threads = [
-        threading.Thread(target=commit_many, args=("left", "edges")),
-        threading.Thread(target=commit_many, args=("right", "montage")),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    made = commit_at_once(trees, {"left": "edges", "right": "montage"}, 10)
     jobs = live_jobs(repo)
     for name, pipeline in (("left", "edges"), ("right", "montage")):
         recorded = [j["commit"] for j in jobs if j["branch"] == name and j["pipeline"] == pipeline]

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pachhook.spec import schema
+from pachhook.spec import schema, wording
 
 SCHEMA_FILE = Path(schema.SCHEMA_PATH)
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -103,19 +103,7 @@ SERVICE = {
 VALID_SPECS = [EDGES, MONTAGE, SERVICE]
 
 
-SCHEMA_RULES = {
-    "unknown-field",
-    "removed-field",
-    "both-spellings",
-    "type",
-    "enum",
-    "duration",
-    "timestamp",
-    "one-of",
-    "schema",
-    "not-a-mapping",
-    "too-deep",
-}
+SCHEMA_RULES = wording.SCHEMA_RULE_IDS | {"not-a-mapping", "too-deep"}
 
 
 def jsonschema_valid(document) -> bool:

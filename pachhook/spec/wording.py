@@ -15,6 +15,13 @@ from typing import Any, Dict, List, Optional
 from pachhook.core.diagnostics import ERROR, LONGEST_SHOWN_KEY, JsonPath, Problem, format_json_path
 from pachhook.spec.evaluate import MAX_DEPTH, Defs, Failure, SchemaNode, json_type
 
+# The rule ids of what the schema itself says about a field, a type, a value or a form (the
+# ones `validate --cluster` compares with the cluster's schema). too-deep and not-a-mapping,
+# also worded here, are limits and shapes the checks share with pachhook.spec.rules.
+SCHEMA_RULE_IDS = frozenset(
+    {"unknown-field", "removed-field", "both-spellings", "type", "enum", "duration", "timestamp", "one-of", "schema"}
+)
+
 _TYPE_WORDS = {
     "string": "a string",
     "boolean": "a boolean (true or false)",

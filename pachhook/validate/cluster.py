@@ -24,15 +24,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from pachhook.core.diagnostics import WARNING, Diagnostic, JsonPath, Problem
-from pachhook.spec import schema
+from pachhook.spec import schema, wording
 from pachhook.spec.loader import load_path
 from pachhook.spec.template import render, sample_values
 
 SCHEMA_PATH = "/jsonschema/pps_v2/CreatePipelineRequest.schema.json"
 MAX_SCHEMA_BYTES = 5 * 1024 * 1024  # the real one is ~50 kB
 TIMEOUT_S = 10.0
-_SCHEMA_RULES = frozenset({"unknown-field", "removed-field", "both-spellings", "type", "enum", "duration"})
-_SCHEMA_RULES |= {"timestamp", "one-of", "schema"}
 
 
 class ClusterError(Exception):
@@ -142,7 +140,7 @@ def compare(document: Any, cluster: ClusterSchema, validator: Any = None) -> Lis
     if validator is None:
         validator = make_validator(cluster)
     theirs = sorted(validator.iter_errors(document), key=lambda error: list(error.absolute_path))
-    ours = [problem for problem in schema.check(document) if problem.rule in _SCHEMA_RULES]
+    ours = [problem for problem in schema.check(document) if problem.rule in wording.SCHEMA_RULE_IDS]
     who = f"pachd {cluster.version}" if cluster.version else "the cluster"
     if theirs and not ours:
         return [

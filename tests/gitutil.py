@@ -62,6 +62,17 @@ def offline_env(tmp_path: Path) -> Dict[str, str]:
     )
 
 
+def with_pachctl_double(env: Dict[str, str], tmp_path: Path) -> Dict[str, str]:
+    """`env` with the pachctl test double first on PATH, named `pachctl`, its state in tmp_path/pachd.
+
+    Linked into a folder of its own: the doubles' folder holds other programs a test may not want found.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "pachctl").symlink_to(PACHCTL_DOUBLE)
+    return dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"))
+
+
 def run(
     args: Sequence[str],
     cwd: Path,

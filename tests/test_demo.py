@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import services as test_services
+from gitutil import with_pachctl_double
 
 REPO = Path(__file__).resolve().parents[1]
-DOUBLES = REPO / "tests" / "doubles"
 LIMIT = 240  # seconds: the test fails rather than hang if the demo ever does
 
 
@@ -139,14 +139,8 @@ def test_with_docker_it_builds_and_pushes_to_a_registry_it_starts_and_stops(tmp_
 
 @pytest.mark.integration
 def test_with_docker_and_pachctl_the_worker_delivers(tmp_path, env, services):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pachctl").symlink_to(DOUBLES / "pachctl")
-    env.update(
-        DOCKER_HOST=services.docker_host,
-        PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"),
-        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
-    )
+    env = with_pachctl_double(env, tmp_path)
+    env.update(DOCKER_HOST=services.docker_host)
     result, folder = demo(tmp_path, env, "--registry", services.registry)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
@@ -162,15 +156,8 @@ def test_with_docker_and_pachctl_the_worker_delivers(tmp_path, env, services):
 
 @pytest.mark.integration
 def test_a_hanging_step_is_cut_off_at_the_timeout_and_its_processes_stopped(tmp_path, env, services):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pachctl").symlink_to(DOUBLES / "pachctl")
-    env.update(
-        DOCKER_HOST=services.docker_host,
-        PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"),
-        PACHCTL_DOUBLE_HANG="update",
-        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
-    )
+    env = with_pachctl_double(env, tmp_path)
+    env.update(DOCKER_HOST=services.docker_host, PACHCTL_DOUBLE_HANG="update")
     started = time.monotonic()
     result, folder = demo(tmp_path, env, "--registry", services.registry, "--timeout", "25")
     assert time.monotonic() - started < 60

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
 import services as test_services
-from gitutil import examples_project, offline_env, pachhook_module, run
-
-DOUBLES = Path(__file__).resolve().parent / "doubles"
+from gitutil import examples_project, offline_env, pachhook_module, run, with_pachctl_double
 
 
 @pytest.fixture
@@ -120,10 +117,7 @@ def test_plain_hooks_queue_and_worker_state(project, env):
 
 
 def test_pachctl_double_is_found_with_its_version(project, env, tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pachctl").symlink_to(DOUBLES / "pachctl")
-    env = dict(env, PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", PACHCTL_DOUBLE_DIR=str(tmp_path / "pachd"))
+    env = with_pachctl_double(env, tmp_path)
     out = doctor(project, env).stdout
     # The double knows no `config get active-context`, as a pachctl without a context would fail.
     assert "fail  pachctl: pachctl 2.11.6, but no active context" in out

@@ -250,9 +250,8 @@ def test_registry_down_retries_then_fails_retryable_with_one_line(docker_env, tm
     assert sum("trying again" in line for line in lines) == push.ATTEMPTS - 1
 
 
-def test_engine_down_push_is_one_line(tmp_path, monkeypatch):
-    dead = f"unix://{tmp_path}/dead.sock"
-    monkeypatch.setenv("DOCKER_HOST", dead)
+def _push_failure(tmp_path: Path) -> StepError:
+    """The push step's failure for an image built at a fixed commit (each test breaks the engine or its config)."""
     job = Job(id=1, commit="a" * 40, branch="main", pipeline="p", template="p/pipeline.json", image="127.0.0.1:9/p")
     ctx = StepContext(
         repo_root=tmp_path,
@@ -263,8 +262,15 @@ def test_engine_down_push_is_one_line(tmp_path, monkeypatch):
     )
     with pytest.raises(StepError) as failure:
         run_step("push", ctx)
-    assert "\n" not in str(failure.value)
-    assert f"Docker engine not reachable at DOCKER_HOST={dead}" in str(failure.value)
+    return failure.value
+
+
+def test_engine_down_push_is_one_line(tmp_path, monkeypatch):
+    dead = f"unix://{tmp_path}/dead.sock"
+    monkeypatch.setenv("DOCKER_HOST", dead)
+    message = str(_push_failure(tmp_path))
+    assert "\n" not in message
+    assert f"Docker engine not reachable at DOCKER_HOST={dead}" in message
 
 
 def test_push_without_a_build_result_says_so(tmp_path):
@@ -416,17 +422,8 @@ def test_malformed_docker_config_is_named_as_such(tmp_path, monkeypatch, text, e
     folder.mkdir()
     (folder / "config.json").write_text(text)
     monkeypatch.setenv("DOCKER_CONFIG", str(folder))
-    job = Job(id=1, commit="a" * 40, branch="main", pipeline="p", template="p/pipeline.json", image="127.0.0.1:9/p")
-    ctx = StepContext(
-        repo_root=tmp_path,
-        git_dir=tmp_path,
-        job=job,
-        log=lambda line: None,
-        results={"build": {"image_ref": f"127.0.0.1:9/p:{'a' * 40}"}},
-    )
-    with pytest.raises(StepError) as failure:
-        run_step("push", ctx)
-    message = str(failure.value)
+    failure = _push_failure(tmp_path)
+    message = str(failure)
     assert message.startswith(f"docker config {folder / 'config.json'}") and expected in message, message
     assert "not reachable" not in message
-    assert failure.value.retryable is False
+    assert failure.retryable is False

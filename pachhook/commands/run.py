@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 from pachhook.commands._common import add_lease_option, parse_args
 from pachhook.core import gitrepo
-from pachhook.deliver import cireport
+from pachhook.deliver import cireport, ttyprogress
 from pachhook.deliver.commit import deliver_commit
 from pachhook.deliver.runner import drain
 
@@ -77,12 +77,22 @@ def run_commit(args: argparse.Namespace) -> int:
     report = cireport.RunReport()
     started = time.monotonic()
     shown = _QuietFilter() if args.quiet else None
+    live = ttyprogress.for_stream(progress, quiet=args.quiet)
 
     def out(line: str) -> None:
         if shown is None or shown.keep(line):
-            print(line, file=progress, flush=True)
+            if live is not None:
+                live.line(line)
+            else:
+                print(line, file=progress, flush=True)
 
-    status = deliver_commit(args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report, force=args.force)
+    try:
+        status = deliver_commit(
+            args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report, force=args.force, live=live
+        )
+    finally:
+        if live is not None:
+            live.close()
     report.status, report.seconds = status, round(time.monotonic() - started, 3)
     if cireport.on_github_actions():
         for line in cireport.workflow_commands(report):
@@ -126,11 +136,20 @@ def run_queue(args: argparse.Namespace) -> int:
         return 2
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
+    live = ttyprogress.for_stream(sys.stdout, quiet=args.quiet)
+
     def progress(line: str) -> None:
         if not args.quiet or line.endswith((": done", ": failed", ": cancelled", ": running")):
-            print(line, flush=True)
+            if live is not None:
+                live.line(line)
+            else:
+                print(line, flush=True)
 
-    summary = drain(root, lease_seconds=args.lease, progress=progress, once=args.once)
+    try:
+        summary = drain(root, lease_seconds=args.lease, progress=progress, once=args.once, live=live)
+    finally:
+        if live is not None:
+            live.close()
     total = len(summary.done) + len(summary.failed) + len(summary.other)
     if total == 0:
         print("pachhook run: no job to run")

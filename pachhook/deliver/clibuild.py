@@ -4,7 +4,9 @@ The CLI reads the context folder itself and applies `.dockerignore`; pachhook re
 CLI's plain progress (`--progress=plain`), which names each step (`#5 [2/3] RUN ...`), its
 output (`#5 0.12 text`), and its end (`#5 DONE 0.3s`, `#5 CACHED`, `#5 ERROR: ...`). The log
 gets one line per step with its time; a step still running after a second gets a line then,
-and one every HEARTBEAT seconds, so a slow RUN is never silent.
+and one every HEARTBEAT seconds, so a slow RUN is never silent. On a terminal the same
+events also feed the image's live block (deliver/ttyprogress.py), drawn like BuildKit's tty
+mode: the plain stream is the one both need, and it stays parseable for the errors.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from pachhook.core.sanitize import clean, one_line
 
@@ -64,8 +66,9 @@ def _is_step(name: str) -> bool:
 
 
 class _Progress:
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], view: Optional[Any] = None) -> None:
         self.log = log
+        self.view = view  # a terminal's live block of this image (deliver/ttyprogress.ImageView)
         self.steps: Dict[str, _Step] = {}
         self.current = ""
         self.tail: Deque[str] = collections.deque(maxlen=KEPT_TAIL)
@@ -85,10 +88,14 @@ class _Progress:
         step = self.steps.get(number)
         if step is None:
             self.steps[number] = _Step(name=rest, started=time.monotonic())
+            if self.view is not None and _is_step(rest):
+                self.view.step_started(number, rest)
             return
         if rest == step.name or rest.startswith("sha256:"):
             return
         done = _DONE.match(rest)
+        if self.view is not None and (done or rest == "CACHED" or rest.startswith("ERROR") or rest == "CANCELED"):
+            self.view.step_ended(number, rest.split(" ", 1)[0])
         if done or rest == "CACHED":
             step.ended = True
             if _is_step(step.name):
@@ -111,6 +118,8 @@ class _Progress:
             return
         output = _OUTPUT.match(rest)
         step.output.append(output.group(1) if output else rest)
+        if self.view is not None:
+            self.view.step_output(number, step.output[-1])
 
     def heartbeat(self) -> None:
         now = time.monotonic()
@@ -165,14 +174,18 @@ def stop_builds() -> None:
 
 
 def run_build(
-    argv: Sequence[str], env: Dict[str, str], log: Callable[[str], None], timeout: float = BUILD_TIMEOUT
+    argv: Sequence[str],
+    env: Dict[str, str],
+    log: Callable[[str], None],
+    timeout: float = BUILD_TIMEOUT,
+    view: Optional[Any] = None,
 ) -> CliBuildResult:
     """Run a docker CLI build (argv without --iidfile and --progress); the image id, or the cause.
 
     Secrets reach the CLI through env (named, never valued, in argv).
     """
     stops_before = _Stops.count
-    progress = _Progress(log)
+    progress = _Progress(log, view)
     with tempfile.TemporaryDirectory(prefix="pachhook-build-") as scratch:
         iidfile = os.path.join(scratch, "iid")
         command = [*argv[:-1], "--progress=plain", "--iidfile", iidfile, argv[-1]]

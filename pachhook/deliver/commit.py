@@ -123,11 +123,13 @@ def deliver_commit(
     err: Optional[Output] = None,
     report: Optional[RunReport] = None,
     force: bool = False,
+    live: Optional[Any] = None,
 ) -> int:
     """Run build, push and update for every pipeline of `rev`; returns an exit status.
 
-    Progress goes to `out`; problems that stop the run before any step go to `err`; what
-    happened is also recorded in `report` (for CI summaries, deliver.cireport).
+    Progress goes to `out` (and, with `live`, a terminal's live display: ttyprogress.py);
+    problems that stop the run before any step go to `err`; what happened is also recorded
+    in `report` (for CI summaries, deliver.cireport).
     """
     if err is None:
 
@@ -179,7 +181,7 @@ def deliver_commit(
     delivered = _build_and_push_all(
         pipelines,
         lambda item, say, shared: _build_and_push(
-            info.root, info.common_dir, commit, branch, item, dry_run, say, shared, environment.name, force
+            info.root, info.common_dir, commit, branch, item, dry_run, say, shared, environment.name, force, live
         ),
         1 if dry_run else config.build_concurrency,
         out,
@@ -277,6 +279,7 @@ def _build_and_push(
     shared: Optional[SharedImages] = None,
     environment: str = "",
     force: bool = False,
+    live: Optional[Any] = None,
 ) -> Tuple[Outcome, Optional[StepContext]]:
     """Build and push one pipeline's image; its step context for the update, None on failure."""
     outcome = Outcome(item.pipeline, template=item.template)
@@ -294,7 +297,9 @@ def _build_and_push(
     def log(line: str) -> None:
         out(f"{item.pipeline}: {line}")
 
-    ctx = StepContext(repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run, force=force, shared=shared)
+    ctx = StepContext(
+        repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run, force=force, shared=shared, live=live
+    )
     # Nothing is recorded around the steps: the base StepHooks, stopping before the update.
     run = run_steps(ctx, _UntilUpdate(), show_time=True)
     outcome.timings, outcome.outcomes, outcome.error = run.timings, run.outcomes, run.error

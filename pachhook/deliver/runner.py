@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from pachhook.core import gitrepo
 from pachhook.core.config import DEFAULT_KEEP_JOBS, ConfigError, load_config
@@ -159,6 +159,7 @@ def process_job(
     log: Callable[[str], None],
     worker_id: Optional[str] = None,
     dry_run: bool = False,
+    live: Optional[Any] = None,
 ) -> Job:
     """Run the steps of a leased job that are not done yet, recording each result.
 
@@ -178,6 +179,7 @@ def process_job(
         results={record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)},
         dry_run=dry_run,
         is_cancelled=lambda: queue.state_of(job.id) == CANCELLED,
+        live=live,
     )
     run_steps(context, _QueueHooks(queue, job.id, worker_id))
     return queue.get(job.id)
@@ -208,8 +210,10 @@ def drain(
     progress: Optional[Progress] = None,
     once: bool = False,
     dry_run: bool = False,
+    live: Optional[Any] = None,
 ) -> DrainSummary:
-    """Lease and run jobs until none may run now (or after one job with `once`)."""
+    """Lease and run jobs until none may run now (or after one job with `once`); `live` is a
+    terminal's live display of builds and pushes (deliver/ttyprogress.py) for `pachhook run`."""
     own_queue = queue is None
     if queue is None:
         queue = Queue(gitrepo.git_common_dir(repo_root))
@@ -230,7 +234,7 @@ def drain(
 
             heartbeat = _Heartbeat(os.path.dirname(queue.folder_str), job.id, worker_id, lease_seconds)
             try:
-                final = process_job(queue, job, repo_root, log, worker_id, dry_run)
+                final = process_job(queue, job, repo_root, log, worker_id, dry_run, live)
             except LeaseLost as error:
                 say(f"{label}: {error}")
                 summary.other.append(job.id)

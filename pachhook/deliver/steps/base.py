@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from pachhook.queue.jobs import Job
 from pachhook.queue.states import STEP_NAMES
@@ -40,6 +40,9 @@ class StepContext:
     # The build and push results of the commit's images, when several pipelines are delivered
     # together: an image they share is built and pushed once (deliver/sharedimages.py)
     shared: Optional["SharedImages"] = None
+    # The terminal's live display (deliver/ttyprogress.TerminalProgress) when standard output
+    # is a terminal: build steps and push layers shown in place; None writes the log alone
+    live: Optional[Any] = None
 
 
 @dataclass

@@ -367,7 +367,12 @@ def _build_with_cli(
     argv += clibuild.secret_flags(inputs.secrets)
     argv += cache.flags
     argv.append(str(checkout.context_dir))
-    result = clibuild.run_build(argv, clibuild.cli_env(buildkit=not cli.buildx), ctx.log)
+    view = ctx.live.image(ctx.job.pipeline) if ctx.live is not None else None
+    try:
+        result = clibuild.run_build(argv, clibuild.cli_env(buildkit=not cli.buildx), ctx.log, view=view)
+    finally:
+        if view is not None:
+            view.close()
     if result.image_id:
         return result.image_id
     message = f"docker build of {image_ref} failed: {result.error}"

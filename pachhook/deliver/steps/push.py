@@ -16,6 +16,7 @@ from docker.errors import APIError, DockerException, ImageNotFound
 
 from pachhook.core.sanitize import one_line
 from pachhook.deliver import dockerclient, imagekeys, order
+from pachhook.deliver.buildcontext import human_size
 from pachhook.deliver.registry import RegistryError, RegistrySession
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult
 from pachhook.deliver.steps.build import LABEL_REVISION
@@ -23,6 +24,7 @@ from pachhook.deliver.steps.build import LABEL_REVISION
 ATTEMPTS = 3
 FIRST_DELAY = 1.0  # seconds before the second attempt; doubled for each further one
 MAX_DELAY = 8.0
+SHARE_SECONDS = 5.0  # a layer still pushing gets a line with its share this often
 
 _TRANSIENT = re.compile(
     r"connection refused|connection reset|i/o timeout|timed? ?out|deadline exceeded|tls handshake timeout"
@@ -91,6 +93,21 @@ def _push_step(
         except OSError as error:  # a cache: losing it only costs a rebuild later
             ctx.log(f"push: could not record the image for its context key: {one_line(error)}")
     return result
+
+
+class _LayerShares:
+    """A layer's push in the log: its share every SHARE_SECONDS while it goes (the engine
+    sends one event per chunk: far too many lines for a log)."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.last: Dict[str, float] = {}
+
+    def seen(self, layer: str, current: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last.setdefault(layer, now) >= SHARE_SECONDS:
+            self.last[layer] = now
+            self.log(f"push: {layer}: {100 * current // max(total, 1)}% of {human_size(total)}")
 
 
 class _Pusher:
@@ -241,8 +258,19 @@ class _Pusher:
 
     def _push(self) -> str:
         """Push once; returns the digest. Errors come as stream events or as exceptions."""
+        view = self.ctx.live.image(self.ctx.job.pipeline) if self.ctx.live is not None else None
+        if view is not None:
+            view.pushing()
+        try:
+            return self._push_stream(view)
+        finally:
+            if view is not None:
+                view.close()
+
+    def _push_stream(self, view: Any) -> str:
         digest = ""
         seen: Dict[str, str] = {}
+        shares = _LayerShares(self.ctx.log)
         try:
             for event in self.client.api.push(self.repository, tag=self.tag, stream=True, decode=True):
                 if "error" in event or "errorDetail" in event:
@@ -252,6 +280,13 @@ class _Pusher:
                 if isinstance(aux, dict) and aux.get("Digest"):
                     digest = aux["Digest"]
                 status, layer = event.get("status", ""), event.get("id", "")
+                detail = event.get("progressDetail") or {}
+                if status and layer:
+                    current, total = int(detail.get("current") or 0), int(detail.get("total") or 0)
+                    if view is not None:
+                        view.layer(layer, status, current, total)
+                    if status == "Pushing" and total:
+                        shares.seen(layer, current, total)
                 if status and layer and seen.get(layer) != status:
                     seen[layer] = status
                     if status not in ("Pushing", "Waiting"):

@@ -222,6 +222,36 @@ def test_failing_pachctl_gives_its_last_stderr_line(tmp_path, double, monkeypatc
     assert "\n" not in str(caught.value)
 
 
+# A title change, colours, a carriage return rewriting the line and a bell: what a hostile or
+# confused cluster could put in a message, which pachhook logs, stores and prints.
+HOSTILE = "\x1b]0;owned\x07\x1b[31mdenied\x1b[0m by \x9b2Jpachd\x07"
+
+
+def test_pachctl_messages_with_control_sequences_are_stored_clean_and_bounded(tmp_path, double, monkeypatch):
+    monkeypatch.setenv("PACHCTL_DOUBLE_FAIL", "update:rpc error: " + HOSTILE + " " + "x" * 20000)
+    repo = make_repo(tmp_path / "repo")
+    logs: list = []
+    with pytest.raises(StepError) as caught:
+        run_step("update", context(repo, logs=logs))
+    message = str(caught.value)
+    assert message.startswith("pachctl update pipeline failed: rpc error: denied by pachd x")
+    assert len(message) <= 2000
+    for text in [message, *logs]:
+        assert not any(ord(char) < 32 or 0x7F <= ord(char) <= 0x9F for char in text), repr(text)
+
+
+def test_cluster_text_in_the_pipeline_read_back_is_logged_clean(tmp_path, double, monkeypatch):
+    # the cluster reports another image, holding control sequences: the failure names it, cleaned
+    monkeypatch.setenv("PACHCTL_DOUBLE_IMAGE", "ubuntu:20.04" + HOSTILE)
+    repo = make_repo(tmp_path / "repo")
+    logs: list = []
+    with pytest.raises(StepError) as caught:
+        run_step("update", context(repo, logs=logs))
+    assert "runs ubuntu:20.04denied by pachd, not " in str(caught.value)
+    for text in [str(caught.value), *logs]:
+        assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text, repr(text)
+
+
 def test_hanging_pachctl_is_stopped_by_the_timeout(tmp_path, double, monkeypatch):
     monkeypatch.setenv("PACHCTL_DOUBLE_HANG", "update")
     monkeypatch.setenv("PACHHOOK_PACHCTL_TIMEOUT", "1.5")

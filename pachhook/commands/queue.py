@@ -77,7 +77,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         queue_commit(rev, start_worker, keep_open=_is_hook_process(), rewritten=rewritten)
     except Exception as error:  # never a traceback inside `git commit`
-        _say(f"queue failed: {type(error).__name__}: {error}")
+        from pachhook.core.sanitize import one_line
+
+        # the text may quote a file, a branch or a database message: outside text
+        _say(f"queue failed: {type(error).__name__}: {one_line(error, 500)}")
     if _is_hook_process():
         _exit_now()
     return 0

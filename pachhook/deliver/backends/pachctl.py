@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from pachhook.core.sanitize import one_line, strip_controls
+
 if TYPE_CHECKING:
     from pachhook.deliver.backends.session import Session
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 300.0
 QUICK_TIMEOUT = 60.0
 TIMEOUT_ENV = "PACHHOOK_PACHCTL_TIMEOUT"
+LAST_LINE_LIMIT = 1000  # characters of pachctl's own message kept in an error
 
 
 # (resolved path, mtime) -> version, for the life of the process.
@@ -37,7 +40,9 @@ class BackendError(Exception):
     """
 
     def __init__(self, message: str, retryable: bool = True) -> None:
-        super().__init__(message)
+        # Messages quote pachctl, pachd and the pachctl configuration: outside text, made safe
+        # here once for every caller (logged, stored in the queue, printed by status).
+        super().__init__(one_line(message))
         self.retryable = retryable
 
 
@@ -54,6 +59,15 @@ class PipelineState:
     # cluster does not record it; `effective_spec` is the spec with the cluster's defaults.
     user_spec: Optional[Dict[str, Any]] = None
     effective_spec: Optional[Dict[str, Any]] = None
+
+    def __post_init__(self) -> None:
+        # The cluster's text, which the update step logs and stores: made safe once, here, for
+        # both backends (a real image reference, version or commit SHA holds no control character).
+        self.name = one_line(self.name, 300)
+        self.version = one_line(self.version, 50)
+        self.image = one_line(self.image, 1000)
+        self.project = one_line(self.project, 300)
+        self.annotations = {one_line(key, 300): one_line(value, 1000) for key, value in self.annotations.items()}
 
 
 def parse_version(text: str) -> Tuple[int, int, int]:
@@ -214,9 +228,10 @@ class PachctlBackend:
     @staticmethod
     def _last_line(completed: subprocess.CompletedProcess) -> str:
         for stream in (completed.stderr, completed.stdout):
-            lines = [line.strip() for line in (stream or "").splitlines() if line.strip()]
+            # control sequences out first: a carriage return or cursor move is no line of its own
+            lines = [line.strip() for line in strip_controls(stream or "").splitlines() if line.strip()]
             if lines:
-                return lines[-1]
+                return one_line(lines[-1], LAST_LINE_LIMIT)
         return f"exit status {completed.returncode}"
 
     # -- the backend interface ----------------------------------------------------------

@@ -69,6 +69,37 @@ def test_an_image_that_can_never_deliver_is_an_error(tmp_path, env, image, messa
 
 
 @pytest.mark.parametrize(
+    "where, value, path, message",
+    [
+        (("description",), "built at {{ commit }", "description", "'{{ commit }' is not a placeholder"),
+        (("transform", "cmd"), ["sh", "-c", "echo {{ branch"], "transform.cmd[2]", "'{{ branch' is not"),
+        (
+            ("metadata", "annotations"),
+            {"built-from": "{ short_commit }}"},
+            "metadata.annotations.built-from",
+            "'{ short_commit }}' is not a placeholder and would reach the cluster as written: write {{ short_commit }}",
+        ),
+        (("transform", "env"), {"VERSION": "v-{{ TAG}"}, "transform.env.VERSION", "write {{ tag }}"),
+    ],
+)
+def test_a_malformed_placeholder_anywhere_in_a_template_is_an_error(tmp_path, env, where, value, path, message):
+    """Outside the image too: the text would reach the cluster unfilled, so it never delivers."""
+    template = write_template(tmp_path, "reg.example.com/t/edges:{{ tag }}")
+    spec = json.loads(template.read_text())
+    parent = spec
+    for key in where[:-1]:
+        parent = parent.setdefault(key, {})
+    parent[where[-1]] = value
+    template.write_text(json.dumps(spec, indent=2))
+    result = validate(tmp_path, env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("pipeline.json:") and ": error: " in line and line.endswith(f"({path})"), line
+    assert message in line
+    assert "pachhook: 1 error, 0 warnings in 1 file" in result.stderr
+
+
+@pytest.mark.parametrize(
     "image", ["reg.example.com/t/edges:{{ tag }}", "reg.example.com/t/edges:{{ commit }}", "localhost:5000/e:{{tag}}"]
 )
 def test_the_tags_delivery_pushes_pass(tmp_path, env, image):

@@ -75,7 +75,8 @@ def render(value: Any, values: Dict[str, str]) -> Tuple[Any, List[Problem]]:
         source, target, path = stack.pop()
         if isinstance(source, list):
             kinds = set(map(type, source))  # at C speed: a list may hold a million values
-            if not kinds & _CONTAINERS and (str not in kinds or "{{" not in "\0".join(_strings(source))):
+            joined = "\0".join(_strings(source)) if str in kinds else ""
+            if not kinds & _CONTAINERS and "{{" not in joined and "}}" not in joined:
                 target.extend(source)  # nothing to fill: copied at once
                 continue
         items = source.items() if isinstance(source, dict) else enumerate(source)
@@ -116,11 +117,41 @@ def _placeholder_in_key(key: str, path: JsonPath, problems: List[Problem]) -> No
 
 
 def _render_leaf(text: str, path: JsonPath, values: Dict[str, str], problems: List[Problem]) -> str:
+    if "{{" not in text and "}}" not in text:
+        return text
+    if path != IMAGE_PATH:  # the image has its own, wider check (image_template_problems)
+        broken = broken_placeholder(text)
+        if broken:
+            problems.append(Problem(path, broken, ERROR, "malformed-placeholder"))
     if "{{" not in text:
         return text
     rendered, messages = render_string(text, values)
     problems.extend(Problem(path, message, ERROR, "unknown-placeholder") for message in messages)
     return rendered
+
+
+IMAGE_PATH: JsonPath = ("transform", "image")
+
+# A placeholder with a brace too few on one side (`{{ commit }`, `{ tag }}`, `{{ branch`,
+# `short_commit }}`): left in the spec as text, never filled. Outside the image, braces are
+# often the user's own (shell `${TAG}`, find's `{}`, docker's `{{.Names}}`), so only the name
+# of a placeholder between them counts.
+_NAMES = "|".join(sorted(PLACEHOLDERS, key=len, reverse=True))
+_BROKEN = re.compile(
+    r"\{\{\s*(%s)\b\s*\}?(?!\})|(?<!\{)\{?\s*\b(%s)\s*\}\}" % (_NAMES, _NAMES),
+    re.IGNORECASE,
+)
+
+
+def broken_placeholder(text: str) -> str:
+    """The message for the first malformed placeholder in text, or "" when there is none."""
+    without = PLACEHOLDER.sub("", text)
+    found = _BROKEN.search(without)
+    if found is None:
+        return ""
+    name = (found.group(1) or found.group(2)).lower()
+    written = found.group(0).strip()
+    return f"{written!r} is not a placeholder and would reach the cluster as written: write {{{{ {name} }}}}"
 
 
 def image_to_build(document: Any, values: Optional[Dict[str, str]] = None) -> Optional[str]:

@@ -164,3 +164,58 @@ def test_unexpected_input_is_one_line(pushed: Repo):
     proc = check(pushed, ["not a ref line"])
     assert proc.returncode == 1
     assert proc.stderr == "pachhook check-push: unexpected pre-push input line: 'not a ref line'\n"
+
+
+def test_the_refusal_says_how_to_get_the_push_through_and_that_way_works(pushed: Repo):
+    """A fix in a new commit leaves the broken one in the push: the refusal says to fix the
+    broken commit itself (it is not on the remote yet), and doing as it says gets the push through."""
+    old = pushed.git("rev-parse", "HEAD")
+    pushed.write("edges/run.sh", "echo 2\n")
+    pushed.write("edges/pipeline.json", BROKEN)
+    middle = pushed.commit("new step, and a typo in the template")
+    pushed.write("edges/pipeline.json", template("edges"))
+    last = pushed.commit("fixed")
+    proc = check(pushed, [f"refs/heads/main {last} refs/heads/main {old}"])
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].endswith(
+        "commit(s) pushed; a fix in a new commit leaves the broken one in the push (every pushed commit is"
+        f" checked); these commits are not on the remote yet, so fix {middle[:12]} itself: git rebase -i"
+        f" {middle[:12]}^, mark {middle[:12]} edit (or squash your fixing commit into it), then push again"
+    )
+    # what the advice says, with a scripted editor: squash the fixing commit into the broken one
+    script = f"sed -i -e 's/^pick {last[:7]}\\([0-9a-f]*\\) /fixup {last[:7]}\\1 /' "
+    pushed.env["GIT_SEQUENCE_EDITOR"] = script
+    pushed.git("rebase", "-q", "-i", f"{middle[:12]}^")
+    del pushed.env["GIT_SEQUENCE_EDITOR"]
+    new = pushed.git("rev-parse", "HEAD")
+    proc = check(pushed, [f"refs/heads/main {new} refs/heads/main {old}"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("pachhook check-push: 1 commit(s)")
+
+
+def test_a_broken_newest_commit_is_amended(pushed: Repo):
+    old = pushed.git("rev-parse", "HEAD")
+    pushed.write("edges/pipeline.json", BROKEN)
+    bad = pushed.commit("broken template")
+    proc = check(pushed, [f"refs/heads/main {bad} refs/heads/main {old}"])
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1].endswith(
+        "in 1 of the 1 commit(s) pushed; fix the template, git add it and git commit --amend"
+        " (the commit is not on the remote yet), then push again"
+    )
+    pushed.write("edges/pipeline.json", template("edges"))
+    amended = pushed.commit("fixed template", ["."], "--amend")
+    assert check(pushed, [f"refs/heads/main {amended} refs/heads/main {old}"]).returncode == 0
+
+
+def test_a_broken_root_commit_is_rebased_from_the_root(tmp_path: Path):
+    repo = make_repo(tmp_path, pipelines=())
+    repo.write("edges/pipeline.json", BROKEN)
+    root = repo.commit("root with a broken template", ["."], "--amend")
+    repo.write("edges/pipeline.json", template("edges"))
+    fixed = repo.commit("fixed")
+    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
+    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    proc = check(repo, [f"refs/heads/main {fixed} refs/heads/main {ZERO}"])
+    assert proc.returncode == 1
+    assert f"so fix {root[:12]} itself: git rebase -i --root, mark {root[:12]} edit" in proc.stderr

@@ -125,8 +125,7 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
         bad_commits = {commit for key in refused for commit in versions[key]}
         print(
             f"pachhook check-push: push refused: {len(refused)} invalid template version(s) in "
-            f"{len(bad_commits)} of the {len(commits)} commit(s) pushed; fix them in new commits"
-            " or rewrite the history (e.g. git rebase -i), then push again",
+            f"{len(bad_commits)} of the {len(commits)} commit(s) pushed; {_how_to_fix(root, commits, bad_commits)}",
             file=sys.stderr,
         )
         return 1
@@ -134,6 +133,25 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
     if config.plan_on_push and commits:
         print_push_plan(root, commits[-1], pushed_branch(lines, env), config)
     return 0
+
+
+def _how_to_fix(root: Path, commits: Sequence[str], bad: "set[str]") -> str:
+    """What gets the push through. Every pushed commit is checked, so a fix in a new commit
+    leaves the broken one in the push: the broken commits themselves must change. None of
+    them is on the remote yet, so rewriting them rewrites no one else's history."""
+    oldest = next(commit for commit in commits if commit in bad)
+    head = gitrepo.rev_parse("HEAD", root)
+    if bad == {head}:
+        return (
+            "fix the template, git add it and git commit --amend (the commit is not on the remote yet), then push again"
+        )
+    parents = gitrepo.run(["rev-list", "--parents", "-n", "1", oldest], root).stdout.split()
+    base = f"{oldest[:12]}^" if len(parents) > 1 else "--root"
+    return (
+        "a fix in a new commit leaves the broken one in the push (every pushed commit is checked);"
+        f" these commits are not on the remote yet, so fix {oldest[:12]} itself: git rebase -i {base},"
+        f" mark {oldest[:12]} edit (or squash your fixing commit into it), then push again"
+    )
 
 
 def pushed_branch(lines: Sequence[str], env: Mapping[str, str]) -> str:

@@ -8,6 +8,7 @@ runs queued jobs, and exits when none is left. Its output goes to
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Optional, Sequence
 
 from pachhook.commands._common import add_lease_option, parse_args
 from pachhook.core import gitrepo
-from pachhook.deliver.runner import run_worker
+from pachhook.deliver.runner import run_worker, work_tree_gone
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--repo", metavar="DIR", default=".", help="a work tree of the repository (default: the current directory)"
+    )
+    parser.add_argument(
+        "--git-dir",
+        metavar="DIR",
+        help="the repository's git common directory (where the queue is); with it, jobs fail with the"
+        " cause when the work tree is gone instead of waiting",
     )
     add_lease_option(parser)
     return parser
@@ -45,6 +52,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         root = gitrepo.repo_root(Path(args.repo))
     except gitrepo.GitError as error:
-        print(f"pachhook worker: {error}", file=sys.stderr)
+        missing = work_tree_gone(args.repo)
+        if missing and args.git_dir and os.path.isdir(os.path.join(args.git_dir, "pachhook")):
+            # the queue outlives the work tree: its jobs fail, saying why, for a retry elsewhere
+            progress(f"{missing}: failing its queued jobs")
+            return run_worker(Path(args.repo).absolute(), args.lease, progress, common_dir=args.git_dir)
+        print(f"pachhook worker: {missing or error}", file=sys.stderr)
         return 2
     return run_worker(root, lease_seconds=args.lease, progress=progress)

@@ -111,8 +111,9 @@ def run_steps(ctx: StepContext, hooks: StepHooks, show_time: bool = False) -> St
 class _QueueHooks(StepHooks):
     """Steps of a leased job: each start, result and failure recorded in the queue."""
 
-    def __init__(self, queue: Queue, job_id: int, worker_id: Optional[str]) -> None:
+    def __init__(self, queue: Queue, job_id: int, worker_id: Optional[str], repo_root: PathLike = "") -> None:
         self.queue, self.job_id, self.worker_id = queue, job_id, worker_id
+        self.repo_root = repo_root
 
     def starting(self, name: str, ctx: StepContext) -> bool:
         if self.queue.state_of(self.job_id) == CANCELLED:
@@ -166,6 +167,11 @@ def process_job(
     Stops at the first failing step (the job is then failed, retryable) and before any
     step once the job has been cancelled. Returns the job as the queue has it after.
     """
+    missing = work_tree_gone(repo_root)
+    if missing:
+        # Checked first: git run in a folder that is gone says the commit does not exist,
+        # which would end the job as superseded for a reason that is not true.
+        return _fail_unstarted(queue, job, log, worker_id, f"{missing}; {_retry_elsewhere(job.id)}")
     gone = unreachable(job.commit, job.branch, Path(repo_root))
     if gone:
         # amended, rebased, reset or collected: such a commit is never delivered
@@ -181,8 +187,35 @@ def process_job(
         is_cancelled=lambda: queue.state_of(job.id) == CANCELLED,
         live=live,
     )
-    run_steps(context, _QueueHooks(queue, job.id, worker_id))
+    run_steps(context, _QueueHooks(queue, job.id, worker_id, repo_root))
     return queue.get(job.id)
+
+
+def work_tree_gone(repo_root: PathLike) -> str:
+    """Why the work tree a worker was started for cannot deliver any more ("" while it can).
+
+    The worker is started for the work tree of the commit that queued it; that folder may be
+    removed (`git worktree remove`, rm -r) or the repository moved while jobs wait.
+    """
+    root = Path(repo_root)
+    if not root.is_dir():
+        return f"the work tree {root} is gone (moved or deleted) since the job was queued"
+    if not (root / ".git").exists():
+        return f"the work tree {root} is no git work tree any more (its .git is gone)"
+    return ""
+
+
+def _retry_elsewhere(job_id: int) -> str:
+    return f"nothing was delivered: run `pachhook retry {job_id}` in a work tree of the repository"
+
+
+def _fail_unstarted(queue: Queue, job: Job, log: Callable[[str], None], worker_id: Optional[str], cause: str) -> Job:
+    """Fail a job at its first step not done, with cause, without running anything."""
+    done = {record.name for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)}
+    step = next((name for name in STEP_NAMES if name not in done), STEP_NAMES[-1])
+    queue.start_step(job.id, step, worker_id)
+    log(f"{step}: failed: {cause}")
+    return queue.fail_step(job.id, step, cause, worker_id)
 
 
 # Step outcomes that end a job, and the job state each leaves it in.
@@ -314,7 +347,10 @@ def _notify_failures(repo_root: object, queue: Queue, failed: List[int]) -> None
 
 
 def run_worker(
-    repo_root: PathLike, lease_seconds: float = DEFAULT_LEASE_SECONDS, progress: Optional[Progress] = None
+    repo_root: PathLike,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    progress: Optional[Progress] = None,
+    common_dir: Optional[PathLike] = None,
 ) -> int:
     """The background worker's life: take the lock, drain, exit when the queue is empty.
 
@@ -323,7 +359,7 @@ def run_worker(
     worker's to run. While another worker holds a job's lease it waits: if that worker
     died, the job is this one's once the lease ends.
     """
-    common = gitrepo.git_common_dir(repo_root)
+    common = common_dir if common_dir is not None else gitrepo.git_common_dir(repo_root)
     queue = Queue(common)
     lock = WorkerLock(queue.folder)
     say = progress or (lambda line: None)

@@ -87,7 +87,10 @@ def start_background(repo_root: PathLike, common_dir: PathLike) -> bool:
     if worker_running(folder):
         return False
     log = os.path.join(folder, LOG_NAME)
+    # --git-dir too: should the work tree go (removed, moved) before the worker reads it, the
+    # worker still finds the queue and fails the jobs with that cause instead of leaving them.
     argv = [sys.executable, "-m", "pachhook", "worker", "--repo", os.fspath(repo_root)]
+    argv += ["--git-dir", os.fspath(common_dir)]
     os.posix_spawn(
         sys.executable,
         argv,

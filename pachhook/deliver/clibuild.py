@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from pachhook.core.sanitize import clean, one_line
+from pachhook.deliver import credhelpers
 
 BUILD_TIMEOUT = 4 * 3600  # seconds: a build stuck longer than this is ended
 HEARTBEAT = 10.0  # seconds between "still running" lines of a slow step
@@ -263,6 +264,9 @@ def cli_env(extra: Optional[Dict[str, str]] = None, buildkit: bool = True) -> Di
         env["DOCKER_BUILDKIT"] = "1"
     env.pop("BUILDKIT_PROGRESS", None)
     env.update(extra or {})
+    # the credential helpers the CLI runs (logins of base and cache images) get a deadline
+    folder = env.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    env["PATH"] = credhelpers.guarded_path(env, os.path.join(folder, "config.json"))
     return env
 
 

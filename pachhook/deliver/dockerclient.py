@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from pachhook.deliver import credhelpers
+
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 CONNECT_TIMEOUT = 15  # seconds for the first answer of the engine
 
@@ -245,6 +247,8 @@ def make_client(timeout: int = 600) -> Any:
         # timeout for that, so an unreachable tcp:// or ssh:// engine fails in seconds.
         client = docker.from_env(timeout=CONNECT_TIMEOUT)
         client.api.timeout = timeout  # builds may stay silent for minutes
+        # every credential helper docker-py runs for this client gets a deadline (credhelpers.py)
+        client.api._auth_configs = credhelpers.bounded_auth_config(client.api.credstore_env)
     except Exception as error:  # DockerException, or requests' errors escaping docker-py
         _CLIENTS.pop(settings, None)
         raise _unreachable(error) from None
@@ -277,13 +281,15 @@ def registry_auth(client: Any, registry: str) -> Optional[Dict[str, str]]:
     api = getattr(client, "api", client)
     credstore_env = getattr(api, "credstore_env", None)
     # Read afresh for every push, so a `docker login` made after the worker started counts;
-    # the engine's push then gets the same login through docker-py.
-    configs = auth.load_config(credstore_env=credstore_env)
+    # the engine's push then gets the same login through docker-py. Its helpers are bounded.
+    configs = credhelpers.bounded_auth_config(credstore_env)
     if hasattr(api, "_auth_configs"):
         api._auth_configs = configs
     lookup = None if registry == "docker.io" else registry
     try:
         found = auth.resolve_authconfig(configs, lookup, credstore_env=credstore_env)
+    except credhelpers.CredentialHelperError:
+        raise  # a helper waiting for input: asking again at the push would only wait again
     except Exception:
         # A broken credential helper must not crash the step: the registry's own answer
         # ("unauthorized") then names the problem.

@@ -25,7 +25,7 @@ import yaml
 
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
-from pachhook.deliver import dockerclient
+from pachhook.deliver import credhelpers, dockerclient
 from pachhook.deliver.backends.pachctl import BackendError
 from pachhook.queue.affected import parse_template
 from pachhook.queue.database import DB_NAME, FOLDER, SCHEMA_VERSION
@@ -351,7 +351,11 @@ def check_credentials(probe: Probe) -> List[Check]:
     for registry, images in sorted(registries.items()):
         name = f"registry {registry}"
         # registry_auth accepts any object: without an engine it reads the docker config itself.
-        auth = dockerclient.registry_auth(probe.docker or object(), registry)
+        try:
+            auth = dockerclient.registry_auth(probe.docker or object(), registry)
+        except credhelpers.CredentialHelperError as error:
+            checks.append(Check(name, FAIL, str(error)))
+            continue
         if auth:
             # Present is all that is said: never the user name, password or token.
             checks.append(Check(name, OK, "credentials present in the docker config"))

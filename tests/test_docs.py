@@ -8,6 +8,8 @@ line before a fence says more:
     <!-- pachhook-docs: invalid-template -->  a template pachhook refuses (shown as a mistake)
     <!-- pachhook-docs: config -->            a .pachhook.toml body pachhook accepts
     <!-- pachhook-docs: not-parsed -->        a fragment or a deliberately broken file
+    <!-- pachhook-docs: run -->               a shell block run in a scratch repository (test_docs_blocks.py)
+    <!-- pachhook-docs: output -->            what the run block before it prints (test_docs_blocks.py)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, NamedTuple
+from typing import List, NamedTuple, Optional
 
 import pytest
 import yaml
@@ -38,9 +40,10 @@ class Block(NamedTuple):
     mark: str
 
 
-def code_blocks() -> List[Block]:
+def code_blocks(pages: Optional[List[Path]] = None) -> List[Block]:
+    """The fenced blocks of pages (default: docs/*.md), each with the mark on the line before it."""
     blocks = []
-    for path in sorted(DOCS.glob("*.md")):
+    for path in sorted(DOCS.glob("*.md")) if pages is None else pages:
         lines = path.read_text(encoding="utf-8").splitlines()
         index = 0
         while index < len(lines):

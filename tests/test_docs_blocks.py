@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional
 
 import pytest
-from gitutil import PACHCTL_DOUBLE, git_env
+from gitutil import git_env, with_pachctl_double
 from test_docs import code_blocks
 
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,6 @@ def scratch_environment(root: Path, services) -> Dict[str, str]:
         GIT_COMMITTER_EMAIL="reader@example.invalid",
         PRE_COMMIT_HOME=str(root / "pre-commit-home"),
         PACH_CONFIG=str(root / "pachyderm" / "config.json"),
-        PACHCTL_DOUBLE_DIR=str(root / "cluster"),
         DOCKER_HOST=services.docker_host,
         DOCKER_CONFIG=str(root / "docker-config"),
         NO_COLOR="1",
@@ -105,8 +104,9 @@ def scratch_environment(root: Path, services) -> Dict[str, str]:
     for key in ("PACHHOOK_DOCKER_CLI",):  # the CLI the test services build with, as the suite does
         if os.environ.get(key):
             env[key] = os.environ[key]
-    env["PATH"] = os.pathsep.join([str(PACHCTL_DOUBLE.parent), str(Path(sys.executable).parent), env["PATH"]])
-    for folder in ("cluster", "docker-config", "tmp", "pachyderm"):
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
+    env = with_pachctl_double(env, root)
+    for folder in ("pachd", "docker-config", "tmp", "pachyderm"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     # what `pachctl connect` leaves: one context, active
     (root / "pachyderm" / "config.json").write_text(

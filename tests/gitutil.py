@@ -154,6 +154,12 @@ class Repo:
         self.git("commit", "-q", "--allow-empty", "-m", message, *extra)
         return self.git("rev-parse", "HEAD")
 
+    def add_origin(self, bare: Path) -> Path:
+        """A new bare repository at `bare`, added as this one's remote `origin`."""
+        run(["git", "init", "-q", "--bare", str(bare)], bare.parent, self.env)
+        self.git("remote", "add", "origin", str(bare))
+        return bare
+
     @property
     def common_dir(self) -> Path:
         return Path(self.git("rev-parse", "--path-format=absolute", "--git-common-dir"))

@@ -15,8 +15,7 @@ BROKEN = template("edges").replace('"pipeline": {', '"pipeline": {\n    "colour"
 def pushed(tmp_path: Path) -> Repo:
     """A repository whose main branch is on the bare remote `origin`."""
     repo = make_repo(tmp_path)
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
-    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    repo.add_origin(tmp_path / "origin.git")
     repo.git("push", "-q", "origin", "main")
     return repo
 
@@ -98,8 +97,7 @@ def test_a_root_commit_is_checked_on_the_first_push(tmp_path: Path):
     repo.write("edges/pipeline.json", BROKEN)
     root_amended = repo.commit("root with a broken template", ["."], "--amend")
     assert repo.git("rev-list", "--max-parents=0", "HEAD") == root_amended
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
-    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    repo.add_origin(tmp_path / "origin.git")
     proc = check(repo, [f"refs/heads/main {root_amended} refs/heads/main {ZERO}"])
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"{root_amended[:12]}:edges/pipeline.json:")
@@ -132,8 +130,7 @@ def test_pre_commit_root_push_without_from_and_to(tmp_path: Path):
     bad = repo.commit("broken")
     repo.write("edges/pipeline.json", template("edges"))
     repo.commit("fixed")
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
-    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    repo.add_origin(tmp_path / "origin.git")
     env = {
         "PRE_COMMIT_REMOTE_NAME": "origin",
         "PRE_COMMIT_LOCAL_BRANCH": "refs/heads/main",

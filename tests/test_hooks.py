@@ -24,8 +24,7 @@ def test_hooks_folder_matches_what_install_writes(name: str):
 @pytest.fixture
 def hooked(tmp_path: Path) -> Repo:
     repo = make_repo(tmp_path)
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
-    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    repo.add_origin(tmp_path / "origin.git")
     repo.git("push", "-q", "origin", "main")
     assert repo.pachhook("install").returncode == 0
     return repo

@@ -247,8 +247,7 @@ def test_hostile_pipeline_names_are_refused_before_any_cluster_call(hostile_repo
 def test_check_push_with_hostile_branches_and_remote_path(hostile_repo, tmp_path):
     repo = hostile_repo
     remote = tmp_path / f"remote $(touch {MARKER}) ü"
-    run(["git", "init", "-q", "--bare", str(remote)], tmp_path, repo.env)
-    repo.git("remote", "add", "origin", str(remote))
+    repo.add_origin(remote)
     for branch in BRANCHES[:4]:
         switch(repo, branch)
         repo.write("dir with space/pipeline.json", spec("p0").replace("true", branch.replace('"', "")))

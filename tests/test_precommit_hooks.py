@@ -83,8 +83,7 @@ def test_pre_commit_stage_refuses_a_broken_template(tmp_path: Path, hook_repo: d
 
 def test_push_with_a_broken_middle_commit_is_refused_and_a_valid_one_goes_through(tmp_path: Path, hook_repo: dict):
     repo = framework_repo(tmp_path, hook_repo)
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
-    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    repo.add_origin(tmp_path / "origin.git")
     run(["git", "push", "-q", "origin", "main"], repo.path, repo.env, timeout=300)
     before = repo.git("rev-parse", "origin/main")
     repo.write("edges/run.sh", "echo 1\n")
@@ -108,8 +107,7 @@ def test_push_with_a_broken_middle_commit_is_refused_and_a_valid_one_goes_throug
 def test_first_push_of_a_new_repository_checks_all_its_history(tmp_path: Path, hook_repo: dict):
     # The pushed history reaches the root commit: pre-commit then sets no FROM/TO refs.
     repo = framework_repo(tmp_path, hook_repo)
-    run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], tmp_path, repo.env)
-    repo.git("remote", "add", "origin", str(tmp_path / "origin.git"))
+    repo.add_origin(tmp_path / "origin.git")
     repo.write("edges/pipeline.json", BROKEN)
     bad = commit(repo, "broken", "--no-verify")
     repo.write("edges/pipeline.json", template("edges"))

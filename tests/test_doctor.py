@@ -116,10 +116,15 @@ def test_plain_hooks_queue_and_worker_state(project, env):
     assert "warn  queue history: a damaged queue was set aside as " in out
 
 
-def test_pachctl_double_is_found_with_its_version(project, env, tmp_path):
+def test_pachctl_double_is_found_with_its_version_and_context(project, env, tmp_path):
     env = with_pachctl_double(env, tmp_path)
+    # A first pachctl run writes a configuration whose active context is `default`.
     out = doctor(project, env).stdout
-    # The double knows no `config get active-context`, as a pachctl without a context would fail.
+    assert f"ok    pachctl: pachctl 2.11.6 ({tmp_path / 'bin' / 'pachctl'}), active context default" in out
+    # A configuration naming a context it does not hold: `config get active-context` fails.
+    config = tmp_path / "broken-pach-config.json"
+    config.write_text(json.dumps({"v2": {"active_context": "gone", "contexts": {}}}))
+    out = doctor(project, dict(env, PACH_CONFIG=str(config))).stdout
     assert "fail  pachctl: pachctl 2.11.6, but no active context" in out
     assert "pachctl connect" in out
 

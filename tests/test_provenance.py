@@ -18,7 +18,7 @@ from test_update import DIGEST, calls, git, make_repo
 from test_update import context as update_context
 
 from pachhook.commands.provenance import cluster_query
-from pachhook.deliver import stamp
+from pachhook.deliver.backends import clusterview
 from pachhook.deliver.steps.base import run_step
 from pachhook.provenance.ledger import kind_of
 from pachhook.queue.store import Queue
@@ -343,7 +343,7 @@ def test_metadata_is_written_where_both_client_and_cluster_have_it(
 ):
     monkeypatch.setenv("PACHCTL_DOUBLE_VERSION", client)
     monkeypatch.setenv("PACHCTL_DOUBLE_SERVER_VERSION", server)
-    monkeypatch.setattr(stamp, "_SERVER_VERSIONS", {})
+    monkeypatch.setattr(clusterview, "_SERVER_VERSIONS", {})
     data = updated(make_repo(tmp_path / "repo"))
     assert data["stamped"] == stamped
     assert data["job_state"] == "JOB_SUCCESS"

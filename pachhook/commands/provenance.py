@@ -1,8 +1,13 @@
-"""`pachhook provenance QUERY [--cluster] [--depth N] [--project P] [--format text|json]`.
+"""`pachhook provenance QUERY [--cluster] [--env NAME] [--depth N] [--project P] [--format text|json]`.
 
 From the cluster: `REPO@COMMIT` or `PIPELINE@JOB` (a job's ID is its output commit's ID),
-a bare 32-digit global ID, or `COMMIT --cluster` (the pipeline versions a git commit made).
+a bare 32-digit global ID, or `COMMIT --cluster` (the pipeline versions a git commit made,
+in every configured environment, or in the one `--env` names).
 From the local ledger: a commit, an image, a digest, `PIPELINE@VERSION` or a template.
+
+The cluster is read through a private session (deliver/backends/session.py) of the
+environment's context and project, with the environment's backend (pachctl or the API);
+without `--env`, REPO@COMMIT, PIPELINE@JOB and global IDs read the active context.
 
 Exit status: 0 an answer, 1 nothing matches (or the cluster could not answer), 2 bad usage.
 """
@@ -13,19 +18,21 @@ import argparse
 import json
 import re
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Union
 
 from pachhook.commands._common import open_queue, parse_args
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
-from pachhook.deliver.backends.pachctl import PachctlBackend
+from pachhook.core.environments import Environment, all_environments
+from pachhook.deliver.backends.clusterview import view_for
+from pachhook.deliver.backends.pachctl import BackendError
+from pachhook.deliver.backends.session import open_session
 from pachhook.deliver.holds import Holds
 from pachhook.deliver.steps.update import make_backend
 from pachhook.provenance.cluster import (
     GLOBAL_ID,
     ClusterError,
     GitSide,
-    PachctlReader,
     Tracer,
     format_tree,
     format_versions,
@@ -61,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--depth", type=_depth, default=None, help="input levels to follow up the DAG (default: all; 0: none)"
     )
-    parser.add_argument("--project", default="", help="Pachyderm project (default: the pachctl context's)")
+    parser.add_argument(
+        "--env",
+        default="",
+        metavar="NAME",
+        help="read the cluster of this environment (its context, project and backend); default: the active"
+        " pachctl context, and for COMMIT --cluster every environment",
+    )
+    parser.add_argument(
+        "--project", default="", help="Pachyderm project (default: the environment's, else the pachctl context's)"
+    )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     return parser
 
@@ -142,37 +158,18 @@ def _local_side() -> Any:
 
 def _from_cluster(args: argparse.Namespace, picked: Optional[tuple]) -> int:
     git_side, config = _local_side()
-    project = args.project or (picked[2] if picked else "")
-    reader = PachctlReader(_pachctl(config, make_backend), project)
-    tracer = Tracer(reader, git_side, project)
+    chosen = _environments(args, config)
+    if isinstance(chosen, int):
+        return chosen
+    if args.cluster:
+        return _versions_of_commit(args, git_side, config, chosen)
+    assert picked is not None
+    repo, ref, named_project = picked
     try:
-        if args.cluster:
-            sha = args.query
-            if git_side.root is not None:
-                try:
-                    sha = gitrepo.rev_parse(args.query, git_side.root)
-                except gitrepo.GitError:
-                    sha = args.query
-            if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
-                print(
-                    f"pachhook provenance: {args.query!r} is not a commit of this clone nor a full SHA", file=sys.stderr
-                )
-                return 2
-            versions = tracer.versions_of_commit(sha)
-            git = git_side.commit(sha)
-            if args.format == "json":
-                data = {"query": args.query, "commit": sha, "git": git.__dict__, "versions": versions}
-                print(json.dumps(data, indent=2))
-            elif versions:
-                print(format_versions(sha, git, versions))
-            if not versions:
-                print(f"pachhook provenance: no pipeline version in the cluster comes from {sha}", file=sys.stderr)
-                return 1
-            return 0
-        assert picked is not None
-        repo, ref, _ = picked
-        roots = tracer.from_global_id(ref, args.depth) if not repo else [tracer.from_commit(repo, ref, args.depth)]
-    except ClusterError as error:
+        with _Reading(config, chosen[0], args.project or named_project) as reading:
+            tracer = Tracer(reading.view, git_side, reading.project)
+            roots = tracer.from_global_id(ref, args.depth) if not repo else [tracer.from_commit(repo, ref, args.depth)]
+    except (ClusterError, BackendError) as error:
         print(f"pachhook provenance: {error}", file=sys.stderr)
         return 1
     if args.format == "json":
@@ -182,12 +179,81 @@ def _from_cluster(args: argparse.Namespace, picked: Optional[tuple]) -> int:
     return 0
 
 
-def _pachctl(config: Any, make_backend: Any) -> Any:
-    """The configured pachctl (the API backend is not read yet: provenance reads through pachctl)."""
-    backend = make_backend(config) if config is not None else PachctlBackend()
-    if getattr(backend, "name", "") != "pachctl":
-        backend = PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl")
-    return backend
+def _environments(args: argparse.Namespace, config: Any) -> Union[List[Optional[Environment]], int]:
+    """The environments to read: the one --env names; else every one for COMMIT --cluster,
+    else none (None: the active context with the configuration's backend)."""
+    if not args.env:
+        if args.cluster and config is not None and getattr(config, "environments", None):
+            return list(all_environments(config))
+        return [None]
+    environments = (getattr(config, "environments", None) or {}) if config is not None else {}
+    if args.env in environments:
+        return [environments[args.env]]
+    if config is None:
+        where = "no pachhook configuration here"
+    else:
+        where = "environments: " + (", ".join(sorted(environments)) or "none configured")
+    print(f"pachhook provenance: --env {args.env}: no such environment ({where})", file=sys.stderr)
+    return 2
+
+
+class _Reading:
+    """A private session of the environment's context (the active one without an environment)
+    and a view of its cluster through the environment's backend; closed on exit."""
+
+    def __init__(self, config: Any, environment: Optional[Environment], project: str) -> None:
+        context = environment.context if environment is not None else ""
+        env_project = environment.project if environment is not None else ""
+        self.session = open_session(context, project or env_project)
+        self.project = project or env_project or self.session.project
+        # Without a configuration (outside a clone): pachctl from PATH, make_backend's default.
+        self.view = view_for(make_backend(config, environment, self.session), self.project)
+
+    def __enter__(self) -> "_Reading":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.session.close()
+
+
+def _versions_of_commit(
+    args: argparse.Namespace, git_side: GitSide, config: Any, environments: List[Optional[Environment]]
+) -> int:
+    sha = args.query
+    if git_side.root is not None:
+        try:
+            sha = gitrepo.rev_parse(args.query, git_side.root)
+        except gitrepo.GitError:
+            sha = args.query
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        print(f"pachhook provenance: {args.query!r} is not a commit of this clone nor a full SHA", file=sys.stderr)
+        return 2
+    versions: List[dict] = []
+    problems: List[str] = []
+    for environment in environments:
+        name = environment.name if environment is not None else ""
+        try:
+            with _Reading(config, environment, args.project) as reading:
+                found = Tracer(reading.view, git_side, reading.project).versions_of_commit(sha)
+        except (ClusterError, BackendError) as error:
+            problems.append(f"env {name}: {error}" if name else str(error))
+            continue
+        for version in found:
+            version["environment"] = name
+        versions += found
+    git = git_side.commit(sha)
+    for problem in problems:
+        print(f"pachhook provenance: {problem}", file=sys.stderr)
+    if args.format == "json":
+        data = {"query": args.query, "commit": sha, "git": git.__dict__, "versions": versions, "problems": problems}
+        print(json.dumps(data, indent=2))
+    elif versions:
+        print(format_versions(sha, git, versions))
+    if not versions:
+        if len(problems) < len(environments):
+            print(f"pachhook provenance: no pipeline version in the cluster comes from {sha}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _from_ledger(args: argparse.Namespace) -> int:

@@ -7,7 +7,10 @@ every update; on top of them pachhook writes the same keys as
 - commit metadata on the output commit of the job the update started, 2.10+
   (`pachctl edit metadata commit PIPELINE@ID`, pachyderm#9845), so `pachctl inspect
   commit --raw` shows the git commit on the data itself.
-The step's result says which were written.
+The step's result says which were written. Both backends do it (backends/clusterview.py):
+pachctl with the commands above, the API backend with EditMetadata, InspectCommit and
+InspectJob. Which metadata is written follows what both ends support: the lower of
+pachctl's and pachd's versions, or pachd's (GetVersion) through the API.
 
 Verifying: an update gives the pipeline a new spec commit whose ID is the commit set of the
 jobs it starts (api_server.go L2593, propagateJobs; reference P13), so after the update
@@ -19,14 +22,13 @@ not fail the delivery (the pipeline was updated; a retry would apply the same sp
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
-from pachhook.deliver.backends.pachctl import BackendError, parse_version
-from pachhook.deliver.backends.rawoutput import ClusterError, clean, messages
+from pachhook.deliver.backends.clusterview import view_for
+from pachhook.deliver.backends.rawoutput import ClusterError, clean
 
 # Keys pachhook writes into Pachyderm metadata (commit 2.10+, pipeline 2.11+).
 METADATA_COMMIT = "pachhook.io/commit"
@@ -65,50 +67,6 @@ class AfterUpdate:
         return data
 
 
-# (executable, PACH_CONTEXT, PACH_CONFIG) -> (asked at, version): a worker delivering many
-# jobs asks the cluster once every few minutes, not once per job.
-_SERVER_VERSIONS: Dict[Tuple[str, str, str], Tuple[float, Optional[Tuple[int, int, int]]]] = {}
-SERVER_VERSION_SECONDS = 600.0
-
-
-def server_version(backend: Any) -> Optional[Tuple[int, int, int]]:
-    """pachd's version from `pachctl version` (the row named pachd), None when it does not say."""
-    env = getattr(backend, "env", None) or os.environ
-    key = (str(getattr(backend, "executable", "")), env.get("PACH_CONTEXT", ""), env.get("PACH_CONFIG", ""))
-    cached = _SERVER_VERSIONS.get(key)
-    if cached is not None and time.monotonic() - cached[0] < SERVER_VERSION_SECONDS:
-        return cached[1]
-    found: Optional[Tuple[int, int, int]] = None
-    try:
-        out = backend.read(["version"]) or ""
-    except BackendError:
-        out = ""
-    for line in out.splitlines():
-        words = line.split()
-        if len(words) > 1 and words[0] == "pachd":
-            try:
-                found = parse_version(words[1])
-            except ValueError:
-                found = None
-    _SERVER_VERSIONS[key] = (time.monotonic(), found)
-    return found
-
-
-def _read_one(backend: Any, args: Sequence[str]) -> Optional[Dict[str, Any]]:
-    try:
-        out = backend.read(list(args))
-    except BackendError as error:
-        raise ClusterError(str(error)) from None
-    if out is None:
-        return None
-    found = messages(out)
-    return found[0] if found else None
-
-
-def _project_args(project: str) -> List[str]:
-    return ["--project", project] if project else []
-
-
 def stamp_values(commit: str, template: str, digest: str) -> Dict[str, str]:
     values = {METADATA_COMMIT: commit, METADATA_TEMPLATE: template}
     if digest:
@@ -116,18 +74,13 @@ def stamp_values(commit: str, template: str, digest: str) -> Dict[str, str]:
     return values
 
 
-def _edit(backend: Any, kind: str, picker: str, current: Dict[str, Any], values: Dict[str, str]) -> None:
+def _edit(view: Any, kind: str, name: str, ref: str, current: Any, values: Dict[str, str]) -> None:
     """Add the keys not there and edit those that are: other keys a team keeps stay untouched,
     and a retried update stamps again without an "already exists" error."""
-    added = [f"{k}={v}" for k, v in values.items() if k not in current]
-    edited = [f"{k}={v}" for k, v in values.items() if k in current and current[k] != v]
-    try:
-        if added:
-            backend.read(["edit", "metadata", kind, picker, "add", *added])
-        if edited:
-            backend.read(["edit", "metadata", kind, picker, "edit", *edited])
-    except BackendError as error:
-        raise ClusterError(str(error)) from None
+    current = current if isinstance(current, dict) else {}
+    added = {k: v for k, v in values.items() if k not in current}
+    edited = {k: v for k, v in values.items() if k in current and current[k] != v}
+    view.edit_metadata(kind, name, ref, added, edited)
 
 
 def after_update(
@@ -142,22 +95,20 @@ def after_update(
 ) -> AfterUpdate:
     """Stamp the new version and its job's output commit, then wait (bounded) for that job."""
     outcome = AfterUpdate()
-    if getattr(backend, "name", "") != "pachctl" or not hasattr(backend, "read"):
+    if getattr(backend, "name", "") not in ("pachctl", "api"):
         outcome.verify = "not supported with this backend (annotations only)"
         return outcome
+    view = view_for(backend, project)
     try:
-        client = backend.version()
-    except Exception as error:  # BackendError: the update itself went through
+        supported = view.version()
+    except Exception as error:  # BackendError, ClusterError: the update itself went through
         outcome.verify = f"not done: {clean(error)}"
         return outcome
-    if client < (2, 0, 0):
+    if supported < (2, 0, 0):
         outcome.verify = "not supported before Pachyderm 2.0 (no global IDs)"
         return outcome
-    server = server_version(backend) or client
-    supported = min(client, server)
-    picker_base = f"{project}/{pipeline}" if project else pipeline
     try:
-        info = _read_one(backend, ["inspect", "pipeline", pipeline, "--raw", *_project_args(project)])
+        info = view.pipeline(pipeline)
     except ClusterError as error:
         outcome.verify = f"not done: {error}"
         return outcome
@@ -170,17 +121,17 @@ def after_update(
 
     if supported >= PIPELINE_METADATA_SINCE:
         try:
-            _edit(backend, "pipeline", picker_base, (info or {}).get("metadata") or {}, values)
+            _edit(view, "pipeline", pipeline, "", (info or {}).get("metadata"), values)
             outcome.stamped.append("pipeline-metadata")
         except ClusterError as error:
             outcome.problems.append(f"pipeline metadata: {error}")
     if supported >= COMMIT_METADATA_SINCE:
         try:
-            commit = _read_one(backend, ["inspect", "commit", f"{pipeline}@{job_id}", "--raw", *_project_args(project)])
+            commit = view.commit(pipeline, job_id)
             if commit is None:
                 outcome.problems.append(f"commit metadata: no output commit {pipeline}@{job_id}")
             else:
-                _edit(backend, "commit", f"{picker_base}@{job_id}", commit.get("metadata") or {}, values)
+                _edit(view, "commit", pipeline, job_id, commit.get("metadata"), values)
                 outcome.stamped.append("commit-metadata")
         except ClusterError as error:
             outcome.problems.append(f"commit metadata: {error}")
@@ -191,15 +142,14 @@ def after_update(
     if not verify:
         outcome.verify = "off"
         return outcome
-    _wait(backend, outcome, pipeline, project, job_id, timeout, log, sleep)
+    _wait(view, outcome, pipeline, job_id, timeout, log, sleep)
     return outcome
 
 
 def _wait(
-    backend: Any,
+    view: Any,
     outcome: AfterUpdate,
     pipeline: str,
-    project: str,
     job_id: str,
     timeout: float,
     log: Callable[[str], None],
@@ -210,7 +160,7 @@ def _wait(
     attempt = 0
     while True:
         try:
-            job = _read_one(backend, ["inspect", "job", f"{pipeline}@{job_id}", "--raw", *_project_args(project)])
+            job = view.job(pipeline, job_id)
         except ClusterError as error:
             outcome.verify = f"not done: {error}"
             return

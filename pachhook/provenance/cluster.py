@@ -13,20 +13,20 @@ Pachyderm 2.x gives every primitive needed and this module stitches them togethe
 - `inspect commit --raw` lists the commit's direct provenance: the input commits, each
   walked the same way up the DAG.
 
-The reader talks to the cluster through `pachctl` (the update backend's session); the API
-backend is not read yet. Everything shown comes from outside: strings are stripped of
-control characters and bounded before they reach a terminal.
+The questions go through a view of the cluster (deliver/backends/clusterview.py): pachctl
+commands, or the gRPC calls of the API backend, in the environment's private session.
+Everything shown comes from outside: strings are stripped of control characters and
+bounded before they reach a terminal.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Any, Dict, Iterator, List, Optional, Set
 
 from pachhook.core import gitrepo
-from pachhook.deliver.backends.pachctl import BackendError
-from pachhook.deliver.backends.rawoutput import ClusterError, clean, messages
+from pachhook.deliver.backends.rawoutput import ClusterError, clean
 from pachhook.deliver.stamp import METADATA_COMMIT
 from pachhook.deliver.steps.build import remote_url
 
@@ -56,50 +56,6 @@ def digest_in(text: str) -> str:
     """`docker-pullable://repo@sha256:…` or `repo:tag@sha256:…` -> `sha256:…` ("" if none)."""
     match = _DIGEST.search(text or "")
     return match.group(0) if match else ""
-
-
-class PachctlReader:
-    """Read commits, jobs, datums and pipeline history with pachctl 2.x `--raw` output."""
-
-    def __init__(self, backend: Any, project: str = "") -> None:
-        self.backend = backend
-        self.project = project
-        self._history: Dict[str, List[Dict[str, Any]]] = {}
-
-    def _read(self, args: Sequence[str]) -> Optional[List[Dict[str, Any]]]:
-        argv = [*args, "--raw"]
-        if self.project:
-            argv += ["--project", self.project]
-        try:
-            out = self.backend.read(argv)
-        except BackendError as error:
-            raise ClusterError(str(error)) from None
-        return None if out is None else messages(out)
-
-    def commit(self, repo: str, ref: str) -> Optional[Dict[str, Any]]:
-        found = self._read(["inspect", "commit", f"{repo}@{ref}"])
-        return found[0] if found else None
-
-    def job(self, pipeline: str, job_id: str) -> Optional[Dict[str, Any]]:
-        found = self._read(["inspect", "job", f"{pipeline}@{job_id}"])
-        return found[0] if found else None
-
-    def jobs_in_set(self, global_id: str) -> List[Dict[str, Any]]:
-        return self._read(["list", "job", global_id]) or []
-
-    def jobs_of(self, pipeline: str) -> List[Dict[str, Any]]:
-        return self._read(["list", "job", "-p", pipeline]) or []
-
-    def datums(self, pipeline: str, job_id: str) -> List[Dict[str, Any]]:
-        return self._read(["list", "datum", f"{pipeline}@{job_id}"]) or []
-
-    def history(self, pipeline: str) -> List[Dict[str, Any]]:
-        if pipeline not in self._history:
-            self._history[pipeline] = self._read(["list", "pipeline", pipeline, "--history", "all"]) or []
-        return self._history[pipeline]
-
-    def all_history(self) -> List[Dict[str, Any]]:
-        return self._read(["list", "pipeline", "--history", "all"]) or []
 
 
 @dataclass
@@ -208,13 +164,14 @@ class GitSide:
 
 
 class Tracer:
-    """Build provenance trees from a reader (the cluster) and a GitSide (the clone)."""
+    """Build provenance trees from a view of the cluster (clusterview.py) and a GitSide (the clone)."""
 
-    def __init__(self, reader: Any, git: GitSide, project: str = "") -> None:
-        self.reader = reader
+    def __init__(self, view: Any, git: GitSide, project: str = "") -> None:
+        self.reader = view
         self.git = git
         self.project = project
         self._seen: Set[str] = set()
+        self._history: Dict[str, List[Dict[str, Any]]] = {}
 
     def from_commit(self, repo: str, ref: str, depth: Optional[int]) -> Node:
         """The tree rooted at REPO@REF (an output commit, a job's ID, or a branch)."""
@@ -325,7 +282,9 @@ class Tracer:
         node.image = ImageCheck(image=image, recorded=recorded, ran=ran, verdict=verdict)
 
     def _version(self, pipeline: str, version: str) -> Dict[str, Any]:
-        for info in self.reader.history(pipeline):
+        if pipeline not in self._history:
+            self._history[pipeline] = self.reader.history(pipeline)
+        for info in self._history[pipeline]:
             if str(_get(info, "version")) == version:
                 return info
         return {}
@@ -333,7 +292,7 @@ class Tracer:
     def versions_of_commit(self, sha: str) -> List[Dict[str, Any]]:
         """`COMMIT --cluster`: every pipeline version made from the git commit, with its jobs."""
         found: List[Dict[str, Any]] = []
-        for info in self.reader.all_history():
+        for info in self.reader.history():
             details = _get(info, "details") or {}
             annotations = _map(_get(_get(details, "metadata"), "annotations"))
             metadata = _map(_get(info, "metadata"))
@@ -462,6 +421,8 @@ def format_versions(sha: str, git: Optional[GitCommit], versions: List[Dict[str,
         lines.append(f"commit {sha}")
     for version in versions:
         where = f" project {version['project']}" if version["project"] != "default" else ""
+        if version.get("environment"):
+            where = f" env {version['environment']}{where}"
         lines.append(f"|- pipeline {version['pipeline']} v{version['version']}{where}  image {version['image']}")
         for job in version["jobs"]:
             state = job["state"].replace("JOB_", "").lower()

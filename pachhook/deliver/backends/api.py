@@ -16,12 +16,14 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import Apply, BackendError, PipelineState, _timeout_from_env, spec_from_json
+from pachhook.deliver.backends.rawoutput import ClusterError
 
 INSTALL_HINT = "pip install 'pachhook[api]'"
 
@@ -44,6 +46,7 @@ class ApiBackend:
         self.timeout = timeout if timeout is not None else _timeout_from_env()
         self._stub: Any = None
         self._client: Any = None
+        self._channel: Any = None
         self.address = ""
 
     def describe(self) -> str:
@@ -83,8 +86,13 @@ class ApiBackend:
         # The SDK's stubs take no deadline; without one a pachd that stops answering would
         # hold the worker forever, so every call goes through a channel that adds one.
         channel = grpc.intercept_channel(client._channel, _deadline_interceptor(self.timeout))
+        self._channel = channel
         self._stub = ApiStub(channel)
         return self._stub
+
+    def view(self, project: str = "") -> "ApiView":
+        """Commits, jobs, datums, pipeline history and metadata through this connection."""
+        return ApiView(self, project)
 
     def _unknown_keys_message(self) -> str:
         """Name the context keys pachyderm-sdk refuses (never their values: one is a token)."""
@@ -200,6 +208,139 @@ class ApiBackend:
         )
 
 
+class ApiView:
+    """The cluster view of backends/clusterview.py through pachd's gRPC services.
+
+    The same requests pachctl 2.x makes for the matching `--raw` commands, answered with
+    the messages' protojson form (betterproto `to_dict()`: camelCase, 64-bit integers as
+    strings, enums by name), the shape PachctlView returns:
+    - InspectPipeline (details), ListPipeline (history -1 = all versions, details):
+      src/server/pps/server/api_server.go InspectPipelineInTransaction, listPipeline;
+    - InspectJob (details), InspectJobSet (`list job ID`), ListJob with history -1
+      (`list job -p NAME --history all`: without it pachd lists only the current
+      version's jobs), ListDatum: pps.proto, src/server/pps/cmds/cmds.go;
+    - InspectCommit: a 32-digit ref is a commit ID, anything else a branch (pachctl's
+      ParseCommit); pfs.proto CommitInfo;
+    - EditMetadata with add_key / edit_key on a CommitPicker (global ID) or a
+      PipelinePicker: src/metadata/metadata.proto, src/server/metadata/server;
+    - GetVersion: versionpb_v2.API, pachd's own version.
+    A NOT_FOUND answer is None (or []); anything else is a ClusterError naming the RPC.
+    """
+
+    name = "api"
+
+    def __init__(self, backend: ApiBackend, project: str = "") -> None:
+        self.backend = backend
+        self.project = project
+
+    def _stubs(self) -> Any:
+        from pachyderm_sdk.api import metadata, pfs, version
+
+        stub = self.backend._pps()
+        channel = self.backend._channel
+        return stub, pfs.ApiStub(channel), metadata.ApiStub(channel), version.ApiStub(channel)
+
+    def _call(self, rpc: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except BackendError as error:
+            raise ClusterError(str(error)) from None
+        except Exception as error:
+            if _code(error) == "NOT_FOUND":
+                return None
+            raise ClusterError(f"{rpc} at {self.backend.address} failed: {_rpc_message(error)}") from None
+
+    def _project(self) -> Any:
+        from pachyderm_sdk.api import pfs
+
+        return pfs.Project(name=self.project) if self.project else None
+
+    def _pipeline(self, name: str) -> Any:
+        from pachyderm_sdk.api import pps
+
+        return pps.Pipeline(name=name, project=self._project())
+
+    def version(self) -> Tuple[int, int, int]:
+        found = self.server_version()
+        if found is None:
+            raise ClusterError(f"GetVersion at {self.backend.address}: pachd did not say its version")
+        return found
+
+    def server_version(self) -> Optional[Tuple[int, int, int]]:
+        answer = self._call("GetVersion", lambda: self._stubs()[3].get_version())
+        return (int(answer.major), int(answer.minor), int(answer.micro)) if answer is not None else None
+
+    def pipeline(self, name: str) -> Optional[Dict[str, Any]]:
+        found = self._call(
+            "InspectPipeline", lambda: self._stubs()[0].inspect_pipeline(pipeline=self._pipeline(name), details=True)
+        )
+        return None if found is None else found.to_dict()
+
+    def commit(self, repo: str, ref: str) -> Optional[Dict[str, Any]]:
+        from pachyderm_sdk.api import pfs
+
+        target = pfs.Repo(name=repo, type="user", project=self._project())
+        if re.fullmatch(r"[0-9a-f]{32}", ref):
+            commit = pfs.Commit(repo=target, id=ref)
+        else:
+            commit = pfs.Commit(repo=target, branch=pfs.Branch(repo=target, name=ref))
+        found = self._call("InspectCommit", lambda: self._stubs()[1].inspect_commit(commit=commit))
+        return None if found is None else found.to_dict()
+
+    def job(self, pipeline: str, job_id: str) -> Optional[Dict[str, Any]]:
+        from pachyderm_sdk.api import pps
+
+        job = pps.Job(pipeline=self._pipeline(pipeline), id=job_id)
+        found = self._call("InspectJob", lambda: self._stubs()[0].inspect_job(job=job, details=True))
+        return None if found is None else found.to_dict()
+
+    def _list(self, rpc: str, stream: Callable[[], Any]) -> List[Dict[str, Any]]:
+        found = self._call(rpc, lambda: [item.to_dict() for item in stream()])
+        return found or []
+
+    def jobs_in_set(self, global_id: str) -> List[Dict[str, Any]]:
+        from pachyderm_sdk.api import pps
+
+        job_set = pps.JobSet(id=global_id)
+        return self._list("InspectJobSet", lambda: self._stubs()[0].inspect_job_set(job_set=job_set, details=True))
+
+    def jobs_of(self, pipeline: str) -> List[Dict[str, Any]]:
+        return self._list("ListJob", lambda: self._stubs()[0].list_job(pipeline=self._pipeline(pipeline), history=-1))
+
+    def datums(self, pipeline: str, job_id: str) -> List[Dict[str, Any]]:
+        from pachyderm_sdk.api import pps
+
+        job = pps.Job(pipeline=self._pipeline(pipeline), id=job_id)
+        return self._list("ListDatum", lambda: self._stubs()[0].list_datum(job=job))
+
+    def history(self, pipeline: str = "") -> List[Dict[str, Any]]:
+        projects = [self._project()] if self.project else None
+        chosen = self._pipeline(pipeline) if pipeline else None
+        return self._list(
+            "ListPipeline",
+            lambda: self._stubs()[0].list_pipeline(pipeline=chosen, history=-1, details=True, projects=projects),
+        )
+
+    def edit_metadata(self, kind: str, name: str, ref: str, add: Dict[str, str], edit: Dict[str, str]) -> None:
+        from pachyderm_sdk.api import metadata, pfs, pps
+
+        project = pfs.ProjectPicker(name=self.project or "default")
+        if kind == "commit":
+            repo = pfs.RepoPicker(name=pfs.RepoPickerRepoName(project=project, name=name, type="user"))
+            commit = pfs.CommitPicker(id=pfs.CommitPickerCommitByGlobalId(repo=repo, id=ref))
+            target: Dict[str, Any] = {"commit": commit}
+        else:
+            target = {"pipeline": pps.PipelinePicker(name=pps.PipelinePickerPipelineName(project=project, name=name))}
+        edits = [metadata.Edit(add_key=metadata.EditAddKey(key=k, value=v), **target) for k, v in add.items()]
+        edits += [metadata.Edit(edit_key=metadata.EditEditKey(key=k, value=v), **target) for k, v in edit.items()]
+        if not edits:
+            return
+        # One request, one transaction on pachd: every key is written or none is.
+        done = self._call("EditMetadata", lambda: self._stubs()[2].edit_metadata(edits=edits))
+        if done is None:
+            raise ClusterError(f"EditMetadata: {kind} {name}{'@' + ref if ref else ''} not found")
+
+
 def _code(error: BaseException) -> str:
     cause = error if hasattr(error, "code") else error.__cause__
     try:
@@ -223,7 +364,7 @@ def _rpc_message(error: BaseException) -> str:
 
 
 def _deadline_interceptor(timeout: float) -> Any:
-    """A unary-unary client interceptor that gives every call a deadline of `timeout` seconds."""
+    """A client interceptor that gives every call (unary or streaming) a deadline of `timeout` seconds."""
 
     import grpc
 
@@ -235,16 +376,23 @@ def _deadline_interceptor(timeout: float) -> Any:
     ):
         pass
 
-    class _Interceptor(grpc.UnaryUnaryClientInterceptor):
+    def with_deadline(details):
+        return _Details(
+            details.method,
+            timeout,
+            details.metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    # Streams too (ListJob, ListDatum, ListPipeline, InspectJobSet): the deadline bounds
+    # the whole stream, so a pachd that stops sending mid-list fails the read.
+    class _Interceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
         def intercept_unary_unary(self, continuation, details, request):
-            new = _Details(
-                details.method,
-                timeout,
-                details.metadata,
-                details.credentials,
-                getattr(details, "wait_for_ready", None),
-                getattr(details, "compression", None),
-            )
-            return continuation(new, request)
+            return continuation(with_deadline(details), request)
+
+        def intercept_unary_stream(self, continuation, details, request):
+            return continuation(with_deadline(details), request)
 
     return _Interceptor()

@@ -1,0 +1,124 @@
+"""The cluster's commits, jobs, datums, pipeline history and metadata, through either backend.
+
+Provenance (provenance/cluster.py) and the stamp and verify after an update
+(deliver/stamp.py) ask the cluster the same few questions. A view answers them in one
+shape whichever backend the environment uses: protojson objects (JSON names in camelCase,
+64-bit integers as strings, enums by name), as `pachctl ... --raw` prints them and as
+pachyderm-sdk's messages convert with betterproto's `to_dict()`.
+
+`PachctlView` (here) runs pachctl 2.x read commands; `ApiView` (backends/api.py, the one
+module that imports pachyderm-sdk) calls the gRPC services. Every method raises
+ClusterError (one line) when the cluster cannot answer, and returns None or [] when what
+was asked for does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from pachhook.deliver.backends.pachctl import BackendError, parse_version
+from pachhook.deliver.backends.rawoutput import ClusterError, messages
+
+Version = Tuple[int, int, int]
+
+# (executable, PACH_CONTEXT, PACH_CONFIG) -> (asked at, version): a worker delivering many
+# jobs through one configuration asks the cluster once every few minutes, not once per job.
+_SERVER_VERSIONS: Dict[Tuple[str, str, str], Tuple[float, Optional[Version]]] = {}
+SERVER_VERSION_SECONDS = 600.0
+
+
+class PachctlView:
+    """The questions asked with pachctl 2.x `--raw` commands, through the backend's session."""
+
+    name = "pachctl"
+
+    def __init__(self, backend: Any, project: str = "") -> None:
+        self.backend = backend
+        self.project = project
+
+    def _run(self, args: Sequence[str]) -> Optional[str]:
+        try:
+            out = self.backend.read(list(args))
+        except BackendError as error:
+            raise ClusterError(str(error)) from None
+        return None if out is None else str(out)
+
+    def _read(self, args: Sequence[str]) -> List[Dict[str, Any]]:
+        argv = [*args, "--raw"] + (["--project", self.project] if self.project else [])
+        out = self._run(argv)
+        return [] if out is None else messages(out)
+
+    def _one(self, args: Sequence[str]) -> Optional[Dict[str, Any]]:
+        found = self._read(args)
+        return found[0] if found else None
+
+    def version(self) -> Version:
+        """What both ends support: the lower of pachctl's version and pachd's (pachd's
+        unknown: pachctl's). BackendError when pachctl cannot say its own."""
+        client = self.backend.version()
+        server = self.server_version()
+        return min(client, server) if server is not None else client
+
+    def server_version(self) -> Optional[Version]:
+        """pachd's version from `pachctl version` (the row named pachd), None when it does not say."""
+        env = getattr(self.backend, "env", None) or os.environ
+        key = (str(getattr(self.backend, "executable", "")), env.get("PACH_CONTEXT", ""), env.get("PACH_CONFIG", ""))
+        cached = _SERVER_VERSIONS.get(key)
+        if cached is not None and time.monotonic() - cached[0] < SERVER_VERSION_SECONDS:
+            return cached[1]
+        found: Optional[Version] = None
+        try:
+            out = self._run(["version"]) or ""
+        except ClusterError:
+            out = ""
+        for line in out.splitlines():
+            words = line.split()
+            if len(words) > 1 and words[0] == "pachd":
+                try:
+                    found = parse_version(words[1])
+                except ValueError:
+                    found = None
+        _SERVER_VERSIONS[key] = (time.monotonic(), found)
+        return found
+
+    def pipeline(self, name: str) -> Optional[Dict[str, Any]]:
+        return self._one(["inspect", "pipeline", name])
+
+    def commit(self, repo: str, ref: str) -> Optional[Dict[str, Any]]:
+        return self._one(["inspect", "commit", f"{repo}@{ref}"])
+
+    def job(self, pipeline: str, job_id: str) -> Optional[Dict[str, Any]]:
+        return self._one(["inspect", "job", f"{pipeline}@{job_id}"])
+
+    def jobs_in_set(self, global_id: str) -> List[Dict[str, Any]]:
+        return self._read(["list", "job", global_id])
+
+    def jobs_of(self, pipeline: str) -> List[Dict[str, Any]]:
+        """The jobs of every version of `pipeline`: without `--history all` pachctl lists only
+        the current version's (docs: "Return all jobs from the most recent version")."""
+        return self._read(["list", "job", "-p", pipeline, "--history", "all"])
+
+    def datums(self, pipeline: str, job_id: str) -> List[Dict[str, Any]]:
+        return self._read(["list", "datum", f"{pipeline}@{job_id}"])
+
+    def history(self, pipeline: str = "") -> List[Dict[str, Any]]:
+        """Every version of `pipeline` (of every pipeline when ""), newest first."""
+        return self._read(["list", "pipeline", *([pipeline] if pipeline else []), "--history", "all"])
+
+    def edit_metadata(self, kind: str, name: str, ref: str, add: Dict[str, str], edit: Dict[str, str]) -> None:
+        """`pachctl edit metadata commit|pipeline [PROJECT/]NAME[@REF] add|edit K=V...` (2.10+/2.11+)."""
+        picker = f"{self.project}/{name}" if self.project else name
+        if ref:
+            picker += f"@{ref}"
+        for operation, values in (("add", add), ("edit", edit)):
+            if values:
+                self._run(["edit", "metadata", kind, picker, operation, *(f"{k}={v}" for k, v in values.items())])
+
+
+def view_for(backend: Any, project: str = "") -> Any:
+    """The view of the cluster `backend` talks to (its own for the API backend)."""
+    if getattr(backend, "name", "") == "api":
+        return backend.view(project)
+    return PachctlView(backend, project)

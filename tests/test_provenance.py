@@ -310,23 +310,24 @@ def raw(*args: str) -> dict:
     return json.JSONDecoder().raw_decode(pachctl(*args, "--raw"))[0]
 
 
-def test_an_update_is_stamped_and_its_job_verified(cluster, tmp_path):
-    repo = make_repo(tmp_path / "repo")
-    sha = git(repo, "rev-parse", "HEAD")
-    data = updated(repo)
-    job_id = raw("inspect", "pipeline", "edges")["specCommit"]["id"]
+def assert_stamped_and_verified(data: dict, sha: str, raw_read) -> None:
+    """The update step's result and the cluster (read with pachctl --raw) after a stamped,
+    verified update of edges from `sha` (shared by the API backend's test)."""
+    job_id = raw_read("inspect", "pipeline", "edges")["specCommit"]["id"]
     assert data["cluster_job"] == f"edges@{job_id}"
     assert (data["job_state"], data["verify"]) == ("JOB_SUCCESS", "finished")
     assert data["stamped"] == "annotations,pipeline-metadata,commit-metadata"
-    stamped = {
-        "pachhook.io/commit": sha,
-        "pachhook.io/template": "edges/pipeline.json",
-        "pachhook.io/image-digest": DIGEST,
-    }
-    assert raw("inspect", "commit", f"edges@{job_id}")["metadata"] == stamped
-    assert raw("inspect", "pipeline", "edges")["metadata"] == stamped
+    stamped = {"pachhook.io/commit": sha, "pachhook.io/template": "edges/pipeline.json"}
+    stamped["pachhook.io/image-digest"] = DIGEST
+    assert raw_read("inspect", "commit", f"edges@{job_id}")["metadata"] == stamped
+    assert raw_read("inspect", "pipeline", "edges")["metadata"] == stamped
     # The job is the one the update started: its ID is the new version's spec commit ID.
-    assert raw("inspect", "job", f"edges@{job_id}")["pipelineVersion"] == data["pipeline_version"]
+    assert raw_read("inspect", "job", f"edges@{job_id}")["pipelineVersion"] == data["pipeline_version"]
+
+
+def test_an_update_is_stamped_and_its_job_verified(cluster, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    assert_stamped_and_verified(updated(repo), git(repo, "rev-parse", "HEAD"), raw)
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ ENVIRONMENT_KEYS = (
     "reprocess",
     "pin_digest",
     "backend",
+    "verify",
+    "verify_timeout",
 )
 # Pachyderm names (pipelines, repos, projects) are letters, digits, `_` and `-`; a
 # suffix made from a branch keeps to those and to a length that leaves room for the name.
@@ -50,6 +52,8 @@ class Environment:
         pin_digest: Optional[bool] = None,
         backend: Optional[str] = None,
         implicit: bool = False,
+        verify: Optional[bool] = None,
+        verify_timeout: Optional[float] = None,
     ) -> None:
         self.name = name
         self.branches: List[str] = list(branches or [])
@@ -60,6 +64,9 @@ class Environment:
         self.reprocess = reprocess
         self.pin_digest = pin_digest
         self.backend = backend
+        # after an update, wait (bounded) for the job it started; None: the top-level keys
+        self.verify = verify
+        self.verify_timeout = verify_timeout
         self.implicit = implicit
 
     def __eq__(self, other: object) -> bool:
@@ -136,11 +143,16 @@ def parse_environments(checker: Any, value: Any) -> Dict[str, Environment]:
                         )
                         continue
                 setattr(env, key, item)
-            elif key in ("reprocess", "pin_digest"):
+            elif key in ("reprocess", "pin_digest", "verify"):
                 if not isinstance(item, bool):
                     checker.problem(where, "must be true or false")
                     continue
                 setattr(env, key, item)
+            elif key == "verify_timeout":
+                if isinstance(item, bool) or not isinstance(item, (int, float)) or not 0 < item < float("inf"):
+                    checker.problem(where, f"must be a positive number of seconds, not {item!r}")
+                    continue
+                env.verify_timeout = float(item)
             elif key == "backend":
                 if item not in ("pachctl", "api"):
                     checker.problem(where, 'must be "pachctl" or "api"')

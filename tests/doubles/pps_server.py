@@ -1,22 +1,60 @@
-"""TEST DOUBLE of pachd's `pps_v2.API` gRPC service: CreatePipelineV2 and InspectPipeline only.
+"""TEST DOUBLE of pachd's gRPC services, for the API backend (`backend = "api"`).
 
-No Pachyderm cluster can run on the test machines. This small in-process server speaks
-the real wire protocol with pachyderm-sdk's own message classes, so the API backend is
-exercised through a real gRPC channel, real serialisation and real metadata. It keeps
-pipelines in memory, bumping the version on every update the way pachd does, and records
-each request (the spec JSON and the flags) and the auth token it carried.
+No Pachyderm cluster can run on the test machines. This in-process server speaks the real
+wire protocol with pachyderm-sdk's own message classes, so the API backend is exercised
+through a real gRPC channel, real serialisation and real metadata (the auth token).
+
+Its cluster is the one of the pachctl TEST DOUBLE (tests/doubles/pachctl, loaded as a
+module): the same state directory, pipelines with their history, spec commits, jobs
+started on every update in the pipeline and downstream (propagateJobs), output commits
+with direct provenance, datums with `imageId`, metadata. A pachctl double given the same
+PACHCTL_DOUBLE_DIR sees what the API changed, and the faults of that double's docstring
+(PACHCTL_DOUBLE_JOB, _IMAGE_ID, ... as variables or files in the state directory) apply.
+
+Services and methods, answered as pachd 2.x does (pachyderm/pachyderm, src/pps/pps.proto,
+src/pfs/pfs.proto, src/metadata/metadata.proto, src/version/versionpb/version.proto):
+  pps_v2.API CreatePipelineV2   the spec JSON as the next version (ALREADY_EXISTS without update)
+             InspectPipeline    NAME, NAME^N / NAME~N (N versions back), `.N` refused, and
+                                "pipeline %q has only %d versions, not enough to find ancestor %d"
+                                (InspectPipelineInTransaction, src/server/pps/server/api_server.go)
+             ListPipeline       history 0 (current) | N | -1 (all), newest first; one pipeline or all
+             InspectJob         NOT_FOUND for an unknown job
+             InspectJobSet      the jobs of one global ID, whatever their version
+             ListJob            history as ListPipeline: without it only the current version's jobs
+             ListDatum          DatumInfo with imageId (2.3+)
+  pfs_v2.API InspectCommit      by ID or branch head; NOT_FOUND "commit ... not found"
+                                (ErrCommitNotFound.GRPCStatus, src/server/pfs/pfs.go)
+  metadata.API EditMetadata     all edits in one transaction; add_key on a key that is there is
+                                FAILED_PRECONDITION "edit #N: add_key target key %q already exists;
+                                use edit_key instead" (src/server/metadata/server, metadata_test.go);
+                                UNIMPLEMENTED before 2.10; a pipeline target needs 2.11 (pachyderm#10184)
+  versionpb_v2.API GetVersion   `version` (default 2.11.6)
+Each request is recorded with the auth token it carried.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
+import tempfile
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import betterproto
 import grpc
-from pachyderm_sdk.api import pfs, pps
+from pachyderm_sdk.api import metadata, pfs, pps
+from pachyderm_sdk.api import version as versionpb
+from pachyderm_sdk.api.pps import PipelineInfo
+
+_LOADER = importlib.machinery.SourceFileLoader("pachctl_double", str(Path(__file__).with_name("pachctl")))
+_SPEC = importlib.util.spec_from_loader("pachctl_double", _LOADER)
+assert _SPEC is not None
+cluster: Any = importlib.util.module_from_spec(_SPEC)
+_LOADER.exec_module(cluster)
 
 
 @dataclass
@@ -27,23 +65,63 @@ class Received:
     token: Optional[str]
 
 
+def _version_tuple(text: str) -> Tuple[int, int]:
+    major, minor = (int(part) for part in text.split(".")[:2])
+    return major, minor
+
+
 @dataclass
 class PpsDouble:
-    pipelines: Dict[str, Tuple[int, dict]] = field(default_factory=dict)
+    state: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pachd-double-")))
+    version: str = "2.11.6"  # pachd's, as GetVersion reports it
     received: List[Received] = field(default_factory=list)
     tokens: List[Optional[str]] = field(default_factory=list)
+    calls: List[str] = field(default_factory=list)  # method names, in order
     fail: Optional[str] = None  # a method name that answers UNAVAILABLE
     hang: Optional[str] = None  # a method name that never answers in time
     image_override: Optional[str] = None  # the image the "cluster" keeps instead
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)  # ends a hang early
 
+    def __post_init__(self) -> None:
+        (self.state / "received").mkdir(parents=True, exist_ok=True)
+        (self.state / "pipelines").mkdir(parents=True, exist_ok=True)
+
+    # -- helpers the tests use, as `pachctl create repo` / `put file` would ----------------
+
+    def create_repo(self, name: str) -> None:
+        with self.lock:
+            data = cluster.load_pfs(self.state)
+            data["repos"].setdefault(name, {"type": "user", "project": "default", "head": "", "commits": {}})
+            cluster.save_pfs(self.state, data)
+
+    def put_file(self, repo: str) -> str:
+        """A new USER commit on REPO@master, starting a job in every pipeline that reads it."""
+        with self.lock:
+            data = cluster.load_pfs(self.state)
+            commit_id = cluster.new_id()
+            cluster.add_commit(data, repo, "user", commit_id, "USER", [])
+            cluster.save_pfs(self.state, data)
+            for name in cluster.all_pipelines(self.state):
+                record = cluster.pipeline_record(self.state, name)
+                if record and repo in cluster.pfs_inputs(record["spec"].get("input")):
+                    cluster.start_jobs(self.state, name, commit_id)
+        return commit_id
+
+    # -- plumbing ---------------------------------------------------------------------------
+
     def _fault(self, method: str, context: grpc.ServicerContext) -> None:
+        self.calls.append(method)
         self.tokens.append(dict(context.invocation_metadata()).get("authn-token"))
         if self.hang == method:
             self.released.wait(30)
         if self.fail == method:
             context.abort(grpc.StatusCode.UNAVAILABLE, "pachd is restarting")
+
+    def _since(self, wanted: Tuple[int, int]) -> bool:
+        return _version_tuple(self.version) >= wanted
+
+    # -- pps_v2.API ---------------------------------------------------------------------------
 
     def create_pipeline_v2(
         self, request: pps.CreatePipelineV2Request, context: grpc.ServicerContext
@@ -55,56 +133,199 @@ class PpsDouble:
             name = spec["pipeline"]["name"]
         except (ValueError, KeyError, TypeError):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no pipeline `name` specified")
+        project = ((spec["pipeline"].get("project") or {}).get("name")) or "default"
         with self.lock:
             self.received.append(
                 Received(request.create_pipeline_request_json, request.update, request.reprocess, token)
             )
-            if name in self.pipelines and not request.update:
+            if cluster.pipeline_path(self.state, project, name).exists() and not request.update:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"pipeline {name} already exists")
             if self.image_override:
                 spec.setdefault("transform", {})["image"] = self.image_override
-            version = self.pipelines.get(name, (0, {}))[0] + 1
-            self.pipelines[name] = (version, spec)
+            # The new version's spec commit ID is the global ID of the jobs it starts (P13).
+            cluster.apply_spec(self.state, spec, project, request.reprocess, cluster.new_id(), 2)
         return pps.CreatePipelineV2Response(effective_create_pipeline_request_json=json.dumps(spec))
 
-    def inspect_pipeline(self, request: pps.InspectPipelineRequest, context: grpc.ServicerContext) -> pps.PipelineInfo:
+    def inspect_pipeline(self, request: pps.InspectPipelineRequest, context: grpc.ServicerContext) -> PipelineInfo:
         self._fault("InspectPipeline", context)
-        name = request.pipeline.name
-        project = request.pipeline.project.name if request.pipeline.project else ""
-        with self.lock:
-            found = self.pipelines.get(name)
+        project = (request.pipeline.project.name if request.pipeline.project else "") or "default"
+        name, back, problem = cluster.ancestry(request.pipeline.name)
+        if problem:
+            context.abort(grpc.StatusCode.UNKNOWN, problem)
+        if back < 0:
+            context.abort(grpc.StatusCode.UNKNOWN, "cannot inspect future pipelines")
+        path = cluster.pipeline_path(self.state, project, name)
+        if not path.exists():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {project}/{name} not found")
+        record = json.loads(path.read_text())
+        wanted = record["version"] - back
+        entries = [entry for entry in record["history"] if entry["version"] == wanted]
+        if not entries:
+            context.abort(
+                grpc.StatusCode.UNKNOWN,
+                f'pipeline "{project}/{name}" has only {record["version"]} versions, not enough to find ancestor {back}',
+            )
+        info = cluster.pipeline_info(name, entries[0], record)
+        if not request.details:
+            info.pop("details", None)
+        return PipelineInfo().from_dict(info)
+
+    def list_pipeline(self, request: pps.ListPipelineRequest, context: grpc.ServicerContext):
+        self._fault("ListPipeline", context)
+        projects = {item.name for item in request.projects} or None
+        names = [request.pipeline.name] if request.pipeline and request.pipeline.name else None
+        for name in names or cluster.all_pipelines(self.state):
+            record = cluster.pipeline_record(self.state, name)
+            if record is None:
+                if names:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline default/{name} not found")
+                continue
+            if projects and cluster.project_of(record["spec"]) not in projects:
+                continue
+            versions = list(reversed(record["history"]))
+            keep = versions if request.history < 0 else versions[: request.history + 1]
+            for entry in keep:
+                info = cluster.pipeline_info(name, entry, record)
+                if not request.details:
+                    info.pop("details", None)
+                yield PipelineInfo().from_dict(info)
+
+    def _job(self, job: pps.Job) -> Optional[Dict[str, Any]]:
+        data = cluster.load_pfs(self.state)
+        return (data["jobs"].get(job.pipeline.name if job.pipeline else "") or {}).get(job.id)
+
+    def inspect_job(self, request: pps.InspectJobRequest, context: grpc.ServicerContext) -> pps.JobInfo:
+        self._fault("InspectJob", context)
+        found = self._job(request.job)
         if found is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {project or 'default'}/{name} not found")
-        version, spec = found
-        details = pps.PipelineInfoDetails(
-            transform=pps.Transform().from_dict(spec.get("transform", {})),
-            metadata=pps.Metadata().from_dict(spec.get("metadata", {})),
+            name = request.job.pipeline.name if request.job.pipeline else ""
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job default/{name}@{request.job.id} not found")
+        return _job_info(found, request.details)
+
+    def inspect_job_set(self, request: pps.InspectJobSetRequest, context: grpc.ServicerContext):
+        self._fault("InspectJobSet", context)
+        data = cluster.load_pfs(self.state)
+        for job in cluster.listed_jobs(self.state, data, global_id=request.job_set.id):
+            yield _job_info(job, request.details)
+
+    def list_job(self, request: pps.ListJobRequest, context: grpc.ServicerContext):
+        self._fault("ListJob", context)
+        data = cluster.load_pfs(self.state)
+        pipeline = request.pipeline.name if request.pipeline and request.pipeline.name else None
+        for job in cluster.listed_jobs(self.state, data, pipeline, request.history):
+            yield _job_info(job, request.details)
+
+    def list_datum(self, request: pps.ListDatumRequest, context: grpc.ServicerContext):
+        self._fault("ListDatum", context)
+        found = self._job(request.job)
+        if found is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job.id} not found")
+        for datum in cluster.datum_infos(found, _version_tuple(self.version)):
+            yield pps.DatumInfo().from_dict(datum)
+
+    # -- pfs_v2.API, metadata.API, versionpb_v2.API --------------------------------------------
+
+    def inspect_commit(self, request: pfs.InspectCommitRequest, context: grpc.ServicerContext) -> pfs.CommitInfo:
+        self._fault("InspectCommit", context)
+        commit = request.commit
+        ref = commit.id or (commit.branch.name if commit.branch else "")
+        info, problem = cluster.find_commit(cluster.load_pfs(self.state), commit.repo.name, ref)
+        if info is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, problem)
+        return pfs.CommitInfo().from_dict(info)
+
+    def edit_metadata(
+        self, request: metadata.EditMetadataRequest, context: grpc.ServicerContext
+    ) -> metadata.EditMetadataResponse:
+        self._fault("EditMetadata", context)
+        if not self._since((2, 10)):
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown service metadata.API")
+        with self.lock:
+            saved = {
+                path: path.read_bytes() for path in [self.state / "pfs.json", *self.state.glob("pipelines/*.json")]
+            }
+            saved = {path: body for path, body in saved.items() if path.exists()}
+            problems: List[str] = []
+            for index, edit in enumerate(request.edits):
+                problem = self._edit(edit)
+                if problem:
+                    problems.append(f"edit #{index}: {problem}")
+            if problems:  # one transaction: nothing written
+                for path, body in saved.items():
+                    path.write_bytes(body)
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, "apply edits: " + "\n".join(problems))
+        return metadata.EditMetadataResponse()
+
+    def _edit(self, edit: metadata.Edit) -> str:
+        target, picked_by = betterproto.which_one_of(edit, "target")
+        if target == "commit":
+            by_id = picked_by.id
+            kind, picked = "commit", f"{by_id.repo.name.name}@{by_id.id}"
+        elif target == "pipeline" and self._since((2, 11)):
+            kind, picked = "pipeline", picked_by.name.name
+        else:
+            return "unknown target"
+        operation, op = betterproto.which_one_of(edit, "op")
+        if operation in ("add_key", "edit_key"):
+            values = {op.key: op.value}
+        elif operation == "replace":
+            values = dict(op.replacement)
+        else:
+            return "unknown operation"
+        verb = {"add_key": "add", "edit_key": "edit", "replace": "replace"}[operation]
+        return cluster.apply_metadata_edit(self.state, cluster.load_pfs(self.state), kind, picked, verb, values)
+
+    def get_version(self, request: Any, context: grpc.ServicerContext) -> versionpb.Version:
+        self._fault("GetVersion", context)
+        major, minor, micro = (int(part) for part in self.version.split("."))
+        return versionpb.Version(major=major, minor=minor, micro=micro)
+
+
+def _job_info(job: Dict[str, Any], details: bool) -> pps.JobInfo:
+    """JobInfo as pachd sends it: `details` (transform, input...) only when asked for."""
+    info = cluster.public_job(job)
+    if not details:
+        info.pop("details", None)
+    return pps.JobInfo().from_dict(info)
+
+
+def _handlers(double: PpsDouble) -> Dict[str, Dict[str, grpc.RpcMethodHandler]]:
+    from betterproto.lib.google.protobuf import Empty
+
+    def unary(method: Callable, request: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=request.FromString, response_serializer=bytes
         )
-        return pps.PipelineInfo(
-            pipeline=pps.Pipeline(name=name, project=pfs.Project(name=project or "default")),
-            version=version,
-            details=details if request.details else None,
-            user_spec_json=json.dumps(spec),
+
+    def stream(method: Callable, request: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_stream_rpc_method_handler(
+            method, request_deserializer=request.FromString, response_serializer=bytes
         )
+
+    return {
+        "pps_v2.API": {
+            "CreatePipelineV2": unary(double.create_pipeline_v2, pps.CreatePipelineV2Request),
+            "InspectPipeline": unary(double.inspect_pipeline, pps.InspectPipelineRequest),
+            "ListPipeline": stream(double.list_pipeline, pps.ListPipelineRequest),
+            "InspectJob": unary(double.inspect_job, pps.InspectJobRequest),
+            "InspectJobSet": stream(double.inspect_job_set, pps.InspectJobSetRequest),
+            "ListJob": stream(double.list_job, pps.ListJobRequest),
+            "ListDatum": stream(double.list_datum, pps.ListDatumRequest),
+        },
+        "pfs_v2.API": {"InspectCommit": unary(double.inspect_commit, pfs.InspectCommitRequest)},
+        "metadata.API": {"EditMetadata": unary(double.edit_metadata, metadata.EditMetadataRequest)},
+        "versionpb_v2.API": {"GetVersion": unary(double.get_version, Empty)},
+    }
 
 
 def start(double: Optional[PpsDouble] = None) -> Tuple[grpc.Server, int, PpsDouble]:
     """Serve a PpsDouble on a free loopback port; returns the server, the port and the double."""
     double = double or PpsDouble()
-    handlers = {
-        "CreatePipelineV2": grpc.unary_unary_rpc_method_handler(
-            double.create_pipeline_v2,
-            request_deserializer=pps.CreatePipelineV2Request.FromString,
-            response_serializer=bytes,
-        ),
-        "InspectPipeline": grpc.unary_unary_rpc_method_handler(
-            double.inspect_pipeline,
-            request_deserializer=pps.InspectPipelineRequest.FromString,
-            response_serializer=bytes,
-        ),
-    }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("pps_v2.API", handlers),))
+    for service, handlers in _handlers(double).items():
+        if service == "metadata.API" and not double._since((2, 10)):
+            continue  # before 2.10 pachd has no metadata service
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port, double

@@ -597,7 +597,11 @@ def _finish(prepared: Prepared, backend: Any) -> StepResult:
     if ctx.is_cancelled is not None and ctx.is_cancelled():
         ctx.log("cancelled too late: applied")
         data["late_cancel"] = "1"
-    data.update(stamp_and_verify(ctx, backend, rendered, _image_from_results(ctx)["digest"], prepared.config))
+    data.update(
+        stamp_and_verify(
+            ctx, backend, rendered, _image_from_results(ctx)["digest"], prepared.config, prepared.environment
+        )
+    )
     return StepResult("done", data, f"{rendered.pipeline} v{after.version} in {prepared.where}" + _cluster_note(data))
 
 
@@ -654,19 +658,23 @@ def _descends_from(live: str, commit: str, ctx: StepContext) -> bool:
 
 
 def stamp_and_verify(
-    ctx: StepContext, backend: Any, rendered: RenderedSpec, digest: str, config: Any
+    ctx: StepContext, backend: Any, rendered: RenderedSpec, digest: str, config: Any, environment: Any = None
 ) -> Dict[str, str]:
     """After the apply: provenance into Pachyderm metadata, then the job the update started
-    (pachhook/deliver/stamp.py). Never fails the step: the pipeline is updated."""
+    (pachhook/deliver/stamp.py). Never fails the step: the pipeline is updated.
+
+    `verify` and `verify_timeout` are the environment's when it sets them, else the top-level keys."""
     from pachhook.deliver.stamp import after_update, stamp_values
 
+    verify = getattr(environment, "verify", None)
+    timeout = getattr(environment, "verify_timeout", None)
     outcome = after_update(
         backend,
         rendered.pipeline,
         rendered.project,
         stamp_values(rendered.commit, rendered.template, digest if rendered.built_image else ""),
-        verify=bool(getattr(config, "verify", True)),
-        timeout=float(getattr(config, "verify_timeout", 300.0)),
+        verify=bool(getattr(config, "verify", True) if verify is None else verify),
+        timeout=float(getattr(config, "verify_timeout", 300.0) if timeout is None else timeout),
         log=ctx.log,
     )
     return outcome.result()

@@ -19,6 +19,7 @@ from test_update import context as update_context
 
 from pachhook.commands.provenance import cluster_query
 from pachhook.deliver.backends import clusterview
+from pachhook.deliver.backends.pachctl import BackendError, PachctlBackend
 from pachhook.deliver.steps.base import run_step
 from pachhook.provenance.ledger import kind_of
 from pachhook.queue.store import Queue
@@ -282,6 +283,33 @@ def test_cluster_questions_fail_in_one_line(cluster, tmp_path):
     out = provenance(tmp_path, "edges@master")
     assert out.returncode == 1
     assert out.stderr.strip().endswith("connection refused") and "Traceback" not in out.stderr
+
+
+def test_older_versions_and_their_jobs_as_pachctl_2x_shows_them(cluster, tmp_path):
+    """`inspect pipeline NAME^N` (ancestry.Parse; api_server.go InspectPipelineInTransaction)
+    and `list job -p NAME`, which without --history lists the current version's jobs only."""
+    first = apply(tmp_path, "edges", "images", "a" * 40)
+    second = apply(tmp_path, "edges", "images", "b" * 40)
+    backend = PachctlBackend()
+    assert backend.inspect("edges").version == "2"
+    assert backend.inspect("edges^").version == "1" == backend.inspect("edges~1").version
+    assert backend.inspect("edges^1").annotations["pachhook.io/commit"] == "a" * 40
+    for name, message in (
+        ("edges^2", 'pipeline "default/edges" has only 2 versions, not enough to find ancestor 2'),
+        ("edges^^^", 'pipeline "default/edges" has only 2 versions, not enough to find ancestor 3'),
+        ("edges.1", "cannot inspect future pipelines"),
+        ("edges^~", 'invalid ancestry syntax "edges^~", cannot mix ^ and ~ characters'),
+    ):
+        with pytest.raises(BackendError) as caught:
+            backend.inspect(name)
+        assert str(caught.value).endswith(message)
+    current = [
+        job["job"]["id"] for job in json.JSONDecoder().raw_decode(pachctl("list", "job", "-p", "edges", "--raw"))[:1]
+    ]
+    assert current == [second] and first not in pachctl("list", "job", "-p", "edges", "--raw")
+    every = pachctl("list", "job", "-p", "edges", "--history", "all", "--raw")
+    assert first in every and second in every
+    assert first in pachctl("list", "job", first, "--raw")  # a global ID: its jobs whatever their version
 
 
 def test_query_routing():

@@ -29,6 +29,7 @@ from pachhook.core import gitrepo
 from pachhook.deliver.backends.rawoutput import ClusterError, clean
 from pachhook.deliver.stamp import METADATA_COMMIT
 from pachhook.deliver.steps.build import remote_url
+from pachhook.queue.affected import input_repos
 
 GLOBAL_ID = re.compile(r"[0-9a-f]{32}\Z")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -189,7 +190,7 @@ class Tracer:
         upstream: Set[str] = set()
         for job in jobs:
             details = _get(job, "details") or {}
-            upstream.update(_input_repos(_get(details, "input")))
+            upstream.update(repo for repo in input_repos(_get(details, "input")) if repo)
         ordered = sorted(names, key=lambda name: (name in upstream, name))
         return [self.from_commit(name, global_id, depth) for name in ordered]
 
@@ -329,18 +330,6 @@ class Tracer:
             )
         found.sort(key=lambda item: (str(item["pipeline"]), int(item["version"]) if item["version"].isdigit() else 0))
         return found
-
-
-def _input_repos(value: Any) -> List[str]:
-    found: List[str] = []
-    if isinstance(value, dict):
-        pfs = value.get("pfs")
-        if isinstance(pfs, dict) and pfs.get("repo"):
-            found.append(str(pfs["repo"]))
-        for key in ("cross", "union", "join", "group"):
-            for item in value.get(key) or []:
-                found += _input_repos(item)
-    return found
 
 
 def _short(text: str, size: int = 12) -> str:

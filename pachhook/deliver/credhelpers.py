@@ -147,7 +147,7 @@ from pachhook.deliver.credhelpers import guard_main
 sys.exit(guard_main({real!r}))
 """
 
-_GUARD_FOLDER: List[str] = []  # one per process, made on first use, removed at exit
+_GUARD_FOLDER: List[str] = []  # one per process, made on first use, removed at exit ("": unusable)
 
 
 def helper_names(config_file: str) -> List[str]:
@@ -183,12 +183,10 @@ def guarded_path(env: Dict[str, str], config_file: str) -> str:
     if not guards:
         return path
     if not _GUARD_FOLDER:
-        import atexit
-
-        folder = tempfile.mkdtemp(prefix="pachhook-credential-guards-")
-        atexit.register(shutil.rmtree, folder, True)
-        _GUARD_FOLDER.append(folder)
+        _GUARD_FOLDER.append(_guard_folder())
     folder = _GUARD_FOLDER[0]
+    if not folder:
+        return path  # no folder here can hold a program that runs: the helpers run unguarded
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     for program, real in guards.items():
         text = _GUARD.format(python=sys.executable, name=program, package_parent=package_parent, real=real)
@@ -199,6 +197,26 @@ def guarded_path(env: Dict[str, str], config_file: str) -> str:
         os.chmod(scratch, 0o700)
         os.replace(scratch, target)  # a CLI running meanwhile never finds half a guard
     return folder + os.pathsep + path
+
+
+def _guard_folder() -> str:
+    """A private folder for this process's guards, removed at exit; "" when programs cannot
+    run from it (a temporary folder mounted noexec), so that the CLI is never handed a guard
+    it cannot start."""
+    import atexit
+
+    folder = tempfile.mkdtemp(prefix="pachhook-credential-guards-")
+    atexit.register(shutil.rmtree, folder, True)
+    probe = os.path.join(folder, "probe")
+    with open(probe, "w", encoding="utf-8") as handle:
+        handle.write("#!/bin/sh\nexit 0\n")
+    os.chmod(probe, 0o700)
+    try:
+        ran = subprocess.run([probe], stdin=subprocess.DEVNULL, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ran = False
+    os.unlink(probe)
+    return folder if ran else ""
 
 
 def guard_main(real: str, argv: Optional[Sequence[str]] = None) -> int:

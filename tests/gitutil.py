@@ -165,6 +165,23 @@ class Repo:
         return Path(self.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
 
 
+# Two environments: main to prod's context; feature branches to dev's context and project,
+# each as its own copy of the pipelines (plan, rollback and release tests).
+PROD_AND_DEV = """\
+worker = "manual"
+
+[environments.prod]
+branches = ["main"]
+context = "prod"
+
+[environments.dev]
+branches = ["feature/*"]
+context = "dev"
+project = "dev"
+pipeline_suffix = "-{{ branch_slug }}"
+"""
+
+
 def template(
     name: str, image: str = "registry.invalid/team/{name}:{{{{ tag }}}}", inputs: Sequence[str] = ("images",)
 ) -> str:

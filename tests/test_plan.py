@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from gitutil import PACHCTL_DOUBLE, Repo, make_repo, template
+from gitutil import PACHCTL_DOUBLE, PROD_AND_DEV, Repo, make_repo, template
 
 from pachhook.deliver.preview import diff_specs
 
@@ -41,7 +41,7 @@ def test_new_pipelines_are_created_with_their_datum_counts(repo):
     assert out.returncode == 0, out.stderr
     sha = repo.git("rev-parse", "HEAD")
     assert out.stdout.splitlines() == [
-        f"plan for {sha[:12]} (main) against pachctl 2.11.6",
+        f"plan for {sha[:12]} (main) to env default (the active pachctl context) against pachctl 2.11.6",
         "edges: create, 3 datum(s)",
         "  applying: creates the pipeline (version 1); its first job processes every datum",
         "  datums: 3 (pachctl list datum -f)",
@@ -63,7 +63,9 @@ def test_a_changed_template_is_a_field_by_field_difference_with_the_user_spec(re
     out = repo.pachhook("plan")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"plan for {second[:12]} (main) against pachctl 2.11.6"
+    assert (
+        lines[0] == f"plan for {second[:12]} (main) to env default (the active pachctl context) against pachctl 2.11.6"
+    )
     assert lines[1] == (
         "edges: update v1 -> v2 (3 field(s): parallelism_spec.constant, transform.cmd[2], transform.image), 3 datum(s)"
     )
@@ -101,7 +103,7 @@ def test_without_a_cluster_it_says_so_and_shows_the_rendered_specs(repo):
     out = repo.pachhook("plan")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == f"plan for {sha[:12]} (main)"
+    assert lines[0] == f"plan for {sha[:12]} (main) to env default (the active pachctl context)"
     assert lines[1].startswith("no cluster to compare with (pachctl not found (looked for 'pachctl-not-installed')")
     assert lines[1].endswith("the specs that would be applied:")
     assert lines[2] == "edges (edges/pipeline.json):"
@@ -192,3 +194,46 @@ def test_diff_specs_fields_added_removed_changed_and_bounded():
     assert lines[1].endswith("...") and len(lines[1]) < 200
     assert lines[2:] == ['+ transform.cmd[1]: "y"', '- transform.env.A: "1"', '~ transform.image: "a:1" -> "a:2"']
     assert [c.kind for c in diff_specs({"a": 1}, {"a": True})] == ["changed"]
+
+
+def test_the_plan_is_for_the_branchs_environment_or_the_one_named(repo, tmp_path):
+    user_file = tmp_path / "pach-config.json"
+    user_file.write_text(json.dumps({"v2": {"active_context": "prod", "contexts": {"prod": {}, "dev": {}}}}))
+    before = user_file.read_bytes()
+    repo.env["PACH_CONFIG"] = str(user_file)
+    repo.write(".pachhook.toml", PROD_AND_DEV)
+    repo.git("checkout", "-q", "-b", "feature/Sobel")
+    sha = repo.commit("prod and dev")
+    state = Path(repo.env["PACHCTL_DOUBLE_DIR"])
+    (state / "repos" / "edges-feature-sobel.json").write_text(json.dumps(["/a.png", "/b.png"]))
+
+    out = repo.pachhook("plan")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:2] == [
+        f"plan for {sha[:12]} (feature/Sobel) to env dev (context dev, project dev) against pachctl 2.11.6",
+        "edges-feature-sobel: create, 3 datum(s)",
+    ]
+    # montage reads the branch's own copy of edges, as the update step would apply it
+    assert "montage-feature-sobel: create, 2 datum(s)" in out.stdout
+    used = [json.loads(line) for line in (state / "envs.jsonl").read_text().splitlines()]
+    assert {entry["PACH_CONTEXT"] for entry in used} == {"dev"}
+    assert str(user_file) not in {entry["PACH_CONFIG"] for entry in used}  # a private session
+    assert user_file.read_bytes() == before
+
+    out = repo.pachhook("plan", "--env", "prod", "--no-datums")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[:2] == [
+        f"plan for {sha[:12]} (feature/Sobel) to env prod (context prod) against pachctl 2.11.6",
+        "edges: create",
+    ]
+    out = repo.pachhook("plan", "--env", "staging")
+    assert (out.returncode, out.stdout) == (2, "")
+    assert out.stderr == "pachhook plan: no environment named 'staging' (environments: prod, dev)\n"
+
+    repo.git("checkout", "-q", "-b", "scratch")
+    out = repo.pachhook("plan")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == (
+        "not compared: branch scratch delivers to no environment (`pachhook plan --env NAME` compares with one);"
+        " the specs as rendered:"
+    )

@@ -1,5 +1,7 @@
 """What the subcommands' entry points share: argument parsing that returns an exit status,
-and opening the repository's queue (to act on one job).
+opening the repository's queue (to act on one job), and the prologue of the commands that
+act on a commit or a pipeline in an environment (plan, render, rollback, release): the
+commit and its configuration, `--env` and `--branch`, the pipeline's name on the cluster.
 
 The guard that turns a closed pipe, Ctrl-C or a bug into an exit status is `pachhook.cli.guard`,
 around every command."""
@@ -15,6 +17,7 @@ if TYPE_CHECKING:  # typing costs milliseconds the post-commit hook does not spe
     from typing import Callable, Optional, Sequence, Tuple, Union
 
     from pachhook.core.config import Config
+    from pachhook.core.environments import Environment
     from pachhook.core.gitrepo import HeadInfo
     from pachhook.queue.store import Queue
     from pachhook.setup.hookinstall import Outcome
@@ -89,6 +92,119 @@ def repository_config(prog: str) -> "Optional[Tuple[HeadInfo, Config]]":
         for problem in error.problems:
             print(f"{prog}: {problem}", file=sys.stderr)
         return None
+
+
+def commit_config(prog: str, rev: str, branch: "Optional[str]" = None) -> "Optional[Tuple[HeadInfo, str, str, Config]]":
+    """The repository, the commit REV names, the branch it is delivered from (`branch`, else
+    the one REV names, else the checked-out one for its tip) and that commit's configuration
+    (as `run --commit` reads it); None after one line per problem."""
+    from pachhook.core import gitrepo
+    from pachhook.core.config import ConfigError, load_config_at
+    from pachhook.deliver.commit import branch_of
+
+    try:
+        commit = gitrepo.rev_parse(rev)
+        info = gitrepo.head_info()
+    except gitrepo.GitError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return None
+    if branch is None:
+        branch = branch_of(rev, commit, info.commit, info.branch, info.root)
+    try:
+        return info, commit, branch, load_config_at(info.root, commit)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"{prog}: {problem}", file=sys.stderr)
+        return None
+
+
+def add_environment_options(parser: "argparse.ArgumentParser", branch_help: str) -> None:
+    """--env NAME and --branch NAME, as plan, rollback and release take them."""
+    parser.add_argument(
+        "--env",
+        metavar="NAME",
+        default=None,
+        help="the environment ([environments.NAME]) to act on: its pachctl context, project and"
+        " pipeline_suffix (default: the environment the branch delivers to)",
+    )
+    parser.add_argument("--branch", metavar="NAME", default=None, help=branch_help)
+
+
+def add_project_option(parser: "argparse.ArgumentParser") -> None:
+    """--project NAME, as rollback and release take it."""
+    parser.add_argument(
+        "--project",
+        metavar="NAME",
+        default="",
+        help="the pipeline's Pachyderm project (default: the environment's, else the context's)",
+    )
+
+
+def chosen_environment(
+    prog: str, config: "Config", name: "Optional[str]", branch: str, root: "Path"
+) -> "Optional[Environment]":
+    """The environment `--env` names, else the one `branch` delivers to; None after saying why not."""
+    from pachhook.core.config import ConfigError
+    from pachhook.core.environments import all_environments, environment_for
+
+    known = all_environments(config, root)
+    names = ", ".join(env.name for env in known)
+    if name is not None:
+        found = next((env for env in known if env.name == name), None)
+        if found is None:
+            print(f"{prog}: no environment named {name!r} (environments: {names})", file=sys.stderr)
+        return found
+    try:
+        found = environment_for(config, branch, root)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"{prog}: {problem}", file=sys.stderr)
+        return None
+    if found is None:
+        where = f"branch {branch}" if branch else "a detached HEAD"
+        print(
+            f"{prog}: {where} delivers to no environment: name one with --env (environments: {names})",
+            file=sys.stderr,
+        )
+    return found
+
+
+def pipeline_place(prog: str, args: "argparse.Namespace") -> "Optional[Tuple[HeadInfo, Config, Environment, str, str]]":
+    """For a command on one pipeline in one environment (rollback, release): the repository,
+    HEAD's configuration, the environment (`--env`, else the branch's), the branch (`--branch`,
+    else the checked-out one) and the pipeline's name on the cluster; None after saying why not."""
+    found = repository_config(prog)
+    if found is None:
+        return None
+    info, config = found
+    branch = info.branch if args.branch is None else args.branch
+    environment = chosen_environment(prog, config, args.env, branch, info.root)
+    if environment is None:
+        return None
+    if args.project and environment.project and args.project != environment.project:
+        print(
+            f"{prog}: environment {environment.name} delivers to project {environment.project}, not {args.project}",
+            file=sys.stderr,
+        )
+        return None
+    pipeline = pipeline_on_cluster(prog, args.pipeline, environment, branch)
+    if pipeline is None:
+        return None
+    return info, config, environment, branch, pipeline
+
+
+def pipeline_on_cluster(prog: str, name: str, environment: "Environment", branch: str) -> "Optional[str]":
+    """The cluster's name of the template pipeline `name` in `environment` (its
+    pipeline_suffix applied for `branch`); None after saying why it cannot be known."""
+    if "branch_slug" in environment.pipeline_suffix and not environment.matches(branch):
+        print(
+            f"{prog}: environment {environment.name} names its pipelines after their branch"
+            f" (pipeline_suffix = {environment.pipeline_suffix!r}): say whose copy of {name} with"
+            " --branch NAME",
+            file=sys.stderr,
+        )
+        return None
+    return name + environment.suffix_for(branch)
 
 
 def open_queue(prog: str) -> "Optional[Queue]":

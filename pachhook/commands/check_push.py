@@ -131,7 +131,8 @@ def check_push(args: argparse.Namespace, env: Mapping[str, str], lines: Sequence
         return 1
     print(f"pachhook check-push: {len(commits)} commit(s), {templates} template(s): all valid")
     if config.plan_on_push and commits:
-        print_push_plan(root, commits[-1], pushed_branch(lines, env), config)
+        # by hand (no pre-push input) the commits checked are HEAD's, so its branch is the one planned for
+        print_push_plan(root, commits[-1], pushed_branch(lines, env) or gitrepo.current_branch(root), config)
     return 0
 
 

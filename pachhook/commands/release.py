@@ -1,7 +1,7 @@
-"""`pachhook release PIPELINE`: lift the hold a rollback placed, so the queue delivers the pipeline again.
+"""`pachhook release PIPELINE [--env NAME]`: lift the hold a rollback placed, so the queue delivers the pipeline again.
 
 The newest job of the pipeline that the hold stopped is queued again. Exit status: 0
-released, 1 the pipeline was not held, 2 bad usage.
+released, 1 the pipeline was not held there, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -10,20 +10,34 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import open_queue, parse_args
-from pachhook.deliver.holds import HELD_PREFIX, Holds
+from pachhook.commands._common import (
+    add_environment_options,
+    add_project_option,
+    open_queue,
+    parse_args,
+    pipeline_place,
+)
+from pachhook.deliver.holds import HELD_PREFIX, Holds, PipelineKey
 from pachhook.queue.states import FAILED
+
+PROG = "pachhook release"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pachhook release",
+        prog=PROG,
         description=(
-            "Lift the hold `pachhook rollback` placed on a pipeline: the queue delivers it again,"
-            " starting with the newest job the hold stopped."
+            "Lift the hold `pachhook rollback` placed on a pipeline in an environment: the queue"
+            " delivers it there again, starting with the newest job the hold stopped."
         ),
     )
-    parser.add_argument("pipeline", metavar="PIPELINE", help="the held pipeline")
+    parser.add_argument("pipeline", metavar="PIPELINE", help="the held pipeline, as its template names it")
+    add_environment_options(
+        parser,
+        "whose copy of the pipeline, when the environment's pipeline_suffix names branches"
+        " (default: the checked-out branch)",
+    )
+    add_project_option(parser)
     parser.add_argument("--no-retry", action="store_true", help="lift the hold only; queue no job again")
     return parser
 
@@ -32,15 +46,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    queue = open_queue("pachhook release")
+    place = pipeline_place(PROG, args)
+    if place is None:
+        return 2
+    info, config, environment, branch, pipeline = place
+    queue = open_queue(PROG)
     if queue is None:
         return 2
     with queue:
-        hold = Holds(queue.folder).release(args.pipeline, f"{args.pipeline} released by `pachhook release`")
+        holds = Holds(queue.folder)
+        project = args.project or environment.project
+        if not project:  # the project the hold names, when it is the only one
+            projects = sorted({hold.project for hold in holds.in_projects(environment.name, pipeline)})
+            if len(projects) > 1:
+                shown = ", ".join(name or "default" for name in projects)
+                print(f"{PROG}: {pipeline} is held in projects {shown}: name one with --project", file=sys.stderr)
+                return 2
+            project = projects[0] if projects else ""
+        key = PipelineKey(environment.name, project, pipeline)
+        hold = holds.release(key, f"{pipeline} in env {environment.name} released by `pachhook release`")
         if hold is None:
-            print(f"pachhook release: {args.pipeline} is not held", file=sys.stderr)
+            elsewhere = [other.where() for other in holds.all() if other.name == args.pipeline]
+            print(
+                f"{PROG}: {pipeline} is not held in env {environment.name}"
+                + (f" (held: {'; '.join(elsewhere)})" if elsewhere else ""),
+                file=sys.stderr,
+            )
             return 1
-        print(f"released {args.pipeline} (held at v{hold.version} since the {hold.reason})")
+        print(f"released {hold.where()} (held at v{hold.version} since the {hold.reason})")
         if args.no_retry:
             return 0
         stopped = [
@@ -49,6 +82,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if job.pipeline == args.pipeline
             and job.state == FAILED
             and job.step("update").error.startswith(HELD_PREFIX)
+            and (job.environment or environment.name) == environment.name
+            and job.pipeline + environment.suffix_for(job.branch) == pipeline
         ]
         if stopped:
             newest = max(stopped, key=lambda job: (job.created_at, job.id))

@@ -1,8 +1,9 @@
 """`pachhook render TEMPLATE [--commit REV]`: print a template as the update step would apply it.
 
-The template is read from the commit (default HEAD), not from the work tree, filled with
-that commit's values (`commit`, `short_commit`, `branch`, and `tag` in the configured
-form), given pachhook's annotations and validated. The image digest is only known once
+The template and the configuration are read from the commit (default HEAD), not from the
+work tree, as the update step reads them; the template is filled with that commit's values
+(`commit`, `short_commit`, `branch`, and `tag` in the configured form), given pachhook's
+annotations and validated. The image digest is only known once
 the image is pushed, so it is not part of this output.
 
 Exit status: 0 printed, 1 the template does not render into a valid spec, 2 bad usage
@@ -18,8 +19,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pachhook.core import gitrepo
-from pachhook.core.config import load_config
+from pachhook.commands._common import commit_config, parse_args
 from pachhook.deliver.steps.update import RenderError, render_template, render_values
 
 
@@ -44,38 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         default=None,
         help="value of {{ branch }} (default: the branch REV names, or the checked-out one"
-        " for HEAD; empty for a bare commit)",
+        " for its tip; empty for a bare commit)",
     )
     parser.add_argument("--no-annotations", action="store_true", help="leave out the pachhook.io/* annotations")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return 2 if stop.code else 0
-
-    try:
-        commit = gitrepo.rev_parse(args.commit)
-        info = gitrepo.head_info()
-    except gitrepo.GitError as error:
-        print(f"pachhook render: {error}", file=sys.stderr)
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
+    found = commit_config("pachhook render", args.commit, args.branch)
+    if found is None:
         return 2
-    try:
-        config = load_config(info.root)
-    except Exception as error:  # ConfigError: one line per problem
-        for line in getattr(error, "problems", None) or [str(error)]:
-            print(f"pachhook render: {line}", file=sys.stderr)
-        return 2
+    info, commit, branch, config = found
     template = repo_relative(args.template, info.root)
     if template is None:
         print(f"pachhook render: {args.template} is outside the repository {info.root}", file=sys.stderr)
         return 2
-    branch = args.branch if args.branch is not None else branch_named(args.commit, info)
     values = render_values(commit, branch, config.tag)
     try:
-        specs = render_template(info.root, commit, template, values, annotate=not args.no_annotations)
+        specs = render_template(
+            info.root, commit, template, values, annotate=not args.no_annotations, jsonnet_args=config.jsonnet_args
+        )
     except RenderError as error:
         for line in error.problems:
             print(line, file=sys.stderr)
@@ -83,13 +74,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     output = specs[0].spec if len(specs) == 1 else [spec.spec for spec in specs]
     print(json.dumps(output, indent=2))
     return 0
-
-
-def branch_named(rev: str, info) -> str:
-    """The branch a revision names: HEAD's branch for HEAD, NAME for a local branch NAME, else ""."""
-    if rev == "HEAD":
-        return info.branch
-    return rev if gitrepo.rev_exists(f"refs/heads/{rev}", info.root) else ""
 
 
 def repo_relative(path: str, root: Path) -> Optional[str]:

@@ -27,7 +27,7 @@ from pachhook.core.config import Config, ConfigError, load_config_at
 from pachhook.core.environments import environment_for
 from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.clibuild import stop_builds
-from pachhook.deliver.holds import Holds
+from pachhook.deliver.holds import Holds, PipelineKey
 from pachhook.deliver.runner import StepHooks, one_line, run_steps
 from pachhook.deliver.sharedimages import SharedImages
 from pachhook.deliver.steps.base import StepContext, StepResult, run_step
@@ -192,18 +192,21 @@ def deliver_commit(
     if not dry_run:
         for outcome in outcomes:
             if not outcome.error:
-                _release_hold(Path(info.common_dir), outcome.pipeline, commit, out)
+                _release_hold(Path(info.common_dir), environment.name, outcome, commit, out)
     if report is not None:
         for done in outcomes:
             report.add_pipeline(done.pipeline, done.template, done.results, done.outcomes, done.timings, done.error)
     return _summarise(outcomes, out)
 
 
-def _release_hold(common_dir: Path, pipeline: str, commit: str, out: Output) -> None:
+def _release_hold(common_dir: Path, environment: str, outcome: Outcome, commit: str, out: Output) -> None:
     """An explicit delivery of a held pipeline (after a rollback) ends the hold: the user chose to go on."""
-    hold = Holds(common_dir / "pachhook").release(pipeline, f"{pipeline} released by `run --commit {commit[:12]}`")
+    update = outcome.results.get("update") or {}
+    # the update step names the pipeline as the environment has it on the cluster
+    key = PipelineKey(environment, update.get("project", ""), update.get("pipeline") or outcome.pipeline)
+    hold = Holds(common_dir / "pachhook").release(key, f"{key.pipeline} released by `run --commit {commit[:12]}`")
     if hold is not None:
-        out(f"{pipeline}: hold released (it was held at v{hold.version} since the {hold.reason})")
+        out(f"{outcome.pipeline}: hold released (it was held at v{hold.version} since the {hold.reason})")
 
 
 def _show_plan(root: Path, commit: str, branch: str, config, out: Output) -> None:

@@ -15,6 +15,11 @@ processed before are processed again depends on `--reprocess`. Where the cluster
 pachhook's own annotations (`pachhook.io/*`) change with every commit and are left out of
 the difference; the live commit is shown instead. The image digest is only known after
 the push, so it is never part of the comparison.
+
+The plan is made for one environment (the branch's, or one named with `plan --env`): its
+`pipeline_suffix` and project applied to the specs as the update step applies them, and the
+cluster asked through the private session of its context (backends/session), never the
+user's active context or open transaction.
 """
 
 from __future__ import annotations
@@ -26,11 +31,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from pachhook.core.config import ConfigError
 from pachhook.core.diagnostics import JsonPath, format_json_path
+from pachhook.core.environments import environment_for
 from pachhook.core.sanitize import one_line
 from pachhook.deliver.backends.pachctl import BackendError
+from pachhook.deliver.backends.session import open_session
 from pachhook.deliver.commit import plan as pipelines_of
-from pachhook.deliver.steps.update import COMMIT_ANNOTATION, RenderedSpec, make_backend, render_template, render_values
+from pachhook.deliver.steps.base import StepError
+from pachhook.deliver.steps.update import (
+    COMMIT_ANNOTATION,
+    RenderedSpec,
+    apply_environment,
+    dag_pipelines,
+    make_backend,
+    render_template,
+    render_values,
+)
 
 OWN_ANNOTATION_PREFIX = "pachhook.io/"
 MAX_SHOWN_VALUE = 120  # characters of a value shown in a difference line
@@ -113,6 +130,7 @@ class PipelinePlan:
 class Plan:
     commit: str
     branch: str
+    environment: str = ""  # the environment planned for, described; "" when the branch delivers nowhere
     cluster: str = ""  # the backend, described ("pachctl 2.11.6"), "" when there is none
     cluster_error: str = ""  # why the cluster could not be asked
     pipelines: List[PipelinePlan] = field(default_factory=list)
@@ -181,18 +199,30 @@ def _shown(value: Any) -> str:
     return text if len(text) <= MAX_SHOWN_VALUE else text[: MAX_SHOWN_VALUE - 3] + "..."
 
 
-def make_plan(root: Path, commit: str, branch: str, config: Any, datums: bool = True, backend: Any = None) -> Plan:
-    """Render every pipeline of `commit` and compare it with the cluster's live pipeline.
+def make_plan(
+    root: Path,
+    commit: str,
+    branch: str,
+    config: Any,
+    datums: bool = True,
+    backend: Any = None,
+    environment: Any = None,
+) -> Plan:
+    """Render every pipeline of `commit` for `environment` (default: the branch's) and compare
+    it with the live pipeline of that environment's cluster.
 
-    Raises PlanError when the templates do not render. A cluster that cannot be asked is
-    not an error: the plan says why and holds the rendered specs only.
+    Raises PlanError when the templates do not render (or the branch matches two
+    environments). A cluster that cannot be asked, or a branch that delivers nowhere, is not
+    an error: the plan says why and holds the rendered specs only.
     """
     from pachhook.deliver.commit import DeliverError
     from pachhook.deliver.steps.update import RenderError
 
     try:
         planned = pipelines_of(root, commit, config)
-    except DeliverError as error:
+        if environment is None:
+            environment = environment_for(config, branch, root)
+    except (DeliverError, ConfigError) as error:
         raise PlanError(error.problems) from None
     values = render_values(commit, branch, getattr(config, "tag", "full"))
     rendered: Dict[str, RenderedSpec] = {}
@@ -208,28 +238,75 @@ def make_plan(root: Path, commit: str, branch: str, config: Any, datums: bool = 
         raise PlanError(problems)
 
     result = Plan(commit=commit, branch=branch)
-    backend = backend if backend is not None else make_backend(config)
-    try:
-        result.cluster = backend.describe()
-    except BackendError as error:
-        result.cluster_error = str(error)
-    reprocess = bool(getattr(config, "reprocess", False))
-    for item in planned:
-        spec = rendered[item.pipeline]
-        entry = PipelinePlan(spec.pipeline, spec.project, spec.template, UNKNOWN, spec.spec, reprocess=reprocess)
-        result.pipelines.append(entry)
-        if result.cluster_error:
-            continue
+    if environment is None:
+        result.cluster_error = f"branch {branch or '(none)'} delivers to no environment"
+        result.pipelines = [_entry(rendered[item.pipeline], config) for item in planned]
+        return result
+    result.environment = environment.describe()
+    session = None
+    if backend is None:
         try:
-            live = backend.inspect(spec.pipeline, spec.project)
+            session = open_session(environment.context, environment.project)
+            backend = make_backend(config, environment, session)
+        except BackendError as error:
+            result.cluster_error = str(error)
+    try:
+        _fill(result, planned, rendered, environment, backend, session, root, config, datums)
+    finally:
+        if session is not None:
+            session.close()
+    return result
+
+
+def _entry(spec: RenderedSpec, config: Any) -> PipelinePlan:
+    reprocess = bool(getattr(config, "reprocess", False))
+    return PipelinePlan(spec.pipeline, spec.project, spec.template, UNKNOWN, spec.spec, reprocess=reprocess)
+
+
+def _fill(
+    result: Plan,
+    planned: List[Any],
+    rendered: Dict[str, RenderedSpec],
+    environment: Any,
+    backend: Any,
+    session: Any,
+    root: Path,
+    config: Any,
+    datums: bool,
+) -> None:
+    """The environment's names on each spec, then each compared with its live pipeline."""
+    dag = dag_pipelines(root, result.commit, config) if environment.pipeline_suffix else []
+    context = session.context if session is not None else environment.context
+    problems: List[str] = []
+    for item in planned:
+        try:
+            spec = apply_environment(rendered[item.pipeline], environment, result.branch, dag, context)
+        except StepError as error:  # a template naming another project than the environment's
+            problems.append(str(error))
+            continue
+        entry = _entry(spec, config)
+        if environment.reprocess is not None:
+            entry.reprocess = environment.reprocess
+        result.pipelines.append(entry)
+    if problems:
+        raise PlanError(problems)
+    if not result.cluster_error:
+        try:
+            result.cluster = backend.describe()
+        except BackendError as error:
+            result.cluster_error = str(error)
+    for entry, item in zip(result.pipelines, planned):
+        if result.cluster_error:
+            return
+        try:
+            live = backend.inspect(entry.pipeline, entry.project)
         except BackendError as error:
             # one failure says the cluster is not answering: do not wait on it once per pipeline
             result.cluster_error = str(error)
-            continue
+            return
         _compare(entry, live)
         if datums and entry.action in (CREATE, UPDATE):
-            entry.datums, entry.datums_note = _datums(backend, spec)
-    return result
+            entry.datums, entry.datums_note = _datums(backend, rendered[item.pipeline])
 
 
 def _compare(entry: PipelinePlan, live: Any) -> None:
@@ -281,9 +358,15 @@ def _datums(backend: Any, spec: RenderedSpec) -> Tuple[Optional[int], str]:
 def format_plan(plan: Plan) -> List[str]:
     """The plan as text lines, for `pachhook plan` and `run --dry-run`."""
     head = f"plan for {plan.commit[:12]}" + (f" ({plan.branch})" if plan.branch else "")
+    head += f" to {plan.environment}" if plan.environment else ""
     lines = [head + (f" against {plan.cluster}" if plan.cluster and not plan.cluster_error else "")]
-    if plan.cluster_error:
+    if not plan.environment:
+        lines.append(
+            f"not compared: {plan.cluster_error} (`pachhook plan --env NAME` compares with one); the specs as rendered:"
+        )
+    elif plan.cluster_error:
         lines.append(f"no cluster to compare with ({plan.cluster_error}); the specs that would be applied:")
+    if plan.cluster_error:
         for entry in plan.pipelines:
             lines.append(f"{entry.pipeline} ({entry.template}):")
             lines += ["  " + line for line in json.dumps(entry.spec, indent=2).splitlines()]
@@ -310,6 +393,8 @@ def format_plan(plan: Plan) -> List[str]:
 
 def summary_lines(plan: Plan) -> List[str]:
     """One line per pipeline (pre-push with `plan_on_push`)."""
+    if not plan.environment:
+        return [f"not compared: {plan.cluster_error}"]
     if plan.cluster_error:
         return [f"no cluster to compare with ({plan.cluster_error})"]
     return [entry.summary() for entry in plan.pipelines]

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from pachhook.core import gitrepo
 from pachhook.core.config import DEFAULT_KEEP_JOBS, ConfigError, load_config
 from pachhook.core.sanitize import one_line as bounded_line
-from pachhook.deliver.holds import Holds, held_message
+from pachhook.deliver.holds import Holds, held_job, held_message
 from pachhook.deliver.order import unreachable
 from pachhook.deliver.steps.base import StepContext, StepError, run_step
 from pachhook.queue.jobs import Job
@@ -120,8 +120,8 @@ class _QueueHooks(StepHooks):
             ctx.log(f"{name}: not started, the job was cancelled")
             return False
         if name == "update" and not ctx.dry_run:
-            hold = Holds(self.queue.folder).held(ctx.job.pipeline)
-            if hold is not None:  # a rollback holds the pipeline: the queue must not roll it forward
+            hold = held_job(Holds(self.queue.folder), ctx.repo_root, ctx.job)
+            if hold is not None:  # a rollback holds the live pipeline: the queue must not roll it forward
                 self.queue.start_step(self.job_id, name, self.worker_id)
                 cause = held_message(hold)
                 ctx.log(f"{name}: failed: {cause}")
@@ -321,7 +321,8 @@ def prune_history(repo_root: PathLike, queue: Queue, say: Progress) -> int:
         keep = load_config(repo_root).keep_jobs
     except ConfigError:
         keep = DEFAULT_KEEP_JOBS  # the configuration's problems are reported where it is used
-    held = {hold.pipeline: hold.version for hold in Holds(queue.folder).all()}
+    # by the pipeline's name as jobs know it (its template's)
+    held = {hold.name or hold.pipeline: hold.version for hold in Holds(queue.folder).all()}
     moved = prune(queue.database, keep, held)
     if moved:
         say(f"{moved} past job{'s' if moved != 1 else ''} moved to the provenance ledger (keep_jobs = {keep})")

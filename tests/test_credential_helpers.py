@@ -21,6 +21,7 @@ from typing import List
 
 import pytest
 import services as svc
+from gitutil import examples_project, offline_env, pachhook_module
 from test_build import edges_files, make_job, make_repo, run_build
 from test_push import push_again
 
@@ -138,6 +139,25 @@ def test_a_waiting_helper_asked_by_the_docker_cli_during_a_build_is_ended(docker
         message
     ), message
     assert f"did not answer `get` for {docker_env.auth_registry} within {DEADLINE}s" in message
+    assert_helpers_ended(waits)
+
+
+@pytest.mark.integration
+def test_doctor_names_a_waiting_helper_instead_of_waiting(services, tmp_path, waits):
+    env = dict(offline_env(tmp_path), DOCKER_HOST=services.docker_host, PATH=os.environ["PATH"])
+    env["PACHHOOK_CREDENTIAL_HELPER_TIMEOUT"] = str(DEADLINE)
+    env["DOCKER_CONFIG"] = str(docker_config(tmp_path / "dc", services.auth_registry))
+    project = examples_project(tmp_path / "project", env, config=None)
+    template = project / "edges" / "pipeline.json"
+    template.write_text(template.read_text().replace("localhost:5000", services.auth_registry))
+
+    started = time.monotonic()
+    result = pachhook_module("doctor", cwd=project, env=env, timeout=120)
+    assert time.monotonic() - started < 60
+    assert (
+        f"fail  registry {services.auth_registry}: docker credential helper docker-credential-waits did not answer"
+        f" `get` for {services.auth_registry} within {DEADLINE}s"
+    ) in result.stdout, result.stdout
     assert_helpers_ended(waits)
 
 

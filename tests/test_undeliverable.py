@@ -23,7 +23,8 @@ def env(tmp_path):
 def write_template(folder: Path, image: str) -> Path:
     spec = json.loads((EXAMPLES / "edges" / "pipeline.json").read_text())
     spec["transform"]["image"] = image
-    spec["transform"]["cmd"] = ["sh", "-c", "echo ${TAG} {{.Names}}"]  # shell and docker syntax stay allowed
+    # shell, docker, Go and Helm template syntax stay allowed
+    spec["transform"]["cmd"] = ["sh", "-c", "echo ${TAG} {{.Names}} {{ .Values.tag }} {{ $tag }} {}"]
     path = folder / "pipeline.json"
     path.write_text(json.dumps(spec, indent=2))
     return path

@@ -134,11 +134,11 @@ IMAGE_PATH: JsonPath = ("transform", "image")
 
 # A placeholder with a brace too few on one side (`{{ commit }`, `{ tag }}`, `{{ branch`,
 # `short_commit }}`): left in the spec as text, never filled. Outside the image, braces are
-# often the user's own (shell `${TAG}`, find's `{}`, docker's `{{.Names}}`), so only the name
-# of a placeholder between them counts.
+# often the user's own (shell `${TAG}`, find's `{}`, docker's `{{.Names}}`, Go and Helm
+# templates' `{{ .tag }}` and `{{ $tag }}`), so only the bare name of a placeholder counts.
 _NAMES = "|".join(sorted(PLACEHOLDERS, key=len, reverse=True))
 _BROKEN = re.compile(
-    r"\{\{\s*(%s)\b\s*\}?(?!\})|(?<!\{)\{?\s*\b(%s)\s*\}\}" % (_NAMES, _NAMES),
+    r"\{\{\s*(%s)\b\s*\}?(?!\})|(?<![\w.$\{])\{?\s*\b(%s)\s*\}\}" % (_NAMES, _NAMES),
     re.IGNORECASE,
 )
 

@@ -204,7 +204,8 @@ def test_a_live_pipeline_other_than_from_names_is_refused_unless_forced(repo):
     )
     assert live(repo)["version"] == 2
     assert "held:" not in repo.pachhook("status").stdout
-    assert repo.pachhook("rollback", "edges", "--to", good, "--from", bad[:10]).returncode == 0
+    # what the user saw, as git names it (here main's tip), matches what runs
+    assert repo.pachhook("rollback", "edges", "--to", good, "--from", "main").returncode == 0
     assert live(repo)["version"] == 3
 
 
@@ -358,3 +359,23 @@ def test_holds_of_the_old_format_hold_everywhere_until_released(repo):
     assert out.stdout.startswith("released edges in every environment (held at v3 since the rollback to v1)")
     data = json.loads((folder / "holds.json").read_text())
     assert (data["format"], data["holds"]) == (2, [])
+
+
+def test_how_the_guard_places_a_target_against_what_runs(repo):
+    from pachhook.deliver.reapply import guard
+
+    good = repo.git("rev-parse", "HEAD")
+    bad = new_image(repo, "1.37")
+    back = "going back along the branch: the forward-only order is overridden for this rollback"
+    assert guard(good, bad, repo.path, force=False) == back
+    assert guard(bad, good, repo.path, force=False) == (
+        f"{bad[:12]} is newer than the live commit {good[:12]}: this moves the pipeline forward"
+    )
+    assert guard("6" * 40, bad, repo.path, force=False) == (
+        "commit 666666666666 is not in this clone: its place in the branch's history is not checked"
+    )
+    # nothing to compare: the same commit, or a live pipeline pachhook did not deliver
+    assert guard(good, good, repo.path, force=False) == ""
+    assert guard(good, "", repo.path, force=False) == ""
+    with pytest.raises(RollbackError, match=r"^refused: the live pipeline runs commit 777777777777, which this clone"):
+        guard(good, "7" * 40, repo.path, force=False)

@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolved(text: str) -> str:
+    """A COMMIT argument as this clone's git resolves it (a branch, a tag, `main~1`), "" for a
+    version (vN) or a commit this clone does not have (matched as a prefix of what was recorded)."""
+    if not text or "commit" not in parse_target(text):
+        return ""
+    try:
+        return gitrepo.rev_parse(text)
+    except gitrepo.GitError:
+        return ""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
@@ -73,12 +84,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if place is None:
         return 2
     info, config, environment, branch, pipeline = place
-    full_commit = ""
-    if "commit" in parse_target(args.to):
-        try:
-            full_commit = gitrepo.rev_parse(args.to)
-        except gitrepo.GitError:
-            full_commit = ""  # not in this clone: matched as a prefix of what was recorded
+    full_commit = resolved(args.to)
+    expect = resolved(args.expect) or args.expect
     request = Request(
         name=args.pipeline,
         pipeline=pipeline,
@@ -87,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         branch=branch,
         project=args.project,
         full_commit=full_commit,
-        expect=args.expect,
+        expect=expect,
         reprocess=args.reprocess,
         dry_run=args.dry_run,
         force=args.force,

@@ -130,8 +130,13 @@ def add_environment_options(parser: "argparse.ArgumentParser", branch_help: str)
     parser.add_argument("--branch", metavar="NAME", default=None, help=branch_help)
 
 
-def add_project_option(parser: "argparse.ArgumentParser") -> None:
-    """--project NAME, as rollback and release take it."""
+def add_pipeline_place_options(parser: "argparse.ArgumentParser") -> None:
+    """--env, --branch and --project, as rollback and release take them (see `pipeline_place`)."""
+    add_environment_options(
+        parser,
+        "whose copy of the pipeline, when the environment's pipeline_suffix names branches"
+        " (default: the checked-out branch)",
+    )
     parser.add_argument(
         "--project",
         metavar="NAME",

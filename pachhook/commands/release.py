@@ -10,13 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import (
-    add_environment_options,
-    add_project_option,
-    open_queue,
-    parse_args,
-    pipeline_place,
-)
+from pachhook.commands._common import add_pipeline_place_options, open_queue, parse_args, pipeline_place
 from pachhook.deliver.holds import HELD_PREFIX, Holds, PipelineKey
 from pachhook.queue.states import FAILED
 
@@ -32,12 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("pipeline", metavar="PIPELINE", help="the held pipeline, as its template names it")
-    add_environment_options(
-        parser,
-        "whose copy of the pipeline, when the environment's pipeline_suffix names branches"
-        " (default: the checked-out branch)",
-    )
-    add_project_option(parser)
+    add_pipeline_place_options(parser)
     parser.add_argument("--no-retry", action="store_true", help="lift the hold only; queue no job again")
     return parser
 

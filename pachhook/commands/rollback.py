@@ -10,13 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import (
-    add_environment_options,
-    add_project_option,
-    open_queue,
-    parse_args,
-    pipeline_place,
-)
+from pachhook.commands._common import add_pipeline_place_options, open_queue, parse_args, pipeline_place
 from pachhook.core import gitrepo
 from pachhook.deliver.reapply import Request, RollbackError, parse_target, rollback
 
@@ -41,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the git commit (SHA, prefix, branch or tag) or the pipeline version (v3) to go back to",
     )
-    add_environment_options(
-        parser,
-        "whose copy of the pipeline, when the environment's pipeline_suffix names branches"
-        " (default: the checked-out branch)",
-    )
-    add_project_option(parser)
+    add_pipeline_place_options(parser)
     parser.add_argument(
         "--from",
         dest="expect",

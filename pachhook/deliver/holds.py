@@ -271,8 +271,12 @@ def job_key(root: Path, job: Any) -> PipelineKey:
 
 
 def held_job(holds: Holds, root: Path, job: Any) -> Optional[Hold]:
-    """The hold that stops `job`'s update, None when none does (no hold: nothing is read)."""
-    if not holds.all():
+    """The hold that stops `job`'s update, None when none does.
+
+    The job's name on the cluster is its template's name plus a suffix: without a hold whose
+    pipeline starts with that name, the commit's configuration is not read (~60 ms).
+    """
+    if not any(hold.pipeline.startswith(job.pipeline) for hold in holds.all()):
         return None
     return holds.held(job_key(root, job))
 

@@ -20,11 +20,12 @@ pytest.importorskip("grpc", reason="the pachd test double needs grpcio")
 
 from doubles import pps_server  # noqa: E402
 from test_provenance import assert_stamped_and_verified  # noqa: E402
-from test_update import DOUBLES, calls, context, git, make_repo  # noqa: E402
+from test_update import DIGEST, DOUBLES, calls, context, git, make_repo  # noqa: E402
 
 from pachhook.deliver.backends.api import ApiBackend  # noqa: E402
 from pachhook.deliver.backends.pachctl import BackendError  # noqa: E402
 from pachhook.deliver.steps.base import run_step  # noqa: E402
+from pachhook.deliver.steps.update import render_template, render_values  # noqa: E402
 
 TOKEN = "api-provenance-session-token"
 PINNED = "sha256:" + "5" * 64
@@ -197,6 +198,26 @@ def test_inspect_pipeline_ancestry_through_the_api(tmp_path, pachd):
         backend.inspect("edges^2")
     with pytest.raises(BackendError, match="cannot inspect future pipelines"):
         backend.inspect("edges.1")
+
+
+def test_a_newer_commit_applied_during_the_api_update_is_put_back(tmp_path, pachd):
+    """The race update.py's _restore_if_overtaken closes, through the API: it reads the
+    version below its own with InspectPipeline NAME^1, which the double answers as pachd."""
+    repo = api_repo(tmp_path / "repo")
+    older = git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "newer")
+    newer = git(repo, "rev-parse", "HEAD")
+    [rendered] = render_template(repo, newer, "edges/pipeline.json", render_values(newer, "main"), digest=DIGEST)
+    # Another deliverer applies `newer` after this job's order check, just before its apply.
+    pachd.applied_first = rendered.to_json()
+    result = run_step("update", context(repo, commit=older, job_id=2))
+    assert result.outcome == "superseded", result
+    live = ApiBackend().inspect("edges")
+    assert live.annotations["pachhook.io/commit"] == newer
+    # v1 `newer` (the other deliverer), v2 `older` (this apply), v3 `newer` put back by this job.
+    assert live.version == "3"
+    sent = [json.loads(r.spec_json)["metadata"]["annotations"]["pachhook.io/commit"] for r in pachd.received]
+    assert sent == [older, newer]
 
 
 def apply(state: Path, name: str, source: str, commit: str, digest: str = PINNED) -> str:

@@ -29,7 +29,10 @@ src/pfs/pfs.proto, src/metadata/metadata.proto, src/version/versionpb/version.pr
                                 use edit_key instead" (src/server/metadata/server, metadata_test.go);
                                 UNIMPLEMENTED before 2.10; a pipeline target needs 2.11 (pachyderm#10184)
   versionpb_v2.API GetVersion   `version` (default 2.11.6)
-Each request is recorded with the auth token it carried.
+Each request is recorded with the auth token it carried. Faults of its own: `fail` and
+`hang` (a method answers UNAVAILABLE or not in time), `image_override` (the cluster keeps
+another image), `applied_first` (another deliverer's spec lands just before the next
+CreatePipelineV2), `version` (an older pachd).
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ class PpsDouble:
     fail: Optional[str] = None  # a method name that answers UNAVAILABLE
     hang: Optional[str] = None  # a method name that never answers in time
     image_override: Optional[str] = None  # the image the "cluster" keeps instead
+    # Another deliverer's spec (JSON), applied just before the next CreatePipelineV2: the
+    # race an update has no compare-and-swap against.
+    applied_first: Optional[str] = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)  # ends a hang early
 
@@ -140,6 +146,9 @@ class PpsDouble:
             )
             if cluster.pipeline_path(self.state, project, name).exists() and not request.update:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"pipeline {name} already exists")
+            if self.applied_first:
+                other, self.applied_first = json.loads(self.applied_first), None
+                cluster.apply_spec(self.state, other, project, False, cluster.new_id(), 2)
             if self.image_override:
                 spec.setdefault("transform", {})["image"] = self.image_override
             # The new version's spec commit ID is the global ID of the jobs it starts (P13).

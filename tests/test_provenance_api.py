@@ -309,7 +309,7 @@ def test_cluster_per_environment(tmp_path, pachd, monkeypatch):
 
     out = provenance(repo, sha, "--cluster", "--env", "staging")
     assert out.returncode == 2
-    assert out.stderr.strip() == ("pachhook provenance: --env staging: no such environment (environments: dev, prod)")
+    assert out.stderr.strip() == "pachhook provenance: no environment named 'staging' (environments: prod, dev)"
 
     # One environment's cluster down: its line, the other's answer, exit 0.
     pachd.fail = "ListPipeline"

@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Any, List, Optional, Sequence, Union
 
-from pachhook.commands._common import open_queue, parse_args
+from pachhook.commands._common import chosen_environment, open_queue, parse_args
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
 from pachhook.core.environments import Environment, all_environments
@@ -158,7 +158,7 @@ def _local_side() -> Any:
 
 def _from_cluster(args: argparse.Namespace, picked: Optional[tuple]) -> int:
     git_side, config = _local_side()
-    chosen = _environments(args, config)
+    chosen = _environments(args, config, git_side.root)
     if isinstance(chosen, int):
         return chosen
     if args.cluster:
@@ -179,22 +179,18 @@ def _from_cluster(args: argparse.Namespace, picked: Optional[tuple]) -> int:
     return 0
 
 
-def _environments(args: argparse.Namespace, config: Any) -> Union[List[Optional[Environment]], int]:
+def _environments(args: argparse.Namespace, config: Any, root: Any) -> Union[List[Optional[Environment]], int]:
     """The environments to read: the one --env names; else every one for COMMIT --cluster,
     else none (None: the active context with the configuration's backend)."""
     if not args.env:
         if args.cluster and config is not None and getattr(config, "environments", None):
             return list(all_environments(config))
         return [None]
-    environments = (getattr(config, "environments", None) or {}) if config is not None else {}
-    if args.env in environments:
-        return [environments[args.env]]
     if config is None:
-        where = "no pachhook configuration here"
-    else:
-        where = "environments: " + (", ".join(sorted(environments)) or "none configured")
-    print(f"pachhook provenance: --env {args.env}: no such environment ({where})", file=sys.stderr)
-    return 2
+        print(f"pachhook provenance: --env {args.env}: no pachhook configuration here", file=sys.stderr)
+        return 2
+    found = chosen_environment("pachhook provenance", config, args.env, "", root)
+    return 2 if found is None else [found]
 
 
 class _Reading:

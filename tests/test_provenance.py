@@ -358,6 +358,25 @@ def test_an_update_is_stamped_and_its_job_verified(cluster, tmp_path):
     assert_stamped_and_verified(updated(repo), git(repo, "rev-parse", "HEAD"), raw)
 
 
+def test_the_stamp_uses_the_read_back_of_the_update(cluster, tmp_path, monkeypatch):
+    """One read of the pipeline before the apply, one after it, which also names the job to stamp."""
+    monkeypatch.setattr(clusterview, "_SERVER_VERSIONS", {})
+    repo = make_repo(tmp_path / "repo")
+    data = updated(repo)
+    asked = [call[:3] for call in calls(cluster) if call[:2] == ["inspect", "pipeline"]]
+    assert asked == [["inspect", "pipeline", "edges"], ["inspect", "pipeline", "edges"]]
+    assert data["cluster_job"] == f"edges@{raw('inspect', 'pipeline', 'edges')['specCommit']['id']}"
+    assert data["stamped"] == "annotations,pipeline-metadata,commit-metadata"
+    # The cluster's version is asked once per cluster, not once per delivery (each has a
+    # private configuration file of its own).
+    (repo / "edges" / "pipeline.json").write_text(
+        json.dumps({**json.loads((repo / "edges" / "pipeline.json").read_text()), "description": "v2"})
+    )
+    git(repo, "commit", "-q", "-am", "v2")
+    updated(repo, job_id=8)
+    assert [call for call in calls(cluster) if call == ["version"]] == [["version"]]
+
+
 @pytest.mark.parametrize(
     "client, server, stamped",
     [

@@ -395,3 +395,46 @@ def test_the_double_refuses_what_yaml_v3_refuses(tmp_path, double):
         timeout=30,
     )
     assert result.returncode == 1 and "found invalid Unicode character escape code" in result.stderr
+
+
+def test_a_newer_commit_applied_between_the_check_and_the_apply_is_put_back(tmp_path, double, monkeypatch):
+    """The race the order check leaves open, made to happen: another deliverer applies a newer
+    commit right before this job's apply. The job restores it and ends superseded."""
+    repo = make_repo(tmp_path / "repo")
+    assert run_step("update", context(repo, job_id=1)).outcome == "done"  # v1: the first commit
+    (repo / "edges" / "pipeline.json").write_text(json.dumps({**TEMPLATE, "description": "second"}))
+    git(repo, "commit", "-q", "-am", "second")
+    job_commit = git(repo, "rev-parse", "HEAD")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "third")
+    newer = git(repo, "rev-parse", "HEAD")
+    newer_spec = dict(received(double)[0], description="third")
+    newer_spec["metadata"]["annotations"]["pachhook.io/commit"] = newer
+    newer_path = tmp_path / "newer.json"
+    newer_path.write_text(json.dumps(newer_spec))
+    original = PachctlBackend.update
+
+    def another_deliverer_first(self, spec_path, spec_json, reprocess, project=""):
+        monkeypatch.setattr(PachctlBackend, "update", original)
+        original(self, str(newer_path), newer_path.read_text(), False)  # v2: the newer commit
+        original(self, spec_path, spec_json, reprocess, project)  # v3: this job's, on top
+
+    monkeypatch.setattr(PachctlBackend, "update", another_deliverer_first)
+    result = run_step("update", context(repo, commit=job_commit, job_id=2))
+
+    assert result.outcome == "superseded"
+    assert result.data["live_commit"] == newer
+    record = json.loads((double / "pipelines" / "edges.json").read_text())
+    assert record["version"] == 4
+    assert record["spec"]["metadata"]["annotations"]["pachhook.io/commit"] == newer
+    assert ["inspect", "pipeline", "edges^1", "--raw"] in calls(double)
+
+
+def test_with_nothing_applied_in_between_the_version_below_is_not_read_again(tmp_path, double):
+    repo = make_repo(tmp_path / "repo")
+    assert run_step("update", context(repo, job_id=1)).outcome == "done"
+    (repo / "edges" / "pipeline.json").write_text(json.dumps({**TEMPLATE, "description": "second"}))
+    git(repo, "commit", "-q", "-am", "second")
+    result = run_step("update", context(repo, job_id=2))
+    assert (result.outcome, result.data["pipeline_version"]) == ("done", "2")
+    # v2 follows v1, which the order check read: nothing came in between to undo.
+    assert [call for call in calls(double) if "^" in " ".join(call)] == []

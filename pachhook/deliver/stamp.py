@@ -92,8 +92,13 @@ def after_update(
     timeout: float = 300.0,
     log: Callable[[str], None] = lambda line: None,
     sleep: Callable[[float], None] = time.sleep,
+    applied: Any = None,
 ) -> AfterUpdate:
-    """Stamp the new version and its job's output commit, then wait (bounded) for that job."""
+    """Stamp the new version and its job's output commit, then wait (bounded) for that job.
+
+    `applied` is the version as the update step read it back after the apply (a
+    PipelineState); when it names its spec commit the pipeline is not read again here.
+    """
     outcome = AfterUpdate()
     if getattr(backend, "name", "") not in ("pachctl", "api"):
         outcome.verify = "not supported with this backend (annotations only)"
@@ -107,13 +112,17 @@ def after_update(
     if supported < (2, 0, 0):
         outcome.verify = "not supported before Pachyderm 2.0 (no global IDs)"
         return outcome
-    try:
-        info = view.pipeline(pipeline)
-    except ClusterError as error:
-        outcome.verify = f"not done: {error}"
-        return outcome
-    spec_commit = info.get("specCommit") or info.get("spec_commit") if info else None
-    job_id = clean(spec_commit.get("id") or "", 64) if isinstance(spec_commit, dict) else ""
+    if applied is not None and getattr(applied, "spec_commit", ""):
+        job_id, metadata = clean(applied.spec_commit, 64), applied.metadata
+    else:
+        try:
+            info = view.pipeline(pipeline)
+        except ClusterError as error:
+            outcome.verify = f"not done: {error}"
+            return outcome
+        spec_commit = info.get("specCommit") or info.get("spec_commit") if info else None
+        job_id = clean(spec_commit.get("id") or "", 64) if isinstance(spec_commit, dict) else ""
+        metadata = (info or {}).get("metadata")
     if not re.fullmatch(r"[0-9a-f]{32}", job_id):
         outcome.verify = "not done: the cluster names no spec commit for the new version"
         return outcome
@@ -121,7 +130,7 @@ def after_update(
 
     if supported >= PIPELINE_METADATA_SINCE:
         try:
-            _edit(view, "pipeline", pipeline, "", (info or {}).get("metadata"), values)
+            _edit(view, "pipeline", pipeline, "", metadata, values)
             outcome.stamped.append("pipeline-metadata")
         except ClusterError as error:
             outcome.problems.append(f"pipeline metadata: {error}")

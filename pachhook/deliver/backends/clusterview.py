@@ -23,8 +23,8 @@ from pachhook.deliver.backends.rawoutput import ClusterError, messages
 
 Version = Tuple[int, int, int]
 
-# (executable, PACH_CONTEXT, PACH_CONFIG) -> (asked at, version): a worker delivering many
-# jobs through one configuration asks the cluster once every few minutes, not once per job.
+# (executable, context, address or PACH_CONFIG) -> (asked at, version): a worker delivering
+# many jobs to one cluster asks it once every few minutes, not once per job.
 _SERVER_VERSIONS: Dict[Tuple[str, str, str], Tuple[float, Optional[Version]]] = {}
 SERVER_VERSION_SECONDS = 600.0
 
@@ -64,7 +64,14 @@ class PachctlView:
     def server_version(self) -> Optional[Version]:
         """pachd's version from `pachctl version` (the row named pachd), None when it does not say."""
         env = getattr(self.backend, "env", None) or os.environ
-        key = (str(getattr(self.backend, "executable", "")), env.get("PACH_CONTEXT", ""), env.get("PACH_CONFIG", ""))
+        executable = str(getattr(self.backend, "executable", ""))
+        session = getattr(self.backend, "session", None)
+        if session is not None:
+            # Each delivery copies its context into a new private file (session.py): the
+            # context's name and address say which cluster it is, the file's path does not.
+            key = (executable, session.context, "address=" + session.address)
+        else:
+            key = (executable, env.get("PACH_CONTEXT", ""), env.get("PACH_CONFIG", ""))
         cached = _SERVER_VERSIONS.get(key)
         if cached is not None and time.monotonic() - cached[0] < SERVER_VERSION_SECONDS:
             return cached[1]

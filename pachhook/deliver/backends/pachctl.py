@@ -59,6 +59,10 @@ class PipelineState:
     # cluster does not record it; `effective_spec` is the spec with the cluster's defaults.
     user_spec: Optional[Dict[str, Any]] = None
     effective_spec: Optional[Dict[str, Any]] = None
+    # The version's spec commit (`specCommit.id`: the global ID of the jobs the update
+    # started) and its Pachyderm metadata (2.11+), for the stamp after an update.
+    spec_commit: str = ""
+    metadata: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # The cluster's text, which the update step logs and stores: made safe once, here, for
@@ -133,6 +137,8 @@ def state_from_inspect(data: Any, name: str) -> PipelineState:
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     pipeline = _mapping(data.get("pipeline"))
     project = _mapping(pipeline.get("project"))
+    spec_commit = _mapping(data.get("specCommit", data.get("spec_commit")))
+    pachyderm_metadata = _mapping(data.get("metadata"))
     return PipelineState(
         name=str(pipeline.get("name") or name),
         version=str(data.get("version", "")),
@@ -141,6 +147,9 @@ def state_from_inspect(data: Any, name: str) -> PipelineState:
         project=str(project.get("name") or ""),
         user_spec=spec_from_json(data.get("userSpecJson", data.get("user_spec_json"))),
         effective_spec=spec_from_json(data.get("effectiveSpecJson", data.get("effective_spec_json"))),
+        spec_commit=str(spec_commit.get("id") or ""),
+        # 2.x: a map of strings (1.x put the spec's own metadata object here instead)
+        metadata={str(key): value for key, value in pachyderm_metadata.items() if isinstance(value, str)},
     )
 
 

@@ -334,6 +334,7 @@ class Prepared:
     spec_json: str = ""
     extra: Dict[str, str] = field(default_factory=dict)
     result: Optional[StepResult] = None  # set when nothing is to be applied
+    live_version: str = ""  # the version the order check read ("" when there was no pipeline)
 
 
 def run(ctx: StepContext) -> StepResult:
@@ -520,6 +521,7 @@ def _check(prepared: Prepared, backend: Any, context: str) -> None:
                 )
     except BackendError as error:
         raise StepError(str(error), retryable=error.retryable) from None
+    prepared.live_version = current.version if current is not None else ""
     live_commit = current.annotations.get(COMMIT_ANNOTATION, "") if current is not None else ""
     verdict = order.decide(job.commit, live_commit, job.branch, ctx.repo_root, ctx.force, ctx.log)
     if verdict.action == order.NEWER_LIVE:
@@ -578,7 +580,7 @@ def _finish(prepared: Prepared, backend: Any) -> StepResult:
     assert path is not None
     try:
         after = backend.inspect(rendered.pipeline, rendered.project)
-        overtaken = _restore_if_overtaken(ctx, backend, rendered, after, path)
+        overtaken = _restore_if_overtaken(ctx, backend, rendered, after, path, prepared.live_version)
     except BackendError as error:
         raise StepError(str(error), retryable=error.retryable) from None
     if overtaken:
@@ -599,13 +601,15 @@ def _finish(prepared: Prepared, backend: Any) -> StepResult:
         data["late_cancel"] = "1"
     data.update(
         stamp_and_verify(
-            ctx, backend, rendered, _image_from_results(ctx)["digest"], prepared.config, prepared.environment
+            ctx, backend, rendered, _image_from_results(ctx)["digest"], prepared.config, prepared.environment, after
         )
     )
     return StepResult("done", data, f"{rendered.pipeline} v{after.version} in {prepared.where}" + _cluster_note(data))
 
 
-def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec, after: Any, path: Path) -> str:
+def _restore_if_overtaken(
+    ctx: StepContext, backend: Any, rendered: RenderedSpec, after: Any, path: Path, live_version: str = ""
+) -> str:
     """Undo the one race the order check leaves open; the newer commit when it had to.
 
     `update pipeline` has no compare-and-swap: a newer commit may be applied by another
@@ -614,6 +618,12 @@ def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec
     read (`inspect pipeline NAME^N`); when it names a descendant of this job's commit, its
     user spec is applied again, so the cluster ends on the newer commit, and the job is
     superseded. The window left is between that read and that re-apply.
+
+    When the version read back is the one right after `live_version` (the version the order
+    check read), nothing was applied in between: the version below is the one that check
+    approved, and it is not read again (pachd numbers a pipeline's versions one by one:
+    src/server/pps/server/api_server.go, initializePipelineInfo,
+    `pipelineInfo.Version = oldPipelineInfo.Version + 1`).
     """
     job = ctx.job
     if after is None:
@@ -622,6 +632,8 @@ def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec
     if now_live != job.commit:
         # Another deliverer applied right after this apply: superseded when that is newer.
         return now_live if now_live and _descends_from(now_live, job.commit, ctx) else ""
+    if _follows(after.version, live_version):
+        return ""
     # The first version below this commit's own (several deliverers may have applied
     # this same commit in a row) is the one this apply replaced.
     previous = None
@@ -646,6 +658,14 @@ def _restore_if_overtaken(ctx: StepContext, backend: Any, rendered: RenderedSpec
     return newer
 
 
+def _follows(version: str, live_version: str) -> bool:
+    """Whether `version` is the one right after `live_version` ("": there was no pipeline)."""
+    try:
+        return int(version) == (int(live_version) if live_version else 0) + 1
+    except ValueError:
+        return False
+
+
 def _descends_from(live: str, commit: str, ctx: StepContext) -> bool:
     """Whether `live` is a newer commit of the job's branch, fetched first when this clone lacks it.
 
@@ -658,12 +678,21 @@ def _descends_from(live: str, commit: str, ctx: StepContext) -> bool:
 
 
 def stamp_and_verify(
-    ctx: StepContext, backend: Any, rendered: RenderedSpec, digest: str, config: Any, environment: Any = None
+    ctx: StepContext,
+    backend: Any,
+    rendered: RenderedSpec,
+    digest: str,
+    config: Any,
+    environment: Any = None,
+    applied: Any = None,
 ) -> Dict[str, str]:
     """After the apply: provenance into Pachyderm metadata, then the job the update started
     (pachhook/deliver/stamp.py). Never fails the step: the pipeline is updated.
 
-    `verify` and `verify_timeout` are the environment's when it sets them, else the top-level keys."""
+    `verify` and `verify_timeout` are the environment's when it sets them, else the top-level keys.
+    `applied` is the read-back of the version this job applied: when it names its spec commit
+    (the job to verify), the stamp needs no read of its own, and stamps this version's job
+    even when another deliverer applies right after."""
     from pachhook.deliver.stamp import after_update, stamp_values
 
     verify = getattr(environment, "verify", None)
@@ -676,6 +705,7 @@ def stamp_and_verify(
         verify=bool(getattr(config, "verify", True) if verify is None else verify),
         timeout=float(getattr(config, "verify_timeout", 300.0) if timeout is None else timeout),
         log=ctx.log,
+        applied=applied,
     )
     return outcome.result()
 

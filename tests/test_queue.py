@@ -516,6 +516,20 @@ def test_the_hook_path_stays_off_heavy_imports(tmp_path: Path):
     assert sorted(modules & set(HEAVY)) == []
 
 
+def test_the_hook_path_stays_off_heavy_imports_without_the_editable_finder(tmp_path: Path):
+    """As pip installs pachhook for pre-commit: no editable-install finder, which imports
+    pathlib, re and contextlib itself in `site` and so hides them from the test above."""
+    repo = make_repo(tmp_path, config='worker = "manual"\n')
+    repo.pachhook("queue", check=True)
+    repo.write("edges/run.sh", "echo new\n")
+    repo.commit("edges")
+    env = dict(repo.env, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = run([sys.executable, "-S", "-X", "importtime", "-m", "pachhook", "queue"], repo.path, env)
+    names = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    own = {name.split(".")[0] for name in names[names.index("pachhook") :]}
+    assert sorted(own & set(HEAVY)) == []
+
+
 def test_starting_the_background_worker_imports_none_of_the_worker(tmp_path: Path):
     # The hook starts a worker process; the worker's modules (steps, docker) load there.
     repo = fixed_image_repo(tmp_path, worker="background")

@@ -211,8 +211,6 @@ def check_versions(
     tag_form: str = "full",
 ) -> List[Tuple[str, str]]:
     """Validate each distinct template version once; print the problems; return the bad ones."""
-    from dataclasses import replace
-
     from pachhook.validate.checks import validate_bytes
     from pachhook.validate.reporters import format_text
 
@@ -226,7 +224,7 @@ def check_versions(
             continue
         first = holders[0][:12]
         # git's `rev:path` names the file as it stands in that commit.
-        placed = [replace(item, file=f"{first}:{path}") for item in diagnostics]
+        placed = [item.replace(file=f"{first}:{path}") for item in diagnostics]
         print(format_text(placed), file=sys.stderr)
         if len(holders) > 1:
             print(f"  (the same version of {path} is in {len(holders) - 1} more pushed commit(s))", file=sys.stderr)

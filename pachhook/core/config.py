@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from pachhook.core.globs import glob_problem
+from pachhook.core.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
@@ -38,24 +39,7 @@ WORKER_MODES = ("background", "manual")
 BACKENDS = ("pachctl", "api")
 
 
-class _Record:
-    """Equality and repr from the fields, like a dataclass.
-
-    Not a dataclass on purpose: `import dataclasses` costs ~25 ms here (it pulls in
-    inspect), a third of the post-commit hook's budget, and this module is on that path.
-    """
-
-    __slots__: Tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name.lstrip('_')}={getattr(self, name.lstrip('_'))!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class ImageConfig(_Record):
+class ImageConfig(Record):
     """How to build one image repository (the part of transform.image before the tag)."""
 
     __slots__ = (
@@ -95,7 +79,7 @@ class ImageConfig(_Record):
         self.builder: Optional[str] = None
 
 
-class Config(_Record):
+class Config(Record):
     """The settings of one repository; `root` and `source` are Paths (made on first use)."""
 
     __slots__ = (

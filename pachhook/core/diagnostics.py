@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Any, Tuple, Union
+
+from pachhook.core.records import Record
 
 JsonPath = Tuple[Union[str, int], ...]
 
@@ -13,28 +14,48 @@ ERROR = "error"
 WARNING = "warning"
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Record):
     """A finding about a parsed value, located by its JSON path inside one document."""
 
-    path: JsonPath
-    message: str
-    severity: str = ERROR
-    rule: str = ""  # short stable id, e.g. "unknown-field", for JSON output and docs
+    __slots__ = ("path", "message", "severity", "rule")
+
+    def __init__(self, path: JsonPath, message: str, severity: str = ERROR, rule: str = "") -> None:
+        self.path = path
+        self.message = message
+        self.severity = severity
+        self.rule = rule  # short stable id, e.g. "unknown-field", for JSON output and docs
 
 
-@dataclass(frozen=True)
-class Diagnostic:
+class Diagnostic(Record):
     """A problem placed in a file: what every output format prints."""
 
-    file: str
-    line: int
-    column: int
-    message: str
-    severity: str = ERROR
-    json_path: str = ""  # "input.cross[1].pfs.repo"; empty for file-level problems
-    rule: str = ""
-    document: int = 0  # 1-based document index in a multi-spec file; 0 when not applicable
+    __slots__ = ("file", "line", "column", "message", "severity", "json_path", "rule", "document")
+
+    def __init__(
+        self,
+        file: str,
+        line: int,
+        column: int,
+        message: str,
+        severity: str = ERROR,
+        json_path: str = "",
+        rule: str = "",
+        document: int = 0,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+        self.severity = severity
+        self.json_path = json_path  # "input.cross[1].pfs.repo"; empty for file-level problems
+        self.rule = rule
+        self.document = document  # 1-based document index in a multi-spec file; 0 when not applicable
+
+    def replace(self, **changes: Any) -> "Diagnostic":
+        """A copy with `changes` applied (what dataclasses.replace did)."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return Diagnostic(**values)
 
 
 LONGEST_SHOWN_KEY = 64  # a longer key is shortened in paths: a diagnostic stays a readable line

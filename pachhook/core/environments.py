@@ -215,7 +215,7 @@ def default_branch(root: Any = None) -> str:
     from pachhook.core import gitrepo
 
     try:
-        common = os.fspath(gitrepo.git_common_dir(root))
+        common = gitrepo.git_common_dir_text(root)
     except Exception:  # not a repository: the conventional name
         return "main"
     head = _read(os.path.join(common, "refs", "remotes", "origin", "HEAD"))

@@ -280,7 +280,12 @@ def repo_root(cwd: Optional[PathLike] = None) -> Path:
 
 
 def git_common_dir(cwd: Optional[PathLike] = None) -> Path:
-    return _path(_text(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd))
+    return _path(git_common_dir_text(cwd))
+
+
+def git_common_dir_text(cwd: Optional[PathLike] = None) -> str:
+    """The git common dir as text: for the post-commit hook, which never imports pathlib."""
+    return _text(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd)
 
 
 def git_dir(cwd: Optional[PathLike] = None) -> Path:

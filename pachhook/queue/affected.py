@@ -32,7 +32,7 @@ CACHE_VERSION = "2"  # 2: entries say whether the file looks like a pipeline spe
 
 
 class Affected:
-    """The outcome of `find_affected` (a plain class: see config._Record on dataclasses)."""
+    """The outcome of `find_affected` (a plain class: see core/records.py on dataclasses)."""
 
     __slots__ = ("jobs", "templates", "problems")
 

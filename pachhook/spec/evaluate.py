@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from pachhook.core.diagnostics import JsonPath
+from pachhook.core.records import Record
 
 SCHEMA_PATH = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pipeline-spec.schema.json"
@@ -266,8 +266,7 @@ def _type_ok(value: Any, kind: str, types: Tuple[str, ...]) -> bool:
     return kind == "integer" and "number" in types
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(Record):
     """One keyword a value failed: `kind` names it, `path` is where it is reported.
 
     kind: "type", "described" (a scalar definition such as a duration, as a whole), "enum",
@@ -276,11 +275,14 @@ class Failure:
     "too-deep". `detail` is the missing or unknown key, or the two spellings.
     """
 
-    kind: str
-    path: JsonPath
-    node: SchemaNode
-    value: Any
-    detail: Any = None
+    __slots__ = ("kind", "path", "node", "value", "detail")
+
+    def __init__(self, kind: str, path: JsonPath, node: SchemaNode, value: Any, detail: Any = None) -> None:
+        self.kind = kind
+        self.path = path
+        self.node = node
+        self.value = value
+        self.detail = detail
 
 
 class Evaluator:
@@ -437,12 +439,14 @@ class Evaluator:
         return False
 
 
-@dataclass
 class Evaluation:
-    failures: List[Failure]
-    defs: Defs
-    truncated: bool  # stopped at the limit: more failures were not looked for
-    too_deep: bool  # Python's recursion limit was reached
+    __slots__ = ("failures", "defs", "truncated", "too_deep")
+
+    def __init__(self, failures: List[Failure], defs: Defs, truncated: bool, too_deep: bool) -> None:
+        self.failures = failures
+        self.defs = defs
+        self.truncated = truncated  # stopped at the limit: more failures were not looked for
+        self.too_deep = too_deep  # Python's recursion limit was reached
 
 
 def evaluate(document: Any, limit: int = MAX_PROBLEMS) -> Evaluation:

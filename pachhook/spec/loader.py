@@ -27,11 +27,11 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from pachhook.core.diagnostics import ERROR, WARNING, Diagnostic, JsonPath, Problem, format_json_path
+from pachhook.core.records import Record
 
 # A spec is a few kB; a file of 480 pipelines is ~220 kB. These bounds are also the hook's
 # time bound: JSON is read by the C parser (~1 s per MB of the tiniest values), YAML through
@@ -53,8 +53,7 @@ _JSON_START = re.compile(rb"\s*[\[{]")
 _DOC_MARKER = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
 
 
-@dataclass
-class Document:
+class Document(Record):
     """One pipeline spec (a mapping) of a file.
 
     `index` is its 1-based position among the specs of the file; `locate(path)` gives
@@ -62,10 +61,14 @@ class Document:
     or of the closest enclosing value that exists.
     """
 
-    value: Dict[str, Any]
-    index: int
-    _positions: "_Positions" = field(repr=False, compare=False)
-    _prefix: JsonPath = field(default=(), repr=False, compare=False)
+    __slots__ = ("value", "index", "_positions", "_prefix")
+    _compared = ("value", "index")
+
+    def __init__(self, value: Dict[str, Any], index: int, positions: "_Positions", prefix: JsonPath = ()) -> None:
+        self.value = value
+        self.index = index
+        self._positions = positions
+        self._prefix = prefix
 
     def locate(self, path: JsonPath) -> Position:
         return self._positions.find(self._prefix + tuple(path))
@@ -88,11 +91,16 @@ class Document:
         )
 
 
-@dataclass
-class LoadedFile:
-    documents: List[Document] = field(default_factory=list)
-    diagnostics: List[Diagnostic] = field(default_factory=list)
-    specs: int = field(default=0, repr=False, compare=False)  # counted against MAX_SPECS
+class LoadedFile(Record):
+    __slots__ = ("documents", "diagnostics", "specs")
+    _compared = ("documents", "diagnostics")
+
+    def __init__(
+        self, documents: Optional[List[Document]] = None, diagnostics: Optional[List[Diagnostic]] = None
+    ) -> None:
+        self.documents: List[Document] = documents if documents is not None else []
+        self.diagnostics: List[Diagnostic] = diagnostics if diagnostics is not None else []
+        self.specs = 0  # counted against MAX_SPECS
 
 
 class _Positions:
@@ -538,12 +546,20 @@ def _duplicate(name: str, path: JsonPath, where: Position, first: Position) -> D
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\],:]|[^\s{}\[\],:"]+')
 
 
-@dataclass
 class _JsonScan:
-    positions: Dict[JsonPath, Position]
-    second_root: Optional[Position]
-    duplicates: List[Tuple[JsonPath, Position, Position]]  # (path, position, first position)
-    long_keys: List[Tuple[JsonPath, Position]]
+    __slots__ = ("positions", "second_root", "duplicates", "long_keys")
+
+    def __init__(
+        self,
+        positions: Dict[JsonPath, Position],
+        second_root: Optional[Position],
+        duplicates: List[Tuple[JsonPath, Position, Position]],  # (path, position, first position)
+        long_keys: List[Tuple[JsonPath, Position]],
+    ) -> None:
+        self.positions = positions
+        self.second_root = second_root
+        self.duplicates = duplicates
+        self.long_keys = long_keys
 
 
 _SCAN_BUDGET = 100_000  # tokens; later values of a huge file are placed at their parents

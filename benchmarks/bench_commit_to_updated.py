@@ -1,0 +1,391 @@
+"""From `git commit` to pipeline updated: pachhook against the hand script it replaces (issue 16).
+
+    set -a; . /tmp/phk/env; set +a      # the services tests/services/up starts
+    python benchmarks/bench_commit_to_updated.py [--runs 5] [--cases code,template,shared,many]
+        [--shared 10] [--images 20] [--parallel 4] [--json FILE]
+
+Four cases, each a repository made twice (one per variant) and changed the same way every
+run; the variants alternate run by run, so both see the same load; medians of --runs timed
+runs after one untimed run (which fills the engine's cache and creates the pipelines):
+
+- code:     one pipeline, one image; the commit changes the image's code;
+- template: the same repository; the commit changes only the template (pachhook reuses the
+            image it built; the hand script builds again, every layer from the cache);
+- shared:   --shared pipelines (default 10) whose templates name one image; the commit
+            changes that image's code;
+- many:     --images pipelines (default 20), each with an image of its own; the commit
+            changes every image's code.
+
+The variants (--variants, default all three), timed as whole processes from the start of
+`git commit` to the end of the delivery:
+
+- pachhook: `git commit` with the plain hooks `pachhook install` writes (pre-commit
+  `validate --staged`, post-commit `queue`), `worker = "manual"`, then `pachhook run
+  --quiet`, which builds, pushes, updates, stamps and verifies as the background worker does
+  (the background worker itself is not waited for here; its start costs the commit ~nothing);
+- ci: `git commit` with no hooks, then `pachhook run --commit HEAD --quiet` (docs/ci.md):
+  the commit's images built concurrently, a shared image once, the updates in one
+  transaction;
+- hand: `git commit` with no hooks, then a shell script: `docker build` and `docker push` of
+  each image tagged with the commit's SHA (in the many case `xargs -P --parallel`, default
+  4, builds and pushes at once), `sed` to put the tag into each template, and one `pachctl
+  update pipeline -f` per pipeline; no stamp, no wait for the job the update started.
+
+Both use the same Docker CLI (PACHHOOK_DOCKER_CLI, else `docker`, BuildKit on), the test
+engine and open registry of tests/services (DOCKER_HOST and the registry from its env file)
+and the pachctl TEST DOUBLE of tests/doubles (a Python script: every pachctl call costs a
+Python start here, where the real pachctl is a Go binary), each variant with its own double
+state. The Dockerfile is the same for both: the offline base image and a COPY of the
+context. Every change holds the variant's name and a fresh token, so neither variant's
+build is ever a cache hit of the other's.
+
+Printed: a Markdown table of medians and ratios (each pachhook variant / hand), when the last
+pipeline's new version was stored (pachhook goes on to stamp and verify after it), and the
+pachctl calls each variant made per run; --json writes the raw timings too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+DOUBLES = CHECKOUT / "tests" / "doubles"
+sys.path.insert(0, str(CHECKOUT / "tests"))
+
+CASES = ("code", "template", "shared", "many")
+# pachhook: the hooks queue, `pachhook run` drains (what the background worker does);
+# ci: no hooks, `pachhook run --commit HEAD` (docs/ci.md); hand: the hand script.
+VARIANTS = ("pachhook", "ci", "hand")
+
+
+@dataclass
+class Layout:
+    """What a case's repository holds: pipelines, and the image (folder) each one uses."""
+
+    pipelines: Dict[str, str]  # pipeline name -> image folder
+    change: str  # "code" or "template"
+
+    @property
+    def folders(self) -> List[str]:
+        return sorted(set(self.pipelines.values()))
+
+
+def layout_of(case: str, shared: int, images: int) -> Layout:
+    if case == "code":
+        return Layout({"edges": "edges"}, "code")
+    if case == "template":
+        return Layout({"edges": "edges"}, "template")
+    if case == "shared":
+        return Layout({f"stage{n:02d}": "shared" for n in range(shared)}, "code")
+    if case == "many":
+        return Layout({f"model{n:02d}": f"model{n:02d}" for n in range(images)}, "code")
+    raise SystemExit(f"unknown case {case!r} (known: {', '.join(CASES)})")
+
+
+@dataclass
+class Variant:
+    """One variant's repository, pachctl double state and environment for one case."""
+
+    name: str
+    repo: Path
+    state: Path
+    env: Dict[str, str]
+    image_prefix: str
+    times: List[float] = field(default_factory=list)
+    applied: List[float] = field(default_factory=list)  # seconds to the last pipeline's new version
+    calls: List[int] = field(default_factory=list)
+
+
+def run(args: Sequence[str], cwd: Path, env: Dict[str, str], timeout: float = 900) -> str:
+    done = subprocess.run(
+        list(args), cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{shlex.join(args)} failed ({done.returncode}) in {cwd}:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def template_text(pipeline: str, image: str, run_note: str) -> str:
+    spec = {
+        "pipeline": {"name": pipeline},
+        "description": f"{pipeline} ({run_note})",
+        "input": {"pfs": {"repo": "images", "glob": "/*"}},
+        "transform": {"image": image + ":{{ tag }}", "cmd": ["sh", "/app/run.sh"]},
+    }
+    return json.dumps(spec, indent=2) + "\n"
+
+
+def template_path(layout: Layout, pipeline: str) -> str:
+    folder = layout.pipelines[pipeline]
+    # Pipelines sharing an image keep their templates in folders of their own.
+    return f"{folder}/pipeline.json" if folder == pipeline else f"pipelines/{pipeline}/pipeline.json"
+
+
+def hand_script(layout: Layout, variant: Variant, docker: str, parallel: int) -> str:
+    """The script a user would keep next to the code: build, push, fill in the tag, update."""
+    lines = [
+        "#!/bin/sh",
+        "# by hand: build and push each image tagged with the commit, then update each pipeline",
+        "set -eu",
+        "sha=$(git rev-parse HEAD)",
+        f"docker={shlex.quote(docker)}",
+        "build() {",
+        f'  "$docker" build -q -t "{variant.image_prefix}/$1:$sha" "$1" >/dev/null',
+        f'  "$docker" push -q "{variant.image_prefix}/$1:$sha" >/dev/null',
+        "}",
+    ]
+    folders = layout.folders
+    if len(folders) > 1:
+        lines += [
+            "export docker sha",
+            f"printf '%s\\n' {' '.join(folders)} | xargs -P {parallel} -I{{}} sh -c "
+            + shlex.quote(
+                f'"$docker" build -q -t "{variant.image_prefix}/$1:$sha" "$1" >/dev/null'
+                f' && "$docker" push -q "{variant.image_prefix}/$1:$sha" >/dev/null'
+            )
+            + " sh {}",
+        ]
+    else:
+        lines.append(f"build {folders[0]}")
+    for pipeline in layout.pipelines:
+        path = template_path(layout, pipeline)
+        lines += [
+            f'sed "s/{{{{ tag }}}}/$sha/g" {path} > .spec-{pipeline}.json',
+            f"pachctl update pipeline -f .spec-{pipeline}.json",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def make_repo(layout: Layout, variant: Variant, base_image: str, docker: str, parallel: int) -> None:
+    repo = variant.repo
+    repo.mkdir(parents=True)
+    run(["git", "init", "-q", "-b", "main"], repo, variant.env)
+    ignore = [".spec-*.json"]
+    for folder in layout.folders:
+        (repo / folder).mkdir(parents=True, exist_ok=True)
+        (repo / folder / "Dockerfile").write_text(f"FROM {base_image}\nCOPY . /app\n")
+        (repo / folder / "run.sh").write_text(f"echo {folder} {variant.name} {uuid.uuid4().hex}\n")
+    for pipeline, folder in layout.pipelines.items():
+        path = repo / template_path(layout, pipeline)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(template_text(pipeline, f"{variant.image_prefix}/{folder}", "first"))
+    if variant.name != "hand":
+        config = ['worker = "manual"']
+        for folder in layout.folders:
+            if folder not in layout.pipelines:  # a shared image: its own folder and Dockerfile
+                config += [f'[images."{variant.image_prefix}/{folder}"]', f'context = "{folder}"']
+                config += [f'dockerfile = "{folder}/Dockerfile"']
+        (repo / ".pachhook.toml").write_text("\n".join(config) + "\n")
+        if variant.name == "pachhook":
+            run([sys.executable, "-m", "pachhook", "install"], repo, variant.env)
+    else:
+        (repo / "deliver.sh").write_text(hand_script(layout, variant, docker, parallel))
+    (repo / ".gitignore").write_text("\n".join(ignore) + "\n")
+
+
+def change(layout: Layout, variant: Variant, n: int) -> None:
+    """The run's change: every image's code, or the templates only."""
+    token = f"{variant.name} run {n} {uuid.uuid4().hex}"
+    if layout.change == "code":
+        for folder in layout.folders:
+            (variant.repo / folder / "run.sh").write_text(f"echo {folder} {token}\n")
+    else:
+        for pipeline, folder in layout.pipelines.items():
+            path = variant.repo / template_path(layout, pipeline)
+            path.write_text(template_text(pipeline, f"{variant.image_prefix}/{folder}", token))
+
+
+def pachctl_calls(variant: Variant) -> int:
+    calls = variant.state / "calls.jsonl"
+    return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+
+def commit_and_deliver(variant: Variant, n: int) -> float:
+    """Seconds from `git commit` to the end of the delivery, for one variant.
+
+    Also records when the last pipeline's new version was stored (the double's record of
+    it): pachhook goes on after that to stamp and verify, the hand script stops there.
+    """
+    repo, env = variant.repo, variant.env
+    run(["git", "add", "-A"], repo, env)
+    started_at = time.time()
+    start = time.perf_counter()
+    run(["git", "commit", "-q", "-m", f"change {n}"], repo, env)
+    if variant.name == "pachhook":
+        run([sys.executable, "-m", "pachhook", "run", "--quiet"], repo, env)
+    elif variant.name == "ci":
+        run([sys.executable, "-m", "pachhook", "run", "--commit", "HEAD", "--quiet"], repo, env)
+    else:
+        run(["sh", "deliver.sh"], repo, env)
+    elapsed = time.perf_counter() - start
+    variant.applied.append(last_applied(variant.state) - started_at)
+    return elapsed
+
+
+def last_applied(state: Path) -> float:
+    """When the double stored the newest pipeline version (its `at`, protojson's UTC time)."""
+    newest = 0.0
+    for path in (state / "pipelines").glob("*.json"):
+        at = json.loads(path.read_text())["history"][-1]["at"]
+        moment = datetime.datetime.strptime(at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+        newest = max(newest, moment.timestamp())
+    return newest
+
+
+def check_delivered(layout: Layout, variant: Variant) -> None:
+    """Every pipeline's live spec names the image tagged with HEAD (both variants, every run)."""
+    head = run(["git", "rev-parse", "HEAD"], variant.repo, variant.env).strip()
+    for pipeline, folder in layout.pipelines.items():
+        record = json.loads((variant.state / "pipelines" / f"{pipeline}.json").read_text())
+        image = record["spec"]["transform"]["image"]
+        expected = f"{variant.image_prefix}/{folder}:{head}"
+        if image != expected:
+            raise SystemExit(f"{variant.name}: pipeline {pipeline} runs {image}, not {expected}")
+
+
+def base_env(home: Path, services) -> Dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.invalid\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PRE_COMMIT", "PACHCTL_DOUBLE"))}
+    env.update(
+        {
+            "HOME": str(home),
+            "GIT_CONFIG_GLOBAL": str(home / ".gitconfig"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "DOCKER_HOST": services.docker_host,
+            "DOCKER_BUILDKIT": "1",
+            "DOCKER_CONFIG": str(home / ".docker"),
+            # the hooks call `pachhook` by name: this interpreter's scripts, then the double
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), str(DOUBLES), os.environ.get("PATH", "")]),
+            "PYTHONPATH": str(CHECKOUT),
+        }
+    )
+    return env
+
+
+def bench_case(case: str, args: argparse.Namespace, services, work: Path, docker: str) -> Dict[str, object]:
+    layout = layout_of(case, args.shared, args.images)
+    token = uuid.uuid4().hex[:8]
+    variants: List[Variant] = []
+    for name in args.variants:
+        folder = work / case / name
+        state = folder / "pachctl-state"
+        state.mkdir(parents=True)
+        env = base_env(folder / "home", services)
+        env["PACHCTL_DOUBLE_DIR"] = str(state)
+        prefix = f"{services.registry}/bench-c2u-{token}/{name}"
+        variants.append(Variant(name, folder / "repo", state, env, prefix))
+    for variant in variants:
+        make_repo(layout, variant, services.base_image, docker, args.parallel)
+        commit_and_deliver(variant, 0)  # untimed: the pipelines exist, the cache is warm
+        check_delivered(layout, variant)
+    for n in range(1, args.runs + 1):
+        order = variants if n % 2 else list(reversed(variants))
+        for variant in order:
+            change(layout, variant, n)
+            before = pachctl_calls(variant)
+            variant.times.append(commit_and_deliver(variant, n))
+            variant.calls.append(pachctl_calls(variant) - before)
+            check_delivered(layout, variant)
+        print(
+            f"  {case} run {n}: " + ", ".join(f"{v.name} {v.times[-1] * 1000:.0f} ms" for v in variants),
+            file=sys.stderr,
+            flush=True,
+        )
+    result: Dict[str, object] = {"case": case, "pipelines": len(layout.pipelines), "images": len(layout.folders)}
+    for variant in variants:
+        result[variant.name] = {
+            "ms": [round(t * 1000) for t in variant.times],
+            "applied_ms": [round(t * 1000) for t in variant.applied[1:]],  # the untimed run left out
+            "calls": statistics.median(variant.calls),
+        }
+    return result
+
+
+DESCRIPTIONS = {
+    "code": "code change, 1 pipeline",
+    "template": "template-only change, 1 pipeline",
+    "shared": "code change, {pipelines} pipelines sharing 1 image",
+    "many": "code change, {images} images ({pipelines} pipelines)",
+}
+
+
+SHOWN = {"pachhook": "hooks + `pachhook run`", "ci": "`pachhook run --commit`"}
+
+
+def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        f"{args.runs} runs each, variants alternating; medians (min-max); pachctl calls per run",
+        "",
+        "| case | pachhook as | pachhook | hand script | pachhook / hand | last update applied "
+        "(pachhook / hand) | pachctl calls (pachhook / hand) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        name = DESCRIPTIONS[str(result["case"])].format(**result)
+        hand = result["hand"]
+        for variant in [v for v in args.variants if v != "hand"]:
+            ours = result[variant]
+            mine, theirs = statistics.median(ours["ms"]), statistics.median(hand["ms"])
+            lines.append(
+                f"| {name} | {SHOWN[variant]} | {mine:.0f} ms ({min(ours['ms'])}-{max(ours['ms'])}) "
+                f"| {theirs:.0f} ms ({min(hand['ms'])}-{max(hand['ms'])}) | **{mine / theirs:.2f}x** "
+                f"| {statistics.median(ours['applied_ms']):.0f} / {statistics.median(hand['applied_ms']):.0f} ms "
+                f"| {ours['calls']:g} / {hand['calls']:g} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_commit_to_updated.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
+    parser.add_argument("--shared", type=int, default=10, help="pipelines sharing one image (case shared)")
+    parser.add_argument("--images", type=int, default=20, help="images changed in one commit (case many)")
+    parser.add_argument("--parallel", type=int, default=4, help="builds at once in the hand script (case many)")
+    parser.add_argument("--json", metavar="FILE", help="also write the raw timings as JSON")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated, hand among them: " + ", ".join(VARIANTS)
+    )
+    args = parser.parse_args(argv)
+    args.variants = [name.strip() for name in args.variants.split(",") if name.strip()]
+    if "hand" not in args.variants or not set(args.variants) <= set(VARIANTS) or len(args.variants) < 2:
+        parser.error(f"--variants: hand and at least one of {', '.join(VARIANTS[:-1])}")
+
+    import services as test_services
+
+    found, reason = test_services.load_services()
+    if found is None:
+        print(f"bench_commit_to_updated: {reason} (run tests/services/up)", file=sys.stderr)
+        return 2
+    docker = shutil.which(os.environ.get("PACHHOOK_DOCKER_CLI") or "docker")
+    if docker is None:
+        print("bench_commit_to_updated: no docker CLI (set PACHHOOK_DOCKER_CLI)", file=sys.stderr)
+        return 2
+    os.environ["PACHHOOK_DOCKER_CLI"] = docker
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-c2u-") as tmp:
+        for case in [name.strip() for name in args.cases.split(",") if name.strip()]:
+            results.append(bench_case(case, args, found, Path(tmp), docker))
+    print(report(results, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

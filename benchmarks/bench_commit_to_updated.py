@@ -209,6 +209,21 @@ def change(layout: Layout, variant: Variant, n: int) -> None:
             path.write_text(template_text(pipeline, f"{variant.image_prefix}/{folder}", token))
 
 
+def pachctl_call_ms(variant: Variant, times: int = 5) -> float:
+    """What one call of the pachctl double costs here (median wall ms of `pachctl inspect pipeline`).
+
+    The double is a Python script: a variant's share of time spent starting it is about
+    its call count times this (the real pachctl is a Go binary).
+    """
+    name = sorted((variant.state / "pipelines").glob("*.json"))[0].stem
+    spent = []
+    for _ in range(times):
+        start = time.perf_counter()
+        run(["pachctl", "inspect", "pipeline", name, "--raw"], variant.repo, variant.env)
+        spent.append((time.perf_counter() - start) * 1000)
+    return statistics.median(spent)
+
+
 def pachctl_calls(variant: Variant) -> int:
     calls = variant.state / "calls.jsonl"
     return len(calls.read_text().splitlines()) if calls.exists() else 0
@@ -307,6 +322,7 @@ def bench_case(case: str, args: argparse.Namespace, services, work: Path, docker
             flush=True,
         )
     result: Dict[str, object] = {"case": case, "pipelines": len(layout.pipelines), "images": len(layout.folders)}
+    result["pachctl_call_ms"] = pachctl_call_ms(next(v for v in variants if v.name == "hand"))
     for variant in variants:
         result[variant.name] = {
             "ms": [round(t * 1000) for t in variant.times],
@@ -329,7 +345,10 @@ SHOWN = {"pachhook": "hooks + `pachhook run`", "ci": "`pachhook run --commit`"}
 
 def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        f"{args.runs} runs each, variants alternating; medians (min-max); pachctl calls per run",
+        f"{args.runs} runs each, variants alternating; medians (min-max); pachctl calls per run"
+        " (one call of the pachctl double: "
+        + ", ".join(f"{r['case']} {r['pachctl_call_ms']:.0f} ms" for r in results)
+        + ")",
         "",
         "| case | pachhook as | pachhook | hand script | pachhook / hand | last update applied "
         "(pachhook / hand) | pachctl calls (pachhook / hand) |",

@@ -112,8 +112,9 @@ def after_update(
     if supported < (2, 0, 0):
         outcome.verify = "not supported before Pachyderm 2.0 (no global IDs)"
         return outcome
-    if applied is not None and getattr(applied, "spec_commit", ""):
-        job_id, metadata = clean(applied.spec_commit, 64), applied.metadata
+    read_back = str(getattr(applied, "spec_commit", None) or "")
+    if read_back:
+        job_id, metadata = clean(read_back, 64), getattr(applied, "metadata", None)
     else:
         try:
             info = view.pipeline(pipeline)

@@ -204,6 +204,9 @@ def test_a_live_pipeline_other_than_from_names_is_refused_unless_forced(repo):
     )
     assert live(repo)["version"] == 2
     assert "held:" not in repo.pachhook("status").stdout
+    out = repo.pachhook("rollback", "edges", "--to", good, "--from", "main~1")  # a commit, resolved by git
+    assert out.returncode == 1
+    assert f"not {good[:12]} as --from says" in out.stderr
     # what the user saw, as git names it (here main's tip), matches what runs
     assert repo.pachhook("rollback", "edges", "--to", good, "--from", "main").returncode == 0
     assert live(repo)["version"] == 3

@@ -333,8 +333,9 @@ def _rollback(
     out(f"rollback {pipeline} in {where}: from {running}")
     out(f"  to the user spec of {goal}, from the {'local ledger' if target.source == 'ledger' else 'cluster history'}")
     if request.expect and not expected_live(request.expect, live_version, live_commit):
+        seen = request.expect[:12] if _SHA.match(request.expect) else one_line(request.expect, 80)
         line = _refuse_or_force(
-            f"the live pipeline is {running}, not {request.expect} as --from says: it changed since you looked",
+            f"the live pipeline is {running}, not {seen} as --from says: it changed since you looked",
             request.force,
         )
         out(f"  {line}")

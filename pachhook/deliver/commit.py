@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -26,10 +24,9 @@ from pachhook.core import gitrepo
 from pachhook.core.config import Config, ConfigError, load_config_at
 from pachhook.core.environments import environment_for
 from pachhook.deliver.cireport import RunReport
-from pachhook.deliver.clibuild import stop_builds
 from pachhook.deliver.holds import Holds, PipelineKey
 from pachhook.deliver.runner import StepHooks, one_line, run_steps
-from pachhook.deliver.sharedimages import SharedImages
+from pachhook.deliver.sharedimages import SharedImages, deliver_concurrently
 from pachhook.deliver.steps.base import StepContext, StepResult, run_step
 from pachhook.deliver.steps.update import run_together
 from pachhook.queue.affected import commit_templates, foreign_file, parse_template
@@ -178,7 +175,7 @@ def deliver_commit(
     )
     if dry_run:
         _show_plan(info.root, commit, branch, config, out)
-    delivered = _build_and_push_all(
+    delivered = deliver_concurrently(
         pipelines,
         lambda item, say, shared: _build_and_push(
             info.root, info.common_dir, commit, branch, item, dry_run, say, shared, environment.name, force, live
@@ -227,48 +224,6 @@ class _UntilUpdate(StepHooks):
 
     def starting(self, name: str, ctx: StepContext) -> bool:
         return name != "update"
-
-
-def _build_and_push_all(
-    pipelines: List[Planned],
-    deliver_one: Callable[[Planned, Output, SharedImages], Tuple[Outcome, Optional[StepContext]]],
-    limit: int,
-    out: Output,
-) -> List[Tuple[Outcome, Optional[StepContext]]]:
-    """Build and push every pipeline's image, `limit` at a time; results in the plan's order.
-
-    Builds do not wait for each other: the order of the DAG matters to the updates only, and
-    those are applied together once every image is in place. A failure is its pipeline's
-    own; the others build on, so every failure of the commit is reported at once. Pipelines
-    sharing an image come last, so that each distinct image starts before any wait for one.
-    """
-    shared = SharedImages()
-    printing = threading.Lock()
-
-    def say(line: str) -> None:
-        with printing:  # one line at a time, whichever thread it comes from
-            out(line)
-
-    if limit <= 1 or len(pipelines) <= 1:
-        return [deliver_one(item, say, shared) for item in pipelines]
-    first_seen: Dict[str, int] = {}
-    for index, item in enumerate(pipelines):
-        first_seen.setdefault(item.image or f"\0{index}", index)
-    starting_order = sorted(
-        range(len(pipelines)), key=lambda i: (first_seen.get(pipelines[i].image or f"\0{i}") != i, i)
-    )
-    pool = ThreadPoolExecutor(max_workers=min(limit, len(pipelines)), thread_name_prefix="pachhook-build")
-    try:
-        futures = {index: pool.submit(deliver_one, pipelines[index], say, shared) for index in starting_order}
-        return [futures[index].result() for index in range(len(pipelines))]
-    except BaseException:
-        # Ctrl-C (or SIGTERM, raised as KeyboardInterrupt): builds not started never start, and
-        # the running ones end their docker CLI instead of finishing unseen.
-        pool.shutdown(wait=False, cancel_futures=True)
-        stop_builds()
-        raise
-    finally:
-        pool.shutdown(wait=True)
 
 
 def _build_and_push(

@@ -1,4 +1,5 @@
-"""One commit's images: an image several pipelines share is built and pushed once.
+"""One commit's images: built and pushed concurrently (`deliver_concurrently`, bounded by
+`build_concurrency`), and an image several pipelines share built and pushed once.
 
 Pipelines that name the same image repository get the same tag (the commit), so they share
 IMAGE:TAG: the first pipeline to reach the build (or push) of it does the work, and the
@@ -14,9 +15,11 @@ is never carried to a later delivery, where the engine or the registry may have 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
+from pachhook.deliver.clibuild import stop_builds
 from pachhook.deliver.steps.base import StepError, StepResult
 
 _PAST = {"build": "built", "push": "pushed"}
@@ -84,3 +87,51 @@ class SharedImages:
             message=f"{image_ref} {_PAST.get(step, step)} once for {slot.owner}, which shares the image"
             + (f" ({done.outcome})" if done.outcome != "done" else ""),
         )
+
+
+Item = TypeVar("Item")
+Delivered = TypeVar("Delivered")
+
+
+def deliver_concurrently(
+    items: Sequence[Item],
+    deliver_one: Callable[[Item, Callable[[str], None], SharedImages], Delivered],
+    limit: int,
+    out: Callable[[str], None],
+    image_of: Callable[[Item], str] = lambda item: str(getattr(item, "image", "")),
+) -> List[Delivered]:
+    """`deliver_one(item, say, shared)` for every item (a pipeline's build and push), `limit` at
+    a time; the results in the items' order.
+
+    Builds do not wait for each other: the order of the DAG matters to the updates only, and
+    those are applied together once every image is in place. A failure is its pipeline's
+    own; the others build on, so every failure of the commit is reported at once. `say`
+    prints one whole line at a time, whichever thread it comes from. Items sharing an image
+    (`image_of`) start after every distinct image has started, so no thread waits for a
+    build that has not begun.
+    """
+    shared = SharedImages()
+    printing = threading.Lock()
+
+    def say(line: str) -> None:
+        with printing:
+            out(line)
+
+    if limit <= 1 or len(items) <= 1:
+        return [deliver_one(item, say, shared) for item in items]
+    first_of: Dict[str, int] = {}
+    for index, item in enumerate(items):
+        first_of.setdefault(image_of(item) or f"\0{index}", index)
+    starting_order = sorted(range(len(items)), key=lambda i: (first_of.get(image_of(items[i]) or f"\0{i}") != i, i))
+    pool = ThreadPoolExecutor(max_workers=min(limit, len(items)), thread_name_prefix="pachhook-build")
+    try:
+        futures = {index: pool.submit(deliver_one, items[index], say, shared) for index in starting_order}
+        return [futures[index].result() for index in range(len(items))]
+    except BaseException:
+        # Ctrl-C (or SIGTERM, raised as KeyboardInterrupt): builds not started never start, and
+        # the running ones end their docker CLI instead of finishing unseen.
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_builds()
+        raise
+    finally:
+        pool.shutdown(wait=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -243,3 +244,33 @@ def test_build_concurrency_must_be_a_small_whole_number(tmp_path, value, shown):
 
 def test_build_concurrency_defaults_to_two(tmp_path):
     assert load_config(tmp_path).build_concurrency == 2
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_concurrent_builds_ends_them_and_exits_130(tmp_path, docker_env, double):  # noqa: F811
+    repo, images = distinct_images(tmp_path, docker_env, concurrency=2, runs=["sleep 60", "sleep 60"])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pachhook", "run", "--commit", "HEAD"],
+        cwd=repo,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    running = set()
+    for line in process.stdout:  # until both builds' slow RUN is under way
+        if "… running" in line:
+            running.add(line.split(":", 1)[0])
+        if running == {"p0", "p1"}:
+            break
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err == "pachhook run: interrupted\n"
+    assert time.monotonic() - interrupted < 30  # the 60 s RUNs were ended, not waited for
+    # no docker CLI of this run is left building
+    left = subprocess.run(["pgrep", "-f", f"docker build .*{images[0]}"], capture_output=True, text=True)
+    assert left.stdout == ""
+    assert received(double) == []

@@ -95,6 +95,11 @@ def _push_step(
     return result
 
 
+def _count(value: Any) -> int:
+    """A byte count of the engine's progress (a number; anything else counts as unknown)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0
+
+
 class _LayerShares:
     """A layer's push in the log: its share every SHARE_SECONDS while it goes (the engine
     sends one event per chunk: far too many lines for a log)."""
@@ -279,10 +284,11 @@ class _Pusher:
                 aux = event.get("aux")
                 if isinstance(aux, dict) and aux.get("Digest"):
                     digest = aux["Digest"]
-                status, layer = event.get("status", ""), event.get("id", "")
+                # the engine's words: cleaned (no control sequences, bounded) before any log or screen
+                status, layer = one_line(event.get("status", ""), 300), one_line(event.get("id", ""), 80)
                 detail = event.get("progressDetail") or {}
                 if status and layer:
-                    current, total = int(detail.get("current") or 0), int(detail.get("total") or 0)
+                    current, total = _count(detail.get("current")), _count(detail.get("total"))
                     if view is not None:
                         view.layer(layer, status, current, total)
                     if status == "Pushing" and total:

@@ -4,6 +4,12 @@ import os as _os
 
 from hypothesis import settings as _settings
 
+# Before anything imports grpc (the API test double, pachyderm-sdk), as
+# pachhook/deliver/backends/api.py does for the product: grpc's fork handlers would restart
+# its event engine in every child forked later by this process (run_cli's preexec_fn), and
+# the child then aborts with "epoll_wait error: Bad file descriptor".
+_os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 # Local runs explore new examples each time; CI runs the same examples every time, so a
 # landing is never decided by a lucky draw (a failure found locally is fixed, not skipped).
 _settings.register_profile("ci", derandomize=True, print_blob=True)

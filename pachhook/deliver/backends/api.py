@@ -27,6 +27,12 @@ from pachhook.deliver.backends.rawoutput import ClusterError
 
 INSTALL_HINT = "pip install 'pachhook[api]'"
 
+# grpc's fork handlers restart its event engine in a forked child, which then aborts
+# ("epoll_wait error: Bad file descriptor", SIGABRT) when this process forks after an API
+# call: the worker's Jsonnet child, or a subprocess with preexec_fn. pachhook never uses
+# grpc in a child, so the handlers are turned off before grpc is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 
 def config_path() -> Path:
     """Where pachctl keeps its configuration (PACH_CONFIG, else ~/.pachyderm/config.json)."""

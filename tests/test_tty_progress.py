@@ -61,10 +61,10 @@ def run_on_a_terminal(repo: Path, *args: str, timeout: float = 600) -> "tuple[in
     return status, b"".join(chunks).decode("utf-8", "replace")
 
 
-def one_image_repo(tmp_path: Path, services) -> "tuple[Path, str]":
+def one_image_repo(tmp_path: Path, services, config: str = "") -> "tuple[Path, str]":
     """One pipeline whose image has a slow RUN and a ~12 MB layer (so the push has progress)."""
     image = f"{services.registry}/test-tty/{uuid.uuid4().hex[:10]}/app"
-    repo = make_repo(tmp_path, images_config([image], concurrency=2))
+    repo = make_repo(tmp_path, config + images_config([image], concurrency=2))
     (repo / "app").mkdir()
     (repo / "app" / "pipeline.json").write_text(pipeline("app", image + ":{{ tag }}"))
     (repo / "app" / "Dockerfile").write_text(
@@ -95,6 +95,20 @@ def test_a_terminal_shows_build_steps_and_push_layers_live(tmp_path, docker_env,
     plain = ESCAPE.sub("", screen)
     assert f"app: build: built {image}:" in plain
     assert plain.rstrip().splitlines()[-1].split()[0] == "app"
+
+
+@pytest.mark.integration
+def test_draining_the_queue_on_a_terminal_shows_the_same_live_blocks(tmp_path, docker_env, double):  # noqa: F811
+    repo, image = one_image_repo(tmp_path, docker_env, config='worker = "manual"\n')
+    queued = subprocess.run([sys.executable, "-m", "pachhook", "queue"], cwd=repo, capture_output=True, text=True)
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    status, screen = run_on_a_terminal(repo, "run")
+    assert status == 0, screen
+    assert re.search(r"app: \[\+\] Building \d+\.\ds \(\d+/\d+\)", screen), screen
+    assert re.search(r"app: \[\+\] Pushing \d+\.\ds", screen), screen
+    plain = ESCAPE.sub("", screen)
+    assert re.search(rf"job \d+ app@\w+: build: built {re.escape(image)}:", plain), plain
+    assert plain.rstrip().splitlines()[-1] == "pachhook run: 1 done, 0 failed"
 
 
 @pytest.mark.integration

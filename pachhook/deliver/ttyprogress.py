@@ -54,53 +54,62 @@ class ImageView:
     layers: Dict[str, _Layer] = field(default_factory=dict)
     phase: str = "Building"
     closed: bool = False
+    # the build or push thread changes the view while the display's thread draws it
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def step_started(self, number: str, name: str) -> None:
-        self.steps[number] = _Step(name=strip_controls(name), started=time.monotonic())
+        with self.lock:
+            self.steps[number] = _Step(name=strip_controls(name), started=time.monotonic())
 
     def step_output(self, number: str, text: str) -> None:
-        step = self.steps.get(number)
-        if step is not None:
-            step.last_output = strip_controls(text)
+        with self.lock:
+            step = self.steps.get(number)
+            if step is not None:
+                step.last_output = strip_controls(text)
 
     def step_ended(self, number: str, state: str) -> None:
-        step = self.steps.get(number)
-        if step is not None:
-            step.ended, step.state = time.monotonic(), state
+        with self.lock:
+            step = self.steps.get(number)
+            if step is not None:
+                step.ended, step.state = time.monotonic(), state
 
     def pushing(self) -> None:
-        self.phase, self.started = "Pushing", time.monotonic()
+        with self.lock:
+            self.phase, self.started = "Pushing", time.monotonic()
 
     def layer(self, layer_id: str, status: str, current: int = 0, total: int = 0) -> None:
-        layer = self.layers.setdefault(layer_id, _Layer())
-        layer.status = strip_controls(status)
-        if total:
-            layer.current, layer.total = current, total
-        elif _finished(status):
-            layer.current = layer.total
+        with self.lock:
+            layer = self.layers.setdefault(layer_id, _Layer())
+            layer.status = strip_controls(status)
+            if total:
+                layer.current, layer.total = current, total
+            elif _finished(status):
+                layer.current = layer.total
 
     def close(self) -> None:
-        self.closed = True
+        with self.lock:
+            self.closed = True
 
     def render(self, now: float, width: int) -> List[str]:
-        if self.closed:
-            return []
-        if self.phase == "Pushing":
-            done = sum(1 for layer in self.layers.values() if _finished(layer.status))
-            lines = [f"{self.label}: [+] Pushing {now - self.started:.1f}s ({done}/{len(self.layers)} layers)"]
-            for layer_id, layer in list(self.layers.items())[-SHOWN_LAYERS:]:
-                lines.append(f" => {layer_id[:12]} {_bar(layer)} {layer.status}")
+        with self.lock:
+            if self.closed:
+                return []
+            if self.phase == "Pushing":
+                done = sum(1 for layer in self.layers.values() if _finished(layer.status))
+                lines = [f"{self.label}: [+] Pushing {now - self.started:.1f}s ({done}/{len(self.layers)} layers)"]
+                for layer_id, layer in list(self.layers.items())[-SHOWN_LAYERS:]:
+                    lines.append(f" => {layer_id[:12]} {_bar(layer)} {layer.status}")
+                return [line[:width] for line in lines]
+            finished = sum(1 for step in self.steps.values() if step.ended is not None)
+            lines = [f"{self.label}: [+] Building {now - self.started:.1f}s ({finished}/{len(self.steps)})"]
+            running = [step for step in self.steps.values() if step.ended is None]
+            for step in running[-SHOWN_STEPS:]:
+                # the running time on the right, as BuildKit puts it: a long step name is cut instead
+                elapsed = f" {now - step.started:.1f}s"
+                lines.append(f" => {step.name}"[: width - len(elapsed)] + elapsed)
+                if step.last_output:
+                    lines.append(f" => => {step.last_output}")
             return [line[:width] for line in lines]
-        finished = sum(1 for step in self.steps.values() if step.ended is not None)
-        lines = [f"{self.label}: [+] Building {now - self.started:.1f}s ({finished}/{len(self.steps)})"]
-        running = [step for step in self.steps.values() if step.ended is None]
-        for step in running[-SHOWN_STEPS:]:
-            # the running time on the right, as BuildKit puts it: a long step name is cut instead
-            elapsed = f" {now - step.started:.1f}s"
-            lines.append(f" => {step.name}"[: width - len(elapsed)] + elapsed)
-            if step.last_output:
-                lines.append(f" => => {step.last_output}")
-        return [line[:width] for line in lines]
 
 
 def _finished(status: str) -> bool:
@@ -154,8 +163,11 @@ class TerminalProgress:
     def _tick(self) -> None:
         while not self._stop.wait(REDRAW_SECONDS):
             with self._lock:
-                self._erase()
-                self._draw()
+                try:
+                    self._erase()
+                    self._draw()
+                except (OSError, ValueError):  # the terminal went away: the log lines say the rest
+                    return
 
     def _erase(self) -> None:
         if self._height:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from gitutil import PACHCTL_DOUBLE, Repo, git_env, run
 
+from pachhook.deliver.stamp import METADATA_TEMPLATE
+
 # Each `$(...)`/backtick/`;` payload would create MARKER in the working directory of a shell.
 MARKER = "PWNED"
 
@@ -160,6 +162,11 @@ def test_names_travel_as_data_through_every_command(hostile_repo, tmp_path):
     assert all(spec["description"].startswith(f"from {spec['transform']['env']['BRANCH']} at ") for spec in applied)
     templates = {spec["metadata"]["annotations"]["pachhook.io/template"] for spec in applied}
     assert templates == {f"{f}/pipeline.json" for f in FOLDERS}
+    # the provenance stamp (pipeline metadata, written by `pachctl edit metadata`, whose
+    # key=value parser reads spaces and quotes as syntax) carries each hostile path intact
+    records = (Path(repo.env["PACHCTL_DOUBLE_DIR"]) / "pipelines").glob("*.json")
+    stamped = {json.loads(path.read_text()).get("metadata", {}).get(METADATA_TEMPLATE) for path in records}
+    assert stamped == templates
     for call in calls(repo):  # argument lists only; a spec path under the git dir, never a name
         assert all(isinstance(arg, str) for arg in call)
         if call[:2] == ["edit", "metadata"]:

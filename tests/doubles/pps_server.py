@@ -271,7 +271,7 @@ class PpsDouble:
             by_id = picked_by.id
             kind, picked = "commit", f"{by_id.repo.name.name}@{by_id.id}"
         elif target == "pipeline" and self._since((2, 11)):
-            kind, picked = "pipeline", picked_by.name.name
+            kind, picked = "pipeline", f"{picked_by.name.project.name or 'default'}/{picked_by.name.name}"
         else:
             return "unknown target"
         operation, op = betterproto.which_one_of(edit, "op")

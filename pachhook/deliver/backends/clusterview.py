@@ -15,6 +15,7 @@ was asked for does not exist.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -115,13 +116,36 @@ class PachctlView:
         return self._read(["list", "pipeline", *([pipeline] if pipeline else []), "--history", "all"])
 
     def edit_metadata(self, kind: str, name: str, ref: str, add: Dict[str, str], edit: Dict[str, str]) -> None:
-        """`pachctl edit metadata commit|pipeline [PROJECT/]NAME[@REF] add|edit K=V...` (2.10+/2.11+)."""
+        """`pachctl edit metadata` (2.10+; pipelines 2.11+), every key in one command line.
+
+        pachctl reads its arguments in sets of four, KIND PICKER OP KEY=VALUE, one pair per
+        set, and sends the whole line as one EditMetadata request: all keys or none
+        (src/server/metadata/cmds/cmds.go, parseEditMetadataCmdline).
+        """
         picker = f"{self.project}/{name}" if self.project else name
         if ref:
             picker += f"@{ref}"
-        for operation, values in (("add", add), ("edit", edit)):
-            if values:
-                self._run(["edit", "metadata", kind, picker, operation, *(f"{k}={v}" for k, v in values.items())])
+        sets = [
+            [kind, picker, operation, f"{kv_token(key)}={kv_token(value)}"]
+            for operation, values in (("add", add), ("edit", edit))
+            for key, value in values.items()
+        ]
+        if sets:
+            self._run(["edit", "metadata", *(arg for edit_set in sets for arg in edit_set)])
+
+
+_KV_BARE = re.compile(r"[^;=\"'\s]+")
+
+
+def kv_token(text: str) -> str:
+    """`text` as pachctl's key=value parser reads it back (src/internal/kvparse/kvgrammar).
+
+    A bare word may hold anything but `;`, `=`, quotes and white space; anything else is
+    double-quoted, where only `\\` and `\"` need escaping. An empty value stays empty.
+    """
+    if text == "" or _KV_BARE.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def view_for(backend: Any, project: str = "") -> Any:

@@ -17,7 +17,7 @@ from doubles import pps_server  # noqa: E402
 from test_update import DIGEST, IMAGE, context, git, make_repo  # noqa: E402
 
 from pachhook.deliver.backends.api import ApiBackend  # noqa: E402
-from pachhook.deliver.backends.pachctl import BackendError  # noqa: E402
+from pachhook.deliver.backends.pachctl import Apply, BackendError  # noqa: E402
 from pachhook.deliver.steps.base import StepError, run_step  # noqa: E402
 
 TOKEN = "s3cr3t-session-token-for-tests"
@@ -136,3 +136,100 @@ def test_importing_the_update_step_does_not_import_the_sdk():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# -- transactions: a commit's pipelines applied at FinishTransaction, all or none ----------------
+
+
+def live(pachd) -> dict:
+    """name -> (version, spec commit) of every pipeline the double's cluster has."""
+    return {
+        name: (record["version"], record["spec_commit"])
+        for name in pps_server.cluster.all_pipelines(pachd.state)
+        for record in [pps_server.cluster.pipeline_record(pachd.state, name)]
+    }
+
+
+def open_transactions(pachd) -> list:
+    return sorted(path.stem for path in (pachd.state / "transactions").glob("*.json"))
+
+
+def applies(tmp_path: Path, *names: str, image: str = "a/b:1") -> list:
+    found = []
+    for name in names:
+        text = json.dumps({"pipeline": {"name": name}, "transform": {"image": image}})
+        path = tmp_path / f"{name}.json"
+        path.write_text(text)
+        found.append(Apply(name, str(path), text))
+    return found
+
+
+def test_apply_all_applies_every_spec_in_one_transaction(tmp_path, pachd):
+    logs: list = []
+    ApiBackend().apply_all(applies(tmp_path, "edges", "montage"), logs.append)
+    # Each request joined the one transaction, then FinishTransaction applied both with its ID
+    # as their commit set, so both new versions share one spec commit (one global ID).
+    joined = {request.transaction for request in pachd.received}
+    assert len(joined) == 1 and None not in joined
+    (transaction,) = joined
+    assert logs == [f"transaction {transaction}: edges, montage"]
+    assert live(pachd) == {"edges": (1, transaction), "montage": (1, transaction)}
+    assert open_transactions(pachd) == []
+    # The client leaves the transaction behind: the next update runs directly.
+    backend = ApiBackend()
+    backend.apply_all(applies(tmp_path, "edges", "montage"), logs.append)
+    backend.update("edges.json", spec("a/b:2"), False)
+    assert pachd.received[-1].transaction is None
+    record = pps_server.cluster.pipeline_record(pachd.state, "edges")
+    assert record["version"] == 3 and record["spec"]["transform"]["image"] == "a/b:2"
+
+
+def test_a_request_pachd_refuses_ends_the_transaction_with_nothing_applied(tmp_path, pachd):
+    (pachd.state / "pachctl_double_refuse").write_text("montage")  # the double's fault: pachd refuses it
+    with pytest.raises(BackendError) as caught:
+        ApiBackend().apply_all(applies(tmp_path, "edges", "montage", "stats"))
+    assert str(caught.value).startswith("montage: CreatePipelineV2 failed: unknown: error running request 2 of 2")
+    assert "stats" not in [json.loads(request.spec_json)["pipeline"]["name"] for request in pachd.received]
+    assert live(pachd) == {} and open_transactions(pachd) == []  # deleted, never finished
+
+
+def test_a_transaction_that_fails_at_finish_applies_nothing_and_is_deleted(tmp_path, pachd):
+    # accepted when added, refused when run: the cluster changed meanwhile (the double's fault)
+    (pachd.state / "pachctl_double_refuse_at_finish").write_text("montage")
+    with pytest.raises(BackendError) as caught:
+        ApiBackend().apply_all(applies(tmp_path, "edges", "montage"))
+    message = str(caught.value)
+    assert message.startswith("transaction ") and "failed, nothing applied" in message
+    assert "error running request 2 of 2: pipeline montage: invalid spec" in message
+    assert caught.value.retryable is True
+    assert live(pachd) == {}
+    assert open_transactions(pachd) == []  # pachd keeps a failed transaction; pachhook deletes it
+
+
+def test_the_update_step_applies_a_commits_pipelines_in_one_api_transaction(tmp_path, pachd):
+    """run_together through the API backend: render, check, one transaction, read back."""
+    from pachhook.deliver.steps.update import run_together
+
+    repo = make_repo(tmp_path / "repo", extra={".pachhook.toml": 'backend = "api"\n'})
+    (repo / "stats").mkdir()
+    (repo / "stats" / "pipeline.json").write_text(
+        json.dumps(
+            {
+                "pipeline": {"name": "stats"},
+                "input": {"pfs": {"repo": "edges", "glob": "/*"}},
+                "transform": {"image": "busybox:1.36", "cmd": ["true"]},
+            }
+        )
+    )
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "stats reads edges")
+    first = context(repo, job_id=1)
+    second = context(repo, job_id=2)
+    second.job.pipeline, second.job.template, second.job.image = "stats", "stats/pipeline.json", ""
+    second.results = {"build": {"outcome": "skipped"}, "push": {"outcome": "skipped"}}
+    results = run_together([first, second])
+    assert [result.outcome for result in results] == ["done", "done"]
+    (transaction,) = {request.transaction for request in pachd.received}
+    assert transaction is not None
+    assert [json.loads(request.spec_json)["pipeline"]["name"] for request in pachd.received] == ["edges", "stats"]
+    assert {commit for _, commit in live(pachd).values()} == {transaction}

@@ -50,6 +50,20 @@ def demo(tmp_path, env, *args):
     return result, folder
 
 
+THROWAWAY_FIRST_LINE = (
+    "pachhook demo: pachctl context pachhook-demo, a throwaway one of the demo's own (no cluster is touched:"
+    " update runs as a dry run); --context NAME delivers to a cluster of yours"
+)
+
+
+def user_pachctl_config(tmp_path: Path) -> Path:
+    """A user's pachctl configuration: `prod` active, `test-cluster` beside it."""
+    path = tmp_path / "user-pachyderm" / "config.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"v2": {"active_context": "prod", "contexts": {"prod": {}, "test-cluster": {}}}}))
+    return path
+
+
 def processes_mentioning(text: str):
     """Pids of live processes whose command line mentions text (the demo's unique folder)."""
     found = []
@@ -70,8 +84,9 @@ def test_without_docker_or_pachctl_it_names_the_skipped_steps_and_shows_the_rest
     result, folder = demo(tmp_path, env)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    assert out.splitlines()[0] == THROWAWAY_FIRST_LINE
     assert f"skip  build and push: Docker engine not reachable at DOCKER_HOST={test_services.DEAD_DOCKER_HOST}" in out
-    assert "skip  update: pachctl not found on PATH" in out
+    assert "skip  update: no --context given: the demo touches no cluster" in out
     assert "ok    validate: pachhook: 0 errors, 0 warnings in 2 files" in out
     assert "2 job(s) queued (edges, montage)" in out
     commit = re.search(r"ok    commit ([0-9a-f]{12}):", out).group(1)
@@ -79,7 +94,7 @@ def test_without_docker_or_pachctl_it_names_the_skipped_steps_and_shows_the_rest
     assert re.search(r"edges\s.*skipped.*skipped.*skipped", out)
     # The rendered spec and the command update would run; the spec is written where it says.
     assert f'"pachhook.io/commit": "{commit}' in out
-    assert "8. what update would run (pachctl is not here" in out
+    assert "8. what update would run (not run, see `skipped`" in out
     command = re.search(r"edges: (pachctl update pipeline -f (\S+))", out)
     spec = json.loads(Path(command.group(2)).read_text())
     assert spec["transform"]["image"].startswith(f"localhost:5000/pachhook-demo/edges:{commit}")
@@ -87,6 +102,41 @@ def test_without_docker_or_pachctl_it_names_the_skipped_steps_and_shows_the_rest
     assert "demo done, with the skipped steps run as dry runs" in out
     assert (folder / "repo" / ".git").is_dir()
     assert processes_mentioning(str(folder)) == []
+
+
+def test_without_context_no_cluster_is_touched_even_with_pachctl_at_hand(tmp_path, env):
+    """The demo's pipelines are Pachyderm's tutorial names: they must never land in the user's active context."""
+    user_config = user_pachctl_config(tmp_path)
+    before = user_config.read_bytes()
+    env = with_pachctl_double(env, tmp_path)
+    env.update(DOCKER_HOST=test_services.DEAD_DOCKER_HOST, PACH_CONFIG=str(user_config))
+    result, folder = demo(tmp_path, env)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert out.splitlines()[0] == THROWAWAY_FIRST_LINE
+    assert "skip  update: no --context given: the demo touches no cluster" in out
+    # Nothing reached the cluster pachctl points at, and the user's configuration is as it was.
+    calls = tmp_path / "pachd" / "calls.jsonl"
+    used = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+    assert [call for call in used if call[:2] in (["update", "pipeline"], ["inspect", "pipeline"])] == []
+    assert user_config.read_bytes() == before
+    config = (folder / "repo" / ".pachhook.toml").read_text()
+    assert '[environments.demo]\nbranches = ["main"]\ncontext = "pachhook-demo"\n' in config
+
+
+def test_a_context_that_is_not_the_users_or_without_a_registry_is_refused_in_one_line(tmp_path, env):
+    env["PACH_CONFIG"] = str(user_pachctl_config(tmp_path))
+    result, folder = demo(tmp_path, env, "--context", "staging", "--registry", "127.0.0.1:5999")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("pachhook demo: --context staging: pachctl context 'staging'")
+    assert "(contexts there: prod, test-cluster)" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert not folder.exists()  # refused before anything was made
+    result, _ = demo(tmp_path, env, "--context", "test-cluster")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pachhook demo: --context test-cluster needs --registry HOST:PORT, a registry that cluster can pull from"
+        " (the registry the demo starts is stopped when the demo ends)"
+    )
 
 
 def test_json_format_lists_skips_for_scripts(tmp_path, env):
@@ -97,6 +147,7 @@ def test_json_format_lists_skips_for_scripts(tmp_path, env):
     assert [item["step"] for item in report["skipped"]] == ["build", "push", "update"]
     assert sorted(job["pipeline"] for job in report["jobs"]) == ["edges", "montage"]
     assert set(report["rendered"]) == {"edges", "montage"}
+    assert (report["context"], report["throwaway_context"]) == ("pachhook-demo", True)
 
 
 def test_bad_dir_is_refused_in_one_line(tmp_path, env):
@@ -126,7 +177,7 @@ def test_with_docker_it_builds_and_pushes_to_a_registry_it_starts_and_stops(tmp_
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     registry = re.search(r"ok    registry (127\.0\.0\.1:\d+) \(started for the demo", out).group(1)
-    assert "skip  update: pachctl not found on PATH" in out
+    assert "skip  update: no --context given" in out
     assert re.search(r"edges\s.*done \d+\.\ds\s+done \d+\.\ds\s+skipped", out)
     assert re.search(
         rf"edges <- commit [0-9a-f]{{12}} image {re.escape(registry)}/pachhook-demo/edges:[0-9a-f]{{40}}"
@@ -140,10 +191,14 @@ def test_with_docker_it_builds_and_pushes_to_a_registry_it_starts_and_stops(tmp_
 @pytest.mark.integration
 def test_with_docker_and_pachctl_the_worker_delivers(tmp_path, env, services):
     env = with_pachctl_double(env, tmp_path)
-    env.update(DOCKER_HOST=services.docker_host)
-    result, folder = demo(tmp_path, env, "--registry", services.registry)
+    env.update(DOCKER_HOST=services.docker_host, PACH_CONFIG=str(user_pachctl_config(tmp_path)))
+    result, folder = demo(tmp_path, env, "--registry", services.registry, "--context", "test-cluster")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
+    assert out.splitlines()[0] == (
+        "pachhook demo: pachctl context test-cluster (given with --context): pipelines edges and montage there are"
+        " updated"
+    )
     assert f"ok    registry {services.registry} (given with --registry)" in out
     assert "the background worker builds, pushes and updates" in out
     assert re.search(r"edges\s.*done .*done .*done", out) and re.search(r"montage\s.*done .*done .*done", out)
@@ -157,9 +212,15 @@ def test_with_docker_and_pachctl_the_worker_delivers(tmp_path, env, services):
 @pytest.mark.integration
 def test_a_hanging_step_is_cut_off_at_the_timeout_and_its_processes_stopped(tmp_path, env, services):
     env = with_pachctl_double(env, tmp_path)
-    env.update(DOCKER_HOST=services.docker_host, PACHCTL_DOUBLE_HANG="update")
+    env.update(
+        DOCKER_HOST=services.docker_host,
+        PACHCTL_DOUBLE_HANG="update",
+        PACH_CONFIG=str(user_pachctl_config(tmp_path)),
+    )
     started = time.monotonic()
-    result, folder = demo(tmp_path, env, "--registry", services.registry, "--timeout", "25")
+    result, folder = demo(
+        tmp_path, env, "--registry", services.registry, "--timeout", "25", "--context", "test-cluster"
+    )
     assert time.monotonic() - started < 60
     assert result.returncode == 1
     assert "the delivery did not finish within --timeout" in result.stdout

@@ -206,3 +206,49 @@ def test_api_backend_connection_against_the_pps_double(project, env, tmp_path):
     down = doctor(project, env)  # the server is gone now
     line = next(line for line in down.stdout.splitlines() if line.startswith("fail  pachyderm API:"))
     assert "cannot connect" in line and token not in down.stdout
+
+
+def test_an_open_pachctl_transaction_is_a_warning_and_the_users_file_stays_as_it_is(project, env, tmp_path):
+    """pachctl routes the user's own updates into their active transaction; doctor says so,
+    asking the cluster (`pachctl inspect transaction ID --raw`, the pachctl TEST DOUBLE)."""
+    user_config = tmp_path / "pachyderm" / "config.json"
+    user_config.parent.mkdir()
+    user_config.write_text(json.dumps({"v2": {"active_context": "dev", "contexts": {"dev": {}, "prod": {}}}}))
+    env = dict(with_pachctl_double(env, tmp_path), PACH_CONFIG=str(user_config))
+    bin_dir = tmp_path / "bin"
+    assert "pachctl transaction" not in doctor(project, env).stdout  # none open: no line
+
+    started = run([str(bin_dir / "pachctl"), "start", "transaction"], project, env)
+    transaction = started.stdout.split('"')[1]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"pipeline": {"name": "edges"}, "transform": {"image": "busybox:1.36"}}))
+    joined = run([str(bin_dir / "pachctl"), "update", "pipeline", "-f", str(spec)], project, env)
+    assert joined.stdout.strip() == f"Added to transaction: {transaction}"
+    before = user_config.read_bytes()
+    out = doctor(project, env).stdout
+    line = lines_of_all(out, "pachctl transaction")
+    assert line == [
+        f"warn  pachctl transaction: context dev has transaction {transaction} open ({user_config}), 1 request in it:"
+        " your own `pachctl update pipeline` there joins it and applies nothing until it is finished (pachhook's"
+        " deliveries do not join it)"
+    ]
+    assert "-> `pachctl finish transaction` to apply it, or `pachctl delete transaction` to drop it" in out
+    assert user_config.read_bytes() == before  # asked through a private configuration
+
+    # Deleted elsewhere (another machine's configuration): the user's file still names it.
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"v2": {"active_context": "dev", "contexts": {"dev": {}}}}))
+    deleted = run(
+        [str(bin_dir / "pachctl"), "delete", "transaction", transaction], project, dict(env, PACH_CONFIG=str(elsewhere))
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    out = doctor(project, env).stdout
+    assert lines_of_all(out, "pachctl transaction") == [
+        f"warn  pachctl transaction: context dev names transaction {transaction} as active ({user_config}), which"
+        " the cluster no longer has: your own `pachctl update pipeline` there fails until it is cleared"
+    ]
+    assert "-> run `pachctl stop transaction` with that context active" in out
+
+
+def lines_of_all(out: str, name: str) -> list:
+    return [line for line in out.splitlines() if line[6:].startswith(f"{name}:")]

@@ -399,12 +399,24 @@ def test_a_commits_pipelines_are_applied_in_one_transaction(tmp_path: Path, doub
 
 
 def test_one_failing_request_applies_none_of_the_transaction(tmp_path: Path, double, monkeypatch):
-    monkeypatch.setenv("PACHCTL_DOUBLE_REFUSE", "montage:montage: input repo missing")
+    # Refused when run at `finish transaction` (the cluster changed after the updates were added).
+    monkeypatch.setenv("PACHCTL_DOUBLE_REFUSE_AT_FINISH", "montage:montage: input repo missing")
     with open_session() as session:
         backend = PachctlBackend(session=session)
         with pytest.raises(BackendError) as caught:
             backend.apply_all(specs_on_disk(tmp_path, "edges", "montage"))
-        assert "nothing applied: montage: input repo missing" in str(caught.value)
+        assert "nothing applied: error running request 2 of 2: montage: input repo missing" in str(caught.value)
         assert "active_transaction" not in session.context_data()
+    assert not (double / "pipelines" / "edges.json").exists()
+    assert list((double / "transactions").iterdir()) == []
+    # Refused already when added: pachd dry-runs the transaction with each new request.
+    monkeypatch.delenv("PACHCTL_DOUBLE_REFUSE_AT_FINISH")
+    monkeypatch.setenv("PACHCTL_DOUBLE_REFUSE", "montage:montage: input repo missing")
+    with open_session() as session:
+        with pytest.raises(BackendError) as caught:
+            PachctlBackend(session=session).apply_all(specs_on_disk(tmp_path, "edges", "montage"))
+    assert str(caught.value) == (
+        "montage: pachctl update pipeline failed: error running request 2 of 2: montage: input repo missing"
+    )
     assert not (double / "pipelines" / "edges.json").exists()
     assert list((double / "transactions").iterdir()) == []

@@ -89,8 +89,20 @@ def test_init_sets_up_a_conventional_repository_and_a_second_run_changes_nothing
         "post-merge",
         "post-rewrite",
     ]
-    # Conventions cover the examples: no configuration file is written.
-    assert not (project / ".pachhook.toml").exists()
+    # Conventions cover the examples' templates and Dockerfiles; the file written says where
+    # commits deliver: the implicit environment, spelt out, delivering the same.
+    assert "wrote     .pachhook.toml: branch main delivers to env default (the active pachctl context)" in first.stdout
+    written = (project / ".pachhook.toml").read_text()
+    assert '[environments.default]\nbranches = ["main"]\n' in written
+    from pachhook.core.config import load_config
+    from pachhook.core.environments import environment_for
+
+    configured = load_config(project)
+    assert [(env.name, env.branches, env.context, env.implicit) for env in configured.environments.values()] == [
+        ("default", ["main"], "", False)
+    ]
+    assert environment_for(configured, "main", project).name == "default"
+    assert environment_for(configured, "feature/x", project) is None
     for hook_type in ("pre-commit", "pre-push", "post-commit"):
         hook = project / ".git" / "hooks" / hook_type
         assert os.access(hook, os.X_OK) and f"--hook-type={hook_type}" in hook.read_text()
@@ -371,3 +383,16 @@ def test_init_replaces_pachhooks_plain_hooks_keeps_foreign_ones_and_uninstall_un
     removed = pachhook("uninstall", cwd=project, env=env)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not (hooks / "post-commit").exists()
+
+
+def test_an_existing_configuration_without_environments_is_told_what_delivers_where(tmp_path, env):
+    project = make_project(tmp_path, env)
+    (project / ".pachhook.toml").write_text('branches = ["main", "release"]\n')
+    result = pachhook("init", "--no-install", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "note      .pachhook.toml: not changing your configuration; it may need: [environments.default] branches ="
+        " ['main', 'release'] in place of the top-level `branches` (now branches main, release deliver to env"
+        " default (the active pachctl context))"
+    ) in result.stdout
+    assert (project / ".pachhook.toml").read_text() == 'branches = ["main", "release"]\n'

@@ -26,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
             " commit, and let the worker build, push and update; then print the jobs, the"
             " provenance and the rendered specs. Needs nothing prepared: without a Docker"
             " engine, a registry or pachctl, the step that needs it runs as a dry run and the"
-            " demo says which and why. A registry is started on a free loopback port when the"
-            " docker-registry program is installed."
+            " demo says which and why. No cluster is touched unless --context names one: the"
+            " first line says which pachctl context the demo uses. A registry is started on a"
+            " free loopback port when the docker-registry program is installed."
         ),
         epilog="Everything the demo writes stays in its folder (printed at the start), apart from"
         " the images it builds in the Docker engine; the processes it starts are stopped"
@@ -39,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--registry", metavar="HOST:PORT", default=None, help="push to this running registry instead of starting one"
+    )
+    parser.add_argument(
+        "--context",
+        metavar="NAME",
+        default=None,
+        help="deliver to this context of your pachctl configuration (its pipelines edges and montage are"
+        " updated; needs --registry). Default: a throwaway context of the demo's own, no cluster touched",
     )
     parser.add_argument(
         "--timeout",
@@ -70,13 +78,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             printer.detail("   " + line)
         elif kind == "progress":
             printer.info("   .. " + line)
+        elif kind == "first":
+            printer.result(line)  # which context: shown even with --quiet
         elif kind == "info":
             printer.info(line)
         else:
             _status_line(printer, kind, line)
 
     try:
-        report = run_demo(args.dir, args.registry, args.timeout, say)
+        report = run_demo(args.dir, args.registry, args.timeout, say, args.context)
     except DemoError as error:
         print(f"pachhook demo: {error}", file=sys.stderr)
         return 2
@@ -132,7 +142,7 @@ def _print_results(printer, report) -> None:
         printer.heading(
             "8. pachctl commands run"
             if "update" not in report.skipped_steps()
-            else "8. what update would run (pachctl is not here; the specs are written there)"
+            else "8. what update would run (not run, see `skipped`; the specs are written there)"
         )
         for pipeline, command in report.commands.items():
             printer.result(f"   {pipeline}: {command}")

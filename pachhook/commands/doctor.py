@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Check, one line each: the three hook types are installed, the configuration and"
             " the templates are valid, the Docker engine answers, each image's registry has"
             " credentials (or needs none), pachctl is found with an active context (or the API"
-            " backend connects), the queue is healthy and the worker's state. A failing line"
+            " backend connects), no pachctl transaction is left open in your configuration, the queue is"
+            " healthy and the worker's state. A failing line"
             " says what to do."
         ),
         epilog="Exit status: 0 all checks ok (warnings allowed), 1 a check failed, 2 bad usage."

@@ -30,8 +30,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _retry(queue: Queue, job_id: int) -> int:
-    job = queue.retry(job_id)
+    job, *others = queue.retry_together(job_id)
     print(f"job {job.id} ({job.pipeline}@{job.commit[:12]}) queued")
+    if others:
+        # a commit's updates for one environment are applied together or not at all
+        listed = ", ".join(f"{other.id} ({other.pipeline})" for other in others)
+        print(f"with the failed jobs of the same commit, applied together with it: {listed}")
     return 0
 
 

@@ -27,7 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
             " first step not done) until no job is left that may run now."
         ),
     )
-    parser.add_argument("--once", action="store_true", help="run at most one job")
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="run at most one commit's jobs (those delivered together to one environment)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only each job's outcome, not every step")
     parser.add_argument(
         "--commit",

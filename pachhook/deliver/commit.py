@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -25,10 +24,9 @@ from pachhook.core.config import Config, ConfigError, load_config_at
 from pachhook.core.environments import environment_for
 from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.holds import Holds, PipelineKey
-from pachhook.deliver.runner import StepHooks, one_line, run_steps
+from pachhook.deliver.runner import BEFORE_UPDATE, Member, StepHooks, StepsRun, run_steps, update_together
 from pachhook.deliver.sharedimages import SharedImages, deliver_concurrently
-from pachhook.deliver.steps.base import StepContext, StepResult, run_step
-from pachhook.deliver.steps.update import run_together
+from pachhook.deliver.steps.base import StepContext
 from pachhook.queue.affected import commit_templates, foreign_file, parse_template
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.states import STEP_NAMES
@@ -184,8 +182,13 @@ def deliver_commit(
         out,
     )
     outcomes = [outcome for outcome, _ in delivered]
-    contexts = [ctx for _, ctx in delivered]
-    _update_together(outcomes, contexts, dry_run)
+    members = [(outcome, member) for outcome, member in delivered if member is not None]
+    # Nothing is recorded around the update either: the base StepHooks.
+    failed = [(outcome.pipeline, "failed") for outcome in outcomes if outcome.error]
+    update_together([member for _, member in members], failed, show_time=True)
+    for outcome, member in members:
+        outcome.timings, outcome.outcomes, outcome.error = member.run.timings, member.run.outcomes, member.run.error
+        outcome.results = member.ctx.results
     if not dry_run:
         for outcome in outcomes:
             if not outcome.error:
@@ -219,13 +222,6 @@ def _show_plan(root: Path, commit: str, branch: str, config, out: Output) -> Non
     out("")
 
 
-class _UntilUpdate(StepHooks):
-    """Build and push only: a commit's updates are applied together (_update_together)."""
-
-    def starting(self, name: str, ctx: StepContext) -> bool:
-        return name != "update"
-
-
 def _build_and_push(
     root: Path,
     common_dir: Path,
@@ -238,8 +234,8 @@ def _build_and_push(
     environment: str = "",
     force: bool = False,
     live: Optional[Any] = None,
-) -> Tuple[Outcome, Optional[StepContext]]:
-    """Build and push one pipeline's image; its step context for the update, None on failure."""
+) -> Tuple[Outcome, Optional[Member]]:
+    """Build and push one pipeline's image; what its update needs, None on failure."""
     outcome = Outcome(item.pipeline, template=item.template)
     job = Job(
         id=0,
@@ -258,56 +254,12 @@ def _build_and_push(
     ctx = StepContext(
         repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run, force=force, shared=shared, live=live
     )
-    # Nothing is recorded around the steps: the base StepHooks, stopping before the update.
-    run = run_steps(ctx, _UntilUpdate(), show_time=True)
+    # Nothing is recorded around the steps: the base StepHooks. The update comes later, together.
+    hooks = StepHooks()
+    run: StepsRun = run_steps(ctx, hooks, show_time=True, only=BEFORE_UPDATE)
     outcome.timings, outcome.outcomes, outcome.error = run.timings, run.outcomes, run.error
     outcome.results = ctx.results
-    return outcome, (None if run.error else ctx)
-
-
-def _update_together(outcomes: List[Outcome], contexts: List[Optional[StepContext]], dry_run: bool) -> None:
-    """The update step of every pipeline at once: one transaction for the commit's DAG.
-
-    When a pipeline's build or push failed, none is applied (one commit, one DAG update);
-    each update step says why.
-    """
-    if dry_run:
-        for outcome, ctx in zip(outcomes, contexts):
-            if ctx is not None:
-                began = time.monotonic()
-                try:
-                    result: Any = run_step("update", ctx)
-                except Exception as error:  # a step's failure is this pipeline's, reported in one line
-                    result = error
-                _record_update(outcome, ctx, result, time.monotonic() - began)
-        return
-    live = [(outcome, ctx) for outcome, ctx in zip(outcomes, contexts) if ctx is not None]
-    if not live:
-        return
-    if len(live) < len(outcomes):
-        failed = ", ".join(outcome.pipeline for outcome in outcomes if outcome.error)
-        for outcome, ctx in live:
-            _record_update(outcome, ctx, RuntimeError(f"not applied: {failed} failed"), 0.0)
-        return
-    began = time.monotonic()
-    results = run_together([ctx for _, ctx in live])
-    seconds = (time.monotonic() - began) / len(live)
-    for (outcome, ctx), result in zip(live, results):
-        _record_update(outcome, ctx, result, seconds)
-
-
-def _record_update(outcome: Outcome, ctx: StepContext, result: Any, seconds: float) -> None:
-    outcome.timings["update"] = seconds
-    if isinstance(result, BaseException):
-        cause = str(result) if isinstance(result, RuntimeError) else one_line(result)
-        outcome.outcomes["update"] = "failed"
-        outcome.error = f"update: {cause}"
-        ctx.log(f"update: failed: {cause}")
-        return
-    assert isinstance(result, StepResult)
-    outcome.outcomes["update"] = result.outcome
-    ctx.results["update"] = {str(k): str(v) for k, v in result.data.items()}
-    ctx.log(f"update: {result.outcome}" + (f": {result.message}" if result.message else "") + f" ({seconds:.1f}s)")
+    return outcome, (None if run.error else Member(ctx, hooks, run))
 
 
 def _summarise(outcomes: List[Outcome], out: Output) -> int:

@@ -1,10 +1,12 @@
 """The worker: the one step loop (build -> push -> update) and draining the queue with it.
 
-`run_steps` is the loop every delivery goes through: the queue's jobs (`process_job`,
+`run_steps` is the loop every delivery goes through: the queue's jobs (`process_group`,
 resuming at the first step not done, recording each result) and `pachhook run --commit`
 (deliver/commit.py, nothing recorded). What differs between them is what happens around
 each step, given as a StepHooks; the steps, their order, the failure rule (stop at the
-first failing step) and the log lines are the same.
+first failing step) and the log lines are the same. Both build and push each pipeline on
+its own and then update a commit's pipelines for one environment together
+(`update_together`: one Pachyderm transaction, all applied or none).
 
 Starting a background worker and its lock live in queue/launch.py, which the
 post-commit hook imports; this module is imported by worker processes only.
@@ -18,14 +20,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from pachhook.core import gitrepo
 from pachhook.core.config import DEFAULT_KEEP_JOBS, ConfigError, load_config
 from pachhook.core.sanitize import one_line as bounded_line
 from pachhook.deliver.holds import Holds, held_job, held_message
 from pachhook.deliver.order import unreachable
-from pachhook.deliver.steps.base import StepContext, StepError, run_step
+from pachhook.deliver.steps.base import StepContext, StepError, StepResult, run_step
+from pachhook.deliver.steps.update import not_applied, run_together
 from pachhook.queue.jobs import Job
 from pachhook.queue.launch import WorkerLock
 from pachhook.queue.retention import prune
@@ -70,42 +73,114 @@ class StepHooks:
         """Called after step `name` failed with a one-line cause."""
 
 
-def run_steps(ctx: StepContext, hooks: StepHooks, show_time: bool = False) -> StepsRun:
-    """Run the steps of ctx.job not already in ctx.results, in order, until one fails.
+def run_steps(
+    ctx: StepContext, hooks: StepHooks, show_time: bool = False, only: Sequence[str] = STEP_NAMES
+) -> StepsRun:
+    """Run the steps of ctx.job (of `only`) not already in ctx.results, in order, until one fails.
 
     Each outcome is logged through ctx.log as `step: outcome[: message]` (with the
     step's seconds when show_time); a failure as `step: failed: cause`.
     """
     run = StepsRun()
     for name in STEP_NAMES:
-        if name in ctx.results:
+        if name in ctx.results or name not in only:
             continue
         if not hooks.starting(name, ctx):
             run.cancelled = True
             break
         started = time.monotonic()
         try:
-            result = run_step(name, ctx)
+            result: Union[StepResult, Exception] = run_step(name, ctx)
         except Exception as error:  # a step's failure, whatever its kind, is the job's, not the worker's
-            cause = one_line(error)
-            run.timings[name] = time.monotonic() - started
-            run.outcomes[name] = "failed"
-            run.error = f"{name}: {cause}"
-            ctx.log(f"{name}: failed: {cause}")
-            hooks.failed(name, cause)
+            result = error
+        if not record_step(name, ctx, hooks, run, result, time.monotonic() - started, show_time):
             break
-        run.timings[name] = time.monotonic() - started
-        run.outcomes[name] = result.outcome
-        data = {str(k): str(v) for k, v in result.data.items()}
-        data["outcome"] = result.outcome
-        ctx.results[name] = data
-        ctx.log(
-            f"{name}: {result.outcome}"
-            + (f": {result.message}" if result.message else "")
-            + (f" ({run.timings[name]:.1f}s)" if show_time else "")
-        )
-        hooks.finished(name, data, skipped=result.outcome == "skipped")
     return run
+
+
+def record_step(
+    name: str,
+    ctx: StepContext,
+    hooks: StepHooks,
+    run: StepsRun,
+    result: Union[StepResult, BaseException],
+    seconds: float,
+    show_time: bool = False,
+) -> bool:
+    """Log and record what step `name` gave (its result, or the exception that ended it);
+    False when it failed. The one place a step's outcome becomes a log line."""
+    run.timings[name] = seconds
+    if isinstance(result, BaseException):
+        cause = one_line(result)
+        run.outcomes[name] = "failed"
+        run.error = f"{name}: {cause}"
+        ctx.log(f"{name}: failed: {cause}")
+        hooks.failed(name, cause)
+        return False
+    run.outcomes[name] = result.outcome
+    data = {str(k): str(v) for k, v in result.data.items()}
+    data["outcome"] = result.outcome
+    ctx.results[name] = data
+    ctx.log(
+        f"{name}: {result.outcome}"
+        + (f": {result.message}" if result.message else "")
+        + (f" ({seconds:.1f}s)" if show_time else "")
+    )
+    hooks.finished(name, data, skipped=result.outcome == "skipped")
+    return True
+
+
+@dataclass
+class Member:
+    """One pipeline of a commit's delivery to one environment, on its way to the update step."""
+
+    ctx: StepContext
+    hooks: StepHooks
+    run: StepsRun
+
+
+def update_together(members: Sequence[Member], blockers: Sequence[Tuple[str, str]], show_time: bool = False) -> None:
+    """The update step of a commit's pipelines for one environment: all applied, or none.
+
+    `members` reached the update (built and pushed), in delivery order; `blockers` are the
+    commit's other pipelines that did not, each with why ("failed", "held"). With a
+    blocker, or when a member may not start its update (held by a rollback), no member is
+    applied and each says why: no output may mix the new code of one pipeline with the old
+    code of another by accident. A job the user cancelled is left out by choice. Otherwise
+    the updates go to the cluster in one transaction (steps/update.run_together). A dry run
+    shows each update on its own, blockers or not.
+    """
+    started: List[Member] = []
+    refused = list(blockers)
+    for member in members:
+        if member.hooks.starting("update", member.ctx):
+            started.append(member)
+            continue
+        member.run.cancelled = True
+        why = getattr(member.hooks, "stopped", "") or "stopped"
+        if why != "cancelled":  # a job the user cancelled is left out; the others still go together
+            refused.append((member.ctx.job.pipeline, why))
+    if not started:
+        return
+    if started[0].ctx.dry_run:
+        for member in started:
+            began = time.monotonic()
+            try:
+                result: Union[StepResult, Exception] = run_step("update", member.ctx)
+            except Exception as error:  # this pipeline's failure, reported in one line
+                result = error
+            record_step("update", member.ctx, member.hooks, member.run, result, time.monotonic() - began, show_time)
+        return
+    if refused:
+        cause = StepError(not_applied(refused))
+        for member in started:
+            record_step("update", member.ctx, member.hooks, member.run, cause, 0.0, show_time)
+        return
+    began = time.monotonic()
+    results = run_together([member.ctx for member in started])
+    seconds = (time.monotonic() - began) / len(started)
+    for member, outcome in zip(started, results):
+        record_step("update", member.ctx, member.hooks, member.run, outcome, seconds, show_time)
 
 
 class _QueueHooks(StepHooks):
@@ -114,10 +189,12 @@ class _QueueHooks(StepHooks):
     def __init__(self, queue: Queue, job_id: int, worker_id: Optional[str], repo_root: PathLike = "") -> None:
         self.queue, self.job_id, self.worker_id = queue, job_id, worker_id
         self.repo_root = repo_root
+        self.stopped = ""  # why a step was not started: "cancelled", "held"
 
     def starting(self, name: str, ctx: StepContext) -> bool:
         if self.queue.state_of(self.job_id) == CANCELLED:
             ctx.log(f"{name}: not started, the job was cancelled")
+            self.stopped = "cancelled"
             return False
         if name == "update" and not ctx.dry_run:
             hold = held_job(Holds(self.queue.folder), ctx.repo_root, ctx.job)
@@ -126,6 +203,7 @@ class _QueueHooks(StepHooks):
                 cause = held_message(hold)
                 ctx.log(f"{name}: failed: {cause}")
                 self.queue.fail_step(self.job_id, name, cause, self.worker_id)
+                self.stopped = "held"
                 return False
         record = self.queue.start_step(self.job_id, name, self.worker_id)
         ctx.log(f"{name}: started (attempt {record.attempts})")
@@ -153,42 +231,64 @@ class _QueueHooks(StepHooks):
         self.queue.fail_step(self.job_id, name, cause, self.worker_id)
 
 
-def process_job(
+def process_group(
     queue: Queue,
-    job: Job,
+    jobs: Sequence[Job],
     repo_root: PathLike,
-    log: Callable[[str], None],
+    log_for: Callable[[Job], Callable[[str], None]],
     worker_id: Optional[str] = None,
     dry_run: bool = False,
     live: Optional[Any] = None,
-) -> Job:
-    """Run the steps of a leased job that are not done yet, recording each result.
+) -> List[Job]:
+    """Deliver the leased jobs of one commit and environment (Leases.take_group), recording each step.
 
-    Stops at the first failing step (the job is then failed, retryable) and before any
-    step once the job has been cancelled. Returns the job as the queue has it after.
+    Each job is built and pushed on its own, in delivery order; then the jobs that got
+    there are updated together (`update_together`: one Pachyderm transaction, or none
+    applied when one of them failed or is held; a job the user cancelled is left out). A
+    job stops at its first failing step (failed, retryable) and before any step once
+    cancelled. Returns the jobs as the queue has them after.
     """
     missing = work_tree_gone(repo_root)
     if missing:
         # Checked first: git run in a folder that is gone says the commit does not exist,
-        # which would end the job as superseded for a reason that is not true.
-        return _fail_unstarted(queue, job, log, worker_id, f"{missing}; {_retry_elsewhere(job.id)}")
-    gone = unreachable(job.commit, job.branch, Path(repo_root))
-    if gone:
-        # amended, rebased, reset or collected: such a commit is never delivered
-        log(f"superseded: {gone}")
-        return queue.end_job(job.id, SUPERSEDED, f"superseded: {gone}")
-    context = StepContext(
-        repo_root=Path(repo_root),
-        git_dir=queue.folder.parent,
-        job=job,
-        log=log,
-        results={record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)},
-        dry_run=dry_run,
-        is_cancelled=lambda: queue.state_of(job.id) == CANCELLED,
-        live=live,
-    )
-    run_steps(context, _QueueHooks(queue, job.id, worker_id, repo_root))
-    return queue.get(job.id)
+        # which would end the jobs as superseded for a reason that is not true.
+        return [
+            _fail_unstarted(queue, job, log_for(job), worker_id, f"{missing}; {_retry_elsewhere(job.id)}")
+            for job in jobs
+        ]
+    members: List[Member] = []
+    blockers: List[Tuple[str, str]] = []
+    for job in jobs:
+        log = log_for(job)
+        gone = unreachable(job.commit, job.branch, Path(repo_root))
+        if gone:
+            # amended, rebased, reset or collected: such a commit is never delivered
+            log(f"superseded: {gone}")
+            queue.end_job(job.id, SUPERSEDED, f"superseded: {gone}")
+            continue
+        context = StepContext(
+            repo_root=Path(repo_root),
+            git_dir=queue.folder.parent,
+            job=job,
+            log=log,
+            results={
+                record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)
+            },
+            dry_run=dry_run,
+            is_cancelled=_cancel_check(queue, job.id),
+            live=live,
+        )
+        hooks = _QueueHooks(queue, job.id, worker_id, repo_root)
+        run = run_steps(context, hooks, only=BEFORE_UPDATE)
+        if run.error:
+            blockers.append((job.pipeline, "failed"))
+        elif run.cancelled:
+            if hooks.stopped != "cancelled":  # the user's cancel leaves the job out, holding nothing back
+                blockers.append((job.pipeline, hooks.stopped or "stopped"))
+        elif "update" not in context.results:
+            members.append(Member(context, hooks, run))
+    update_together(members, blockers)
+    return [queue.get(job.id) for job in jobs]
 
 
 def work_tree_gone(repo_root: PathLike) -> str:
@@ -218,6 +318,13 @@ def _fail_unstarted(queue: Queue, job: Job, log: Callable[[str], None], worker_i
     return queue.fail_step(job.id, step, cause, worker_id)
 
 
+def _cancel_check(queue: Queue, job_id: int) -> Callable[[], bool]:
+    return lambda: queue.state_of(job_id) == CANCELLED
+
+
+# The steps before the update: each job of a group runs them on its own.
+BEFORE_UPDATE = tuple(name for name in STEP_NAMES if name != "update")
+
 # Step outcomes that end a job, and the job state each leaves it in.
 _FINAL_STATES = {"superseded": SUPERSEDED, "unchanged": DONE, "cancelled": CANCELLED}
 
@@ -245,8 +352,12 @@ def drain(
     dry_run: bool = False,
     live: Optional[Any] = None,
 ) -> DrainSummary:
-    """Lease and run jobs until none may run now (or after one job with `once`); `live` is a
-    terminal's live display of builds and pushes (deliver/ttyprogress.py) for `pachhook run`."""
+    """Lease and run jobs until none may run now (or after one commit's jobs with `once`).
+
+    The jobs of one commit and environment are leased and delivered together (process_group).
+    `live` is a terminal's live display of builds and pushes (deliver/ttyprogress.py) for
+    `pachhook run`.
+    """
     own_queue = queue is None
     if queue is None:
         queue = Queue(gitrepo.git_common_dir(repo_root))
@@ -255,33 +366,42 @@ def drain(
     say = progress or (lambda line: None)
     try:
         while True:
-            job = queue.leases.take(worker_id, lease_seconds)
-            if job is None:
+            jobs = queue.leases.take_group(worker_id, lease_seconds)
+            if not jobs:
                 break
-            label = f"job {job.id} {job.pipeline}@{job.commit[:12]}"
-            say(f"{label}: running")
+            labels = {job.id: f"job {job.id} {job.pipeline}@{job.commit[:12]}" for job in jobs}
+            for job in jobs:
+                say(f"{labels[job.id]}: running")
 
-            def log(line: str, job_id: int = job.id, label: str = label) -> None:
-                queue.logs.append(job_id, line)
-                say(f"{label}: {line}")
+            def log_for(job: Job, labels: Dict[int, str] = labels) -> Callable[[str], None]:
+                def log(line: str) -> None:
+                    queue.logs.append(job.id, line)
+                    say(f"{labels[job.id]}: {line}")
 
-            heartbeat = _Heartbeat(os.path.dirname(queue.folder_str), job.id, worker_id, lease_seconds)
+                return log
+
+            ids = [job.id for job in jobs]
+            heartbeat = _Heartbeat(os.path.dirname(queue.folder_str), ids, worker_id, lease_seconds)
             try:
-                final = process_job(queue, job, repo_root, log, worker_id, dry_run, live)
+                finals = process_group(queue, jobs, repo_root, log_for, worker_id, dry_run, live)
             except LeaseLost as error:
-                say(f"{label}: {error}")
-                summary.other.append(job.id)
+                say(f"{', '.join(labels.values())}: {error}")
+                for job_id in ids:
+                    queue.leases.release(job_id, worker_id)  # the ones still this worker's
+                summary.other.extend(ids)
                 continue
             except BaseException:
-                # Interrupted (Ctrl-C, SIGTERM): hand the job back instead of letting its lease run out.
-                queue.leases.release(job.id, worker_id)
+                # Interrupted (Ctrl-C, SIGTERM): hand the jobs back instead of letting their leases run out.
+                for job_id in ids:
+                    queue.leases.release(job_id, worker_id)
                 raise
             finally:
                 heartbeat.stop()
-            say(f"{label}: {final.state}")
-            (
-                summary.done if final.state == DONE else summary.failed if final.state == FAILED else summary.other
-            ).append(job.id)
+            for final in finals:
+                say(f"{labels[final.id]}: {final.state}")
+                (
+                    summary.done if final.state == DONE else summary.failed if final.state == FAILED else summary.other
+                ).append(final.id)
             if once:
                 break
     finally:
@@ -293,18 +413,18 @@ def drain(
 class _Heartbeat:
     """Renews a lease from a thread while a (possibly long) step runs."""
 
-    def __init__(self, common_dir: str, job_id: int, worker_id: str, lease_seconds: float) -> None:
+    def __init__(self, common_dir: str, job_ids: List[int], worker_id: str, lease_seconds: float) -> None:
         self._stop = threading.Event()
-        self._args = (common_dir, job_id, worker_id, lease_seconds)
+        self._args = (common_dir, job_ids, worker_id, lease_seconds)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        common_dir, job_id, worker_id, lease_seconds = self._args
+        common_dir, job_ids, worker_id, lease_seconds = self._args
         queue = Queue(common_dir)  # sqlite connections stay in the thread that made them
         try:
             while not self._stop.wait(max(lease_seconds / 3.0, 0.05)):
-                if not queue.leases.renew(job_id, worker_id, lease_seconds):
+                if not queue.leases.renew_all(job_ids, worker_id, lease_seconds):
                     return
         finally:
             queue.close()

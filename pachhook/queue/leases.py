@@ -7,6 +7,11 @@ of the same pipeline is queued or running (deliveries of one pipeline never over
 each other), and while a pipeline of the same commit that it reads as a pfs input is
 queued or running. Jobs of one commit are inserted in dependency order, so a job only
 ever waits for older ones and the oldest live job can always run.
+
+The worker leases a commit's jobs for one environment together (`take_group`): their
+builds and pushes run one by one, their updates in one Pachyderm transaction. Such a
+group is leased only when every live job in it may run; a job of the group that waited
+would otherwise be updated on its own later, outside the commit's transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pachhook.queue.states import PENDING, QUEUED, RUNNING, STEP_RUNNING
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
-    from typing import Callable, Optional
+    from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
     from pachhook.queue.database import Database
     from pachhook.queue.jobs import Job
@@ -57,10 +62,25 @@ class Leases:
             )
         return self._load(row[0])
 
+    def take_group(self, worker_id: str, lease_seconds: float) -> List[Job]:
+        """Lease, together, the live jobs of the oldest commit and environment that may all run now.
+
+        Returns them in the order they were queued (the commit's delivery order), or [] when
+        no such group exists.
+        """
+        now = time.time()
+        with self.database.transaction() as db:
+            ids = _runnable_group(db, now)
+            db.executemany(
+                "UPDATE jobs SET state = ?, lease_owner = ?, lease_expires = ?, updated_at = ?,"
+                " started_at = coalesce(started_at, ?) WHERE id = ?",
+                [(RUNNING, worker_id, now + lease_seconds, now, now, job_id) for job_id in ids],
+            )
+        return [self._load(job_id) for job_id in ids]
+
     def ready(self) -> bool:
-        """Whether `take` would find a job now."""
-        row = self.database.connection.execute("SELECT 1 " + LEASABLE + " LIMIT 1", {"now": time.time()}).fetchone()
-        return row is not None
+        """Whether `take_group` would find jobs now."""
+        return bool(_runnable_group(self.database.connection, time.time()))
 
     def has_work(self) -> bool:
         """Whether a job is queued or held by an expired lease (may still wait for others)."""
@@ -75,6 +95,10 @@ class Leases:
         query = "SELECT min(lease_expires) FROM jobs WHERE state = ?"
         row = self.database.connection.execute(query, (RUNNING,)).fetchone()
         return row[0] if row is not None else None
+
+    def renew_all(self, job_ids: List[int], worker_id: str, lease_seconds: float) -> bool:
+        """Extend the leases of a group; False when this worker no longer holds any of them."""
+        return any([self.renew(job_id, worker_id, lease_seconds) for job_id in job_ids])
 
     def renew(self, job_id: int, worker_id: str, lease_seconds: float) -> bool:
         """Extend a lease; False when this worker no longer holds the job."""
@@ -95,3 +119,52 @@ class Leases:
                 " WHERE id = ? AND lease_owner = ? AND state = ?",
                 (QUEUED, time.time(), job_id, worker_id, RUNNING),
             )
+
+
+def _runnable_group(db: Any, now: float) -> List[int]:
+    """The ids of the oldest (commit, environment) group whose live jobs may all be leased now.
+
+    Reads only the live jobs (queued and running: few, through jobs_state) and their needs.
+    A member may run when it is queued or its lease expired, no older live job of its
+    pipeline lies outside the group, and no older live job of its commit that it reads does.
+    """
+    live = db.execute(
+        "SELECT id, commit_sha, environment, pipeline, state, lease_expires FROM jobs INDEXED BY jobs_state"
+        " WHERE state IN (?, ?) ORDER BY id",
+        (QUEUED, RUNNING),
+    ).fetchall()
+    groups: Dict[Tuple[str, str], List[Any]] = {}
+    for row in live:
+        groups.setdefault((row[1], row[2]), []).append(row)
+    for (commit, _), members in groups.items():  # oldest group first: dicts keep insertion order
+        ids = {row[0] for row in members}
+        if any(row[4] == RUNNING and (row[5] is None or row[5] >= now) for row in members):
+            continue  # another worker holds part of it
+        marks = ",".join("?" * len(ids))
+        needs: Dict[int, List[str]] = {}
+        for job_id, pipeline in db.execute(f"SELECT job_id, pipeline FROM job_needs WHERE job_id IN ({marks})", [*ids]):
+            needs.setdefault(job_id, []).append(pipeline)
+        if not any(_waits(member, live, ids, commit, needs.get(member[0], [])) for member in members):
+            return sorted(ids)
+    if any(row[4] == RUNNING and row[5] is not None and row[5] >= now for row in live):
+        return []  # a group is in hand: what it holds back runs after it
+    # Nothing runs and no group may: groups wait for each other (a commit queued again later
+    # for another pipeline interleaves its ids with a newer commit's). The oldest job that may
+    # run on its own goes alone, so the queue never stalls.
+    for row in live:
+        own = {row[0]}
+        reads = [found[0] for found in db.execute("SELECT pipeline FROM job_needs WHERE job_id = ?", (row[0],))]
+        if not _waits(row, live, own, row[1], reads):
+            return [row[0]]
+    return []
+
+
+def _waits(member: Any, live: List[Any], group: Set[int], commit: str, reads: List[str]) -> bool:
+    """Whether an older live job outside the group holds `member` back: one of its pipeline,
+    or one of its commit's pipelines that it reads."""
+    for other in live:
+        if other[0] >= member[0] or other[0] in group:
+            continue
+        if other[3] == member[3] or (other[1] == commit and other[3] in reads):
+            return True
+    return False

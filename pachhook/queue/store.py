@@ -446,29 +446,36 @@ class Queue:
 
     def retry(self, job_id: int) -> Job:
         """Queue a failed, cancelled or superseded job again; its done steps stay done."""
+        return self.retry_together(job_id)[0]
+
+    def retry_together(self, job_id: int) -> List[Job]:
+        """Queue a job again (as `retry`) with the failed jobs of its commit and environment.
+
+        A commit's updates for one environment are applied together or not at all, so a
+        job whose update was held back by another's failure must not later go on its own,
+        nor the other without it. Returns the job first, then the others queued with it.
+        """
         now = time.time()
         with self._transaction() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute("SELECT state, commit_sha, environment FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise QueueError(f"no job {job_id}")
             if row["state"] not in (FAILED, CANCELLED, SUPERSEDED):
                 raise QueueError(
                     f"job {job_id} is {row['state']}: only failed, cancelled or superseded jobs can be retried"
                 )
-            db.execute(
-                "UPDATE steps SET state = ? WHERE job_id = ? AND state IN (?, ?)",
-                (PENDING, job_id, STEP_FAILED, STEP_RUNNING),
-            )
-            if row["state"] in (CANCELLED, SUPERSEDED):
-                # the update step that ended it (superseded by the cluster, cancelled) runs
-                # again: the cluster's order is asked afresh
-                db.execute("UPDATE steps SET state = ? WHERE job_id = ? AND name = 'update'", (PENDING, job_id))
-            db.execute(
-                "UPDATE jobs SET state = ?, superseded_by = NULL, reason = '', lease_owner = NULL,"
-                " lease_expires = NULL, updated_at = ? WHERE id = ?",
-                (QUEUED, now, job_id),
-            )
-        return self.get(job_id)
+            others = [
+                int(other[0])
+                for other in db.execute(
+                    "SELECT id FROM jobs WHERE commit_sha = ? AND environment = ? AND state = ? AND id != ?"
+                    " ORDER BY id",
+                    (row["commit_sha"], row["environment"], FAILED, job_id),
+                )
+            ]
+            _requeue(db, job_id, row["state"], now)
+            for other in others:
+                _requeue(db, other, FAILED, now)
+        return [self.get(job_id)] + [self.get(other) for other in others]
 
     def cancel(self, job_id: int) -> Job:
         """Cancel a queued job, or a running one (its worker stops before the next step)."""
@@ -546,6 +553,23 @@ class Queue:
             (DONE, window),
         )
         return [(str(r[0]), str(r[1]), str(r[2] or "?"), str(r[3]), str(r[4] or "")) for r in rows]
+
+
+def _requeue(db: sqlite3.Connection, job_id: int, state: str, now: float) -> None:
+    """Queue a failed, cancelled or superseded job again (inside the caller's transaction)."""
+    db.execute(
+        "UPDATE steps SET state = ? WHERE job_id = ? AND state IN (?, ?)",
+        (PENDING, job_id, STEP_FAILED, STEP_RUNNING),
+    )
+    if state in (CANCELLED, SUPERSEDED):
+        # the update step that ended it (superseded by the cluster, cancelled) runs
+        # again: the cluster's order is asked afresh
+        db.execute("UPDATE steps SET state = ? WHERE job_id = ? AND name = 'update'", (PENDING, job_id))
+    db.execute(
+        "UPDATE jobs SET state = ?, superseded_by = NULL, reason = '', lease_owner = NULL,"
+        " lease_expires = NULL, updated_at = ? WHERE id = ?",
+        (QUEUED, now, job_id),
+    )
 
 
 def open_queue(cwd: Any = None) -> Queue:

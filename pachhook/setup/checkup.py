@@ -9,6 +9,7 @@ Secrets are never part of a message: credentials are reported as present or abse
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import sqlite3
@@ -25,8 +26,10 @@ import yaml
 
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
+from pachhook.core.sanitize import one_line
 from pachhook.deliver import credhelpers, dockerclient
-from pachhook.deliver.backends.pachctl import BackendError
+from pachhook.deliver.backends.pachctl import BackendError, PachctlBackend
+from pachhook.deliver.backends.session import open_session, user_config_path
 from pachhook.queue.affected import parse_template
 from pachhook.queue.database import DB_NAME, FOLDER, SCHEMA_VERSION
 from pachhook.queue.launch import LOG_NAME, worker_running
@@ -454,6 +457,75 @@ def _check_api() -> List[Check]:
     return [Check("pachyderm API", OK, f"connected ({backend.describe()})")]
 
 
+def check_transactions(probe: Probe) -> List[Check]:
+    """A transaction open in the user's pachctl configuration: their own `pachctl update
+    pipeline` joins it and applies nothing until it is finished (pachctl keeps the active
+    transaction per context, transaction/cmds/util.go). pachhook's deliveries do not: their
+    private configuration has none. No line when the configuration has no open transaction."""
+    path = user_config_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        contexts = data["v2"]["contexts"]
+        found = [
+            (name, str(context["active_transaction"]))
+            for name, context in sorted(contexts.items())
+            if isinstance(context, dict) and context.get("active_transaction")
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []  # no configuration, or one pachctl itself will complain about
+    checks = []
+    for name, transaction in found:
+        answer = _ask_transaction(probe, name, transaction)
+        if answer == "gone":
+            checks.append(
+                Check(
+                    "pachctl transaction",
+                    WARN,
+                    f"context {name} names transaction {transaction} as active ({path}), which the cluster no"
+                    " longer has: your own `pachctl update pipeline` there fails until it is cleared",
+                    "run `pachctl stop transaction` with that context active",
+                )
+            )
+            continue
+        checks.append(
+            Check(
+                "pachctl transaction",
+                WARN,
+                f"context {name} has transaction {transaction} open ({path}){answer}: your own `pachctl update"
+                " pipeline` there joins it and applies nothing until it is finished (pachhook's deliveries do"
+                " not join it)",
+                "`pachctl finish transaction` to apply it, or `pachctl delete transaction` to drop it",
+            )
+        )
+    return checks
+
+
+def _ask_transaction(probe: Probe, context: str, transaction: str) -> str:
+    """What the cluster says of the transaction: ", N requests", "gone", or "" when it cannot tell.
+
+    Asked through a private configuration (the user's file is never written), only with
+    the pachctl backend and a pachctl at hand; bounded by TIMEOUT."""
+    if getattr(probe.config, "backend", "pachctl") == "api":
+        return ""
+    executable = getattr(probe.config, "pachctl", "pachctl") or "pachctl"
+    if shutil.which(executable) is None:
+        return ""
+    try:
+        with open_session(context) as session:
+            text = PachctlBackend(executable, timeout=TIMEOUT, session=session).read(
+                ["inspect", "transaction", transaction, "--raw"]
+            )
+    except BackendError as error:
+        return f" (the cluster did not answer: {one_line(error, 200)})"
+    if text is None:
+        return "gone"
+    try:
+        requests = json.loads(text).get("requests") or []
+    except (ValueError, AttributeError):
+        return ""
+    return f", {len(requests)} request{'s' if len(requests) != 1 else ''} in it"
+
+
 def check_queue(probe: Probe) -> List[Check]:
     """Read the queue without changing it: opening it through Queue would set a damaged file aside."""
     if probe.common_dir is None:
@@ -545,6 +617,7 @@ CHECKS = (
     ("docker", check_docker),
     ("credentials", check_credentials),
     ("pachctl", check_backend),
+    ("pachctl transaction", check_transactions),
     ("queue", check_queue),
     ("worker", check_worker),
 )

@@ -24,6 +24,7 @@ import yaml
 
 from pachhook.core import gitrepo
 from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS, ConfigError, load_config
+from pachhook.core.environments import Environment, implicit_environment
 from pachhook.core.globs import GlobSet, glob_regex
 from pachhook.queue.affected import foreign_file, parse_template
 from pachhook.setup.hookinstall import PRE_COMMIT, PRE_COMMIT_CONFIG, is_ours, record_installed
@@ -227,17 +228,25 @@ def _toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]]) -> str:
-    """A .pachhook.toml holding only what the conventions do not already give."""
+def config_text(
+    extra_templates: Sequence[str], images: Sequence[Tuple[str, str]], environment: Optional[Environment] = None
+) -> str:
+    """A .pachhook.toml holding what the conventions do not already give, and where each branch delivers.
+
+    `environment` is the implicit one (core.environments), written out so that the file
+    says which branch delivers where; teammates and reviewers see it instead of a rule.
+    """
     lines = [
-        "# Written by `pachhook init`: only what the conventions do not cover.",
-        "# Every key is described in docs/configuration.md.",
+        "# Written by `pachhook init`: what the conventions do not cover, and where each branch delivers.",
+        "# Every key is described in docs/configuration.md; environments in docs/environments.md.",
     ]
     if extra_templates:
         globs = list(DEFAULT_TEMPLATE_GLOBS) + list(extra_templates)
         lines.append("templates = [")
         lines += [f"    {_toml_string(glob)}," for glob in globs]
         lines.append("]")
+    if environment is not None:  # a table: after the top-level keys
+        lines += environment_text(environment)
     for image, dockerfile in images:
         context = dockerfile.rsplit("/", 1)[0] if "/" in dockerfile else "."
         lines += [
@@ -247,6 +256,19 @@ def config_text(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]
             f"context = {_toml_string(context)}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def environment_text(environment: Environment) -> List[str]:
+    """The implicit environment as an `[environments.NAME]` table that delivers the same."""
+    branches = ", ".join(_toml_string(branch) for branch in environment.branches)
+    return [
+        "",
+        "# Commits on these branches are delivered; other branches are validated only.",
+        f"[environments.{environment.name}]",
+        f"branches = [{branches}]",
+        "# No `context`: the active pachctl context (PACH_CONTEXT, else the one `pachctl config",
+        '# get active-context` names). Name one to pin it: context = "NAME"; project = "NAME" too.',
+    ]
 
 
 # -- .pre-commit-config.yaml ----------------------------------------------------------
@@ -554,37 +576,32 @@ def run_init(
                 )
             )
 
-    # Configuration: only what conventions miss, and never an edit of the user's own file.
-    if extra_templates or needs_image_config:
-        images = [(item.image, dockerfile) for item, dockerfile in needs_image_config]
-        if config.source is None:
-            text = config_text(extra_templates, images)
-            action = Action("write", PACHHOOK_CONFIG, _config_reason(extra_templates, images))
-            if not dry_run:
-                _write(root / PACHHOOK_CONFIG, text)
-                action.done = True
-            actions.append(action)
-        else:
-            where = os.path.relpath(config.source, root)
-            wanted = ", ".join(
-                [f"templates += {t!r}" for t in extra_templates]
-                + [f'images."{image}".dockerfile = {d!r}' for image, d in images]
-            )
-            actions.append(Action("note", where, f"not changing your configuration; it may need: {wanted}"))
+    # Configuration: what conventions miss and where branches deliver; never an edit of the user's own file.
+    images = [(item.image, dockerfile) for item, dockerfile in needs_image_config]
+    implicit = None if config.environments else implicit_environment(config, root)
+    if config.source is None:
+        assert implicit is not None  # no file, so no environments configured
+        text = config_text(extra_templates, images, implicit)
+        action = Action("write", PACHHOOK_CONFIG, _config_reason(extra_templates, images, implicit))
+        if not dry_run:
+            _write(root / PACHHOOK_CONFIG, text)
+            action.done = True
+        actions.append(action)
     else:
-        config_path = os.path.relpath(config.source, root) if config.source else ""
-        actions.append(
-            Action(
-                "keep",
-                config_path,
-                "configuration: "
-                + (
-                    f"{config_path} covers every template and Dockerfile"
-                    if config_path
-                    else "the conventions cover every template and Dockerfile; no configuration file needed"
-                ),
+        where = os.path.relpath(config.source, root)
+        wanted = [f"templates += {t!r}" for t in extra_templates]
+        wanted += [f'images."{image}".dockerfile = {d!r}' for image, d in images]
+        if implicit is not None:
+            # its `branches` become the environment's (an [environments] table refuses a top-level one)
+            wanted.append(
+                f"[environments.{implicit.name}] branches = [{', '.join(repr(b) for b in implicit.branches)}]"
+                + (" in place of the top-level `branches`" if config.branches else "")
+                + f" (now {_delivers(implicit)})"
             )
-        )
+        if wanted:
+            actions.append(Action("note", where, f"not changing your configuration; it may need: {', '.join(wanted)}"))
+        else:
+            actions.append(Action("keep", where, f"configuration: {where} covers every template and Dockerfile"))
 
     # .pre-commit-config.yaml: the hook's `files` covers every template found or configured.
     hook_files = files_pattern(config.templates, extra_templates)
@@ -647,7 +664,17 @@ def run_init(
     return result
 
 
-def _config_reason(extra_templates: Sequence[str], images: Sequence[Tuple[str, str]]) -> str:
+def _delivers(environment: Environment) -> str:
+    """`branch main delivers to env default (the active pachctl context)`."""
+    several = len(environment.branches) > 1
+    branches = ", ".join(environment.branches)
+    return f"branch{'es' if several else ''} {branches} deliver{'' if several else 's'} to {environment.describe()}"
+
+
+def _config_reason(
+    extra_templates: Sequence[str], images: Sequence[Tuple[str, str]], environment: Optional[Environment] = None
+) -> str:
+    """`branch main delivers to env default (...); for templates with unconventional names (...)`."""
     parts = []
     if extra_templates:
         parts.append(f"templates with unconventional names ({', '.join(extra_templates)})")
@@ -657,7 +684,10 @@ def _config_reason(extra_templates: Sequence[str], images: Sequence[Tuple[str, s
             + ", ".join(f"{image} <- {dockerfile}" for image, dockerfile in images)
             + ")"
         )
-    return "for " + " and ".join(parts)
+    reasons = [_delivers(environment)] if environment is not None else []
+    if parts:
+        reasons.append("for " + " and ".join(parts))
+    return "; ".join(reasons)
 
 
 def _write(path: Path, text: str) -> None:

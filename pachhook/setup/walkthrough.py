@@ -8,6 +8,13 @@ delivered. What the machine lacks is skipped with its reason and shown instead:
 - no registry (neither `--registry` nor the `docker-registry` program): push is a dry run;
 - no `pachctl` on PATH: update is a dry run, printing the rendered spec and the command.
 
+It never touches a cluster the user did not name: without `--context NAME`, everything it
+starts runs with a throwaway pachctl configuration of its own (context `pachhook-demo`,
+whose address answers nothing) and update is a dry run. With `--context NAME` (a context
+of the user's pachctl configuration) the demo's pipelines are updated there, pulling from
+the `--registry` it then needs (the registry the demo starts stops when it ends). The first
+line says which.
+
 With everything present, the real background worker (`pachhook worker`) delivers. Every
 wait is bounded by `--timeout`; a registry or worker the demo started is stopped before
 it returns, whatever happens.
@@ -37,12 +44,19 @@ from docker.errors import DockerException, ImageNotFound
 
 from pachhook.core import gitrepo
 from pachhook.deliver import dockerclient
+from pachhook.deliver.backends.pachctl import BackendError
+from pachhook.deliver.backends.session import open_session
 from pachhook.deliver.runner import one_line
 from pachhook.deliver.steps.base import StepContext, run_step
 from pachhook.queue.states import DONE, PENDING, STEP_DONE, STEP_NAMES
 from pachhook.queue.store import Queue
 
 DEMO_BASE_IMAGE = "pachhook-demo/busybox:base"
+DEMO_CONTEXT = "pachhook-demo"  # the throwaway context, in the demo folder's own pachctl configuration
+# Loopback port 1: nothing answers there, so a stray pachctl call fails instead of reaching a
+# cluster (without an address pachctl would try localhost:30650, a port-forward's usual port).
+NOWHERE = "grpc://127.0.0.1:1"
+DEMO_ENVIRONMENT = "demo"
 EXAMPLE_REGISTRY = "localhost:5000"  # the registry the examples' templates name
 IDENTITY = {"user.name": "pachhook demo", "user.email": "demo@pachhook.invalid"}
 
@@ -64,6 +78,8 @@ class Skip:
 class DemoReport:
     directory: str = ""
     registry: str = ""
+    context: str = ""  # the pachctl context the demo delivers to
+    throwaway: bool = True  # the context is the demo's own (no cluster), not one the user named
     skipped: List[Skip] = field(default_factory=list)
     validation: str = ""
     commit: str = ""
@@ -84,6 +100,8 @@ class DemoReport:
         return {
             "directory": self.directory,
             "registry": self.registry,
+            "context": self.context,
+            "throwaway_context": self.throwaway,
             "ok": self.ok,
             "timed_out": self.timed_out,
             "skipped": [item.to_dict() for item in self.skipped],
@@ -96,7 +114,7 @@ class DemoReport:
         }
 
 
-Say = Callable[[str, str], None]  # (kind, text): heading | info | progress | detail | skip | ok | fail
+Say = Callable[[str, str], None]  # (kind, text): first | heading | info | progress | detail | skip | ok | fail
 
 
 def find_examples() -> Optional[Path]:
@@ -254,8 +272,9 @@ def prepare_directory(requested: Optional[str]) -> Path:
     return path
 
 
-def write_repository(repo: Path, examples: Path, registry: str, build_base: bool) -> None:
-    """The examples, with their images moved to `registry` and the demo's configuration."""
+def write_repository(repo: Path, examples: Path, registry: str, build_base: bool, context: str = DEMO_CONTEXT) -> None:
+    """The examples, with their images moved to `registry` and the demo's configuration:
+    branch main delivers to pachctl context `context`, named, never the active one."""
     shutil.copytree(examples, repo, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     images = []
     for template in sorted(list(repo.glob("*/pipeline.*")) + list(repo.glob("*/*.pipeline.*"))):
@@ -265,18 +284,60 @@ def write_repository(repo: Path, examples: Path, registry: str, build_base: bool
             template.write_text(text, encoding="utf-8")
         images.append(f"{registry}/pachhook-demo/{template.parent.name}")
     lines = ["# pachhook demo: the worker is started by the demo itself, so that it can stop it.", 'worker = "manual"']
+    lines += ["", f"[environments.{DEMO_ENVIRONMENT}]", 'branches = ["main"]', f'context = "{context}"']
     if build_base:
         for image in images:
             lines += ["", f'[images."{image}"]', f'build_args = {{ BUSYBOX_IMAGE = "{DEMO_BASE_IMAGE}" }}']
     (repo / ".pachhook.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def hook_env() -> Dict[str, str]:
-    """The environment for git commands whose hooks must find this pachhook on PATH."""
+def hook_env(pach_config: Optional[Path] = None) -> Dict[str, str]:
+    """The environment for git commands whose hooks must find this pachhook on PATH, and for
+    everything the demo starts; with `pach_config`, pachctl's configuration is that file."""
     env = gitrepo.env_without_git_vars()
     scripts = str(Path(sys.executable).parent)
     env["PATH"] = scripts + os.pathsep + env.get("PATH", "")
+    if pach_config is not None:
+        env["PACH_CONFIG"] = str(pach_config)
+        env["PACH_CONTEXT"] = DEMO_CONTEXT
+        env.pop("PACHD_ADDRESS", None)  # overrides any context's address (client.go)
     return env
+
+
+def throwaway_pach_config(folder: Path) -> Path:
+    """The demo's own pachctl configuration: one context, DEMO_CONTEXT, leading nowhere."""
+    path = folder / "pachyderm" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    context = {"pachd_address": NOWHERE}
+    path.write_text(json.dumps({"v2": {"active_context": DEMO_CONTEXT, "contexts": {DEMO_CONTEXT: context}}}) + "\n")
+    return path
+
+
+def check_context(context: str, registry: Optional[str]) -> None:
+    """DemoError (one line) unless `--context NAME` names a context of the user's pachctl
+    configuration, with a `--registry` the cluster can pull the demo's images from."""
+    if not registry:
+        raise DemoError(
+            f"--context {context} needs --registry HOST:PORT, a registry that cluster can pull from"
+            " (the registry the demo starts is stopped when the demo ends)"
+        )
+    try:
+        open_session(context).close()  # the same lookup a delivery makes, in a private copy
+    except BackendError as error:
+        raise DemoError(f"--context {context}: {error}") from None
+
+
+def first_line(report: DemoReport) -> str:
+    """The demo's first line: which pachctl context it uses, and whether a cluster is touched."""
+    if report.throwaway:
+        return (
+            f"pachhook demo: pachctl context {report.context}, a throwaway one of the demo's own"
+            " (no cluster is touched: update runs as a dry run); --context NAME delivers to a cluster of yours"
+        )
+    return (
+        f"pachhook demo: pachctl context {report.context} (given with --context): pipelines edges and montage"
+        " there are updated"
+    )
 
 
 def _partial_drain(
@@ -375,9 +436,16 @@ def _wait_worker(process: subprocess.Popen, repo: Path, deadline: float, say: Sa
 
 
 def run_demo(
-    directory: Optional[str] = None, registry: Optional[str] = None, timeout: float = 120.0, say: Optional[Say] = None
+    directory: Optional[str] = None,
+    registry: Optional[str] = None,
+    timeout: float = 120.0,
+    say: Optional[Say] = None,
+    context: Optional[str] = None,
 ) -> DemoReport:
-    """Set up, commit and deliver the examples; DemoError when the demo cannot start at all."""
+    """Set up, commit and deliver the examples; DemoError when the demo cannot start at all.
+
+    `context`: the user's pachctl context to deliver to; None: the demo's throwaway one.
+    """
     say = say or (lambda kind, text: None)
     deadline = time.monotonic() + timeout
     examples = find_examples()
@@ -386,8 +454,11 @@ def run_demo(
             "the examples folder was not found beside the package (run the demo from an"
             " editable install of a pachhook checkout: pip install -e .)"
         )
+    if context is not None:
+        check_context(context, registry)
     folder = prepare_directory(directory)
-    report = DemoReport(directory=str(folder))
+    report = DemoReport(directory=str(folder), context=context or DEMO_CONTEXT, throwaway=context is None)
+    say("first", first_line(report))
     processes = Processes()
     try:
         _run(report, folder, examples, registry, deadline, processes, say)
@@ -452,15 +523,22 @@ def _run(
             report.skip("push", f"the registry did not start (log: {folder / 'registry' / 'registry.log'})")
             say("skip", f"push: {report.skipped[-1].reason}")
     pachctl = shutil.which("pachctl")
-    if pachctl:
-        say("ok", f"pachctl at {pachctl}")
+    if report.throwaway:
+        report.skip(
+            "update",
+            f"no --context given: the demo touches no cluster (its throwaway context {report.context} leads"
+            " nowhere); the spec is rendered and the command shown, not run",
+        )
+        say("skip", f"update: {report.skipped[-1].reason}")
+    elif pachctl:
+        say("ok", f"pachctl at {pachctl}, context {report.context}")
     else:
         report.skip("update", "pachctl not found on PATH: the spec is rendered and the command shown, not run")
         say("skip", f"update: {report.skipped[-1].reason}")
 
     say("heading", "3. commit (pre-commit validates, post-commit queues)")
-    write_repository(repo, examples, report.registry or EXAMPLE_REGISTRY, base_ready)
-    env = hook_env()
+    write_repository(repo, examples, report.registry or EXAMPLE_REGISTRY, base_ready, report.context)
+    env = hook_env(throwaway_pach_config(folder) if report.throwaway else None)
     gitrepo.run(["init", "-q", "-b", "main"], repo, env=env, timeout=60)
     for key, value in IDENTITY.items():
         if not gitrepo.run(["config", "--get", key], repo, env=env, timeout=60).stdout.strip():

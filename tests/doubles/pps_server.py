@@ -29,6 +29,23 @@ src/pfs/pfs.proto, src/metadata/metadata.proto, src/version/versionpb/version.pr
                                 use edit_key instead" (src/server/metadata/server, metadata_test.go);
                                 UNIMPLEMENTED before 2.10; a pipeline target needs 2.11 (pachyderm#10184)
   versionpb_v2.API GetVersion   `version` (default 2.11.6)
+  transaction_v2.API StartTransaction, InspectTransaction, ListTransaction, DeleteTransaction,
+             FinishTransaction  as pachd's (src/server/transaction/server/driver.go and
+                                src/internal/transactionenv/env.go), stored as the pachctl double
+                                stores its transactions (transactions/ID.json), so either sees them:
+    - StartTransaction stores an empty transaction under a new dashless UUID.
+    - A request carrying `pach-transaction` metadata joins that transaction instead of running
+      (TransactionEnv.WithTransaction). The key's presence is what counts: an empty value names
+      a transaction "" that does not exist (client.GetTransaction in src/internal/client). The
+      request is dry-run after the transaction's earlier ones before it is appended, so one
+      pachd refuses (the PACHCTL_DOUBLE_REFUSE fault) fails there and then, "error running
+      request I of N: ..." (driver.appendTransaction, runTransaction); the response is empty.
+    - FinishTransaction runs every request in one database transaction: all applied, with the
+      transaction's ID as their commit set (their spec commits' ID, runTransaction), or, when
+      one fails, none, and the transaction stays stored (finishTransaction deletes it only on
+      success). The REFUSE and REFUSE_AT_FINISH faults of the pachctl double apply.
+    - InspectTransaction and DeleteTransaction of an unknown ID: NOT_FOUND
+      "transactions ID not found" (the collection's ErrNotFound, "<type> <key> not found").
 Each request is recorded with the auth token it carried. Faults of its own: `fail` and
 `hang` (a method answers UNAVAILABLE or not in time), `image_override` (the cluster keeps
 another image), `applied_first` (another deliverer's spec lands just before the next
@@ -50,6 +67,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import betterproto
 import grpc
 from pachyderm_sdk.api import metadata, pfs, pps
+from pachyderm_sdk.api import transaction as txn
 from pachyderm_sdk.api import version as versionpb
 from pachyderm_sdk.api.pps import PipelineInfo
 
@@ -60,12 +78,16 @@ cluster: Any = importlib.util.module_from_spec(_SPEC)
 _LOADER.exec_module(cluster)
 
 
+TRANSACTION_KEY = "pach-transaction"  # the metadata key pachyderm-sdk and pachctl send (client.go)
+
+
 @dataclass
 class Received:
     spec_json: str
     update: bool
     reprocess: bool
     token: Optional[str]
+    transaction: Optional[str] = None  # the transaction the request joined; None: it ran directly
 
 
 def _version_tuple(text: str) -> Tuple[int, int]:
@@ -133,7 +155,9 @@ class PpsDouble:
         self, request: pps.CreatePipelineV2Request, context: grpc.ServicerContext
     ) -> pps.CreatePipelineV2Response:
         self._fault("CreatePipelineV2", context)
-        token = dict(context.invocation_metadata()).get("authn-token")
+        metadata_sent = dict(context.invocation_metadata())
+        token = metadata_sent.get("authn-token")
+        joining = metadata_sent.get(TRANSACTION_KEY)  # None: run now; any string, even "", names a transaction
         try:
             spec = json.loads(request.create_pipeline_request_json)
             name = spec["pipeline"]["name"]
@@ -142,8 +166,14 @@ class PpsDouble:
         project = ((spec["pipeline"].get("project") or {}).get("name")) or "default"
         with self.lock:
             self.received.append(
-                Received(request.create_pipeline_request_json, request.update, request.reprocess, token)
+                Received(request.create_pipeline_request_json, request.update, request.reprocess, token, joining)
             )
+            if joining is not None:
+                self._append(joining, spec, project, request, context)
+                return pps.CreatePipelineV2Response()
+            refused = cluster.refusal(self.state, name)
+            if refused:
+                context.abort(grpc.StatusCode.UNKNOWN, refused)
             if cluster.pipeline_path(self.state, project, name).exists() and not request.update:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"pipeline {name} already exists")
             if self.applied_first:
@@ -154,6 +184,99 @@ class PpsDouble:
             # The new version's spec commit ID is the global ID of the jobs it starts (P13).
             cluster.apply_spec(self.state, spec, project, request.reprocess, cluster.new_id(), 2)
         return pps.CreatePipelineV2Response(effective_create_pipeline_request_json=json.dumps(spec))
+
+    # -- transaction_v2.API ---------------------------------------------------------------------
+
+    def _transaction_path(self, ident: str, context: grpc.ServicerContext) -> Path:
+        path = self.state / "transactions" / f"{ident}.json"
+        if not ident or not path.exists():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"transactions {ident} not found")
+        return path
+
+    def _problem(self, requests: List[Dict[str, Any]], at_finish: bool) -> str:
+        """Why pachd would refuse to run `requests` in order (runTransaction), "" when it would not."""
+        return cluster.transaction_refusal(self.state, requests, at_finish)
+
+    def _append(
+        self, ident: str, spec: Dict[str, Any], project: str, request: Any, context: grpc.ServicerContext
+    ) -> None:
+        path = self._transaction_path(ident, context)
+        stored = json.loads(path.read_text())
+        if self.image_override:
+            spec.setdefault("transform", {})["image"] = self.image_override
+        item = {"spec": spec, "project": project, "reprocess": request.reprocess, "update": request.update}
+        problem = self._problem(stored["requests"] + [item], at_finish=False)  # appendTransaction's dry run
+        if problem:
+            context.abort(grpc.StatusCode.UNKNOWN, problem)
+        stored["requests"].append(item)
+        path.write_text(json.dumps(stored))
+
+    def _info(self, ident: str, stored: Dict[str, Any]) -> txn.TransactionInfo:
+        return txn.TransactionInfo(
+            transaction=txn.Transaction(id=ident),
+            requests=[
+                txn.TransactionRequest(
+                    create_pipeline_v2=pps.CreatePipelineTransaction(user_json=json.dumps(item["spec"]))
+                )
+                for item in stored["requests"]
+            ],
+            responses=[txn.TransactionResponse() for _ in stored["requests"]],
+            version=len(stored["requests"]),
+        )
+
+    def start_transaction(self, request: Any, context: grpc.ServicerContext) -> txn.Transaction:
+        self._fault("StartTransaction", context)
+        ident = cluster.new_id()  # uuid.NewWithoutDashes
+        with self.lock:
+            (self.state / "transactions").mkdir(exist_ok=True)
+            stored = {"requests": [], "started": cluster.now()}
+            (self.state / "transactions" / f"{ident}.json").write_text(json.dumps(stored))
+        return txn.Transaction(id=ident)
+
+    def inspect_transaction(
+        self, request: txn.InspectTransactionRequest, context: grpc.ServicerContext
+    ) -> txn.TransactionInfo:
+        self._fault("InspectTransaction", context)
+        ident = request.transaction.id if request.transaction else ""
+        with self.lock:
+            return self._info(ident, json.loads(self._transaction_path(ident, context).read_text()))
+
+    def list_transaction(self, request: Any, context: grpc.ServicerContext) -> txn.TransactionInfos:
+        self._fault("ListTransaction", context)
+        with self.lock:
+            return txn.TransactionInfos(
+                transaction_info=[
+                    self._info(path.stem, json.loads(path.read_text()))
+                    for path in sorted((self.state / "transactions").glob("*.json"))
+                ]
+            )
+
+    def delete_transaction(self, request: txn.DeleteTransactionRequest, context: grpc.ServicerContext) -> Any:
+        from betterproto.lib.google.protobuf import Empty
+
+        self._fault("DeleteTransaction", context)
+        with self.lock:
+            self._transaction_path(request.transaction.id if request.transaction else "", context).unlink()
+        return Empty()
+
+    def finish_transaction(
+        self, request: txn.FinishTransactionRequest, context: grpc.ServicerContext
+    ) -> txn.TransactionInfo:
+        self._fault("FinishTransaction", context)
+        ident = request.transaction.id if request.transaction else ""
+        with self.lock:
+            path = self._transaction_path(ident, context)
+            stored = json.loads(path.read_text())
+            problem = self._problem(stored["requests"], at_finish=True)
+            if problem:
+                context.abort(grpc.StatusCode.UNKNOWN, problem)  # nothing applied; the transaction stays
+            for item in stored["requests"]:
+                # one commit set for the whole transaction: its ID (runTransaction)
+                cluster.apply_spec(self.state, item["spec"], item["project"], item["reprocess"], ident, 2)
+            path.unlink()
+            return self._info(ident, stored)
+
+    # -- pps_v2.API, reading -----------------------------------------------------------------
 
     def inspect_pipeline(self, request: pps.InspectPipelineRequest, context: grpc.ServicerContext) -> PipelineInfo:
         self._fault("InspectPipeline", context)
@@ -324,6 +447,13 @@ def _handlers(double: PpsDouble) -> Dict[str, Dict[str, grpc.RpcMethodHandler]]:
         "pfs_v2.API": {"InspectCommit": unary(double.inspect_commit, pfs.InspectCommitRequest)},
         "metadata.API": {"EditMetadata": unary(double.edit_metadata, metadata.EditMetadataRequest)},
         "versionpb_v2.API": {"GetVersion": unary(double.get_version, Empty)},
+        "transaction_v2.API": {
+            "StartTransaction": unary(double.start_transaction, txn.StartTransactionRequest),
+            "InspectTransaction": unary(double.inspect_transaction, txn.InspectTransactionRequest),
+            "ListTransaction": unary(double.list_transaction, txn.ListTransactionRequest),
+            "DeleteTransaction": unary(double.delete_transaction, txn.DeleteTransactionRequest),
+            "FinishTransaction": unary(double.finish_transaction, txn.FinishTransactionRequest),
+        },
     }
 
 

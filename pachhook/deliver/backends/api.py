@@ -181,7 +181,9 @@ class ApiBackend:
                 pass  # never finished, so never applied
             raise
         finally:
-            client.transaction_id = ""
+            # None, not "": pachd takes the metadata key's presence as a transaction, so an
+            # empty ID would send the next request into transaction "" (client.GetTransaction)
+            client.transaction_id = None
 
     def inspect(self, name: str, project: str = "") -> Optional[PipelineState]:
         from pachyderm_sdk.api import pfs, pps

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core import gitrepo
 from pachhook.core.config import load_config_at
@@ -365,6 +365,28 @@ def run(ctx: StepContext) -> StepResult:
         session.close()
 
 
+def not_applied(blockers: Sequence[Tuple[str, str]]) -> str:
+    """Why a commit's updates were held back: `not applied: edges, counts failed; sobel cancelled (...)`.
+
+    `blockers` are (pipeline, why) pairs, why being "failed", "cancelled", "held"...
+    """
+    reasons: Dict[str, List[str]] = {}
+    for pipeline, why in blockers:
+        reasons.setdefault(why, []).append(pipeline)
+    listed = "; ".join(f"{', '.join(names)} {why}" for why, names in reasons.items())
+    return f"not applied: {listed} (a commit's pipelines are applied together or not at all)"
+
+
+def _log_to_all(contexts: Sequence[StepContext]) -> Any:
+    """A log writing to every job of a transaction: each job's log names the transaction it went in."""
+
+    def log(line: str) -> None:
+        for ctx in contexts:
+            ctx.log(line)
+
+    return log
+
+
 def run_together(contexts: Sequence[StepContext]) -> List[Any]:
     """The update step of several pipelines of one commit, applied in one transaction.
 
@@ -403,9 +425,7 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
         failed = [contexts[i].job.pipeline for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
         to_apply = [(i, item) for i, item in enumerate(prepared) if item is not None and item.result is None]
         if failed and to_apply:
-            reason = (
-                f"not applied: {', '.join(failed)} failed (a commit's pipelines are applied together or not at all)"
-            )
+            reason = not_applied([(name, "failed") for name in failed])
             for index, item in to_apply:
                 item.ctx.log(reason)
                 outcomes[index] = StepError(reason, retryable=True)
@@ -422,7 +442,7 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
             for _, item in to_apply
         ]
         try:
-            backend.apply_all(applies, to_apply[0][1].ctx.log)
+            backend.apply_all(applies, _log_to_all([item.ctx for _, item in to_apply]))
         except BackendError as error:
             for index, item in to_apply:
                 item.ctx.log(f"not applied: {error}")

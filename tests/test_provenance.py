@@ -395,8 +395,12 @@ def test_metadata_is_written_where_both_client_and_cluster_have_it(
     data = updated(make_repo(tmp_path / "repo"))
     assert data["stamped"] == stamped
     assert data["job_state"] == "JOB_SUCCESS"
-    edits = [call for call in calls(cluster) if call[:2] == ["edit", "metadata"]]
-    assert [call[2] for call in edits] == [kind.split("-")[0] for kind in stamped.split(",")[1:]]
+    # Every key of the pipeline and of its output commit in one `edit metadata` (sets of four)
+    edits = [call[2:] for call in calls(cluster) if call[:2] == ["edit", "metadata"]]
+    kinds = [kind.split("-")[0] for kind in stamped.split(",")[1:]]
+    assert len(edits) == (1 if kinds else 0)
+    targets = [edit[index] for edit in edits for index in range(0, len(edit), 4)]
+    assert list(dict.fromkeys(targets)) == kinds
 
 
 def test_a_job_failing_in_the_cluster_is_recorded_and_shown(cluster, tmp_path, monkeypatch):
@@ -449,8 +453,9 @@ def test_verification_is_bounded_and_can_be_turned_off(cluster, tmp_path, monkey
     data = updated(repo, "verify = false\n", job_id=8)
     assert data["verify"] == "off" and "job_state" not in data
     # Turned off, the job is not asked about at all (the first update asked until the deadline).
-    asked = [call for call in calls(cluster) if call[:2] == ["inspect", "job"]]
-    assert asked and all(call[2] != data["cluster_job"] for call in asked)
+    # (`list job ID`: the jobs of the update's commit set, one call per look)
+    asked = [call for call in calls(cluster) if call[:2] == ["list", "job"]]
+    assert asked and all(call[2] != data["cluster_job"].split("@")[1] for call in asked)
 
 
 # -- bounded history (issue 16) ---------------------------------------------------------

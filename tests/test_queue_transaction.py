@@ -8,6 +8,7 @@ at `finish transaction`, all of them or none, as pachd does.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,28 @@ def test_the_worker_applies_a_commits_pipelines_in_one_transaction(tmp_path: Pat
     for job in jobs.values():
         assert "transaction " in job_log(repo, job["id"])
         assert job_log(repo, job["id"]).count("update: done") == 1
+    # After the transaction the three share its commit set: their output commits are read with
+    # one `list commit ID`, their jobs with one `list job ID`, all keys written in one `edit metadata`.
+    (commit_set,) = {record["spec_commit"] for record in pipelines.values()}
+    after = calls(repo)[[call[:2] for call in calls(repo)].index(["finish", "transaction"]) + 1 :]
+    assert [call[:3] for call in after if call[:2] != ["inspect", "pipeline"]] == [
+        ["version"],
+        ["list", "commit", commit_set],
+        ["edit", "metadata", "pipeline"],
+        ["list", "job", commit_set],
+    ]
+    for name in pipelines:
+        shown = subprocess.run(
+            [PACHCTL_DOUBLE, "inspect", "commit", f"{name}@{commit_set}", "--raw"],
+            env=repo.env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(shown.stdout)["metadata"]["pachhook.io/commit"] == repo.git("rev-parse", "HEAD")
+        assert by_pipeline(repo)[name]["state"] == "done"
 
 
 def test_a_refused_transaction_applies_nothing_and_a_retry_requeues_the_commit_together(tmp_path: Path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core.sanitize import one_line
+from pachhook.deliver.backends.clusterview import MetadataEdit
 from pachhook.deliver.backends.pachctl import Apply, BackendError, PipelineState, _timeout_from_env, spec_from_json
 from pachhook.deliver.backends.rawoutput import ClusterError
 
@@ -329,24 +330,43 @@ class ApiView:
             lambda: self._stubs()[0].list_pipeline(pipeline=chosen, history=-1, details=True, projects=projects),
         )
 
+    def output_commits(self, global_id: str, repos: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """The output commits of `repos` in commit set `global_id`, by repo: one InspectCommit
+        each (an RPC on the open channel, not a process start as with pachctl)."""
+        found: Dict[str, Dict[str, Any]] = {}
+        for repo in repos:
+            info = self.commit(repo, global_id)
+            if info is not None:
+                found[repo] = info
+        return found
+
     def edit_metadata(self, kind: str, name: str, ref: str, add: Dict[str, str], edit: Dict[str, str]) -> None:
+        self.edit_metadata_all([MetadataEdit(kind, name, ref, add, edit)])
+
+    def edit_metadata_all(self, targets: Sequence[MetadataEdit]) -> None:
         from pachyderm_sdk.api import metadata, pfs, pps
 
         project = pfs.ProjectPicker(name=self.project or "default")
-        if kind == "commit":
-            repo = pfs.RepoPicker(name=pfs.RepoPickerRepoName(project=project, name=name, type="user"))
-            commit = pfs.CommitPicker(id=pfs.CommitPickerCommitByGlobalId(repo=repo, id=ref))
-            target: Dict[str, Any] = {"commit": commit}
-        else:
-            target = {"pipeline": pps.PipelinePicker(name=pps.PipelinePickerPipelineName(project=project, name=name))}
-        edits = [metadata.Edit(add_key=metadata.EditAddKey(key=k, value=v), **target) for k, v in add.items()]
-        edits += [metadata.Edit(edit_key=metadata.EditEditKey(key=k, value=v), **target) for k, v in edit.items()]
+        edits = []
+        for one in targets:
+            if one.kind == "commit":
+                repo = pfs.RepoPicker(name=pfs.RepoPickerRepoName(project=project, name=one.name, type="user"))
+                commit = pfs.CommitPicker(id=pfs.CommitPickerCommitByGlobalId(repo=repo, id=one.ref))
+                target: Dict[str, Any] = {"commit": commit}
+            else:
+                name = pps.PipelinePickerPipelineName(project=project, name=one.name)
+                target = {"pipeline": pps.PipelinePicker(name=name)}
+            edits += [metadata.Edit(add_key=metadata.EditAddKey(key=k, value=v), **target) for k, v in one.add.items()]
+            edits += [
+                metadata.Edit(edit_key=metadata.EditEditKey(key=k, value=v), **target) for k, v in one.edit.items()
+            ]
         if not edits:
             return
         # One request, one transaction on pachd: every key is written or none is.
         done = self._call("EditMetadata", lambda: self._stubs()[2].edit_metadata(edits=edits))
         if done is None:
-            raise ClusterError(f"EditMetadata: {kind} {name}{'@' + ref if ref else ''} not found")
+            named = ", ".join(f"{one.kind} {one.name}{'@' + one.ref if one.ref else ''}" for one in targets)
+            raise ClusterError(f"EditMetadata: {named}: not found")
 
 
 def _code(error: BaseException) -> str:

@@ -17,12 +17,25 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.deliver.backends.pachctl import BackendError, parse_version
 from pachhook.deliver.backends.rawoutput import ClusterError, messages
 
 Version = Tuple[int, int, int]
+
+
+@dataclass
+class MetadataEdit:
+    """Keys to add and keys to edit on one pipeline (`ref` "") or one commit (`ref` its ID)."""
+
+    kind: str  # "pipeline" or "commit"
+    name: str  # the pipeline, or the commit's repo
+    ref: str = ""
+    add: Dict[str, str] = field(default_factory=dict)
+    edit: Dict[str, str] = field(default_factory=dict)
+
 
 # (executable, context, address or PACH_CONFIG) -> (asked at, version): a worker delivering
 # many jobs to one cluster asks it once every few minutes, not once per job.
@@ -115,21 +128,39 @@ class PachctlView:
         """Every version of `pipeline` (of every pipeline when ""), newest first."""
         return self._read(["list", "pipeline", *([pipeline] if pipeline else []), "--history", "all"])
 
+    def output_commits(self, global_id: str, repos: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """The output commits of `repos` in commit set `global_id`, by repo, from one
+        `pachctl list commit ID --raw` (ListCommitSet: every commit of the set, the spec and
+        meta commits too, so only the user-type commits of the repos asked for are kept)."""
+        wanted = set(repos)
+        found: Dict[str, Dict[str, Any]] = {}
+        for info in self._read(["list", "commit", global_id]):
+            commit = info.get("commit") if isinstance(info.get("commit"), dict) else {}
+            repo = commit.get("repo") if isinstance(commit.get("repo"), dict) else {}
+            if repo.get("name") in wanted and repo.get("type", "user") == "user" and commit.get("id") == global_id:
+                found[str(repo["name"])] = info
+        return found
+
     def edit_metadata(self, kind: str, name: str, ref: str, add: Dict[str, str], edit: Dict[str, str]) -> None:
-        """`pachctl edit metadata` (2.10+; pipelines 2.11+), every key in one command line.
+        self.edit_metadata_all([MetadataEdit(kind, name, ref, add, edit)])
+
+    def edit_metadata_all(self, edits: Sequence[MetadataEdit]) -> None:
+        """Every key of every target in one `pachctl edit metadata` (2.10+; pipelines 2.11+).
 
         pachctl reads its arguments in sets of four, KIND PICKER OP KEY=VALUE, one pair per
         set, and sends the whole line as one EditMetadata request: all keys or none
         (src/server/metadata/cmds/cmds.go, parseEditMetadataCmdline).
         """
-        picker = f"{self.project}/{name}" if self.project else name
-        if ref:
-            picker += f"@{ref}"
-        sets = [
-            [kind, picker, operation, f"{kv_token(key)}={kv_token(value)}"]
-            for operation, values in (("add", add), ("edit", edit))
-            for key, value in values.items()
-        ]
+        sets: List[List[str]] = []
+        for target in edits:
+            picker = f"{self.project}/{target.name}" if self.project else target.name
+            if target.ref:
+                picker += f"@{target.ref}"
+            sets += [
+                [target.kind, picker, operation, f"{kv_token(key)}={kv_token(value)}"]
+                for operation, values in (("add", target.add), ("edit", target.edit))
+                for key, value in values.items()
+            ]
         if sets:
             self._run(["edit", "metadata", *(arg for edit_set in sets for arg in edit_set)])
 

@@ -448,11 +448,21 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
                 item.ctx.log(f"not applied: {error}")
                 outcomes[index] = StepError(str(error), retryable=error.retryable)
             return outcomes
+        read_back: List[Tuple[int, Prepared, Dict[str, str], Any]] = []
         for index, item in to_apply:
             try:
-                outcomes[index] = _finish(item, backend)
+                read = _read_back(item, backend)
             except StepError as error:
                 outcomes[index] = error
+                continue
+            if isinstance(read, StepResult):
+                outcomes[index] = read
+            else:
+                read_back.append((index, item, *read))
+        stamps = stamp_and_verify_all(backend, [(item, after) for _, item, _, after in read_back])
+        for (index, item, data, after), stamp in zip(read_back, stamps):
+            data.update(stamp)
+            outcomes[index] = _done(item, data, after)
         return outcomes
     finally:
         session.close()
@@ -595,7 +605,18 @@ def _announce(prepared: Prepared, backend: Any) -> None:
 
 
 def _finish(prepared: Prepared, backend: Any) -> StepResult:
-    """Read the pipeline back after the apply; undo an overtaking; note a late cancel."""
+    """Read the pipeline back after the apply, then stamp and verify it."""
+    read = _read_back(prepared, backend)
+    if isinstance(read, StepResult):
+        return read
+    data, after = read
+    data.update(stamp_and_verify_all(backend, [(prepared, after)])[0])
+    return _done(prepared, data, after)
+
+
+def _read_back(prepared: Prepared, backend: Any) -> Any:
+    """The pipeline read back after the apply: (result data, version read) to stamp, or the
+    StepResult that ends the job (superseded); undoes an overtaking, notes a late cancel."""
     ctx, rendered, path, extra = prepared.ctx, prepared.rendered, prepared.path, prepared.extra
     assert path is not None
     try:
@@ -619,12 +640,12 @@ def _finish(prepared: Prepared, backend: Any) -> StepResult:
     if ctx.is_cancelled is not None and ctx.is_cancelled():
         ctx.log("cancelled too late: applied")
         data["late_cancel"] = "1"
-    data.update(
-        stamp_and_verify(
-            ctx, backend, rendered, _image_from_results(ctx)["digest"], prepared.config, prepared.environment, after
-        )
-    )
-    return StepResult("done", data, f"{rendered.pipeline} v{after.version} in {prepared.where}" + _cluster_note(data))
+    return data, after
+
+
+def _done(prepared: Prepared, data: Dict[str, str], after: Any) -> StepResult:
+    summary = f"{prepared.rendered.pipeline} v{after.version} in {prepared.where}" + _cluster_note(data)
+    return StepResult("done", data, summary)
 
 
 def _restore_if_overtaken(
@@ -697,37 +718,44 @@ def _descends_from(live: str, commit: str, ctx: StepContext) -> bool:
     return order.known(live, ctx.repo_root) and order.is_ancestor(commit, live, ctx.repo_root)
 
 
-def stamp_and_verify(
-    ctx: StepContext,
-    backend: Any,
-    rendered: RenderedSpec,
-    digest: str,
-    config: Any,
-    environment: Any = None,
-    applied: Any = None,
-) -> Dict[str, str]:
-    """After the apply: provenance into Pachyderm metadata, then the job the update started
-    (pachhook/deliver/stamp.py). Never fails the step: the pipeline is updated.
+def stamp_and_verify_all(backend: Any, updated: Sequence[Tuple[Prepared, Any]]) -> List[Dict[str, str]]:
+    """After the apply: provenance into Pachyderm metadata, then the jobs the updates started
+    (deliver/stamp.py), one result each. Never fails a step: the pipelines are updated.
 
-    `verify` and `verify_timeout` are the environment's when it sets them, else the top-level keys.
-    `applied` is the read-back of the version this job applied: when it names its spec commit
-    (the job to verify), the stamp needs no read of its own, and stamps this version's job
-    even when another deliverer applies right after."""
-    from pachhook.deliver.stamp import after_update, stamp_values
+    `updated` are the applied pipelines with their read-backs: each names its version's spec
+    commit (the job to verify), so the stamp needs no read of its own and stamps this
+    version's job even when another deliverer applies right after. Pipelines updated
+    together (one transaction of one commit and environment) are stamped and verified in one
+    go per project, so the pachctl calls after the update do not grow with their number.
+    `verify` and `verify_timeout` are the environment's when it sets them, else the top-level keys."""
+    from pachhook.deliver.stamp import Updated, after_updates, stamp_values
 
+    results: List[Dict[str, str]] = [{} for _ in updated]
+    projects: Dict[str, List[int]] = {}
+    for index, (prepared, _) in enumerate(updated):
+        projects.setdefault(prepared.rendered.project, []).append(index)
+    for project, indexes in projects.items():
+        first = updated[indexes[0]][0]
+        verify, timeout = _verify_settings(first.config, first.environment)
+        batch = []
+        for index in indexes:
+            prepared, after = updated[index]
+            rendered = prepared.rendered
+            digest = _image_from_results(prepared.ctx)["digest"] if rendered.built_image else ""
+            values = stamp_values(rendered.commit, rendered.template, digest)
+            batch.append(Updated(rendered.pipeline, values, after, prepared.ctx.log))
+        for index, outcome in zip(indexes, after_updates(backend, project, batch, verify, timeout)):
+            results[index] = outcome.result()
+    return results
+
+
+def _verify_settings(config: Any, environment: Any) -> Tuple[bool, float]:
     verify = getattr(environment, "verify", None)
     timeout = getattr(environment, "verify_timeout", None)
-    outcome = after_update(
-        backend,
-        rendered.pipeline,
-        rendered.project,
-        stamp_values(rendered.commit, rendered.template, digest if rendered.built_image else ""),
-        verify=bool(getattr(config, "verify", True) if verify is None else verify),
-        timeout=float(getattr(config, "verify_timeout", 300.0) if timeout is None else timeout),
-        log=ctx.log,
-        applied=applied,
+    return (
+        bool(getattr(config, "verify", True) if verify is None else verify),
+        float(getattr(config, "verify_timeout", 300.0) if timeout is None else timeout),
     )
-    return outcome.result()
 
 
 def _cluster_note(result: Dict[str, str]) -> str:

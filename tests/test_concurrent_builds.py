@@ -7,6 +7,7 @@ The real Docker engine, CLI (BuildKit) and registry; the pachctl TEST DOUBLE for
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -19,11 +20,13 @@ from typing import List
 
 import pytest
 import services as test_services
+from gitutil import pachhook_module
 from test_update import double, git, received  # noqa: F401 (double is a fixture)
 
 from pachhook.core.config import ConfigError, load_config
 from pachhook.deliver.sharedimages import SharedImages
 from pachhook.deliver.steps.base import StepError, StepResult
+from pachhook.queue.store import Queue
 
 
 def pipeline(name: str, image: str) -> str:
@@ -71,9 +74,33 @@ def images_config(images: List[str], extra: str = "", concurrency: int = 2) -> s
 @pytest.mark.integration
 def test_an_image_shared_by_three_pipelines_is_built_and_pushed_once(tmp_path, docker_env, double):  # noqa: F811
     services = docker_env
+    repo, image, sha = shared_image_commit(tmp_path, services)
+
+    started = time.time()
+    out = run(repo, "--commit", "HEAD")
+    ended = time.time()
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    # The engine tagged IMAGE:SHA once: one build, no retag for the other two pipelines.
+    assert len(tags_of(services, f"{image}:{sha}", started, ended)) == 1
+    assert len(re.findall(rf"build: built {re.escape(image)}:{sha}", out.stdout)) == 1
+    assert len(re.findall(r"build: reused: .* built once for (one|two|three), which shares the image", out.stdout)) == 2
+    assert len(re.findall(r"push: registry \S+ serves", out.stdout)) == 1
+    assert len(re.findall(r"push: reused: .* pushed once for (one|two|three), which shares the image", out.stdout)) == 2
+    specs = {spec["pipeline"]["name"]: spec["transform"]["image"] for spec in received(double)}
+    assert specs == {name: f"{image}:{sha}" for name in ("one", "two", "three")}
+
+
+def tags_of(services, name: str, since: float, until: float) -> List[dict]:
+    """The engine's `tag` events for image `name` between the two times."""
+    return [e for e in engine_events(services, since, until, "tag") if e["Actor"]["Attributes"]["name"] == name]
+
+
+def shared_image_commit(tmp_path: Path, services) -> "tuple[Path, str, str]":
+    """A commit of three pipelines naming one image built from app/; the repo, image and commit."""
     repository = f"test-shared/{uuid.uuid4().hex[:10]}/app"
     image = f"{services.registry}/{repository}"
-    repo = make_repo(tmp_path, images_config([image], 'context = "app"\n', concurrency=3))
+    repo = make_repo(tmp_path, 'worker = "manual"\n' + images_config([image], 'context = "app"\n', concurrency=3))
     (repo / "app").mkdir()
     (repo / "app" / "Dockerfile").write_text(
         test_services.base_dockerfile(services, f"RUN echo {repository} > /id && sleep 1")
@@ -83,26 +110,7 @@ def test_an_image_shared_by_three_pipelines_is_built_and_pushed_once(tmp_path, d
         (repo / name / "pipeline.json").write_text(pipeline(name, image + ":{{ tag }}"))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "three pipelines, one image")
-    sha = git(repo, "rev-parse", "HEAD")
-
-    started = time.time()
-    out = run(repo, "--commit", "HEAD")
-    ended = time.time()
-    assert out.returncode == 0, out.stdout + out.stderr
-
-    # The engine tagged IMAGE:SHA once: one build, no retag for the other two pipelines.
-    tagged = [
-        e
-        for e in engine_events(services, started, ended, "tag")
-        if e["Actor"]["Attributes"]["name"] == f"{image}:{sha}"
-    ]
-    assert len(tagged) == 1, tagged
-    assert len(re.findall(rf"build: built {re.escape(image)}:{sha}", out.stdout)) == 1
-    assert len(re.findall(r"build: reused: .* built once for (one|two|three), which shares the image", out.stdout)) == 2
-    assert len(re.findall(r"push: registry \S+ serves", out.stdout)) == 1
-    assert len(re.findall(r"push: reused: .* pushed once for (one|two|three), which shares the image", out.stdout)) == 2
-    specs = {spec["pipeline"]["name"]: spec["transform"]["image"] for spec in received(double)}
-    assert specs == {name: f"{image}:{sha}" for name in ("one", "two", "three")}
+    return repo, image, git(repo, "rev-parse", "HEAD")
 
 
 @pytest.mark.integration
@@ -128,7 +136,7 @@ def distinct_images(tmp_path, services, concurrency: int, runs: List[str]) -> "t
     """A commit with one pipeline and one image per RUN line given."""
     prefix = f"{services.registry}/test-concurrent/{uuid.uuid4().hex[:10]}"
     images = [f"{prefix}/img{number}" for number in range(len(runs))]
-    repo = make_repo(tmp_path, images_config(images, concurrency=concurrency))
+    repo = make_repo(tmp_path, 'worker = "manual"\n' + images_config(images, concurrency=concurrency))
     for number, (image, line) in enumerate(zip(images, runs)):
         folder = repo / f"p{number}"
         folder.mkdir()
@@ -274,3 +282,71 @@ def test_ctrl_c_during_concurrent_builds_ends_them_and_exits_130(tmp_path, docke
     left = subprocess.run(["pgrep", "-f", f"docker build .*{images[0]}"], capture_output=True, text=True)
     assert left.stdout == ""
     assert received(double) == []
+
+
+# -- the queue's worker (`pachhook run` draining the queue): the same concurrent builds -------
+
+
+def queue_and_drain(repo: Path) -> "tuple[subprocess.CompletedProcess, float]":
+    """`pachhook queue` (no background worker), then `pachhook run` draining the queue: its
+    output and wall time."""
+    queued = pachhook_module("queue", "--no-worker", cwd=repo, env=dict(os.environ), timeout=120)
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    began = time.monotonic()
+    out = run(repo)
+    return out, time.monotonic() - began
+
+
+def job_logs(repo: Path) -> "dict[str, list[tuple[float, str]]]":
+    """Each pipeline's job log as the queue stores it: (time, line), oldest first."""
+    with Queue(repo / ".git") as queue:
+        return {
+            job.pipeline: [(row["at"], row["line"]) for row in queue.logs.entries(job.id)]
+            for job in queue.list_jobs(all=True)
+        }
+
+
+def build_interval(log: "list[tuple[float, str]]") -> "tuple[float, float]":
+    """When the job's build step started and when it ended, by its log."""
+    started = next(at for at, line in log if line.startswith("build: started"))
+    ended = next(at for at, line in log if re.match(r"build: (done|reused)\b", line))
+    return started, ended
+
+
+@pytest.mark.integration
+def test_the_queue_builds_a_commits_images_at_the_same_time(tmp_path, docker_env, double):  # noqa: F811
+    repo, images = distinct_images(tmp_path, docker_env, concurrency=2, runs=["sleep 3"] * 3)
+    out, _ = queue_and_drain(repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    logs = job_logs(repo)
+    assert sorted(logs) == ["p0", "p1", "p2"]
+    intervals = {name: build_interval(log) for name, log in logs.items()}
+    # Two at a time: p0 and p1 build together; p2 starts when one of them has ended.
+    (a0, b0), (a1, b1), (a2, _) = intervals["p0"], intervals["p1"], intervals["p2"]
+    assert a0 < b1 and a1 < b0, intervals
+    assert a2 >= min(b0, b1) - 0.5, intervals
+    # each job's log still tells its own steps, in order, and every job is done
+    for name, log in logs.items():
+        started = [line.split(":", 1)[0] for _, line in log if re.match(r"\w+: started \(attempt 1\)$", line)]
+        assert started == ["build", "push", "update"], (name, log)
+    jobs = [line for line in out.stdout.splitlines() if line.endswith(": done") and line.startswith("job ")]
+    assert len(jobs) == 3, out.stdout
+    specs = {spec["pipeline"]["name"]: spec["transform"]["image"] for spec in received(double)}
+    sha = git(repo, "rev-parse", "HEAD")
+    assert specs == {f"p{number}": f"{image}:{sha}" for number, image in enumerate(images)}
+
+
+@pytest.mark.integration
+def test_the_queue_builds_and_pushes_an_image_three_pipelines_share_once(tmp_path, docker_env, double):  # noqa: F811
+    repo, image, sha = shared_image_commit(tmp_path, docker_env)
+    started = time.time()
+    out, _ = queue_and_drain(repo)
+    ended = time.time()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(tags_of(docker_env, f"{image}:{sha}", started, ended)) == 1
+    lines = [line for log in job_logs(repo).values() for _, line in log]
+    assert len([line for line in lines if line.startswith(f"build: done: built {image}:{sha}")]) == 1, lines
+    assert len([line for line in lines if re.match(r"build: reused: .* built once for (one|two|three),", line)]) == 2
+    assert len([line for line in lines if re.match(r"push: reused: .* pushed once for (one|two|three),", line)]) == 2
+    specs = {spec["pipeline"]["name"]: spec["transform"]["image"] for spec in received(double)}
+    assert specs == {name: f"{image}:{sha}" for name in ("one", "two", "three")}

@@ -4,9 +4,10 @@
 resuming at the first step not done, recording each result) and `pachhook run --commit`
 (deliver/commit.py, nothing recorded). What differs between them is what happens around
 each step, given as a StepHooks; the steps, their order, the failure rule (stop at the
-first failing step) and the log lines are the same. Both build and push each pipeline on
-its own and then update a commit's pipelines for one environment together
-(`update_together`: one Pachyderm transaction, all applied or none).
+first failing step) and the log lines are the same. Both build and push a commit's images
+concurrently, each shared image once (deliver/sharedimages.py `deliver_concurrently`,
+bounded by `build_concurrency`), and then update its pipelines for one environment
+together (`update_together`: one Pachyderm transaction, all applied or none).
 
 Starting a background worker and its lock live in queue/launch.py, which the
 post-commit hook imports; this module is imported by worker processes only.
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from pachhook.core import gitrepo
-from pachhook.core.config import DEFAULT_KEEP_JOBS, ConfigError, load_config
+from pachhook.core.config import DEFAULT_BUILD_CONCURRENCY, DEFAULT_KEEP_JOBS, ConfigError, load_config, load_config_at
 from pachhook.core.sanitize import one_line as bounded_line
 from pachhook.deliver.holds import Holds, held_job, held_message
 from pachhook.deliver.order import unreachable
+from pachhook.deliver.sharedimages import SharedImages, deliver_concurrently
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult, run_step
 from pachhook.deliver.steps.update import not_applied, run_together
 from pachhook.queue.jobs import Job
@@ -183,13 +185,42 @@ def update_together(members: Sequence[Member], blockers: Sequence[Tuple[str, str
         record_step("update", member.ctx, member.hooks, member.run, outcome, seconds, show_time)
 
 
-class _QueueHooks(StepHooks):
-    """Steps of a leased job: each start, result and failure recorded in the queue."""
+class ThreadQueues:
+    """The queue as each thread may use it: SQLite connections stay in the thread that opened
+    them, so a build thread of a group opens its own on the same file (`close_mine` when its
+    job's build and push are over); the thread that leased the group uses the worker's own."""
 
-    def __init__(self, queue: Queue, job_id: int, worker_id: Optional[str], repo_root: PathLike = "") -> None:
-        self.queue, self.job_id, self.worker_id = queue, job_id, worker_id
-        self.repo_root = repo_root
+    def __init__(self, queue: Queue) -> None:
+        self.main = queue
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+
+    def current(self) -> Queue:
+        if threading.get_ident() == self._owner:
+            return self.main
+        mine: Optional[Queue] = getattr(self._local, "queue", None)
+        if mine is None:
+            mine = self._local.queue = Queue(self.main.folder.parent)
+        return mine
+
+    def close_mine(self) -> None:
+        mine: Optional[Queue] = getattr(self._local, "queue", None)
+        if mine is not None:
+            self._local.queue = None
+            mine.close()
+
+
+class _QueueHooks(StepHooks):
+    """Steps of a leased job: each start, result and failure recorded in the queue (through
+    the connection of the thread the step runs in)."""
+
+    def __init__(self, queues: ThreadQueues, job_id: int, worker_id: Optional[str]) -> None:
+        self.queues, self.job_id, self.worker_id = queues, job_id, worker_id
         self.stopped = ""  # why a step was not started: "cancelled", "held"
+
+    @property
+    def queue(self) -> Queue:
+        return self.queues.current()
 
     def starting(self, name: str, ctx: StepContext) -> bool:
         if self.queue.state_of(self.job_id) == CANCELLED:
@@ -211,21 +242,22 @@ class _QueueHooks(StepHooks):
         return True
 
     def finished(self, name: str, data: Dict[str, str], skipped: bool) -> None:
-        if self.queue.state_of(self.job_id) == CANCELLED:
+        queue = self.queue
+        if queue.state_of(self.job_id) == CANCELLED:
             # Cancelled while the step ran: what it did is recorded all the same, and an
             # update that got applied says so (the cancel came too late to stop it).
-            self.queue.finish_step(self.job_id, name, data, skipped=skipped)
+            queue.finish_step(self.job_id, name, data, skipped=skipped)
             if data.get("late_cancel"):
-                self.queue.end_job(self.job_id, CANCELLED, "cancelled too late: applied")
+                queue.end_job(self.job_id, CANCELLED, "cancelled too late: applied")
             return
         final_state = _FINAL_STATES.get(data.get("outcome", ""))
         if final_state is not None:
             # The update step found the cluster ahead (superseded), in place (unchanged)
             # or the job cancelled before its apply: the job ends here, saying why.
-            self.queue.finish_step(self.job_id, name, data, skipped=True, worker_id=self.worker_id)
-            self.queue.end_job(self.job_id, final_state, f"{data['outcome']}: {data.get('reason', '')}")
+            queue.finish_step(self.job_id, name, data, skipped=True, worker_id=self.worker_id)
+            queue.end_job(self.job_id, final_state, f"{data['outcome']}: {data.get('reason', '')}")
             return
-        self.queue.finish_step(self.job_id, name, data, skipped=skipped, worker_id=self.worker_id)
+        queue.finish_step(self.job_id, name, data, skipped=skipped, worker_id=self.worker_id)
 
     def failed(self, name: str, cause: str) -> None:
         self.queue.fail_step(self.job_id, name, cause, self.worker_id)
@@ -235,19 +267,33 @@ def process_group(
     queue: Queue,
     jobs: Sequence[Job],
     repo_root: PathLike,
-    log_for: Callable[[Job], Callable[[str], None]],
+    show: Callable[[Job, str], None],
     worker_id: Optional[str] = None,
     dry_run: bool = False,
     live: Optional[Any] = None,
 ) -> List[Job]:
     """Deliver the leased jobs of one commit and environment (Leases.take_group), recording each step.
 
-    Each job is built and pushed on its own, in delivery order; then the jobs that got
-    there are updated together (`update_together`: one Pachyderm transaction, or none
-    applied when one of them failed or is held; a job the user cancelled is left out). A
-    job stops at its first failing step (failed, retryable) and before any step once
-    cancelled. Returns the jobs as the queue has them after.
+    The jobs' images are built and pushed concurrently, `build_concurrency` at a time (the
+    commit's configuration), an image several of them share once: deliver_concurrently, as
+    `run --commit` does. Then the jobs that got there are updated together, in delivery
+    order (`update_together`: one Pachyderm transaction, or none applied when one of them
+    failed or is held; a job the user cancelled is left out). A job stops at its first
+    failing step (failed, retryable) and before any step once cancelled. Each line a job
+    logs is stored in its log and shown through `show`, one whole line at a time. Returns
+    the jobs as the queue has them after.
     """
+    queues = ThreadQueues(queue)
+    showing = threading.Lock()
+
+    def log_for(job: Job) -> Callable[[str], None]:
+        def log(line: str) -> None:
+            queues.current().logs.append(job.id, line)
+            with showing:
+                show(job, line)
+
+        return log
+
     missing = work_tree_gone(repo_root)
     if missing:
         # Checked first: git run in a folder that is gone says the commit does not exist,
@@ -256,39 +302,65 @@ def process_group(
             _fail_unstarted(queue, job, log_for(job), worker_id, f"{missing}; {_retry_elsewhere(job.id)}")
             for job in jobs
         ]
-    members: List[Member] = []
-    blockers: List[Tuple[str, str]] = []
+    deliverable: List[Job] = []
     for job in jobs:
-        log = log_for(job)
         gone = unreachable(job.commit, job.branch, Path(repo_root))
         if gone:
             # amended, rebased, reset or collected: such a commit is never delivered
-            log(f"superseded: {gone}")
+            log_for(job)(f"superseded: {gone}")
             queue.end_job(job.id, SUPERSEDED, f"superseded: {gone}")
             continue
-        context = StepContext(
-            repo_root=Path(repo_root),
-            git_dir=queue.folder.parent,
-            job=job,
-            log=log,
-            results={
-                record.name: dict(record.result) for record in job.steps if record.state in (STEP_DONE, STEP_SKIPPED)
-            },
-            dry_run=dry_run,
-            is_cancelled=_cancel_check(queue, job.id),
-            live=live,
-        )
-        hooks = _QueueHooks(queue, job.id, worker_id, repo_root)
-        run = run_steps(context, hooks, only=BEFORE_UPDATE)
-        if run.error:
-            blockers.append((job.pipeline, "failed"))
-        elif run.cancelled:
-            if hooks.stopped != "cancelled":  # the user's cancel leaves the job out, holding nothing back
-                blockers.append((job.pipeline, hooks.stopped or "stopped"))
-        elif "update" not in context.results:
-            members.append(Member(context, hooks, run))
+        deliverable.append(job)
+
+    def build_and_push(job: Job, _say: Callable[[str], None], shared: SharedImages) -> Tuple[Member, bool]:
+        """One job's steps before the update, in whichever thread deliver_concurrently gives it."""
+        try:
+            context = StepContext(
+                repo_root=Path(repo_root),
+                git_dir=queue.folder.parent,
+                job=job,
+                log=log_for(job),
+                results={
+                    record.name: dict(record.result)
+                    for record in job.steps
+                    if record.state in (STEP_DONE, STEP_SKIPPED)
+                },
+                dry_run=dry_run,
+                is_cancelled=lambda: queues.current().state_of(job.id) == CANCELLED,
+                shared=shared,
+                live=live,
+            )
+            hooks = _QueueHooks(queues, job.id, worker_id)
+            run = run_steps(context, hooks, only=BEFORE_UPDATE)
+            return Member(context, hooks, run), "update" not in context.results
+        finally:
+            queues.close_mine()
+
+    limit = 1 if dry_run else _build_concurrency(repo_root, deliverable)
+    members: List[Member] = []
+    blockers: List[Tuple[str, str]] = []
+    for member, to_update in deliver_concurrently(deliverable, build_and_push, limit, lambda line: None):
+        pipeline, hooks = member.ctx.job.pipeline, member.hooks
+        if member.run.error:
+            blockers.append((pipeline, "failed"))
+        elif member.run.cancelled:
+            stopped = getattr(hooks, "stopped", "")
+            if stopped != "cancelled":  # the user's cancel leaves the job out, holding nothing back
+                blockers.append((pipeline, stopped or "stopped"))
+        elif to_update:
+            members.append(member)
     update_together(members, blockers)
     return [queue.get(job.id) for job in jobs]
+
+
+def _build_concurrency(repo_root: PathLike, jobs: Sequence[Job]) -> int:
+    """How many images of the group build at once: the commit's `build_concurrency`."""
+    if not jobs:
+        return 1
+    try:
+        return load_config_at(Path(repo_root), jobs[0].commit).build_concurrency
+    except ConfigError:
+        return DEFAULT_BUILD_CONCURRENCY  # the build step reports what is wrong with the configuration
 
 
 def work_tree_gone(repo_root: PathLike) -> str:
@@ -373,17 +445,13 @@ def drain(
             for job in jobs:
                 say(f"{labels[job.id]}: running")
 
-            def log_for(job: Job, labels: Dict[int, str] = labels) -> Callable[[str], None]:
-                def log(line: str) -> None:
-                    queue.logs.append(job.id, line)
-                    say(f"{labels[job.id]}: {line}")
-
-                return log
+            def show(job: Job, line: str, labels: Dict[int, str] = labels) -> None:
+                say(f"{labels[job.id]}: {line}")
 
             ids = [job.id for job in jobs]
             heartbeat = _Heartbeat(os.path.dirname(queue.folder_str), ids, worker_id, lease_seconds)
             try:
-                finals = process_group(queue, jobs, repo_root, log_for, worker_id, dry_run, live)
+                finals = process_group(queue, jobs, repo_root, show, worker_id, dry_run, live)
             except LeaseLost as error:
                 say(f"{', '.join(labels.values())}: {error}")
                 for job_id in ids:

@@ -31,6 +31,7 @@ from gitutil import PACHCTL_DOUBLE, VENV_BIN, Repo, git_env, run
 LEASE = 3.0  # seconds; workers here renew every LEASE/3
 KILLED_LEASE = 6.0  # the lease of a worker about to be killed: time to see that nobody takes its job
 WAIT = 120.0  # upper bound on any wait for a state; failing tests end sooner with a message
+DRAIN_WAIT = 600.0  # a `pachhook run` that drains a queue others keep filling
 
 
 # --------------------------------------------------------------------------- helpers
@@ -152,13 +153,15 @@ class Worker:
         return out
 
 
-def run_once(repo: Repo, env: Optional[Dict[str, str]] = None, lease: float = LEASE) -> subprocess.CompletedProcess:
+def run_once(
+    repo: Repo, env: Optional[Dict[str, str]] = None, lease: float = LEASE, timeout: float = WAIT
+) -> subprocess.CompletedProcess:
     return run(
         [str(VENV_BIN / "pachhook"), "run", "--lease", str(lease)],
         repo.path,
         env or repo.env,
         check=False,
-        timeout=WAIT,
+        timeout=timeout,
     )
 
 
@@ -809,11 +812,13 @@ def test_200_commits_from_4_worktrees_with_workers_running(tmp_path):
     # worktrees keep busy; with 3 s leases a loaded 2-core machine let a lease lapse mid-update
     # and a second worker ran the update again. The default lease is 60 s; 20 s keeps the test
     # about "nothing lost, nothing run twice" rather than about the machine's load.
+    # `pachhook run` drains until the queue is empty, and the committers keep filling it: one
+    # run may last as long as the committing does, so its deadline is that of the test.
     def worker_loop() -> None:
         while not stop.is_set():
-            worker_runs.append(run_once(repo, lease=20.0))
+            worker_runs.append(run_once(repo, lease=20.0, timeout=DRAIN_WAIT))
             time.sleep(0.05)
-        worker_runs.append(run_once(repo, lease=20.0))
+        worker_runs.append(run_once(repo, lease=20.0, timeout=DRAIN_WAIT))
 
     started = time.monotonic()
     committers = [threading.Thread(target=committer, args=(index,)) for index in range(4)]
@@ -825,7 +830,7 @@ def test_200_commits_from_4_worktrees_with_workers_running(tmp_path):
     stop.set()
     for thread in workers:
         thread.join(timeout=600)
-    final = run_once(repo)
+    final = run_once(repo, timeout=DRAIN_WAIT)
     elapsed = time.monotonic() - started
     assert not errors, errors[:3]
     assert sum(len(shas) for shas in commits.values()) == 200

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.deliver.backends.clusterview import MetadataEdit, view_for
-from pachhook.deliver.backends.rawoutput import ClusterError, clean
+from pachhook.deliver.backends.rawoutput import ClusterError, clean, part
 
 # Keys pachhook writes into Pachyderm metadata (commit 2.10+, pipeline 2.11+).
 METADATA_COMMIT = "pachhook.io/commit"
@@ -262,8 +262,7 @@ def _wait(
 def _jobs_by_pipeline(jobs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     found: Dict[str, Dict[str, Any]] = {}
     for info in jobs:
-        job = info.get("job") if isinstance(info.get("job"), dict) else {}
-        pipeline = job.get("pipeline") if isinstance(job.get("pipeline"), dict) else {}
+        pipeline = part(part(info, "job"), "pipeline")
         if pipeline.get("name"):
             found[str(pipeline["name"])] = info
     return found

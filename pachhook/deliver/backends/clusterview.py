@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.deliver.backends.pachctl import BackendError, parse_version
-from pachhook.deliver.backends.rawoutput import ClusterError, messages
+from pachhook.deliver.backends.rawoutput import ClusterError, messages, part
 
 Version = Tuple[int, int, int]
 
@@ -135,8 +135,8 @@ class PachctlView:
         wanted = set(repos)
         found: Dict[str, Dict[str, Any]] = {}
         for info in self._read(["list", "commit", global_id]):
-            commit = info.get("commit") if isinstance(info.get("commit"), dict) else {}
-            repo = commit.get("repo") if isinstance(commit.get("repo"), dict) else {}
+            commit = part(info, "commit")
+            repo = part(commit, "repo")
             if repo.get("name") in wanted and repo.get("type", "user") == "user" and commit.get("id") == global_id:
                 found[str(repo["name"])] = info
         return found

@@ -20,6 +20,12 @@ def clean(value: Any, limit: int = TEXT_LIMIT) -> str:
     return one_line("" if value is None else value, limit)
 
 
+def part(message: Any, key: str) -> Dict[str, Any]:
+    """`message[key]` when it is an object, else {}: protojson leaves empty messages out."""
+    value = message.get(key) if isinstance(message, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def messages(text: str) -> List[Dict[str, Any]]:
     """The JSON objects pachctl --raw prints one after another (indented or one per line)."""
     decoder = json.JSONDecoder()

@@ -14,6 +14,11 @@ TEXT_LIMIT = 300
 class ClusterError(Exception):
     """The cluster could not answer; str(error) is one line for the user."""
 
+    def __init__(self, message: str) -> None:
+        # Messages quote pachctl and pachd: outside text, made safe here once for every
+        # caller, as BackendError does.
+        super().__init__(one_line(message))
+
 
 def clean(value: Any, limit: int = TEXT_LIMIT) -> str:
     """Outside text made safe for a terminal: no control sequences, one line, bounded."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from pachhook.core.diagnostics import WARNING, Diagnostic, JsonPath, Problem
+from pachhook.core.sanitize import one_line
 from pachhook.spec import schema, wording
 from pachhook.spec.loader import load_path
 from pachhook.spec.template import render, sample_values
@@ -35,6 +36,11 @@ TIMEOUT_S = 10.0
 
 class ClusterError(Exception):
     """The cluster's schema could not be had; the message says why and what to do."""
+
+    def __init__(self, message: str) -> None:
+        # The message quotes the pachctl configuration and the network's answer: outside
+        # text, made one safe line here for every caller.
+        super().__init__(one_line(message))
 
 
 @dataclass

@@ -125,11 +125,17 @@ def test_the_worker_applies_a_commits_pipelines_in_one_transaction(tmp_path: Pat
     for job in jobs.values():
         assert "transaction " in job_log(repo, job["id"])
         assert job_log(repo, job["id"]).count("update: done") == 1
-    # After the transaction the three share its commit set: their output commits are read with
-    # one `list commit ID`, their jobs with one `list job ID`, all keys written in one `edit metadata`.
+    # The three live versions are read with one `list pipeline` before the transaction, and
+    # read back with one after it. Then they share its commit set: their output commits are read
+    # with one `list commit ID`, their jobs with one `list job ID`, all keys written in one `edit metadata`.
     (commit_set,) = {record["spec_commit"] for record in pipelines.values()}
-    after = calls(repo)[[call[:2] for call in calls(repo)].index(["finish", "transaction"]) + 1 :]
-    assert [call[:3] for call in after if call[:2] != ["inspect", "pipeline"]] == [
+    finish = [call[:2] for call in calls(repo)].index(["finish", "transaction"])
+    before, after = calls(repo)[:finish], calls(repo)[finish + 1 :]
+    assert [call for call in before if call[1:2] == ["pipeline"] and call[0] != "update"] == [
+        ["list", "pipeline", "--raw"]
+    ]
+    assert [call[:3] for call in after] == [
+        ["list", "pipeline", "--raw"],
         ["version"],
         ["list", "commit", commit_set],
         ["edit", "metadata", "pipeline"],

@@ -368,6 +368,52 @@ def test_inspect_of_an_absent_pipeline_is_none(double):
     assert PachctlBackend().inspect("nothing-here") is None
 
 
+def apply_to_double(tmp_path: Path, name: str, project: str = "") -> None:
+    spec = {"pipeline": {"name": name}, "transform": {"image": f"{IMAGE}:{name}"}}
+    path = tmp_path / f"{name}-{project or 'default'}.json"
+    path.write_text(json.dumps(spec))
+    PachctlBackend().update(str(path), path.read_text(), False, project)
+
+
+def test_several_live_pipelines_are_read_with_one_list_pipeline(tmp_path, double):
+    """One `list pipeline --raw` for a transaction's pipelines; each reads as `inspect` reads it,
+    and one that does not exist is None, as `inspect` says "not found"."""
+    for name in ("edges", "counts"):
+        apply_to_double(tmp_path, name)
+    apply_to_double(tmp_path, "edges", "")
+    apply_to_double(tmp_path, "other", "elsewhere")  # another project: not this list's
+    backend = PachctlBackend()
+    before = len(calls(double))
+    found = backend.inspect_all(["edges", "counts", "missing", "other"])
+    assert calls(double)[before:] == [["list", "pipeline", "--raw"]]
+    assert found == {
+        "edges": backend.inspect("edges"),
+        "counts": backend.inspect("counts"),
+        "missing": None,
+        "other": None,
+    }
+    assert (found["edges"].version, found["edges"].image) == ("2", f"{IMAGE}:edges")
+    assert found["edges"].spec_commit  # the read-back names the job the update started
+    other = backend.inspect_all(["other", "edges"], "elsewhere")
+    assert calls(double)[-1] == ["list", "pipeline", "--raw", "--project", "elsewhere"]
+    assert other["edges"] is None and other["other"] == backend.inspect("other", "elsewhere")
+
+
+def test_one_live_pipeline_is_read_with_inspect(tmp_path, double):
+    apply_to_double(tmp_path, "edges")
+    before = len(calls(double))
+    assert PachctlBackend().inspect_all(["edges"])["edges"].version == "1"
+    assert calls(double)[before:] == [["inspect", "pipeline", "edges", "--raw"]]
+
+
+def test_a_failing_list_pipeline_fails_the_read_in_one_line(tmp_path, double, monkeypatch):
+    monkeypatch.setenv("PACHCTL_DOUBLE_FAIL", "list-pipeline:rpc error: code = Unavailable desc = gone")
+    with pytest.raises(pachctl_module.BackendError) as raised:
+        PachctlBackend().inspect_all(["edges", "counts"])
+    assert str(raised.value) == "pachctl list pipeline failed: rpc error: code = Unavailable desc = gone"
+    assert raised.value.retryable
+
+
 def test_a_spec_with_characters_outside_the_basic_plane_is_applied_as_utf8(tmp_path, double):
     """Issue 14: json.dumps' ASCII escaping made an emoji a surrogate pair (\\ud83d\\ude80),
     which pachctl's yaml.v3 refuses at `pachctl update pipeline`; the double refuses it too."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core.sanitize import one_line, strip_controls
+from pachhook.deliver.backends.rawoutput import ClusterError, messages
 
 if TYPE_CHECKING:
     from pachhook.deliver.backends.session import Session
@@ -375,6 +376,36 @@ class PachctlBackend:
         except ValueError:
             raise BackendError(f"pachctl inspect pipeline {name} --raw printed no JSON") from None
         return state_from_inspect(data, name)
+
+    def inspect_all(self, names: Sequence[str], project: str = "") -> Dict[str, Optional[PipelineState]]:
+        """The live pipelines `names` of one project, by name (None: not there).
+
+        Several are read with one `pachctl list pipeline --raw`: pachctl 2.x asks ListPipeline
+        for the project's current versions with their details and prints each PipelineInfo
+        as `inspect pipeline --raw` does (src/server/pps/cmds/cmds.go, listPipeline:
+        `Details: true`, `Projects: [--project]` unless `--all-projects`). A pipeline that
+        does not exist is simply not listed, as `inspect` says "not found". One name, or a
+        client before 2.0, is read with `inspect pipeline`.
+        """
+        if len(names) == 1 or self.version() < (2, 0, 0):
+            return {name: self.inspect(name, project) for name in names}
+        args = ["list", "pipeline", "--raw"]
+        project = project or (self.session.project if self.session is not None else "")
+        if project:
+            args += ["--project", project]
+        completed = self._run(args, min(self.timeout, QUICK_TIMEOUT))
+        if completed.returncode != 0:
+            raise BackendError(f"pachctl list pipeline failed: {self._last_line(completed)}")
+        try:
+            listed = messages(completed.stdout or "")
+        except ClusterError:
+            raise BackendError("pachctl list pipeline --raw printed something other than JSON") from None
+        found: Dict[str, Optional[PipelineState]] = dict.fromkeys(names)
+        for info in listed:
+            state = state_from_inspect(info, "")
+            if state.name in found:
+                found[state.name] = state
+        return found
 
     def read(self, args: Sequence[str]) -> Optional[str]:
         """stdout of a read-only pachctl command (`inspect commit ... --raw`, `list job ...`),

@@ -352,7 +352,9 @@ def run(ctx: StepContext) -> StepResult:
         raise StepError(f"{environment.describe()}: {error}", retryable=error.retryable) from None
     try:
         backend = make_backend(prepared.config, environment, session)
-        _check(prepared, backend, session.context)
+        (refused,) = _check_all([prepared], backend, session.context)
+        if refused is not None:
+            raise refused
         if prepared.result is not None:
             return prepared.result
         _announce(prepared, backend)
@@ -414,13 +416,11 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
         return [outcome or failure for outcome in outcomes]
     try:
         backend = make_backend(ready[0].config, environment, session)
-        for index, item in enumerate(prepared):
-            if item is None:
-                continue
-            try:
-                _check(item, backend, session.context)
-            except StepError as error:
-                outcomes[index] = error
+        checked = [(index, item) for index, item in enumerate(prepared) if item is not None]
+        refusals = _check_all([item for _, item in checked], backend, session.context)
+        for (index, _), refused in zip(checked, refusals):
+            if refused is not None:
+                outcomes[index] = refused
                 prepared[index] = None
         failed = [contexts[i].job.pipeline for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
         to_apply = [(i, item) for i, item in enumerate(prepared) if item is not None and item.result is None]
@@ -430,9 +430,9 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
                 item.ctx.log(reason)
                 outcomes[index] = StepError(reason, retryable=True)
             to_apply = []
-        for index, item in enumerate(prepared):
-            if item is not None and item.result is not None:
-                outcomes[index] = item.result
+        for index, checked_item in enumerate(prepared):
+            if checked_item is not None and checked_item.result is not None:
+                outcomes[index] = checked_item.result
         if not to_apply:
             return outcomes
         for _, item in to_apply:
@@ -448,10 +448,16 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
                 item.ctx.log(f"not applied: {error}")
                 outcomes[index] = StepError(str(error), retryable=error.retryable)
             return outcomes
+        try:
+            afters = _read_live(backend, [item for _, item in to_apply])
+        except StepError as error:
+            for index, _ in to_apply:
+                outcomes[index] = error
+            return outcomes
         read_back: List[Tuple[int, Prepared, Dict[str, str], Any]] = []
-        for index, item in to_apply:
+        for (index, item), after in zip(to_apply, afters):
             try:
-                read = _read_back(item, backend)
+                read = _read_back(item, backend, after)
             except StepError as error:
                 outcomes[index] = error
                 continue
@@ -522,12 +528,52 @@ def _setup(ctx: StepContext) -> Prepared:
     return Prepared(ctx, config, environment, rendered, reprocess, dag)
 
 
-def _check(prepared: Prepared, backend: Any, context: str) -> None:
-    """Everything before the apply: environment, the cluster's order, identical spec, cancel.
+def _check_all(items: Sequence[Prepared], backend: Any, context: str) -> List[Optional[StepError]]:
+    """Everything before the apply, for every pipeline of one delivery: per item the StepError
+    that keeps it from being applied, else None (with `result` set when it ends without an
+    apply). Their live versions are read together (`_read_live`)."""
+    refusals: List[Optional[StepError]] = [None] * len(items)
+    placed: List[int] = []
+    for index, item in enumerate(items):
+        try:
+            _place(item, backend, context)
+        except StepError as error:
+            refusals[index] = error
+        else:
+            placed.append(index)
+    try:
+        live = _read_live(backend, [items[index] for index in placed])
+    except StepError as error:
+        for index in placed:
+            refusals[index] = error
+        return refusals
+    for index, current in zip(placed, live):
+        try:
+            _check(items[index], backend, current)
+        except StepError as error:
+            refusals[index] = error
+    return refusals
 
-    Sets `prepared.result` when the job ends without an apply; raises StepError when it
-    must not apply at all.
-    """
+
+def _read_live(backend: Any, items: Sequence[Prepared]) -> List[Any]:
+    """The live pipeline of each item (None when there is none), read together: one read per
+    project (`inspect_all`: one `pachctl list pipeline` for several), before the apply for the
+    order check and after it for the read-back."""
+    by_project: Dict[str, List[str]] = {}
+    for item in items:
+        by_project.setdefault(item.rendered.project, []).append(item.rendered.pipeline)
+    found: Dict[Tuple[str, str], Any] = {}
+    try:
+        for project, names in by_project.items():
+            for name, state in backend.inspect_all(names, project).items():
+                found[(project, name)] = state
+    except BackendError as error:
+        raise StepError(str(error), retryable=error.retryable) from None
+    return [found[(item.rendered.project, item.rendered.pipeline)] for item in items]
+
+
+def _place(prepared: Prepared, backend: Any, context: str) -> None:
+    """The spec for its environment (name, project, annotations) and where it is written."""
     ctx, rendered, environment = prepared.ctx, prepared.rendered, prepared.environment
     job = ctx.job
     apply_environment(rendered, environment, job.branch, prepared.dag, context)
@@ -538,9 +584,20 @@ def _check(prepared: Prepared, backend: Any, context: str) -> None:
     prepared.path = spec_path_for(ctx.git_dir, job.id, rendered.pipeline, job.commit)
     prepared.spec_json = rendered.to_json()
     prepared.extra = {"environment": environment.name, "pipeline": rendered.pipeline, "project": rendered.project}
+
+
+def _check(prepared: Prepared, backend: Any, current: Any) -> None:
+    """The cluster's deployment, its order, an identical spec, a cancel, given `current`,
+    the live pipeline (None when there is none).
+
+    Sets `prepared.result` when the job ends without an apply; raises StepError when it
+    must not apply at all.
+    """
+    ctx, rendered, environment = prepared.ctx, prepared.rendered, prepared.environment
+    job = ctx.job
     path, extra, where = prepared.path, prepared.extra, prepared.where
+    assert path is not None
     try:
-        current = backend.inspect(rendered.pipeline, rendered.project)
         if environment.deployment_id:
             found = backend.deployment_id() if hasattr(backend, "deployment_id") else ""
             if found != environment.deployment_id:
@@ -606,7 +663,8 @@ def _announce(prepared: Prepared, backend: Any) -> None:
 
 def _finish(prepared: Prepared, backend: Any) -> StepResult:
     """Read the pipeline back after the apply, then stamp and verify it."""
-    read = _read_back(prepared, backend)
+    (after,) = _read_live(backend, [prepared])
+    read = _read_back(prepared, backend, after)
     if isinstance(read, StepResult):
         return read
     data, after = read
@@ -614,13 +672,13 @@ def _finish(prepared: Prepared, backend: Any) -> StepResult:
     return _done(prepared, data, after)
 
 
-def _read_back(prepared: Prepared, backend: Any) -> Any:
-    """The pipeline read back after the apply: (result data, version read) to stamp, or the
-    StepResult that ends the job (superseded); undoes an overtaking, notes a late cancel."""
+def _read_back(prepared: Prepared, backend: Any, after: Any) -> Any:
+    """The pipeline read back after the apply (`after`, None when it is not there): (result
+    data, version read) to stamp, or the StepResult that ends the job (superseded); undoes
+    an overtaking, notes a late cancel."""
     ctx, rendered, path, extra = prepared.ctx, prepared.rendered, prepared.path, prepared.extra
     assert path is not None
     try:
-        after = backend.inspect(rendered.pipeline, rendered.project)
         overtaken = _restore_if_overtaken(ctx, backend, rendered, after, path, prepared.live_version)
     except BackendError as error:
         raise StepError(str(error), retryable=error.retryable) from None

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import List
 
 import pytest
 
+from pachhook.deliver.backends import clientversion
 from pachhook.deliver.backends import pachctl as pachctl_module
 from pachhook.deliver.backends.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
 from pachhook.deliver.steps.base import StepContext, StepError, run_step
@@ -63,7 +66,7 @@ def double(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("PACHHOOK_PACHCTL_TIMEOUT", raising=False)
     # pachhook remembers a pachctl file's version for the process; the double's version
     # is set per test by environment, so each test starts with nothing remembered.
-    monkeypatch.setattr(pachctl_module, "_VERSIONS", {})
+    monkeypatch.setattr(clientversion, "_IN_PROCESS", {})
     return state
 
 
@@ -362,6 +365,64 @@ def test_version_is_asked_once_per_pachctl_file(tmp_path, double):
         ["version", "--client-only"]
     ]
     assert len(received(double)) == 2
+
+
+ASK_VERSION = (
+    "import sys; from pachhook.deliver.backends.pachctl import PachctlBackend;"
+    " print(PachctlBackend(sys.argv[1], cache_dir=sys.argv[2]).version())"
+)
+
+
+def version_in_a_new_process(executable: Path, cache: Path) -> str:
+    asked = subprocess.run(
+        [sys.executable, "-c", ASK_VERSION, str(executable), str(cache)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert asked.returncode == 0, asked.stderr
+    return asked.stdout.strip()
+
+
+def test_the_client_version_is_remembered_across_processes_per_executable_file(tmp_path, double):
+    executable = tmp_path / "bin" / "pachctl"
+    executable.parent.mkdir()
+    shutil.copy2(DOUBLES / "pachctl", executable)
+    cache = tmp_path / "queue"
+    asked = lambda: [call for call in calls(double) if call == ["version", "--client-only"]]  # noqa: E731
+    assert version_in_a_new_process(executable, cache) == "(2, 11, 6)"
+    assert version_in_a_new_process(executable, cache) == "(2, 11, 6)"
+    assert len(asked()) == 1
+    # Another pachctl at the same path (upgraded: new mtime and size) is asked again.
+    executable.write_text(executable.read_text() + "\n")
+    assert version_in_a_new_process(executable, cache) == "(2, 11, 6)"
+    assert len(asked()) == 2
+    # A symlink to it is the same file: remembered.
+    (tmp_path / "bin" / "pachctl-link").symlink_to(executable)
+    assert version_in_a_new_process(tmp_path / "bin" / "pachctl-link", cache) == "(2, 11, 6)"
+    assert len(asked()) == 2
+
+
+@pytest.mark.parametrize("damage", ["not json {", '{"x": [1, "a", 3]}', "[]", "\udcff"])
+def test_a_damaged_version_cache_is_a_miss_and_is_written_again(tmp_path, double, damage):
+    cache = tmp_path / "queue"
+    cache.mkdir()
+    (cache / clientversion.CACHE_NAME).write_text(damage, errors="surrogateescape")
+    assert PachctlBackend(cache_dir=str(cache)).version() == (2, 11, 6)
+    clientversion._IN_PROCESS.clear()
+    assert PachctlBackend(cache_dir=str(cache)).version() == (2, 11, 6)
+    assert calls(double).count(["version", "--client-only"]) == 1
+
+
+def test_an_unwritable_version_cache_is_a_miss(tmp_path, double):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    for _ in range(2):
+        clientversion._IN_PROCESS.clear()
+        assert PachctlBackend(cache_dir=str(blocked / "queue")).version() == (2, 11, 6)
+    assert calls(double).count(["version", "--client-only"]) == 2
+    assert blocked.read_text() == "not a folder"
 
 
 def test_inspect_of_an_absent_pipeline_is_none(double):

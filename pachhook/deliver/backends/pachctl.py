@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core.sanitize import one_line, strip_controls
+from pachhook.deliver.backends import clientversion
 from pachhook.deliver.backends.rawoutput import ClusterError, messages
 
 if TYPE_CHECKING:
@@ -27,10 +28,6 @@ DEFAULT_TIMEOUT = 300.0
 QUICK_TIMEOUT = 60.0
 TIMEOUT_ENV = "PACHHOOK_PACHCTL_TIMEOUT"
 LAST_LINE_LIMIT = 1000  # characters of pachctl's own message kept in an error
-
-
-# (resolved path, mtime) -> version, for the life of the process.
-_VERSIONS: Dict[Tuple[str, int], Tuple[int, int, int]] = {}
 
 
 class BackendError(Exception):
@@ -191,8 +188,11 @@ class PachctlBackend:
         timeout: Optional[float] = None,
         env: Optional[Dict[str, str]] = None,
         session: Optional[Session] = None,
+        cache_dir: Optional[str] = None,
     ) -> None:
         self.executable = executable
+        # Where the client's version is remembered across processes (clientversion.py).
+        self.cache_dir = cache_dir
         # A private session (PACH_CONFIG and PACH_CONTEXT) when given: see session.py.
         self.session = session
         self.env = session.env if session is not None else env
@@ -249,16 +249,13 @@ class PachctlBackend:
     def version(self) -> Tuple[int, int, int]:
         """The client's version, from `pachctl version --client-only`.
 
-        Asked once per executable file: a worker delivering many jobs starts pachctl one
-        time fewer per job; a pachctl replaced on disk (new mtime) is asked again.
+        Asked once per executable file (clientversion.py), across processes when the backend
+        has a `cache_dir`: a delivery starts pachctl one time fewer; a pachctl replaced on
+        disk is asked again.
         """
         if self._version is None:
-            path = self.resolve()
-            try:
-                stamp = os.stat(path).st_mtime_ns
-            except OSError:
-                stamp = 0
-            cached = _VERSIONS.get((path, stamp))
+            key = clientversion.key_of(self.resolve())
+            cached = clientversion.recall(key, self.cache_dir)
             if cached is None:
                 completed = self._run(["version", "--client-only"], min(self.timeout, QUICK_TIMEOUT))
                 if completed.returncode != 0:
@@ -267,7 +264,7 @@ class PachctlBackend:
                     cached = parse_version(completed.stdout)
                 except ValueError as error:
                     raise BackendError(f"pachctl version --client-only: {error}", retryable=False) from None
-                _VERSIONS[(path, stamp)] = cached
+                clientversion.remember(key, cached, self.cache_dir)
             self._version = cached
         return self._version
 

@@ -191,14 +191,19 @@ def _annotate(spec: Dict[str, Any], commit: str, template: str, digest: str) -> 
         annotations.pop(DIGEST_ANNOTATION, None)
 
 
-def make_backend(config: Any, environment: Any = None, session: Any = None):
-    """The update backend the environment (else the configuration) names, in `session`."""
+def make_backend(config: Any, environment: Any = None, session: Any = None, cache_dir: Optional[Path] = None):
+    """The update backend the environment (else the configuration) names, in `session`;
+    `cache_dir` is where pachctl's client version is remembered across processes."""
     backend = getattr(config, "backend", "pachctl")
     if environment is not None and getattr(environment, "backend", None):
         backend = environment.backend
     if backend == "api":
         return ApiBackend(config_file=session.config_file if session is not None else None)
-    return PachctlBackend(getattr(config, "pachctl", "pachctl") or "pachctl", session=session)
+    return PachctlBackend(
+        getattr(config, "pachctl", "pachctl") or "pachctl",
+        session=session,
+        cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
+    )
 
 
 def job_environment(config: Any, job: Any, root: Path) -> Any:
@@ -298,6 +303,11 @@ def dag_pipelines(root: Path, commit: str, config: Any) -> List[str]:
     return names
 
 
+def _cache_dir(ctx: StepContext) -> Path:
+    """The queue's folder, where the delivery remembers what it may ask once (pachctl's version)."""
+    return Path(ctx.git_dir) / SPEC_FOLDER[0]
+
+
 def spec_path_for(git_dir: Path, job_id: Any, pipeline: str, commit: str) -> Path:
     name = f"{job_id}-{pipeline}.json" if job_id else f"{commit[:12]}-{pipeline}.json"
     return Path(git_dir).joinpath(*SPEC_FOLDER, name)
@@ -351,7 +361,7 @@ def run(ctx: StepContext) -> StepResult:
     except BackendError as error:
         raise StepError(f"{environment.describe()}: {error}", retryable=error.retryable) from None
     try:
-        backend = make_backend(prepared.config, environment, session)
+        backend = make_backend(prepared.config, environment, session, _cache_dir(ctx))
         (refused,) = _check_all([prepared], backend, session.context)
         if refused is not None:
             raise refused
@@ -415,7 +425,7 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
         failure = StepError(f"{environment.describe()}: {error}", retryable=error.retryable)
         return [outcome or failure for outcome in outcomes]
     try:
-        backend = make_backend(ready[0].config, environment, session)
+        backend = make_backend(ready[0].config, environment, session, _cache_dir(ready[0].ctx))
         checked = [(index, item) for index, item in enumerate(prepared) if item is not None]
         refusals = _check_all([item for _, item in checked], backend, session.context)
         for (index, _), refused in zip(checked, refusals):

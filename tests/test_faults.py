@@ -647,6 +647,56 @@ def test_queue_locked_too_long_is_reported_and_requeued_later(tmp_path):
     assert f"queued {commit[:12]}" in later.stdout, later.stdout + later.stderr
 
 
+# One committer: at START + n * 60 ms it opens the queue in BASE/n (new each time) and
+# records a commit there. Waiting in-process, not starting one process per try: a
+# process's start-up varies by tens of milliseconds, which hides the race.
+_COMMITTER = """
+import os, sys, time
+from pachhook.queue.store import Queue
+base, start, tries, name = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+for number in range(tries):
+    at = start + number * 0.06
+    time.sleep(max(at - time.time() - 0.003, 0))
+    while time.time() < at:
+        pass
+    try:
+        queue = Queue(os.path.join(base, str(number)), timeout=10.0)
+        queue.enqueue(f"{name}-{number}", name, "edges", "edges/pipeline.json")
+        queue.close()
+        print(number, "recorded")
+    except Exception as error:
+        print(number, error)
+"""
+
+
+def test_two_committers_meeting_a_new_queue_both_record(tmp_path):
+    """The first commits of two worktrees, no queue yet: both are recorded.
+
+    SQLite answers the second of two processes switching a new file to WAL "database is
+    locked" at once, whatever the busy timeout; in CI one of two worktrees' first commits
+    went unrecorded. Before the fix, 2 to 16 of these 100 tries failed here.
+    """
+    tries = 100
+    start = time.time() + 1.0  # once both processes have imported the queue
+    committers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _COMMITTER, str(tmp_path), repr(start), str(tries), name],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("left", "right")
+    ]
+    said = [committer.communicate(timeout=120)[0] for committer in committers]
+    for output in said:
+        assert output.splitlines() == [f"{number} recorded" for number in range(tries)]
+    for number in range(tries):
+        database = tmp_path / str(number) / "pachhook" / "queue.db"
+        recorded = sqlite3.connect(database).execute("SELECT commit_sha FROM jobs").fetchall()
+        assert sorted(row[0] for row in recorded) == [f"left-{number}", f"right-{number}"]
+
+
 def test_corrupt_queue_is_set_aside_and_a_fresh_one_started(tmp_path):
     repo = make_repo(tmp_path)
     first, _ = _commit_with_hook(repo, "one")

@@ -130,6 +130,7 @@ class Database:
         os.makedirs(folder, exist_ok=True)
         self.set_aside: Optional[str] = None  # where a corrupt database was moved by this open
         self._timeout = timeout
+        self._setup_lock = _SetupLock(folder)
         path = os.path.join(folder, DB_NAME)
         if os.path.isdir(path):
             raise QueueFileError(
@@ -161,10 +162,15 @@ class Database:
                 " move the file away to start an empty queue"
             )
         if version != SCHEMA_VERSION:
-            self._create()
+            # Two hooks meeting a new queue (the first commits of two worktrees) would both
+            # switch it to WAL, and SQLite answers the loser "database is locked" at once,
+            # busy timeout or not: one process sets the file up while the others wait.
+            with self._setup_lock:
+                self._create()
         self.connection.execute("PRAGMA synchronous = NORMAL")
 
     def _create(self) -> None:
+        # a no-op for a file already in WAL mode (set up by the process that held the lock)
         self.connection.execute("PRAGMA journal_mode = WAL")
         with self.transaction():
             if self.connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -193,14 +199,10 @@ class Database:
     def _recover(self, error: Exception) -> None:
         """Move a corrupt database aside (never delete it) and start a fresh one.
 
-        Under a lock, and only if it is still corrupt: a second process that met the same
-        corruption must not move aside the fresh queue the first one just started.
+        Under the folder's lock, and only if it is still corrupt: a second process that met
+        the same corruption must not move aside the fresh queue the first one just started.
         """
-        import fcntl
-
-        lock = os.open(os.path.join(self.folder_str, DB_NAME + ".recover.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self._setup_lock:
             try:
                 self._open()
                 # quick_check reads every page (damage past the header shows only when read);
@@ -219,8 +221,6 @@ class Database:
                 if os.path.exists(path + suffix):
                     os.rename(path + suffix, aside + suffix)
             self._open()
-        finally:
-            os.close(lock)
         self.set_aside = aside
         message = (
             f"the queue database was unreadable ({error}): moved it to {aside} and started"
@@ -231,6 +231,32 @@ class Database:
         Problems(self).record(message)
         # Said here, once, by whichever command met it: the hook, status, a worker's log.
         print(f"pachhook: {message}", file=sys.stderr, flush=True)
+
+
+class _SetupLock:
+    """An exclusive flock on the queue folder's lock file while the database file is set up
+    (created, migrated, recovered), which SQLite's own locks do not serialise.
+
+    Re-entrant within its Database: recovery opens the fresh file, which creates it.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.path = os.path.join(folder, DB_NAME + ".setup.lock")
+        self.depth = 0
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        if self.depth == 0:
+            import fcntl
+
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.depth += 1
+
+    def __exit__(self, *exc: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            os.close(self.fd)  # closing the descriptor releases the lock
 
 
 # Columns later schema versions added to `jobs`; a file of an older version gets them

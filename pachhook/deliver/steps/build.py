@@ -386,11 +386,12 @@ def _build_with_cli(
 
 def _cache_plan(ctx: StepContext, cli: Any, image_ref: str) -> Any:
     """BuildKit cache flags and builder for the image (deliver/buildcache.py), said in the log."""
-    from pachhook.core.config import load_config
+    from pachhook.core.config import load_config_at
     from pachhook.deliver import buildcache
 
     job = ctx.job
-    config = load_config(ctx.repo_root)
+    # the commit's configuration, as for the rest of the build (the build step read it already)
+    config = load_config_at(ctx.repo_root, job.commit)
     image_config = config.images.get(job.image)
     mode = getattr(image_config, "cache", "inline")
     builder = getattr(image_config, "builder", None)

@@ -18,6 +18,7 @@ from test_update import DIGEST, calls, git, make_repo
 from test_update import context as update_context
 
 from pachhook.commands.provenance import cluster_query
+from pachhook.deliver import stamp
 from pachhook.deliver.backends import clusterview
 from pachhook.deliver.backends.pachctl import BackendError, PachctlBackend
 from pachhook.deliver.steps.base import run_step
@@ -375,6 +376,48 @@ def test_the_stamp_uses_the_read_back_of_the_update(cluster, tmp_path, monkeypat
     git(repo, "commit", "-q", "-am", "v2")
     updated(repo, job_id=8)
     assert [call for call in calls(cluster) if call == ["version"]] == [["version"]]
+
+
+def test_output_commits_are_stamped_without_being_read_even_when_stamped_before(cluster, tmp_path, monkeypatch):
+    """`edit` sets a key whether or not the commit has it (pachd's editMetadata: EditKey
+    stores the value, only AddKey refuses a key that is there), so no read comes first, and
+    stamping the same output commit again (a retried stamp) rewrites its keys."""
+    monkeypatch.setattr(clusterview, "_SERVER_VERSIONS", {})
+    repo = make_repo(tmp_path / "repo")
+    data = updated(repo)
+    assert data["stamped"] == "annotations,pipeline-metadata,commit-metadata"
+    assert not [call for call in calls(cluster) if call[1:2] == ["commit"]]  # neither list nor inspect
+    backend = PachctlBackend()
+    values = {"pachhook.io/commit": "c" * 40, "pachhook.io/template": "edges/pipeline.json"}
+    again = stamp.after_update(backend, "edges", "", values, verify=False, applied=backend.inspect("edges"))
+    assert (again.stamped, again.problems) == (["annotations", "pipeline-metadata", "commit-metadata"], [])
+    assert not [call for call in calls(cluster) if call[1:2] == ["commit"]]
+    job_id = data["cluster_job"].split("@")[1]
+    assert raw("inspect", "commit", f"edges@{job_id}")["metadata"] == {**values, "pachhook.io/image-digest": DIGEST}
+
+
+def test_a_missing_output_commit_is_found_by_reading_the_commits_after_the_write_failed(cluster, tmp_path):
+    """One request is written whole or not at all: when it fails, the output commits are
+    read, the pipeline is stamped alone, and the job's log names the commit that is not there."""
+    repo = make_repo(tmp_path / "repo")
+    updated(repo)
+    backend = PachctlBackend()
+    applied = backend.inspect("edges")
+    pfs = json.loads((cluster / "pfs.json").read_text())
+    del pfs["repos"]["edges"]["commits"][applied.spec_commit]
+    (cluster / "pfs.json").write_text(json.dumps(pfs))
+    before, logged = len(calls(cluster)), []
+    values = {"pachhook.io/commit": "c" * 40, "pachhook.io/template": "edges/pipeline.json"}
+    outcome = stamp.after_update(backend, "edges", "", values, verify=False, log=logged.append, applied=applied)
+    assert [call[:3] for call in calls(cluster)[before:] if call != ["version"]] == [
+        ["edit", "metadata", "pipeline"],
+        ["list", "commit", applied.spec_commit],
+        ["edit", "metadata", "pipeline"],
+    ]
+    assert outcome.stamped == ["annotations", "pipeline-metadata"]
+    assert outcome.problems == [f"commit metadata: no output commit edges@{applied.spec_commit}"]
+    assert f"provenance not stamped: commit metadata: no output commit edges@{applied.spec_commit}" in logged
+    assert raw("inspect", "pipeline", "edges")["metadata"]["pachhook.io/commit"] == "c" * 40
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,29 @@ def _job_of(view: Any, one: Updated, outcome: AfterUpdate) -> Optional[Tuple[str
 
 
 def _stamp(view: Any, supported: Tuple[int, int, int], live: Sequence[Tuple[Updated, AfterUpdate, str, Any]]) -> None:
-    """Pipeline metadata (2.11+) and output commit metadata (2.10+) of every live update, in one request."""
+    """Pipeline metadata (2.11+) and output commit metadata (2.10+) of every live update, in one request.
+
+    The output commits are written without being read first: `edit` sets a key whether or
+    not it is there (pachd's metadata server, editMetadata: EditKey stores the value; only
+    AddKey refuses a key that exists). Only when that request fails (one request, so
+    nothing of it was written) are the output commits read, to stamp those that exist and
+    name those that do not."""
+    if not _write_stamps(view, supported, live, read_commits=False):
+        _write_stamps(view, supported, live, read_commits=True)
+    for one, outcome, _, _ in live:
+        for problem in outcome.problems:
+            one.log(f"provenance not stamped: {problem}")
+        one.log(f"provenance stamped as {', '.join(outcome.stamped)}")
+
+
+def _write_stamps(
+    view: Any,
+    supported: Tuple[int, int, int],
+    live: Sequence[Tuple[Updated, AfterUpdate, str, Any]],
+    read_commits: bool,
+) -> bool:
+    """One `edit metadata` request with every key; False when it failed unread and is to be
+    tried again reading the output commits, else True with each outcome saying what it got."""
     edits: List[MetadataEdit] = []
     stamps: Dict[int, List[str]] = {}
     if supported >= PIPELINE_METADATA_SINCE:
@@ -193,31 +215,35 @@ def _stamp(view: Any, supported: Tuple[int, int, int], live: Sequence[Tuple[Upda
     if supported >= COMMIT_METADATA_SINCE:
         for job_id in dict.fromkeys(job_id for _, _, job_id, _ in live):
             members = [(index, item) for index, item in enumerate(live) if item[2] == job_id]
-            try:
-                commits = view.output_commits(job_id, [item[0].pipeline for _, item in members])
-            except ClusterError as error:
-                for _, item in members:
-                    item[1].problems.append(f"commit metadata: {error}")
-                continue
+            commits: Dict[str, Dict[str, Any]] = {}
+            if read_commits:
+                try:
+                    commits = view.output_commits(job_id, [item[0].pipeline for _, item in members])
+                except ClusterError as error:
+                    for _, item in members:
+                        item[1].problems.append(f"commit metadata: {error}")
+                    continue
             for index, (one, outcome, _, _) in members:
-                commit = commits.get(one.pipeline)
-                if commit is None:
+                if not read_commits:
+                    edits.append(MetadataEdit("commit", one.pipeline, job_id, edit=dict(one.values)))
+                elif one.pipeline in commits:
+                    current = commits[one.pipeline].get("metadata")
+                    edits.append(_edit("commit", one.pipeline, job_id, current, one.values))
+                else:
                     outcome.problems.append(f"commit metadata: no output commit {one.pipeline}@{job_id}")
                     continue
-                edits.append(_edit("commit", one.pipeline, job_id, commit.get("metadata"), one.values))
                 stamps.setdefault(index, []).append("commit")
     try:
         view.edit_metadata_all(edits)
     except ClusterError as error:
+        if not read_commits and any(edit.kind == "commit" for edit in edits):
+            return False
         for index, kinds in stamps.items():
             live[index][1].problems.append(f"{' and '.join(kinds)} metadata: {error}")
     else:
         for index, kinds in stamps.items():
             live[index][1].stamped += [f"{kind}-metadata" for kind in kinds]
-    for one, outcome, _, _ in live:
-        for problem in outcome.problems:
-            one.log(f"provenance not stamped: {problem}")
-        one.log(f"provenance stamped as {', '.join(outcome.stamped)}")
+    return True
 
 
 def _wait(

@@ -52,9 +52,9 @@ class PachctlView:
         self.backend = backend
         self.project = project
 
-    def _run(self, args: Sequence[str]) -> Optional[str]:
+    def _run(self, args: Sequence[str], missing_ok: bool = True) -> Optional[str]:
         try:
-            out = self.backend.read(list(args))
+            out = self.backend.read(list(args), missing_ok)
         except BackendError as error:
             raise ClusterError(str(error)) from None
         return None if out is None else str(out)
@@ -162,7 +162,9 @@ class PachctlView:
                 for key, value in values.items()
             ]
         if sets:
-            self._run(["edit", "metadata", *(arg for edit_set in sets for arg in edit_set)])
+            # A target that is not there fails the request (nothing of it is written): an error
+            # here, as the API view raises it, never a silent "not found".
+            self._run(["edit", "metadata", *(arg for edit_set in sets for arg in edit_set)], missing_ok=False)
 
 
 _KV_BARE = re.compile(r"[^;=\"'\s]+")

@@ -404,14 +404,15 @@ class PachctlBackend:
                 found[state.name] = state
         return found
 
-    def read(self, args: Sequence[str]) -> Optional[str]:
+    def read(self, args: Sequence[str], missing_ok: bool = True) -> Optional[str]:
         """stdout of a read-only pachctl command (`inspect commit ... --raw`, `list job ...`),
-        or None when pachctl says the object is not found; BackendError for anything else.
-        Used by provenance, which reads through the same session as the update."""
+        or None when pachctl says the object is not found; BackendError for anything else,
+        and for "not found" too when not `missing_ok` (a write such as `edit metadata`, whose
+        target must be there). Used by provenance and the stamp, through the update's session."""
         completed = self._run(list(args), min(self.timeout, QUICK_TIMEOUT))
         if completed.returncode != 0:
             last = self._last_line(completed)
-            if "not found" in last.lower():
+            if missing_ok and "not found" in last.lower():
                 return None
             raise BackendError(f"pachctl {' '.join(args[:2])} failed: {last}")
         return str(completed.stdout)

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 from test_update import DIGEST, calls, git, make_repo
+from test_update import IMAGE as UPDATE_IMAGE
 from test_update import context as update_context
 
 from pachhook.commands.provenance import cluster_query
 from pachhook.deliver import stamp
 from pachhook.deliver.backends import clusterview
 from pachhook.deliver.backends.pachctl import BackendError, PachctlBackend
+from pachhook.deliver.backends.rawoutput import messages
 from pachhook.deliver.steps.base import run_step
 from pachhook.provenance.ledger import kind_of
 from pachhook.queue.store import Queue
@@ -541,3 +543,115 @@ def test_the_newest_delivered_job_stays_whatever_the_retention(tmp_path):
             queue.fail_step(failed.id, "build", "boom", worker_id="w")
         prune(queue.database, keep=1)
         assert [job.id for job in queue.list_jobs(all=True)][-1] == live
+
+
+# -- an environment delivering to a project other than `default` -------------------------------
+#
+# In Pachyderm 2.5+ every repo, commit, job and pipeline belongs to a project; the same name
+# may live in several. A delivery to project `vision` stamps, reads and verifies `vision/edges`
+# and never touches `default/edges`.
+
+VISION = '[environments.vision]\nbranches = ["main"]\nproject = "vision"\n'
+
+
+def a_default_edges(tmp_path: Path) -> str:
+    """A pipeline `edges` of the `default` project, stamped by its own team: its job ID."""
+    job = apply(tmp_path, "edges", "images", "d" * 40)
+    pachctl("edit", "metadata", "pipeline", "edges", "add", "team=default-team")
+    pachctl("edit", "metadata", "commit", f"edges@{job}", "add", "team=default-team")
+    return job
+
+
+def test_a_delivery_to_a_project_stamps_and_verifies_its_own_pipeline(cluster, tmp_path):
+    default_job = a_default_edges(tmp_path)
+    before = (raw("inspect", "pipeline", "edges"), raw("inspect", "commit", f"edges@{default_job}"))
+    repo = make_repo(tmp_path / "repo")
+    data = updated(repo, VISION)
+    sha = git(repo, "rev-parse", "HEAD")
+    assert data["project"] == "vision"
+
+    def in_vision(*args: str) -> dict:
+        return raw(*args, "--project", "vision")
+
+    assert_stamped_and_verified(data, sha, in_vision)
+    job_id = data["cluster_job"].split("@")[1]
+    assert job_id != default_job
+    # the same commit written PROJECT/REPO@ID, as pachctl and `edit metadata` pickers take it
+    assert raw("inspect", "commit", f"vision/edges@{job_id}")["commit"]["repo"]["project"] == {"name": "vision"}
+    # `default/edges`, its version, its metadata and its output commit's: untouched
+    assert (raw("inspect", "pipeline", "edges"), raw("inspect", "commit", f"edges@{default_job}")) == before
+    assert raw("inspect", "pipeline", "edges")["metadata"] == {"team": "default-team"}
+    # every metadata edit named the project in its picker (`edit metadata` has no --project)
+    edits = [call[2:] for call in calls(cluster) if call[:2] == ["edit", "metadata"]]
+    pickers = [edit[index + 1] for edit in edits[-1:] for index in range(0, len(edit), 4)]
+    assert pickers and all(picker.startswith("vision/edges") for picker in pickers)
+
+
+def test_provenance_of_a_project_in_both_directions(cluster, tmp_path):
+    default_job = a_default_edges(tmp_path)
+    repo = make_repo(tmp_path / "repo")
+    data = updated(repo, VISION)
+    sha = git(repo, "rev-parse", "HEAD")
+    job_id = data["cluster_job"].split("@")[1]
+
+    # data -> code: the environment's project, or PROJECT/ written in the query
+    for args in ((f"edges@{job_id}", "--env", "vision"), (f"vision/edges@{job_id}",)):
+        out = provenance(repo, *args)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == f"edges@{job_id}  job success  pipeline edges v1  project vision", lines
+        assert f"   git       {sha[:12]} 'configuration'" in lines
+        assert "team=" not in out.stdout
+    # the default project's edges is not this job's
+    out = provenance(repo, f"edges@{job_id}")
+    assert out.returncode == 1 and out.stderr.strip() == f"pachhook provenance: commit edges@{job_id} not found"
+    out = provenance(repo, f"edges@{default_job}", "--env", "vision")
+    assert out.returncode == 1
+    # a bare global ID names its jobs whatever their project
+    out = provenance(repo, job_id)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"edges@{job_id}  job success  pipeline edges v1  project vision")
+
+    # code -> data: the git commit's versions, only in the environment's project
+    out = provenance(repo, "HEAD", "--cluster")
+    assert out.returncode == 0, out.stderr
+    assert f"|- pipeline edges v1 env vision project vision  image {UPDATE_IMAGE}:{sha}" in out.stdout
+    assert f"|    job {job_id} success  output edges@{job_id}" in out.stdout
+    assert default_job not in out.stdout
+    [version] = json.loads(provenance(repo, "HEAD", "--cluster", "--format", "json").stdout)["versions"]
+    assert (version["project"], version["environment"], [j["job"] for j in version["jobs"]]) == (
+        "vision",
+        "vision",
+        [job_id],
+    )
+
+
+def test_a_commit_set_spanning_projects_stamps_and_verifies_only_the_projects_job(cluster, tmp_path, monkeypatch):
+    """`default/edges` reads `vision/edges` (a pfs input names its project), so an update of
+    vision/edges starts a job in both, with one global ID: `list job ID` and `list commit ID`
+    list both projects' (InspectJobSet, InspectCommitSet). Only vision's is stamped and verified."""
+    repo = make_repo(tmp_path / "repo")
+    updated(repo, VISION)
+    spec = {
+        "pipeline": {"name": "edges"},
+        "input": {"pfs": {"project": "vision", "repo": "edges", "glob": "/"}},
+        "transform": {"image": "busybox:1.36", "cmd": ["true"]},
+    }
+    (tmp_path / "downstream.json").write_text(json.dumps(spec))
+    pachctl("update", "pipeline", "-f", str(tmp_path / "downstream.json"))
+    (repo / "edges" / "pipeline.json").write_text(
+        json.dumps({**json.loads((repo / "edges" / "pipeline.json").read_text()), "description": "v2"})
+    )
+    git(repo, "commit", "-q", "-am", "v2")
+    monkeypatch.setenv("PACHCTL_DOUBLE_JOB", "JOB_FAILURE:the default project's job")
+    monkeypatch.setenv("PACHCTL_DOUBLE_JOB_ONLY", "default/edges")
+    data = updated(repo, job_id=8)
+    job_id = data["cluster_job"].split("@")[1]
+    assert (data["verify"], data["job_state"]) == ("finished", "JOB_SUCCESS")
+    assert raw("inspect", "job", f"edges@{job_id}")["state"] == "JOB_FAILURE"
+    listed = messages(pachctl("list", "job", job_id, "--raw"))
+    assert sorted(job["job"]["pipeline"]["project"]["name"] for job in listed) == ["default", "vision"]
+    stamped = raw("inspect", "commit", f"vision/edges@{job_id}")["metadata"]
+    assert stamped["pachhook.io/commit"] == git(repo, "rev-parse", "HEAD")
+    assert "metadata" not in raw("inspect", "commit", f"default/edges@{job_id}")
+    assert (data["verify"], data["job_state"]) == ("finished", "JOB_SUCCESS")

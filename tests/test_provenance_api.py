@@ -322,3 +322,34 @@ def test_cluster_per_environment(tmp_path, pachd, monkeypatch):
     assert (
         problem.startswith("pachhook provenance: env prod: ListPipeline at 127.0.0.1:") and "cannot connect" in problem
     )
+
+
+def test_a_project_through_the_api_in_both_directions(tmp_path, pachd):
+    """An environment delivering to project `vision` through the API, beside a `default/edges`:
+    the update is stamped and verified in vision (InspectCommit, EditMetadata and ListJob name
+    the project), and provenance reads vision's pipeline both ways, never default's."""
+    default_job = apply(pachd.state, "edges", "images", "d" * 40)
+    default_before = raw(pachd.state, "inspect", "commit", f"edges@{default_job}")
+    repo = api_repo(tmp_path / "repo", '[environments.vision]\nbranches = ["main"]\nproject = "vision"\n')
+    sha = git(repo, "rev-parse", "HEAD")
+    data = run_step("update", context(repo)).data
+    assert data["project"] == "vision"
+    assert_stamped_and_verified(data, sha, lambda *args: raw(pachd.state, *args, "--project", "vision"))
+    assert raw(pachd.state, "inspect", "commit", f"edges@{default_job}") == default_before
+    assert "metadata" not in raw(pachd.state, "inspect", "pipeline", "edges")
+    job_id = data["cluster_job"].split("@")[1]
+
+    out = provenance(repo, f"edges@{job_id}", "--env", "vision")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == f"edges@{job_id}  job success  pipeline edges v1  project vision"
+    assert f"   git       {sha[:12]} 'edges pipeline'" in out.stdout.splitlines()
+    assert provenance(repo, f"edges@{job_id}").returncode == 1  # not default's
+
+    out = provenance(repo, "HEAD", "--cluster", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    [version] = json.loads(out.stdout)["versions"]
+    assert (version["project"], version["version"], [item["job"] for item in version["jobs"]]) == (
+        "vision",
+        "1",
+        [job_id],
+    )

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from pachhook.deliver.backends.clusterview import MetadataEdit, view_for
+from pachhook.deliver.backends.clusterview import MetadataEdit, in_project, view_for
 from pachhook.deliver.backends.rawoutput import ClusterError, clean, part
 
 # Keys pachhook writes into Pachyderm metadata (commit 2.10+, pipeline 2.11+).
@@ -135,7 +135,11 @@ def after_updates(
         for outcome in outcomes:
             outcome.verify = "not supported with this backend (annotations only)"
         return outcomes
-    view = view_for(backend, project)
+    # The project the pipelines were updated in: the environment's, else the session's (the
+    # context's). Named, so that jobs and output commits of a commit set, which spans
+    # projects, are told apart from a same-named pipeline's of another project.
+    session = getattr(backend, "session", None)
+    view = view_for(backend, project or str(getattr(session, "project", "") or ""))
     try:
         supported = view.version()
     except Exception as error:  # BackendError, ClusterError: the update itself went through
@@ -261,7 +265,7 @@ def _wait(
         for job_id in dict.fromkeys(job_id for _, _, job_id in pending):
             members = [item for item in pending if item[2] == job_id]
             try:
-                jobs = _jobs_by_pipeline(view.jobs_in_set(job_id))
+                jobs = _jobs_by_pipeline(view.jobs_in_set(job_id), view.project)
             except ClusterError as error:
                 for _, outcome, _ in members:
                     outcome.verify = f"not done: {error}"
@@ -285,11 +289,13 @@ def _wait(
         attempt += 1
 
 
-def _jobs_by_pipeline(jobs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+def _jobs_by_pipeline(jobs: Sequence[Dict[str, Any]], project: str) -> Dict[str, Dict[str, Any]]:
+    """The jobs of a commit set that belong to `project`, by pipeline name: `list job ID`
+    (InspectJobSet) lists every project's jobs of the set."""
     found: Dict[str, Dict[str, Any]] = {}
     for info in jobs:
         pipeline = part(part(info, "job"), "pipeline")
-        if pipeline.get("name"):
+        if pipeline.get("name") and in_project(pipeline, project):
             found[str(pipeline["name"])] = info
     return found
 

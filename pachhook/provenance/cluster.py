@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Set
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from pachhook.core import gitrepo
 from pachhook.deliver.backends.rawoutput import ClusterError, clean
@@ -172,34 +172,44 @@ class Tracer:
         self.git = git
         self.project = project
         self._seen: Set[str] = set()
-        self._history: Dict[str, List[Dict[str, Any]]] = {}
+        self._history: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
 
-    def from_commit(self, repo: str, ref: str, depth: Optional[int]) -> Node:
-        """The tree rooted at REPO@REF (an output commit, a job's ID, or a branch)."""
-        info = self.reader.commit(repo, ref)
+    def from_commit(self, repo: str, ref: str, depth: Optional[int], project: str = "") -> Node:
+        """The tree rooted at REPO@REF (an output commit, a job's ID, or a branch) of
+        `project` (the view's when "")."""
+        info = self.reader.commit(repo, ref, project)
         if info is None:
-            raise ClusterError(f"commit {clean(repo, 120)}@{clean(ref, 120)} not found")
+            where = f"{clean(project, 120)}/" if project else ""
+            raise ClusterError(f"commit {where}{clean(repo, 120)}@{clean(ref, 120)} not found")
         return self._node(info, depth)
 
     def from_global_id(self, global_id: str, depth: Optional[int]) -> List[Node]:
-        """The trees of every job in a commit set, downstream-most first."""
+        """The trees of every job in a commit set, downstream-most first. A commit set spans
+        projects (`list job ID` is InspectJobSet, whatever the project): each job is read in
+        its pipeline's own project."""
         jobs = self.reader.jobs_in_set(global_id)
         if not jobs:
             raise ClusterError(f"no job has the global ID {clean(global_id, 64)}")
-        names = [str(_get(_get(job, "job"), "pipeline").get("name", "")) for job in jobs]
+        named: List[Tuple[str, str]] = []
+        for job in jobs:
+            pipeline = _get(_get(job, "job"), "pipeline") or {}
+            named.append((str(_get(_get(pipeline, "project"), "name") or ""), str(_get(pipeline, "name") or "")))
         upstream: Set[str] = set()
         for job in jobs:
             details = _get(job, "details") or {}
             upstream.update(repo for repo in input_repos(_get(details, "input")) if repo)
-        ordered = sorted(names, key=lambda name: (name in upstream, name))
-        return [self.from_commit(name, global_id, depth) for name in ordered]
+        ordered = sorted(named, key=lambda item: (item[1] in upstream, item[1], item[0]))
+        return [self.from_commit(name, global_id, depth, project) for project, name in ordered]
 
     def _node(self, info: Dict[str, Any], depth: Optional[int]) -> Node:
         commit = _get(info, "commit") or {}
         repo = _get(commit, "repo") or {}
         name = clean(_get(repo, "name"), 120)
         commit_id = clean(_get(commit, "id"), 64)
-        project = clean(_get(_get(repo, "project"), "name") or self.project or "default", 120)
+        # The commit's own project (2.5+ names it), asked for by name from here on: its job,
+        # its version and its inputs may be another project's than the view's.
+        named = clean(_get(_get(repo, "project"), "name") or "", 120)
+        project = named or clean(self.project or "default", 120)
         origin = clean(_get(_get(info, "origin"), "kind") or "", 20)
         key = f"{project}/{name}@{commit_id}"
         node = Node(repo=name, commit=commit_id, project=project, origin=origin, kind="data")
@@ -209,10 +219,10 @@ class Tracer:
             return node
         self._seen.add(key)
         if origin != "USER":
-            job = self.reader.job(name, commit_id)
+            job = self.reader.job(name, commit_id, named)
             if job is not None:
                 node.kind = "job"
-                self._fill_job(node, job)
+                self._fill_job(node, job, named)
         error = _get(info, "error")
         if error and not node.job_reason:
             node.job_reason = clean(error)
@@ -230,13 +240,15 @@ class Tracer:
             upstream = _get(item, "repo") or {}
             upstream_name = str(_get(upstream, "name") or "")
             upstream_id = str(_get(item, "id") or "")
-            found = self.reader.commit(upstream_name, upstream_id)
+            # an input may be another project's repo (a pfs input names its project)
+            upstream_project = str(_get(_get(upstream, "project"), "name") or named)
+            found = self.reader.commit(upstream_name, upstream_id, upstream_project)
             if found is None:
                 node.inputs.append(
                     Node(
                         repo=clean(upstream_name, 120),
                         commit=clean(upstream_id, 64),
-                        project=project,
+                        project=clean(upstream_project, 120) or project,
                         origin="",
                         kind="data",
                         note="not found in the cluster (deleted?)",
@@ -246,11 +258,12 @@ class Tracer:
             node.inputs.append(self._node(found, None if depth is None else depth - 1))
         return node
 
-    def _fill_job(self, node: Node, job: Dict[str, Any]) -> None:
+    def _fill_job(self, node: Node, job: Dict[str, Any], project: str = "") -> None:
+        """The job's facts, its version's (read in `project`, the view's when "") and its datums'."""
         node.job_state = clean(_get(job, "state") or "", 40)
         node.job_reason = clean(_get(job, "reason") or "")
         node.pipeline_version = clean(_get(job, "pipelineVersion", "pipeline_version") or "", 20)
-        version = self._version(node.repo, node.pipeline_version)
+        version = self._version(node.repo, node.pipeline_version, project)
         details = _get(version, "details") or _get(job, "details") or {}
         transform = _get(details, "transform") or {}
         image = clean(_get(transform, "image") or "")
@@ -268,7 +281,7 @@ class Tracer:
         if not recorded:
             recorded = next((entry["digest"] for entry in node.ledger if entry.get("digest")), "")
         ran: List[str] = []
-        for datum in self.reader.datums(node.repo, node.commit):
+        for datum in self.reader.datums(node.repo, node.commit, project):
             digest = digest_in(str(_get(datum, "imageId", "image_id") or ""))
             if digest and digest not in ran:
                 ran.append(digest)
@@ -282,10 +295,11 @@ class Tracer:
             verdict = "mismatch"
         node.image = ImageCheck(image=image, recorded=recorded, ran=ran, verdict=verdict)
 
-    def _version(self, pipeline: str, version: str) -> Dict[str, Any]:
-        if pipeline not in self._history:
-            self._history[pipeline] = self.reader.history(pipeline)
-        for info in self._history[pipeline]:
+    def _version(self, pipeline: str, version: str, project: str = "") -> Dict[str, Any]:
+        """Version `version` of `project`'s pipeline (same-named pipelines of two projects are two)."""
+        if (project, pipeline) not in self._history:
+            self._history[(project, pipeline)] = self.reader.history(pipeline, project)
+        for info in self._history[(project, pipeline)]:
             if str(_get(info, "version")) == version:
                 return info
         return {}
@@ -303,7 +317,7 @@ class Tracer:
             name = clean(_get(pipeline, "name"), 120)
             version = clean(_get(info, "version"), 20)
             jobs: List[Dict[str, str]] = []
-            for job in self.reader.jobs_of(name):
+            for job in self.reader.jobs_of(name, str(_get(_get(pipeline, "project"), "name") or "")):
                 if str(_get(job, "pipelineVersion", "pipeline_version")) != version:
                     continue
                 output = _get(job, "outputCommit", "output_commit") or {}

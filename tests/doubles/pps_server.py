@@ -11,15 +11,19 @@ with direct provenance, datums with `imageId`, metadata. A pachctl double given 
 PACHCTL_DOUBLE_DIR sees what the API changed, and the faults of that double's docstring
 (PACHCTL_DOUBLE_JOB, _IMAGE_ID, ... as variables or files in the state directory) apply.
 
+Every repo, commit, job and pipeline belongs to a project, as in the pachctl double: a
+message naming none is the `default` project's (pfs.Repo.EnsureProject).
+
 Services and methods, answered as pachd 2.x does (pachyderm/pachyderm, src/pps/pps.proto,
 src/pfs/pfs.proto, src/metadata/metadata.proto, src/version/versionpb/version.proto):
   pps_v2.API CreatePipelineV2   the spec JSON as the next version (ALREADY_EXISTS without update)
              InspectPipeline    NAME, NAME^N / NAME~N (N versions back), `.N` refused, and
                                 "pipeline %q has only %d versions, not enough to find ancestor %d"
                                 (InspectPipelineInTransaction, src/server/pps/server/api_server.go)
-             ListPipeline       history 0 (current) | N | -1 (all), newest first; one pipeline or all
+             ListPipeline       history 0 (current) | N | -1 (all), newest first; one pipeline or all,
+                                of the projects asked for (none: every project)
              InspectJob         NOT_FOUND for an unknown job
-             InspectJobSet      the jobs of one global ID, whatever their version
+             InspectJobSet      the jobs of one global ID, whatever their version and project
              ListJob            history as ListPipeline: without it only the current version's jobs
              ListDatum          DatumInfo with imageId (2.3+)
   pfs_v2.API InspectCommit      by ID or branch head; NOT_FOUND "commit ... not found"
@@ -117,23 +121,23 @@ class PpsDouble:
 
     # -- helpers the tests use, as `pachctl create repo` / `put file` would ----------------
 
-    def create_repo(self, name: str) -> None:
+    def create_repo(self, name: str, project: str = "default") -> None:
         with self.lock:
             data = cluster.load_pfs(self.state)
-            data["repos"].setdefault(name, {"type": "user", "project": "default", "head": "", "commits": {}})
+            data["repos"].setdefault(
+                cluster.repo_key(project, name), {"type": "user", "project": project, "head": "", "commits": {}}
+            )
             cluster.save_pfs(self.state, data)
 
-    def put_file(self, repo: str) -> str:
-        """A new USER commit on REPO@master, starting a job in every pipeline that reads it."""
+    def put_file(self, repo: str, project: str = "default") -> str:
+        """A new USER commit on PROJECT/REPO@master, starting a job in every pipeline (of any
+        project) that reads it."""
         with self.lock:
             data = cluster.load_pfs(self.state)
             commit_id = cluster.new_id()
-            cluster.add_commit(data, repo, "user", commit_id, "USER", [])
+            cluster.add_commit(data, repo, "user", commit_id, "USER", [], project)
             cluster.save_pfs(self.state, data)
-            for name in cluster.all_pipelines(self.state):
-                record = cluster.pipeline_record(self.state, name)
-                if record and repo in cluster.pfs_inputs(record["spec"].get("input")):
-                    cluster.start_jobs(self.state, name, commit_id)
+            cluster.start_jobs_reading(self.state, cluster.repo_key(project, repo), commit_id)
         return commit_id
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -304,34 +308,42 @@ class PpsDouble:
 
     def list_pipeline(self, request: pps.ListPipelineRequest, context: grpc.ServicerContext):
         self._fault("ListPipeline", context)
+        # `projects` filters (none: every project's pipelines); a named pipeline is its own
+        # project's, `default` when it names none (ListPipelineRequest, pps.proto)
         projects = {item.name for item in request.projects} or None
-        names = [request.pipeline.name] if request.pipeline and request.pipeline.name else None
-        for name in names or cluster.all_pipelines(self.state):
-            record = cluster.pipeline_record(self.state, name)
+        named = request.pipeline if request.pipeline and request.pipeline.name else None
+        if named is not None:
+            wanted = [((named.project.name if named.project else "") or "default", named.name)]
+        else:
+            wanted = cluster.every_pipeline(self.state)
+        for project, name in wanted:
+            record = cluster.pipeline_record(self.state, name, project)
             if record is None:
-                if names:
-                    context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline default/{name} not found")
+                if named is not None:
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"pipeline {project}/{name} not found")
                 continue
-            if projects and cluster.project_of(record["spec"]) not in projects:
+            if projects and project not in projects:
                 continue
             versions = list(reversed(record["history"]))
             keep = versions if request.history < 0 else versions[: request.history + 1]
             for entry in keep:
-                info = cluster.pipeline_info(name, entry, record)
+                info = cluster.pipeline_info(name, entry, record, project)
                 if not request.details:
                     info.pop("details", None)
                 yield PipelineInfo().from_dict(info)
 
-    def _job(self, job: pps.Job) -> Optional[Dict[str, Any]]:
-        data = cluster.load_pfs(self.state)
-        return (data["jobs"].get(job.pipeline.name if job.pipeline else "") or {}).get(job.id)
+    def _job(self, job: pps.Job) -> Tuple[Optional[Dict[str, Any]], str]:
+        """The job of PROJECT/PIPELINE@ID (a Pipeline without a project is the default's,
+        pfs.Repo.EnsureProject) and the error when there is none."""
+        pipeline = job.pipeline or pps.Pipeline()
+        project = (pipeline.project.name if pipeline.project else "") or "default"
+        return cluster.find_job(cluster.load_pfs(self.state), project, pipeline.name, job.id)
 
     def inspect_job(self, request: pps.InspectJobRequest, context: grpc.ServicerContext) -> pps.JobInfo:
         self._fault("InspectJob", context)
-        found = self._job(request.job)
+        found, problem = self._job(request.job)
         if found is None:
-            name = request.job.pipeline.name if request.job.pipeline else ""
-            context.abort(grpc.StatusCode.NOT_FOUND, f"job default/{name}@{request.job.id} not found")
+            context.abort(grpc.StatusCode.NOT_FOUND, problem.split(": ", 1)[-1])
         return _job_info(found, request.details)
 
     def inspect_job_set(self, request: pps.InspectJobSetRequest, context: grpc.ServicerContext):
@@ -341,17 +353,20 @@ class PpsDouble:
             yield _job_info(job, request.details)
 
     def list_job(self, request: pps.ListJobRequest, context: grpc.ServicerContext):
+        """ListJob: `projects` filters (none: every project); a pipeline is its project's."""
         self._fault("ListJob", context)
         data = cluster.load_pfs(self.state)
         pipeline = request.pipeline.name if request.pipeline and request.pipeline.name else None
-        for job in cluster.listed_jobs(self.state, data, pipeline, request.history):
+        project = (request.pipeline.project.name if request.pipeline and request.pipeline.project else "") or "default"
+        projects = [item.name for item in request.projects] or None
+        for job in cluster.listed_jobs(self.state, data, pipeline, request.history, "", project, projects):
             yield _job_info(job, request.details)
 
     def list_datum(self, request: pps.ListDatumRequest, context: grpc.ServicerContext):
         self._fault("ListDatum", context)
-        found = self._job(request.job)
+        found, problem = self._job(request.job)
         if found is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"job {request.job.id} not found")
+            context.abort(grpc.StatusCode.NOT_FOUND, problem.split(": ", 1)[-1])
         for datum in cluster.datum_infos(found, _version_tuple(self.version)):
             yield pps.DatumInfo().from_dict(datum)
 
@@ -361,7 +376,8 @@ class PpsDouble:
         self._fault("InspectCommit", context)
         commit = request.commit
         ref = commit.id or (commit.branch.name if commit.branch else "")
-        info, problem = cluster.find_commit(cluster.load_pfs(self.state), commit.repo.name, ref)
+        project = (commit.repo.project.name if commit.repo.project else "") or "default"
+        info, problem = cluster.find_commit(cluster.load_pfs(self.state), project, commit.repo.name, ref)
         if info is None:
             context.abort(grpc.StatusCode.NOT_FOUND, problem)
         return pfs.CommitInfo().from_dict(info)
@@ -374,7 +390,7 @@ class PpsDouble:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "unknown service metadata.API")
         with self.lock:
             saved = {
-                path: path.read_bytes() for path in [self.state / "pfs.json", *self.state.glob("pipelines/*.json")]
+                path: path.read_bytes() for path in [self.state / "pfs.json", *self.state.glob("pipelines/**/*.json")]
             }
             saved = {path: body for path, body in saved.items() if path.exists()}
             problems: List[str] = []
@@ -391,8 +407,11 @@ class PpsDouble:
     def _edit(self, edit: metadata.Edit) -> str:
         target, picked_by = betterproto.which_one_of(edit, "target")
         if target == "commit":
+            # CommitPicker.id: a RepoPicker (project picker and name) and the global ID
             by_id = picked_by.id
-            kind, picked = "commit", f"{by_id.repo.name.name}@{by_id.id}"
+            repo_name = by_id.repo.name
+            project = (repo_name.project.name if repo_name.project else "") or "default"
+            kind, picked = "commit", f"{project}/{repo_name.name}@{by_id.id}"
         elif target == "pipeline" and self._since((2, 11)):
             kind, picked = "pipeline", f"{picked_by.name.project.name or 'default'}/{picked_by.name.name}"
         else:

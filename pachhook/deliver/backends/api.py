@@ -264,15 +264,17 @@ class ApiView:
                 return None
             raise ClusterError(f"{rpc} at {self.backend.address} failed: {_rpc_message(error)}") from None
 
-    def _project(self) -> Any:
+    def _project(self, project: str = "") -> Any:
+        """`project`, else the view's; None (pachd's `default`) when neither names one."""
         from pachyderm_sdk.api import pfs
 
-        return pfs.Project(name=self.project) if self.project else None
+        project = project or self.project
+        return pfs.Project(name=project) if project else None
 
-    def _pipeline(self, name: str) -> Any:
+    def _pipeline(self, name: str, project: str = "") -> Any:
         from pachyderm_sdk.api import pps
 
-        return pps.Pipeline(name=name, project=self._project())
+        return pps.Pipeline(name=name, project=self._project(project))
 
     def version(self) -> Tuple[int, int, int]:
         found = self.server_version()
@@ -290,10 +292,10 @@ class ApiView:
         )
         return None if found is None else found.to_dict()
 
-    def commit(self, repo: str, ref: str) -> Optional[Dict[str, Any]]:
+    def commit(self, repo: str, ref: str, project: str = "") -> Optional[Dict[str, Any]]:
         from pachyderm_sdk.api import pfs
 
-        target = pfs.Repo(name=repo, type="user", project=self._project())
+        target = pfs.Repo(name=repo, type="user", project=self._project(project))
         if re.fullmatch(r"[0-9a-f]{32}", ref):
             commit = pfs.Commit(repo=target, id=ref)
         else:
@@ -301,10 +303,10 @@ class ApiView:
         found = self._call("InspectCommit", lambda: self._stubs()[1].inspect_commit(commit=commit))
         return None if found is None else found.to_dict()
 
-    def job(self, pipeline: str, job_id: str) -> Optional[Dict[str, Any]]:
+    def job(self, pipeline: str, job_id: str, project: str = "") -> Optional[Dict[str, Any]]:
         from pachyderm_sdk.api import pps
 
-        job = pps.Job(pipeline=self._pipeline(pipeline), id=job_id)
+        job = pps.Job(pipeline=self._pipeline(pipeline, project), id=job_id)
         found = self._call("InspectJob", lambda: self._stubs()[0].inspect_job(job=job, details=True))
         return None if found is None else found.to_dict()
 
@@ -318,18 +320,19 @@ class ApiView:
         job_set = pps.JobSet(id=global_id)
         return self._list("InspectJobSet", lambda: self._stubs()[0].inspect_job_set(job_set=job_set, details=True))
 
-    def jobs_of(self, pipeline: str) -> List[Dict[str, Any]]:
-        return self._list("ListJob", lambda: self._stubs()[0].list_job(pipeline=self._pipeline(pipeline), history=-1))
+    def jobs_of(self, pipeline: str, project: str = "") -> List[Dict[str, Any]]:
+        chosen = self._pipeline(pipeline, project)
+        return self._list("ListJob", lambda: self._stubs()[0].list_job(pipeline=chosen, history=-1))
 
-    def datums(self, pipeline: str, job_id: str) -> List[Dict[str, Any]]:
+    def datums(self, pipeline: str, job_id: str, project: str = "") -> List[Dict[str, Any]]:
         from pachyderm_sdk.api import pps
 
-        job = pps.Job(pipeline=self._pipeline(pipeline), id=job_id)
+        job = pps.Job(pipeline=self._pipeline(pipeline, project), id=job_id)
         return self._list("ListDatum", lambda: self._stubs()[0].list_datum(job=job))
 
-    def history(self, pipeline: str = "") -> List[Dict[str, Any]]:
-        projects = [self._project()] if self.project else None
-        chosen = self._pipeline(pipeline) if pipeline else None
+    def history(self, pipeline: str = "", project: str = "") -> List[Dict[str, Any]]:
+        projects = [self._project(project)] if project or self.project else None
+        chosen = self._pipeline(pipeline, project) if pipeline else None
         return self._list(
             "ListPipeline",
             lambda: self._stubs()[0].list_pipeline(pipeline=chosen, history=-1, details=True, projects=projects),

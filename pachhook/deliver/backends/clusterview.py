@@ -59,13 +59,17 @@ class PachctlView:
             raise ClusterError(str(error)) from None
         return None if out is None else str(out)
 
-    def _read(self, args: Sequence[str]) -> List[Dict[str, Any]]:
-        argv = [*args, "--raw"] + (["--project", self.project] if self.project else [])
+    def _read(self, args: Sequence[str], project: str = "") -> List[Dict[str, Any]]:
+        """`pachctl ARGS --raw` in `project` (the view's when ""; with neither, pachctl's
+        default: the context's project). Every command asked here has --project
+        (src/server/pfs/cmds/cmds.go, pps/cmds/cmds.go)."""
+        project = project or self.project
+        argv = [*args, "--raw"] + (["--project", project] if project else [])
         out = self._run(argv)
         return [] if out is None else messages(out)
 
-    def _one(self, args: Sequence[str]) -> Optional[Dict[str, Any]]:
-        found = self._read(args)
+    def _one(self, args: Sequence[str], project: str = "") -> Optional[Dict[str, Any]]:
+        found = self._read(args, project)
         return found[0] if found else None
 
     def version(self) -> Version:
@@ -107,37 +111,45 @@ class PachctlView:
     def pipeline(self, name: str) -> Optional[Dict[str, Any]]:
         return self._one(["inspect", "pipeline", name])
 
-    def commit(self, repo: str, ref: str) -> Optional[Dict[str, Any]]:
-        return self._one(["inspect", "commit", f"{repo}@{ref}"])
+    def commit(self, repo: str, ref: str, project: str = "") -> Optional[Dict[str, Any]]:
+        """REPO@REF of `project` (the view's when ""): a commit may be another project's input."""
+        return self._one(["inspect", "commit", f"{repo}@{ref}"], project)
 
-    def job(self, pipeline: str, job_id: str) -> Optional[Dict[str, Any]]:
-        return self._one(["inspect", "job", f"{pipeline}@{job_id}"])
+    def job(self, pipeline: str, job_id: str, project: str = "") -> Optional[Dict[str, Any]]:
+        return self._one(["inspect", "job", f"{pipeline}@{job_id}"], project)
 
     def jobs_in_set(self, global_id: str) -> List[Dict[str, Any]]:
         return self._read(["list", "job", global_id])
 
-    def jobs_of(self, pipeline: str) -> List[Dict[str, Any]]:
+    def jobs_of(self, pipeline: str, project: str = "") -> List[Dict[str, Any]]:
         """The jobs of every version of `pipeline`: without `--history all` pachctl lists only
         the current version's (docs: "Return all jobs from the most recent version")."""
-        return self._read(["list", "job", "-p", pipeline, "--history", "all"])
+        return self._read(["list", "job", "-p", pipeline, "--history", "all"], project)
 
-    def datums(self, pipeline: str, job_id: str) -> List[Dict[str, Any]]:
-        return self._read(["list", "datum", f"{pipeline}@{job_id}"])
+    def datums(self, pipeline: str, job_id: str, project: str = "") -> List[Dict[str, Any]]:
+        return self._read(["list", "datum", f"{pipeline}@{job_id}"], project)
 
-    def history(self, pipeline: str = "") -> List[Dict[str, Any]]:
+    def history(self, pipeline: str = "", project: str = "") -> List[Dict[str, Any]]:
         """Every version of `pipeline` (of every pipeline when ""), newest first."""
-        return self._read(["list", "pipeline", *([pipeline] if pipeline else []), "--history", "all"])
+        return self._read(["list", "pipeline", *([pipeline] if pipeline else []), "--history", "all"], project)
 
     def output_commits(self, global_id: str, repos: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-        """The output commits of `repos` in commit set `global_id`, by repo, from one
-        `pachctl list commit ID --raw` (ListCommitSet: every commit of the set, the spec and
-        meta commits too, so only the user-type commits of the repos asked for are kept)."""
+        """The output commits of `repos` (of the view's project) in commit set `global_id`, by
+        repo, from one `pachctl list commit ID --raw`. That is InspectCommitSet: every commit
+        of the set in every project (a commit set spans projects, and --project does not
+        filter it), the spec and meta commits too, so only the user-type commits of the repos
+        asked for, in this project, are kept."""
         wanted = set(repos)
         found: Dict[str, Dict[str, Any]] = {}
         for info in self._read(["list", "commit", global_id]):
             commit = part(info, "commit")
             repo = part(commit, "repo")
-            if repo.get("name") in wanted and repo.get("type", "user") == "user" and commit.get("id") == global_id:
+            if (
+                repo.get("name") in wanted
+                and repo.get("type", "user") == "user"
+                and commit.get("id") == global_id
+                and in_project(repo, self.project)
+            ):
                 found[str(repo["name"])] = info
         return found
 
@@ -165,6 +177,12 @@ class PachctlView:
             # A target that is not there fails the request (nothing of it is written): an error
             # here, as the API view raises it, never a silent "not found".
             self._run(["edit", "metadata", *(arg for edit_set in sets for arg in edit_set)], missing_ok=False)
+
+
+def in_project(owner: Dict[str, Any], project: str) -> bool:
+    """Whether a protojson Repo or Pipeline belongs to `project` (one naming none is the
+    `default` project's, pfs.Repo.EnsureProject); any project does when `project` is ""."""
+    return not project or (part(owner, "project").get("name") or "default") == project
 
 
 _KV_BARE = re.compile(r"[^;=\"'\s]+")

@@ -406,7 +406,7 @@ def test_a_missing_output_commit_is_found_by_reading_the_commits_after_the_write
     backend = PachctlBackend()
     applied = backend.inspect("edges")
     pfs = json.loads((cluster / "pfs.json").read_text())
-    del pfs["repos"]["edges"]["commits"][applied.spec_commit]
+    del pfs["repos"]["default/edges"]["commits"][applied.spec_commit]  # keyed PROJECT/REPO
     (cluster / "pfs.json").write_text(json.dumps(pfs))
     before, logged = len(calls(cluster)), []
     values = {"pachhook.io/commit": "c" * 40, "pachhook.io/template": "edges/pipeline.json"}

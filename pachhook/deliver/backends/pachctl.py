@@ -412,7 +412,11 @@ class PachctlBackend:
         completed = self._run(list(args), min(self.timeout, QUICK_TIMEOUT))
         if completed.returncode != 0:
             last = self._last_line(completed)
-            if missing_ok and "not found" in last.lower():
+            # pachd's NotFound errors: "repo P/R not found", "commit … not found", and for a
+            # commit set without commits "no commits found for commitset ID"
+            # (ErrCommitSetNotFound, codes.NotFound; src/server/pfs/pfs.go)
+            missing = "not found" in last.lower() or "no commits found for commitset" in last.lower()
+            if missing_ok and missing:
                 return None
             raise BackendError(f"pachctl {' '.join(args[:2])} failed: {last}")
         return str(completed.stdout)

@@ -228,6 +228,7 @@ def test_a_delivery_never_joins_nor_writes_the_users_configuration(tmp_path: Pat
 
 def test_an_environment_delivers_to_its_context_and_project_with_its_suffix(tmp_path: Path, double):
     write_user_config()
+    subprocess.run([str(DOUBLE), "create", "project", "dev"], check=True, timeout=60, stdin=subprocess.DEVNULL)
     template = dict(
         TEMPLATE,
         input={"cross": [{"pfs": {"repo": "images", "glob": "/*"}}, {"pfs": {"repo": "montage", "glob": "/"}}]},
@@ -262,6 +263,20 @@ def test_an_environment_delivers_to_its_context_and_project_with_its_suffix(tmp_
     assert record["reprocess"] is True
     assert envs(double)[-1]["PACH_CONTEXT"] == "dev"
     assert not (double / "pipelines" / "edges.json").exists()
+
+
+def test_a_project_the_cluster_does_not_have_fails_in_one_line_and_applies_nothing(tmp_path: Path, double):
+    """pachd creates a pipeline's output repo in its project, which must exist
+    (ErrProjectNotFound); pachhook says so in one line and applies nothing."""
+    write_user_config()
+    repo = make_repo(tmp_path / "repo", extra={".pachhook.toml": ENVIRONMENTS})
+    git(repo, "checkout", "-q", "-b", "feature/x")
+    ctx = context(repo)
+    ctx.job.branch = "feature/x"
+    with pytest.raises(StepError) as caught:
+        run_step("update", ctx)
+    assert str(caught.value).splitlines() == ['pachctl update pipeline failed: project "dev" not found']
+    assert not (double / "pipelines" / "dev").exists() and not (double / "pipelines" / "edges.json").exists()
 
 
 def test_a_cluster_with_another_deployment_id_is_refused(tmp_path: Path, double, monkeypatch):

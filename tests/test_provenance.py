@@ -555,7 +555,9 @@ VISION = '[environments.vision]\nbranches = ["main"]\nproject = "vision"\n'
 
 
 def a_default_edges(tmp_path: Path) -> str:
-    """A pipeline `edges` of the `default` project, stamped by its own team: its job ID."""
+    """Project `vision`, and a pipeline `edges` of the `default` project, stamped by its own
+    team: its job ID."""
+    pachctl("create", "project", "vision")
     job = apply(tmp_path, "edges", "images", "d" * 40)
     pachctl("edit", "metadata", "pipeline", "edges", "add", "team=default-team")
     pachctl("edit", "metadata", "commit", f"edges@{job}", "add", "team=default-team")
@@ -630,6 +632,7 @@ def test_a_commit_set_spanning_projects_stamps_and_verifies_only_the_projects_jo
     """`default/edges` reads `vision/edges` (a pfs input names its project), so an update of
     vision/edges starts a job in both, with one global ID: `list job ID` and `list commit ID`
     list both projects' (InspectJobSet, InspectCommitSet). Only vision's is stamped and verified."""
+    pachctl("create", "project", "vision")
     repo = make_repo(tmp_path / "repo")
     updated(repo, VISION)
     spec = {

@@ -328,6 +328,7 @@ def test_a_project_through_the_api_in_both_directions(tmp_path, pachd):
     """An environment delivering to project `vision` through the API, beside a `default/edges`:
     the update is stamped and verified in vision (InspectCommit, EditMetadata and ListJob name
     the project), and provenance reads vision's pipeline both ways, never default's."""
+    pachctl(pachd.state, "create", "project", "vision")
     default_job = apply(pachd.state, "edges", "images", "d" * 40)
     default_before = raw(pachd.state, "inspect", "commit", f"edges@{default_job}")
     repo = api_repo(tmp_path / "repo", '[environments.vision]\nbranches = ["main"]\nproject = "vision"\n')

@@ -269,6 +269,13 @@ def two_environments(repo, tmp_path) -> Repo:
     user_file = tmp_path / "pach-config.json"
     user_file.write_text(json.dumps(USER_CONFIG))
     repo.env["PACH_CONFIG"] = str(user_file)
+    subprocess.run(
+        [str(PACHCTL_DOUBLE), "create", "project", "dev"],
+        env=repo.env,
+        check=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     repo.write(".pachhook.toml", PROD_AND_DEV)
     repo.commit("prod and dev")
     return repo

@@ -442,6 +442,9 @@ def test_several_live_pipelines_are_read_with_one_list_pipeline(tmp_path, double
     for name in ("edges", "counts"):
         apply_to_double(tmp_path, name)
     apply_to_double(tmp_path, "edges", "")
+    subprocess.run(
+        [str(DOUBLES / "pachctl"), "create", "project", "elsewhere"], check=True, timeout=60, stdin=subprocess.DEVNULL
+    )
     apply_to_double(tmp_path, "other", "elsewhere")  # another project: not this list's
     backend = PachctlBackend()
     before = len(calls(double))

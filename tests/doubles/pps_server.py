@@ -175,7 +175,7 @@ class PpsDouble:
             if joining is not None:
                 self._append(joining, spec, project, request, context)
                 return pps.CreatePipelineV2Response()
-            refused = cluster.refusal(self.state, name)
+            refused = cluster.refusal(self.state, name, project=project)
             if refused:
                 context.abort(grpc.StatusCode.UNKNOWN, refused)
             if cluster.pipeline_path(self.state, project, name).exists() and not request.update:

@@ -37,6 +37,10 @@ def is_ancestor(older: str, newer: str, root: Path) -> bool:
     return result.returncode == 0
 
 
+def _full_sha(name: str) -> bool:
+    return len(name) in (40, 64) and all(char in "0123456789abcdef" for char in name)
+
+
 def known(commit: str, root: Path) -> bool:
     result = gitrepo.run(["cat-file", "-e", f"{commit}^{{commit}}"], root, timeout=30)
     return result.returncode == 0
@@ -86,20 +90,26 @@ def decide(
     short_live, short_job = live_commit[:12], job_commit[:12]
     if live_commit == job_commit:
         return Verdict(SAME, f"the live pipeline already runs {short_job}", live_commit)
-    if not known(live_commit, root):
+    if not known(live_commit, root):  # asked again only after a fetch: each ask is a git process
         remote = (fetch or fetch_branch)(branch, root)
         if remote:
             log(f"live commit {short_live} is not in this clone: fetched {branch or 'HEAD'} from {remote}")
-    if not known(live_commit, root):
-        return _refuse_or_force(
-            f"the live pipeline runs commit {short_live}, unknown to this clone"
-            + (" even after fetching its branch" if branch else ""),
-            live_commit,
-            force,
-        )
+        if not known(live_commit, root):
+            return _refuse_or_force(
+                f"the live pipeline runs commit {short_live}, unknown to this clone"
+                + (" even after fetching its branch" if branch else ""),
+                live_commit,
+                force,
+            )
+    # Two different full SHAs: at most one is the other's ancestor, so the usual answer (the
+    # live commit is an older one) is asked first, one git process instead of two. A short
+    # or symbolic name keeps the order that calls a prefix of the job's commit newer.
+    older_first = _full_sha(job_commit) and _full_sha(live_commit)
+    if older_first and is_ancestor(live_commit, job_commit, root):
+        return Verdict(APPLY, f"the live pipeline runs {short_live}, an ancestor of {short_job}", live_commit)
     if is_ancestor(job_commit, live_commit, root):
         return Verdict(NEWER_LIVE, f"the live pipeline runs {short_live}, a newer commit", live_commit)
-    if is_ancestor(live_commit, job_commit, root):
+    if not older_first and is_ancestor(live_commit, job_commit, root):
         return Verdict(APPLY, f"the live pipeline runs {short_live}, an ancestor of {short_job}", live_commit)
     return _refuse_or_force(
         f"the live pipeline runs commit {short_live}, which is not an ancestor of {short_job}"

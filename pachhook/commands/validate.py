@@ -119,13 +119,19 @@ def _run_staged(args: argparse.Namespace) -> int:
 
     try:
         out = gitrepo.git(["diff", "--cached", "--name-only", "-z", "--diff-filter=ACMR", "--no-renames"])
-        root = Path(gitrepo.git(["rev-parse", "--show-toplevel"]).decode("utf-8", "surrogateescape").strip())
+        where = gitrepo.git(["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir"])
     except gitrepo.GitError as error:
         print(f"pachhook: cannot list the staged files: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
+    toplevel, common_dir = (line.decode("utf-8", "surrogateescape") for line in where.split(b"\n")[:2])
+    root = Path(toplevel)
     names = [name.decode("utf-8", "surrogateescape") for name in out.split(b"\0") if name]
+    # The post-commit hook keeps the parsed configuration in the queue's folder (the git
+    # common dir's `pachhook/`, queue/database.FOLDER): read there, the TOML parser (~20 ms
+    # to import) is not loaded on every commit. No folder is made for it here.
+    queue_folder = os.path.join(common_dir, "pachhook")
     try:
-        config = load_config(root)
+        config = load_config(root, cache_dir=queue_folder if os.path.isdir(queue_folder) else None)
     except ConfigError as error:
         for problem in error.problems:
             print(f"pachhook: {problem}", file=sys.stderr)

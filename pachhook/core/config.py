@@ -224,11 +224,9 @@ def load_config_at(root: Any, commit: str, cache_dir: Any = None) -> Config:
     and environments edited but not committed must not leak into it. Raises ConfigError
     (one line per problem) like load_config; `cache_dir` as there.
     """
-    from pachhook.core import gitrepo
-
     root = os.fspath(root)
     for name in ("pyproject.toml", ".pachhook.toml"):
-        data = _file_at(gitrepo.show_file, root, commit, name)
+        data = _file_at(root, commit, name)
         if data is None:
             continue
         path = os.path.join(root, name)
@@ -253,17 +251,18 @@ def load_config_at(root: Any, commit: str, cache_dir: Any = None) -> Config:
 # changes, so its files are kept for the process; a name like HEAD is read every time.
 _FILES_AT: Dict[Tuple[str, str, str], Optional[bytes]] = {}
 _FILES_AT_LIMIT = 64  # the worker runs for hours: keep the newest commits' files only
-_HEX = frozenset("0123456789abcdef")
 
 
-def _file_at(show_file: Callable[..., Optional[bytes]], root: str, commit: str, name: str) -> Optional[bytes]:
+def _file_at(root: str, commit: str, name: str) -> Optional[bytes]:
     """The bytes of `name` in `commit`'s tree (None when absent), read once per full SHA."""
-    if len(commit) not in (40, 64) or not _HEX.issuperset(commit):
-        return show_file(commit, name, root)
+    from pachhook.core import gitrepo
+
+    if not gitrepo.is_full_sha(commit):
+        return gitrepo.show_file(commit, name, root)
     key = (root, commit, name)
     if key in _FILES_AT:
         return _FILES_AT[key]
-    data = show_file(commit, name, root)
+    data = gitrepo.show_file(commit, name, root)
     if len(_FILES_AT) >= _FILES_AT_LIMIT:
         _FILES_AT.pop(next(iter(_FILES_AT)), None)  # the oldest entry
     _FILES_AT[key] = data

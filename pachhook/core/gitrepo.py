@@ -445,11 +445,12 @@ def short(sha: str) -> str:
 def split_ref_line(line: str) -> Optional[Tuple[str, str, str, str]]:
     """One pre-push stdin line: local ref, local SHA, remote ref, remote SHA."""
     parts = line.split()
-    if len(parts) != 4 or not (_is_sha(parts[1]) and _is_sha(parts[3])):
+    if len(parts) != 4 or not (is_full_sha(parts[1]) and is_full_sha(parts[3])):
         return None
     return parts[0], parts[1], parts[2], parts[3]
 
 
-def _is_sha(text: str) -> bool:
-    # 40 hex digits for SHA-1 repositories, 64 for SHA-256 ones.
+def is_full_sha(text: str) -> bool:
+    """Whether `text` is a whole object id (not a prefix, a ref or HEAD): 40 hex digits in
+    SHA-1 repositories, 64 in SHA-256 ones. What it names never changes."""
     return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)

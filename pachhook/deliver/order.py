@@ -37,10 +37,6 @@ def is_ancestor(older: str, newer: str, root: Path) -> bool:
     return result.returncode == 0
 
 
-def _full_sha(name: str) -> bool:
-    return len(name) in (40, 64) and all(char in "0123456789abcdef" for char in name)
-
-
 def known(commit: str, root: Path) -> bool:
     result = gitrepo.run(["cat-file", "-e", f"{commit}^{{commit}}"], root, timeout=30)
     return result.returncode == 0
@@ -104,7 +100,7 @@ def decide(
     # Two different full SHAs: at most one is the other's ancestor, so the usual answer (the
     # live commit is an older one) is asked first, one git process instead of two. A short
     # or symbolic name keeps the order that calls a prefix of the job's commit newer.
-    older_first = _full_sha(job_commit) and _full_sha(live_commit)
+    older_first = gitrepo.is_full_sha(job_commit) and gitrepo.is_full_sha(live_commit)
     if older_first and is_ancestor(live_commit, job_commit, root):
         return Verdict(APPLY, f"the live pipeline runs {short_live}, an ancestor of {short_job}", live_commit)
     if is_ancestor(job_commit, live_commit, root):

@@ -139,6 +139,29 @@ def docker_client(services: Optional[Services] = None):
     return docker.DockerClient(base_url=services.docker_host, timeout=120)
 
 
+def run_in_image(services: Services, image_ref: str, command: str) -> str:
+    """What `sh -c COMMAND` prints on stdout in a container of the image (no network).
+
+    The output is read once the container has exited, not followed from its start: a follow
+    begun as a quick container ends can come back empty (seen once in a full run: `busybox
+    cat` of a file the image holds printing nothing).
+    """
+    client = docker_client(services)
+    try:
+        container = client.containers.create(image_ref, ["sh", "-c", command], network_mode="none")
+        try:
+            container.start()
+            status = container.wait(timeout=120)["StatusCode"]
+            out = container.logs(stdout=True, stderr=False)
+            errors = container.logs(stdout=False, stderr=True)
+        finally:
+            container.remove(force=True)
+    finally:
+        client.close()
+    assert status == 0, f"{command!r} in {image_ref} exited {status}: {errors.decode(errors='replace')}"
+    return out.decode()
+
+
 def write_docker_config(folder: Path, registry: str, user: str, password: str) -> Path:
     """Write a DOCKER_CONFIG folder whose config.json holds login for registry; returns folder."""
     folder.mkdir(parents=True, exist_ok=True)

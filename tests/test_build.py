@@ -73,15 +73,6 @@ def unique_image(services: svc.Services) -> str:
     return f"{services.registry}/test-build/{uuid.uuid4().hex[:10]}"
 
 
-def in_image(services: svc.Services, image_ref: str, command: str) -> str:
-    client = svc.docker_client(services)
-    try:
-        out = client.containers.run(image_ref, ["sh", "-c", command], remove=True, network_mode="none")
-    finally:
-        client.close()
-    return out.decode()
-
-
 def edges_files(services: svc.Services, **extra: str) -> Dict[str, str]:
     files = {
         "edges/Dockerfile": svc.base_dockerfile(services, "COPY . /app"),
@@ -107,8 +98,8 @@ def test_image_holds_the_commit_not_the_working_tree(docker_env, tmp_path):
     assert result.outcome == "done"
     assert result.data["image_ref"] == f"{job.image}:{job.commit}"
     assert result.data["reused"] == "false"
-    assert in_image(docker_env, result.data["image_ref"], "cat /app/app.txt") == "committed\n"
-    assert in_image(docker_env, result.data["image_ref"], "ls /app").split() == [
+    assert svc.run_in_image(docker_env, result.data["image_ref"], "cat /app/app.txt") == "committed\n"
+    assert svc.run_in_image(docker_env, result.data["image_ref"], "ls /app").split() == [
         "Dockerfile",
         "app.txt",
         "nonce.txt",
@@ -136,7 +127,7 @@ def test_dockerignore_as_committed_is_honoured(docker_env, tmp_path):
 
     result, lines = run_build(repo, job)
 
-    listing = in_image(docker_env, result.data["image_ref"], "cd /app && find . -type f | sort").split()
+    listing = svc.run_in_image(docker_env, result.data["image_ref"], "cd /app && find . -type f | sort").split()
     # As with docker's CLI, .dockerignore itself reaches the image unless it lists itself.
     assert listing == [
         "./.dockerignore",
@@ -226,7 +217,7 @@ def test_short_tag_and_build_args_from_configuration(docker_env, tmp_path):
     result, _ = run_build(repo, job)
 
     assert result.data["image_ref"] == f"{image}:{job.commit[:7]}"
-    assert in_image(docker_env, result.data["image_ref"], "cat /greeting") == "hello\n"
+    assert svc.run_in_image(docker_env, result.data["image_ref"], "cat /greeting") == "hello\n"
 
 
 def host_network(image: str, **extra: str) -> Dict[str, str]:
@@ -292,8 +283,8 @@ def test_buildkit_syntax_targetarch_and_unused_failing_stage(docker_env, tmp_pat
     files = edges_files(docker_env, **host_network(image, **{"edges/Dockerfile": dockerfile, "edges/run.sh": "echo\n"}))
     repo = make_repo(tmp_path, files)
     result, _ = run_build(repo, make_job(repo, image))
-    assert in_image(docker_env, result.data["image_ref"], "cat /arch") == "tool-linux-amd64\n"
-    assert in_image(docker_env, result.data["image_ref"], "stat -c %a /run.sh") == "700\n"
+    assert svc.run_in_image(docker_env, result.data["image_ref"], "cat /arch") == "tool-linux-amd64\n"
+    assert svc.run_in_image(docker_env, result.data["image_ref"], "stat -c %a /run.sh") == "700\n"
 
 
 @pytest.mark.integration
@@ -318,8 +309,9 @@ def test_target_platform_and_secret(docker_env, tmp_path, monkeypatch):
     value = "pip-" + uuid.uuid4().hex
     monkeypatch.setenv("PHK_TEST_PIP", value)
     result, lines = run_build(repo, make_job(repo, image))
-    assert in_image(docker_env, result.data["image_ref"], "busybox cat /got") == value
-    assert in_image(docker_env, result.data["image_ref"], "ls /final || echo none").strip().endswith("none")
+    got = svc.run_in_image(docker_env, result.data["image_ref"], "busybox cat /got")
+    assert got == value, "\n".join(["the build's log:", *lines])  # the log never holds the value (below)
+    assert svc.run_in_image(docker_env, result.data["image_ref"], "ls /final || echo none").strip().endswith("none")
     assert value not in "\n".join(lines) + str(result)
     client = svc.docker_client(docker_env)
     try:
@@ -396,7 +388,7 @@ def test_without_a_docker_cli_the_engine_api_builds(docker_env, tmp_path, monkey
     result, lines = run_build(repo, make_job(repo, unique_image(docker_env)))
     assert result.outcome == "done"
     assert any("the engine's API (legacy builder" in line for line in lines), lines
-    listing = in_image(docker_env, result.data["image_ref"], "ls -a /app").split()
+    listing = svc.run_in_image(docker_env, result.data["image_ref"], "ls -a /app").split()
     assert "run.log" not in listing and "nonce.txt" in listing
 
 

@@ -162,7 +162,7 @@ def queue_commit(
         # say why nothing was recorded, where, and how to record it later.
         _say(
             f"nothing queued for {info.commit[:12]}: cannot write the queue in"
-            f" {os.path.join(info.common_dir_str, 'pachhook')}: {_cause(error, info.common_dir_str)};"
+            f" {gitrepo.state_folder(info.common_dir_str)}: {_cause(error, info.common_dir_str)};"
             f" the commit stands: once fixed, run `pachhook queue --commit {info.commit[:12]}`"
         )
     finally:
@@ -175,11 +175,13 @@ def _cause(error: BaseException, common_dir: str) -> str:
     """SQLite's words, plus what the file system says when SQLite's are vague."""
     import tempfile
 
+    from pachhook.core import gitrepo
+
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, OSError):
         return text
     try:
-        with tempfile.TemporaryFile(dir=os.path.join(common_dir, "pachhook")) as probe:
+        with tempfile.TemporaryFile(dir=gitrepo.state_folder(common_dir)) as probe:
             probe.write(b"\0" * 65536)
             probe.flush()
             os.fsync(probe.fileno())

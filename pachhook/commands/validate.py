@@ -126,10 +126,10 @@ def _run_staged(args: argparse.Namespace) -> int:
     toplevel, common_dir = (line.decode("utf-8", "surrogateescape") for line in where.split(b"\n")[:2])
     root = Path(toplevel)
     names = [name.decode("utf-8", "surrogateescape") for name in out.split(b"\0") if name]
-    # The post-commit hook keeps the parsed configuration in the queue's folder (the git
-    # common dir's `pachhook/`, queue/database.FOLDER): read there, the TOML parser (~20 ms
-    # to import) is not loaded on every commit. No folder is made for it here.
-    queue_folder = os.path.join(common_dir, "pachhook")
+    # The post-commit hook keeps the parsed configuration in pachhook's folder of the git
+    # common dir: read there, the TOML parser (~20 ms to import) is not loaded on every
+    # commit. No folder is made for it here.
+    queue_folder = gitrepo.state_folder(common_dir)
     try:
         config = load_config(root, cache_dir=queue_folder if os.path.isdir(queue_folder) else None)
     except ConfigError as error:

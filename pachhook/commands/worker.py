@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         root = gitrepo.repo_root(Path(args.repo))
     except gitrepo.GitError as error:
         missing = work_tree_gone(args.repo)
-        if missing and args.git_dir and os.path.isdir(os.path.join(args.git_dir, "pachhook")):
+        if missing and args.git_dir and os.path.isdir(gitrepo.state_folder(args.git_dir)):
             # the queue outlives the work tree: its jobs fail, saying why, for a retry elsewhere
             progress(f"{missing}: failing its queued jobs")
             return run_worker(Path(args.repo).absolute(), args.lease, progress, common_dir=args.git_dir)

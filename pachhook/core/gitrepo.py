@@ -450,6 +450,16 @@ def split_ref_line(line: str) -> Optional[Tuple[str, str, str, str]]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
+# pachhook's own files (the queue, its caches, logs and locks) live in this folder of the git
+# common dir: shared by all worktrees, never part of a commit.
+STATE_FOLDER = "pachhook"
+
+
+def state_folder(common_dir: PathLike) -> str:
+    """`<git common dir>/pachhook`, where pachhook keeps its state."""
+    return os.path.join(os.fspath(common_dir), STATE_FOLDER)
+
+
 def is_full_sha(text: str) -> bool:
     """Whether `text` is a whole object id (not a prefix, a ref or HEAD): 40 hex digits in
     SHA-1 repositories, 64 in SHA-256 ones. What it names never changes."""

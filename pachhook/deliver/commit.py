@@ -204,7 +204,8 @@ def _release_hold(common_dir: Path, environment: str, outcome: Outcome, commit: 
     update = outcome.results.get("update") or {}
     # the update step names the pipeline as the environment has it on the cluster
     key = PipelineKey(environment, update.get("project", ""), update.get("pipeline") or outcome.pipeline)
-    hold = Holds(common_dir / "pachhook").release(key, f"{key.pipeline} released by `run --commit {commit[:12]}`")
+    holds = Holds(gitrepo.state_folder(common_dir))
+    hold = holds.release(key, f"{key.pipeline} released by `run --commit {commit[:12]}`")
     if hold is not None:
         out(f"{outcome.pipeline}: hold released (it was held at v{hold.version} since the {hold.reason})")
 

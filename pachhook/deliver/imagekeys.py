@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List
 
+from pachhook.core.gitrepo import state_folder
+
 KEEP = 5  # pushed refs remembered per key
 
 # The images of one commit build in threads (deliver/commit.py): each record is a read, a
@@ -23,7 +25,7 @@ _WRITING = threading.Lock()
 
 
 def _path(git_dir: Path) -> Path:
-    return Path(git_dir) / "pachhook" / "image-keys.json"
+    return Path(state_folder(git_dir)) / "image-keys.json"
 
 
 def _load(git_dir: Path) -> Dict[str, Dict[str, Any]]:

@@ -12,13 +12,15 @@ import sqlite3
 import sys
 import time
 
+from pachhook.core.gitrepo import STATE_FOLDER
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
     from typing import Any, Optional
 
 SCHEMA_VERSION = 3  # 2: job_ledger; 3: jobs.environment and jobs.reason (an older queue gains them on first open)
-FOLDER = "pachhook"
+FOLDER = STATE_FOLDER
 DB_NAME = "queue.db"
 
 _SCHEMA = """

@@ -15,7 +15,7 @@ import fcntl
 import os
 import sys
 
-from pachhook.core.gitrepo import env_without_git_vars
+from pachhook.core.gitrepo import env_without_git_vars, state_folder
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
@@ -83,7 +83,7 @@ def start_background(repo_root: PathLike, common_dir: PathLike) -> bool:
     git waits for a hook's stdout and stderr to close, so an inherited stream would hold
     `git commit` until the worker ends. posix_spawn keeps subprocess off the hook's path.
     """
-    folder = os.path.join(os.fspath(common_dir), "pachhook")
+    folder = state_folder(common_dir)
     if worker_running(folder):
         return False
     log = os.path.join(folder, LOG_NAME)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from pachhook.core.gitrepo import state_folder
 from pachhook.setup.hookscripts import HOOK_IDS, HOOK_NAMES, MARKER, script
 
 SAVED_SUFFIX = ".pachhook-saved"
@@ -48,7 +49,7 @@ def is_ours(path: Path) -> bool:
 
 def record_installed(common: Path, mode: str, names: Sequence[str]) -> None:
     """Note that the hooks `names` were installed in `mode` (PLAIN or PRE_COMMIT)."""
-    folder = common / "pachhook"
+    folder = Path(state_folder(common))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD_NAME).write_text("".join(f"{mode} {name}\n" for name in names), encoding="utf-8")
 
@@ -56,7 +57,7 @@ def record_installed(common: Path, mode: str, names: Sequence[str]) -> None:
 def read_installed(common: Path) -> List[Tuple[str, str]]:
     """The recorded (mode, hook name) pairs; none when nothing is recorded."""
     try:
-        lines = (common / "pachhook" / RECORD_NAME).read_text(encoding="utf-8").splitlines()
+        lines = (Path(state_folder(common)) / RECORD_NAME).read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
     return [(parts[0], parts[1]) for parts in (line.split() for line in lines) if len(parts) == 2]
@@ -154,7 +155,7 @@ def uninstall(root: Path, hooks: Path, common: Path, force: bool) -> Outcome:
         if not ok:
             kept += [(PRE_COMMIT, name) for name in framework]
             outcome.status = 1
-    record = common / "pachhook" / RECORD_NAME
+    record = Path(state_folder(common)) / RECORD_NAME
     if kept:
         record.write_text("".join(f"{mode} {name}\n" for mode, name in kept), encoding="utf-8")
     else:

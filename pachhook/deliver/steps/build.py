@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from pachhook import __version__
+from pachhook.core.gitrepo import state_folder
 from pachhook.core.sanitize import clean, one_line
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult
 
@@ -341,7 +342,7 @@ def _kept_checkout(ctx: StepContext, plan: Any) -> Path:
 
     inputs = plan.inputs
     name = hashlib.sha256(f"{ctx.job.image}\n{inputs.context}\n{inputs.dockerfile}".encode()).hexdigest()[:16]
-    return Path(ctx.git_dir) / "pachhook" / "contexts" / name
+    return Path(state_folder(ctx.git_dir)) / "contexts" / name
 
 
 def _build_with_cli(

@@ -24,7 +24,15 @@ from pachhook.core.config import Config, ConfigError, load_config_at
 from pachhook.core.environments import environment_for
 from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.holds import Holds, PipelineKey
-from pachhook.deliver.runner import BEFORE_UPDATE, Member, StepHooks, StepsRun, run_steps, update_together
+from pachhook.deliver.runner import (
+    BEFORE_UPDATE,
+    Member,
+    StepHooks,
+    StepsRun,
+    read_ahead_for,
+    run_steps,
+    update_together,
+)
 from pachhook.deliver.sharedimages import SharedImages, deliver_concurrently
 from pachhook.deliver.steps.base import StepContext
 from pachhook.queue.affected import commit_templates, foreign_file, parse_template
@@ -173,19 +181,26 @@ def deliver_commit(
     )
     if dry_run:
         _show_plan(info.root, commit, branch, config, out)
-    delivered = deliver_concurrently(
-        pipelines,
-        lambda item, say, shared: _build_and_push(
-            info.root, info.common_dir, commit, branch, item, dry_run, say, shared, environment.name, force, live
-        ),
-        1 if dry_run else config.build_concurrency,
-        out,
-    )
-    outcomes = [outcome for outcome, _ in delivered]
-    members = [(outcome, member) for outcome, member in delivered if member is not None]
-    # Nothing is recorded around the update either: the base StepHooks.
-    failed = [(outcome.pipeline, "failed") for outcome in outcomes if outcome.error]
-    update_together([member for _, member in members], failed, show_time=True)
+    jobs = {item.pipeline: _job_of(item, commit, branch, environment.name) for item in pipelines}
+    # The live read for the order check starts now, while the images build (earlyread.py).
+    ahead = read_ahead_for(info.root, Path(info.common_dir), list(jobs.values()), dry_run)
+    try:
+        delivered = deliver_concurrently(
+            pipelines,
+            lambda item, say, shared: _build_and_push(
+                info.root, info.common_dir, jobs[item.pipeline], dry_run, say, shared, force, live
+            ),
+            1 if dry_run else config.build_concurrency,
+            out,
+        )
+        outcomes = [outcome for outcome, _ in delivered]
+        members = [(outcome, member) for outcome, member in delivered if member is not None]
+        # Nothing is recorded around the update either: the base StepHooks.
+        failed = [(outcome.pipeline, "failed") for outcome in outcomes if outcome.error]
+        update_together([member for _, member in members], failed, show_time=True, ahead=ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
     for outcome, member in members:
         outcome.timings, outcome.outcomes, outcome.error = member.run.timings, member.run.outcomes, member.run.error
         outcome.results = member.ctx.results
@@ -223,22 +238,9 @@ def _show_plan(root: Path, commit: str, branch: str, config, out: Output) -> Non
     out("")
 
 
-def _build_and_push(
-    root: Path,
-    common_dir: Path,
-    commit: str,
-    branch: str,
-    item: Planned,
-    dry_run: bool,
-    out: Output,
-    shared: Optional[SharedImages] = None,
-    environment: str = "",
-    force: bool = False,
-    live: Optional[Any] = None,
-) -> Tuple[Outcome, Optional[Member]]:
-    """Build and push one pipeline's image; what its update needs, None on failure."""
-    outcome = Outcome(item.pipeline, template=item.template)
-    job = Job(
+def _job_of(item: Planned, commit: str, branch: str, environment: str) -> Job:
+    """A planned pipeline as a job the steps run (recorded nowhere: id 0)."""
+    return Job(
         id=0,
         commit=commit,
         branch=branch,
@@ -249,8 +251,22 @@ def _build_and_push(
         environment=environment,
     )
 
+
+def _build_and_push(
+    root: Path,
+    common_dir: Path,
+    job: Job,
+    dry_run: bool,
+    out: Output,
+    shared: Optional[SharedImages] = None,
+    force: bool = False,
+    live: Optional[Any] = None,
+) -> Tuple[Outcome, Optional[Member]]:
+    """Build and push one pipeline's image; what its update needs, None on failure."""
+    outcome = Outcome(job.pipeline, template=job.template)
+
     def log(line: str) -> None:
-        out(f"{item.pipeline}: {line}")
+        out(f"{job.pipeline}: {line}")
 
     ctx = StepContext(
         repo_root=root, git_dir=common_dir, job=job, log=log, dry_run=dry_run, force=force, shared=shared, live=live

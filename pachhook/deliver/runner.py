@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from pachhook.core import gitrepo
 from pachhook.core.config import DEFAULT_BUILD_CONCURRENCY, DEFAULT_KEEP_JOBS, ConfigError, load_config, load_config_at
 from pachhook.core.sanitize import one_line as bounded_line
+from pachhook.deliver.earlyread import ReadAhead, read_ahead
 from pachhook.deliver.holds import Holds, held_job, held_message
 from pachhook.deliver.order import unreachable
 from pachhook.deliver.sharedimages import SharedImages, deliver_concurrently
@@ -141,7 +142,12 @@ class Member:
     run: StepsRun
 
 
-def update_together(members: Sequence[Member], blockers: Sequence[Tuple[str, str]], show_time: bool = False) -> None:
+def update_together(
+    members: Sequence[Member],
+    blockers: Sequence[Tuple[str, str]],
+    show_time: bool = False,
+    ahead: Optional[ReadAhead] = None,
+) -> None:
     """The update step of a commit's pipelines for one environment: all applied, or none.
 
     `members` reached the update (built and pushed), in delivery order; `blockers` are the
@@ -150,7 +156,8 @@ def update_together(members: Sequence[Member], blockers: Sequence[Tuple[str, str
     applied and each says why: no output may mix the new code of one pipeline with the old
     code of another by accident. A job the user cancelled is left out by choice. Otherwise
     the updates go to the cluster in one transaction (steps/update.run_together). A dry run
-    shows each update on its own, blockers or not.
+    shows each update on its own, blockers or not. `ahead` is the live read started while
+    the images built (`read_ahead_for`); the caller closes it.
     """
     started: List[Member] = []
     refused = list(blockers)
@@ -179,7 +186,7 @@ def update_together(members: Sequence[Member], blockers: Sequence[Tuple[str, str
             record_step("update", member.ctx, member.hooks, member.run, cause, 0.0, show_time)
         return
     began = time.monotonic()
-    results = run_together([member.ctx for member in started])
+    results = run_together([member.ctx for member in started], ahead)
     seconds = (time.monotonic() - began) / len(started)
     for member, outcome in zip(started, results):
         record_step("update", member.ctx, member.hooks, member.run, outcome, seconds, show_time)
@@ -339,18 +346,34 @@ def process_group(
     limit = 1 if dry_run else _build_concurrency(repo_root, deliverable)
     members: List[Member] = []
     blockers: List[Tuple[str, str]] = []
-    for member, to_update in deliver_concurrently(deliverable, build_and_push, limit, lambda line: None):
-        pipeline, hooks = member.ctx.job.pipeline, member.hooks
-        if member.run.error:
-            blockers.append((pipeline, "failed"))
-        elif member.run.cancelled:
-            stopped = getattr(hooks, "stopped", "")
-            if stopped != "cancelled":  # the user's cancel leaves the job out, holding nothing back
-                blockers.append((pipeline, stopped or "stopped"))
-        elif to_update:
-            members.append(member)
-    update_together(members, blockers)
+    ahead = read_ahead_for(repo_root, queue.folder.parent, deliverable, dry_run)
+    try:
+        for member, to_update in deliver_concurrently(deliverable, build_and_push, limit, lambda line: None):
+            pipeline, hooks = member.ctx.job.pipeline, member.hooks
+            if member.run.error:
+                blockers.append((pipeline, "failed"))
+            elif member.run.cancelled:
+                stopped = getattr(hooks, "stopped", "")
+                if stopped != "cancelled":  # the user's cancel leaves the job out, holding nothing back
+                    blockers.append((pipeline, stopped or "stopped"))
+            elif to_update:
+                members.append(member)
+        update_together(members, blockers, ahead=ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
     return [queue.get(job.id) for job in jobs]
+
+
+def read_ahead_for(repo_root: PathLike, git_dir: Path, jobs: Sequence[Job], dry_run: bool) -> Optional[ReadAhead]:
+    """The live read of the jobs still to be updated, started before their builds (earlyread.py);
+    None in a dry run (it talks to the cluster no more than the update step shows) and when
+    every job's update is done already."""
+    if dry_run:
+        return None
+    done = (STEP_DONE, STEP_SKIPPED)  # as build_and_push finds the steps to run
+    to_update = [job for job in jobs if not any(r.name == "update" and r.state in done for r in job.steps)]
+    return read_ahead(Path(repo_root), git_dir, to_update)
 
 
 def _build_concurrency(repo_root: PathLike, jobs: Sequence[Job]) -> int:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.deliver.backends.clusterview import MetadataEdit, in_project, view_for
 from pachhook.deliver.backends.rawoutput import ClusterError, clean, part
+from pachhook.deliver.earlyread import Early
 
 # Keys pachhook writes into Pachyderm metadata (commit 2.10+, pipeline 2.11+).
 METADATA_COMMIT = "pachhook.io/commit"
@@ -121,6 +122,7 @@ def after_updates(
     verify: bool = True,
     timeout: float = 300.0,
     sleep: Callable[[float], None] = time.sleep,
+    supported: Optional[Tuple[int, int, int]] = None,
 ) -> List[AfterUpdate]:
     """Stamp and verify pipelines updated together (one transaction, or one update).
 
@@ -129,6 +131,12 @@ def after_updates(
     so with pachctl their output commits are one `list commit ID`, their jobs one `list
     job ID` per look, and every key of every pipeline and commit goes in one `edit
     metadata` request (all or nothing): a fixed number of calls, not 4-5 per pipeline.
+
+    `supported` is what view.version() said before (read while the images built:
+    deliver/earlyread.py), None to ask it here. The stamp and the first look at the jobs do
+    not depend on each other (a job runs whether or not its output commit carries metadata),
+    so the stamp is written in a thread of its own while the jobs are read; its lines are
+    logged once it is written, after the jobs' "waiting" lines.
     """
     outcomes = [AfterUpdate() for _ in updated]
     if getattr(backend, "name", "") not in ("pachctl", "api"):
@@ -141,7 +149,8 @@ def after_updates(
     session = getattr(backend, "session", None)
     view = view_for(backend, project or str(getattr(session, "project", "") or ""))
     try:
-        supported = view.version()
+        if supported is None:
+            supported = view.version()
     except Exception as error:  # BackendError, ClusterError: the update itself went through
         for outcome in outcomes:
             outcome.verify = f"not done: {clean(error)}"
@@ -156,12 +165,23 @@ def after_updates(
         if found is not None:
             outcome.job = f"{one.pipeline}@{found[0]}"
             live.append((one, outcome, found[0], found[1]))
-    _stamp(view, supported, live)
     if not verify:
+        _stamp(view, supported, live)
+        _log_stamps(live)
         for _, outcome, _, _ in live:
             outcome.verify = "off"
         return outcomes
-    _wait(view, [(one, outcome, job_id) for one, outcome, job_id, _ in live], timeout, sleep)
+    # The stamp's thread and this one each write only their own fields of an outcome (the
+    # stamp: stamped, problems; the wait: job_state, job_reason, verify), and the view holds
+    # no state a call changes (a pachctl call is a process of its own; an API call an RPC on
+    # a channel gRPC lets threads share). The session's configuration file is not written
+    # by these calls: pachctl recorded the deployment ID at the session's first call.
+    stamping = Early(lambda: _stamp(view, supported, live), "pachhook-stamp")
+    try:
+        _wait(view, [(one, outcome, job_id) for one, outcome, job_id, _ in live], timeout, sleep)
+    finally:
+        stamping.result()
+    _log_stamps(live)
     return outcomes
 
 
@@ -196,6 +216,11 @@ def _stamp(view: Any, supported: Tuple[int, int, int], live: Sequence[Tuple[Upda
     name those that do not."""
     if not _write_stamps(view, supported, live, read_commits=False):
         _write_stamps(view, supported, live, read_commits=True)
+
+
+def _log_stamps(live: Sequence[Tuple[Updated, AfterUpdate, str, Any]]) -> None:
+    """Each pipeline's log says what was stamped (in the caller's thread: a job's log may be a
+    queue connection of that thread)."""
     for one, outcome, _, _ in live:
         for problem in outcome.problems:
             one.log(f"provenance not stamped: {problem}")

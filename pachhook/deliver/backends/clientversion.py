@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from typing import Dict, Optional, Tuple
 
 Version = Tuple[int, int, int]
@@ -56,7 +57,8 @@ def remember(key: Key, version: Version, folder: Optional[str] = None) -> None:
     entries[_text(key)] = version
     kept = dict(list(entries.items())[-KEPT:])
     path = os.path.join(folder, CACHE_NAME)
-    temporary = f"{path}.{os.getpid()}.tmp"
+    # per process and thread: a delivery may ask from its early-read thread (deliver/earlyread.py)
+    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         os.makedirs(folder, exist_ok=True)
         with open(temporary, "w", encoding="utf-8") as handle:

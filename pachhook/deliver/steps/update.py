@@ -30,6 +30,7 @@ from pachhook.deliver import order
 from pachhook.deliver.backends.api import ApiBackend
 from pachhook.deliver.backends.pachctl import Apply, BackendError, PachctlBackend
 from pachhook.deliver.backends.session import open_session
+from pachhook.deliver.earlyread import ReadAhead
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult
 from pachhook.queue.affected import commit_templates, input_repos, parse_template, pfs_inputs
 from pachhook.spec import jsonnet, loader
@@ -399,7 +400,7 @@ def _log_to_all(contexts: Sequence[StepContext]) -> Any:
     return log
 
 
-def run_together(contexts: Sequence[StepContext]) -> List[Any]:
+def run_together(contexts: Sequence[StepContext], ahead: Optional[ReadAhead] = None) -> List[Any]:
     """The update step of several pipelines of one commit, applied in one transaction.
 
     `contexts` are in delivery order (upstream first) and share commit and branch, so one
@@ -407,6 +408,10 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
     StepError that ended it. When any pipeline fails before the apply, or the
     transaction fails, none is applied: a commit's DAG is updated all at once or not at
     all, so no output mixes the new code of one pipeline with the old of another.
+
+    `ahead` is the live read and pachd's version started while the images built
+    (deliver/earlyread.py); its session and backend are used when it was made for this
+    environment. Its caller closes it.
     """
     outcomes: List[Any] = [None] * len(contexts)
     prepared: List[Optional[Prepared]] = [None] * len(contexts)
@@ -419,15 +424,20 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
     if not ready:
         return outcomes
     environment = ready[0].environment
+    if ahead is not None and not ahead.serves(environment):
+        ahead = None
     try:
-        session = open_session(environment.context, environment.project)
+        session = ahead.session if ahead is not None else open_session(environment.context, environment.project)
     except BackendError as error:
         failure = StepError(f"{environment.describe()}: {error}", retryable=error.retryable)
         return [outcome or failure for outcome in outcomes]
     try:
-        backend = make_backend(ready[0].config, environment, session, _cache_dir(ready[0].ctx))
+        if ahead is not None:
+            backend = ahead.take()
+        else:
+            backend = make_backend(ready[0].config, environment, session, _cache_dir(ready[0].ctx))
         checked = [(index, item) for index, item in enumerate(prepared) if item is not None]
-        refusals = _check_all([item for _, item in checked], backend, session.context)
+        refusals = _check_all([item for _, item in checked], backend, session.context, ahead)
         for (index, _), refused in zip(checked, refusals):
             if refused is not None:
                 outcomes[index] = refused
@@ -475,13 +485,15 @@ def run_together(contexts: Sequence[StepContext]) -> List[Any]:
                 outcomes[index] = read
             else:
                 read_back.append((index, item, *read))
-        stamps = stamp_and_verify_all(backend, [(item, after) for _, item, _, after in read_back])
+        supported = ahead.version() if ahead is not None else None
+        stamps = stamp_and_verify_all(backend, [(item, after) for _, item, _, after in read_back], supported)
         for (index, item, data, after), stamp in zip(read_back, stamps):
             data.update(stamp)
             outcomes[index] = _done(item, data, after)
         return outcomes
     finally:
-        session.close()
+        if ahead is None:
+            session.close()
 
 
 def _setup(ctx: StepContext) -> Prepared:
@@ -538,10 +550,13 @@ def _setup(ctx: StepContext) -> Prepared:
     return Prepared(ctx, config, environment, rendered, reprocess, dag)
 
 
-def _check_all(items: Sequence[Prepared], backend: Any, context: str) -> List[Optional[StepError]]:
+def _check_all(
+    items: Sequence[Prepared], backend: Any, context: str, ahead: Optional[ReadAhead] = None
+) -> List[Optional[StepError]]:
     """Everything before the apply, for every pipeline of one delivery: per item the StepError
     that keeps it from being applied, else None (with `result` set when it ends without an
-    apply). Their live versions are read together (`_read_live`)."""
+    apply). Their live versions are read together (`_read_live`), or were read while the
+    images built (`ahead`)."""
     refusals: List[Optional[StepError]] = [None] * len(items)
     placed: List[int] = []
     for index, item in enumerate(items):
@@ -552,7 +567,7 @@ def _check_all(items: Sequence[Prepared], backend: Any, context: str) -> List[Op
         else:
             placed.append(index)
     try:
-        live = _read_live(backend, [items[index] for index in placed])
+        live = _read_live(backend, [items[index] for index in placed], ahead)
     except StepError as error:
         for index in placed:
             refusals[index] = error
@@ -565,17 +580,20 @@ def _check_all(items: Sequence[Prepared], backend: Any, context: str) -> List[Op
     return refusals
 
 
-def _read_live(backend: Any, items: Sequence[Prepared]) -> List[Any]:
+def _read_live(backend: Any, items: Sequence[Prepared], ahead: Optional[ReadAhead] = None) -> List[Any]:
     """The live pipeline of each item (None when there is none), read together: one read per
     project (`inspect_all`: one `pachctl list pipeline` for several), before the apply for the
-    order check and after it for the read-back."""
+    order check and after it for the read-back. A project's pipelines `ahead` read early (for
+    the order check only; never the read-back) are not read again."""
     by_project: Dict[str, List[str]] = {}
     for item in items:
         by_project.setdefault(item.rendered.project, []).append(item.rendered.pipeline)
     found: Dict[Tuple[str, str], Any] = {}
     try:
         for project, names in by_project.items():
-            for name, state in backend.inspect_all(names, project).items():
+            early = ahead.live(project, names) if ahead is not None else None
+            states = early if early is not None else backend.inspect_all(names, project)
+            for name, state in states.items():
                 found[(project, name)] = state
     except BackendError as error:
         raise StepError(str(error), retryable=error.retryable) from None
@@ -786,7 +804,9 @@ def _descends_from(live: str, commit: str, ctx: StepContext) -> bool:
     return order.known(live, ctx.repo_root) and order.is_ancestor(commit, live, ctx.repo_root)
 
 
-def stamp_and_verify_all(backend: Any, updated: Sequence[Tuple[Prepared, Any]]) -> List[Dict[str, str]]:
+def stamp_and_verify_all(
+    backend: Any, updated: Sequence[Tuple[Prepared, Any]], supported: Optional[Tuple[int, int, int]] = None
+) -> List[Dict[str, str]]:
     """After the apply: provenance into Pachyderm metadata, then the jobs the updates started
     (deliver/stamp.py), one result each. Never fails a step: the pipelines are updated.
 
@@ -795,7 +815,8 @@ def stamp_and_verify_all(backend: Any, updated: Sequence[Tuple[Prepared, Any]]) 
     version's job even when another deliverer applies right after. Pipelines updated
     together (one transaction of one commit and environment) are stamped and verified in one
     go per project, so the pachctl calls after the update do not grow with their number.
-    `verify` and `verify_timeout` are the environment's when it sets them, else the top-level keys."""
+    `verify` and `verify_timeout` are the environment's when it sets them, else the top-level keys.
+    `supported` is the version view.version() gave before (the read ahead's), None to ask it."""
     from pachhook.deliver.stamp import Updated, after_updates, stamp_values
 
     results: List[Dict[str, str]] = [{} for _ in updated]
@@ -812,7 +833,8 @@ def stamp_and_verify_all(backend: Any, updated: Sequence[Tuple[Prepared, Any]]) 
             digest = _image_from_results(prepared.ctx)["digest"] if rendered.built_image else ""
             values = stamp_values(rendered.commit, rendered.template, digest)
             batch.append(Updated(rendered.pipeline, values, after, prepared.ctx.log))
-        for index, outcome in zip(indexes, after_updates(backend, project, batch, verify, timeout)):
+        outcomes = after_updates(backend, project, batch, verify, timeout, supported=supported)
+        for index, outcome in zip(indexes, outcomes):
             results[index] = outcome.result()
     return results
 

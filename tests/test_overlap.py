@@ -1,0 +1,137 @@
+"""Cluster calls off the critical path (issue 16, deliver/earlyread.py), as the cluster sees them.
+
+The pachctl TEST DOUBLE (tests/doubles/pachctl) keeps each call's wall-clock start and end in
+its state folder's timeline.jsonl; `pachhook run --commit` prints each step's outcome as it
+happens (flushed per line), so a line's arrival says when that step ended.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+import services as test_services
+from test_update import calls, context, double, git, make_repo  # noqa: F401 (double is a fixture)
+
+from pachhook.deliver.steps.base import run_step
+
+
+def timeline(state: Path) -> List[dict]:
+    path = state / "timeline.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def calls_named(state: Path, *argv: str) -> List[dict]:
+    return [call for call in timeline(state) if call["argv"][: len(argv)] == list(argv)]
+
+
+def run_timed(repo: Path, *args: str) -> Tuple[int, List[Tuple[float, str]], str]:
+    """`pachhook run ARGS` with each line of its output and when it arrived (time.time())."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pachhook", "run", *args],
+        cwd=repo,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: List[Tuple[float, str]] = []
+    errors: List[str] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
+    reader.start()
+    for line in process.stdout:
+        lines.append((time.time(), line.rstrip("\n")))
+    status = process.wait(timeout=300)
+    reader.join(timeout=60)
+    return status, lines, "".join(errors)
+
+
+def arrived(lines: List[Tuple[float, str]], start: str) -> float:
+    found = [when for when, line in lines if line.startswith(start)]
+    assert found, f"no line starting {start!r} in:\n" + "\n".join(line for _, line in lines)
+    return found[0]
+
+
+@pytest.fixture
+def slow_build(tmp_path, docker_env):
+    """One pipeline whose image takes a couple of seconds to build (a RUN sleep after a COPY
+    of a file no other test builds)."""
+    services = docker_env
+    repository = f"test-overlap/{uuid.uuid4().hex[:10]}/edges"
+    template = {
+        "pipeline": {"name": "edges"},
+        "input": {"pfs": {"repo": "images", "glob": "/*"}},
+        "transform": {"image": f"{services.registry}/{repository}:{{{{ tag }}}}", "cmd": ["sh", "/run.sh"]},
+    }
+    dockerfile = test_services.base_dockerfile(services, "COPY run.sh /run.sh", "RUN sleep 2")
+    extra = {"Dockerfile": dockerfile, "run.sh": f"echo {repository}\n"}
+    # RUN needs a network; the test engine has no bridge (as in test_build)
+    config = f'[images."{services.registry}/{repository}"]\nnetwork = "host"\n'
+
+    repo = make_repo(tmp_path / "repo", template)
+    for name, text in extra.items():
+        (repo / "edges" / name).write_text(text)
+    (repo / ".pachhook.toml").write_text(config)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a slow build")
+    return repo
+
+
+@pytest.mark.integration
+def test_the_live_read_and_pachds_version_are_asked_while_the_image_builds(slow_build, double):
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    output = "\n".join(line for _, line in lines)
+    assert status == 0, output + errors
+    built = arrived(lines, "edges: build: done")
+    update = calls_named(double, "update", "pipeline")[0]
+    # The order check's read of the live pipeline and pachd's version, each once before the
+    # apply, both made before the build had ended (not after the push, as one chain).
+    (read,) = [call for call in calls_named(double, "inspect", "pipeline", "edges") if call["end"] <= update["start"]]
+    (version,) = [call for call in calls_named(double, "version") if call["argv"] == ["version"]]
+    assert read["end"] < built, output
+    assert version["end"] < built, output
+    assert version["end"] <= update["start"]
+    # The order check still judged, and the run stamped with the version asked early.
+    assert "edges: update: done: edges v1" in output
+    assert [call["argv"][:3] for call in timeline(double)].count(["edit", "metadata", "pipeline"]) == 1
+
+
+def test_the_stamp_and_the_first_look_at_the_job_overlap(tmp_path, double, monkeypatch):
+    # Each call takes a while to answer, as from a cluster far away, so calls made at once
+    # show as overlapping (a call of the double alone is a few milliseconds past its start).
+    monkeypatch.setenv("PACHCTL_DOUBLE_LATENCY", "0.3")
+    repo = make_repo(tmp_path / "repo")
+    result = run_step("update", context(repo))
+    assert result.outcome == "done", result
+    assert result.data["stamped"] == "annotations,pipeline-metadata,commit-metadata"
+    assert result.data["verify"] == "finished"
+    (stamp,) = calls_named(double, "edit", "metadata")
+    (look,) = calls_named(double, "list", "job")
+    # Running at once: each started before the other ended (one after the other before).
+    assert look["start"] < stamp["end"] and stamp["start"] < look["end"], (stamp, look)
+
+
+@pytest.mark.integration
+def test_a_failing_early_read_fails_the_update_with_the_line_a_read_at_the_check_gives(slow_build, double):
+    message = "rpc error: code = Unavailable desc = connection error"
+    (double / "pachctl_double_fail").write_text(f"inspect:{message}")
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    output = "\n".join(line for _, line in lines)
+    assert status == 1, output + errors
+    # The update step's line, as when the read at the check fails (test_update): reported at
+    # the update, after the image was built and pushed; not earlier, not lost.
+    failed = f"edges: update: failed: pachctl inspect pipeline edges failed: {message}"
+    assert failed in output.splitlines(), output
+    pushed = arrived(lines, "edges: push: done")
+    assert not [line for when, line in lines if message in line and when < pushed], output
+    assert "Traceback" not in output + errors
+    # The early read failed, so the check read again (and failed as before); nothing applied.
+    assert len(calls_named(double, "inspect", "pipeline", "edges")) == 2
+    assert not calls_named(double, "update", "pipeline")

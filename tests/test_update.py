@@ -17,7 +17,7 @@ from typing import List
 
 import pytest
 
-from pachhook.deliver.backends import clientversion
+from pachhook.deliver import toolfacts
 from pachhook.deliver.backends import pachctl as pachctl_module
 from pachhook.deliver.backends.pachctl import PachctlBackend, parse_version, state_from_inspect, update_argv
 from pachhook.deliver.steps.base import StepContext, StepError, run_step
@@ -66,7 +66,7 @@ def double(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("PACHHOOK_PACHCTL_TIMEOUT", raising=False)
     # pachhook remembers a pachctl file's version for the process; the double's version
     # is set per test by environment, so each test starts with nothing remembered.
-    monkeypatch.setattr(clientversion, "_IN_PROCESS", {})
+    monkeypatch.setattr(toolfacts, "_IN_PROCESS", {})
     return state
 
 
@@ -408,9 +408,9 @@ def test_the_client_version_is_remembered_across_processes_per_executable_file(t
 def test_a_damaged_version_cache_is_a_miss_and_is_written_again(tmp_path, double, damage):
     cache = tmp_path / "queue"
     cache.mkdir()
-    (cache / clientversion.CACHE_NAME).write_text(damage, errors="surrogateescape")
+    (cache / "pachctl-version.json").write_text(damage, errors="surrogateescape")
     assert PachctlBackend(cache_dir=str(cache)).version() == (2, 11, 6)
-    clientversion._IN_PROCESS.clear()
+    toolfacts._IN_PROCESS.clear()
     assert PachctlBackend(cache_dir=str(cache)).version() == (2, 11, 6)
     assert calls(double).count(["version", "--client-only"]) == 1
 
@@ -419,7 +419,7 @@ def test_an_unwritable_version_cache_is_a_miss(tmp_path, double):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     for _ in range(2):
-        clientversion._IN_PROCESS.clear()
+        toolfacts._IN_PROCESS.clear()
         assert PachctlBackend(cache_dir=str(blocked / "queue")).version() == (2, 11, 6)
     assert calls(double).count(["version", "--client-only"]) == 2
     assert blocked.read_text() == "not a folder"

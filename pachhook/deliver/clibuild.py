@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import collections
 import os
-import queue
 import re
-import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from pachhook.core.sanitize import clean, one_line
-from pachhook.deliver import credhelpers
+from pachhook.deliver import cliprocess, credhelpers
 
 BUILD_TIMEOUT = 4 * 3600  # seconds: a build stuck longer than this is ended
 HEARTBEAT = 10.0  # seconds between "still running" lines of a slow step
@@ -190,56 +187,17 @@ def run_build(
     with tempfile.TemporaryDirectory(prefix="pachhook-build-") as scratch:
         iidfile = os.path.join(scratch, "iid")
         command = [*argv[:-1], "--progress=plain", "--iidfile", iidfile, argv[-1]]
-        process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so a timeout ends the CLI and anything it started
-        )
-        lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
-
-        def pump() -> None:
-            assert process.stdout is not None
-            for raw in iter(process.stdout.readline, b""):
-                lines.put(raw)
-            lines.put(None)
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        deadline = time.monotonic() + timeout
         try:
-            while True:
-                try:
-                    raw = lines.get(timeout=0.5)
-                except queue.Empty:
-                    progress.heartbeat()
-                    if time.monotonic() > deadline:
-                        raise TimeoutError from None
-                    if _Stops.count != stops_before:
-                        raise KeyboardInterrupt from None
-                    continue
-                if raw is None:
-                    break
-                if _Stops.count != stops_before:
-                    raise KeyboardInterrupt
-                progress.feed(raw.decode("utf-8", "replace"))
-                progress.heartbeat()
-            status = process.wait()
-        except BaseException as error:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except OSError:
-                pass
-            process.wait()
-            if isinstance(error, TimeoutError):
-                return CliBuildResult("", f"the build ran longer than {timeout:.0f}s and was ended", transient=True)
-            raise
-        finally:
-            reader.join(timeout=5)
-            if process.stdout is not None:
-                process.stdout.close()
+            status = cliprocess.stream(
+                command,
+                env,
+                progress.feed,
+                timeout,
+                on_idle=progress.heartbeat,
+                stop_requested=lambda: _Stops.count != stops_before,
+            )
+        except TimeoutError:
+            return CliBuildResult("", f"the build ran longer than {timeout:.0f}s and was ended", transient=True)
         image_id = ""
         if status == 0:
             try:

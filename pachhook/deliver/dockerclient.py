@@ -57,6 +57,17 @@ class DockerCli:
 
 
 _CLI_CACHE: Dict[Tuple[str, str], Tuple[Optional[DockerCli], str]] = {}
+PROBE_TOPIC = "docker-cli"  # toolfacts.py: what a docker CLI said about itself, per file
+
+# Where the docker CLI looks for its plugins (docker/cli cli-plugins/manager: the config
+# folder's cli-plugins, the config's cliPluginsExtraDirs, then defaultSystemPluginDirs in
+# manager_unix.go): `docker buildx version` answers according to what is there.
+SYSTEM_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
 
 
 def _candidates() -> List[str]:
@@ -74,8 +85,26 @@ def _candidates() -> List[str]:
     return paths
 
 
-def _probe_cli(path: str) -> Tuple[Optional[DockerCli], str]:
-    """(the CLI when it builds with BuildKit, else None with the reason)."""
+def _buildx_plugin_paths() -> List[str]:
+    """Every place the docker CLI would find its buildx plugin (present or not)."""
+    import json
+
+    config_folder = os.path.dirname(docker_config_file())
+    folders = [os.path.join(config_folder, "cli-plugins")]
+    try:
+        with open(docker_config_file(), encoding="utf-8") as handle:
+            extra = json.load(handle).get("cliPluginsExtraDirs")
+    except (OSError, ValueError, AttributeError):
+        extra = None
+    if isinstance(extra, list):
+        folders += [str(folder) for folder in extra if isinstance(folder, str)]
+    folders += SYSTEM_PLUGIN_DIRS
+    return [os.path.join(folder, "docker-buildx") for folder in folders]
+
+
+def _ask_cli(path: str) -> Tuple[Optional[Dict[str, Any]], str]:
+    """(what the CLI says about itself: version and whether `docker buildx` answers; or None
+    with the reason when it does not run)."""
 
     def ask(*args: str) -> Tuple[int, str]:
         try:
@@ -92,9 +121,23 @@ def _probe_cli(path: str) -> Tuple[Optional[DockerCli], str]:
         return None, f"{path} does not run ({' '.join(text.split())[:120] or 'exit ' + str(status)})"
     version = found.group(0).split()[-1]
     status, _ = ask("buildx", "version")
-    if status == 0:
+    return {"version": version, "major": int(found.group(1)), "minor": int(found.group(2)), "buildx": status == 0}, ""
+
+
+def _stored_facts(stored: Any) -> Optional[Dict[str, Any]]:
+    """What _ask_cli said, as toolfacts.py kept it; None when the file held something else."""
+    shapes = {"version": str, "major": int, "minor": int, "buildx": bool}
+    if isinstance(stored, dict) and all(type(stored.get(name)) is kind for name, kind in shapes.items()):
+        return stored
+    return None
+
+
+def _judge(path: str, facts: Dict[str, Any]) -> Tuple[Optional[DockerCli], str]:
+    """(the CLI when it builds with BuildKit, else None with the reason)."""
+    version = facts["version"]
+    if facts["buildx"]:
         return DockerCli(path, version, buildx=True), ""
-    major, minor = int(found.group(1)), int(found.group(2))
+    major, minor = facts["major"], facts["minor"]
     # Docker CLIs before 23.0 carry a BuildKit client of their own (DOCKER_BUILDKIT=1); from 23.0
     # on, BuildKit builds go through the buildx plugin and the CLI refuses without it.
     if (18, 9) <= (major, minor) < (23, 0):
@@ -104,12 +147,32 @@ def _probe_cli(path: str) -> Tuple[Optional[DockerCli], str]:
     return None, f"{path} ({version}) has no buildx plugin (BuildKit is enabled but the buildx component is missing)"
 
 
-def find_cli() -> Optional[DockerCli]:
+def _probe_cli(path: str, cache_dir: Optional[str] = None) -> Tuple[Optional[DockerCli], str]:
+    """(the CLI when it builds with BuildKit, else None with the reason).
+
+    Its answers are remembered per docker executable and buildx plugin files (toolfacts.py),
+    across processes when a cache_dir is given: two Go starts fewer per delivery. A CLI that
+    did not run is asked again next time.
+    """
+    from pachhook.deliver import toolfacts
+
+    key = toolfacts.keys_of([path, *_buildx_plugin_paths()])
+    facts = toolfacts.recall(PROBE_TOPIC, key, _stored_facts, cache_dir)
+    if facts is None:
+        facts, problem = _ask_cli(path)
+        if facts is None:
+            return None, problem
+        toolfacts.remember(PROBE_TOPIC, key, facts, cache_dir)
+    return _judge(path, facts)
+
+
+def find_cli(cache_dir: Optional[str] = None) -> Optional[DockerCli]:
     """The docker CLI that builds: the first on PATH (or PACHHOOK_DOCKER_CLI) that builds with
     BuildKit, through its buildx plugin or its own BuildKit client.
 
     None when no docker CLI is installed (the caller falls back to the engine API). Raises
     BuilderUnavailable, naming each CLI's problem and the fix, when CLIs exist and none works.
+    cache_dir: where what each CLI said about itself is remembered across processes.
     """
     cache_key = (os.environ.get("PATH", ""), os.environ.get(CLI_ENV, ""))
     if cache_key not in _CLI_CACHE:
@@ -117,7 +180,7 @@ def find_cli() -> Optional[DockerCli]:
         chosen: Optional[DockerCli] = None
         candidates = _candidates()
         for path in candidates:
-            cli, problem = _probe_cli(path)
+            cli, problem = _probe_cli(path, cache_dir)
             if cli is not None:
                 chosen = cli
                 break
@@ -158,11 +221,16 @@ _CLIENTS: Dict[tuple, Any] = {}
 _ENV_KEYS = ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONFIG")
 
 
-def _unreachable(error: BaseException) -> EngineUnavailable:
+def unreachable(cause: str) -> EngineUnavailable:
+    """The error for an engine that does not answer, naming DOCKER_HOST, the cause and the fix."""
     return EngineUnavailable(
-        f"Docker engine not reachable at DOCKER_HOST={engine_host()} ({_short_cause(error)}); "
+        f"Docker engine not reachable at DOCKER_HOST={engine_host()} ({cause}); "
         "start dockerd or point DOCKER_HOST at a running engine"
     )
+
+
+def _unreachable(error: BaseException) -> EngineUnavailable:
+    return unreachable(_short_cause(error))
 
 
 def docker_config_file() -> str:

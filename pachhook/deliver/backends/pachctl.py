@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core.sanitize import one_line, strip_controls
-from pachhook.deliver.backends import clientversion
+from pachhook.deliver import toolfacts
 from pachhook.deliver.backends.rawoutput import ClusterError, messages
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ DEFAULT_TIMEOUT = 300.0
 QUICK_TIMEOUT = 60.0
 TIMEOUT_ENV = "PACHHOOK_PACHCTL_TIMEOUT"
 LAST_LINE_LIMIT = 1000  # characters of pachctl's own message kept in an error
+VERSION_TOPIC = "pachctl-version"  # toolfacts.py: the client's version per executable file
 
 
 class BackendError(Exception):
@@ -78,6 +79,13 @@ def parse_version(text: str) -> Tuple[int, int, int]:
     if not match:
         raise ValueError(f"no version number in {text.strip()!r}")
     return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def _stored_version(stored: Any) -> Optional[Tuple[int, int, int]]:
+    """A version as toolfacts.py keeps it ([2, 11, 6]), None when the file held something else."""
+    if isinstance(stored, list) and len(stored) == 3 and all(type(part) is int for part in stored):
+        return stored[0], stored[1], stored[2]
+    return None
 
 
 def update_argv(
@@ -191,7 +199,7 @@ class PachctlBackend:
         cache_dir: Optional[str] = None,
     ) -> None:
         self.executable = executable
-        # Where the client's version is remembered across processes (clientversion.py).
+        # Where the client's version is remembered across processes (toolfacts.py).
         self.cache_dir = cache_dir
         # A private session (PACH_CONFIG and PACH_CONTEXT) when given: see session.py.
         self.session = session
@@ -249,13 +257,13 @@ class PachctlBackend:
     def version(self) -> Tuple[int, int, int]:
         """The client's version, from `pachctl version --client-only`.
 
-        Asked once per executable file (clientversion.py), across processes when the backend
+        Asked once per executable file (toolfacts.py), across processes when the backend
         has a `cache_dir`: a delivery starts pachctl one time fewer; a pachctl replaced on
         disk is asked again.
         """
         if self._version is None:
-            key = clientversion.key_of(self.resolve())
-            cached = clientversion.recall(key, self.cache_dir)
+            key = toolfacts.key_of(self.resolve())
+            cached = toolfacts.recall(VERSION_TOPIC, key, _stored_version, self.cache_dir)
             if cached is None:
                 completed = self._run(["version", "--client-only"], min(self.timeout, QUICK_TIMEOUT))
                 if completed.returncode != 0:
@@ -264,7 +272,7 @@ class PachctlBackend:
                     cached = parse_version(completed.stdout)
                 except ValueError as error:
                     raise BackendError(f"pachctl version --client-only: {error}", retryable=False) from None
-                clientversion.remember(key, cached, self.cache_dir)
+                toolfacts.remember(VERSION_TOPIC, key, cached, self.cache_dir)
             self._version = cached
         return self._version
 

@@ -288,7 +288,7 @@ def _build(ctx: StepContext, client: Any, plan: Any, image_ref: str) -> str:
 
     job, inputs = ctx.job, plan.inputs
     try:
-        cli = dockerclient.find_cli()
+        cli = dockerclient.find_cli(state_folder(ctx.git_dir))
     except dockerclient.BuilderUnavailable as error:
         raise StepError(f"build of {image_ref}: {error}", retryable=False) from None
     if cli is None and inputs.secrets:

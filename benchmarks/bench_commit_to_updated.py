@@ -48,12 +48,15 @@ variant made per run (counted from the double's calls.jsonl). Then the cluster d
 share apart, never instead of the raw ratio: after each variant's run, one call of the
 double is timed (`version --client-only`, `inspect pipeline --raw`, on a copy of the hand
 script's double state) and one start of a Go binary (`docker --version`, the Docker CLI
-being a Go program as pachctl is). Each run's "own time" is its time minus its calls x the
-median `inspect pipeline`; the second table gives the ratio of the medians of own time
-(pachhook's own time / the hand script's own time, excluding the double's cost), and the
-same with a Go start put back for every call: an estimate for a real pachctl's process
-starts, with pachd's work and the RPC behind each call not modelled. --json writes the raw
-timings and samples too.
+being a Go program as pachctl is). The double writes when its own work began and ended
+(timeline.jsonl); an `inspect` call's whole time minus that part is its Python start. Each
+run's "own time" is its time minus the wall time its calls covered, each call counted from
+its process start to its end and calls made at once (pachhook overlaps some) counted once;
+the second table gives the ratio of the medians of own time (pachhook's own time / the
+hand script's own time, excluding the double's cost), and the same with the calls put back
+starting as a Go binary does: an estimate for a real pachctl's process starts, with pachd's
+work and the RPC behind each call not modelled. --json writes the raw timings and samples
+too.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 DOUBLES = CHECKOUT / "tests" / "doubles"
@@ -125,6 +128,9 @@ class Variant:
     applied: List[float] = field(default_factory=list)  # seconds to the last pipeline's new version
     committed: List[float] = field(default_factory=list)  # seconds `git commit` took (hooks and all)
     calls: List[int] = field(default_factory=list)
+    # per timed run: each double call's [start, end] as the double timed its own work
+    # (timeline.jsonl, wall clock), its interpreter's start not included
+    call_spans: List[List[Tuple[float, float]]] = field(default_factory=list)
 
 
 def run(args: Sequence[str], cwd: Path, env: Dict[str, str], timeout: float = 900) -> str:
@@ -246,6 +252,9 @@ class Probe:
     version_ms: List[float] = field(default_factory=list)
     inspect_ms: List[float] = field(default_factory=list)
     go_start_ms: List[float] = field(default_factory=list)
+    # an `inspect` call's whole time minus the part the double timed itself: the Python
+    # start and imports before its work begins (and its exit after)
+    start_ms: List[float] = field(default_factory=list)
 
     def sample(self) -> None:
         commands = (
@@ -257,6 +266,8 @@ class Probe:
             start = time.perf_counter()
             run(command, self.repo, self.env)
             spent.append((time.perf_counter() - start) * 1000)
+        inner = call_spans(Path(self.env["PACHCTL_DOUBLE_DIR"]), 0.0)[-1]
+        self.start_ms.append(max(0.0, self.inspect_ms[-1] - (inner[1] - inner[0]) * 1000))
 
     @property
     def call_ms(self) -> float:
@@ -271,6 +282,26 @@ def make_probe(hand: Variant, work: Path, docker: str) -> Probe:
     env = dict(hand.env, PACHCTL_DOUBLE_DIR=str(state))
     pipeline = sorted((state / "pipelines").glob("*.json"))[0].stem
     return Probe(hand.repo, env, pipeline, docker)
+
+
+def call_spans(state: Path, since: float) -> List[Tuple[float, float]]:
+    """[start, end] of every double call that began after `since` (its timeline.jsonl)."""
+    timeline = state / "timeline.jsonl"
+    if not timeline.exists():
+        return []
+    spans = [json.loads(line) for line in timeline.read_text().splitlines() if line.strip()]
+    return [(span["start"], span["end"]) for span in spans if span["start"] >= since]
+
+
+def covered_ms(spans: Sequence[Tuple[float, float]], lead_ms: float) -> float:
+    """Wall time (ms) during which at least one call ran, each call taken to begin `lead_ms`
+    before the double's own start (its process start): calls made at once count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted((start - lead_ms / 1000, end) for start, end in spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total * 1000
 
 
 def pachctl_calls(variant: Variant) -> int:
@@ -298,6 +329,7 @@ def commit_and_deliver(variant: Variant, n: int) -> float:
         run(["sh", "deliver.sh"], repo, env)
     elapsed = time.perf_counter() - start
     variant.applied.append(last_applied(variant.state) - started_at)
+    variant.call_spans.append(call_spans(variant.state, started_at))
     return elapsed
 
 
@@ -403,20 +435,24 @@ def bench_case(case: str, args: argparse.Namespace, services, work: Path, docker
         "go_start_ms": [round(t, 1) for t in probe.go_start_ms],
         "pachctl_call_ms": probe.call_ms,
         "go_call_ms": statistics.median(probe.go_start_ms),
+        "double_start_ms": [round(t, 1) for t in probe.start_ms],
     }
+    lead = statistics.median(probe.start_ms)
+    go_lead = statistics.median(probe.go_start_ms)
     for variant in variants:
+        spans = variant.call_spans[1:]  # the untimed run left out
         result[variant.name] = {
             "ms": [round(t * 1000) for t in variant.times],
             "applied_ms": [round(t * 1000) for t in variant.applied[1:]],  # the untimed run left out
             "commit_ms": [round(t * 1000) for t in variant.committed[1:]],
             "calls": statistics.median(variant.calls),
             "calls_per_run": variant.calls,
-            # each run's time with its own calls taken off at the double's cost, then with a
-            # Go start put back per call (the RPC behind each call is not modelled)
-            "own_ms": [round(t * 1000 - c * probe.call_ms) for t, c in zip(variant.times, variant.calls)],
+            # each run's time without the wall time its double calls covered (calls made at
+            # once counted once), then with those calls put back as Go binaries' starts plus
+            # the double's own work (the RPC and pachd's work are not modelled)
+            "own_ms": [round(t * 1000 - covered_ms(c, lead)) for t, c in zip(variant.times, spans)],
             "go_ms": [
-                round(t * 1000 - c * (probe.call_ms - statistics.median(probe.go_start_ms)))
-                for t, c in zip(variant.times, variant.calls)
+                round(t * 1000 - covered_ms(c, lead) + covered_ms(c, go_lead)) for t, c in zip(variant.times, spans)
             ],
         }
     return result
@@ -472,8 +508,13 @@ def report(results: List[Dict[str, Any]], args: argparse.Namespace) -> str:
             f"a Go start (`docker --version`) {spread(r['go_start_ms'])}"
             for r in results
         )
-        + ". Own time = each run's time minus its pachctl calls x the median `inspect pipeline`;"
-        ' "Go start" puts a Go start back per call (pachd\'s work and the RPC are not modelled).',
+        + "; the double's Python start (an `inspect` call's whole time minus the part it times"
+        " itself) "
+        + "; ".join(f"{r['case']} {spread(r['double_start_ms'])}" for r in results)
+        + ". Own time = each run's time minus the wall time its pachctl calls covered, each call"
+        " from its process start (the double's start before its own timeline) to its end, calls"
+        ' made at once counted once; "Go start" puts the calls back with a Go start instead of'
+        " the double's (pachd's work and the RPC are not modelled).",
         "",
         "| case | pachhook as | pachhook / hand (raw) | own time, excluding the double's calls (pachhook / hand) "
         "| pachhook / hand, excluding the double | with a Go start per call instead |",

@@ -20,7 +20,10 @@ import pytest
 import services as test_services
 from test_update import calls, context, double, git, make_repo  # noqa: F401 (double is a fixture)
 
-from pachhook.deliver.steps.base import run_step
+from pachhook.deliver import earlyread
+from pachhook.deliver.backends import clusterview
+from pachhook.deliver.steps.base import StepResult, run_step
+from pachhook.deliver.steps.update import run_together
 
 
 def timeline(state: Path) -> List[dict]:
@@ -103,6 +106,28 @@ def test_the_live_read_and_pachds_version_are_asked_while_the_image_builds(slow_
     assert [call["argv"][:3] for call in timeline(double)].count(["edit", "metadata", "pipeline"]) == 1
 
 
+@pytest.mark.integration
+def test_the_worker_reads_the_live_pipeline_while_the_image_builds(slow_build, double):
+    """The queue's path (`pachhook queue`, then `pachhook run` as the worker drains it)."""
+    config = slow_build / ".pachhook.toml"
+    config.write_text('worker = "manual"\n' + config.read_text())
+    git(slow_build, "commit", "-q", "-am", "the worker is run by hand")
+    queued = subprocess.run(
+        [sys.executable, "-m", "pachhook", "queue"], cwd=slow_build, capture_output=True, text=True, timeout=120
+    )
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    status, lines, errors = run_timed(slow_build)
+    output = "\n".join(line for _, line in lines)
+    assert status == 0, output + errors
+    built = [when for when, line in lines if line.startswith("job ") and ": build: done" in line]
+    assert built, output
+    update = calls_named(double, "update", "pipeline")[0]
+    (read,) = [call for call in calls_named(double, "inspect", "pipeline", "edges") if call["end"] <= update["start"]]
+    (version,) = [call for call in calls_named(double, "version") if call["argv"] == ["version"]]
+    assert read["end"] < built[0] and version["end"] < built[0], output
+    assert "edges@" in output and ": done" in output
+
+
 def test_the_stamp_and_the_first_look_at_the_job_overlap(tmp_path, double, monkeypatch):
     # Each call takes a while to answer, as from a cluster far away, so calls made at once
     # show as overlapping (a call of the double alone is a few milliseconds past its start).
@@ -135,3 +160,36 @@ def test_a_failing_early_read_fails_the_update_with_the_line_a_read_at_the_check
     # The early read failed, so the check read again (and failed as before); nothing applied.
     assert len(calls_named(double, "inspect", "pipeline", "edges")) == 2
     assert not calls_named(double, "update", "pipeline")
+
+
+@pytest.mark.parametrize("bound, reads_at_the_check", [(10.0, 0), (0.0, 1)])
+def test_an_early_read_is_used_while_fresh_and_made_again_once_older_than_the_bound(
+    tmp_path, double, monkeypatch, bound, reads_at_the_check
+):
+    monkeypatch.setattr(earlyread, "FRESH_SECONDS", bound)
+    monkeypatch.setattr(clusterview, "_SERVER_VERSIONS", {})  # pachd's version, asked anew
+    repo = make_repo(tmp_path / "repo")
+    ctx = context(repo)
+    ahead = earlyread.read_ahead(repo, repo / ".git", [ctx.job])
+    assert ahead is not None
+    try:
+        (result,) = run_together([ctx], ahead)
+    finally:
+        ahead.close()
+    assert isinstance(result, StepResult) and result.outcome == "done", result
+    reads = [call for call in calls(double) if call[:3] == ["inspect", "pipeline", "edges"]]
+    # the early read, the check's own when the early one is too old, the read-back
+    assert len(reads) == 1 + reads_at_the_check + 1
+    assert [call for call in calls(double) if call == ["version"]] == [["version"]]
+
+
+@pytest.mark.integration
+def test_a_dry_run_reads_nothing_early(slow_build, double):
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD", "--dry-run")
+    assert status == 0, "\n".join(line for _, line in lines) + errors
+    # What the plan and the update step's preview read, as before: no read ahead, no version.
+    assert [call["argv"][:2] for call in timeline(double)] == [
+        ["version", "--client-only"],
+        ["inspect", "pipeline"],
+        ["list", "datum"],
+    ]

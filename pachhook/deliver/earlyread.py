@@ -7,10 +7,11 @@ depend on them, and the first look at the job the update started waits for the s
 `result()` waits for the thread and gives the value, or raises, in the caller's thread, the
 exception the call raised; nothing is lost or reported early.
 
-Whoever starts one owns what the call uses (a backend, a session) until `result()` returns:
-the caller does not use them meanwhile, so no backend is ever shared by two threads through
-this helper. The thread is a daemon: a process ending (Ctrl-C) does not wait for a read no
-one will look at.
+Two uses, each saying why it is safe with threads: the read ahead (`ReadAhead` below) hands
+its thread a backend and session the caller leaves alone until the thread has ended; the
+stamp beside the job look (stamp.after_updates) shares a backend whose calls change nothing
+in it. The thread is a daemon: a process ending (Ctrl-C) does not wait for a call no one
+will look at.
 """
 
 from __future__ import annotations

@@ -172,6 +172,25 @@ def write_docker_config(folder: Path, registry: str, user: str, password: str) -
     return folder
 
 
+def credential_helper(folder: Path, name: str, services: Services, asked: Optional[Path] = None) -> Path:
+    """A real credential helper program `docker-credential-NAME` in folder, speaking docker's
+    helper protocol (`get`, the server on stdin, JSON on stdout) as pass/osxkeychain/ecr-login
+    helpers do, answering the htpasswd registry's login; each server asked is appended to
+    `asked` when given. Returns folder (to put first on PATH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    helper = folder / f"docker-credential-{name}"
+    helper.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = get ] || exit 1\n'
+        "read -r server\n"
+        + (f"echo \"$server\" >> '{asked}'\n" if asked else "")
+        + f"secret=$(cat '{services.auth_password_file}')\n"
+        f'printf \'{{"ServerURL":"%s","Username":"{services.auth_user}","Secret":"%s"}}\' "$server" "$secret"\n'
+    )
+    helper.chmod(0o755)
+    return folder
+
+
 def base_dockerfile(services: Services, *lines: str) -> str:
     """A Dockerfile that builds offline: FROM the local base image, then the given lines."""
     return "\n".join((f"FROM {services.base_image}",) + lines) + "\n"

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import socket
-import stat
 import urllib.error
 import urllib.request
 import uuid
@@ -161,19 +160,7 @@ def test_push_to_auth_registry_with_login_from_docker_config(docker_env, auth_do
 
 @pytest.mark.integration
 def test_push_to_auth_registry_through_a_credential_helper(docker_env, tmp_path, monkeypatch):
-    # A real credential helper program, speaking docker's helper protocol (`get`, server on
-    # stdin, JSON on stdout), as pass/osxkeychain/ecr-login helpers do.
-    helpers = tmp_path / "bin"
-    helpers.mkdir()
-    helper = helpers / "docker-credential-pachhooktest"
-    helper.write_text(
-        "#!/bin/sh\n"
-        '[ "$1" = get ] || exit 1\n'
-        "read -r server\n"
-        f"secret=$(cat '{docker_env.auth_password_file}')\n"
-        f'printf \'{{"ServerURL":"%s","Username":"{docker_env.auth_user}","Secret":"%s"}}\' "$server" "$secret"\n'
-    )
-    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    helpers = svc.credential_helper(tmp_path / "bin", "pachhooktest", docker_env)
     config = tmp_path / "docker-config"
     config.mkdir()
     (config / "config.json").write_text(json.dumps({"credHelpers": {docker_env.auth_registry: "pachhooktest"}}))
@@ -305,28 +292,6 @@ def test_split_ref(ref, expected):
 )
 def test_engine_push_errors_are_classified(cause, transient):
     assert bool(push._TRANSIENT.search(cause)) is transient
-
-
-@pytest.mark.integration
-def test_pruned_image_is_pulled_back_from_the_registry_not_rebuilt(docker_env, tmp_path):
-    repo = make_repo(tmp_path, edges_files(docker_env))
-    name = f"test-push/{uuid.uuid4().hex[:10]}"
-    first, _ = deliver(repo, make_job(repo, f"{docker_env.registry}/{name}"))
-    client = svc.docker_client(docker_env)
-    try:
-        client.images.remove(first["build"].data["image_id"], force=True)  # as `docker image prune -a` would
-    finally:
-        client.close()
-    (repo / "edges" / "pipeline.json").write_text('{"pipeline": {"name": "edges"}, "description": "v3"}\n')
-    commit_all(repo, "template only")
-    job = make_job(repo, f"{docker_env.registry}/{name}")
-
-    again, lines = deliver(repo, job)
-
-    assert again["build"].outcome == "reused"
-    assert any(f"pulling {first['push'].data['repo_digest']}" in line for line in lines), lines
-    assert not any("Step 1/" in line for line in lines), lines
-    assert again["push"].data["digest"] == first["push"].data["digest"]
 
 
 # ---------------------------------------------------------------- registries that misbehave

@@ -1,9 +1,8 @@
 """The Docker engine and registry credentials, as the user's own docker CLI would find them.
 
 The engine is the one DOCKER_HOST names (unix://, tcp:// or ssh://), else the default socket.
-Credentials come from the user's docker config (DOCKER_CONFIG or ~/.docker/config.json) and its
-credential helpers, through docker-py's own loading: pachhook never prompts for them and never
-prints, logs or stores them.
+Registry logins come from the user's docker config and its credential helpers (dockerauth.py):
+pachhook never prompts for them and never prints, logs or stores them.
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from pachhook.deliver import credhelpers
+from pachhook.deliver.dockerauth import docker_config_file, docker_config_problem
+from pachhook.deliver.registry import insecure_by_default
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 CONNECT_TIMEOUT = 15  # seconds for the first answer of the engine
@@ -233,66 +234,6 @@ def _unreachable(error: BaseException) -> EngineUnavailable:
     return unreachable(_short_cause(error))
 
 
-def docker_config_file() -> str:
-    """The docker config file the CLI and docker-py read: $DOCKER_CONFIG/config.json or ~/.docker/config.json."""
-    folder = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
-    return os.path.join(folder, "config.json")
-
-
-def docker_config_problem() -> str:
-    """What is wrong with the docker config file, in one line ("" when it is fine or absent).
-
-    docker-py reads a malformed file half-way and fails later with an unrelated message
-    (an `AttributeError` that read as "engine not reachable", or a login silently missing).
-    """
-    import base64
-    import binascii
-    import json
-
-    path = docker_config_file()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return ""
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", "") or error
-        return f"docker config {path} cannot be read ({reason})"
-    if not text.strip():
-        return ""
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        where = getattr(error, "lineno", "?")
-        return f"docker config {path} is not valid JSON (line {where}: {getattr(error, 'msg', error)})"
-    if not isinstance(data, dict):
-        return f"docker config {path} must hold a JSON object, not {type(data).__name__}"
-    auths = data.get("auths", {})
-    if not isinstance(auths, dict):
-        return f'docker config {path}: "auths" must be an object of registries'
-    for registry, entry in auths.items():
-        if not isinstance(entry, dict):
-            return f'docker config {path}: the entry for {registry} in "auths" must be an object'
-        auth = entry.get("auth")
-        if auth:
-            try:
-                decoded = base64.b64decode(str(auth), validate=True).decode("utf-8")
-            except (binascii.Error, ValueError):
-                return (
-                    f"docker config {path}: the login for {registry} is not valid base64; run docker login {registry}"
-                )
-            if ":" not in decoded:
-                return (
-                    f"docker config {path}: the login for {registry} is not user:password; run docker login {registry}"
-                )
-    for key in ("credsStore", "credStore"):
-        if key in data and not isinstance(data[key], str):
-            return f'docker config {path}: "{key}" must be a string'
-    if "credHelpers" in data and not isinstance(data["credHelpers"], dict):
-        return f'docker config {path}: "credHelpers" must be an object'
-    return ""
-
-
 def make_client(timeout: int = 600) -> Any:
     """A docker-py client for the engine DOCKER_HOST names, checked to answer.
 
@@ -337,48 +278,12 @@ def split_image(image: str) -> "tuple[str, str]":
     return "docker.io", path
 
 
-def registry_auth(client: Any, registry: str) -> Optional[Dict[str, str]]:
-    """The credentials the user's docker config holds for registry, or None.
-
-    Credential helpers (`credsStore`, `credHelpers`) are asked through docker-py, exactly as
-    for the push itself; the result stays in memory. Keys are normalised to lower case:
-    username, password, identitytoken.
-    """
-    from docker import auth
-
-    api = getattr(client, "api", client)
-    credstore_env = getattr(api, "credstore_env", None)
-    # Read afresh for every push, so a `docker login` made after the worker started counts;
-    # the engine's push then gets the same login through docker-py. Its helpers are bounded.
-    configs = credhelpers.bounded_auth_config(credstore_env)
-    if hasattr(api, "_auth_configs"):
-        api._auth_configs = configs
-    lookup = None if registry == "docker.io" else registry
-    try:
-        found = auth.resolve_authconfig(configs, lookup, credstore_env=credstore_env)
-    except credhelpers.CredentialHelperError:
-        raise  # a helper waiting for input: asking again at the push would only wait again
-    except Exception:
-        # A broken credential helper must not crash the step: the registry's own answer
-        # ("unauthorized") then names the problem.
-        return None
-    if not found:
-        return None
-    return {str(k).lower(): str(v) for k, v in found.items() if v}
-
-
 def registry_secure(client: Any, registry: str) -> bool:
     """Whether the engine talks TLS to registry (loopback and --insecure-registry ones it does not)."""
     import ipaddress
 
-    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") else registry
-    if host == "localhost":
+    if insecure_by_default(registry):
         return False
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return False  # the engine always treats 127.0.0.0/8 as insecure
-    except ValueError:
-        pass
     try:
         info = client.info().get("RegistryConfig") or {}
     except Exception:
@@ -386,12 +291,11 @@ def registry_secure(client: Any, registry: str) -> bool:
     index = (info.get("IndexConfigs") or {}).get(registry)
     if isinstance(index, dict) and "Secure" in index:
         return bool(index["Secure"])
+    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") else registry
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return True
-    if address.is_loopback:
-        return False
     for cidr in info.get("InsecureRegistryCIDRs") or []:
         network = cidr if isinstance(cidr, str) else "{}/{}".format(cidr.get("IP", ""), cidr.get("Mask", ""))
         try:

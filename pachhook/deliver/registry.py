@@ -17,7 +17,8 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from pachhook.core.sanitize import one_line
 
@@ -41,6 +42,14 @@ class RegistryError(Exception):
     def __init__(self, message: str, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """An image's config blob as a registry serves it."""
+
+    digest: str  # the blob's digest: the image id an engine gives the image ("" when unknown)
+    labels: Dict[str, str]
 
 
 class _NoRedirectAuth(urllib.request.HTTPRedirectHandler):
@@ -97,15 +106,47 @@ def _challenge(header: str) -> Dict[str, str]:
     return params
 
 
+Login = Optional[Dict[str, str]]
+
+
+def insecure_by_default(registry: str) -> bool:
+    """Whether every Docker engine talks to registry without TLS checks, whatever its settings:
+    `localhost` and 127.0.0.0/8, the engine's built-in insecure registries (moby
+    registry/config.go, loadInsecureRegistries: "Localhost is by default considered as an
+    insecure registry"). Not ::1: that list has no IPv6 address."""
+    import ipaddress
+
+    host = registry.rsplit(":", 1)[0].strip("[]") if registry.count(":") <= 1 or registry.startswith("[") else registry
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_loopback
+
+
 class RegistrySession:
-    def __init__(self, registry: str, auth: Optional[Dict[str, str]], secure: bool, timeout: float = 10.0) -> None:
+    """Requests to one registry. `auth` is the login, or a function giving it when the
+    registry first asks for one (a credential helper then runs only if a login is needed)."""
+
+    def __init__(
+        self, registry: str, auth: Union[Login, Callable[[], Login]], secure: bool, timeout: float = 10.0
+    ) -> None:
         self.registry = registry
         self.host = api_host(registry)
-        self.auth = auth or {}
+        self._auth = auth
         self.secure = secure
         self.timeout = timeout
         self._authorization: Dict[str, str] = {}  # by token scope
         self._openers: Dict[bool, urllib.request.OpenerDirector] = {}
+
+    @property
+    def auth(self) -> Dict[str, str]:
+        """The login ({} when none), looked up once."""
+        if callable(self._auth):
+            self._auth = self._auth()
+        return self._auth or {}
 
     def _opener(self, verify: bool = True) -> urllib.request.OpenerDirector:
         # Built on first use: loading the system's CA certificates costs ~0.2 s, which a
@@ -228,8 +269,8 @@ class RegistrySession:
         self._check(status, f"{name}:{reference}")
         return None
 
-    def image_labels(self, name: str, reference: str) -> Dict[str, str]:
-        """The labels of the image name:reference names ({} when it has none).
+    def image_config(self, name: str, reference: str) -> ImageConfig:
+        """The config of the image name:reference names: its digest and labels.
 
         The manifest names its config blob, whose `config.Labels` are the image's labels;
         an index (several platforms, or BuildKit's attestations) is read through its first
@@ -243,7 +284,7 @@ class RegistrySession:
         if isinstance(entries, list):
             first = entries[0] if entries and isinstance(entries[0], dict) else {}
             if not first.get("digest"):
-                return {}
+                return ImageConfig("", {})
             manifest = self._json(
                 f"/v2/{name}/manifests/{first['digest']}",
                 {"Accept": MANIFEST_TYPES},
@@ -252,12 +293,13 @@ class RegistrySession:
             )
         config = manifest.get("config")
         digest = config.get("digest") if isinstance(config, dict) else None
-        if not digest:
-            return {}
+        if not isinstance(digest, str) or not digest:
+            return ImageConfig("", {})
         blob = self._json(f"/v2/{name}/blobs/{digest}", {}, scope, f"{name} config {digest}")
         inner = blob.get("config")
         labels = inner.get("Labels") if isinstance(inner, dict) else None
-        return {str(key): str(value) for key, value in labels.items()} if isinstance(labels, dict) else {}
+        found = {str(key): str(value) for key, value in labels.items()} if isinstance(labels, dict) else {}
+        return ImageConfig(digest, found)
 
     def _json(self, path: str, headers: Dict[str, str], scope: str, what: str) -> Dict[str, Any]:
         status, _, body = self._request("GET", path, headers, scope)
@@ -285,3 +327,23 @@ class RegistrySession:
         )
         if status not in (200, 201):
             self._check(status, f"{name}:{tag}")
+
+
+def session_without_engine(registry: str) -> RegistrySession:
+    """A session for registry that asks no Docker engine: the docker config's login
+    (dockerauth.py), looked up only when the registry asks for one, and TLS unless every
+    engine treats the registry as insecure (insecure_by_default).
+
+    A registry this engine alone calls insecure (`--insecure-registry`) then fails the TLS
+    handshake; the caller goes through the engine, which knows its own list. Never plain
+    HTTP after TLS failed: a recorded verdict could be stale, and would weaken the check.
+    """
+    from pachhook.deliver import dockerauth
+
+    def login() -> Login:
+        try:
+            return dockerauth.registry_login(registry)
+        except dockerauth.LoginUnavailable as error:
+            raise RegistryError(str(error), transient=False) from None
+
+    return RegistrySession(registry, login, secure=not insecure_by_default(registry))

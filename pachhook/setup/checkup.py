@@ -8,7 +8,6 @@ Secrets are never part of a message: credentials are reported as present or abse
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import shutil
@@ -27,9 +26,10 @@ import yaml
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
 from pachhook.core.sanitize import one_line
-from pachhook.deliver import credhelpers, dockerclient
+from pachhook.deliver import credhelpers, dockerauth, dockerclient
 from pachhook.deliver.backends.pachctl import BackendError, PachctlBackend
 from pachhook.deliver.backends.session import open_session, user_config_path
+from pachhook.deliver.registry import insecure_by_default
 from pachhook.queue.affected import parse_template
 from pachhook.queue.database import DB_NAME, FOLDER, SCHEMA_VERSION
 from pachhook.queue.launch import LOG_NAME, worker_running
@@ -353,19 +353,19 @@ def check_credentials(probe: Probe) -> List[Check]:
     checks = []
     for registry, images in sorted(registries.items()):
         name = f"registry {registry}"
-        # registry_auth accepts any object: without an engine it reads the docker config itself.
         try:
-            auth = dockerclient.registry_auth(probe.docker or object(), registry)
-        except credhelpers.CredentialHelperError as error:
+            auth = dockerauth.registry_login(registry)
+        except (credhelpers.CredentialHelperError, dockerauth.LoginUnavailable) as error:
             checks.append(Check(name, FAIL, str(error)))
             continue
         if auth:
             # Present is all that is said: never the user name, password or token.
             checks.append(Check(name, OK, "credentials present in the docker config"))
             continue
-        secure = (
-            dockerclient.registry_secure(probe.docker, registry) if probe.docker else _secure_without_engine(registry)
-        )
+        if probe.docker:
+            secure = dockerclient.registry_secure(probe.docker, registry)
+        else:
+            secure = not insecure_by_default(registry)
         answer = _registry_answer(registry, secure)
         if answer == "open":
             checks.append(Check(name, OK, "no credentials, none needed (the registry accepts anonymous requests)"))
@@ -383,16 +383,6 @@ def check_credentials(probe: Probe) -> List[Check]:
                 )
             )
     return checks
-
-
-def _secure_without_engine(registry: str) -> bool:
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True
 
 
 def _run(argv: List[str]) -> "subprocess.CompletedProcess[str]":

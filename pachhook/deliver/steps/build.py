@@ -11,6 +11,7 @@ import datetime
 import os
 import platform
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
@@ -79,7 +80,8 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
     """A local image built from the same inputs, else one pushed earlier and pulled again."""
     from docker.errors import APIError, ImageNotFound
 
-    from pachhook.deliver import imagekeys
+    from pachhook.deliver import dockerauth, imagekeys
+    from pachhook.deliver.dockerclient import split_image
 
     # Where the key was recorded: the image this clone built for it (one inspect), the tag
     # itself, then the digests pushed for it (pulled from the registry). Never a label
@@ -98,8 +100,9 @@ def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> O
     for ref in imagekeys.recorded_refs(ctx.git_dir, key):
         try:
             ctx.log(f"build: pulling {ref}, pushed earlier for the same context")
-            image = client.images.pull(ref)
-        except (APIError, ImageNotFound) as error:
+            login = dockerauth.registry_login(split_image(ref.partition("@")[0])[0])
+            image = client.images.pull(ref, auth_config=login or {})
+        except (APIError, ImageNotFound, dockerauth.LoginUnavailable) as error:
             ctx.log(f"build: cannot pull {ref}: {one_line(error)}")
             continue
         if image.labels.get(LABEL_KEY) == key:
@@ -135,12 +138,34 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
 
     reuse=False always builds (the engine's layer cache still applies); benchmarks use it.
     """
+    if not ctx.job.image:
+        return StepResult(outcome="skipped", message="the template names no image to build")
+    plan, image_ref, tag = _prepare(ctx)
+    if ctx.dry_run:
+        return _dry_run(ctx, plan, image_ref)
+    if ctx.shared is not None:
+        # pipelines of this delivery that share the image wait for one build of it
+        return ctx.shared.once(
+            "build", image_ref, plan.key, ctx.job.pipeline, lambda: _build_step(ctx, plan, image_ref, tag, reuse)
+        )
+    return _build_step(ctx, plan, image_ref, tag, reuse)
+
+
+def on_engine(ctx: StepContext) -> StepResult:
+    """The build step through the Docker engine alone: for the push, when the image the build
+    step found in the registry must be pushed through the engine after all (the registry
+    stopped serving it meanwhile). The image is reused from the engine, pulled, or built."""
+    plan, image_ref, tag = _prepare(ctx)
+    return _build_step(ctx, plan, image_ref, tag, reuse=True, registry=False)
+
+
+def _prepare(ctx: StepContext) -> "Tuple[Any, str, str]":
+    """(the build plan, IMAGE:TAG, TAG) of the job's image at its commit; StepError when the
+    commit's configuration or build inputs are wrong."""
     from pachhook.core.config import load_config_at
     from pachhook.deliver import buildcontext
 
     job = ctx.job
-    if not job.image:
-        return StepResult(outcome="skipped", message="the template names no image to build")
     try:
         # the commit's configuration: uncommitted build args never reach an image tagged with it
         config = load_config_at(ctx.repo_root, job.commit)
@@ -152,18 +177,16 @@ def run(ctx: StepContext, reuse: bool = True) -> StepResult:
         plan = plan_build(ctx.repo_root, job.commit, job.template, job.image, config)
     except buildcontext.ContextError as error:
         raise StepError(f"build of {job.image}: {error}", retryable=False) from None
-
-    if ctx.dry_run:
-        return _dry_run(ctx, plan, image_ref)
-    if ctx.shared is not None:
-        # pipelines of this delivery that share the image wait for one build of it
-        return ctx.shared.once(
-            "build", image_ref, plan.key, job.pipeline, lambda: _build_step(ctx, plan, image_ref, tag, reuse)
-        )
-    return _build_step(ctx, plan, image_ref, tag, reuse)
+    return plan, image_ref, tag
 
 
-def _build_step(ctx: StepContext, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
+def _build_step(
+    ctx: StepContext, plan: Any, image_ref: str, tag: str, reuse: bool, registry: bool = True
+) -> StepResult:
+    if reuse and registry:
+        held = _held_by_registry(ctx, plan)
+        if held is not None:
+            return _reused_from_registry(held, plan, image_ref)
     from pachhook.deliver import dockerclient
 
     try:
@@ -180,14 +203,88 @@ def _build_step(ctx: StepContext, plan: Any, image_ref: str, tag: str, reuse: bo
     return result
 
 
+@dataclass(frozen=True)
+class _HeldImage:
+    """An image pushed earlier for the same context key that the registry still serves."""
+
+    registry: str
+    digest: str  # its manifest's digest in the job's repository
+    config: Any  # registry.ImageConfig: the image id (its config digest) and labels
+
+
+def _held_by_registry(ctx: StepContext, plan: Any) -> Optional[_HeldImage]:
+    """The image pushed earlier for plan's context key to the job's own repository, when the
+    registry still serves it and its key label says so; asked of the registry alone (no
+    Docker engine, no docker-py). None when there is none, or when the registry cannot say
+    without the engine (then the engine path decides, as before)."""
+    from pachhook.deliver import imagekeys
+    from pachhook.deliver.dockerclient import split_image
+    from pachhook.deliver.registry import RegistryError, session_without_engine
+
+    repository = ctx.job.image
+    refs = [ref.partition("@") for ref in imagekeys.recorded_refs(ctx.git_dir, plan.key)]
+    digests = [digest for pushed_to, _, digest in refs if pushed_to == repository and digest]
+    if not digests:
+        return None
+    registry, name = split_image(repository)
+    session = session_without_engine(registry)
+    for digest in digests:
+        try:
+            if session.manifest_digest(name, digest) != digest:
+                ctx.log(f"build: registry {registry} no longer serves {repository}@{digest}")
+                continue
+            config = session.image_config(name, digest)
+        except RegistryError as error:
+            ctx.log(
+                f"build: cannot ask registry {registry} for {repository}@{digest} without the Docker engine"
+                f" ({error}); asking the engine"
+            )
+            return None
+        if config.digest and config.labels.get(LABEL_KEY) == plan.key:
+            return _HeldImage(registry, digest, config)
+    return None
+
+
+def _reused_from_registry(held: _HeldImage, plan: Any, image_ref: str) -> StepResult:
+    built_for = held.config.labels.get(LABEL_REVISION, "")[:12] or "an earlier commit"
+    return StepResult(
+        outcome="reused",
+        message=(
+            f"reused image {held.config.digest[7:19]} built for commit {built_for} (same context key {plan.key[:12]}),"
+            f" which registry {held.registry} holds as {held.digest}; no build and no Docker engine: the push tags it"
+            f" {image_ref} in the registry"
+        ),
+        data={
+            "image_id": held.config.digest,
+            "image_ref": image_ref,
+            "context_key": plan.key,
+            "reused": "true",
+            "registry_digest": held.digest,
+        },
+    )
+
+
 def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
     """Say whether the image would be reused or built; changes nothing (no tag, no pull)."""
+    where = f"{plan.inputs.context or '.'} ({plan.inputs.dockerfile}), context key {plan.key[:12]}"
+    verdict = f"would build {image_ref} from {where}"
+    try:
+        held = _held_by_registry(ctx, plan)  # reads from the registry only: changes nothing
+    except StepError as error:  # a credential helper that does not answer
+        held = None
+        ctx.log(f"build: {error}")
+    if held is not None:
+        verdict = (
+            f"would reuse image {held.config.digest[7:19]} (same context key {plan.key[:12]}), which registry"
+            f" {held.registry} holds as {held.digest}, and tag it {image_ref} there, without the Docker engine"
+        )
+        return StepResult(
+            outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key}, message=f"dry run: {verdict}"
+        )
     from docker.errors import ImageNotFound
 
     from pachhook.deliver import dockerclient, imagekeys
 
-    where = f"{plan.inputs.context or '.'} ({plan.inputs.dockerfile}), context key {plan.key[:12]}"
-    verdict = f"would build {image_ref} from {where}"
     try:
         client = dockerclient.make_client()
     except dockerclient.EngineUnavailable as error:
@@ -412,7 +509,13 @@ def _build_with_api(
     ctx: StepContext, client: Any, plan: Any, checkout: Any, image_ref: str, labels: Dict[str, str]
 ) -> str:
     """The fallback: docker-py's legacy builder (no BuildKit), docker-py applying .dockerignore."""
+    from pachhook.deliver import credhelpers
+
     inputs = plan.inputs
+    # docker-py hands the engine every login of the docker config for the base images (all of
+    # them, through its own reading: dockerauth.py answers for one registry). Read afresh, so a
+    # docker login made after the worker started counts; its helpers are bounded.
+    client.api._auth_configs = credhelpers.bounded_auth_config(client.api.credstore_env)
     image_id = ""
     stream = client.api.build(
         path=str(checkout.context_dir),

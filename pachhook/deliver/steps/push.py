@@ -3,7 +3,11 @@
 Transient failures (connection refused, timeouts, 5xx) are retried with backoff a bounded
 number of times; then the step fails with one line naming the registry and the job stays
 retryable. A registry that already serves the tag with the local image's digest is recorded
-as it is, without pushing.
+as it is, without pushing; one that holds the image under another tag gets only the new
+tag's manifest. When the build step found the image in the registry (pushed for an earlier
+commit with the same context key), the push talks to the registry alone: no Docker engine,
+no docker-py; should the registry not hold it any more, the image is brought to the engine
+(reused, pulled or built) and pushed through it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,10 @@ import re
 import time
 from typing import Any, Dict, Optional
 
-from docker.errors import APIError, DockerException, ImageNotFound
-
 from pachhook.core.sanitize import one_line
-from pachhook.deliver import dockerclient, imagekeys, order
+from pachhook.deliver import dockerauth, dockerclient, imagekeys, order
 from pachhook.deliver.buildcontext import human_size
-from pachhook.deliver.registry import RegistryError, RegistrySession
+from pachhook.deliver.registry import RegistryError, RegistrySession, session_without_engine
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult
 from pachhook.deliver.steps.build import LABEL_REVISION
 
@@ -36,6 +38,10 @@ _TRANSIENT = re.compile(
 
 class _Transient(Exception):
     """One attempt failed in a way that trying again may fix."""
+
+
+class _NeedsEngine(Exception):
+    """Pushing without the engine cannot go on (the registry lost the image); str() says why."""
 
 
 def _is_ancestor(older: str, newer: str, root: Any) -> bool:
@@ -81,12 +87,23 @@ def run(ctx: StepContext) -> StepResult:
 def _push_step(
     ctx: StepContext, image_ref: str, repository: str, tag: str, registry: str, name: str, key: str
 ) -> StepResult:
-    try:
-        client = dockerclient.make_client()
-    except dockerclient.EngineUnavailable as error:
-        raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
-    pusher = _Pusher(ctx, client, image_ref, repository, tag, registry, name)
-    result = pusher.run_with_retries()
+    held = (ctx.results.get("build") or {}).get("registry_digest", "")
+    result: Optional[StepResult] = None
+    if held:
+        try:
+            result = _Pusher(ctx, None, image_ref, repository, tag, registry, name, held).run_with_retries()
+        except _NeedsEngine as why:
+            ctx.log(f"push: {why}; bringing the image to the Docker engine")
+            from pachhook.deliver.steps import build
+
+            on_engine = build.on_engine(ctx)
+            ctx.log(f"push: build: {on_engine.outcome}: {on_engine.message}")
+    if result is None:
+        try:
+            client = dockerclient.make_client()
+        except dockerclient.EngineUnavailable as error:
+            raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
+        result = _Pusher(ctx, client, image_ref, repository, tag, registry, name).run_with_retries()
     if key:
         try:
             imagekeys.record_pushed(ctx.git_dir, key, result.data["repo_digest"])
@@ -116,16 +133,34 @@ class _LayerShares:
 
 
 class _Pusher:
+    """One image's push. With a client, through the engine; without (client None), the image
+    is the one the registry holds as `held` and only the registry is asked."""
+
     def __init__(
-        self, ctx: StepContext, client: Any, image_ref: str, repository: str, tag: str, registry: str, name: str
+        self,
+        ctx: StepContext,
+        client: Any,
+        image_ref: str,
+        repository: str,
+        tag: str,
+        registry: str,
+        name: str,
+        held: str = "",
     ) -> None:
-        self.ctx, self.client = ctx, client
+        self.ctx, self.client, self.held = ctx, client, held
         self.image_ref, self.repository, self.tag = image_ref, repository, tag
         self.registry, self.name = registry, name
-        # Looked up once, kept in memory only: never logged, never stored.
-        self.session = RegistrySession(
-            registry, dockerclient.registry_auth(client, registry), dockerclient.registry_secure(client, registry)
-        )
+        self.login: Dict[str, str] = {}
+        if client is None:
+            self.session = session_without_engine(registry)
+            return
+        try:
+            # Looked up once, kept in memory only: never logged, never stored. The engine's
+            # push is handed the same login (dockerauth.py is its one reading).
+            self.login = dockerauth.registry_login(registry) or {}
+        except dockerauth.LoginUnavailable as error:
+            raise StepError(f"push of {image_ref}: {error}", retryable=False) from None
+        self.session = RegistrySession(registry, self.login, dockerclient.registry_secure(client, registry))
 
     def run_with_retries(self) -> StepResult:
         delay = FIRST_DELAY
@@ -164,6 +199,12 @@ class _Pusher:
             raise StepError(f"push of {self.image_ref}: {error}", retryable=False) from None
 
     def _local_digests(self) -> set:
+        """The digests the image has in this repository: the registry's one when only it holds
+        the image, else those the engine recorded for its pushes."""
+        if self.client is None:
+            return {self.held}
+        from docker.errors import ImageNotFound
+
         try:
             image = self.client.images.get(self.image_ref)
         except ImageNotFound:
@@ -215,7 +256,7 @@ class _Pusher:
         """Record the digest the registry serves for this tag when that image was built for
         this commit (or for an ancestor whose build this commit reused); refuse otherwise."""
         try:
-            labels = self.session.image_labels(self.name, remote)
+            labels = self.session.image_config(self.name, remote).labels
         except RegistryError as error:
             if error.transient:
                 raise _Transient(str(error)) from None
@@ -263,6 +304,10 @@ class _Pusher:
 
     def _push(self) -> str:
         """Push once; returns the digest. Errors come as stream events or as exceptions."""
+        if self.client is None:
+            raise _NeedsEngine(
+                f"{self.repository}@{self.held} could not be tagged {self.tag} in registry {self.registry}"
+            )
         view = self.ctx.live.image(self.ctx.job.pipeline) if self.ctx.live is not None else None
         if view is not None:
             view.pushing()
@@ -273,11 +318,17 @@ class _Pusher:
                 view.close()
 
     def _push_stream(self, view: Any) -> str:
+        from docker.errors import APIError, DockerException
+
         digest = ""
         seen: Dict[str, str] = {}
         shares = _LayerShares(self.ctx.log)
         try:
-            for event in self.client.api.push(self.repository, tag=self.tag, stream=True, decode=True):
+            # the login as dockerauth.py reads it ({} for none), not docker-py's own reading
+            stream = self.client.api.push(
+                self.repository, tag=self.tag, stream=True, decode=True, auth_config=self.login
+            )
+            for event in stream:
                 if "error" in event or "errorDetail" in event:
                     detail = event.get("errorDetail") or {}
                     self._fail(one_line(event.get("error") or detail.get("message") or "push refused"))

@@ -27,7 +27,7 @@ from test_update import double, git, received  # noqa: F401 (double is a fixture
 
 from pachhook.deliver import dockerauth
 from pachhook.deliver.registry import RegistrySession, insecure_by_default, session_without_engine
-from pachhook.deliver.steps.base import StepContext, run_step
+from pachhook.deliver.steps.base import StepContext, StepError, run_step
 
 # The modules a registry-only retag must not import: docker-py and what it pulls in.
 HEAVY = ("docker", "requests", "urllib3", "websocket", "paramiko")
@@ -364,3 +364,29 @@ def test_the_login_is_looked_up_only_when_the_registry_asks(docker_env, tmp_path
     session = session_without_engine(docker_env.registry)
     assert session.manifest_digest("test-retag/none", "latest") is None
     assert isinstance(session, RegistrySession)
+
+
+@pytest.mark.integration
+def test_a_refused_login_goes_to_the_engine_and_is_never_shown(docker_env, auth_docker_config, tmp_path, monkeypatch):
+    repo, name, _ = delivered_once(tmp_path, docker_env.auth_registry, docker_env)
+    wrong = "not-the-" + uuid.uuid4().hex
+    folder = svc.write_docker_config(tmp_path / "wrong", docker_env.auth_registry, docker_env.auth_user, wrong)
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    template_only_commit(repo, "wrong login")
+    job = make_job(repo, f"{docker_env.auth_registry}/{name}")
+    lines: List[str] = []
+    results: Dict[str, Dict[str, str]] = {}
+
+    with pytest.raises(StepError) as failure:
+        for step in ("build", "push"):
+            ctx = StepContext(repo_root=repo, git_dir=repo / ".git", job=job, log=lines.append, results=dict(results))
+            results[step] = dict(run_step(step, ctx).data)
+
+    # the registry-only check was refused, so the engine path ran; its push is refused too
+    assert any(
+        line.startswith(f"build: cannot ask registry {docker_env.auth_registry} for ") and "refused the login" in line
+        for line in lines
+    ), lines
+    assert "refused: unauthorized: authentication required" in str(failure.value)
+    assert wrong not in str(failure.value) + "\n".join(lines) + json.dumps(results)
+    assert failure.value.retryable is False

@@ -6,8 +6,10 @@ In a worker nobody answers, and the build or push would wait forever while the j
 keeps being renewed. So every call is bounded, and one that does not end in time fails the
 step with a line naming the helper:
 
-- pachhook's own calls, through docker-py (the push's login, pulls, the engine-API build):
-  docker-py asks its credential store objects, which here run the helper through `ask`;
+- pachhook's own calls: the login for one registry (dockerauth.py: registry requests, the
+  engine's push and pull) runs the helper through `ask`; docker-py's legacy engine-API
+  build, which sends every login of the config, asks its credential store objects, which
+  here run the helper through `ask` too;
 - the docker CLI's calls (a BuildKit build asks for the logins of its base and cache images):
   the CLI runs `docker-credential-NAME` found on its PATH, where a guard of the same name
   comes first and runs the real helper through `ask`.
@@ -106,8 +108,9 @@ def ask(
 def bounded_auth_config(credstore_env: Optional[Dict[str, str]] = None) -> Any:
     """The user's docker login as docker-py reads it, its credential helpers run through `ask`.
 
-    Give it to a client as `client.api._auth_configs`: docker-py asks it for every push, pull
-    and build.
+    Give it to a client as `client.api._auth_configs` before an engine-API build: docker-py
+    sends the engine every login of the config for the base images. (Pushes and pulls are
+    handed the one login dockerauth.py finds.)
     """
     from docker import auth, credentials
     from docker.credentials.errors import process_store_error

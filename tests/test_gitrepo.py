@@ -85,3 +85,49 @@ def test_git_never_prompts_and_never_runs_past_its_deadline(repo: Repo):
     assert shown.stdout.strip() == b"0"
     with pytest.raises(gitrepo.GitError, match=r"git hang did not finish within 1 s"):
         gitrepo.run(["-c", "alias.hang=!sleep 30", "hang"], repo.path, env=repo.env, timeout=1)
+
+
+def test_input_larger_than_a_pipe_is_written_as_git_reads_it(repo: Repo):
+    # `cat-file --batch` answers while it reads its input: with 64 KiB pipes, input and
+    # output both far larger, writing all the input first would block on a full pipe.
+    files = {f"f{i:04d}.txt": f"file {i}\n" * 40 for i in range(2000)}
+    commit_files(repo, files)
+    listing = repo.git("ls-tree", "-r", "HEAD")
+    shas = {line.split()[3]: line.split()[2] for line in listing.splitlines()}
+    results = []
+    reader = threading.Thread(target=lambda: results.append(gitrepo.read_blobs(shas.values(), repo.path)), daemon=True)
+    reader.start()
+    reader.join(60)
+    assert results, "git or pachhook blocked on a full pipe"
+    assert len(results[0]) == len(files)
+    assert all(results[0][shas[name]] == text.encode() for name, text in files.items())
+
+
+def test_git_that_stops_reading_its_input_is_a_git_error(repo: Repo):
+    # the input is still being written when git fails: its complaint, not a broken pipe
+    with pytest.raises(gitrepo.GitError, match=r"^bad revision"):
+        gitrepo.git(["rev-list", "--stdin"], repo.path, input=b"nothing-here\n" * 100_000)
+
+
+def test_the_hooks_never_import_subprocess_to_run_git(repo: Repo):
+    commit_files(repo, {"a.txt": "a"})
+    code = (
+        "import sys; from pachhook.core import gitrepo;"
+        "sha = gitrepo.git(['rev-parse', 'HEAD:a.txt']).decode().strip();"
+        "assert gitrepo.read_blobs([sha]) == {sha: b'a'};"
+        "print('subprocess' in sys.modules)"
+    )
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-S", "-c", code],
+        cwd=repo.path,
+        env=dict(repo.env, PYTHONPATH=str(Path(__file__).resolve().parents[1])),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "False"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,39 @@ def test_a_staged_file_of_another_tool_under_a_template_name_does_not_block_a_co
     proc = run(["git", "commit", "-qm", "ci"], hooked.path, hooked.env, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "no pipeline templates staged" in proc.stderr
+
+
+def test_the_pre_commit_hooks_command_line_reads_as_the_parser_reads_it():
+    # `validate --staged` (what the plain hook runs) skips argparse: its options must be
+    # exactly what the parser gives for the same command line.
+    from pachhook.commands import validate
+
+    parsed = vars(validate.build_parser().parse_args(list(validate.HOOK_ARGV)))
+    assert vars(validate.HookArgs()) == parsed
+
+
+def pre_commit_imports(repo: Repo) -> set:
+    """Top-level names of what `pachhook validate --staged` imports, as a regular install
+    runs it (no editable-install finder, whose own imports would hide pathlib and re)."""
+    env = dict(repo.env, PYTHONPATH=str(CHECKOUT))
+    code = "import sys; from pachhook.cli import main; sys.exit(main(['validate', '--staged']))"
+    proc = run([sys.executable, "-S", "-X", "importtime", "-c", code], repo.path, env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    return {name.split(".")[0] for name in names[names.index("pachhook") :]}
+
+
+def test_the_pre_commit_hook_imports_little_and_less_when_no_template_is_staged(hooked: Repo):
+    # after a first commit with the hooks: the post-commit hook has kept the parsed
+    # configuration, so neither hook imports the TOML parser (and the typing it brings)
+    hooked.write("README.md", "words\n")
+    run(["git", "commit", "-qam", "docs"], hooked.path, hooked.env)
+    hooked.write("README.md", "more words\n")
+    hooked.git("add", "README.md")
+    nothing_staged = pre_commit_imports(hooked)
+    assert sorted(nothing_staged & {"argparse", "typing", "pathlib", "json", "subprocess", "sqlite3"}) == []
+    hooked.write("edges/pipeline.json", template("edges") + "\n")
+    hooked.git("add", "edges/pipeline.json")
+    one_staged = pre_commit_imports(hooked)
+    assert "json" in one_staged  # it did read the template
+    assert sorted(one_staged & {"argparse", "subprocess", "sqlite3", "yaml", "dataclasses"}) == []

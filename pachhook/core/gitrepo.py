@@ -50,10 +50,11 @@ def run(
     """Run `git ARGS` (in `cwd`) and return what it did, whatever its exit status.
 
     literal_pathspecs makes git read every path argument as a plain name (a file called
-    `*.py` or `:x` is itself and nothing else). Without input and timeout the process is
-    started with os.posix_spawnp: the hooks then never import subprocess (~12 ms, with
-    locale, signal and selectors behind it). A call without a timeout gets DEFAULT_TIMEOUT;
-    running past it raises GitError.
+    `*.py` or `:x` is itself and nothing else). The process is started with
+    os.posix_spawnp, `input` (if any) written to its stdin through a pipe: the hooks then
+    never import subprocess (~5-12 ms, with locale, signal, threading and selectors behind
+    it), not even when they read template blobs. A call without a timeout gets
+    DEFAULT_TIMEOUT; running past it raises GitError.
     """
     argv = ["git"]
     if literal_pathspecs:
@@ -67,9 +68,7 @@ def run(
     if base.get("GIT_TERMINAL_PROMPT") != "0":
         base = {**base, "GIT_TERMINAL_PROMPT": "0"}
     deadline = DEFAULT_TIMEOUT if timeout is None else timeout
-    if input is None:
-        return _run_spawn(argv, base, deadline, _command_name(args))
-    return _run_subprocess(argv, input, base, deadline, _command_name(args))
+    return _run_spawn(argv, base, deadline, _command_name(args), input)
 
 
 def git(
@@ -101,43 +100,65 @@ def _command_name(args: Sequence[str]) -> str:
     return args[i] if i < len(args) else "git"
 
 
-def _run_spawn(argv: List[str], env: Mapping[str, str], timeout: float, command: str) -> GitResult:
+def _run_spawn(
+    argv: List[str], env: Mapping[str, str], timeout: float, command: str, input: Optional[bytes]
+) -> GitResult:
     import select  # a built-in module: no import cost worth naming
     import time
 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    in_r, in_w = os.pipe() if input is not None else (-1, -1)
+    stdin = (
+        (os.POSIX_SPAWN_DUP2, in_r, 0) if input is not None else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+    )
     try:
         pid = os.posix_spawnp(
             argv[0],
             argv,
             env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (os.POSIX_SPAWN_DUP2, out_w, 1),
-                (os.POSIX_SPAWN_DUP2, err_w, 2),
-            ],
+            file_actions=[stdin, (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)],
         )
     except OSError as error:
-        for fd in (out_r, out_w, err_r, err_w):
-            os.close(fd)
+        for fd in (out_r, out_w, err_r, err_w, in_r, in_w):
+            if fd >= 0:
+                os.close(fd)
         raise GitError(f"cannot run git: {error}") from None
-    os.close(out_w)
-    os.close(err_w)
-    # Both pipes are read as data arrives: git writes a lot to stderr when a GIT_TRACE*
-    # variable is set, and reading one pipe to its end first would leave git blocked on
-    # the other, full one.
+    for fd in (out_w, err_w, in_r):
+        if fd >= 0:
+            os.close(fd)
+    # Both pipes are read as data arrives, and the input written as git takes it: git
+    # writes a lot to stderr when a GIT_TRACE* variable is set, and `cat-file --batch`
+    # answers while it reads, so finishing one pipe first would leave git blocked on a
+    # full other one. The input end never blocks: a write takes what the pipe has room for.
+    pending = memoryview(input or b"")
+    if in_w >= 0:
+        os.set_blocking(in_w, False)
+        if not pending:
+            os.close(in_w)
+            in_w = -1
     chunks: Dict[int, List[bytes]] = {out_r: [], err_r: []}
     open_fds = [out_r, err_r]
     ends = time.monotonic() + timeout
     try:
         while open_fds:
             left = ends - time.monotonic()
-            ready = select.select(open_fds, [], [], max(left, 0))[0] if left > 0 else []
-            if not ready:
+            writing = [in_w] if in_w >= 0 else []
+            ready, can_write, _ = select.select(open_fds, writing, [], max(left, 0)) if left > 0 else ([], [], [])
+            if not ready and not can_write:
                 os.kill(pid, 9)
                 os.waitpid(pid, 0)
                 raise GitError(f"git {command} did not finish within {timeout:g} s")
+            if can_write:
+                try:
+                    pending = pending[os.write(in_w, pending) :]
+                except BlockingIOError:
+                    pass
+                except BrokenPipeError:  # git stopped reading (it failed): what it says is in its output
+                    pending = pending[:0]
+                if not pending:
+                    os.close(in_w)
+                    in_w = -1
             for fd in ready:
                 chunk = os.read(fd, 1 << 16)
                 if chunk:
@@ -147,28 +168,10 @@ def _run_spawn(argv: List[str], env: Mapping[str, str], timeout: float, command:
     finally:
         os.close(out_r)
         os.close(err_r)
+        if in_w >= 0:
+            os.close(in_w)
     _, status = os.waitpid(pid, 0)
     return GitResult(os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r]))
-
-
-def _run_subprocess(argv: List[str], input: bytes, env: Mapping[str, str], timeout: float, command: str) -> GitResult:
-    import subprocess
-
-    try:
-        proc = subprocess.run(
-            argv,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            timeout=timeout,
-        )
-    except OSError as error:
-        raise GitError(f"cannot run git: {error}") from None
-    except subprocess.TimeoutExpired:
-        raise GitError(f"git {command} did not finish within {timeout:g} s") from None
-    return GitResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 def _text(args: Sequence[str], cwd: Optional[PathLike] = None) -> str:

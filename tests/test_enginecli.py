@@ -14,7 +14,11 @@ from typing import List, Tuple
 
 import pytest
 import services as svc
+from test_build import commit_all, path_with
+from test_deliver import two_pipelines  # noqa: F401 (a fixture)
 from test_push import dead_port, served_digest
+from test_registry_retag import HEAVY, imported, run_commit
+from test_update import double, git, received  # noqa: F401 (double is a fixture)
 
 from pachhook.deliver import dockerclient, enginecli, toolfacts
 
@@ -49,9 +53,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.lines: List[Tuple[str, str]] = []
+        self.bytes: List[Tuple[str, int, int]] = []
 
-    def __call__(self, layer: str, status: str) -> None:
+    def __call__(self, layer: str, status: str, current: int, total: int) -> None:
         self.lines.append((layer, status))
+        if total:
+            self.bytes.append((layer, current, total))
 
     def text(self) -> str:
         return "\n".join(f"{layer}: {status}" for layer, status in self.lines)
@@ -81,7 +88,7 @@ def test_tag_names_the_image_anew(docker_env, cli):
     image_id = build_labelled(docker_env, cli, f"{name}:one")
     enginecli.tag(cli, image_id, f"{name}:two")
     assert enginecli.inspect_images(cli, [f"{name}:two"])[f"{name}:two"].id == image_id
-    with pytest.raises(enginecli.EngineCliError) as failure:
+    with pytest.raises(enginecli.EngineError) as failure:
         enginecli.tag(cli, f"{name}:absent", f"{name}:three")
     assert "\n" not in str(failure.value) and "absent" in str(failure.value)
     assert failure.value.transient is False
@@ -133,10 +140,33 @@ def test_push_streams_its_lines_and_gives_the_digest_the_registry_serves(docker_
 
 
 @pytest.mark.integration
+def test_on_a_terminal_the_push_gives_each_layers_bytes(docker_env, cli):
+    # What a terminal's live view draws: the CLI shows the bytes only on a (pseudo-)terminal.
+    path = f"test-enginecli/{uuid.uuid4().hex[:10]}"
+    repository = f"{docker_env.registry}/{path}"
+    argv = [cli, "build", "-q", "-t", f"{repository}:big", "-"]
+    dockerfile = (
+        f"FROM {docker_env.base_image}\nRUN echo {path} && dd if=/dev/urandom of=/blob bs=1M count=8 2>/dev/null\n"
+    )
+    built = subprocess.run(argv, input=dockerfile, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert built.returncode == 0, built.stderr
+    progress = Recorder()
+
+    digest = enginecli.push(cli, repository, "big", progress, terminal=True)
+
+    assert served_digest(docker_env.registry, path, "big") == digest
+    assert progress.bytes, progress.lines
+    layer, current, total = progress.bytes[-1]
+    assert 8_000_000 <= total <= 8_500_000 and 0 < current <= total
+    assert (layer, "Pushed") in progress.lines
+    assert not any("\x1b" in status or "\r" in status for _, status in progress.lines)
+
+
+@pytest.mark.integration
 def test_push_to_a_registry_that_is_down_is_transient_and_one_line(docker_env, cli):
     repository = f"127.0.0.1:{dead_port()}/test-enginecli/down"
     build_labelled(docker_env, cli, f"{repository}:v1")
-    with pytest.raises(enginecli.EngineCliError) as failure:
+    with pytest.raises(enginecli.EngineError) as failure:
         enginecli.push(cli, repository, "v1", Recorder())
     message = str(failure.value)
     assert message.startswith(f"docker push {repository}:v1: ") and "connection refused" in message
@@ -146,7 +176,7 @@ def test_push_to_a_registry_that_is_down_is_transient_and_one_line(docker_env, c
 
 @pytest.mark.integration
 def test_pull_of_an_unknown_manifest_is_not_transient(docker_env, cli):
-    with pytest.raises(enginecli.EngineCliError) as failure:
+    with pytest.raises(enginecli.EngineError) as failure:
         enginecli.pull(cli, f"{docker_env.registry}/test-enginecli/never-{uuid.uuid4().hex[:8]}:x", Recorder())
     assert "not found" in str(failure.value) or "manifest unknown" in str(failure.value)
     assert failure.value.transient is False
@@ -156,7 +186,7 @@ def test_pull_of_an_unknown_manifest_is_not_transient(docker_env, cli):
 def test_htpasswd_registry_without_login_is_refused_not_transient(docker_env, cli):
     repository = f"{docker_env.auth_registry}/test-enginecli/{uuid.uuid4().hex[:10]}"
     build_labelled(docker_env, cli, f"{repository}:v1")
-    with pytest.raises(enginecli.EngineCliError) as failure:
+    with pytest.raises(enginecli.EngineError) as failure:
         enginecli.push(cli, repository, "v1", Recorder())
     assert str(failure.value) == f"docker push {repository}:v1: no basic auth credentials"
     assert failure.value.transient is False
@@ -184,7 +214,7 @@ def test_wrong_password_is_refused_and_never_shown(docker_env, tmp_path, monkeyp
     repository = f"{docker_env.auth_registry}/test-enginecli/{uuid.uuid4().hex[:10]}"
     build_labelled(docker_env, cli, f"{repository}:v1")
     progress = Recorder()
-    with pytest.raises(enginecli.EngineCliError) as failure:
+    with pytest.raises(enginecli.EngineError) as failure:
         enginecli.push(cli, repository, "v1", progress)
     assert "unauthorized: authentication required" in str(failure.value)
     assert failure.value.transient is False
@@ -282,3 +312,43 @@ def test_a_damaged_probe_cache_is_a_miss(tmp_path, monkeypatch, damage):
     assert cli is not None and cli.version.startswith("20.10") and not cli.buildx and problem == ""
     written = json.loads((cache / f"{dockerclient.PROBE_TOPIC}.json").read_text())
     assert written[key]["version"] == cli.version
+
+
+# ---------------------------------------------------------------- `pachhook run --commit`, no docker-py
+
+
+@pytest.mark.integration
+def test_a_code_change_delivered_through_the_cli_never_imports_docker_py(two_pipelines, double):
+    repo, image, repository, services = two_pipelines
+    env = dict(os.environ, PACHHOOK_DOCKER_CLI="/usr/bin/docker")
+    first = run_commit(repo, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert sorted(imported(first) & set(HEAVY)) == []
+
+    (repo / "edges" / "run.sh").write_text(f"echo {repository} v2\n")  # a code change: a new build
+    sha = commit_all(repo, "v2")
+    second = run_commit(repo, env)
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "edges: build: done: built " in second.stdout, second.stdout
+    assert f"edges: push: done: pushed {image}:{sha}" in second.stdout, second.stdout
+    assert sorted(imported(second) & set(HEAVY)) == []
+    digest = served_digest(services.registry, repository, sha)
+    edges = [spec for spec in received(double) if spec["pipeline"]["name"] == "edges"][-1]
+    assert edges["transform"]["image"] in (f"{image}:{sha}", f"{image}@{digest}")
+
+
+@pytest.mark.integration
+def test_without_a_docker_cli_docker_py_delivers(tmp_path, two_pipelines, double):
+    repo, image, repository, services = two_pipelines
+    (tmp_path / "no-docker").mkdir()
+    # the pachctl double (first on PATH, from the fixture), the python3 it runs with, and git; no docker CLI
+    doubles = os.environ["PATH"].split(os.pathsep)[0]
+    tools = path_with(tmp_path / "no-docker", python3=os.path.realpath(sys.executable))
+    env = dict(os.environ, PATH=f"{doubles}{os.pathsep}{tools}")
+    env.pop("PACHHOOK_DOCKER_CLI", None)
+    done = run_commit(repo, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "with docker-py" in done.stdout and "docker" in imported(done)
+    sha = git(repo, "rev-parse", "HEAD")
+    assert served_digest(services.registry, repository, sha).startswith("sha256:")

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 import services as svc
-from test_build import commit_all, edges_files, git, make_repo
+from test_build import commit_all, edges_files, git, make_repo, path_with
 
 from pachhook.deliver import imagekeys
 from pachhook.deliver.steps import push
@@ -67,11 +68,31 @@ def dead_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.fixture(params=["docker CLI", "docker-py"])
+def engine_way(request, tmp_path, monkeypatch) -> str:
+    """The test twice: with the docker CLI that builds here (the push goes through it), and with
+    no docker CLI installed at all (a PATH without one: docker-py talks to the engine)."""
+    if request.param == "docker CLI":
+        if not os.path.exists("/usr/bin/docker"):
+            pytest.skip("needs the docker CLI 20.10 at /usr/bin/docker")
+        monkeypatch.setenv("PACHHOOK_DOCKER_CLI", "/usr/bin/docker")
+        return "the docker CLI /usr/bin/docker"
+    (tmp_path / "no-docker").mkdir()
+    # git, and what the tests' credential helper scripts run; no docker
+    monkeypatch.setenv("PATH", path_with(tmp_path / "no-docker", cat=shutil.which("cat") or "/bin/cat"))
+    monkeypatch.delenv("PACHHOOK_DOCKER_CLI", raising=False)
+    return "docker-py"
+
+
+def pushed_with(way: str, lines: List[str]) -> bool:
+    return any(line.startswith("push: ") and line.endswith(f" with {way}") for line in lines)
+
+
 # ---------------------------------------------------------------- open registry
 
 
 @pytest.mark.integration
-def test_push_records_a_digest_the_registry_serves(docker_env, tmp_path):
+def test_push_records_a_digest_the_registry_serves(docker_env, tmp_path, engine_way):
     repo = make_repo(tmp_path, edges_files(docker_env))
     name = f"test-push/{uuid.uuid4().hex[:10]}"
     job = make_job(repo, f"{docker_env.registry}/{name}")
@@ -87,6 +108,7 @@ def test_push_records_a_digest_the_registry_serves(docker_env, tmp_path):
     assert served_digest(docker_env.registry, name, job.commit) == digest
     assert served_digest(docker_env.registry, name, digest) == digest
     assert any(line.endswith(": Pushed") for line in lines), lines
+    assert pushed_with(engine_way, lines), lines
     # Remembered for the context key, so a pruned engine can pull instead of building.
     assert imagekeys.recorded_refs(repo / ".git", results["build"].data["context_key"]) == [pushed.data["repo_digest"]]
 
@@ -134,7 +156,7 @@ def assert_secret_absent(secret: str, lines: List[str], results: Dict[str, StepR
 
 
 @pytest.mark.integration
-def test_push_to_auth_registry_with_login_from_docker_config(docker_env, auth_docker_config, tmp_path):
+def test_push_to_auth_registry_with_login_from_docker_config(docker_env, auth_docker_config, tmp_path, engine_way):
     repo = make_repo(tmp_path, edges_files(docker_env))
     name = f"test-push/{uuid.uuid4().hex[:10]}"
     job = make_job(repo, f"{docker_env.auth_registry}/{name}")
@@ -159,7 +181,7 @@ def test_push_to_auth_registry_with_login_from_docker_config(docker_env, auth_do
 
 
 @pytest.mark.integration
-def test_push_to_auth_registry_through_a_credential_helper(docker_env, tmp_path, monkeypatch):
+def test_push_to_auth_registry_through_a_credential_helper(docker_env, tmp_path, monkeypatch, engine_way):
     helpers = svc.credential_helper(tmp_path / "bin", "pachhooktest", docker_env)
     config = tmp_path / "docker-config"
     config.mkdir()
@@ -178,7 +200,7 @@ def test_push_to_auth_registry_through_a_credential_helper(docker_env, tmp_path,
 
 
 @pytest.mark.integration
-def test_auth_registry_without_login_fails_with_one_line_naming_the_fix(docker_env, tmp_path):
+def test_auth_registry_without_login_fails_with_one_line_naming_the_fix(docker_env, tmp_path, engine_way):
     repo = make_repo(tmp_path, edges_files(docker_env))
     job = make_job(repo, f"{docker_env.auth_registry}/test-push/{uuid.uuid4().hex[:10]}")
     built, _ = deliver(repo, job, steps=("build",))
@@ -195,7 +217,7 @@ def test_auth_registry_without_login_fails_with_one_line_naming_the_fix(docker_e
 
 
 @pytest.mark.integration
-def test_wrong_password_is_refused_and_never_shown(docker_env, tmp_path, monkeypatch):
+def test_wrong_password_is_refused_and_never_shown(docker_env, tmp_path, monkeypatch, engine_way):
     wrong = "not-the-" + uuid.uuid4().hex
     folder = svc.write_docker_config(tmp_path / "dc", docker_env.auth_registry, docker_env.auth_user, wrong)
     monkeypatch.setenv("DOCKER_CONFIG", str(folder))
@@ -215,7 +237,7 @@ def test_wrong_password_is_refused_and_never_shown(docker_env, tmp_path, monkeyp
 
 
 @pytest.mark.integration
-def test_registry_down_retries_then_fails_retryable_with_one_line(docker_env, tmp_path, monkeypatch):
+def test_registry_down_retries_then_fails_retryable_with_one_line(docker_env, tmp_path, monkeypatch, engine_way):
     monkeypatch.setattr(push, "FIRST_DELAY", 0.05)  # keep the test short; the bound is what counts
     registry = f"127.0.0.1:{dead_port()}"
     repo = make_repo(tmp_path, edges_files(docker_env))
@@ -252,7 +274,7 @@ def _push_failure(tmp_path: Path) -> StepError:
     return failure.value
 
 
-def test_engine_down_push_is_one_line(tmp_path, monkeypatch):
+def test_engine_down_push_is_one_line(tmp_path, monkeypatch, engine_way):
     dead = f"unix://{tmp_path}/dead.sock"
     monkeypatch.setenv("DOCKER_HOST", dead)
     message = str(_push_failure(tmp_path))
@@ -277,21 +299,6 @@ def test_push_without_a_build_result_says_so(tmp_path):
 )
 def test_split_ref(ref, expected):
     assert push.split_ref(ref) == expected
-
-
-@pytest.mark.parametrize(
-    "cause, transient",
-    [
-        ('Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused', True),
-        ("received unexpected HTTP status: 503 Service Unavailable", True),
-        ("net/http: TLS handshake timeout", True),
-        ("unauthorized: authentication required", False),
-        ("denied: requested access to the resource is denied", False),
-        ("no basic auth credentials", False),
-    ],
-)
-def test_engine_push_errors_are_classified(cause, transient):
-    assert bool(push._TRANSIENT.search(cause)) is transient
 
 
 # ---------------------------------------------------------------- registries that misbehave

@@ -56,21 +56,63 @@ def stream(
     timeout: float,
     on_idle: Callable[[], None] = lambda: None,
     stop_requested: Callable[[], bool] = lambda: False,
+    terminal: bool = False,
 ) -> int:
     """Run a long CLI call (a build, a push, a pull), each line of its output (stdout and stderr
     together, decoded) handed to on_line as it comes; the exit status.
+
+    terminal: the output goes to a pseudo-terminal instead of a pipe, for what the CLI shows
+    only on a terminal (a push's byte counts); each line or carriage-return-ended piece is then
+    handed on, cursor moves included (callers clean them out). The CLI still gets no
+    controlling terminal: nothing it starts can prompt on it.
 
     on_idle runs after each line and every IDLE_TICK seconds of silence (for "still running"
     lines). Raises TimeoutError after `timeout` seconds and KeyboardInterrupt when
     stop_requested() says so; either way the CLI and what it started are ended first.
     """
-    process = _start(argv, env, subprocess.STDOUT)
+    reader_fd = -1
+    if terminal:
+        import pty
+
+        reader_fd, writer_fd = pty.openpty()
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=writer_fd,
+                stderr=writer_fd,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(reader_fd)
+            raise
+        finally:
+            os.close(writer_fd)
+    else:
+        process = _start(argv, env, subprocess.STDOUT)
     lines: "queue.Queue[Optional[bytes]]" = queue.Queue()
 
     def pump() -> None:
-        assert process.stdout is not None
-        for raw in iter(process.stdout.readline, b""):
-            lines.put(raw)
+        if reader_fd < 0:
+            assert process.stdout is not None
+            for raw in iter(process.stdout.readline, b""):
+                lines.put(raw)
+        else:
+            pending = b""
+            while True:
+                try:
+                    chunk = os.read(reader_fd, 65536)
+                except OSError:  # EIO: the CLI closed the terminal's last writer
+                    chunk = b""
+                if not chunk:
+                    break
+                pieces = (pending + chunk).replace(b"\r", b"\n").split(b"\n")
+                pending = pieces.pop()
+                for piece in pieces:
+                    lines.put(piece)
+            if pending:
+                lines.put(pending)
         lines.put(None)
 
     reader = threading.Thread(target=pump, daemon=True)
@@ -101,3 +143,5 @@ def stream(
         reader.join(timeout=5)
         if process.stdout is not None:
             process.stdout.close()
+        if reader_fd >= 0:
+            os.close(reader_fd)

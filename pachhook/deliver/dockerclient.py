@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from pachhook.deliver import credhelpers
 from pachhook.deliver.dockerauth import docker_config_file, docker_config_problem
@@ -234,6 +234,13 @@ def _unreachable(error: BaseException) -> EngineUnavailable:
     return unreachable(_short_cause(error))
 
 
+def check_docker_config() -> None:
+    """DockerConfigError naming what is wrong with the user's docker config file, if anything."""
+    problem = docker_config_problem()
+    if problem:
+        raise DockerConfigError(f"{problem}; fix or remove it (docker login writes it anew)")
+
+
 def make_client(timeout: int = 600) -> Any:
     """A docker-py client for the engine DOCKER_HOST names, checked to answer.
 
@@ -243,9 +250,7 @@ def make_client(timeout: int = 600) -> Any:
     """
     import docker
 
-    problem = docker_config_problem()
-    if problem:
-        raise DockerConfigError(f"{problem}; fix or remove it (docker login writes it anew)")
+    check_docker_config()
     settings = tuple(os.environ.get(key, "") for key in _ENV_KEYS) + (timeout,)
     client = _CLIENTS.get(settings)
     try:
@@ -278,14 +283,19 @@ def split_image(image: str) -> "tuple[str, str]":
     return "docker.io", path
 
 
-def registry_secure(client: Any, registry: str) -> bool:
-    """Whether the engine talks TLS to registry (loopback and --insecure-registry ones it does not)."""
+def registry_secure(client: Any, registry: str, registry_config: Optional[Callable[[], Dict[str, Any]]] = None) -> bool:
+    """Whether the engine talks TLS to registry (loopback and --insecure-registry ones it does not).
+
+    The engine's settings come from registry_config() when given (dockerengine.Engine's, which
+    asks the docker CLI), else from docker-py's client.info(); they are asked only for a
+    registry that is not insecure by default.
+    """
     import ipaddress
 
     if insecure_by_default(registry):
         return False
     try:
-        info = client.info().get("RegistryConfig") or {}
+        info = (registry_config() if registry_config is not None else client.info().get("RegistryConfig")) or {}
     except Exception:
         info = {}
     index = (info.get("IndexConfigs") or {}).get(registry)

@@ -19,7 +19,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from pachhook.core.sanitize import clean, one_line
 from pachhook.deliver import cliprocess
@@ -49,12 +49,13 @@ _PUSHED = re.compile(r"^(\S+): digest: (sha256:[0-9a-f]{64}) size: \d+$")
 _PREFIX = re.compile(r"^(?:Error response from daemon|Error):\s*")
 
 
-class EngineCliError(Exception):
+class EngineError(Exception):
     """The docker CLI could not do it; str() is the cause on one line (the CLI's own words)."""
 
-    def __init__(self, message: str, transient: bool) -> None:
+    def __init__(self, message: str, transient: bool, cause: str = "") -> None:
         super().__init__(message)
         self.transient = transient
+        self.cause = cause or message  # the engine's or registry's own words, without what was asked
 
 
 @dataclass(frozen=True)
@@ -95,16 +96,17 @@ def _failure(what: str, text: str) -> Exception:
     cause = _PREFIX.sub("", lines[-1]) if lines else "no output"
     if _NO_ENGINE.search(cause):
         return dockerclient.unreachable("the docker CLI cannot connect to it")
-    return EngineCliError(f"{what}: {one_line(cause, 1000)}", transient=is_transient(cause))
+    cause = one_line(cause, 1000)
+    return EngineError(f"{what}: {cause}", transient=is_transient(cause), cause=cause)
 
 
 def _quick(cli: str, args: Sequence[str]) -> Tuple[int, str, str]:
     try:
         status, output, errors = cliprocess.run([cli, *args], _env(), QUICK_TIMEOUT)
     except TimeoutError as error:
-        raise EngineCliError(str(error), transient=True) from None
+        raise EngineError(str(error), transient=True) from None
     except OSError as error:
-        raise EngineCliError(f"cannot run {cli}: {error.strerror or error}", transient=False) from None
+        raise EngineError(f"cannot run {cli}: {error.strerror or error}", transient=False) from None
     return status, output.decode("utf-8", "replace"), errors.decode("utf-8", "replace")
 
 
@@ -112,7 +114,7 @@ def inspect_images(cli: str, refs: Sequence[str]) -> Dict[str, LocalImage]:
     """The images the engine holds among refs (names, NAME@DIGEST or ids), by ref, with one
     `docker image inspect`; a ref the engine does not hold is left out, not an error.
 
-    Raises dockerclient.EngineUnavailable when the engine does not answer, EngineCliError
+    Raises dockerclient.EngineUnavailable when the engine does not answer, EngineError
     for anything else.
     """
     wanted = list(dict.fromkeys(ref for ref in refs if ref))
@@ -134,11 +136,11 @@ def inspect_images(cli: str, refs: Sequence[str]) -> Dict[str, LocalImage]:
     try:
         described = json.loads(output or "[]")
     except ValueError:
-        raise EngineCliError("docker image inspect printed no JSON", transient=False) from None
+        raise EngineError("docker image inspect printed no JSON", transient=False) from None
     present = [ref for ref in wanted if ref not in missing]
     # The CLI describes the images it found in the order it was given them.
     if not isinstance(described, list) or len(described) != len(present):
-        raise EngineCliError("docker image inspect described other images than it was asked for", transient=False)
+        raise EngineError("docker image inspect described other images than it was asked for", transient=False)
     images: Dict[str, LocalImage] = {}
     for ref, entry in zip(present, described):
         if not isinstance(entry, dict):
@@ -174,14 +176,31 @@ def registry_config(cli: str) -> Dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-Progress = Callable[[str, str], None]  # (layer id, or "" for a line of its own; the status, cleaned)
+# (layer id, or "" for a line of its own; the status, cleaned; bytes done and in all, 0 when unknown)
+Progress = Callable[[str, str, int, int], None]
+
+# A layer's transfer as the CLI shows it on a terminal: "Pushing [==>  ]  2.163MB/8.389MB"
+# (docker/docker pkg/jsonmessage, JSONProgress.String; the bar only on a wide terminal; sizes
+# in go-units' HumanSize, powers of 1000).
+_BYTES = re.compile(
+    r"^(?P<status>[A-Za-z][A-Za-z ]*?)\s+(?:\[[=> ]*\]\s*)?"
+    r"(?P<current>\d+(?:\.\d+)?[kMGTP]?B)(?:/(?P<total>\d+(?:\.\d+)?[kMGTP]?B))?\s*$"
+)
+_UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "PB": 10**15}
 
 
-def _transfer(cli: str, args: Sequence[str], what: str, progress: Progress) -> List[str]:
+def _size(text: Optional[str]) -> int:
+    """go-units' HumanSize ("2.163MB") back to bytes (approximately: it keeps 4 digits)."""
+    found = re.match(r"^(\d+(?:\.\d+)?)([kMGTP]?B)$", text or "")
+    return int(float(found.group(1)) * _UNITS[found.group(2)]) if found else 0
+
+
+def _transfer(cli: str, args: Sequence[str], what: str, progress: Progress, terminal: bool = False) -> List[str]:
     """Run a push or pull, its lines to progress as they come; every line, cleaned.
 
-    A silence of SILENCE_NOTICE seconds (a large layer going up: the CLI prints no progress
-    when its output is not a terminal) gets a line too.
+    terminal: the CLI writes to a pseudo-terminal, where it shows each layer's bytes (a
+    terminal's live view draws them). A silence of SILENCE_NOTICE seconds (a large layer going
+    up without a terminal, where the CLI prints no progress) gets a line too.
     """
     seen: List[str] = []
     started = time.monotonic()
@@ -192,25 +211,30 @@ def _transfer(cli: str, args: Sequence[str], what: str, progress: Progress) -> L
         if not line.strip():
             return
         last[0] = time.monotonic()
-        seen.append(line)
         layer = _LAYER.match(line)
-        if layer:
-            progress(layer.group(1), layer.group(2))
+        if not layer:
+            seen.append(line)
+            progress("", line, 0, 0)
+            return
+        moving = _BYTES.match(layer.group(2))
+        if moving:
+            progress(layer.group(1), moving["status"], _size(moving["current"]), _size(moving["total"]))
         else:
-            progress("", line)
+            seen.append(line)
+            progress(layer.group(1), layer.group(2).strip(), 0, 0)
 
     def on_idle() -> None:
         now = time.monotonic()
         if now - last[0] >= SILENCE_NOTICE:
             last[0] = now
-            progress("", f"… still going after {now - started:.0f}s")
+            progress("", f"… still going after {now - started:.0f}s", 0, 0)
 
     try:
-        status = cliprocess.stream([cli, *args], _env(), on_line, TRANSFER_TIMEOUT, on_idle=on_idle)
+        status = cliprocess.stream([cli, *args], _env(), on_line, TRANSFER_TIMEOUT, on_idle=on_idle, terminal=terminal)
     except TimeoutError:
-        raise EngineCliError(f"{what} ran longer than {TRANSFER_TIMEOUT:.0f}s and was ended", transient=True) from None
+        raise EngineError(f"{what} ran longer than {TRANSFER_TIMEOUT:.0f}s and was ended", transient=True) from None
     except OSError as error:
-        raise EngineCliError(f"cannot run {cli}: {error.strerror or error}", transient=False) from None
+        raise EngineError(f"cannot run {cli}: {error.strerror or error}", transient=False) from None
     if status != 0:
         tail = [line for line in seen if not _LAYER.match(line) and not line.startswith("The push refers to")]
         raise _failure(what, "\n".join(tail) or f"exit status {status}")
@@ -222,16 +246,17 @@ def pull(cli: str, ref: str, progress: Progress) -> None:
     _transfer(cli, ["pull", ref], f"docker pull {ref}", progress)
 
 
-def push(cli: str, repository: str, tag_name: str, progress: Progress) -> str:
+def push(cli: str, repository: str, tag_name: str, progress: Progress, terminal: bool = False) -> str:
     """`docker push REPOSITORY:TAG`; the digest of the manifest the registry took for TAG.
+    terminal: with each layer's bytes (see _transfer).
 
-    Raises EngineCliError (transient or not, the registry's or the engine's own words) or
+    Raises EngineError (transient or not, the registry's or the engine's own words) or
     dockerclient.EngineUnavailable.
     """
     ref = f"{repository}:{tag_name}"
-    lines = _transfer(cli, ["push", ref], f"docker push {ref}", progress)
+    lines = _transfer(cli, ["push", ref], f"docker push {ref}", progress, terminal)
     for line in lines:
         found = _PUSHED.match(line)
         if found and found.group(1) == tag_name:
             return found.group(2)
-    raise EngineCliError(f"docker push {ref} ended without naming the pushed digest", transient=True)
+    raise EngineError(f"docker push {ref} ended without naming the pushed digest", transient=True)

@@ -329,7 +329,7 @@ class RegistrySession:
             self._check(status, f"{name}:{tag}")
 
 
-def session_without_engine(registry: str) -> RegistrySession:
+def session_without_engine(registry: str, secure: Optional[bool] = None) -> RegistrySession:
     """A session for registry that asks no Docker engine: the docker config's login
     (dockerauth.py), looked up only when the registry asks for one, and TLS unless every
     engine treats the registry as insecure (insecure_by_default).
@@ -337,6 +337,8 @@ def session_without_engine(registry: str) -> RegistrySession:
     A registry this engine alone calls insecure (`--insecure-registry`) then fails the TLS
     handshake; the caller goes through the engine, which knows its own list. Never plain
     HTTP after TLS failed: a recorded verdict could be stale, and would weaken the check.
+    `secure` overrides that guess with what an engine at hand says (dockerclient.registry_secure):
+    the push through the docker CLI, which finds its own login, uses this session too.
     """
     from pachhook.deliver import dockerauth
 
@@ -346,4 +348,4 @@ def session_without_engine(registry: str) -> RegistrySession:
         except dockerauth.LoginUnavailable as error:
             raise RegistryError(str(error), transient=False) from None
 
-    return RegistrySession(registry, login, secure=not insecure_by_default(registry))
+    return RegistrySession(registry, login, secure=not insecure_by_default(registry) if secure is None else secure)

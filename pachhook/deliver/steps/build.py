@@ -76,36 +76,32 @@ def remote_url(repo_root: Path, branch: str) -> str:
     return ""
 
 
-def _find_reusable(client: Any, key: str, image_ref: str, ctx: StepContext) -> Optional[Any]:
-    """A local image built from the same inputs, else one pushed earlier and pulled again."""
-    from docker.errors import APIError, ImageNotFound
-
+def _find_reusable(engine: Any, key: str, image_ref: str, ctx: StepContext) -> Optional[Any]:
+    """A local image built from the same inputs, else one pushed earlier and pulled again
+    (an enginecli.LocalImage)."""
     from pachhook.deliver import dockerauth, imagekeys
-    from pachhook.deliver.dockerclient import split_image
+    from pachhook.deliver.enginecli import EngineError
 
-    # Where the key was recorded: the image this clone built for it (one inspect), the tag
-    # itself, then the digests pushed for it (pulled from the registry). Never a label
+    # Where the key was recorded: the image this clone built for it and the tag itself (one
+    # inspect), then the digests pushed for it (pulled from the registry). Never a label
     # search over every image on the engine: that grew with the engine (0.46 s at 4,363
     # images) and was paid by every new key.
-    for candidate in (imagekeys.recorded_image(ctx.git_dir, key), image_ref):
-        if not candidate:
-            continue
-        try:
-            image = client.images.get(candidate)
-        except ImageNotFound:
-            continue
-        if image.labels.get(LABEL_KEY) == key:
+    candidates = (imagekeys.recorded_image(ctx.git_dir, key), image_ref)
+    held = engine.images(candidates)
+    for candidate in candidates:
+        image = held.get(candidate)
+        if image is not None and image.labels.get(LABEL_KEY) == key:
             return image
 
     for ref in imagekeys.recorded_refs(ctx.git_dir, key):
+        ctx.log(f"build: pulling {ref}, pushed earlier for the same context")
         try:
-            ctx.log(f"build: pulling {ref}, pushed earlier for the same context")
-            login = dockerauth.registry_login(split_image(ref.partition("@")[0])[0])
-            image = client.images.pull(ref, auth_config=login or {})
-        except (APIError, ImageNotFound, dockerauth.LoginUnavailable) as error:
+            engine.pull(ref)
+            image = engine.images([ref]).get(ref)
+        except (EngineError, dockerauth.LoginUnavailable) as error:
             ctx.log(f"build: cannot pull {ref}: {one_line(error)}")
             continue
-        if image.labels.get(LABEL_KEY) == key:
+        if image is not None and image.labels.get(LABEL_KEY) == key:
             return image
     return None
 
@@ -187,13 +183,7 @@ def _build_step(
         held = _held_by_registry(ctx, plan)
         if held is not None:
             return _reused_from_registry(held, plan, image_ref)
-    from pachhook.deliver import dockerclient
-
-    try:
-        client = dockerclient.make_client()
-    except dockerclient.EngineUnavailable as error:
-        raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
-    result = _build_or_reuse(ctx, client, plan, image_ref, tag, reuse)
+    result = _build_or_reuse(ctx, open_engine(ctx), plan, image_ref, tag, reuse)
     from pachhook.deliver import imagekeys
 
     try:
@@ -201,6 +191,18 @@ def _build_step(
     except OSError as error:  # a cache: losing it only costs a slower lookup
         ctx.log(f"build: could not record the image for its context key: {one_line(error)}")
     return result
+
+
+def open_engine(ctx: StepContext, remember: bool = True) -> Any:
+    """The Docker engine (dockerengine.Engine: through the docker CLI when one builds here,
+    else docker-py), or the StepError saying why there is none. remember=False (a dry run)
+    writes nothing, not even what the docker CLI said about itself."""
+    from pachhook.deliver import dockerclient, dockerengine
+
+    try:
+        return dockerengine.open_engine(state_folder(ctx.git_dir) if remember else None)
+    except dockerclient.EngineUnavailable as error:
+        raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
 
 
 @dataclass(frozen=True)
@@ -281,23 +283,16 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
         return StepResult(
             outcome="skipped", data={"image_ref": image_ref, "context_key": plan.key}, message=f"dry run: {verdict}"
         )
-    from docker.errors import ImageNotFound
-
     from pachhook.deliver import dockerclient, imagekeys
+    from pachhook.deliver.enginecli import EngineError
 
+    candidates = (imagekeys.recorded_image(ctx.git_dir, plan.key), image_ref)
     try:
-        client = dockerclient.make_client()
-    except dockerclient.EngineUnavailable as error:
+        held = open_engine(ctx, remember=False).images(candidates)
+    except (StepError, dockerclient.EngineUnavailable, EngineError) as error:
         verdict += f"; cannot tell whether an image can be reused: {error}"
     else:
-        local = ""
-        for candidate in (imagekeys.recorded_image(ctx.git_dir, plan.key), image_ref):
-            try:
-                if candidate and client.images.get(candidate).labels.get(LABEL_KEY) == plan.key:
-                    local = candidate
-                    break
-            except ImageNotFound:
-                continue
+        local = next((c for c in candidates if c in held and held[c].labels.get(LABEL_KEY) == plan.key), "")
         pushed = imagekeys.recorded_refs(ctx.git_dir, plan.key)
         if local:
             verdict = (
@@ -311,15 +306,15 @@ def _dry_run(ctx: StepContext, plan: Any, image_ref: str) -> StepResult:
     )
 
 
-def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
-    from docker.errors import APIError, DockerException
+def _build_or_reuse(ctx: StepContext, engine: Any, plan: Any, image_ref: str, tag: str, reuse: bool) -> StepResult:
+    from pachhook.deliver.dockerclient import EngineUnavailable
+    from pachhook.deliver.enginecli import EngineError
 
-    job = ctx.job
     key = plan.key
     try:
-        reusable = _find_reusable(client, key, image_ref, ctx) if reuse else None
+        reusable = _find_reusable(engine, key, image_ref, ctx) if reuse else None
         if reusable is not None:
-            reusable.tag(job.image, tag)
+            engine.tag(reusable.id, image_ref)
             built_for = reusable.labels.get(LABEL_REVISION, "")[:12] or "an earlier commit"
             message = (
                 f"reused image {reusable.id[7:19]} built for commit {built_for} (same context key "
@@ -330,7 +325,7 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
                 message=message,
                 data={"image_id": reusable.id, "image_ref": image_ref, "context_key": key, "reused": "true"},
             )
-        image_id = _build(ctx, client, plan, image_ref)
+        image_id = _build(ctx, engine, plan, image_ref)
         ctx.log(f"build: built {image_ref} ({image_id[7:19]})")
         return StepResult(
             outcome="done",
@@ -339,13 +334,17 @@ def _build_or_reuse(ctx: StepContext, client: Any, plan: Any, image_ref: str, ta
         )
     except StepError:
         raise
-    except (APIError, DockerException) as error:
+    except EngineUnavailable as error:
+        raise StepError(str(error), retryable=True) from None
+    except EngineError as error:
+        raise StepError(f"docker engine at {_host()} failed during build of {image_ref}: {error}", True) from None
+    except Exception as error:  # docker-py's errors in an engine-API build, a connection dropped mid-stream
+        talking = type(error).__module__.partition(".")[0] == "docker"
         raise StepError(
-            f"docker engine at {_host()} failed during build of {image_ref}: {_explain(error)}", retryable=True
-        ) from None
-    except Exception as error:  # connection dropped mid-stream and the like
-        raise StepError(
-            f"build of {image_ref} failed talking to the Docker engine at {_host()}: {_explain(error)}", retryable=True
+            f"docker engine at {_host()} failed during build of {image_ref}: {_explain(error)}"
+            if talking
+            else f"build of {image_ref} failed talking to the Docker engine at {_host()}: {_explain(error)}",
+            retryable=True,
         ) from None
 
 
@@ -379,7 +378,7 @@ def _check_secrets(image: str, secrets: Dict[str, Tuple[str, str]]) -> None:
             raise StepError(f"build of {image}: secret {secret_id!r} comes from file {source}, which is missing", False)
 
 
-def _build(ctx: StepContext, client: Any, plan: Any, image_ref: str) -> str:
+def _build(ctx: StepContext, engine: Any, plan: Any, image_ref: str) -> str:
     """Check the context out, build it (docker CLI with BuildKit, else the engine API); the image id."""
     from pachhook.deliver import buildcontext, dockerclient
 
@@ -428,7 +427,7 @@ def _build(ctx: StepContext, client: Any, plan: Any, image_ref: str) -> str:
             labels[LABEL_SOURCE] = source
         if cli is not None:
             return _build_with_cli(ctx, cli, plan, checkout, image_ref, labels)
-        return _build_with_api(ctx, client, plan, checkout, image_ref, labels)
+        return _build_with_api(ctx, engine.client, plan, checkout, image_ref, labels)
     finally:
         checkout.cleanup()
 

@@ -14,26 +14,20 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NoReturn, Optional
 
 from pachhook.core.sanitize import one_line
-from pachhook.deliver import dockerauth, dockerclient, imagekeys, order
+from pachhook.deliver import dockerauth, dockerclient, enginecli, imagekeys, order
 from pachhook.deliver.buildcontext import human_size
+from pachhook.deliver.enginecli import EngineError
 from pachhook.deliver.registry import RegistryError, RegistrySession, session_without_engine
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult
-from pachhook.deliver.steps.build import LABEL_REVISION
+from pachhook.deliver.steps.build import LABEL_REVISION, open_engine
 
 ATTEMPTS = 3
 FIRST_DELAY = 1.0  # seconds before the second attempt; doubled for each further one
 MAX_DELAY = 8.0
 SHARE_SECONDS = 5.0  # a layer still pushing gets a line with its share this often
-
-_TRANSIENT = re.compile(
-    r"connection refused|connection reset|i/o timeout|timed? ?out|deadline exceeded|tls handshake timeout"
-    r"|no such host|temporary failure|unexpected eof|\beof\b|too many requests|\b429\b"
-    r"|\b5\d\d\b|service unavailable|internal server error|bad gateway|gateway timeout",
-    re.I,
-)
 
 
 class _Transient(Exception):
@@ -99,11 +93,7 @@ def _push_step(
             on_engine = build.on_engine(ctx)
             ctx.log(f"push: build: {on_engine.outcome}: {on_engine.message}")
     if result is None:
-        try:
-            client = dockerclient.make_client()
-        except dockerclient.EngineUnavailable as error:
-            raise StepError(str(error), retryable=not isinstance(error, dockerclient.DockerConfigError)) from None
-        result = _Pusher(ctx, client, image_ref, repository, tag, registry, name).run_with_retries()
+        result = _Pusher(ctx, open_engine(ctx), image_ref, repository, tag, registry, name).run_with_retries()
     if key:
         try:
             imagekeys.record_pushed(ctx.git_dir, key, result.data["repo_digest"])
@@ -133,13 +123,13 @@ class _LayerShares:
 
 
 class _Pusher:
-    """One image's push. With a client, through the engine; without (client None), the image
-    is the one the registry holds as `held` and only the registry is asked."""
+    """One image's push. With an engine (dockerengine.Engine), through it; without (None), the
+    image is the one the registry holds as `held` and only the registry is asked."""
 
     def __init__(
         self,
         ctx: StepContext,
-        client: Any,
+        engine: Any,
         image_ref: str,
         repository: str,
         tag: str,
@@ -147,12 +137,18 @@ class _Pusher:
         name: str,
         held: str = "",
     ) -> None:
-        self.ctx, self.client, self.held = ctx, client, held
+        self.ctx, self.engine, self.held = ctx, engine, held
         self.image_ref, self.repository, self.tag = image_ref, repository, tag
         self.registry, self.name = registry, name
         self.login: Dict[str, str] = {}
-        if client is None:
+        if engine is None:
             self.session = session_without_engine(registry)
+            return
+        secure = dockerclient.registry_secure(engine.client, registry, engine.registry_config)
+        if engine.cli is not None:
+            # The CLI's push finds the login itself; pachhook's own requests read it (dockerauth.py)
+            # only when the registry asks for one.
+            self.session = session_without_engine(registry, secure)
             return
         try:
             # Looked up once, kept in memory only: never logged, never stored. The engine's
@@ -160,7 +156,7 @@ class _Pusher:
             self.login = dockerauth.registry_login(registry) or {}
         except dockerauth.LoginUnavailable as error:
             raise StepError(f"push of {image_ref}: {error}", retryable=False) from None
-        self.session = RegistrySession(registry, self.login, dockerclient.registry_secure(client, registry))
+        self.session = RegistrySession(registry, self.login, secure)
 
     def run_with_retries(self) -> StepResult:
         delay = FIRST_DELAY
@@ -201,23 +197,20 @@ class _Pusher:
     def _local_digests(self) -> set:
         """The digests the image has in this repository: the registry's one when only it holds
         the image, else those the engine recorded for its pushes."""
-        if self.client is None:
+        if self.engine is None:
             return {self.held}
-        from docker.errors import ImageNotFound
-
         try:
-            image = self.client.images.get(self.image_ref)
-        except ImageNotFound:
+            image = self.engine.images([self.image_ref]).get(self.image_ref)
+        except dockerclient.EngineUnavailable as error:
+            raise StepError(str(error), retryable=True) from None
+        except EngineError as error:
+            raise _Transient(f"Docker engine: {error}") from None
+        if image is None:
             raise StepError(
                 f"image {self.image_ref} is not on the Docker engine any more; retry the job to build it again",
                 retryable=True,
-            ) from None
-        digests = set()
-        for entry in image.attrs.get("RepoDigests") or []:
-            repository, _, digest = entry.partition("@")
-            if repository == self.repository:
-                digests.add(digest)
-        return digests
+            )
+        return image.digests_in(self.repository)
 
     def _result(self, digest: str, outcome: str, message: str) -> StepResult:
         return StepResult(
@@ -227,8 +220,9 @@ class _Pusher:
         )
 
     def attempt(self) -> StepResult:
-        remote = self._remote_digest(self.tag, precheck=True)
+        # the engine first: one that does not answer fails the step at once, naming DOCKER_HOST
         local = self._local_digests()
+        remote = self._remote_digest(self.tag, precheck=True)
         if remote and remote in local:
             message = f"registry {self.registry} already serves {self.image_ref} as {remote}; not pushing"
             self.ctx.log(f"push: {message}")
@@ -304,18 +298,46 @@ class _Pusher:
 
     def _push(self) -> str:
         """Push once; returns the digest. Errors come as stream events or as exceptions."""
-        if self.client is None:
+        if self.engine is None:
             raise _NeedsEngine(
                 f"{self.repository}@{self.held} could not be tagged {self.tag} in registry {self.registry}"
             )
+        self.ctx.log(f"push: pushing {self.image_ref} with {self.engine.describe()}")
         view = self.ctx.live.image(self.ctx.job.pipeline) if self.ctx.live is not None else None
         if view is not None:
             view.pushing()
         try:
-            return self._push_stream(view)
+            return self._push_with_cli(view) if self.engine.cli is not None else self._push_stream(view)
         finally:
             if view is not None:
                 view.close()
+
+    def _push_with_cli(self, view: Any) -> str:
+        """`docker push`, its lines to the log (a layer's each time its status changes, its share
+        every SHARE_SECONDS while it pushes) and to the terminal's view, which gets the bytes."""
+        seen: Dict[str, str] = {}
+        shares = _LayerShares(self.ctx.log)
+
+        def progress(layer: str, status: str, current: int, total: int) -> None:
+            if not layer:
+                self.ctx.log(f"push: {status}")
+                return
+            if view is not None:
+                view.layer(layer, status, current, total)
+            if status == "Pushing" and total:
+                shares.seen(layer, current, total)
+            if seen.get(layer) != status:
+                seen[layer] = status
+                if status != "Waiting":
+                    self.ctx.log(f"push: {layer}: {status}")
+
+        try:
+            return enginecli.push(self.engine.cli.path, self.repository, self.tag, progress, terminal=view is not None)
+        except dockerclient.EngineUnavailable as error:
+            raise StepError(str(error), retryable=True) from None
+        except EngineError as error:
+            self._fail(error.cause)
+            raise  # _fail always raises
 
     def _push_stream(self, view: Any) -> str:
         from docker.errors import APIError, DockerException
@@ -325,7 +347,7 @@ class _Pusher:
         shares = _LayerShares(self.ctx.log)
         try:
             # the login as dockerauth.py reads it ({} for none), not docker-py's own reading
-            stream = self.client.api.push(
+            stream = self.engine.client.api.push(
                 self.repository, tag=self.tag, stream=True, decode=True, auth_config=self.login
             )
             for event in stream:
@@ -362,8 +384,8 @@ class _Pusher:
             raise _Transient("the push stream ended without a digest")
         return digest
 
-    def _fail(self, cause: str) -> None:
-        if _TRANSIENT.search(cause):
+    def _fail(self, cause: str) -> NoReturn:
+        if enginecli.is_transient(cause):
             raise _Transient(f"registry {self.registry}: {cause}")
         hint = ""
         if re.search(r"unauthorized|authentication required|no basic auth|denied", cause, re.I):

@@ -131,3 +131,31 @@ def test_the_hooks_never_import_subprocess_to_run_git(repo: Repo):
     )
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == "False"
+
+
+def test_show_files_reads_several_files_of_a_commit_at_once(repo: Repo):
+    commit = commit_files(repo, {"a.txt": "a\n", "sub/b.txt": "b\n"})
+    shown = gitrepo.show_files(commit, ["a.txt", "sub", "none.txt", "sub/b.txt"], repo.path)
+    # a folder is no file, as `git cat-file blob` says of it
+    assert shown == {"a.txt": b"a\n", "sub": None, "none.txt": None, "sub/b.txt": b"b\n"}
+    assert [gitrepo.show_file(commit, name, repo.path) for name in shown] == list(shown.values())
+
+
+def test_the_common_dir_is_asked_again_once_its_folder_is_gone(repo: Repo, tmp_path: Path):
+    commit_files(repo, {"a.txt": "a"})
+    inner = repo.path / "inner"
+    inner.mkdir()
+    assert gitrepo.git_common_dir_text(inner) == str(repo.path / ".git")
+    inner.rmdir()
+    with pytest.raises(gitrepo.GitError):
+        gitrepo.git_common_dir_text(inner)
+    # a folder made a repository of its own since it was last asked about
+    inner.mkdir()
+    assert gitrepo.git_common_dir_text(inner) == str(repo.path / ".git")
+    import shutil
+
+    shutil.rmtree(repo.path / ".git")
+    (inner / "x").write_text("x")
+    subprocess_env = dict(repo.env)
+    Repo(inner, subprocess_env).git("init", "-q")
+    assert gitrepo.git_common_dir_text(inner) == str(inner / ".git")

@@ -225,8 +225,9 @@ def load_config_at(root: Any, commit: str, cache_dir: Any = None) -> Config:
     (one line per problem) like load_config; `cache_dir` as there.
     """
     root = os.fspath(root)
-    for name in ("pyproject.toml", ".pachhook.toml"):
-        data = _file_at(root, commit, name)
+    files = _files_at(root, commit)
+    for name in CONFIG_FILES:
+        data = files[name]
         if data is None:
             continue
         path = os.path.join(root, name)
@@ -246,27 +247,34 @@ def load_config_at(root: Any, commit: str, cache_dir: Any = None) -> Config:
     return Config(root=root)
 
 
+# The files a configuration may be in, in the order they are looked at.
+CONFIG_FILES = ("pyproject.toml", ".pachhook.toml")
+
 # A delivery reads the commit's configuration once per step (build, update, the commit's
 # plan): each read was a `git cat-file` process. A full commit SHA names content that never
 # changes, so its files are kept for the process; a name like HEAD is read every time.
-_FILES_AT: Dict[Tuple[str, str, str], Optional[bytes]] = {}
+_FILES_AT: Dict[Tuple[str, str], Dict[str, Optional[bytes]]] = {}
 _FILES_AT_LIMIT = 64  # the worker runs for hours: keep the newest commits' files only
 
 
-def _file_at(root: str, commit: str, name: str) -> Optional[bytes]:
-    """The bytes of `name` in `commit`'s tree (None when absent), read once per full SHA."""
+def _files_at(root: str, commit: str) -> Dict[str, Optional[bytes]]:
+    """The bytes of each of CONFIG_FILES in `commit`'s tree (None when absent): both read
+    by one git process, once per full SHA."""
     from pachhook.core import gitrepo
 
-    if not gitrepo.is_full_sha(commit):
-        return gitrepo.show_file(commit, name, root)
-    key = (root, commit, name)
+    key = (root, commit)
     if key in _FILES_AT:
         return _FILES_AT[key]
-    data = gitrepo.show_file(commit, name, root)
+    try:
+        files = gitrepo.show_files(commit, CONFIG_FILES, root)
+    except gitrepo.GitError:  # as `git cat-file blob` failing: no such file to read
+        return dict.fromkeys(CONFIG_FILES)
+    if not gitrepo.is_full_sha(commit):
+        return files  # a name like HEAD may point elsewhere next time
     if len(_FILES_AT) >= _FILES_AT_LIMIT:
         _FILES_AT.pop(next(iter(_FILES_AT)), None)  # the oldest entry
-    _FILES_AT[key] = data
-    return data
+    _FILES_AT[key] = files
+    return files
 
 
 def _read(path: str) -> Optional[str]:

@@ -243,6 +243,8 @@ def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
     if len(out) != 5:
         raise GitError(f"unknown revision {rev!r}")
     root, git_dir, common, commit, tree = out
+    _remember_common_dir(cwd, common)
+    _remember_common_dir(root, common)
     info = HeadInfo(root, git_dir, common, commit, tree, "")
     info.branch = _branch_of(git_dir, rev)
     return info
@@ -287,8 +289,41 @@ def git_common_dir(cwd: Optional[PathLike] = None) -> Path:
 
 
 def git_common_dir_text(cwd: Optional[PathLike] = None) -> str:
-    """The git common dir as text: for the post-commit hook, which never imports pathlib."""
-    return _text(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd)
+    """The git common dir as text: for the post-commit hook, which never imports pathlib.
+
+    Asked of git once per folder and process: a delivery needs it in several places
+    (the queue, the build step, the default branch, twice), each a git process.
+    """
+    key = _folder_key(cwd)
+    known = _COMMON_DIRS.get(key)
+    # a folder or repository removed since is asked of git again, which says what is wrong
+    if known is None or not (os.path.isdir(key) and os.path.isdir(known)):
+        known = _text(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd)
+        _remember_common_dir(cwd, known)
+    return known
+
+
+# folder (absolute) -> the git common dir of the repository it is in, as git said it in
+# this process: a folder's repository does not change under a running command.
+_COMMON_DIRS: Dict[str, str] = {}
+_COMMON_DIRS_LIMIT = 64  # tests and long workers meet many folders: keep the newest
+
+
+def _folder_key(cwd: Optional[PathLike]) -> str:
+    """The absolute folder; "" (remembered never) for a current folder that is gone."""
+    try:
+        return os.path.abspath(os.fspath(cwd)) if cwd is not None else os.getcwd()
+    except OSError:
+        return ""
+
+
+def _remember_common_dir(cwd: Optional[PathLike], common: str) -> None:
+    key = _folder_key(cwd)
+    if not key or not os.path.isdir(common):
+        return
+    if len(_COMMON_DIRS) >= _COMMON_DIRS_LIMIT:
+        _COMMON_DIRS.pop(next(iter(_COMMON_DIRS)), None)
+    _COMMON_DIRS[key] = common
 
 
 def git_dir(cwd: Optional[PathLike] = None) -> Path:
@@ -395,22 +430,38 @@ def tree_of(commit: str, cwd: Optional[PathLike] = None) -> str:
 
 def read_blobs(shas: Iterable[str], cwd: Optional[PathLike] = None) -> Dict[str, bytes]:
     """Contents of several blobs from one `git cat-file --batch` process."""
-    wanted = list(dict.fromkeys(shas))
+    return {name: data for name, (_, data) in _read_objects(shas, cwd).items()}
+
+
+def show_files(commit: str, paths: Sequence[str], cwd: Optional[PathLike] = None) -> Dict[str, Optional[bytes]]:
+    """The bytes of each of `paths` as it stands in `commit` (None for a path it has no
+    file at), from one git process: `show_file` for several files."""
+    found = _read_objects([f"{commit}:{path}" for path in paths], cwd)
+    shown: Dict[str, Optional[bytes]] = {}
+    for path in paths:
+        kind, data = found.get(f"{commit}:{path}", ("missing", b""))
+        shown[path] = data if kind == "blob" else None
+    return shown
+
+
+def _read_objects(names: Iterable[str], cwd: Optional[PathLike] = None) -> Dict[str, Tuple[str, bytes]]:
+    """Type and content of each object `git cat-file --batch` finds among `names`."""
+    wanted = list(dict.fromkeys(names))
     if not wanted:
         return {}
     out = git(["cat-file", "--batch"], cwd, input=("\n".join(wanted) + "\n").encode())
-    blobs: Dict[str, bytes] = {}
+    objects: Dict[str, Tuple[str, bytes]] = {}
     pos = 0
-    for sha in wanted:
+    for name in wanted:
         end = out.index(b"\n", pos)
-        header = out[pos:end].decode().split()
+        header = out[pos:end].decode(errors="replace").rsplit(None, 2)
         pos = end + 1
-        if len(header) < 3 or header[1] == "missing":
-            continue
+        if len(header) < 3 or header[-1] == "missing" or not header[-1].isdigit():
+            continue  # "NAME missing", "NAME ambiguous"
         size = int(header[2])
-        blobs[sha] = out[pos : pos + size]
+        objects[name] = (header[1], out[pos : pos + size])
         pos += size + 1  # the content is followed by a newline
-    return blobs
+    return objects
 
 
 def rev_list(args: Sequence[str], cwd: Optional[PathLike] = None) -> List[str]:

@@ -165,4 +165,4 @@ def test_the_pre_commit_hook_imports_little_and_less_when_no_template_is_staged(
     hooked.git("add", "edges/pipeline.json")
     one_staged = pre_commit_imports(hooked)
     assert "json" in one_staged  # it did read the template
-    assert sorted(one_staged & {"argparse", "subprocess", "sqlite3", "yaml", "dataclasses"}) == []
+    assert sorted(one_staged & {"argparse", "subprocess", "sqlite3", "yaml", "dataclasses", "typing", "pathlib"}) == []

@@ -530,6 +530,21 @@ def test_the_hook_path_stays_off_heavy_imports_without_the_editable_finder(tmp_p
     assert sorted(own & set(HEAVY)) == []
 
 
+def test_a_template_parsed_on_the_hook_path_brings_no_heavy_import_but_json(tmp_path: Path):
+    # a changed template's blob is read (`cat-file --batch`) and parsed (the loader) the
+    # first time it is seen: still no subprocess, typing or pathlib, as a regular install runs it
+    repo = make_repo(tmp_path, config='worker = "manual"\n')
+    repo.pachhook("queue", check=True)
+    repo.write("edges/pipeline.json", template("edges") + "\n")
+    repo.commit("edges template")
+    env = dict(repo.env, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = run([sys.executable, "-S", "-X", "importtime", "-m", "pachhook", "queue"], repo.path, env)
+    names = [line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert "pachhook.spec.loader" in names  # the template was parsed here
+    own = {name.split(".")[0] for name in names[names.index("pachhook") :]}
+    assert sorted(own & (set(HEAVY) - {"json"})) == []
+
+
 def test_starting_the_background_worker_imports_none_of_the_worker(tmp_path: Path):
     # The hook starts a worker process; the worker's modules (steps, docker) load there.
     repo = fixed_image_repo(tmp_path, worker="background")

@@ -168,13 +168,10 @@ def _run_staged(args: Any) -> int:
         elif args.format == "text":
             print("pachhook: no pipeline templates staged", file=sys.stderr)
         return EXIT_OK
-    from pathlib import Path
-
     from pachhook.validate import reporters as report
     from pachhook.validate.checks import has_errors, validate_bytes
 
-    root = Path(toplevel)
-    listing = gitrepo.git(["ls-files", "-s", "-z", "--", *staged], root, literal_pathspecs=True)
+    listing = gitrepo.git(["ls-files", "-s", "-z", "--", *staged], toplevel, literal_pathspecs=True)
     blobs: Dict[str, str] = {}
     for record in listing.split(b"\0"):
         meta, _, raw = record.partition(b"\t")
@@ -185,16 +182,16 @@ def _run_staged(args: Any) -> int:
     except ValueError as error:
         print(f"pachhook: {error}", file=sys.stderr)
         return EXIT_PROBLEMS if args.pachyderm_version is None else EXIT_USAGE
-    contents = gitrepo.read_blobs(blobs.values(), root)
+    contents = gitrepo.read_blobs(blobs.values(), toplevel)
     from pachhook.core.globs import GlobSet
     from pachhook.spec.sniff import CONVENTIONAL_NAME, by_convention_only, looks_like_template
     from pachhook.validate.checks import NOT_A_TEMPLATE
 
-    cwd = Path.cwd()
+    cwd = os.getcwd()
     diagnostics = []
     checked = 0
     for name in staged:
-        shown = os.path.relpath(root / name, cwd)
+        shown = os.path.relpath(os.path.join(toplevel, name), cwd)
         data = contents.get(blobs.get(name, ""))
         if data is None:
             print(f"pachhook: {shown}: cannot read the staged file from git", file=sys.stderr)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Tuple, Union
 
 from pachhook.core.records import Record
 
-JsonPath = Tuple[Union[str, int], ...]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (~5 ms) and pathlib stay off the hooks' paths: annotations only
+    from typing import Any, Tuple, Union
+
+    JsonPath = Tuple[Union[str, int], ...]
+else:
+    JsonPath = tuple  # at run time only a name to import: its shape is for type checkers
+
 
 ERROR = "error"
 WARNING = "warning"

@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from pachhook.core.diagnostics import JsonPath
 from pachhook.core.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (~5 ms) and pathlib stay off the hooks' paths: annotations only
+    from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 SCHEMA_PATH = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pipeline-spec.schema.json"
@@ -195,7 +198,7 @@ def _build(raw: Any, name: Optional[str], memo: Optional[Dict[str, SchemaNode]])
     return node
 
 
-class Defs(Dict[str, SchemaNode]):
+class Defs(dict[str, SchemaNode]):  # the built-in generic: typing is not imported at run time
     """The $defs, each compiled the first time a check reaches it (a spec uses a few of them)."""
 
     def __init__(self, raw: Dict[str, Any], memo: Dict[str, SchemaNode]) -> None:

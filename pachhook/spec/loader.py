@@ -27,11 +27,20 @@ import json
 import math
 import os
 import re
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from pachhook.core.diagnostics import ERROR, WARNING, Diagnostic, JsonPath, Problem, format_json_path
 from pachhook.core.records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (~5 ms) and pathlib stay off the hooks' paths: annotations only
+    from pathlib import Path
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+    Position = Tuple[int, int]  # 1-based line and column
+    _Done = Tuple[Any, Dict[JsonPath, Position], List[Tuple[JsonPath, Position, Position]]]
+else:
+    Position = tuple  # at run time only a name to import: its shape is for type checkers
+    _Done = tuple  # at run time only a name to import: its shape is for type checkers
 
 # A spec is a few kB; a file of 480 pipelines is ~220 kB. These bounds are also the hook's
 # time bound: JSON is read by the C parser (~1 s per MB of the tiniest values), YAML through
@@ -47,7 +56,6 @@ MAX_REPORTED = 100
 # yaml.v3 gives up on a key (a "simple key") longer than this, in JSON flow as in YAML blocks.
 MAX_KEY_CHARS = 1024
 
-Position = Tuple[int, int]  # 1-based line and column
 
 _JSON_START = re.compile(rb"\s*[\[{]")
 _DOC_MARKER = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
@@ -851,9 +859,6 @@ def _placeholder_hint(text: str, row: int) -> str:
             '; placeholders only go in string values: quote it, e.g. "{{ tag }}" (unquoted, `{{` starts a YAML mapping)'
         )
     return ""
-
-
-_Done = Tuple[Any, Dict[JsonPath, Position], List[Tuple[JsonPath, Position, Position]]]
 
 
 class _YamlBuilder:

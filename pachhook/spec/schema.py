@@ -7,11 +7,13 @@ person can act on it. `check` is the one entry point the validator uses.
 
 from __future__ import annotations
 
-from typing import Any, List
-
 from pachhook.core.diagnostics import ERROR, Problem
 from pachhook.spec.evaluate import MAX_PROBLEMS, SCHEMA_PATH, Schema, SchemaError, evaluate, json_type, load
 from pachhook.spec.wording import describe, duration_hint, not_a_mapping, quote_hint, word
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (~5 ms) and pathlib stay off the hooks' paths: annotations only
+    from typing import Any, List
 
 __all__ = [
     "MAX_PROBLEMS",

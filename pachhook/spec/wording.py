@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Dict, List, Optional
 
 from pachhook.core.diagnostics import ERROR, LONGEST_SHOWN_KEY, JsonPath, Problem, format_json_path
 from pachhook.spec.evaluate import MAX_DEPTH, Defs, Failure, SchemaNode, json_type
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (~5 ms) and pathlib stay off the hooks' paths: annotations only
+    from typing import Any, Dict, List, Optional
 
 # The rule ids of what the schema itself says about a field, a type, a value or a form (the
 # ones `validate --cluster` compares with the cluster's schema). too-deep and not-a-mapping,

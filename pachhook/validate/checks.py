@@ -8,14 +8,17 @@ turns their JSON-path problems into file:line:column diagnostics.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 from pachhook.core.diagnostics import ERROR, Diagnostic, Problem
 from pachhook.core.globs import GlobSet, find_templates
 from pachhook.spec import jsonnet, rules, schema, versions
 from pachhook.spec.loader import MAX_FILE_BYTES, LoadedFile, load_bytes, load_path
 from pachhook.spec.template import image_template_problems, image_to_build, render, sample_values
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing (~5 ms) and pathlib stay off the hooks' paths: annotations only
+    from pathlib import Path
+    from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 
 def validate_bytes(
@@ -132,6 +135,8 @@ def working_tree_templates(root: Path, config: Any, skipped: Optional[List[str]]
     commit); the `.git` folder is never searched. A file matched only by the naming
     conventions that holds no pipeline spec is left out (its path added to `skipped`).
     """
+    from pathlib import Path  # here: the hooks name their files and never walk the tree
+
     root = Path(root)
     found: List[Path] = []
     for folder, subfolders, files in os.walk(root):

@@ -399,3 +399,30 @@ def test_malformed_docker_config_is_named_as_such(tmp_path, monkeypatch, text, e
     assert message.startswith(f"docker config {folder / 'config.json'}") and expected in message, message
     assert "not reachable" not in message
     assert failure.retryable is False
+
+
+@pytest.mark.integration
+def test_a_push_right_after_its_build_starts_the_docker_cli_once(docker_env, tmp_path, monkeypatch):
+    # A docker CLI that notes each start, then runs the real one.
+    calls = tmp_path / "calls"
+    cli = tmp_path / "cli" / "docker"
+    cli.parent.mkdir()
+    cli.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec /usr/bin/docker "$@"\n')
+    cli.chmod(0o755)
+    monkeypatch.setenv("PACHHOOK_DOCKER_CLI", str(cli))
+    repo = make_repo(tmp_path, edges_files(docker_env))
+    job = make_job(repo, f"{docker_env.registry}/test-push/{uuid.uuid4().hex[:10]}")
+    built, _ = deliver(repo, job, steps=("build",))
+    image_ref = built["build"].data["image_ref"]
+    started = len(calls.read_text().splitlines())
+
+    pushed, lines = push_again(repo, job, built["build"].data)
+
+    # built by this process a moment ago: no push has named it, so the engine is not asked
+    assert pushed.outcome == "done"
+    assert calls.read_text().splitlines()[started:] == [f"push {image_ref}"]
+    started = len(calls.read_text().splitlines())
+    # a retry knows nothing of that: it asks the engine, and finds the tag already served
+    again, _ = push_again(repo, job, built["build"].data)
+    assert again.outcome == "reused"
+    assert calls.read_text().splitlines()[started:] == [f"image inspect {image_ref}"]

@@ -9,6 +9,7 @@ CLI call (enginecli.py) and docker-py is never imported; without one, docker-py'
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -78,6 +79,26 @@ class Engine:
         except Exception:  # docker-py's errors, or requests' escaping it: the engine does not say
             return {}
         return found if isinstance(found, dict) else {}
+
+
+# IMAGE:TAG -> image id, for images this process built. A build names a new image (its labels
+# hold the commit and the time it was built), which no push has named yet: the push step of
+# the same delivery then knows its (empty) RepoDigests without asking the engine, a CLI start
+# fewer. Another process (a retry, the worker) knows nothing of it and asks.
+_BUILT_HERE: Dict[str, str] = {}
+_BUILT_LOCK = threading.Lock()
+
+
+def built_here(image_ref: str, image_id: str) -> None:
+    """Note that this process has just built image_id and tagged it image_ref."""
+    with _BUILT_LOCK:
+        _BUILT_HERE[image_ref] = image_id
+
+
+def new_here(image_ref: str) -> bool:
+    """Whether this process built image_ref and has not asked about it since (asked once)."""
+    with _BUILT_LOCK:
+        return _BUILT_HERE.pop(image_ref, None) is not None
 
 
 def _api(call: Callable[[], Any], what: str, passes: Optional[type] = None) -> Any:

@@ -327,6 +327,9 @@ def _build_or_reuse(ctx: StepContext, engine: Any, plan: Any, image_ref: str, ta
             )
         image_id = _build(ctx, engine, plan, image_ref)
         ctx.log(f"build: built {image_ref} ({image_id[7:19]})")
+        from pachhook.deliver import dockerengine
+
+        dockerengine.built_here(image_ref, image_id)
         return StepResult(
             outcome="done",
             message=f"built {image_ref}",

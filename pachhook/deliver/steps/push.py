@@ -17,7 +17,7 @@ import time
 from typing import Any, Dict, NoReturn, Optional
 
 from pachhook.core.sanitize import one_line
-from pachhook.deliver import dockerauth, dockerclient, enginecli, imagekeys, order
+from pachhook.deliver import dockerauth, dockerclient, dockerengine, enginecli, imagekeys, order
 from pachhook.deliver.buildcontext import human_size
 from pachhook.deliver.enginecli import EngineError
 from pachhook.deliver.registry import RegistryError, RegistrySession, session_without_engine
@@ -199,6 +199,9 @@ class _Pusher:
         the image, else those the engine recorded for its pushes."""
         if self.engine is None:
             return {self.held}
+        built_here = dockerengine.new_here(self.image_ref)
+        if built_here and self.engine.cli is not None:
+            return set()  # built by this process a moment ago: no push has named it (dockerengine.py)
         try:
             image = self.engine.images([self.image_ref]).get(self.image_ref)
         except dockerclient.EngineUnavailable as error:
@@ -206,11 +209,11 @@ class _Pusher:
         except EngineError as error:
             raise _Transient(f"Docker engine: {error}") from None
         if image is None:
-            raise StepError(
-                f"image {self.image_ref} is not on the Docker engine any more; retry the job to build it again",
-                retryable=True,
-            )
+            raise StepError(self._gone(), retryable=True)
         return image.digests_in(self.repository)
+
+    def _gone(self) -> str:
+        return f"image {self.image_ref} is not on the Docker engine any more; retry the job to build it again"
 
     def _result(self, digest: str, outcome: str, message: str) -> StepResult:
         return StepResult(
@@ -336,8 +339,9 @@ class _Pusher:
         except dockerclient.EngineUnavailable as error:
             raise StepError(str(error), retryable=True) from None
         except EngineError as error:
+            if "does not exist locally" in error.cause:  # the CLI's words for an image gone meanwhile
+                raise StepError(self._gone(), retryable=True) from None
             self._fail(error.cause)
-            raise  # _fail always raises
 
     def _push_stream(self, view: Any) -> str:
         from docker.errors import APIError, DockerException

@@ -9,6 +9,7 @@ CLI call (enginecli.py) and docker-py is never imported; without one, docker-py'
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -40,7 +41,7 @@ class Engine:
         found: Dict[str, LocalImage] = {}
         for ref in dict.fromkeys(ref for ref in refs if ref):
             try:
-                image = _api(lambda ref=ref: self.client.images.get(ref), f"inspect {ref}", ImageNotFound)
+                image = _api(functools.partial(self.client.images.get, ref), f"inspect {ref}", ImageNotFound)
             except ImageNotFound:
                 continue
             found[ref] = LocalImage(

@@ -145,9 +145,12 @@ def inspect_images(cli: str, refs: Sequence[str]) -> Dict[str, LocalImage]:
     for ref, entry in zip(present, described):
         if not isinstance(entry, dict):
             continue
-        config = entry.get("Config") if isinstance(entry.get("Config"), dict) else {}
-        labels = config.get("Labels") if isinstance(config.get("Labels"), dict) else {}
-        digests = entry.get("RepoDigests") if isinstance(entry.get("RepoDigests"), list) else []
+        config = entry.get("Config")
+        config = config if isinstance(config, dict) else {}
+        labels = config.get("Labels")
+        labels = labels if isinstance(labels, dict) else {}
+        digests = entry.get("RepoDigests")
+        digests = digests if isinstance(digests, list) else []
         images[ref] = LocalImage(
             id=str(entry.get("Id", "")),
             labels={str(key): str(value) for key, value in labels.items()},

@@ -50,7 +50,7 @@ def recall(topic: str, key: Any, parse: Callable[[Any], Optional[T]], folder: Op
     """
     text = _text(key)
     if (topic, text) in _IN_PROCESS:
-        return _IN_PROCESS[(topic, text)]  # type: ignore[no-any-return]
+        return _IN_PROCESS[(topic, text)]
     if folder is None:
         return None
     stored = _read(topic, folder).get(text)

@@ -91,9 +91,10 @@ def run_commit(args: argparse.Namespace) -> int:
                 print(line, file=progress, flush=True)
 
     try:
-        status = deliver_commit(
-            args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report, force=args.force, live=live
-        )
+        with gitrepo.config_snapshot():  # one delivery reads git's configuration once
+            status = deliver_commit(
+                args.commit or "HEAD", dry_run=args.dry_run, out=out, report=report, force=args.force, live=live
+            )
     finally:
         if live is not None:
             live.close()

@@ -10,6 +10,7 @@ hook's five questions with a single process.
 
 from __future__ import annotations
 
+import _thread  # built in: a lock without importing threading, which the hooks do not need
 import os
 
 ZERO_SHA = "0" * 40
@@ -20,9 +21,10 @@ DEFAULT_TIMEOUT = 300.0
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
-    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+    from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
     PathLike = Union[str, Path]
+    T = TypeVar("T")
 
 
 class GitError(Exception):
@@ -243,8 +245,9 @@ def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
     if len(out) != 5:
         raise GitError(f"unknown revision {rev!r}")
     root, git_dir, common, commit, tree = out
-    _remember_common_dir(cwd, common)
-    _remember_common_dir(root, common)
+    for folder in (cwd, root):
+        _remember_dir("common", folder, common)
+    _remember_dir("git", cwd, git_dir)
     info = HeadInfo(root, git_dir, common, commit, tree, "")
     info.branch = _branch_of(git_dir, rev)
     return info
@@ -294,19 +297,29 @@ def git_common_dir_text(cwd: Optional[PathLike] = None) -> str:
     Asked of git once per folder and process: a delivery needs it in several places
     (the queue, the build step, the default branch, twice), each a git process.
     """
+    return _dir_of("common", "--git-common-dir", cwd)
+
+
+def git_dir(cwd: Optional[PathLike] = None) -> Path:
+    """This worktree's git dir; asked of git once per folder and process, as the common dir."""
+    return _path(_dir_of("git", "--git-dir", cwd))
+
+
+# (kind, folder) -> the git dir ("git") or common dir ("common") of the repository the
+# folder is in, as git said it in this process: a folder's repository does not change
+# under a running command.
+_DIRS: Dict[Tuple[str, str], str] = {}
+_DIRS_LIMIT = 128  # tests and long workers meet many folders: keep the newest
+
+
+def _dir_of(kind: str, option: str, cwd: Optional[PathLike]) -> str:
     key = _folder_key(cwd)
-    known = _COMMON_DIRS.get(key)
+    known = _DIRS.get((kind, key))
     # a folder or repository removed since is asked of git again, which says what is wrong
     if known is None or not (os.path.isdir(key) and os.path.isdir(known)):
-        known = _text(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd)
-        _remember_common_dir(cwd, known)
+        known = _text(["rev-parse", "--path-format=absolute", option], cwd)
+        _remember_dir(kind, cwd, known)
     return known
-
-
-# folder (absolute) -> the git common dir of the repository it is in, as git said it in
-# this process: a folder's repository does not change under a running command.
-_COMMON_DIRS: Dict[str, str] = {}
-_COMMON_DIRS_LIMIT = 64  # tests and long workers meet many folders: keep the newest
 
 
 def _folder_key(cwd: Optional[PathLike]) -> str:
@@ -317,17 +330,13 @@ def _folder_key(cwd: Optional[PathLike]) -> str:
         return ""
 
 
-def _remember_common_dir(cwd: Optional[PathLike], common: str) -> None:
+def _remember_dir(kind: str, cwd: Optional[PathLike], found: str) -> None:
     key = _folder_key(cwd)
-    if not key or not os.path.isdir(common):
+    if not key or not os.path.isdir(found):
         return
-    if len(_COMMON_DIRS) >= _COMMON_DIRS_LIMIT:
-        _COMMON_DIRS.pop(next(iter(_COMMON_DIRS)), None)
-    _COMMON_DIRS[key] = common
-
-
-def git_dir(cwd: Optional[PathLike] = None) -> Path:
-    return _path(_text(["rev-parse", "--path-format=absolute", "--git-dir"], cwd))
+    if len(_DIRS) >= _DIRS_LIMIT:
+        _DIRS.pop(next(iter(_DIRS)), None)
+    _DIRS[(kind, key)] = found
 
 
 def head_commit(cwd: Optional[PathLike] = None) -> str:
@@ -369,10 +378,16 @@ def current_branch(cwd: Optional[PathLike] = None) -> str:
 
 def show_file(commit: str, path: str, cwd: Optional[PathLike] = None) -> Optional[bytes]:
     """The bytes of `path` as it stands in `commit`, None when the commit has no such file."""
+    question = ("file", _folder_key(cwd), commit, path)
+    known = settled(question)
+    if known is not UNKNOWN:
+        return known  # type: ignore[return-value]
     try:
-        return git(["cat-file", "blob", f"{commit}:{path}"], cwd)
+        data: Optional[bytes] = git(["cat-file", "blob", f"{commit}:{path}"], cwd)
     except GitError:
-        return None
+        data = None
+    _settle_file(question, data)
+    return data
 
 
 def changed_paths(a: Optional[str], b: str, cwd: Optional[PathLike] = None) -> List[str]:
@@ -384,10 +399,27 @@ def changed_paths(a: Optional[str], b: str, cwd: Optional[PathLike] = None) -> L
 
 
 def remote_url(name: str, cwd: Optional[PathLike] = None) -> Optional[str]:
-    try:
-        return _text(["remote", "get-url", name], cwd) or None
-    except GitError:
-        return None
+    """The URL of remote `name` (insteadOf applied), None when there is no such remote."""
+
+    def ask() -> Optional[str]:
+        try:
+            return _text(["remote", "get-url", name], cwd) or None
+        except GitError:
+            return None
+
+    return _configured(("remote-url", _folder_key(cwd), name), ask)
+
+
+def remote_names(cwd: Optional[PathLike] = None) -> List[str]:
+    """The repository's remotes, as `git remote` lists them ([] when it cannot)."""
+
+    def ask() -> List[str]:
+        try:
+            return git(["remote"], cwd).decode(errors="replace").split()
+        except GitError:
+            return []
+
+    return list(_configured(("remotes", _folder_key(cwd)), ask))
 
 
 class TreeEntry:
@@ -409,6 +441,10 @@ def ls_tree(
 
     With paths, only the entries under those paths and the folders leading to them.
     """
+    question = ("ls-tree", _folder_key(cwd), commit, tuple(paths), literal_pathspecs and bool(paths))
+    known = settled(question)
+    if known is not UNKNOWN:
+        return dict(known)  # type: ignore[call-overload, no-any-return]  # a copy: callers may change theirs
     args = ["ls-tree", "-r", "-t", "-z", "--full-tree", commit]
     if paths:
         args += ["--", *paths]
@@ -421,6 +457,8 @@ def ls_tree(
         mode, kind, sha = meta.decode().split(" ")
         path = raw_path.decode("utf-8", errors="surrogateescape")
         entries[path] = TreeEntry(path, kind, sha, mode)
+    if is_full_sha(commit):
+        settle(question, dict(entries), 1 + len(entries))
     return entries
 
 
@@ -436,11 +474,18 @@ def read_blobs(shas: Iterable[str], cwd: Optional[PathLike] = None) -> Dict[str,
 def show_files(commit: str, paths: Sequence[str], cwd: Optional[PathLike] = None) -> Dict[str, Optional[bytes]]:
     """The bytes of each of `paths` as it stands in `commit` (None for a path it has no
     file at), from one git process: `show_file` for several files."""
-    found = _read_objects([f"{commit}:{path}" for path in paths], cwd)
+    folder = _folder_key(cwd)
     shown: Dict[str, Optional[bytes]] = {}
     for path in paths:
+        known = settled(("file", folder, commit, path))
+        if known is not UNKNOWN:
+            shown[path] = known  # type: ignore[assignment]
+    asked = [path for path in paths if path not in shown]
+    found = _read_objects([f"{commit}:{path}" for path in asked], cwd)
+    for path in asked:
         kind, data = found.get(f"{commit}:{path}", ("missing", b""))
         shown[path] = data if kind == "blob" else None
+        _settle_file(("file", folder, commit, path), shown[path])
     return shown
 
 
@@ -469,10 +514,83 @@ def rev_list(args: Sequence[str], cwd: Optional[PathLike] = None) -> List[str]:
 
 
 def config_get(key: str, cwd: Optional[PathLike] = None) -> Optional[str]:
-    try:
-        return _text(["config", "--get", key], cwd) or None
-    except GitError:
-        return None
+    def ask() -> Optional[str]:
+        try:
+            return _text(["config", "--get", key], cwd) or None
+        except GitError:
+            return None
+
+    return _configured(("config", _folder_key(cwd), key), ask)
+
+
+# Answers kept in this process, so that one delivery asks git each question once.
+#
+# Settled: what a full object id names never changes (a commit's tree listing and files,
+# whether one commit descends from another), so those answers are kept for the process,
+# bounded by weight: an answer weighs 1, a tree listing 1 per entry, a file 1 per 64 bytes
+# (a whole listing of a 100k-file tree weighs 100k, about 15 MB held).
+_SETTLED: Dict[Tuple[object, ...], Tuple[object, int]] = {}
+_SETTLED_WEIGHT = [0]
+_SETTLING = _thread.allocate_lock()  # the builds of one commit run in threads
+_SETTLED_WEIGHT_LIMIT = 400_000
+_SETTLED_FILE_BYTES = 1 << 20  # a bigger file is read again when asked again
+UNKNOWN = object()
+
+
+def settled(question: Tuple[object, ...]) -> object:
+    """The kept answer to `question` (see `settle`), or `UNKNOWN`."""
+    return _SETTLED.get(question, (UNKNOWN, 0))[0]
+
+
+def settle(question: Tuple[object, ...], answer: object, weight: int = 1) -> None:
+    """Keep `answer` to `question` for the process: for questions about full object ids
+    only, whose answers cannot change. The oldest answers go first past the weight limit."""
+    if weight > _SETTLED_WEIGHT_LIMIT // 4:
+        return
+    with _SETTLING:
+        _SETTLED_WEIGHT[0] += weight - _SETTLED.pop(question, (None, 0))[1]
+        _SETTLED[question] = (answer, weight)
+        while _SETTLED_WEIGHT[0] > _SETTLED_WEIGHT_LIMIT:
+            _SETTLED_WEIGHT[0] -= _SETTLED.pop(next(iter(_SETTLED)))[1]
+
+
+def _settle_file(question: Tuple[object, ...], data: Optional[bytes]) -> None:
+    if is_full_sha(str(question[2])) and (data is None or len(data) <= _SETTLED_FILE_BYTES):
+        settle(question, data, 1 + len(data or b"") // 64)
+
+
+# A snapshot of git's configuration (config values, remotes and their URLs): within one,
+# each question is asked of git once. A delivery reads under one (`config_snapshot`), so
+# its steps see one configuration; a change made meanwhile is seen by the next delivery.
+_SNAPSHOT: Optional[Dict[Tuple[str, ...], object]] = None
+_SNAPSHOT_DEPTH = 0
+
+
+class config_snapshot:
+    """`with gitrepo.config_snapshot():` git configuration read once inside (nests; the
+    outermost ends it). Threads started inside share it."""
+
+    def __enter__(self) -> "config_snapshot":
+        global _SNAPSHOT, _SNAPSHOT_DEPTH
+        if _SNAPSHOT_DEPTH == 0:
+            _SNAPSHOT = {}
+        _SNAPSHOT_DEPTH += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _SNAPSHOT, _SNAPSHOT_DEPTH
+        _SNAPSHOT_DEPTH -= 1
+        if _SNAPSHOT_DEPTH == 0:
+            _SNAPSHOT = None
+
+
+def _configured(question: Tuple[str, ...], ask: "Callable[[], T]") -> "T":
+    snapshot = _SNAPSHOT
+    if snapshot is None:
+        return ask()
+    if question not in snapshot:
+        snapshot[question] = ask()
+    return snapshot[question]  # type: ignore[return-value]
 
 
 def hooks_dir(cwd: Optional[PathLike] = None) -> Path:

@@ -77,12 +77,13 @@ def plan(root: Path, commit: str, config: Config) -> List[Planned]:
     """The pipelines of every template in `commit`, in dependency order."""
     entries = gitrepo.ls_tree(commit, root)
     templates = commit_templates(entries, config.templates)
-    blobs = gitrepo.read_blobs([entries[path].sha for path in templates], root)
+    # read as `commit:path`, so the update step's render finds each one read (gitrepo.settle)
+    sources = gitrepo.show_files(commit, templates, root)
     planned: List[Planned] = []
     problems: List[str] = []
     seen: Dict[str, str] = {}
     for path in templates:
-        parsed = parse_template(blobs.get(entries[path].sha), path, config.jsonnet_args)
+        parsed = parse_template(sources.get(path), path, config.jsonnet_args)
         if foreign_file(path, parsed, config):
             continue  # named like a template, holds none: another tool's file
         if parsed.get("error"):

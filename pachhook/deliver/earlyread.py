@@ -161,17 +161,44 @@ def read_ahead(repo_root: Path, git_dir: Path, jobs: Sequence[Any]) -> Optional[
     except BackendError:  # reported by the update step, which opens the session again
         return None
     backend = make_backend(config, environment, session, Path(gitrepo.state_folder(git_dir)))
-    return ReadAhead(environment, session, backend, wanted, Early(lambda: _read(backend, wanted), "pachhook-live-read"))
+    reads = Early(
+        lambda: _read(backend, wanted, lambda live: _ask_order(repo_root, first.commit, live)), "pachhook-live-read"
+    )
+    return ReadAhead(environment, session, backend, wanted, reads)
 
 
-def _read(backend: Any, wanted: Dict[str, List[str]]) -> Tuple[LiveStates, Optional[Version]]:
+def _read(
+    backend: Any, wanted: Dict[str, List[str]], then: Callable[[LiveStates], None]
+) -> Tuple[LiveStates, Optional[Version]]:
     """The early thread's calls, one after another: the live read first, which on a new
     private session is the call pachctl records the cluster's deployment ID after (it writes
     the session's configuration file on a first connect, unlocked: reference P7, P21), so no
-    two pachctl processes of one session ever start while that write may happen."""
+    two pachctl processes of one session ever start while that write may happen; `then`
+    with what it read."""
     live = {project: backend.inspect_all(names, project) for project, names in wanted.items()}
+    then(live)
     try:
         version: Optional[Version] = view_for(backend).version()
     except Exception:  # BackendError, ClusterError: asked again after the update
         version = None
     return live, version
+
+
+def _ask_order(repo_root: Path, commit: str, live: LiveStates) -> None:
+    """Ask git now what the order check will ask of each live commit (order.decide: does
+    this clone have it, is it an ancestor of the job's): the answers are kept for the
+    process (gitrepo.settle), so the check after the push starts no git process. Asking
+    early changes nothing: a failure here is met, and reported, at the check."""
+    from pachhook.deliver import order
+    from pachhook.deliver.steps.update import COMMIT_ANNOTATION
+
+    for states in live.values():
+        for state in states.values():
+            older = state.annotations.get(COMMIT_ANNOTATION, "") if state is not None else ""
+            if not (gitrepo.is_full_sha(older) and gitrepo.is_full_sha(commit)) or older == commit:
+                continue
+            try:
+                if order.known(older, repo_root):
+                    order.is_ancestor(older, commit, repo_root)
+            except Exception:  # GitError, OSError: the check asks again
+                continue

@@ -87,6 +87,11 @@ def _env() -> Dict[str, str]:
     return clibuild.cli_env(buildkit=False)
 
 
+def cannot_connect(text: str) -> bool:
+    """Whether the CLI's words say it could not reach the engine at all."""
+    return bool(_NO_ENGINE.search(text))
+
+
 def _failure(what: str, text: str) -> Exception:
     """The error for a failed CLI call: the engine unreachable, or the CLI's last words."""
     from pachhook.deliver import dockerclient

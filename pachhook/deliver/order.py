@@ -32,14 +32,36 @@ class Verdict:
 
 
 def is_ancestor(older: str, newer: str, root: Path) -> bool:
-    """Whether `older` is `newer` or an ancestor of it (git merge-base --is-ancestor)."""
+    """Whether `older` is `newer` or an ancestor of it (git merge-base --is-ancestor).
+
+    Between two full SHAs the answer never changes: it is asked of git once per process
+    (the early read asks it while the images build: earlyread.py)."""
+    question = ("is-ancestor", str(root), older, newer)
+    answer = gitrepo.settled(question)
+    if isinstance(answer, bool):
+        return answer
     result = gitrepo.run(["merge-base", "--is-ancestor", older, newer], root, timeout=60)
+    # 0: it is; 1: it is not; anything else (a commit missing) is no answer to keep
+    if result.returncode in (0, 1) and gitrepo.is_full_sha(older) and gitrepo.is_full_sha(newer):
+        gitrepo.settle(question, result.returncode == 0)
     return result.returncode == 0
 
 
 def known(commit: str, root: Path) -> bool:
-    result = gitrepo.run(["cat-file", "-e", f"{commit}^{{commit}}"], root, timeout=30)
-    return result.returncode == 0
+    """Whether this clone has `commit`, a live pipeline's. Only a yes is kept for the
+    process: a fetch may bring a commit in. (`unreachable` asks git each time: a rewritten
+    job's commit may be garbage-collected while a worker runs.)"""
+    question = ("known", str(root), commit)
+    if gitrepo.settled(question) is True:
+        return True
+    found = _exists(commit, root)
+    if found and gitrepo.is_full_sha(commit):
+        gitrepo.settle(question, True)
+    return found
+
+
+def _exists(commit: str, root: Path) -> bool:
+    return gitrepo.run(["cat-file", "-e", f"{commit}^{{commit}}"], root, timeout=30).returncode == 0
 
 
 def fetch_branch(branch: str, root: Path) -> str:
@@ -59,7 +81,7 @@ def unreachable(commit: str, branch: str, root: Path) -> str:
     delete it: such a job is superseded, never delivered (a commit nobody's branch holds
     must not replace what runs).
     """
-    if not known(commit, root):
+    if not _exists(commit, root):
         return f"commit {commit[:12]} no longer exists in this repository (rewritten, then garbage-collected)"
     if not branch:
         return ""

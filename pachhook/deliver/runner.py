@@ -474,7 +474,8 @@ def drain(
             ids = [job.id for job in jobs]
             heartbeat = _Heartbeat(os.path.dirname(queue.folder_str), ids, worker_id, lease_seconds)
             try:
-                finals = process_group(queue, jobs, repo_root, show, worker_id, dry_run, live)
+                with gitrepo.config_snapshot():  # one commit's delivery reads git's configuration once
+                    finals = process_group(queue, jobs, repo_root, show, worker_id, dry_run, live)
             except LeaseLost as error:
                 say(f"{', '.join(labels.values())}: {error}")
                 for job_id in ids:

@@ -64,10 +64,7 @@ def remote_url(repo_root: Path, branch: str) -> str:
 
     names = [gitrepo.config_get(f"branch.{branch}.remote", repo_root)] if branch else []
     names.append("origin")
-    try:
-        names.extend(gitrepo.git(["remote"], repo_root).decode(errors="replace").split())
-    except gitrepo.GitError:
-        pass
+    names.extend(gitrepo.remote_names(repo_root))
     for name in names:
         if name and name != ".":
             url = gitrepo.remote_url(name, repo_root)
@@ -85,13 +82,16 @@ def _find_reusable(engine: Any, key: str, image_ref: str, ctx: StepContext) -> O
     # Where the key was recorded: the image this clone built for it and the tag itself (one
     # inspect), then the digests pushed for it (pulled from the registry). Never a label
     # search over every image on the engine: that grew with the engine (0.46 s at 4,363
-    # images) and was paid by every new key.
-    candidates = (imagekeys.recorded_image(ctx.git_dir, key), image_ref)
-    held = engine.images(candidates)
-    for candidate in candidates:
-        image = held.get(candidate)
-        if image is not None and image.labels.get(LABEL_KEY) == key:
-            return image
+    # images) and was paid by every new key. A key this clone has recorded nothing for (a
+    # code change, most often) asks the engine nothing: a docker CLI start saved.
+    recorded = imagekeys.recorded_image(ctx.git_dir, key)
+    if recorded:
+        candidates = (recorded, image_ref)
+        held = engine.images(candidates)
+        for candidate in candidates:
+            image = held.get(candidate)
+            if image is not None and image.labels.get(LABEL_KEY) == key:
+                return image
 
     for ref in imagekeys.recorded_refs(ctx.git_dir, key):
         ctx.log(f"build: pulling {ref}, pushed earlier for the same context")
@@ -475,6 +475,10 @@ def _build_with_cli(
             view.close()
     if result.image_id:
         return result.image_id
+    from pachhook.deliver import dockerclient, enginecli
+
+    if enginecli.cannot_connect(result.error):  # said as every other engine call says it
+        raise StepError(str(dockerclient.unreachable("the docker CLI cannot connect to it")), retryable=True)
     message = f"docker build of {image_ref} failed: {result.error}"
     if _BRIDGE_MISSING.search(result.error):
         message += (

@@ -159,3 +159,35 @@ def test_the_common_dir_is_asked_again_once_its_folder_is_gone(repo: Repo, tmp_p
     subprocess_env = dict(repo.env)
     Repo(inner, subprocess_env).git("init", "-q")
     assert gitrepo.git_common_dir_text(inner) == str(inner / ".git")
+
+
+def test_what_a_commit_holds_is_read_once_and_handed_out_as_a_copy(repo: Repo, monkeypatch):
+    commit = commit_files(repo, {"a.txt": "a\n", "sub/b.txt": "b\n"})
+    first = gitrepo.ls_tree(commit, repo.path)
+    first.pop("a.txt")  # a caller changing its listing changes no one else's
+    assert gitrepo.show_file(commit, "a.txt", repo.path) == b"a\n"
+    # From here git would fail every call: what a full SHA names is not asked again.
+    monkeypatch.setenv("GIT_DIR", str(repo.path / "no-such-git-dir"))
+    assert sorted(gitrepo.ls_tree(commit, repo.path)) == ["a.txt", "sub", "sub/b.txt"]
+    assert gitrepo.show_files(commit, ["a.txt"], repo.path) == {"a.txt": b"a\n"}
+    # A name that can move (a branch, HEAD) is asked each time.
+    with pytest.raises(gitrepo.GitError):
+        gitrepo.ls_tree("HEAD", repo.path)
+
+
+def test_git_configuration_is_read_once_within_a_snapshot_and_afresh_after_it(repo: Repo):
+    commit_files(repo, {"a.txt": "a"})
+    repo.git("remote", "add", "origin", "https://example.invalid/one.git")
+    with gitrepo.config_snapshot():
+        assert gitrepo.remote_url("origin", repo.path) == "https://example.invalid/one.git"
+        assert gitrepo.config_get("pachhook.test", repo.path) is None
+        repo.git("remote", "set-url", "origin", "https://example.invalid/two.git")
+        repo.git("config", "pachhook.test", "set")
+        # one delivery sees one configuration
+        assert gitrepo.remote_url("origin", repo.path) == "https://example.invalid/one.git"
+        assert gitrepo.config_get("pachhook.test", repo.path) is None
+    # the next one sees the change; and outside a snapshot nothing is kept
+    assert gitrepo.remote_url("origin", repo.path) == "https://example.invalid/two.git"
+    assert gitrepo.config_get("pachhook.test", repo.path) == "set"
+    repo.git("config", "pachhook.test", "changed")
+    assert gitrepo.config_get("pachhook.test", repo.path) == "changed"

@@ -8,6 +8,9 @@ happens (flushed per line), so a line's arrival says when that step ended.
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -193,3 +196,57 @@ def test_a_dry_run_reads_nothing_early(slow_build, double):
         ["inspect", "pipeline"],
         ["list", "datum"],
     ]
+
+
+def git_shim(folder: Path, log: Path) -> str:
+    """A `git` first on PATH that writes each call (time.time(), then its arguments) to
+    `log` and runs the real git; the PATH to use."""
+    real = shutil.which("git")
+    assert real is not None
+    folder.mkdir()
+    shim = folder / "git"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'{{ date +%s.%N | tr -d "\\n"; for arg in "$@"; do printf "\\037%s" "$arg"; done; echo; }} >> {shlex.quote(str(log))}\n'
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
+    shim.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def git_calls(log: Path) -> List[Tuple[float, List[str]]]:
+    found = []
+    for line in log.read_text().splitlines():
+        when, *args = line.split("\x1f")
+        found.append((float(when), args))
+    return found
+
+
+@pytest.mark.integration
+def test_a_delivery_asks_git_each_question_once_and_the_order_checks_while_the_image_builds(
+    slow_build, double, tmp_path, monkeypatch
+):
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    assert status == 0, "\n".join(line for _, line in lines) + errors
+    live = git(slow_build, "rev-parse", "HEAD")
+    (slow_build / "edges" / "run.sh").write_text("echo changed\n")
+    git(slow_build, "commit", "-q", "-am", "a code change")
+    head = git(slow_build, "rev-parse", "HEAD")
+    log = tmp_path / "git-calls"
+    monkeypatch.setenv("PATH", git_shim(tmp_path / "shim", log))
+
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    output = "\n".join(line for _, line in lines)
+    assert status == 0, output + errors
+    assert "edges: update: done: edges v2" in output
+    asked = git_calls(log)
+    # Each question once: the same arguments never twice (`cat-file --batch` reads its
+    # questions from stdin, and its calls ask different ones).
+    repeated = [args for args in {tuple(a) for _, a in asked} if [a for _, a in asked].count(list(args)) > 1]
+    assert [args for args in repeated if args[-2:] != ("cat-file", "--batch")] == [], asked
+    # The order check's questions of the live commit (does this clone have it, is it an
+    # ancestor of HEAD) were asked while the image built, not after the push.
+    built = arrived(lines, "edges: build: done")
+    order = [when for when, args in asked if live in " ".join(args) and ("cat-file" in args or "merge-base" in args)]
+    assert order and max(order) < built, asked
+    assert any(args[-4:] == ["merge-base", "--is-ancestor", live, head] for _, args in asked), asked

@@ -9,16 +9,16 @@ Credentials travel in request headers only; no message here ever includes them.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import re
 import socket
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Union
+
+# urllib.request, http.client and ssl (~20 ms with email behind them) are imported where a
+# request is made: a code change's delivery imports this module for its names and makes none.
+if TYPE_CHECKING:
+    import urllib.request
 
 from pachhook.core.sanitize import one_line
 
@@ -52,15 +52,21 @@ class ImageConfig:
     labels: Dict[str, str]
 
 
-class _NoRedirectAuth(urllib.request.HTTPRedirectHandler):
-    """Drop the Authorization header when a redirect leaves the registry (blob stores do)."""
+def _no_redirect_auth() -> "urllib.request.HTTPRedirectHandler":
+    """A redirect handler that drops the Authorization header when a redirect leaves the
+    registry (blob stores do)."""
+    import urllib.parse
+    import urllib.request
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
-            new.headers.pop("Authorization", None)
-            new.unredirected_hdrs.pop("Authorization", None)
-        return new
+    class NoRedirectAuth(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            new = super().redirect_request(req, fp, code, msg, headers, newurl)
+            if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+                new.headers.pop("Authorization", None)
+                new.unredirected_hdrs.pop("Authorization", None)
+            return new
+
+    return NoRedirectAuth()
 
 
 def api_host(registry: str) -> str:
@@ -70,6 +76,10 @@ def api_host(registry: str) -> str:
 
 def describe_failure(error: BaseException, timeout: float) -> Tuple[str, bool]:
     """(what went wrong, in a few words; whether trying again may help) for a failed request."""
+    import http.client
+    import ssl
+    import urllib.error
+
     reason = getattr(error, "reason", None) if isinstance(error, urllib.error.URLError) else error
     reason = reason if isinstance(reason, BaseException) else error
     text = one_line(reason, 200)
@@ -151,6 +161,9 @@ class RegistrySession:
     def _opener(self, verify: bool = True) -> urllib.request.OpenerDirector:
         # Built on first use: loading the system's CA certificates costs ~0.2 s, which a
         # loopback or insecure registry never needs.
+        import ssl
+        import urllib.request
+
         if verify not in self._openers:
             if verify:
                 context = ssl.create_default_context()
@@ -159,7 +172,7 @@ class RegistrySession:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
             self._openers[verify] = urllib.request.build_opener(
-                urllib.request.HTTPSHandler(context=context), _NoRedirectAuth()
+                urllib.request.HTTPSHandler(context=context), _no_redirect_auth()
             )
         return self._openers[verify]
 
@@ -172,6 +185,10 @@ class RegistrySession:
 
     def _send(self, method: str, path: str, headers: Dict[str, str], data: Optional[bytes] = None):
         """(status, headers, body) of one request; tries the schemes the registry allows."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
         last: Optional[BaseException] = None
         first: Optional[BaseException] = None
         for scheme, verify in self._bases():
@@ -230,6 +247,11 @@ class RegistrySession:
         raise RegistryError(f"registry {self.registry} answered {status} for {what}", transient=False)
 
     def _token(self, challenge: Dict[str, str], scope: str) -> str:
+        import http.client
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
         realm = challenge.get("realm")
         if not realm:
             raise RegistryError(f"registry {self.registry} asks for a token without naming where", transient=False)

@@ -72,7 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pachhook: unknown command {name!r}", file=sys.stderr)
         print(_usage(), file=sys.stderr)
         return 2
-    return guard(name, args[1:])
+    status = guard(name, args[1:])
+    if argv is None:  # this process is the `pachhook` program, not a caller of main(ARGS)
+        from pachhook.core import processend
+
+        if processend.may_end_now():
+            processend.end_process(status)
+    return status
 
 
 def guard(name: str, argv: Sequence[str]) -> int:

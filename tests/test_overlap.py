@@ -1,4 +1,5 @@
-"""Cluster calls off the critical path (issue 16, deliver/earlyread.py), as the cluster sees them.
+"""The delivery's critical path (issue 16): cluster calls off it (deliver/earlyread.py), as the
+cluster sees them; git asked each question once; the program's end.
 
 The pachctl TEST DOUBLE (tests/doubles/pachctl) keeps each call's wall-clock start and end in
 its state folder's timeline.jsonl; `pachhook run --commit` prints each step's outcome as it
@@ -250,3 +251,36 @@ def test_a_delivery_asks_git_each_question_once_and_the_order_checks_while_the_i
     order = [when for when, args in asked if live in " ".join(args) and ("cat-file" in args or "merge-base" in args)]
     assert order and max(order) < built, asked
     assert any(args[-4:] == ["merge-base", "--is-ancestor", live, head] for _, args in asked), asked
+
+
+@pytest.mark.integration
+def test_the_program_ends_without_teardown_yet_runs_its_exit_callbacks_and_says_everything(
+    slow_build, double, tmp_path, monkeypatch
+):
+    # `pachhook run` as a program ends with os._exit once the command has returned
+    # (core/processend.py): its output, exit status and atexit callbacks (the credential
+    # guards' folder the build made is removed) are what an ordinary exit gives.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    # A credential helper the docker config names (for another registry), so the build's
+    # docker CLI runs with a guard for it, in a folder of this process's own.
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    helper = helpers / "docker-credential-phktest"
+    helper.write_text("#!/bin/sh\necho 'credentials not found in native keychain'\nexit 1\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helpers}{os.pathsep}{os.environ['PATH']}")
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"credHelpers": {"registry.example.invalid": "phktest"}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    output = "\n".join(line for _, line in lines)
+    assert status == 0, output + errors
+    assert "edges: update: done: edges v1" in output
+    assert output.splitlines()[-1].startswith("edges "), output  # the summary table's last row
+    assert sorted(path.name for path in scratch.iterdir()) == [], errors
+    # A failing command's status comes through the same way.
+    status, lines, errors = run_timed(slow_build, "--commit", "no-such-revision")
+    assert status == 2 and "unknown revision 'no-such-revision'" in errors, errors

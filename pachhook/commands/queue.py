@@ -99,9 +99,9 @@ def _rewritten_commits() -> List[str]:
 
 def _is_hook_process() -> bool:
     """Whether this process is `pachhook queue` itself (not a caller importing main)."""
-    import os
+    from pachhook.core import processend
 
-    return sys.argv[1:2] == ["queue"] and "PACHHOOK_NO_FAST_EXIT" not in os.environ
+    return sys.argv[1:2] == ["queue"] and processend.SLOW_EXIT_VARIABLE not in os.environ
 
 
 def _exit_now() -> None:
@@ -112,11 +112,9 @@ def _exit_now() -> None:
     what SQLite sees after any crash; the next connection finds the WAL intact and
     automatic checkpoints fold it in later.
     """
-    import os
+    from pachhook.core import processend
 
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    processend.end_process(0)
 
 
 def queue_commit(

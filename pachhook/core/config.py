@@ -250,31 +250,17 @@ def load_config_at(root: Any, commit: str, cache_dir: Any = None) -> Config:
 # The files a configuration may be in, in the order they are looked at.
 CONFIG_FILES = ("pyproject.toml", ".pachhook.toml")
 
-# A delivery reads the commit's configuration once per step (build, update, the commit's
-# plan): each read was a `git cat-file` process. A full commit SHA names content that never
-# changes, so its files are kept for the process; a name like HEAD is read every time.
-_FILES_AT: Dict[Tuple[str, str], Dict[str, Optional[bytes]]] = {}
-_FILES_AT_LIMIT = 64  # the worker runs for hours: keep the newest commits' files only
-
-
 def _files_at(root: str, commit: str) -> Dict[str, Optional[bytes]]:
-    """The bytes of each of CONFIG_FILES in `commit`'s tree (None when absent): both read
-    by one git process, once per full SHA."""
+    """The bytes of each of CONFIG_FILES in `commit`'s tree (None when absent), read by one
+    git process. A delivery reads the commit's configuration once per step (build, update,
+    the commit's plan); the files of a full SHA are kept for the process by gitrepo, so
+    only the first read starts git."""
     from pachhook.core import gitrepo
 
-    key = (root, commit)
-    if key in _FILES_AT:
-        return _FILES_AT[key]
     try:
-        files = gitrepo.show_files(commit, CONFIG_FILES, root)
+        return gitrepo.show_files(commit, CONFIG_FILES, root)
     except gitrepo.GitError:  # as `git cat-file blob` failing: no such file to read
         return dict.fromkeys(CONFIG_FILES)
-    if not gitrepo.is_full_sha(commit):
-        return files  # a name like HEAD may point elsewhere next time
-    if len(_FILES_AT) >= _FILES_AT_LIMIT:
-        _FILES_AT.pop(next(iter(_FILES_AT)), None)  # the oldest entry
-    _FILES_AT[key] = files
-    return files
 
 
 def _read(path: str) -> Optional[str]:
@@ -317,7 +303,24 @@ def _parse_toml(path: str, text: str, cache_dir: Any = None) -> Dict[str, Any]:
     return data
 
 
+# (path, text) -> the TOML it parses to: one delivery parses its commit's configuration in
+# each step (~2 ms each); a copy is handed out, so no caller changes another's.
+_PARSED: Dict[Tuple[str, str], Dict[str, Any]] = {}
+_PARSED_LIMIT = 32
+
+
 def _parse_toml_text(path: str, text: str) -> Dict[str, Any]:
+    import copy
+
+    key = (path, text)
+    if key not in _PARSED:
+        if len(_PARSED) >= _PARSED_LIMIT:
+            _PARSED.pop(next(iter(_PARSED)), None)  # the oldest
+        _PARSED[key] = _parse_toml_now(path, text)
+    return copy.deepcopy(_PARSED[key])
+
+
+def _parse_toml_now(path: str, text: str) -> Dict[str, Any]:
     import re
 
     try:

@@ -8,6 +8,7 @@ happens (flushed per line), so a line's arrival says when that step ended.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shlex
@@ -284,3 +285,28 @@ def test_the_program_ends_without_teardown_yet_runs_its_exit_callbacks_and_says_
     # A failing command's status comes through the same way.
     status, lines, errors = run_timed(slow_build, "--commit", "no-such-revision")
     assert status == 2 and "unknown revision 'no-such-revision'" in errors, errors
+
+
+def registry_heads_of_unknown_tag(tag: str) -> List[float]:
+    """When the open test registry answered a HEAD for `tag` with "manifest unknown" (its
+    log: one line per failed request, with the request's time)."""
+    found = []
+    for line in (test_services.services_dir() / "registry-open.log").read_text(errors="replace").splitlines():
+        if f"unknown tag={tag}" in line and "http.request.method=HEAD" in line:
+            stamp = line.split('time="', 1)[1].split('"', 1)[0]  # RFC 3339 with nanoseconds, UTC
+            moment = datetime.datetime.strptime(stamp[:26], "%Y-%m-%dT%H:%M:%S.%f")
+            found.append(moment.replace(tzinfo=datetime.timezone.utc).timestamp())
+    return found
+
+
+@pytest.mark.integration
+def test_the_push_asks_the_registry_about_its_tag_while_the_image_builds(slow_build, double):
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    output = "\n".join(line for _, line in lines)
+    assert status == 0, output + errors
+    assert "edges: push: done" in output
+    # The push's first question (does the registry serve this commit's tag already? it
+    # must never push over one) was asked once, before the build had ended, not after it.
+    asked = registry_heads_of_unknown_tag(git(slow_build, "rev-parse", "HEAD"))
+    assert len(asked) == 1, asked
+    assert asked[0] < arrived(lines, "edges: build: done"), output

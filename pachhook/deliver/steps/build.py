@@ -325,6 +325,9 @@ def _build_or_reuse(ctx: StepContext, engine: Any, plan: Any, image_ref: str, ta
                 message=message,
                 data={"image_id": reusable.id, "image_ref": image_ref, "context_key": key, "reused": "true"},
             )
+        from pachhook.deliver.steps import push
+
+        push.ask_ahead(engine, image_ref)  # the push's first question, while the image builds
         image_id = _build(ctx, engine, plan, image_ref)
         ctx.log(f"build: built {image_ref} ({image_id[7:19]})")
         from pachhook.deliver import dockerengine

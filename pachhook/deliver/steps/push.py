@@ -13,12 +13,14 @@ no docker-py; should the registry not hold it any more, the image is brought to 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Any, Dict, NoReturn, Optional
 
 from pachhook.core.sanitize import one_line
 from pachhook.deliver import dockerauth, dockerclient, dockerengine, enginecli, imagekeys, order
 from pachhook.deliver.buildcontext import human_size
+from pachhook.deliver.earlyread import FRESH_SECONDS, Early
 from pachhook.deliver.enginecli import EngineError
 from pachhook.deliver.registry import RegistryError, RegistrySession, session_without_engine
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult
@@ -40,6 +42,46 @@ class _NeedsEngine(Exception):
 
 def _is_ancestor(older: str, newer: str, root: Any) -> bool:
     return order.known(older, root) and order.is_ancestor(older, newer, root)
+
+
+# The push's first question, whether the registry serves IMAGE:TAG already, asked while the
+# image builds (issue 16): a registry request, and the first one's imports and connection,
+# off the critical path. As with the order check's early read (earlyread.py), the answer is
+# used when it is at most FRESH_SECONDS old when the push starts, else (or when it failed)
+# asked again; and what moved in between is judged after the push, which checks that the
+# registry serves what was pushed.
+_AHEAD: Dict[str, "Early[Optional[str]]"] = {}
+_AHEAD_LOCK = threading.Lock()
+
+
+def ask_ahead(engine: Any, image_ref: str) -> None:
+    """Start asking the registry what it serves as image_ref, in a thread of its own (the
+    build step, as the build starts; the docker CLI's engine only, whose every call is a
+    process of its own)."""
+    if getattr(engine, "cli", None) is None:
+        return
+    repository, tag = split_ref(image_ref)
+    registry, name = dockerclient.split_image(repository)
+
+    def ask() -> Optional[str]:
+        secure = dockerclient.registry_secure(engine.client, registry, engine.registry_config)
+        return session_without_engine(registry, secure).manifest_digest(name, tag)
+
+    with _AHEAD_LOCK:
+        for stale in [ref for ref, early in _AHEAD.items() if _too_old(early)]:
+            del _AHEAD[stale]  # asked for a build that failed, or long ago
+        _AHEAD[image_ref] = Early(ask, "pachhook-push-ahead")
+
+
+def _too_old(early: "Early[Optional[str]]") -> bool:
+    return time.monotonic() - early.started > FRESH_SECONDS
+
+
+def _asked_ahead(image_ref: str) -> "Optional[Early[Optional[str]]]":
+    """The question asked ahead for image_ref, once, when still fresh."""
+    with _AHEAD_LOCK:
+        early = _AHEAD.pop(image_ref, None)
+    return None if early is None or _too_old(early) else early
 
 
 def split_ref(image_ref: str) -> "tuple[str, str]":
@@ -194,6 +236,17 @@ class _Pusher:
                 return None
             raise StepError(f"push of {self.image_ref}: {error}", retryable=False) from None
 
+    def _served_now(self) -> Optional[str]:
+        """What the registry serves as the tag before this push: asked while the image built
+        (ask_ahead) when that answer is fresh, else now."""
+        early = _asked_ahead(self.image_ref) if self.engine is not None else None
+        if early is not None:
+            try:
+                return early.result()
+            except Exception:  # RegistryError, the engine's settings unreadable: asked again, reported as always
+                pass
+        return self._remote_digest(self.tag, precheck=True)
+
     def _local_digests(self) -> set:
         """The digests the image has in this repository: the registry's one when only it holds
         the image, else those the engine recorded for its pushes."""
@@ -225,7 +278,7 @@ class _Pusher:
     def attempt(self) -> StepResult:
         # the engine first: one that does not answer fails the step at once, naming DOCKER_HOST
         local = self._local_digests()
-        remote = self._remote_digest(self.tag, precheck=True)
+        remote = self._served_now()
         if remote and remote in local:
             message = f"registry {self.registry} already serves {self.image_ref} as {remote}; not pushing"
             self.ctx.log(f"push: {message}")

@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from pachhook.commands._common import parse_args
+from pachhook.commands._common import new_parser, parse_args
 from pachhook.core import gitrepo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook check-push",
         description=(
             "Validate the pipeline templates in every commit being pushed, as they stand in"

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args
+from pachhook.commands._common import new_parser, parse_args
 from pachhook.commands.status import format_jobs
 from pachhook.core.output import Printer, add_output_options
 from pachhook.queue.jobs import Job, StepRecord
@@ -19,7 +19,7 @@ from pachhook.setup.walkthrough import DemoError, run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook demo",
         description=(
             "Copy the examples into a new git repository, install pachhook's hooks there,"

@@ -9,13 +9,13 @@ import argparse
 import json
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args
+from pachhook.commands._common import new_parser, parse_args
 from pachhook.core.output import Printer, add_output_options
 from pachhook.setup.checkup import FAIL, OK, run_checks
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook doctor",
         description=(
             "Check, one line each: the three hook types are installed, the configuration and"

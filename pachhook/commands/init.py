@@ -9,13 +9,13 @@ import argparse
 import json
 from typing import Optional, Sequence
 
-from pachhook.commands._common import parse_args
+from pachhook.commands._common import new_parser, parse_args
 from pachhook.core.output import Printer, add_output_options
 from pachhook.setup.scaffold import LOCAL_REPO, HookSource, InitError, run_init
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook init",
         description=(
             "Set up pachhook in the current git repository: find the pipeline templates and"

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from pachhook.commands._common import hook_places, parse_args, print_outcome
+from pachhook.commands._common import hook_places, new_parser, parse_args, print_outcome
 from pachhook.setup.hookinstall import PRE_COMMIT_CONFIG, install_plain, install_with_pre_commit
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook install",
         description=(
             "Install the pre-commit, post-commit, pre-push, post-merge and post-rewrite git hooks: through"

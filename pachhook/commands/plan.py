@@ -12,12 +12,12 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import add_environment_options, chosen_environment, commit_config, parse_args
+from pachhook.commands._common import add_environment_options, chosen_environment, commit_config, new_parser, parse_args
 from pachhook.deliver.preview import PlanError, format_plan, make_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook plan",
         description=(
             "For each pipeline of the commit's templates, compare the spec pachhook would apply"

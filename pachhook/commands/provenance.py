@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Any, List, Optional, Sequence, Union
 
-from pachhook.commands._common import chosen_environment, open_queue, parse_args
+from pachhook.commands._common import chosen_environment, new_parser, open_queue, parse_args
 from pachhook.core import gitrepo
 from pachhook.core.config import ConfigError, load_config
 from pachhook.core.environments import Environment, all_environments
@@ -46,7 +46,7 @@ _VERSION = re.compile(r"v?\d+\Z")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook provenance",
         description=(
             "Which git commit, image digest, pipeline version and template made a result: read from"

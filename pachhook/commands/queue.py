@@ -25,7 +25,9 @@ HOOK_BUSY_TIMEOUT = 10.0
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(
+    from pachhook.commands._common import new_parser
+
+    parser = new_parser(
         prog="pachhook queue",
         description=(
             "Record a build/push/update job for each pipeline whose template, Dockerfile or"

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import add_pipeline_place_options, open_queue, parse_args, pipeline_place
+from pachhook.commands._common import add_pipeline_place_options, new_parser, open_queue, parse_args, pipeline_place
 from pachhook.deliver.holds import HELD_PREFIX, Holds, PipelineKey
 from pachhook.queue.states import FAILED
 
@@ -18,7 +18,7 @@ PROG = "pachhook release"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog=PROG,
         description=(
             "Lift the hold `pachhook rollback` placed on a pipeline in an environment: the queue"

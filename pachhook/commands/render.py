@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pachhook.commands._common import commit_config, parse_args
+from pachhook.commands._common import commit_config, new_parser, parse_args
 from pachhook.deliver.steps.update import RenderError, render_template, render_values
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook render",
         description=(
             "Print the pipeline spec a template becomes for a commit: placeholders filled,"

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from pachhook.commands._common import add_pipeline_place_options, open_queue, parse_args, pipeline_place
+from pachhook.commands._common import add_pipeline_place_options, new_parser, open_queue, parse_args, pipeline_place
 from pachhook.core import gitrepo
 from pachhook.deliver.reapply import Request, RollbackError, parse_target, rollback
 
@@ -18,7 +18,7 @@ PROG = "pachhook rollback"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog=PROG,
         description=(
             "Re-apply the user spec recorded for an earlier commit or pipeline version (from the"

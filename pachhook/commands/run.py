@@ -12,7 +12,7 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from pachhook.commands._common import add_lease_option, parse_args
+from pachhook.commands._common import add_lease_option, new_parser, parse_args
 from pachhook.core import gitrepo
 from pachhook.deliver import cireport, ttyprogress
 from pachhook.deliver.commit import deliver_commit
@@ -20,7 +20,7 @@ from pachhook.deliver.runner import drain
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook run",
         description=(
             "Run queued jobs in the foreground (build, push, update, resuming each job at its"

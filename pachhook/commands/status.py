@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable, List, Optional, Sequence
 
-from pachhook.commands._common import open_queue, parse_args
+from pachhook.commands._common import new_parser, open_queue, parse_args
 from pachhook.core.output import color_enabled, paint
 from pachhook.deliver.holds import Holds, status_lines
 from pachhook.deliver.stamp import failed_in_cluster
@@ -29,7 +29,7 @@ OUTCOME_WORDS = {("build", "reused"): "reused", ("push", "reused"): "reused", ("
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook status",
         description=(
             "List queued, running, failed and done jobs, newest first, with the state and time"

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from pachhook.commands._common import hook_places, parse_args, print_outcome
+from pachhook.commands._common import hook_places, new_parser, parse_args, print_outcome
 from pachhook.setup.hookinstall import uninstall
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook uninstall",
         description="Remove the git hooks that `pachhook install` installed; other hooks are left alone.",
     )

@@ -22,9 +22,9 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2  # and 3, an internal error, from p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import argparse
+    from pachhook.commands._common import new_parser
 
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook validate",
         description=(
             "Check Pachyderm pipeline spec templates (JSON or YAML) against the pachctl 2.x"

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pachhook.commands._common import add_lease_option, parse_args
+from pachhook.commands._common import add_lease_option, new_parser, parse_args
 from pachhook.core import gitrepo
 from pachhook.deliver.runner import run_worker, work_tree_gone
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = new_parser(
         prog="pachhook worker",
         description=(
             "Drain the queue until it is empty, holding the repository's worker lock so that"

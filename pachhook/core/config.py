@@ -250,6 +250,7 @@ def load_config_at(root: Any, commit: str, cache_dir: Any = None) -> Config:
 # The files a configuration may be in, in the order they are looked at.
 CONFIG_FILES = ("pyproject.toml", ".pachhook.toml")
 
+
 def _files_at(root: str, commit: str) -> Dict[str, Optional[bytes]]:
     """The bytes of each of CONFIG_FILES in `commit`'s tree (None when absent), read by one
     git process. A delivery reads the commit's configuration once per step (build, update,

@@ -310,3 +310,25 @@ def test_the_push_asks_the_registry_about_its_tag_while_the_image_builds(slow_bu
     asked = registry_heads_of_unknown_tag(git(slow_build, "rev-parse", "HEAD"))
     assert len(asked) == 1, asked
     assert asked[0] < arrived(lines, "edges: build: done"), output
+
+
+@pytest.mark.integration
+def test_the_apply_does_not_wait_for_pachds_version_which_only_the_stamp_needs(slow_build, double, monkeypatch):
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    assert status == 0, "\n".join(line for _, line in lines) + errors
+    # A template-only change: the image is reused, so the push is done at once, long before
+    # pachd's version (slow here, as from a cluster far away) has answered.
+    template = slow_build / "edges" / "pipeline.json"
+    spec = json.loads(template.read_text())
+    spec["description"] = "template only"
+    template.write_text(json.dumps(spec, indent=2))
+    git(slow_build, "commit", "-q", "-am", "a template-only change")
+    monkeypatch.setenv("PACHCTL_DOUBLE_SLOW", "version:2")
+    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
+    output = "\n".join(line for _, line in lines)
+    assert status == 0, output + errors
+    (update,) = calls_named(double, "update", "pipeline")[1:]
+    (version,) = [call for call in timeline(double) if call["argv"] == ["version"]][1:]
+    # The apply started while pachd's version was still being asked; the stamp still had it.
+    assert update["start"] < version["end"], (update, version)
+    assert "provenance stamped as annotations, pipeline-metadata, commit-metadata" in output, output

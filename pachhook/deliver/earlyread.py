@@ -77,22 +77,28 @@ class ReadAhead:
     commit applied meanwhile is put back on top and this job is superseded. So no window is
     new, only longer, and FRESH_SECONDS bounds how much longer.
 
-    `backend` and `session` belong to the early thread until it has ended: every method
-    below waits for it first, and the caller uses the backend only after `take()`.
+    `reads` is the live read's thread; once that read is back it starts pachd's version in
+    a thread of its own (`Read.version`), which only the stamp after the apply needs, so the
+    apply never waits for it. `backend` and `session` belong to the live read's thread until
+    it has ended: `take()` waits for it. From then on the version's call may still run
+    beside the caller's: both are pachctl processes of a session whose configuration file
+    the first call (the live read) has already written, or RPCs on a channel gRPC lets
+    threads share; the backend's one cache (the client's version) is the same whoever fills
+    it. `close()` waits for both threads before it ends the session.
     """
 
     environment: Any
     session: Session
     backend: Any
     wanted: Dict[str, List[str]]  # project ("" = the session's) -> the pipelines read
-    reads: "Early[Tuple[LiveStates, Optional[Version]]]"
+    reads: "Early[Read]"
 
     def serves(self, environment: Any) -> bool:
         """Whether this read was made for `environment` (the commit's, as the update step found it)."""
         return bool(environment == self.environment)
 
     def take(self) -> Any:
-        """The backend, the caller's own from here on (the early thread has ended)."""
+        """The backend, the caller's to call from here on (the live read has ended)."""
         self._answer()
         return self.backend
 
@@ -104,7 +110,7 @@ class ReadAhead:
         answer = self._answer()
         if answer is None or time.monotonic() - self.reads.started > FRESH_SECONDS:
             return None
-        states = answer[0].get(project)
+        states = answer.live.get(project)
         if states is None or any(name not in states for name in names):
             return None
         return {name: states[name] for name in names}
@@ -113,18 +119,27 @@ class ReadAhead:
         """What the stamp may write (view.version(): pachctl's and pachd's), None when unknown:
         asked again after the update, where a failure is reported as it always was."""
         answer = self._answer()
-        return answer[1] if answer is not None else None
+        return answer.version.result() if answer is not None else None
 
     def close(self) -> None:
-        """Drop what was read (a build failed, nothing to apply) and end the private session."""
-        self._answer()
+        """Drop what was read (a build failed, nothing to apply) and end the private session,
+        once no thread of the read ahead calls through it any more."""
+        self.version()
         self.session.close()
 
-    def _answer(self) -> Optional[Tuple[LiveStates, Optional[Version]]]:
+    def _answer(self) -> "Optional[Read]":
         try:
             return self.reads.result()
         except Exception:  # BackendError, ClusterError: the read is made again where it always was
             return None
+
+
+@dataclass
+class Read:
+    """What the live read's thread gives: the live pipelines, and pachd's version being asked."""
+
+    live: LiveStates
+    version: "Early[Optional[Version]]"
 
 
 def read_ahead(repo_root: Path, git_dir: Path, jobs: Sequence[Any]) -> Optional[ReadAhead]:
@@ -167,21 +182,24 @@ def read_ahead(repo_root: Path, git_dir: Path, jobs: Sequence[Any]) -> Optional[
     return ReadAhead(environment, session, backend, wanted, reads)
 
 
-def _read(
-    backend: Any, wanted: Dict[str, List[str]], then: Callable[[LiveStates], None]
-) -> Tuple[LiveStates, Optional[Version]]:
-    """The early thread's calls, one after another: the live read first, which on a new
-    private session is the call pachctl records the cluster's deployment ID after (it writes
-    the session's configuration file on a first connect, unlocked: reference P7, P21), so no
-    two pachctl processes of one session ever start while that write may happen; `then`
-    with what it read."""
+def _read(backend: Any, wanted: Dict[str, List[str]], then: Callable[[LiveStates], None]) -> Read:
+    """The live read's thread: the live read first, alone, which on a new private session
+    is the call pachctl records the cluster's deployment ID after (it writes the session's
+    configuration file on a first connect, unlocked: reference P7, P21), so no two pachctl
+    processes of one session ever start while that write may happen; then pachd's version
+    in a thread of its own, and `then` with what was read, in this one."""
     live = {project: backend.inspect_all(names, project) for project, names in wanted.items()}
+    version = Early(lambda: _version(backend), "pachhook-pachd-version")
     then(live)
+    return Read(live, version)
+
+
+def _version(backend: Any) -> Optional[Version]:
     try:
-        version: Optional[Version] = view_for(backend).version()
+        found: Optional[Version] = view_for(backend).version()
     except Exception:  # BackendError, ClusterError: asked again after the update
-        version = None
-    return live, version
+        found = None
+    return found
 
 
 def _ask_order(repo_root: Path, commit: str, live: LiveStates) -> None:

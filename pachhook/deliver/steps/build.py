@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import platform
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -367,7 +366,7 @@ _BRIDGE_MISSING = re.compile(r"network bridge not found|could not find bridge|br
 
 
 def _host_arch() -> str:
-    machine = platform.machine().lower()
+    machine = os.uname().machine.lower()
     return {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
 
 

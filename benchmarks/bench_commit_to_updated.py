@@ -36,10 +36,10 @@ Both use the same Docker CLI (PACHHOOK_DOCKER_CLI, else `docker`, BuildKit on), 
 engine and open registry of tests/services (DOCKER_HOST and the registry from its env file)
 and the pachctl TEST DOUBLE of tests/doubles (a Python script: every pachctl call costs a
 Python start here, where the real pachctl is a Go binary), each variant with its own double
-state. pachhook runs from a copy of this checkout's package with its bytecode compiled, as
-an install (pip, pre-commit's hook environment) holds it, through this interpreter's
-`pachhook` console script, as a user or a hook starts it (not `python -m`, whose runpy a
-user does not pay). The Dockerfile is the same for
+state. pachhook runs as an install (pip, pre-commit's hook environment) holds it: a copy
+of this checkout's package with its bytecode compiled, in a fresh venv without this
+checkout's editable-install finder, started through its `pachhook` console script as a
+user or a hook starts it (not `python -m`, whose runpy a user does not pay). The Dockerfile is the same for
 both: the offline base image and a COPY of the context. Every change holds the variant's
 name and a fresh token, so neither variant's build is ever a cache hit of the other's.
 
@@ -217,7 +217,7 @@ def make_repo(layout: Layout, variant: Variant, base_image: str, docker: str, pa
                 config += [f'dockerfile = "{folder}/Dockerfile"']
         (repo / ".pachhook.toml").write_text("\n".join(config) + "\n")
         if variant.name == "pachhook":
-            run([sys.executable, "-m", "pachhook", "install"], repo, variant.env)
+            run(["pachhook", "install"], repo, variant.env)
     else:
         (repo / "deliver.sh").write_text(hand_script(layout, variant, docker, parallel))
     (repo / ".gitignore").write_text("\n".join(ignore) + "\n")
@@ -358,25 +358,49 @@ def check_delivered(layout: Layout, variant: Variant) -> None:
 
 
 def installed_copy(work: Path) -> Path:
-    """This checkout's package as an install holds it: a copy with its bytecode compiled.
+    """This checkout's package as an install holds it, in an environment of its own; the
+    environment's `bin` folder (its python and `pachhook` console script).
 
     pip compiles every module when it installs pachhook (pre-commit's hook environment, a
     CI job's `pip install`); run from the checkout with PYTHONDONTWRITEBYTECODE=1 (as on
     some machines), every pachhook process would compile its modules again, a cost no
-    user pays (about 0.1 s per process here)."""
+    user pays (about 0.1 s per process here). And a development venv's editable install
+    loads its import finder in every process (`site` runs its .pth file: ~20 ms here),
+    which a regular install has no reason to: so the copy runs in a fresh venv whose
+    site-packages holds only a .pth naming the copy and this interpreter's site-packages
+    (for the packages pachhook imports). A folder a .pth names is put on sys.path, but its
+    own .pth files are not run, so the editable finder stays out."""
+    import sysconfig
+
     site = work / "site"
     shutil.copytree(CHECKOUT / "pachhook", site / "pachhook", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(site)], check=True, stdin=subprocess.DEVNULL)
-    return site
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, stdin=subprocess.DEVNULL)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    ).stdout.strip()
+    Path(purelib, "pachhook-bench.pth").write_text(f"{site}\n{sysconfig.get_paths()['purelib']}\n")
+    script = venv / "bin" / "pachhook"  # what pip writes for setup.cfg's console_scripts entry
+    script.write_text(
+        f"#!{python}\nimport sys\nfrom pachhook.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+    )
+    script.chmod(0o755)
+    return venv / "bin"
 
 
-def base_env(home: Path, services, site: Path) -> Dict[str, str]:
+def base_env(home: Path, services, bin_folder: Path) -> Dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     (home / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.invalid\n")
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("GIT_", "PRE_COMMIT", "PACHCTL_DOUBLE")) and k != "PYTHONDONTWRITEBYTECODE"
+        if not k.startswith(("GIT_", "PRE_COMMIT", "PACHCTL_DOUBLE", "PYTHON")) and k != "VIRTUAL_ENV"
     }
     env.update(
         {
@@ -386,15 +410,17 @@ def base_env(home: Path, services, site: Path) -> Dict[str, str]:
             "DOCKER_HOST": services.docker_host,
             "DOCKER_BUILDKIT": "1",
             "DOCKER_CONFIG": str(home / ".docker"),
-            # the hooks call `pachhook` by name: this interpreter's scripts, then the double
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), str(DOUBLES), os.environ.get("PATH", "")]),
-            "PYTHONPATH": str(site),
+            # the hooks call `pachhook` by name: the installed copy's environment, then the
+            # double (whose `python3` is that environment's too, for both variants)
+            "PATH": os.pathsep.join([str(bin_folder), str(DOUBLES), os.environ.get("PATH", "")]),
         }
     )
     return env
 
 
-def bench_case(case: str, args: argparse.Namespace, services, work: Path, docker: str, site: Path) -> Dict[str, object]:
+def bench_case(
+    case: str, args: argparse.Namespace, services, work: Path, docker: str, bin_folder: Path
+) -> Dict[str, object]:
     layout = layout_of(case, args.shared, args.images)
     token = uuid.uuid4().hex[:8]
     variants: List[Variant] = []
@@ -402,7 +428,7 @@ def bench_case(case: str, args: argparse.Namespace, services, work: Path, docker
         folder = work / case / name
         state = folder / "pachctl-state"
         state.mkdir(parents=True)
-        env = base_env(folder / "home", services, site)
+        env = base_env(folder / "home", services, bin_folder)
         env["PACHCTL_DOUBLE_DIR"] = str(state)
         prefix = f"{services.registry}/bench-c2u-{token}/{name}"
         variants.append(Variant(name, folder / "repo", state, env, prefix))
@@ -574,14 +600,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("bench_commit_to_updated: no docker CLI (set PACHHOOK_DOCKER_CLI)", file=sys.stderr)
         return 2
     os.environ["PACHHOOK_DOCKER_CLI"] = docker
-    if shutil.which("pachhook", path=str(Path(sys.executable).parent)) is None:
-        print(f"bench_commit_to_updated: no pachhook console script beside {sys.executable} (pip install -e .)")
-        return 2
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-c2u-") as tmp:
-        site = installed_copy(Path(tmp))
+        bin_folder = installed_copy(Path(tmp))
         for case in [name.strip() for name in args.cases.split(",") if name.strip()]:
-            results.append(bench_case(case, args, found, Path(tmp), docker, site))
+            results.append(bench_case(case, args, found, Path(tmp), docker, bin_folder))
     print(report(results, args))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

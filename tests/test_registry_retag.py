@@ -25,7 +25,7 @@ from test_deliver import registry_tags, two_pipelines  # noqa: F401 (two_pipelin
 from test_push import deliver, make_job, served_digest
 from test_update import double, git, received  # noqa: F401 (double is a fixture)
 
-from pachhook.deliver import dockerauth
+from pachhook.deliver import dockerauth, registry
 from pachhook.deliver.registry import RegistrySession, insecure_by_default, session_without_engine
 from pachhook.deliver.steps.base import StepContext, StepError, run_step
 
@@ -390,3 +390,33 @@ def test_a_refused_login_goes_to_the_engine_and_is_never_shown(docker_env, auth_
     assert "refused: unauthorized: authentication required" in str(failure.value)
     assert wrong not in str(failure.value) + "\n".join(lines) + json.dumps(results)
     assert failure.value.retryable is False
+
+
+@pytest.mark.integration
+def test_the_registry_only_retag_reads_the_held_manifest_once(docker_env, tmp_path, monkeypatch):
+    # Each request the steps make, as the registry session sends it (a spy: the registry answers).
+    repo, name, first = delivered_once(tmp_path, docker_env.registry, docker_env)
+    digest = first["push"].data["digest"]
+    template_only_commit(repo, "retag")
+    job = make_job(repo, f"{docker_env.registry}/{name}")
+    sent: List[Tuple[str, str]] = []
+    send = registry.RegistrySession._send
+
+    def spy(self, method, path, headers, data=None):
+        sent.append((method, path))
+        return send(self, method, path, headers, data)
+
+    monkeypatch.setattr(registry.RegistrySession, "_send", spy)
+
+    again, lines = deliver(repo, job)
+
+    assert again["build"].data["registry_digest"] == digest and again["push"].outcome == "done"
+    by_digest = f"/v2/{name}/manifests/{digest}"
+    by_tag = f"/v2/{name}/manifests/{job.commit}"
+    # The manifest pushed earlier is read once (the build's look at it); its presence is asked
+    # again right before the push tags it (a clean-up may have deleted it meanwhile); no HEAD
+    # before a GET of the same manifest.
+    assert sent.count(("GET", by_digest)) == 1, sent
+    assert sent.count(("HEAD", by_digest)) == 1, sent
+    assert sent.index(("GET", by_digest)) < sent.index(("HEAD", by_digest)) < sent.index(("PUT", by_tag)), sent
+    assert len(sent) == 6, sent  # + the config blob, the tag asked before and after the PUT

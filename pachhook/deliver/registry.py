@@ -298,21 +298,28 @@ class RegistrySession:
         an index (several platforms, or BuildKit's attestations) is read through its first
         manifest, the image itself.
         """
+        found = self._config(name, reference, missing_ok=False)
+        assert found is not None  # missing_ok=False: an absent manifest raised
+        return found
+
+    def served_config(self, name: str, digest: str) -> Optional[ImageConfig]:
+        """image_config of name@digest, or None when the registry no longer serves that manifest."""
+        return self._config(name, digest, missing_ok=True)
+
+    def _config(self, name: str, reference: str, missing_ok: bool) -> Optional[ImageConfig]:
         scope = f"repository:{name}:pull"
-        manifest = self._json(
-            f"/v2/{name}/manifests/{reference}", {"Accept": MANIFEST_TYPES}, scope, f"{name}:{reference}"
-        )
+        fetched = self._manifest(name, reference, scope, missing_ok)
+        if fetched is None:
+            return None
+        manifest = _json_object(fetched[1], self.registry, f"{name}:{reference}")
         entries = manifest.get("manifests")
         if isinstance(entries, list):
             first = entries[0] if entries and isinstance(entries[0], dict) else {}
             if not first.get("digest"):
                 return ImageConfig("", {})
-            manifest = self._json(
-                f"/v2/{name}/manifests/{first['digest']}",
-                {"Accept": MANIFEST_TYPES},
-                scope,
-                f"{name}@{first['digest']}",
-            )
+            inner_manifest = self._manifest(name, str(first["digest"]), scope, missing_ok=False)
+            assert inner_manifest is not None
+            manifest = _json_object(inner_manifest[1], self.registry, f"{name}@{first['digest']}")
         config = manifest.get("config")
         digest = config.get("digest") if isinstance(config, dict) else None
         if not isinstance(digest, str) or not digest:
@@ -323,32 +330,77 @@ class RegistrySession:
         found = {str(key): str(value) for key, value in labels.items()} if isinstance(labels, dict) else {}
         return ImageConfig(digest, found)
 
+    def _manifest(self, name: str, reference: str, scope: str, missing_ok: bool) -> Optional[Tuple[str, bytes]]:
+        """(media type, bytes) of the manifest name:reference (tag or digest); None when the
+        registry serves none and missing_ok. One of a digest is asked once per process
+        (_MANIFESTS)."""
+        key = (self.host, name, reference)
+        if key in _MANIFESTS:
+            return _MANIFESTS[key]
+        status, answer, body = self._request(
+            "GET", f"/v2/{name}/manifests/{reference}", {"Accept": MANIFEST_TYPES}, scope
+        )
+        if status == 404 and missing_ok:
+            return None
+        if status != 200:
+            self._check(status, f"{name}@{reference}" if reference.startswith("sha256:") else f"{name}:{reference}")
+        media_type = (answer.get("Content-Type") if answer else "") or str(
+            _json_object(body, self.registry, f"{name}:{reference}").get("mediaType", "")
+        )
+        _remember_manifest(key, media_type, body)
+        return media_type, body
+
     def _json(self, path: str, headers: Dict[str, str], scope: str, what: str) -> Dict[str, Any]:
         status, _, body = self._request("GET", path, headers, scope)
         if status != 200:
             self._check(status, what)
             return {}
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise RegistryError(f"registry {self.registry}: {what} is not JSON", transient=False) from None
-        return data if isinstance(data, dict) else {}
+        return _json_object(body, self.registry, what)
 
     def tag_manifest(self, name: str, digest: str, tag: str) -> None:
-        """Give the manifest the registry holds as digest the tag too: GET it, PUT it back.
+        """Give the manifest the registry holds as digest the tag too: PUT its bytes as the tag.
 
-        The bytes are sent back unchanged, so the digest stays the same; no blob moves.
+        The bytes are sent back unchanged, so the digest stays the same; no blob moves. They
+        are read from the registry unless this process has read them already (a manifest's
+        bytes are its digest's for good); a registry that lost the image's blobs since
+        refuses the PUT.
         """
         scope = f"repository:{name}:pull,push"
-        status, answer, body = self._request("GET", f"/v2/{name}/manifests/{digest}", {"Accept": MANIFEST_TYPES}, scope)
-        if status != 200:
-            self._check(status, f"{name}@{digest}")
-        media_type = (answer.get("Content-Type") if answer else "") or json.loads(body).get("mediaType", "")
+        fetched = self._manifest(name, digest, scope, missing_ok=False)
+        assert fetched is not None
+        media_type, body = fetched
         status, _, _ = self._request(
             "PUT", f"/v2/{name}/manifests/{tag}", {"Content-Type": media_type}, scope, data=body
         )
         if status not in (200, 201):
             self._check(status, f"{name}:{tag}")
+
+
+# Manifests by digest, as registries served them: content-addressed (their bytes hash to
+# their digest, checked before they are kept), so never stale. Kept for the process, so that
+# the build step's look at an image pushed earlier and the push's retag of it read the
+# manifest once; bounded.
+_MANIFESTS: Dict[Tuple[str, str, str], Tuple[str, bytes]] = {}
+_MANIFESTS_LIMIT = 64
+
+
+def _remember_manifest(key: Tuple[str, str, str], media_type: str, body: bytes) -> None:
+    import hashlib
+
+    reference = key[2]
+    if not reference.startswith("sha256:") or hashlib.sha256(body).hexdigest() != reference[len("sha256:") :]:
+        return  # a tag (it moves), or bytes that are not what the digest names
+    if len(_MANIFESTS) >= _MANIFESTS_LIMIT:
+        _MANIFESTS.pop(next(iter(_MANIFESTS)), None)
+    _MANIFESTS[key] = (media_type, body)
+
+
+def _json_object(body: bytes, registry: str, what: str) -> Dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise RegistryError(f"registry {registry}: {what} is not JSON", transient=False) from None
+    return data if isinstance(data, dict) else {}
 
 
 def session_without_engine(registry: str, secure: Optional[bool] = None) -> RegistrySession:

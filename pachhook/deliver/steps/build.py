@@ -231,10 +231,10 @@ def _held_by_registry(ctx: StepContext, plan: Any) -> Optional[_HeldImage]:
     session = session_without_engine(registry)
     for digest in digests:
         try:
-            if session.manifest_digest(name, digest) != digest:
+            config = session.served_config(name, digest)
+            if config is None:
                 ctx.log(f"build: registry {registry} no longer serves {repository}@{digest}")
                 continue
-            config = session.image_config(name, digest)
         except RegistryError as error:
             ctx.log(
                 f"build: cannot ask registry {registry} for {repository}@{digest} without the Docker engine"

@@ -336,7 +336,7 @@ class _Pusher:
         for digest in sorted(local):
             try:
                 if self.session.manifest_digest(self.name, digest) != digest:
-                    continue
+                    continue  # asked each time: a registry clean-up may have deleted it since
                 self.session.tag_manifest(self.name, digest, self.tag)
             except RegistryError as error:
                 if error.transient:

@@ -61,6 +61,14 @@ def run_timed(repo: Path, *args: str) -> Tuple[int, List[Tuple[float, str]], str
     return status, lines, "".join(errors)
 
 
+def run_ok(repo: Path, *args: str) -> Tuple[List[Tuple[float, str]], str]:
+    """run_timed, which must succeed: (its lines with their times, its output)."""
+    status, lines, errors = run_timed(repo, *args)
+    output = "\n".join(line for _, line in lines)
+    assert status == 0, output + errors
+    return lines, output
+
+
 def arrived(lines: List[Tuple[float, str]], start: str) -> float:
     found = [when for when, line in lines if line.startswith(start)]
     assert found, f"no line starting {start!r} in:\n" + "\n".join(line for _, line in lines)
@@ -228,8 +236,7 @@ def git_calls(log: Path) -> List[Tuple[float, List[str]]]:
 def test_a_delivery_asks_git_each_question_once_and_the_order_checks_while_the_image_builds(
     slow_build, double, tmp_path, monkeypatch
 ):
-    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
-    assert status == 0, "\n".join(line for _, line in lines) + errors
+    run_ok(slow_build, "--commit", "HEAD")
     live = git(slow_build, "rev-parse", "HEAD")
     (slow_build / "edges" / "run.sh").write_text("echo changed\n")
     git(slow_build, "commit", "-q", "-am", "a code change")
@@ -237,9 +244,7 @@ def test_a_delivery_asks_git_each_question_once_and_the_order_checks_while_the_i
     log = tmp_path / "git-calls"
     monkeypatch.setenv("PATH", git_shim(tmp_path / "shim", log))
 
-    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
-    output = "\n".join(line for _, line in lines)
-    assert status == 0, output + errors
+    lines, output = run_ok(slow_build, "--commit", "HEAD")
     assert "edges: update: done: edges v2" in output
     asked = git_calls(log)
     # Each question once: the same arguments never twice (`cat-file --batch` reads its
@@ -276,12 +281,10 @@ def test_the_program_ends_without_teardown_yet_runs_its_exit_callbacks_and_says_
     config.mkdir()
     (config / "config.json").write_text(json.dumps({"credHelpers": {"registry.example.invalid": "phktest"}}))
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
-    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
-    output = "\n".join(line for _, line in lines)
-    assert status == 0, output + errors
+    lines, output = run_ok(slow_build, "--commit", "HEAD")
     assert "edges: update: done: edges v1" in output
     assert output.splitlines()[-1].startswith("edges "), output  # the summary table's last row
-    assert sorted(path.name for path in scratch.iterdir()) == [], errors
+    assert sorted(path.name for path in scratch.iterdir()) == [], output
     # A failing command's status comes through the same way.
     status, lines, errors = run_timed(slow_build, "--commit", "no-such-revision")
     assert status == 2 and "unknown revision 'no-such-revision'" in errors, errors
@@ -301,9 +304,7 @@ def registry_heads_of_unknown_tag(tag: str) -> List[float]:
 
 @pytest.mark.integration
 def test_the_push_asks_the_registry_about_its_tag_while_the_image_builds(slow_build, double):
-    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
-    output = "\n".join(line for _, line in lines)
-    assert status == 0, output + errors
+    lines, output = run_ok(slow_build, "--commit", "HEAD")
     assert "edges: push: done" in output
     # The push's first question (does the registry serve this commit's tag already? it
     # must never push over one) was asked once, before the build had ended, not after it.
@@ -314,8 +315,7 @@ def test_the_push_asks_the_registry_about_its_tag_while_the_image_builds(slow_bu
 
 @pytest.mark.integration
 def test_the_apply_does_not_wait_for_pachds_version_which_only_the_stamp_needs(slow_build, double, monkeypatch):
-    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
-    assert status == 0, "\n".join(line for _, line in lines) + errors
+    run_ok(slow_build, "--commit", "HEAD")
     # A template-only change: the image is reused, so the push is done at once, long before
     # pachd's version (slow here, as from a cluster far away) has answered.
     template = slow_build / "edges" / "pipeline.json"
@@ -324,9 +324,7 @@ def test_the_apply_does_not_wait_for_pachds_version_which_only_the_stamp_needs(s
     template.write_text(json.dumps(spec, indent=2))
     git(slow_build, "commit", "-q", "-am", "a template-only change")
     monkeypatch.setenv("PACHCTL_DOUBLE_SLOW", "version:2")
-    status, lines, errors = run_timed(slow_build, "--commit", "HEAD")
-    output = "\n".join(line for _, line in lines)
-    assert status == 0, output + errors
+    lines, output = run_ok(slow_build, "--commit", "HEAD")
     (update,) = calls_named(double, "update", "pipeline")[1:]
     (version,) = [call for call in timeline(double) if call["argv"] == ["version"]][1:]
     # The apply started while pachd's version was still being asked; the stamp still had it.

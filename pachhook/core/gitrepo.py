@@ -400,14 +400,7 @@ def changed_paths(a: Optional[str], b: str, cwd: Optional[PathLike] = None) -> L
 
 def remote_url(name: str, cwd: Optional[PathLike] = None) -> Optional[str]:
     """The URL of remote `name` (insteadOf applied), None when there is no such remote."""
-
-    def ask() -> Optional[str]:
-        try:
-            return _text(["remote", "get-url", name], cwd) or None
-        except GitError:
-            return None
-
-    return _configured(("remote-url", _folder_key(cwd), name), ask)
+    return _configured_text(("remote-url", _folder_key(cwd), name), ["remote", "get-url", name], cwd)
 
 
 def remote_names(cwd: Optional[PathLike] = None) -> List[str]:
@@ -514,13 +507,7 @@ def rev_list(args: Sequence[str], cwd: Optional[PathLike] = None) -> List[str]:
 
 
 def config_get(key: str, cwd: Optional[PathLike] = None) -> Optional[str]:
-    def ask() -> Optional[str]:
-        try:
-            return _text(["config", "--get", key], cwd) or None
-        except GitError:
-            return None
-
-    return _configured(("config", _folder_key(cwd), key), ask)
+    return _configured_text(("config", _folder_key(cwd), key), ["config", "--get", key], cwd)
 
 
 # Answers kept in this process, so that one delivery asks git each question once.
@@ -582,6 +569,18 @@ class config_snapshot:
         _SNAPSHOT_DEPTH -= 1
         if _SNAPSHOT_DEPTH == 0:
             _SNAPSHOT = None
+
+
+def _configured_text(question: Tuple[str, ...], args: Sequence[str], cwd: Optional[PathLike]) -> Optional[str]:
+    """What `git ARGS` prints (None when it prints nothing or fails), read once per snapshot."""
+
+    def ask() -> Optional[str]:
+        try:
+            return _text(args, cwd) or None
+        except GitError:
+            return None
+
+    return _configured(question, ask)
 
 
 def _configured(question: Tuple[str, ...], ask: "Callable[[], T]") -> "T":

@@ -191,3 +191,11 @@ def test_git_configuration_is_read_once_within_a_snapshot_and_afresh_after_it(re
     assert gitrepo.config_get("pachhook.test", repo.path) == "set"
     repo.git("config", "pachhook.test", "changed")
     assert gitrepo.config_get("pachhook.test", repo.path) == "changed"
+
+
+def test_a_read_git_could_not_answer_is_asked_again(repo: Repo, monkeypatch):
+    commit = commit_files(repo, {"a.txt": "a\n"})
+    monkeypatch.setenv("GIT_DIR", str(repo.path / "no-such-git-dir"))  # git fails, as on a lock or a timeout
+    assert gitrepo.show_file(commit, "a.txt", repo.path) is None
+    monkeypatch.delenv("GIT_DIR")
+    assert gitrepo.show_file(commit, "a.txt", repo.path) == b"a\n"

@@ -383,9 +383,11 @@ def show_file(commit: str, path: str, cwd: Optional[PathLike] = None) -> Optiona
     if known is not UNKNOWN:
         return known  # type: ignore[return-value]
     try:
-        data: Optional[bytes] = git(["cat-file", "blob", f"{commit}:{path}"], cwd)
+        data = git(["cat-file", "blob", f"{commit}:{path}"], cwd)
     except GitError:
-        data = None
+        # no such file, or git could not answer at all (a lock, a timeout): the same error,
+        # so nothing is kept (show_files keeps a "missing" that git says in so many words)
+        return None
     _settle_file(question, data)
     return data
 

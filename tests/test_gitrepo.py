@@ -199,3 +199,44 @@ def test_a_read_git_could_not_answer_is_asked_again(repo: Repo, monkeypatch):
     assert gitrepo.show_file(commit, "a.txt", repo.path) is None
     monkeypatch.delenv("GIT_DIR")
     assert gitrepo.show_file(commit, "a.txt", repo.path) == b"a\n"
+
+
+def test_a_git_started_soon_is_running_before_its_answer_is_read(repo: Repo):
+    commit_files(repo, {"a.txt": "a"})
+    flag = repo.path / "started"
+    # the early process makes the flag; the later one, run to the end first, waits for it
+    early = gitrepo.run_soon(["-c", f"alias.mark=!touch '{flag}'; echo marked", "mark"], repo.path)
+    wait = ["-c", f"alias.wait=!for i in $(seq 100); do [ -e '{flag}' ] && exit 0; sleep 0.05; done; exit 1", "wait"]
+    assert gitrepo.run(wait, repo.path, timeout=20).returncode == 0
+    assert early().stdout == b"marked\n"
+
+
+def test_a_failure_of_a_git_started_soon_comes_when_it_is_read(repo: Repo):
+    commit_files(repo, {"a.txt": "a"})
+    asked = gitrepo.head_info_soon(repo.path, "no-such-branch")
+    with pytest.raises(gitrepo.GitError, match="unknown revision 'no-such-branch'"):
+        asked()
+    with pytest.raises(gitrepo.GitError):
+        gitrepo.ls_tree_soon("no-such-branch", repo.path)()
+    assert gitrepo.show_files_soon(repo.git("rev-parse", "HEAD"), ["a.txt", "b.txt"], repo.path)() == {
+        "a.txt": b"a",
+        "b.txt": None,
+    }
+
+
+def test_configuration_asked_ahead_is_the_answer_within_the_snapshot(repo: Repo):
+    import os
+
+    commit_files(repo, {"a.txt": "a"})
+    repo.git("config", "pachhook.test", "before")
+    fds = len(os.listdir("/proc/self/fd"))
+    with gitrepo.config_snapshot():
+        gitrepo.config_get_ahead("pachhook.test", repo.path)
+        gitrepo.config_get_ahead("pachhook.never-read", repo.path)  # asked, never needed
+        repo.git("config", "pachhook.test", "after")
+        assert gitrepo.config_get("pachhook.test", repo.path) == "before"  # git was asked ahead
+    assert len(os.listdir("/proc/self/fd")) == fds  # the unread process was reaped, its pipes closed
+    # outside a snapshot there is nowhere to keep an answer: nothing is asked ahead
+    gitrepo.config_get_ahead("pachhook.test", repo.path)
+    repo.git("config", "pachhook.test", "later")
+    assert gitrepo.config_get("pachhook.test", repo.path) == "later"

@@ -138,3 +138,43 @@ def test_a_glob_s_literal_ending_is_what_every_match_ends_with(glob: str, ending
     from pachhook.core.globs import literal_ending
 
     assert literal_ending(glob) == ending
+
+
+def test_the_matcher_agrees_with_the_regular_expression_pre_commit_is_given():
+    """GlobSet matches without `re` (the post-commit hook's budget); `glob_regex` writes the same
+    glob for pre-commit's `files`. The regular expression, run by `re`, is the oracle here:
+    seeded random globs over the whole grammar against random paths (slashes, newlines, `-`)."""
+    import random
+    import re
+
+    from pachhook.core.globs import GlobError, glob_regex
+
+    pieces = ["a", "b", "x.", "/", "*", "**/", "**", "?", "[ab]", "[!a]", "[^b]", "[a-c]", "[-a]", "[a-]", "\n", "]"]
+    names = ["a", "b", "c", "x.", "/", "//", "\n", "-", "ab"]
+    rng = random.Random(16)
+    compared = 0
+    for _ in range(3000):
+        glob = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 7)))
+        try:
+            oracle = re.compile(glob_regex(glob), re.DOTALL)
+        except GlobError as error:
+            assert glob_problem(glob) == str(error)
+            continue
+        matcher = GlobSet([glob])
+        for _ in range(25):
+            path = "".join(rng.choice(names) for _ in range(rng.randint(0, 8)))
+            expected = oracle.fullmatch(path) is not None and path.endswith(matcher.endings)
+            assert matcher.matches(path) is expected, (glob, path)
+            compared += 1
+    assert compared > 40000  # most random globs are good ones
+
+
+@pytest.mark.parametrize(
+    "path", ["pipeline.json", "a/pipeline.yml", "a/b.pipeline.yaml", "x/.pipeline.json", "pipeline.jsonnet", "a/pipeline"]
+)
+def test_the_conventional_names_are_the_default_globs_for_json_and_yaml(path: str):
+    from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
+    from pachhook.spec.sniff import has_conventional_name
+
+    json_and_yaml = [glob for glob in DEFAULT_TEMPLATE_GLOBS if not glob.endswith(".jsonnet")]
+    assert has_conventional_name(path) is GlobSet(json_and_yaml).matches(path)

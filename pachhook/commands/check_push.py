@@ -194,10 +194,10 @@ def _tell_failed_deliveries(root: Path) -> None:
 def _foreign(root: Path, version: Tuple[str, str], config: object) -> bool:
     """A version named like a template only by the conventions that holds no pipeline spec."""
     from pachhook.queue.affected import foreign_file, parse_template
-    from pachhook.spec.sniff import CONVENTIONAL_NAME
+    from pachhook.spec.sniff import has_conventional_name
 
     path, blob = version
-    if not CONVENTIONAL_NAME.search(path):
+    if not has_conventional_name(path):
         return False
     data = gitrepo.read_blobs([blob], root).get(blob)
     return foreign_file(path, parse_template(data, path, getattr(config, "jsonnet_args", None)), config)

@@ -133,42 +133,51 @@ def queue_commit(
     no longer ancestors of `rev` are.
     """
     from pachhook.core import gitrepo
-    from pachhook.queue.store import Queue
 
-    try:
-        info = gitrepo.head_info(cwd, rev)
-        if rev != "HEAD" and not info.branch:
-            # `--commit REV` of the checked-out branch's history is that branch's
-            branch = gitrepo.current_branch(cwd)
-            if branch and gitrepo.run(["merge-base", "--is-ancestor", info.commit, "HEAD"], cwd).returncode == 0:
-                info.branch = branch
-    except gitrepo.GitError as error:
-        _say(f"nothing queued: {error}")
-        return 0
-    import sqlite3
-
-    queue = None
-    try:
-        queue = Queue(info.common_dir_str, timeout=HOOK_BUSY_TIMEOUT)
+    with gitrepo.config_snapshot():  # git's configuration read once, some of it ahead
         try:
-            _queue_into(queue, info, start_worker, rewritten)
-        except sqlite3.DatabaseError as error:
-            # damage past the header shows only now: set the file aside and record afresh
-            if not queue.recover_if_corrupt(error):
-                raise
-            _queue_into(queue, info, start_worker, rewritten)
-    except (sqlite3.Error, OSError) as error:
-        # A full disk, a read-only git dir, a lock held past the timeout: the commit stands,
-        # say why nothing was recorded, where, and how to record it later.
-        _say(
-            f"nothing queued for {info.commit[:12]}: cannot write the queue in"
-            f" {gitrepo.state_folder(info.common_dir_str)}: {_cause(error, info.common_dir_str)};"
-            f" the commit stands: once fixed, run `pachhook queue --commit {info.commit[:12]}`"
-        )
-    finally:
-        if queue is not None and not keep_open:
-            queue.close()
-    return 0
+            asked = gitrepo.head_info_soon(cwd, rev)
+            from pachhook.queue.store import Queue  # imported (~10 ms) while git answers
+
+            info = asked()
+            if rev != "HEAD" and not info.branch:
+                # `--commit REV` of the checked-out branch's history is that branch's
+                branch = gitrepo.current_branch(cwd)
+                if branch and gitrepo.run(["merge-base", "--is-ancestor", info.commit, "HEAD"], cwd).returncode == 0:
+                    info.branch = branch
+        except gitrepo.GitError as error:
+            _say(f"nothing queued: {error}")
+            return 0
+        from pachhook.core.config import read_files_ahead
+        from pachhook.core.environments import ask_default_branch_ahead
+        from pachhook.queue.database import DatabaseError, Error
+
+        queue = None
+        try:
+            # git reads the configuration (and may look up the default branch) while the queue opens
+            configuration_read = read_files_ahead(info.root_str, info.commit)
+            ask_default_branch_ahead(info.root_str, info.common_dir_str)
+            queue = Queue(info.common_dir_str, timeout=HOOK_BUSY_TIMEOUT)
+            configuration_read()
+            try:
+                _queue_into(queue, info, start_worker, rewritten)
+            except DatabaseError as error:
+                # damage past the header shows only now: set the file aside and record afresh
+                if not queue.recover_if_corrupt(error):
+                    raise
+                _queue_into(queue, info, start_worker, rewritten)
+        except (Error, OSError) as error:
+            # A full disk, a read-only git dir, a lock held past the timeout: the commit stands,
+            # say why nothing was recorded, where, and how to record it later.
+            _say(
+                f"nothing queued for {info.commit[:12]}: cannot write the queue in"
+                f" {gitrepo.state_folder(info.common_dir_str)}: {_cause(error, info.common_dir_str)};"
+                f" the commit stands: once fixed, run `pachhook queue --commit {info.commit[:12]}`"
+            )
+        finally:
+            if queue is not None and not keep_open:
+                queue.close()
+        return 0
 
 
 def _cause(error: BaseException, common_dir: str) -> str:
@@ -192,6 +201,7 @@ def _cause(error: BaseException, common_dir: str) -> str:
 
 def _queue_into(queue: Any, info: Any, start_worker: bool, rewritten: Optional[List[str]] = None) -> None:
     from pachhook.core.config import ConfigError, load_config_at
+    from pachhook.core.environments import environment_for
     from pachhook.queue.affected import find_affected
 
     short = info.commit[:12]
@@ -203,8 +213,6 @@ def _queue_into(queue: Any, info: Any, start_worker: bool, rewritten: Optional[L
             _say(f"nothing queued for {short}: {problem}")
             queue.problems.record(problem, info.commit)
         return
-    from pachhook.core.environments import environment_for
-
     try:
         environment = environment_for(config, info.branch, info.root_str)
     except ConfigError as error:

@@ -184,7 +184,7 @@ def _run_staged(args: Any) -> int:
         return EXIT_PROBLEMS if args.pachyderm_version is None else EXIT_USAGE
     contents = gitrepo.read_blobs(blobs.values(), toplevel)
     from pachhook.core.globs import GlobSet
-    from pachhook.spec.sniff import CONVENTIONAL_NAME, by_convention_only, looks_like_template
+    from pachhook.spec.sniff import by_convention_only, has_conventional_name, looks_like_template
     from pachhook.validate.checks import NOT_A_TEMPLATE
 
     cwd = os.getcwd()
@@ -197,7 +197,7 @@ def _run_staged(args: Any) -> int:
             print(f"pachhook: {shown}: cannot read the staged file from git", file=sys.stderr)
             return EXIT_PROBLEMS
         if (
-            CONVENTIONAL_NAME.search(name)
+            has_conventional_name(name)
             and not looks_like_template(name, data)
             and by_convention_only(name, config.templates, lambda globs, path: GlobSet(globs).matches(path))
         ):
@@ -292,9 +292,9 @@ def _foreign(name: str) -> bool:
     """
     from pathlib import Path
 
-    from pachhook.spec.sniff import CONVENTIONAL_NAME, looks_like_template
+    from pachhook.spec.sniff import has_conventional_name, looks_like_template
 
-    if not CONVENTIONAL_NAME.search(name.replace(os.sep, "/")):
+    if not has_conventional_name(name.replace(os.sep, "/")):
         return False
     try:
         with open(name, "rb") as handle:

@@ -264,6 +264,22 @@ def _files_at(root: str, commit: str) -> Dict[str, Optional[bytes]]:
         return dict.fromkeys(CONFIG_FILES)
 
 
+def read_files_ahead(root: str, commit: str) -> Callable[[], None]:
+    """Start reading CONFIG_FILES of `commit` now; what is returned waits for git, and the
+    files are then kept (by gitrepo) for `load_config_at`. A failure is left for it to meet."""
+    from pachhook.core import gitrepo
+
+    answer = gitrepo.show_files_soon(commit, CONFIG_FILES, root)
+
+    def wait() -> None:
+        try:
+            answer()
+        except gitrepo.GitError:
+            pass
+
+    return wait
+
+
 def _read(path: str) -> Optional[str]:
     try:
         with open(path, encoding="utf-8") as handle:

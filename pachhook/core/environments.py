@@ -76,9 +76,7 @@ class Environment:
         return f"Environment({self.name!r}, branches={self.branches!r}, context={self.context!r})"
 
     def matches(self, branch: str) -> bool:
-        import fnmatch
-
-        return bool(branch) and any(fnmatch.fnmatchcase(branch, glob) for glob in self.branches)
+        return bool(branch) and any(_branch_matches(branch, glob) for glob in self.branches)
 
     def describe(self) -> str:
         """`env NAME (context C, project P)`: how every line about a delivery names it."""
@@ -94,6 +92,16 @@ class Environment:
         import re
 
         return re.sub(r"\{\{\s*branch_slug\s*\}\}", branch_slug(branch), self.pipeline_suffix)
+
+
+def _branch_matches(branch: str, glob: str) -> bool:
+    """fnmatch's reading of a branch glob (`*` crosses `/`); a plain name is compared as text,
+    which spares the post-commit hook fnmatch's `re` (most configurations name branches)."""
+    if not any(char in glob for char in "*?["):
+        return branch == glob
+    import fnmatch
+
+    return fnmatch.fnmatchcase(branch, glob)
 
 
 def branch_slug(branch: str) -> str:
@@ -218,9 +226,9 @@ def default_branch(root: Any = None) -> str:
         common = gitrepo.git_common_dir_text(root)
     except Exception:  # not a repository: the conventional name
         return "main"
-    head = _read(os.path.join(common, "refs", "remotes", "origin", "HEAD"))
-    if head.startswith("ref: refs/remotes/origin/"):
-        return head[len("ref: refs/remotes/origin/") :]
+    from_origin = _origin_head_branch(common)
+    if from_origin:
+        return from_origin
     configured = gitrepo.config_get("init.defaultBranch", root)
     if configured:
         return configured
@@ -229,6 +237,20 @@ def default_branch(root: Any = None) -> str:
         if os.path.exists(os.path.join(common, "refs", "heads", name)) or f" refs/heads/{name}\n" in packed + "\n":
             return name
     return "main"
+
+
+def ask_default_branch_ahead(root: str, common_dir: str) -> None:
+    """Start the git question `default_branch` will ask when origin/HEAD names no branch,
+    so git answers while the caller reads its configuration (gitrepo.config_get_ahead)."""
+    from pachhook.core import gitrepo
+
+    if not _origin_head_branch(common_dir):
+        gitrepo.config_get_ahead("init.defaultBranch", root)
+
+
+def _origin_head_branch(common_dir: str) -> str:
+    head = _read(os.path.join(common_dir, "refs", "remotes", "origin", "HEAD"))
+    return head[len("ref: refs/remotes/origin/") :] if head.startswith("ref: refs/remotes/origin/") else ""
 
 
 def _read(path: str) -> str:

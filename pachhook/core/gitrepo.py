@@ -58,6 +58,21 @@ def run(
     it), not even when they read template blobs. A call without a timeout gets
     DEFAULT_TIMEOUT; running past it raises GitError.
     """
+    return run_soon(args, cwd, input, env=env, timeout=timeout, literal_pathspecs=literal_pathspecs)()
+
+
+def run_soon(
+    args: Sequence[str],
+    cwd: Optional[PathLike] = None,
+    input: Optional[bytes] = None,
+    *,
+    env: Optional[Dict[str, str]] = None,
+    timeout: Optional[float] = None,
+    literal_pathspecs: bool = False,
+) -> Callable[[], GitResult]:
+    """`run`, started now and read later: git answers on another core while the caller goes
+    on (the post-commit hook imports and opens its queue meanwhile). Call what it returns,
+    once, for the GitResult; the deadline counts from the start."""
     argv = ["git"]
     if literal_pathspecs:
         argv.append("--literal-pathspecs")
@@ -70,7 +85,7 @@ def run(
     if base.get("GIT_TERMINAL_PROMPT") != "0":
         base = {**base, "GIT_TERMINAL_PROMPT": "0"}
     deadline = DEFAULT_TIMEOUT if timeout is None else timeout
-    return _run_spawn(argv, base, deadline, _command_name(args), input)
+    return _Started(argv, base, deadline, _command_name(args), input).finish
 
 
 def git(
@@ -102,78 +117,91 @@ def _command_name(args: Sequence[str]) -> str:
     return args[i] if i < len(args) else "git"
 
 
-def _run_spawn(
-    argv: List[str], env: Mapping[str, str], timeout: float, command: str, input: Optional[bytes]
-) -> GitResult:
-    import select  # a built-in module: no import cost worth naming
-    import time
+class _Started:
+    """One git process, started at once; `finish` feeds its input, reads both pipes and
+    reaps it.
 
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    in_r, in_w = os.pipe() if input is not None else (-1, -1)
-    stdin = (
-        (os.POSIX_SPAWN_DUP2, in_r, 0) if input is not None else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
-    )
-    try:
-        pid = os.posix_spawnp(
-            argv[0],
-            argv,
-            env,
-            file_actions=[stdin, (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)],
+    Both pipes are read as data arrives, and the input written as git takes it: git
+    writes a lot to stderr when a GIT_TRACE* variable is set, and `cat-file --batch`
+    answers while it reads, so finishing one pipe first would leave git blocked on a
+    full other one. The input end never blocks: a write takes what the pipe has room for.
+    """
+
+    def __init__(self, argv: List[str], env: Mapping[str, str], timeout: float, command: str, input: Optional[bytes]):
+        import time
+
+        self.command = command
+        self.ends = time.monotonic() + timeout
+        self.timeout = timeout
+        self.out_r, out_w = os.pipe()
+        self.err_r, err_w = os.pipe()
+        in_r, self.in_w = os.pipe() if input is not None else (-1, -1)
+        stdin = (
+            (os.POSIX_SPAWN_DUP2, in_r, 0)
+            if input is not None
+            else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
         )
-    except OSError as error:
-        for fd in (out_r, out_w, err_r, err_w, in_r, in_w):
+        try:
+            self.pid = os.posix_spawnp(
+                argv[0],
+                argv,
+                env,
+                file_actions=[stdin, (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)],
+            )
+        except OSError as error:
+            for fd in (self.out_r, out_w, self.err_r, err_w, in_r, self.in_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise GitError(f"cannot run git: {error}") from None
+        for fd in (out_w, err_w, in_r):
             if fd >= 0:
                 os.close(fd)
-        raise GitError(f"cannot run git: {error}") from None
-    for fd in (out_w, err_w, in_r):
-        if fd >= 0:
-            os.close(fd)
-    # Both pipes are read as data arrives, and the input written as git takes it: git
-    # writes a lot to stderr when a GIT_TRACE* variable is set, and `cat-file --batch`
-    # answers while it reads, so finishing one pipe first would leave git blocked on a
-    # full other one. The input end never blocks: a write takes what the pipe has room for.
-    pending = memoryview(input or b"")
-    if in_w >= 0:
-        os.set_blocking(in_w, False)
-        if not pending:
-            os.close(in_w)
-            in_w = -1
-    chunks: Dict[int, List[bytes]] = {out_r: [], err_r: []}
-    open_fds = [out_r, err_r]
-    ends = time.monotonic() + timeout
-    try:
-        while open_fds:
-            left = ends - time.monotonic()
-            writing = [in_w] if in_w >= 0 else []
-            ready, can_write, _ = select.select(open_fds, writing, [], max(left, 0)) if left > 0 else ([], [], [])
-            if not ready and not can_write:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                raise GitError(f"git {command} did not finish within {timeout:g} s")
-            if can_write:
-                try:
-                    pending = pending[os.write(in_w, pending) :]
-                except BlockingIOError:
-                    pass
-                except BrokenPipeError:  # git stopped reading (it failed): what it says is in its output
-                    pending = pending[:0]
-                if not pending:
-                    os.close(in_w)
-                    in_w = -1
-            for fd in ready:
-                chunk = os.read(fd, 1 << 16)
-                if chunk:
-                    chunks[fd].append(chunk)
-                else:
-                    open_fds.remove(fd)
-    finally:
-        os.close(out_r)
-        os.close(err_r)
-        if in_w >= 0:
-            os.close(in_w)
-    _, status = os.waitpid(pid, 0)
-    return GitResult(os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r]))
+        self.pending = memoryview(input or b"")
+        if self.in_w >= 0:
+            os.set_blocking(self.in_w, False)
+            if not self.pending:
+                os.close(self.in_w)
+                self.in_w = -1
+
+    def finish(self) -> GitResult:
+        import select  # a built-in module: no import cost worth naming
+        import time
+
+        out_r, err_r, pid = self.out_r, self.err_r, self.pid
+        chunks: Dict[int, List[bytes]] = {out_r: [], err_r: []}
+        open_fds = [out_r, err_r]
+        try:
+            while open_fds:
+                left = self.ends - time.monotonic()
+                writing = [self.in_w] if self.in_w >= 0 else []
+                ready, can_write, _ = select.select(open_fds, writing, [], max(left, 0)) if left > 0 else ([], [], [])
+                if not ready and not can_write:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    raise GitError(f"git {self.command} did not finish within {self.timeout:g} s")
+                if can_write:
+                    try:
+                        self.pending = self.pending[os.write(self.in_w, self.pending) :]
+                    except BlockingIOError:
+                        pass
+                    except BrokenPipeError:  # git stopped reading (it failed): what it says is in its output
+                        self.pending = self.pending[:0]
+                    if not self.pending:
+                        os.close(self.in_w)
+                        self.in_w = -1
+                for fd in ready:
+                    chunk = os.read(fd, 1 << 16)
+                    if chunk:
+                        chunks[fd].append(chunk)
+                    else:
+                        open_fds.remove(fd)
+        finally:
+            os.close(out_r)
+            os.close(err_r)
+            if self.in_w >= 0:
+                os.close(self.in_w)
+        _, status = os.waitpid(pid, 0)
+        return GitResult(os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r]))
 
 
 def _text(args: Sequence[str], cwd: Optional[PathLike] = None) -> str:
@@ -224,24 +252,24 @@ class HeadInfo:
 
 def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
     """Work tree, git dirs, commit, tree and branch of `rev`, in one git process."""
+    return head_info_soon(cwd, rev)()
+
+
+def head_info_soon(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> Callable[[], HeadInfo]:
+    """`head_info`, its git process started now (see `run_soon`); GitError comes when it is read."""
     _no_option(rev)
-    try:
-        out = _text(
-            [
-                "rev-parse",
-                "--path-format=absolute",
-                "--show-toplevel",
-                "--git-dir",
-                "--git-common-dir",
-                f"{rev}^{{commit}}",
-                f"{rev}^{{tree}}",
-            ],
-            cwd,
-        ).splitlines()
-    except GitError as error:
-        if "unknown revision" in str(error) or "ambiguous argument" in str(error):
-            raise GitError(f"unknown revision {rev!r}" if rev != "HEAD" else "no commit yet") from None
-        raise
+    args = ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-dir", "--git-common-dir"]
+    answer = run_soon([*args, f"{rev}^{{commit}}", f"{rev}^{{tree}}"], cwd)
+    return lambda: _head_info(answer(), cwd, rev)
+
+
+def _head_info(result: GitResult, cwd: Optional[PathLike], rev: str) -> HeadInfo:
+    if result.returncode != 0:
+        message = complaint(result, "rev-parse")
+        if "unknown revision" in message or "ambiguous argument" in message:
+            raise GitError(f"unknown revision {rev!r}" if rev != "HEAD" else "no commit yet")
+        raise GitError(message)
+    out = result.stdout.decode("utf-8", errors="surrogateescape").strip().splitlines()
     if len(out) != 5:
         raise GitError(f"unknown revision {rev!r}")
     root, git_dir, common, commit, tree = out
@@ -436,14 +464,29 @@ def ls_tree(
 
     With paths, only the entries under those paths and the folders leading to them.
     """
+    return ls_tree_soon(commit, cwd, paths, literal_pathspecs)()
+
+
+def ls_tree_soon(
+    commit: str, cwd: Optional[PathLike] = None, paths: Sequence[str] = (), literal_pathspecs: bool = False
+) -> Callable[[], Dict[str, TreeEntry]]:
+    """`ls_tree`, its git process started now (see `run_soon`); GitError comes when it is read."""
     question = ("ls-tree", _folder_key(cwd), commit, tuple(paths), literal_pathspecs and bool(paths))
     known = settled(question)
     if known is not UNKNOWN:
-        return dict(known)  # type: ignore[call-overload, no-any-return]  # a copy: callers may change theirs
+        return lambda: dict(known)  # type: ignore[call-overload]  # a copy: callers may change theirs
     args = ["ls-tree", "-r", "-t", "-z", "--full-tree", commit]
     if paths:
         args += ["--", *paths]
-    out = git(args, cwd, literal_pathspecs=literal_pathspecs)
+    answer = run_soon(args, cwd, literal_pathspecs=literal_pathspecs)
+    return lambda: _tree_entries(answer(), question)
+
+
+def _tree_entries(result: GitResult, question: Tuple[object, ...]) -> Dict[str, TreeEntry]:
+    if result.returncode != 0:
+        raise GitError(complaint(result, "ls-tree"))
+    out = result.stdout
+    commit = str(question[2])
     entries: Dict[str, TreeEntry] = {}
     for record in out.split(b"\0"):
         if not record:
@@ -469,6 +512,13 @@ def read_blobs(shas: Iterable[str], cwd: Optional[PathLike] = None) -> Dict[str,
 def show_files(commit: str, paths: Sequence[str], cwd: Optional[PathLike] = None) -> Dict[str, Optional[bytes]]:
     """The bytes of each of `paths` as it stands in `commit` (None for a path it has no
     file at), from one git process: `show_file` for several files."""
+    return show_files_soon(commit, paths, cwd)()
+
+
+def show_files_soon(
+    commit: str, paths: Sequence[str], cwd: Optional[PathLike] = None
+) -> Callable[[], Dict[str, Optional[bytes]]]:
+    """`show_files`, its git process started now (see `run_soon`); GitError comes when it is read."""
     folder = _folder_key(cwd)
     shown: Dict[str, Optional[bytes]] = {}
     for path in paths:
@@ -476,32 +526,49 @@ def show_files(commit: str, paths: Sequence[str], cwd: Optional[PathLike] = None
         if known is not UNKNOWN:
             shown[path] = known  # type: ignore[assignment]
     asked = [path for path in paths if path not in shown]
-    found = _read_objects([f"{commit}:{path}" for path in asked], cwd)
-    for path in asked:
-        kind, data = found.get(f"{commit}:{path}", ("missing", b""))
-        shown[path] = data if kind == "blob" else None
-        _settle_file(("file", folder, commit, path), shown[path])
-    return shown
+    read = _read_objects_soon([f"{commit}:{path}" for path in asked], cwd)
+
+    def answer() -> Dict[str, Optional[bytes]]:
+        found = read()
+        for path in asked:
+            kind, data = found.get(f"{commit}:{path}", ("missing", b""))
+            shown[path] = data if kind == "blob" else None
+            _settle_file(("file", folder, commit, path), shown[path])
+        return shown
+
+    return answer
 
 
 def _read_objects(names: Iterable[str], cwd: Optional[PathLike] = None) -> Dict[str, Tuple[str, bytes]]:
     """Type and content of each object `git cat-file --batch` finds among `names`."""
+    return _read_objects_soon(names, cwd)()
+
+
+def _read_objects_soon(names: Iterable[str], cwd: Optional[PathLike]) -> Callable[[], Dict[str, Tuple[str, bytes]]]:
     wanted = list(dict.fromkeys(names))
     if not wanted:
-        return {}
-    out = git(["cat-file", "--batch"], cwd, input=("\n".join(wanted) + "\n").encode())
-    objects: Dict[str, Tuple[str, bytes]] = {}
-    pos = 0
-    for name in wanted:
-        end = out.index(b"\n", pos)
-        header = out[pos:end].decode(errors="replace").rsplit(None, 2)
-        pos = end + 1
-        if len(header) < 3 or header[-1] == "missing" or not header[-1].isdigit():
-            continue  # "NAME missing", "NAME ambiguous"
-        size = int(header[2])
-        objects[name] = (header[1], out[pos : pos + size])
-        pos += size + 1  # the content is followed by a newline
-    return objects
+        return lambda: {}
+    started = run_soon(["cat-file", "--batch"], cwd, input=("\n".join(wanted) + "\n").encode())
+
+    def answer() -> Dict[str, Tuple[str, bytes]]:
+        result = started()
+        if result.returncode != 0:
+            raise GitError(complaint(result, "cat-file"))
+        out = result.stdout
+        objects: Dict[str, Tuple[str, bytes]] = {}
+        pos = 0
+        for name in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode(errors="replace").rsplit(None, 2)
+            pos = end + 1
+            if len(header) < 3 or header[-1] == "missing" or not header[-1].isdigit():
+                continue  # "NAME missing", "NAME ambiguous"
+            size = int(header[2])
+            objects[name] = (header[1], out[pos : pos + size])
+            pos += size + 1  # the content is followed by a newline
+        return objects
+
+    return answer
 
 
 def rev_list(args: Sequence[str], cwd: Optional[PathLike] = None) -> List[str]:
@@ -570,6 +637,12 @@ class config_snapshot:
         global _SNAPSHOT, _SNAPSHOT_DEPTH
         _SNAPSHOT_DEPTH -= 1
         if _SNAPSHOT_DEPTH == 0:
+            for answer in (_SNAPSHOT or {}).values():
+                if isinstance(answer, _AskedAhead):  # asked ahead, never needed: reap its git
+                    try:
+                        answer.read()
+                    except GitError:
+                        pass
             _SNAPSHOT = None
 
 
@@ -589,9 +662,37 @@ def _configured(question: Tuple[str, ...], ask: "Callable[[], T]") -> "T":
     snapshot = _SNAPSHOT
     if snapshot is None:
         return ask()
-    if question not in snapshot:
-        snapshot[question] = ask()
-    return snapshot[question]  # type: ignore[return-value]
+    known = snapshot.get(question, _AskedAhead(ask))
+    if isinstance(known, _AskedAhead):
+        known = snapshot[question] = known.read()
+    return known  # type: ignore[return-value]
+
+
+class _AskedAhead:
+    """A configuration question whose git process is running (`config_get_ahead`)."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[], object]) -> None:
+        self.read = read
+
+
+def config_get_ahead(key: str, cwd: Optional[PathLike] = None) -> None:
+    """Start `git config --get KEY` now for a `config_get` later in this snapshot, so that git
+    answers while the caller works. Outside a snapshot there is nowhere to keep the answer,
+    and nothing is started."""
+    snapshot = _SNAPSHOT
+    question = ("config", _folder_key(cwd), key)
+    if snapshot is None or question in snapshot:
+        return
+    answer = run_soon(["config", "--get", key], cwd)
+
+    def read() -> Optional[str]:
+        result = answer()
+        text = result.stdout.decode("utf-8", errors="surrogateescape").strip()
+        return text if result.returncode == 0 and text else None
+
+    snapshot[question] = _AskedAhead(read)
 
 
 def hooks_dir(cwd: Optional[PathLike] = None) -> Path:

@@ -22,7 +22,7 @@ from pachhook.spec.ordering import CycleError, dependency_order
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
-    from typing import Any, Dict, List, Optional, Sequence
+    from typing import Any, Callable, Dict, List, Optional, Sequence
 
     from pachhook.core.config import Config
     from pachhook.queue.store import Queue
@@ -63,11 +63,22 @@ def find_affected(
     queued commit's, updated by `git diff-tree` between the two, and only the templates,
     their Dockerfiles and build context folders are read from the commit's tree.
     """
-    templates = commit_template_set(root, commit, config, queue)
+    # The last queued commit's templates are most often this commit's too: their entries are
+    # asked for while `git diff-tree` compares the two, and asked again only if the set changed.
+    guess = _known_template_set(config, queue).get("templates")
+    early = gitrepo.ls_tree_soon(commit, root, _lookup_paths(guess, config), literal_pathspecs=True) if guess else None
+    try:
+        templates = commit_template_set(root, commit, config, queue)
+    finally:
+        asked = _entries_asked(early)
     result = Affected(len(templates))
     if not templates:
         return result
-    entries = gitrepo.ls_tree(commit, root, _lookup_paths(templates, config), literal_pathspecs=True)
+    entries = (
+        asked
+        if asked is not None and templates == guess
+        else gitrepo.ls_tree(commit, root, _lookup_paths(templates, config), literal_pathspecs=True)
+    )
     templates = [path for path in templates if getattr(entries.get(path), "kind", "") == "blob"]
     jsonnet_names = {entries[path].sha: path for path in templates if path.endswith(".jsonnet")}
     specs_by_blob = _specs(root, [entries[path].sha for path in templates], queue, jsonnet_names, config.jsonnet_args)
@@ -118,9 +129,9 @@ def commit_template_set(root: Any, commit: str, config: Config, queue: Queue) ->
     """The templates of `commit`, sorted: from the last queued commit's and the diff between
     the two when the queue knows them (under the same globs), else from the whole tree."""
     globs = list(config.templates)
-    known = queue.templates.get([TEMPLATE_SET_KEY]).get(TEMPLATE_SET_KEY)
+    known = _known_template_set(config, queue)
     templates: Optional[List[str]] = None
-    if isinstance(known, dict) and known.get("globs") == globs and known.get("commit"):
+    if known:
         if known["commit"] == commit:
             return list(known["templates"])
         templates = _templates_after(root, known["commit"], commit, known["templates"], globs, queue.folder_str)
@@ -128,6 +139,26 @@ def commit_template_set(root: Any, commit: str, config: Config, queue: Queue) ->
         templates = commit_templates(gitrepo.ls_tree(commit, root), globs)
     queue.templates.put({TEMPLATE_SET_KEY: {"commit": commit, "globs": globs, "templates": templates}})
     return templates
+
+
+def _known_template_set(config: Config, queue: Queue) -> Dict[str, Any]:
+    """The last queued commit and its templates, as the queue keeps them; {} when it keeps
+    none under the configuration's globs."""
+    known = queue.templates.get([TEMPLATE_SET_KEY]).get(TEMPLATE_SET_KEY)
+    if isinstance(known, dict) and known.get("globs") == list(config.templates) and known.get("commit"):
+        return known
+    return {}
+
+
+def _entries_asked(early: Optional[Callable[[], Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
+    """The entries an early `ls_tree_soon` found; None when none was asked or git failed
+    (they are asked again then, where a failure is reported)."""
+    if early is None:
+        return None
+    try:
+        return early()
+    except gitrepo.GitError:
+        return None
 
 
 def _templates_after(

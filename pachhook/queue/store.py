@@ -10,7 +10,6 @@ queue/templatecache.py).
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 
 from pachhook.queue.database import DB_NAME, FOLDER, Database, Transaction
@@ -33,6 +32,7 @@ from pachhook.spec.ordering import CycleError, dependency_order
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
+    import sqlite3
     from pathlib import Path
     from typing import Any, Dict, List, Optional, Sequence, Tuple
 

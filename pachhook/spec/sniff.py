@@ -5,24 +5,29 @@ applications keep a `pipeline.yaml` of their own. A file matched only by the def
 name conventions is taken for a template when it looks like one: a `pipeline.name` plus
 a `transform`, `spout` or `service`. Templates the configuration names are always checked.
 
-Light on purpose (the hooks call it): `re` here, the loader only for a candidate file.
+Light on purpose (the hooks call it): plain string tests, `re` and the loader only for a
+candidate file.
 """
 
 from __future__ import annotations
-
-import re
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from typing import Any, Sequence
 
-# The conventions of DEFAULT_TEMPLATE_GLOBS, as one regex over a repository path.
-CONVENTIONAL_NAME = re.compile(r"(?:^|/)(?:pipeline|[^/]+\.pipeline)\.(?:json|ya?ml)\Z")
 _BODIES = ("transform", "spout", "service")
+_CONVENTIONAL_EXTENSIONS = ("json", "yaml", "yml")
 # For a file the loader cannot read: top-level YAML keys or JSON members that make it a spec
 # gone wrong (its error is then reported) rather than someone else's file.
-_SPEC_KEY = re.compile(rb'^(?:pipeline|"pipeline")\s*:|"pipeline"\s*:\s*\{', re.MULTILINE)
-_BODY_KEY = re.compile(rb'^(?:transform|spout|service)\s*:|"(?:transform|spout|service)"\s*:', re.MULTILINE)
+_SPEC_KEY = rb'^(?:pipeline|"pipeline")\s*:|"pipeline"\s*:\s*\{'
+_BODY_KEY = rb'^(?:transform|spout|service)\s*:|"(?:transform|spout|service)"\s*:'
+
+
+def has_conventional_name(path: str) -> bool:
+    """Whether the last name of `path` (`/` separated) is one DEFAULT_TEMPLATE_GLOBS give JSON
+    and YAML: `pipeline.json`, `pipeline.yaml`, `pipeline.yml`, or `*.pipeline.` one of those."""
+    stem, dot, extension = path.rpartition("/")[2].rpartition(".")
+    return bool(dot) and extension in _CONVENTIONAL_EXTENSIONS and (stem == "pipeline" or stem.endswith(".pipeline"))
 
 
 def looks_like_spec(value: Any) -> bool:
@@ -43,7 +48,9 @@ def looks_like_template(name: str, data: bytes) -> bool:
     if loaded.documents:
         return False  # read fine, and nothing in it is a pipeline spec
     # Unreadable (a syntax error, a refused construct): a spec only if its keys say so.
-    return bool(_SPEC_KEY.search(data) and _BODY_KEY.search(data))
+    import re
+
+    return bool(re.search(_SPEC_KEY, data, re.MULTILINE) and re.search(_BODY_KEY, data, re.MULTILINE))
 
 
 def by_convention_only(path: str, configured: Sequence[str], matches: Any) -> bool:
@@ -55,7 +62,7 @@ def by_convention_only(path: str, configured: Sequence[str], matches: Any) -> bo
     """
     from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS
 
-    if not CONVENTIONAL_NAME.search(path):
+    if not has_conventional_name(path):
         return False
     chosen = [glob for glob in configured if glob not in DEFAULT_TEMPLATE_GLOBS]
     return not (chosen and matches(chosen, path))

@@ -157,9 +157,9 @@ def is_foreign(path: Union[str, Path], relative: str, template_globs: Sequence[s
 
     Files the configuration names by a glob of its own are templates whatever they hold.
     """
-    from pachhook.spec.sniff import CONVENTIONAL_NAME, by_convention_only, looks_like_template
+    from pachhook.spec.sniff import by_convention_only, has_conventional_name, looks_like_template
 
-    if not CONVENTIONAL_NAME.search(relative):
+    if not has_conventional_name(relative):
         return False
     try:
         with open(path, "rb") as handle:

@@ -170,7 +170,8 @@ def test_the_matcher_agrees_with_the_regular_expression_pre_commit_is_given():
 
 
 @pytest.mark.parametrize(
-    "path", ["pipeline.json", "a/pipeline.yml", "a/b.pipeline.yaml", "x/.pipeline.json", "pipeline.jsonnet", "a/pipeline"]
+    "path",
+    ["pipeline.json", "a/pipeline.yml", "a/b.pipeline.yaml", "x/.pipeline.json", "pipeline.jsonnet", "a/pipeline"],
 )
 def test_the_conventional_names_are_the_default_globs_for_json_and_yaml(path: str):
     from pachhook.core.config import DEFAULT_TEMPLATE_GLOBS

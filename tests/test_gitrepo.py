@@ -231,12 +231,21 @@ def test_configuration_asked_ahead_is_the_answer_within_the_snapshot(repo: Repo)
     repo.git("config", "pachhook.test", "before")
     fds = len(os.listdir("/proc/self/fd"))
     with gitrepo.config_snapshot():
-        gitrepo.config_get_ahead("pachhook.test", repo.path)
-        gitrepo.config_get_ahead("pachhook.never-read", repo.path)  # asked, never needed
+        gitrepo.ask_ahead("config", repo.path, "pachhook.test")
+        gitrepo.ask_ahead("config", repo.path, "pachhook.never-read")  # asked, never needed
         repo.git("config", "pachhook.test", "after")
         assert gitrepo.config_get("pachhook.test", repo.path) == "before"  # git was asked ahead
     assert len(os.listdir("/proc/self/fd")) == fds  # the unread process was reaped, its pipes closed
     # outside a snapshot there is nowhere to keep an answer: nothing is asked ahead
-    gitrepo.config_get_ahead("pachhook.test", repo.path)
+    gitrepo.ask_ahead("config", repo.path, "pachhook.test")
     repo.git("config", "pachhook.test", "later")
     assert gitrepo.config_get("pachhook.test", repo.path) == "later"
+
+
+def test_commits_soon_names_each_rev_s_commit_and_leaves_out_what_names_none(repo: Repo):
+    first = commit_files(repo, {"a.txt": "a"})
+    second = commit_files(repo, {"a.txt": "b"})
+    repo.git("tag", "-a", "-m", "annotated", "v1", first)  # a tag object: peeled to its commit
+    found = gitrepo.commits_soon([f"{second}^", f"{first}^", "refs/remotes/origin/HEAD", "v1"], repo.path)
+    assert found() == {f"{second}^": first, "v1": first}  # a root's parent, a missing ref: left out
+    assert found() == {f"{second}^": first, "v1": first}  # read again: the same, nothing asked

@@ -210,14 +210,17 @@ def test_a_dry_run_reads_nothing_early(slow_build, double):
 
 def git_shim(folder: Path, log: Path) -> str:
     """A `git` first on PATH that writes each call (time.time(), then its arguments) to
-    `log` and runs the real git; the PATH to use."""
+    `log` and runs the real git; the PATH to use. Each call is one line written at once:
+    pachhook starts several git processes together."""
     real = shutil.which("git")
     assert real is not None
     folder.mkdir()
     shim = folder / "git"
     shim.write_text(
         "#!/bin/sh\n"
-        f'{{ date +%s.%N | tr -d "\\n"; for arg in "$@"; do printf "\\037%s" "$arg"; done; echo; }} >> {shlex.quote(str(log))}\n'
+        'line=$(date +%s.%N); sep=$(printf "\\037")\n'
+        'for arg in "$@"; do line="$line$sep$arg"; done\n'
+        f'printf "%s\\n" "$line" >> {shlex.quote(str(log))}\n'
         f'exec {shlex.quote(real)} "$@"\n'
     )
     shim.chmod(0o755)
@@ -257,6 +260,17 @@ def test_a_delivery_asks_git_each_question_once_and_the_order_checks_while_the_i
     order = [when for when, args in asked if live in " ".join(args) and ("cat-file" in args or "merge-base" in args)]
     assert order and max(order) < built, asked
     assert any(args[-4:] == ["merge-base", "--is-ancestor", live, head] for _, args in asked), asked
+    # The build's questions about git's configuration (checkout settings, the remote for the
+    # source label) were started as the delivery began, before the commit's tree was listed,
+    # not when the build step came to them (gitrepo.ask_ahead); and so was the default branch.
+    listed = min(when for when, args in asked if "ls-tree" in args)
+    for question in (
+        ["config", "--get-regexp"],
+        ["remote", "get-url", "origin"],
+        ["config", "--get", "init.defaultBranch"],
+    ):
+        started = [when for when, args in asked if args[2 : 2 + len(question)] == question]
+        assert started and started[0] < listed, (question, asked)
 
 
 @pytest.mark.integration

@@ -241,11 +241,11 @@ def default_branch(root: Any = None) -> str:
 
 def ask_default_branch_ahead(root: str, common_dir: str) -> None:
     """Start the git question `default_branch` will ask when origin/HEAD names no branch,
-    so git answers while the caller reads its configuration (gitrepo.config_get_ahead)."""
+    so git answers while the caller reads its configuration (gitrepo.ask_ahead)."""
     from pachhook.core import gitrepo
 
     if not _origin_head_branch(common_dir):
-        gitrepo.config_get_ahead("init.defaultBranch", root)
+        gitrepo.ask_ahead("config", root, "init.defaultBranch")
 
 
 def _origin_head_branch(common_dir: str) -> str:

@@ -21,10 +21,9 @@ DEFAULT_TIMEOUT = 300.0
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
-    from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+    from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
     PathLike = Union[str, Path]
-    T = TypeVar("T")
 
 
 class GitError(Exception):
@@ -381,6 +380,29 @@ def rev_parse(rev: str, cwd: Optional[PathLike] = None) -> str:
         raise
 
 
+def commits_soon(revs: Sequence[str], cwd: Optional[PathLike] = None) -> Callable[[], Dict[str, str]]:
+    """The full SHA of the commit each of `revs` names, from one `git cat-file --batch-check`
+    started now (see `run_soon`); a rev that names no commit (a root's parent, a missing ref)
+    is left out. Reading it twice gives the same answer without asking again."""
+    started = run_soon(
+        ["cat-file", "--batch-check"], cwd, input="".join(f"{rev}^{{commit}}\n" for rev in revs).encode()
+    )
+    found: Dict[str, str] = {}
+    read = [False]
+
+    def answer() -> Dict[str, str]:
+        if not read[0]:
+            read[0] = True
+            lines = started().stdout.decode(errors="replace").splitlines()
+            for rev, line in zip(revs, lines):
+                parts = line.split()  # "SHA commit SIZE", or "NAME missing"
+                if len(parts) == 3 and parts[1] == "commit" and is_full_sha(parts[0]):
+                    found[rev] = parts[0]
+        return dict(found)
+
+    return answer
+
+
 def _missing(rev: str) -> str:
     raise GitError(f"unknown revision {rev!r}")
 
@@ -430,19 +452,19 @@ def changed_paths(a: Optional[str], b: str, cwd: Optional[PathLike] = None) -> L
 
 def remote_url(name: str, cwd: Optional[PathLike] = None) -> Optional[str]:
     """The URL of remote `name` (insteadOf applied), None when there is no such remote."""
-    return _configured_text(("remote-url", _folder_key(cwd), name), ["remote", "get-url", name], cwd)
+    return _configured("remote-url", cwd, name)  # type: ignore[return-value]
 
 
 def remote_names(cwd: Optional[PathLike] = None) -> List[str]:
     """The repository's remotes, as `git remote` lists them ([] when it cannot)."""
+    names: List[str] = _configured("remotes", cwd)  # type: ignore[assignment]
+    return list(names)
 
-    def ask() -> List[str]:
-        try:
-            return git(["remote"], cwd).decode(errors="replace").split()
-        except GitError:
-            return []
 
-    return list(_configured(("remotes", _folder_key(cwd)), ask))
+def checkout_settings(cwd: Optional[PathLike] = None) -> str:
+    """The configuration that decides how a checkout writes files (`core.autocrlf`, `core.eol`,
+    `core.symlinks`, `core.filemode`, ..., every `filter.*`), as `git config --get-regexp` lists it."""
+    return _configured("checkout-settings", cwd)  # type: ignore[return-value]
 
 
 class TreeEntry:
@@ -576,7 +598,7 @@ def rev_list(args: Sequence[str], cwd: Optional[PathLike] = None) -> List[str]:
 
 
 def config_get(key: str, cwd: Optional[PathLike] = None) -> Optional[str]:
-    return _configured_text(("config", _folder_key(cwd), key), ["config", "--get", key], cwd)
+    return _configured("config", cwd, key)  # type: ignore[return-value]
 
 
 # Answers kept in this process, so that one delivery asks git each question once.
@@ -618,7 +640,7 @@ def _settle_file(question: Tuple[object, ...], data: Optional[bytes]) -> None:
 # A snapshot of git's configuration (config values, remotes and their URLs): within one,
 # each question is asked of git once. A delivery reads under one (`config_snapshot`), so
 # its steps see one configuration; a change made meanwhile is seen by the next delivery.
-_SNAPSHOT: Optional[Dict[Tuple[str, ...], object]] = None
+_SNAPSHOT: Optional[Dict[Tuple[str, str, str], _AskedAhead]] = None
 _SNAPSHOT_DEPTH = 0
 
 
@@ -637,62 +659,98 @@ class config_snapshot:
         global _SNAPSHOT, _SNAPSHOT_DEPTH
         _SNAPSHOT_DEPTH -= 1
         if _SNAPSHOT_DEPTH == 0:
-            for answer in (_SNAPSHOT or {}).values():
-                if isinstance(answer, _AskedAhead):  # asked ahead, never needed: reap its git
-                    try:
-                        answer.read()
-                    except GitError:
-                        pass
+            for asked in (_SNAPSHOT or {}).values():
+                asked.answer()  # one asked ahead and never needed: its git is reaped here
             _SNAPSHOT = None
 
 
-def _configured_text(question: Tuple[str, ...], args: Sequence[str], cwd: Optional[PathLike]) -> Optional[str]:
-    """What `git ARGS` prints (None when it prints nothing or fails), read once per snapshot."""
-
-    def ask() -> Optional[str]:
-        try:
-            return _text(args, cwd) or None
-        except GitError:
-            return None
-
-    return _configured(question, ask)
+def _printed_text(result: GitResult) -> Optional[str]:
+    text = result.stdout.decode("utf-8", errors="surrogateescape").strip()
+    return text if result.returncode == 0 and text else None
 
 
-def _configured(question: Tuple[str, ...], ask: "Callable[[], T]") -> "T":
+# The questions about git's configuration (see config_snapshot): kind -> (the git command
+# asking it, for the name given; how its answer is read). `--get-regexp` exits 1 when nothing
+# matches: its output, empty, is the answer then too.
+_CONFIG_QUESTIONS: Dict[str, Tuple[Callable[[str], List[str]], Callable[[GitResult], object]]] = {
+    "config": (lambda key: ["config", "--get", key], _printed_text),
+    "remote-url": (lambda name: ["remote", "get-url", name], _printed_text),
+    "remotes": (
+        lambda _: ["remote"],
+        lambda result: result.stdout.decode(errors="replace").split() if result.returncode == 0 else [],
+    ),
+    "checkout-settings": (
+        lambda _: [
+            "config",
+            "--get-regexp",
+            r"^(core\.(autocrlf|eol|symlinks|filemode|safecrlf|checkroundtripencoding)|filter\.)",
+        ],
+        lambda result: result.stdout.decode("utf-8", "replace"),
+    ),
+}
+
+
+def _configured(kind: str, cwd: Optional[PathLike], name: str = "") -> object:
+    """The answer to a configuration question: asked of git now, or kept by the snapshot
+    (asked once in it, perhaps ahead)."""
     snapshot = _SNAPSHOT
     if snapshot is None:
-        return ask()
-    known = snapshot.get(question, _AskedAhead(ask))
-    if isinstance(known, _AskedAhead):
-        known = snapshot[question] = known.read()
-    return known  # type: ignore[return-value]
+        return _asked(kind, cwd, name).answer()
+    question = (kind, _folder_key(cwd), name)
+    with _ASKING:  # the builds of one commit run in threads: one git process per question
+        known = snapshot.get(question)
+        if known is None:
+            known = snapshot[question] = _asked(kind, cwd, name)
+    return known.answer()
+
+
+def ask_ahead(kind: str, cwd: Optional[PathLike] = None, name: str = "") -> None:
+    """Start asking a configuration question now ("config" KEY, "remote-url" NAME, "remotes",
+    "checkout-settings"), for the call that needs it later in this snapshot: git answers
+    while the caller works. Outside a snapshot there is nowhere to keep the answer, and
+    nothing is started."""
+    snapshot = _SNAPSHOT
+    question = (kind, _folder_key(cwd), name)
+    with _ASKING:
+        if snapshot is not None and question not in snapshot:
+            snapshot[question] = _asked(kind, cwd, name)
+
+
+_ASKING = _thread.allocate_lock()
 
 
 class _AskedAhead:
-    """A configuration question whose git process is running (`config_get_ahead`)."""
+    """A configuration question's git process, started (`_asked`), and once read its answer."""
 
-    __slots__ = ("read",)
+    __slots__ = ("read", "started", "lock", "answered", "value")
 
-    def __init__(self, read: Callable[[], object]) -> None:
-        self.read = read
+    def __init__(self, read: Callable[[GitResult], object], started: Callable[[], GitResult]) -> None:
+        self.read, self.started = read, started
+        self.lock = _thread.allocate_lock()
+        self.answered = False
+        self.value: object = None
+
+    def answer(self) -> object:
+        with self.lock:  # read once, whichever thread asks first
+            if not self.answered:
+                try:
+                    self.value = self.read(self.started())
+                except GitError:  # git ran out of time: as if it said nothing
+                    self.value = self.read(_NOTHING_SAID)
+                self.answered = True
+        return self.value
 
 
-def config_get_ahead(key: str, cwd: Optional[PathLike] = None) -> None:
-    """Start `git config --get KEY` now for a `config_get` later in this snapshot, so that git
-    answers while the caller works. Outside a snapshot there is nowhere to keep the answer,
-    and nothing is started."""
-    snapshot = _SNAPSHOT
-    question = ("config", _folder_key(cwd), key)
-    if snapshot is None or question in snapshot:
-        return
-    answer = run_soon(["config", "--get", key], cwd)
+_NOTHING_SAID = GitResult(1, b"", b"")
 
-    def read() -> Optional[str]:
-        result = answer()
-        text = result.stdout.decode("utf-8", errors="surrogateescape").strip()
-        return text if result.returncode == 0 and text else None
 
-    snapshot[question] = _AskedAhead(read)
+def _asked(kind: str, cwd: Optional[PathLike], name: str) -> _AskedAhead:
+    command, read = _CONFIG_QUESTIONS[kind]
+    try:
+        started = run_soon(command(name), cwd)
+    except GitError:  # git could not start: as if it said nothing
+        started = lambda: _NOTHING_SAID  # noqa: E731
+    return _AskedAhead(read, started)
 
 
 def hooks_dir(cwd: Optional[PathLike] = None) -> Path:

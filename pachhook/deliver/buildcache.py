@@ -39,16 +39,21 @@ class CachePlan:
     notes: List[str] = field(default_factory=list)  # lines for the build log
 
 
-def cache_sources(repo_root: Path, commit: str, repository: str, tag_of: Callable[[str], str]) -> List[str]:
-    """The images a build of `commit` may take its layers from, most likely first."""
-    commits: List[str] = []
-    for rev in (f"{commit}^", "refs/remotes/origin/HEAD"):
-        try:
-            found = gitrepo.rev_parse(rev, repo_root)
-        except gitrepo.GitError:
-            continue  # a root commit, a shallow clone, no remote default branch
-        if found != commit and found not in commits:
-            commits.append(found)
+def source_commits_soon(repo_root: Path, commit: str) -> Callable[[], List[str]]:
+    """The commits a build of `commit` may take its layers from, most likely first: its
+    parent, then the remote's default branch. Asked of git now; read what is returned for them."""
+    revs = [f"{commit}^", "refs/remotes/origin/HEAD"]  # a root commit, a shallow clone, no remote: fewer
+    asked = gitrepo.commits_soon(revs, repo_root)
+
+    def answer() -> List[str]:
+        found = asked()
+        return list(dict.fromkeys(found[rev] for rev in revs if rev in found and found[rev] != commit))
+
+    return answer
+
+
+def cache_sources(commits: List[str], repository: str, tag_of: Callable[[str], str]) -> List[str]:
+    """The images of `commits` in `repository`: where a build may take its layers from."""
     return [f"{repository}:{tag_of(found)}" for found in commits]
 
 

@@ -368,14 +368,7 @@ def _fingerprint(repo_root: Path, plan: ContextPlan, listing: Dict[str, gitrepo.
     A reused checkout folder is thrown away when this changes, since git rewrites only files
     whose content changed."""
     attributes = sorted((path, entry.sha) for path, entry in listing.items() if path.split("/")[-1] == ".gitattributes")
-    settings = gitrepo.run(
-        [
-            "config",
-            "--get-regexp",
-            r"^(core\.(autocrlf|eol|symlinks|filemode|safecrlf|checkroundtripencoding)|filter\.)",
-        ],
-        repo_root,
-    ).stdout.decode("utf-8", "replace")
+    settings = gitrepo.checkout_settings(repo_root)
     mask = os.umask(0)
     os.umask(mask)
     material = json.dumps([1, attributes, settings, _lfs_options(), mask, plan.inputs.context, plan.inputs.dockerfile])

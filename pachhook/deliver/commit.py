@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pachhook.core import gitrepo
 from pachhook.core.config import Config, ConfigError, load_config_at
-from pachhook.core.environments import environment_for
+from pachhook.core.environments import ask_default_branch_ahead, environment_for
 from pachhook.deliver.cireport import RunReport
 from pachhook.deliver.holds import Holds, PipelineKey
 from pachhook.deliver.runner import (
@@ -35,6 +35,7 @@ from pachhook.deliver.runner import (
 )
 from pachhook.deliver.sharedimages import SharedImages, deliver_concurrently
 from pachhook.deliver.steps.base import StepContext
+from pachhook.deliver.steps.build import ask_git_ahead
 from pachhook.queue.affected import commit_templates, foreign_file, parse_template
 from pachhook.queue.jobs import Job, StepRecord
 from pachhook.queue.states import STEP_NAMES
@@ -141,12 +142,21 @@ def deliver_commit(
             print(line, file=sys.stderr, flush=True)
 
     try:
-        commit = gitrepo.rev_parse(rev, cwd)
-        info = gitrepo.head_info(cwd)
+        asked = gitrepo.head_info_soon(cwd)
+        try:
+            commit = gitrepo.rev_parse(rev, cwd) if rev != "HEAD" else ""  # while git answers the other
+        except gitrepo.GitError:
+            _read_quietly(asked)  # its git reaped; the revision's error is the one to tell
+            raise
+        info = asked()
+        commit = commit or info.commit
     except gitrepo.GitError as error:
         err(f"pachhook run: {error}")
         return 2
     branch = branch_of(rev, commit, info.commit, info.branch, info.root)
+    # git answers these while the configuration is read and the commit planned
+    ask_default_branch_ahead(info.root_str, info.common_dir_str)
+    ask_git_ahead(info.root, branch)
     try:
         # the commit's configuration, never the work tree's
         config = load_config_at(info.root, commit)
@@ -213,6 +223,13 @@ def deliver_commit(
         for done in outcomes:
             report.add_pipeline(done.pipeline, done.template, done.results, done.outcomes, done.timings, done.error)
     return _summarise(outcomes, out)
+
+
+def _read_quietly(asked: Callable[[], object]) -> None:
+    try:
+        asked()
+    except gitrepo.GitError:
+        pass
 
 
 def _release_hold(common_dir: Path, environment: str, outcome: Outcome, commit: str, out: Output) -> None:

@@ -30,6 +30,7 @@ from pachhook.deliver.earlyread import ReadAhead, read_ahead
 from pachhook.deliver.holds import Holds, held_job, held_message
 from pachhook.deliver.order import unreachable
 from pachhook.deliver.sharedimages import SharedImages, deliver_concurrently
+from pachhook.deliver.steps import build
 from pachhook.deliver.steps.base import StepContext, StepError, StepResult, run_step
 from pachhook.deliver.steps.update import not_applied, run_together
 from pachhook.queue.jobs import Job
@@ -366,9 +367,12 @@ def process_group(
 
 
 def read_ahead_for(repo_root: PathLike, git_dir: Path, jobs: Sequence[Job], dry_run: bool) -> Optional[ReadAhead]:
-    """The live read of the jobs still to be updated, started before their builds (earlyread.py);
-    None in a dry run (it talks to the cluster no more than the update step shows) and when
-    every job's update is done already."""
+    """Questions the jobs' steps will ask, started before their builds: the builds' questions
+    about git's configuration (build.ask_git_ahead), and the live read of the jobs still to
+    be updated (earlyread.py), which is returned; None in a dry run (it talks to the cluster
+    no more than the update step shows) and when every job's update is done already."""
+    for branch in sorted({job.branch for job in jobs}):
+        build.ask_git_ahead(Path(repo_root), branch)
     if dry_run:
         return None
     done = (STEP_DONE, STEP_SKIPPED)  # as build_and_push finds the steps to run

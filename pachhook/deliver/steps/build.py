@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from pachhook import __version__
@@ -70,6 +70,19 @@ def remote_url(repo_root: Path, branch: str) -> str:
             if url:
                 return strip_credentials(url)
     return ""
+
+
+def ask_git_ahead(repo_root: Path, branch: str) -> None:
+    """Start the questions about git's configuration every build of `branch` asks (the remote
+    for the source label, the checkout settings for the context's key), so git answers
+    them while the commit is planned (gitrepo.ask_ahead: within a configuration snapshot)."""
+    from pachhook.core import gitrepo
+
+    if branch:
+        gitrepo.ask_ahead("config", repo_root, f"branch.{branch}.remote")
+    gitrepo.ask_ahead("remote-url", repo_root, "origin")
+    gitrepo.ask_ahead("remotes", repo_root)
+    gitrepo.ask_ahead("checkout-settings", repo_root)
 
 
 def _find_reusable(engine: Any, key: str, image_ref: str, ctx: StepContext) -> Optional[Any]:
@@ -219,14 +232,15 @@ def _held_by_registry(ctx: StepContext, plan: Any) -> Optional[_HeldImage]:
     Docker engine, no docker-py). None when there is none, or when the registry cannot say
     without the engine (then the engine path decides, as before)."""
     from pachhook.deliver import imagekeys
-    from pachhook.deliver.dockerclient import split_image
-    from pachhook.deliver.registry import RegistryError, session_without_engine
 
     repository = ctx.job.image
     refs = [ref.partition("@") for ref in imagekeys.recorded_refs(ctx.git_dir, plan.key)]
     digests = [digest for pushed_to, _, digest in refs if pushed_to == repository and digest]
     if not digests:
-        return None
+        return None  # most code changes: a context key this clone has pushed nothing for
+    from pachhook.deliver.dockerclient import split_image
+    from pachhook.deliver.registry import RegistryError, session_without_engine
+
     registry, name = split_image(repository)
     session = session_without_engine(registry)
     for digest in digests:
@@ -385,7 +399,7 @@ def _check_secrets(image: str, secrets: Dict[str, Tuple[str, str]]) -> None:
 
 def _build(ctx: StepContext, engine: Any, plan: Any, image_ref: str) -> str:
     """Check the context out, build it (docker CLI with BuildKit, else the engine API); the image id."""
-    from pachhook.deliver import buildcontext, dockerclient
+    from pachhook.deliver import buildcache, buildcontext, dockerclient
 
     job, inputs = ctx.job, plan.inputs
     try:
@@ -399,9 +413,12 @@ def _build(ctx: StepContext, engine: Any, plan: Any, image_ref: str) -> str:
             retryable=False,
         )
     _check_secrets(image_ref, inputs.secrets)
+    # what the cache may come from, asked of git while the context is checked out
+    source_commits = buildcache.source_commits_soon(ctx.repo_root, job.commit)
     try:
         checkout = buildcontext.materialize(ctx.repo_root, plan, keep_in=_kept_checkout(ctx, plan))
     except buildcontext.ContextError as error:
+        source_commits()
         raise StepError(f"build of {job.image}: {error}", retryable=False) from None
     try:
         how = cli.describe() if cli is not None else "the engine's API (legacy builder: no docker CLI installed)"
@@ -431,9 +448,10 @@ def _build(ctx: StepContext, engine: Any, plan: Any, image_ref: str) -> str:
         if source:
             labels[LABEL_SOURCE] = source
         if cli is not None:
-            return _build_with_cli(ctx, cli, plan, checkout, image_ref, labels)
+            return _build_with_cli(ctx, cli, plan, checkout, image_ref, labels, source_commits())
         return _build_with_api(ctx, engine.client, plan, checkout, image_ref, labels)
     finally:
+        source_commits()  # read (its git reaped) whichever way the build went
         checkout.cleanup()
 
 
@@ -447,12 +465,18 @@ def _kept_checkout(ctx: StepContext, plan: Any) -> Path:
 
 
 def _build_with_cli(
-    ctx: StepContext, cli: Any, plan: Any, checkout: Any, image_ref: str, labels: Dict[str, str]
+    ctx: StepContext,
+    cli: Any,
+    plan: Any,
+    checkout: Any,
+    image_ref: str,
+    labels: Dict[str, str],
+    source_commits: List[str],
 ) -> str:
     from pachhook.deliver import clibuild
 
     inputs = plan.inputs
-    cache = _cache_plan(ctx, cli, image_ref)
+    cache = _cache_plan(ctx, cli, image_ref, source_commits)
     command = cli.build_command()
     # `--builder NAME` belongs to `buildx build`: right after those two words
     command[3:3] = cache.builder
@@ -490,7 +514,7 @@ def _build_with_cli(
     raise StepError(message, retryable=result.transient)
 
 
-def _cache_plan(ctx: StepContext, cli: Any, image_ref: str) -> Any:
+def _cache_plan(ctx: StepContext, cli: Any, image_ref: str, source_commits: List[str]) -> Any:
     """BuildKit cache flags and builder for the image (deliver/buildcache.py), said in the log."""
     from pachhook.core.config import load_config_at
     from pachhook.deliver import buildcache
@@ -501,7 +525,7 @@ def _cache_plan(ctx: StepContext, cli: Any, image_ref: str) -> Any:
     image_config = config.images.get(job.image)
     mode = getattr(image_config, "cache", "inline")
     builder = getattr(image_config, "builder", None)
-    sources = buildcache.cache_sources(ctx.repo_root, job.commit, job.image, lambda c: image_tag(c, config.tag))
+    sources = buildcache.cache_sources(source_commits, job.image, lambda c: image_tag(c, config.tag))
     try:
         cache = buildcache.plan_cache(mode, builder, cli.buildx, job.image, sources)
     except buildcache.CacheError as error:

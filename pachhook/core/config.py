@@ -269,7 +269,10 @@ def read_files_ahead(root: str, commit: str) -> Callable[[], None]:
     files are then kept (by gitrepo) for `load_config_at`. A failure is left for it to meet."""
     from pachhook.core import gitrepo
 
-    answer = gitrepo.show_files_soon(commit, CONFIG_FILES, root)
+    try:
+        answer = gitrepo.show_files_soon(commit, CONFIG_FILES, root)
+    except gitrepo.GitError:
+        return lambda: None
 
     def wait() -> None:
         try:

@@ -71,7 +71,9 @@ def run_soon(
 ) -> Callable[[], GitResult]:
     """`run`, started now and read later: git answers on another core while the caller goes
     on (the post-commit hook imports and opens its queue meanwhile). Call what it returns,
-    once, for the GitResult; the deadline counts from the start."""
+    once, for the GitResult; the deadline counts from the start. GitError comes at once when
+    git cannot start, else when the answer is read (a deadline passed); so for the `*_soon`
+    readers below, which also raise what their plain form raises when read."""
     argv = ["git"]
     if literal_pathspecs:
         argv.append("--literal-pathspecs")
@@ -255,7 +257,7 @@ def head_info(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> HeadInfo:
 
 
 def head_info_soon(cwd: Optional[PathLike] = None, rev: str = "HEAD") -> Callable[[], HeadInfo]:
-    """`head_info`, its git process started now (see `run_soon`); GitError comes when it is read."""
+    """`head_info`, its git process started now (see `run_soon`)."""
     _no_option(rev)
     args = ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-dir", "--git-common-dir"]
     answer = run_soon([*args, f"{rev}^{{commit}}", f"{rev}^{{tree}}"], cwd)
@@ -383,17 +385,23 @@ def rev_parse(rev: str, cwd: Optional[PathLike] = None) -> str:
 def commits_soon(revs: Sequence[str], cwd: Optional[PathLike] = None) -> Callable[[], Dict[str, str]]:
     """The full SHA of the commit each of `revs` names, from one `git cat-file --batch-check`
     started now (see `run_soon`); a rev that names no commit (a root's parent, a missing ref)
-    is left out. Reading it twice gives the same answer without asking again."""
-    started = run_soon(
-        ["cat-file", "--batch-check"], cwd, input="".join(f"{rev}^{{commit}}\n" for rev in revs).encode()
-    )
+    is left out, and so is every rev when git cannot answer. Reading it twice gives the same
+    answer without asking again."""
+    names = "".join(f"{rev}^{{commit}}\n" for rev in revs)
+    try:
+        started = run_soon(["cat-file", "--batch-check"], cwd, input=names.encode())
+    except GitError:
+        started = lambda: _NOTHING_SAID  # noqa: E731
     found: Dict[str, str] = {}
     read = [False]
 
     def answer() -> Dict[str, str]:
         if not read[0]:
             read[0] = True
-            lines = started().stdout.decode(errors="replace").splitlines()
+            try:
+                lines = started().stdout.decode(errors="replace").splitlines()
+            except GitError:  # ran out of time
+                lines = []
             for rev, line in zip(revs, lines):
                 parts = line.split()  # "SHA commit SIZE", or "NAME missing"
                 if len(parts) == 3 and parts[1] == "commit" and is_full_sha(parts[0]):
@@ -492,7 +500,7 @@ def ls_tree(
 def ls_tree_soon(
     commit: str, cwd: Optional[PathLike] = None, paths: Sequence[str] = (), literal_pathspecs: bool = False
 ) -> Callable[[], Dict[str, TreeEntry]]:
-    """`ls_tree`, its git process started now (see `run_soon`); GitError comes when it is read."""
+    """`ls_tree`, its git process started now (see `run_soon`)."""
     question = ("ls-tree", _folder_key(cwd), commit, tuple(paths), literal_pathspecs and bool(paths))
     known = settled(question)
     if known is not UNKNOWN:
@@ -540,7 +548,7 @@ def show_files(commit: str, paths: Sequence[str], cwd: Optional[PathLike] = None
 def show_files_soon(
     commit: str, paths: Sequence[str], cwd: Optional[PathLike] = None
 ) -> Callable[[], Dict[str, Optional[bytes]]]:
-    """`show_files`, its git process started now (see `run_soon`); GitError comes when it is read."""
+    """`show_files`, its git process started now (see `run_soon`)."""
     folder = _folder_key(cwd)
     shown: Dict[str, Optional[bytes]] = {}
     for path in paths:

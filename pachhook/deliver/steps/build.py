@@ -413,8 +413,8 @@ def _build(ctx: StepContext, engine: Any, plan: Any, image_ref: str) -> str:
             retryable=False,
         )
     _check_secrets(image_ref, inputs.secrets)
-    # what the cache may come from, asked of git while the context is checked out
-    source_commits = buildcache.source_commits_soon(ctx.repo_root, job.commit)
+    # what the cache may come from (BuildKit's, through the CLI), asked of git while the context is checked out
+    source_commits = buildcache.source_commits_soon(ctx.repo_root, job.commit) if cli is not None else (lambda: [])
     try:
         checkout = buildcontext.materialize(ctx.repo_root, plan, keep_in=_kept_checkout(ctx, plan))
     except buildcontext.ContextError as error:

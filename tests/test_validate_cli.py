@@ -447,3 +447,23 @@ def test_json_templates_need_no_heavy_imports(tmp_path):
     # argparse's own help formatter imports shutil (with zlib, bz2, lzma) for every parser made
     heavy |= {"shutil", "bz2", "lzma"}
     assert imported and not heavy & imported, heavy & imported
+
+
+def test_json_templates_need_no_jsonnet_engine_lookup_without_the_editable_finder(tmp_path):
+    # As pip installs pachhook for pre-commit (no `site`, whose editable-install finder imports
+    # importlib's helpers itself): looking for the Jsonnet engine (importlib.util, with
+    # contextlib) is for Jsonnet templates only.
+    spec = write(tmp_path / "pipeline.json", GOOD_JSON)
+    env = dict(CHECKOUT_ENV, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    script = write(tmp_path / "pachhook", "import sys\nfrom pachhook.cli import main\nsys.exit(main())\n")
+    result = subprocess.run(  # the console script, not `-m`: runpy imports importlib.util itself
+        [sys.executable, "-S", "-X", "importtime", str(script), "validate", str(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    names = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")]
+    own = set(names[names.index("pachhook") :])
+    assert "pachhook.spec.jsonnet" in own  # the module is there; the lookup is not
+    assert sorted(own & {"importlib.util", "contextlib"}) == []

@@ -467,3 +467,17 @@ def test_json_templates_need_no_jsonnet_engine_lookup_without_the_editable_finde
     own = set(names[names.index("pachhook") :])
     assert "pachhook.spec.jsonnet" in own  # the module is there; the lookup is not
     assert sorted(own & {"importlib.util", "contextlib"}) == []
+
+
+def test_staged_outside_a_repository_is_one_line_and_no_traceback(tmp_path):
+    # `diff --cached` and `rev-parse` run at once; git's own words about the first say why
+    env = dict(CHECKOUT_ENV, GIT_CEILING_DIRECTORIES=str(tmp_path))
+    folder = tmp_path / "not-a-repo"
+    folder.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "pachhook", "validate", "--staged"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("pachhook: cannot list the staged files: ")
+    assert "not a git repository" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr

@@ -157,8 +157,10 @@ def queue_commit(
             # git reads the configuration (and may look up the default branch) while the queue opens
             configuration_read = read_files_ahead(info.root_str, info.commit)
             ask_default_branch_ahead(info.root_str, info.common_dir_str)
-            queue = Queue(info.common_dir_str, timeout=HOOK_BUSY_TIMEOUT)
-            configuration_read()
+            try:
+                queue = Queue(info.common_dir_str, timeout=HOOK_BUSY_TIMEOUT)
+            finally:
+                configuration_read()  # its git reaped, however the queue's opening went
             try:
                 _queue_into(queue, info, start_worker, rewritten)
             except DatabaseError as error:

@@ -206,8 +206,8 @@ def test_a_git_started_soon_is_running_before_its_answer_is_read(repo: Repo):
     flag = repo.path / "started"
     # the early process makes the flag; the later one, run to the end first, waits for it
     early = gitrepo.run_soon(["-c", f"alias.mark=!touch '{flag}'; echo marked", "mark"], repo.path)
-    wait = ["-c", f"alias.wait=!for i in $(seq 100); do [ -e '{flag}' ] && exit 0; sleep 0.05; done; exit 1", "wait"]
-    assert gitrepo.run(wait, repo.path, timeout=20).returncode == 0
+    wait = ["-c", f"alias.wait=!for i in $(seq 600); do [ -e '{flag}' ] && exit 0; sleep 0.05; done; exit 1", "wait"]
+    assert gitrepo.run(wait, repo.path, timeout=60).returncode == 0
     assert early().stdout == b"marked\n"
 
 
@@ -224,22 +224,36 @@ def test_a_failure_of_a_git_started_soon_comes_when_it_is_read(repo: Repo):
     }
 
 
-def test_configuration_asked_ahead_is_the_answer_within_the_snapshot(repo: Repo):
+def test_configuration_asked_ahead_is_started_at_once_and_asked_once(repo: Repo, tmp_path: Path, monkeypatch):
     import os
+    import time
 
     commit_files(repo, {"a.txt": "a"})
-    repo.git("config", "pachhook.test", "before")
+    repo.git("config", "pachhook.test", "set")
+    trace = tmp_path / "trace"
+    monkeypatch.setenv("GIT_TRACE", str(trace))  # git writes a line as each command starts
+
+    def asked(key: str) -> int:
+        text = trace.read_text() if trace.exists() else ""
+        return sum(line.endswith(f"built-in: git config --get {key}") for line in text.splitlines())
+
     fds = len(os.listdir("/proc/self/fd"))
     with gitrepo.config_snapshot():
         gitrepo.ask_ahead("config", repo.path, "pachhook.test")
         gitrepo.ask_ahead("config", repo.path, "pachhook.never-read")  # asked, never needed
-        repo.git("config", "pachhook.test", "after")
-        assert gitrepo.config_get("pachhook.test", repo.path) == "before"  # git was asked ahead
+        deadline = time.monotonic() + 30
+        while asked("pachhook.test") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert asked("pachhook.test") == 1  # running before anything reads it
+        assert gitrepo.config_get("pachhook.test", repo.path) == "set"
+        assert gitrepo.config_get("pachhook.test", repo.path) == "set"
+    assert asked("pachhook.test") == 1  # the answer asked ahead is the one read, twice
     assert len(os.listdir("/proc/self/fd")) == fds  # the unread process was reaped, its pipes closed
     # outside a snapshot there is nowhere to keep an answer: nothing is asked ahead
     gitrepo.ask_ahead("config", repo.path, "pachhook.test")
-    repo.git("config", "pachhook.test", "later")
-    assert gitrepo.config_get("pachhook.test", repo.path) == "later"
+    assert asked("pachhook.test") == 1
+    assert gitrepo.config_get("pachhook.test", repo.path) == "set"
+    assert asked("pachhook.test") == 2
 
 
 def test_commits_soon_names_each_rev_s_commit_and_leaves_out_what_names_none(repo: Repo):

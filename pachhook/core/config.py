@@ -264,7 +264,7 @@ def _files_at(root: str, commit: str) -> Dict[str, Optional[bytes]]:
         return dict.fromkeys(CONFIG_FILES)
 
 
-def read_files_ahead(root: str, commit: str) -> Callable[[], None]:
+def read_files_ahead(root: str, commit: str) -> Callable[[], object]:
     """Start reading CONFIG_FILES of `commit` now; what is returned waits for git, and the
     files are then kept (by gitrepo) for `load_config_at`. A failure is left for it to meet."""
     from pachhook.core import gitrepo
@@ -273,14 +273,7 @@ def read_files_ahead(root: str, commit: str) -> Callable[[], None]:
         answer = gitrepo.show_files_soon(commit, CONFIG_FILES, root)
     except gitrepo.GitError:
         return lambda: None
-
-    def wait() -> None:
-        try:
-            answer()
-        except gitrepo.GitError:
-            pass
-
-    return wait
+    return lambda: gitrepo.read_quietly(answer)
 
 
 def _read(path: str) -> Optional[str]:

@@ -21,9 +21,10 @@ DEFAULT_TIMEOUT = 300.0
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
     from pathlib import Path
-    from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+    from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
     PathLike = Union[str, Path]
+    T = TypeVar("T")
 
 
 class GitError(Exception):
@@ -87,6 +88,15 @@ def run_soon(
         base = {**base, "GIT_TERMINAL_PROMPT": "0"}
     deadline = DEFAULT_TIMEOUT if timeout is None else timeout
     return _Started(argv, base, deadline, _command_name(args), input).finish
+
+
+def read_quietly(asked: Callable[[], T]) -> Optional[T]:
+    """What a `*_soon` reader gives, None when git failed: for an answer asked ahead that the
+    caller asks again where a failure is reported, or only reaps."""
+    try:
+        return asked()
+    except GitError:
+        return None
 
 
 def git(
@@ -388,27 +398,17 @@ def commits_soon(revs: Sequence[str], cwd: Optional[PathLike] = None) -> Callabl
     is left out, and so is every rev when git cannot answer. Reading it twice gives the same
     answer without asking again."""
     names = "".join(f"{rev}^{{commit}}\n" for rev in revs)
-    try:
-        started = run_soon(["cat-file", "--batch-check"], cwd, input=names.encode())
-    except GitError:
-        started = lambda: _NOTHING_SAID  # noqa: E731
-    found: Dict[str, str] = {}
-    read = [False]
 
-    def answer() -> Dict[str, str]:
-        if not read[0]:
-            read[0] = True
-            try:
-                lines = started().stdout.decode(errors="replace").splitlines()
-            except GitError:  # ran out of time
-                lines = []
-            for rev, line in zip(revs, lines):
-                parts = line.split()  # "SHA commit SIZE", or "NAME missing"
-                if len(parts) == 3 and parts[1] == "commit" and is_full_sha(parts[0]):
-                    found[rev] = parts[0]
-        return dict(found)
+    def read(result: GitResult) -> Dict[str, str]:
+        found: Dict[str, str] = {}
+        for rev, line in zip(revs, result.stdout.decode(errors="replace").splitlines()):
+            parts = line.split()  # "SHA commit SIZE", or "NAME missing"
+            if len(parts) == 3 and parts[1] == "commit" and is_full_sha(parts[0]):
+                found[rev] = parts[0]
+        return found
 
-    return answer
+    asked = _ask(["cat-file", "--batch-check"], read, cwd, names.encode())
+    return lambda: dict(asked.answer())  # type: ignore[call-overload]
 
 
 def _missing(rev: str) -> str:
@@ -509,14 +509,14 @@ def ls_tree_soon(
     if paths:
         args += ["--", *paths]
     answer = run_soon(args, cwd, literal_pathspecs=literal_pathspecs)
-    return lambda: _tree_entries(answer(), question)
+    return lambda: _tree_entries(answer(), commit, question)
 
 
-def _tree_entries(result: GitResult, question: Tuple[object, ...]) -> Dict[str, TreeEntry]:
+def _tree_entries(result: GitResult, commit: str, question: Tuple[object, ...]) -> Dict[str, TreeEntry]:
+    """The listing `ls-tree` printed, kept as the answer to `question` when `commit` is a full SHA."""
     if result.returncode != 0:
         raise GitError(complaint(result, "ls-tree"))
     out = result.stdout
-    commit = str(question[2])
     entries: Dict[str, TreeEntry] = {}
     for record in out.split(b"\0"):
         if not record:
@@ -728,7 +728,7 @@ _ASKING = _thread.allocate_lock()
 
 
 class _AskedAhead:
-    """A configuration question's git process, started (`_asked`), and once read its answer."""
+    """A git process started for a question (`_ask`), and once read its answer."""
 
     __slots__ = ("read", "started", "lock", "answered", "value")
 
@@ -754,9 +754,17 @@ _NOTHING_SAID = GitResult(1, b"", b"")
 
 def _asked(kind: str, cwd: Optional[PathLike], name: str) -> _AskedAhead:
     command, read = _CONFIG_QUESTIONS[kind]
+    return _ask(command(name), read, cwd)
+
+
+def _ask(
+    args: Sequence[str], read: Callable[[GitResult], object], cwd: Optional[PathLike], input: Optional[bytes] = None
+) -> _AskedAhead:
+    """`git ARGS` started now, its answer read once by `read`; git that cannot start or runs
+    out of time answers as if it said nothing."""
     try:
-        started = run_soon(command(name), cwd)
-    except GitError:  # git could not start: as if it said nothing
+        started = run_soon(args, cwd, input)
+    except GitError:
         started = lambda: _NOTHING_SAID  # noqa: E731
     return _AskedAhead(read, started)
 

@@ -146,7 +146,7 @@ def deliver_commit(
         try:
             commit = gitrepo.rev_parse(rev, cwd) if rev != "HEAD" else ""  # while git answers the other
         except gitrepo.GitError:
-            _read_quietly(asked)  # its git reaped; the revision's error is the one to tell
+            gitrepo.read_quietly(asked)  # its git reaped; the revision's error is the one to tell
             raise
         info = asked()
         commit = commit or info.commit
@@ -223,13 +223,6 @@ def deliver_commit(
         for done in outcomes:
             report.add_pipeline(done.pipeline, done.template, done.results, done.outcomes, done.timings, done.error)
     return _summarise(outcomes, out)
-
-
-def _read_quietly(asked: Callable[[], object]) -> None:
-    try:
-        asked()
-    except gitrepo.GitError:
-        pass
 
 
 def _release_hold(common_dir: Path, environment: str, outcome: Outcome, commit: str, out: Output) -> None:

@@ -22,7 +22,7 @@ from pachhook.spec.ordering import CycleError, dependency_order
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs ~10 ms to import: annotations only
-    from typing import Any, Callable, Dict, List, Optional, Sequence
+    from typing import Any, Dict, List, Optional, Sequence
 
     from pachhook.core.config import Config
     from pachhook.queue.store import Queue
@@ -70,7 +70,8 @@ def find_affected(
     try:
         templates = commit_template_set(root, commit, config, queue)
     finally:
-        asked = _entries_asked(early)
+        # a failure is met again, and reported, where the entries are asked anew below
+        asked = gitrepo.read_quietly(early) if early is not None else None
     result = Affected(len(templates))
     if not templates:
         return result
@@ -148,17 +149,6 @@ def _known_template_set(config: Config, queue: Queue) -> Dict[str, Any]:
     if isinstance(known, dict) and known.get("globs") == list(config.templates) and known.get("commit"):
         return known
     return {}
-
-
-def _entries_asked(early: Optional[Callable[[], Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
-    """The entries an early `ls_tree_soon` found; None when none was asked or git failed
-    (they are asked again then, where a failure is reported)."""
-    if early is None:
-        return None
-    try:
-        return early()
-    except gitrepo.GitError:
-        return None
 
 
 def _templates_after(
